@@ -1,0 +1,132 @@
+#include "common/net.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace df {
+
+Result<UniqueFd> ListenTcp(const std::string& ip, uint16_t port, uint16_t* bound_port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  if (inet_pton(AF_INET, ip.c_str(), &addr.sin_addr) != 1) {
+    return InvalidArgument("'" + ip + "' is not an IPv4 address");
+  }
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return ErrnoStatus("socket", errno);
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Status(StatusCode::kUnavailable,
+                  "bind " + ip + ":" + std::to_string(port) + ": " + std::strerror(errno));
+  }
+  if (::listen(fd.get(), 1024) != 0) return ErrnoStatus("listen", errno);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  if (bound_port) *bound_port = ntohs(addr.sin_port);
+  return fd;
+}
+
+Result<UniqueFd> ConnectTcp(const std::string& ip, uint16_t port, int timeout_ms) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  if (inet_pton(AF_INET, ip.c_str(), &addr.sin_addr) != 1) {
+    return InvalidArgument("'" + ip + "' is not an IPv4 address");
+  }
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return ErrnoStatus("socket", errno);
+  std::string where = ip + ":" + std::to_string(port);
+  int rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  if (rc != 0 && errno != EINPROGRESS) return Unavailable("connect " + where + ": " + std::strerror(errno));
+  if (rc != 0) {
+    pollfd p{fd.get(), POLLOUT, 0};
+    int n = ::poll(&p, 1, timeout_ms);
+    if (n == 0) return Status(StatusCode::kDeadlineExceeded, "connect " + where + ": timed out");
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (n < 0 || err != 0) return Unavailable("connect " + where + ": " + std::strerror(err ? err : errno));
+  }
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+  int one = 1;
+  ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+void SetSocketTimeouts(int fd, int timeout_ms) {
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+void SetCongestionControl(int fd, const std::string& name) {
+  ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name.data(), static_cast<socklen_t>(name.size()));
+}
+
+Status ReadFull(int fd, void* buf, size_t n) {
+  auto* p = static_cast<char*>(buf);
+  while (n > 0) {
+    ssize_t r = ::read(fd, p, n);
+    if (r > 0) {
+      p += r;
+      n -= static_cast<size_t>(r);
+    } else if (r == 0) {
+      return Unavailable("connection closed by peer");
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return Status(StatusCode::kDeadlineExceeded, "read timed out");
+    } else {
+      return Unavailable(std::string("read: ") + std::strerror(errno));
+    }
+  }
+  return Status::Ok();
+}
+
+Status WriteFull(int fd, const void* buf, size_t n) {
+  const auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (r >= 0) {
+      p += r;
+      n -= static_cast<size_t>(r);
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return Status(StatusCode::kDeadlineExceeded, "write timed out");
+    } else {
+      return Unavailable(std::string("write: ") + std::strerror(errno));
+    }
+  }
+  return Status::Ok();
+}
+
+std::string DefaultIp() {
+  ifaddrs* ifs = nullptr;
+  if (getifaddrs(&ifs) != 0) return "127.0.0.1";
+  std::string out = "127.0.0.1";
+  for (ifaddrs* i = ifs; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    auto* a = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
+    char buf[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    if (std::strncmp(buf, "127.", 4) != 0) {
+      out = buf;
+      break;
+    }
+  }
+  freeifaddrs(ifs);
+  return out;
+}
+
+}  // namespace df

@@ -1,0 +1,139 @@
+// Peer storage: one content file per task, pieces written at their offsets, and metadata
+// (task, piece bitmap, per-piece CRC32C) in a crash-safe SQLite database (WAL).
+//
+// Invariant: a piece is "finished" only after its bytes are in the content file and its CRC32C
+// was verified by the writer; CommitPiece records it. After a restart, Open() re-reads every
+// recorded piece of unfinished tasks and drops those whose CRC32C no longer matches, so a peer
+// never reports or serves a piece it has not verified.
+//
+// Layout under `dir`:  dir/metadata.db   dir/content/<task_id>
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/fd.h"
+#include "common/piece.h"
+#include "common/status.h"
+
+namespace df {
+
+// What the store remembers about a task.
+struct TaskMeta {
+  std::string task_id;
+  std::string url;
+  int64_t content_length = -1;  // -1 while unknown
+  uint64_t piece_length = 0;
+  std::string digest;           // "sha256:HEX" or empty
+  int64_t created_unix_ms = 0;
+  int64_t accessed_unix_ms = 0;
+  bool done = false;            // every piece finished
+};
+
+class PieceStore;
+
+// One task's content and piece state. Thread-safe. Obtained from PieceStore; shared by the
+// downloader, the piece server and availability streams; must not outlive its PieceStore.
+class TaskStorage {
+ public:
+  const std::string& task_id() const { return task_id_; }
+  // Content file, opened O_RDWR: writers pwrite() at piece offsets, the server sendfile()s.
+  int content_fd() const { return fd_.get(); }
+  const std::string& content_path() const { return path_; }
+
+  TaskMeta meta() const;
+  PieceLayout layout() const;  // precondition: content length known
+
+  // Records the size once it is known (after the first stat of the origin or a parent).
+  // Truncates/extends the content file. InvalidArgument when it contradicts a recorded size.
+  Status SetContentLength(int64_t content_length, uint64_t piece_length);
+
+  // Records that piece `n` (already written at its offset) has CRC32C `crc`. Idempotent.
+  // Wakes WaitForPieces() callers. When the last piece commits, the task becomes done.
+  Status CommitPiece(PieceNumber n, uint32_t crc);
+
+  bool HasPiece(PieceNumber n) const;
+  // CRC32C of a finished piece; false when the piece is not finished.
+  bool PieceCrc(PieceNumber n, uint32_t* crc) const;
+  uint32_t finished_count() const;
+  bool done() const;
+  // Finished piece numbers in the order they were committed.
+  std::vector<uint32_t> FinishedPieces() const;
+
+  // Blocks until more than `cursor` pieces are finished, the task is done, `timeout_ms` passes
+  // or Close() is called; appends pieces finished[cursor..] to `out` and returns the new cursor.
+  // A subscriber starts with cursor 0 and passes back what it got.
+  size_t WaitForPieces(size_t cursor, int timeout_ms, std::vector<uint32_t>* out) const;
+
+  // Wakes every waiter; later waits return at once. Called when the task is deleted.
+  void Close();
+
+  // Constructed by PieceStore only.
+  TaskStorage(PieceStore* store, TaskMeta meta, std::string path, UniqueFd fd,
+              std::vector<std::pair<uint32_t, uint32_t>> finished);
+
+ private:
+  PieceStore* const store_;
+  const std::string task_id_;
+  const std::string path_;
+  UniqueFd fd_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  TaskMeta meta_;                       // GUARDED_BY(mu_)
+  std::vector<uint32_t> crc_;           // GUARDED_BY(mu_); index = piece number
+  std::vector<bool> have_;              // GUARDED_BY(mu_)
+  std::vector<uint32_t> order_;         // GUARDED_BY(mu_); commit order
+  bool closed_ = false;                 // GUARDED_BY(mu_)
+};
+
+// Garbage collection policy.
+struct GcPolicy {
+  int64_t task_ttl_ms = 6 * 3600 * 1000;  // finished tasks not accessed for this long go
+  double disk_high_watermark = 0.90;      // above this used fraction of the filesystem...
+  double disk_low_watermark = 0.70;       // ...delete least recently used tasks down to this
+};
+
+// The store. Thread-safe.
+class PieceStore {
+ public:
+  // Opens (creating) the store in `dir`; re-verifies unfinished tasks' pieces (see above).
+  // IoError when the directory or database cannot be opened.
+  static Result<std::unique_ptr<PieceStore>> Open(const std::string& dir);
+  ~PieceStore();
+
+  // Returns the task's storage, creating it (empty content file) when absent. Updates its
+  // access time. `meta.task_id` must be non-empty; other fields fill in a new record.
+  Result<std::shared_ptr<TaskStorage>> OpenTask(const TaskMeta& meta);
+  // The task's storage if the store has it, else nullptr.
+  std::shared_ptr<TaskStorage> FindTask(const std::string& task_id);
+  // Removes content and metadata. NotFound when absent. Waiters on it are woken.
+  Status DeleteTask(const std::string& task_id);
+  std::vector<TaskMeta> ListTasks();
+
+  // Deletes tasks that are idle (no TaskStorage handle held outside the store) and either
+  // expired by TTL or, while disk use is above the high watermark, least recently accessed
+  // until below the low watermark. Returns the number of tasks deleted.
+  Result<int> CollectGarbage(const GcPolicy& policy);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  friend class TaskStorage;
+  PieceStore(std::string dir, void* db);
+  Status Exec(const std::string& sql);
+  Status PersistPiece(const std::string& task_id, uint32_t piece, uint32_t crc);
+  Status PersistMeta(const TaskMeta& meta);
+
+  const std::string dir_;
+  std::mutex mu_;
+  void* db_;  // sqlite3*, GUARDED_BY(mu_)
+  std::unordered_map<std::string, std::shared_ptr<TaskStorage>> tasks_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace df

@@ -1,0 +1,139 @@
+// Specifications of the common library: ids, piece math, CRC32C, sizes, digests.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "common/crc32c.h"
+#include "common/digest.h"
+#include "common/ids.h"
+#include "common/piece.h"
+#include "common/units.h"
+
+namespace df {
+namespace {
+
+TEST(Crc32c, MatchesPublishedVectors) {
+  // RFC 3720 (iSCSI) appendix B.4 and the classic "123456789" check value.
+  EXPECT_EQ(Crc32c("123456789", 9), 0xE3069283u);
+  std::string zeros(32, '\0');
+  EXPECT_EQ(Crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);
+  std::string ones(32, '\xff');
+  EXPECT_EQ(Crc32c(ones.data(), ones.size()), 0x62A8AB43u);
+  std::string inc(32, 0);
+  for (int i = 0; i < 32; ++i) inc[i] = static_cast<char>(i);
+  EXPECT_EQ(Crc32c(inc.data(), inc.size()), 0x46DD794Eu);
+  EXPECT_EQ(Crc32c("", 0), 0u);
+}
+
+TEST(Crc32c, ExtendEqualsWhole) {
+  std::string s = "The quick brown fox jumps over the lazy dog, many times over and over";
+  for (size_t cut = 0; cut <= s.size(); ++cut) {
+    uint32_t c = Crc32cExtend(Crc32c(s.data(), cut), s.data() + cut, s.size() - cut);
+    ASSERT_EQ(c, Crc32c(s.data(), s.size())) << cut;
+  }
+}
+
+TEST(TaskId, DependsOnEveryField) {
+  TaskIdInput a{"http://o/f", "", "", 0, {}};
+  std::string base = TaskId(a);
+  EXPECT_EQ(base.size(), 64u);
+  EXPECT_EQ(base, TaskId(a));
+  TaskIdInput b = a;
+  b.tag = "t";
+  EXPECT_NE(TaskId(b), base);
+  b = a;
+  b.application = "app";
+  EXPECT_NE(TaskId(b), base);
+  b = a;
+  b.piece_length = 4 * kMiB;
+  EXPECT_NE(TaskId(b), base);
+  // Field boundaries matter: ("ab","") differs from ("a","b").
+  TaskIdInput c{"u", "ab", "", 0, {}}, d{"u", "a", "b", 0, {}};
+  EXPECT_NE(TaskId(c), TaskId(d));
+}
+
+TEST(TaskId, FilteredQueryParamsDoNotChangeTheId) {
+  TaskIdInput a{"http://o/f?a=1&sig=xyz&b=2", "", "", 0, {"sig"}};
+  TaskIdInput b{"http://o/f?a=1&sig=other&b=2", "", "", 0, {"sig"}};
+  EXPECT_EQ(TaskId(a), TaskId(b));
+  EXPECT_EQ(FilterQueryParams("http://o/f?a=1&sig=xyz&b=2", {"sig"}), "http://o/f?a=1&b=2");
+  EXPECT_EQ(FilterQueryParams("http://o/f?sig=1", {"sig"}), "http://o/f");
+  EXPECT_EQ(FilterQueryParams("http://o/f", {"sig"}), "http://o/f");
+}
+
+TEST(TaskId, FromOciDigest) {
+  std::string hex(64, 'a');
+  EXPECT_EQ(TaskIdFromDigest("sha256:" + hex), hex);
+  EXPECT_EQ(TaskIdFromDigest("sha512:" + hex), "");
+  EXPECT_EQ(TaskIdFromDigest("sha256:abc"), "");
+}
+
+TEST(PieceLength, PowerOfTwoBetween4And64MiB) {
+  EXPECT_EQ(ChoosePieceLength(-1), 4 * kMiB);
+  EXPECT_EQ(ChoosePieceLength(0), 4 * kMiB);
+  EXPECT_EQ(ChoosePieceLength(100 * kMiB), 4 * kMiB);
+  EXPECT_EQ(ChoosePieceLength(1024 * kMiB), 4 * kMiB);   // 2.05 MiB -> floor 4
+  EXPECT_EQ(ChoosePieceLength(4096 * kMiB), 8 * kMiB);   // 8.2 MiB
+  EXPECT_EQ(ChoosePieceLength(8000 * kMiB), 16 * kMiB);  // 16 MiB
+  EXPECT_EQ(ChoosePieceLength(100000 * kMiB), 64 * kMiB);
+  EXPECT_EQ(ChoosePieceLength(1000000 * kMiB), 64 * kMiB);
+  for (int64_t s = 1; s < (int64_t{1} << 42); s = s * 3 + 7) {
+    uint64_t p = ChoosePieceLength(s);
+    ASSERT_TRUE((p & (p - 1)) == 0) << s;
+    ASSERT_GE(p, kMinPieceLength);
+    ASSERT_LE(p, kMaxPieceLength);
+  }
+}
+
+TEST(PieceLayout, LastPieceHasTheRemainder) {
+  PieceLayout l{10 * kMiB + 5, 4 * kMiB};
+  EXPECT_EQ(l.total_pieces(), 3u);
+  EXPECT_EQ(l.offset(PieceNumber{2}), 8 * kMiB);
+  EXPECT_EQ(l.length(PieceNumber{0}), 4 * kMiB);
+  EXPECT_EQ(l.length(PieceNumber{2}), 2 * kMiB + 5);
+  PieceLayout exact{8 * kMiB, 4 * kMiB};
+  EXPECT_EQ(exact.total_pieces(), 2u);
+  EXPECT_EQ(exact.length(PieceNumber{1}), 4 * kMiB);
+  PieceLayout empty{0, 4 * kMiB};
+  EXPECT_EQ(empty.total_pieces(), 0u);
+}
+
+TEST(PieceLength, Overrides) {
+  EXPECT_TRUE(IsValidPieceLength(4 * kMiB));
+  EXPECT_TRUE(IsValidPieceLength(64 * 1024));
+  EXPECT_FALSE(IsValidPieceLength(3 * kMiB));
+  EXPECT_FALSE(IsValidPieceLength(0));
+  EXPECT_FALSE(IsValidPieceLength(2048 * kMiB));
+}
+
+TEST(Units, ParsesSizesRatesAndDurations) {
+  EXPECT_EQ(ParseSize("512MiB").value(), 512 * kMiB);
+  EXPECT_EQ(ParseSize("1G").value(), 1024 * kMiB);
+  EXPECT_EQ(ParseSize("4096").value(), 4096u);
+  EXPECT_EQ(ParseSize("1.5k").value(), 1536u);
+  EXPECT_FALSE(ParseSize("lots").ok());
+  EXPECT_FALSE(ParseSize("12 parsecs").ok());
+  EXPECT_FALSE(ParseSize("-5M").ok());
+  EXPECT_EQ(ParseRateBytesPerSec("200mbit").value(), 25000000u);
+  EXPECT_EQ(ParseRateBytesPerSec("1gbit").value(), 125000000u);
+  EXPECT_FALSE(ParseRateBytesPerSec("200").ok());
+  EXPECT_EQ(ParseDurationMs("30s").value(), 30000u);
+  EXPECT_EQ(ParseDurationMs("250ms").value(), 250u);
+  EXPECT_EQ(ParseDurationMs("2m").value(), 120000u);
+}
+
+TEST(Digest, ParsesSha256AndRejectsTheRest) {
+  std::string hex(64, 'A');
+  auto d = ParseDigest("sha256:" + hex);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->hex, std::string(64, 'a'));
+  EXPECT_FALSE(ParseDigest("md5:abc").ok());
+  EXPECT_FALSE(ParseDigest("sha256:xyz").ok());
+  EXPECT_FALSE(ParseDigest("nocolon").ok());
+  Sha256 h;
+  h.Update("abc", 3);
+  EXPECT_EQ(h.FinalHex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+}  // namespace
+}  // namespace df

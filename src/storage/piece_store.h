@@ -79,6 +79,12 @@ class TaskStorage {
               std::vector<std::pair<uint32_t, uint32_t>> finished);
 
  private:
+  friend class PieceStore;
+  // Sets the in-memory access time (persisted by OpenTask).
+  void Touch(int64_t now_unix_ms);
+  // Sizes the per-piece vectors for `total_pieces`. EXCLUSIVE_LOCKS_REQUIRED(mu_).
+  void ResizeLocked(uint32_t total_pieces);
+
   PieceStore* const store_;
   const std::string task_id_;
   const std::string path_;
@@ -129,10 +135,25 @@ class PieceStore {
   Status Exec(const std::string& sql);
   Status PersistPiece(const std::string& task_id, uint32_t piece, uint32_t crc);
   Status PersistMeta(const TaskMeta& meta);
+  // Locked variants: EXCLUSIVE_LOCKS_REQUIRED(mu_).
+  Status PersistPieceLocked(const std::string& task_id, uint32_t piece, uint32_t crc);
+  Status PersistMetaLocked(const TaskMeta& meta);
+  // Persists the task's current metadata; the snapshot is taken under mu_ so that concurrent
+  // writers never store an older state over a newer one.
+  Status PersistTask(const TaskStorage& task);
+  // OpenTask without applying meta.content_length. Takes mu_.
+  Result<std::shared_ptr<TaskStorage>> OpenOrCreateTask(const TaskMeta& meta);
+  // Helpers of Open(); see piece_store.cc.
+  Status InitSchema();
+  Status LoadTasks();
+  std::string ContentPath(const std::string& task_id) const;
+  // Removes `task_id` from the map, the database and the disk. EXCLUSIVE_LOCKS_REQUIRED(mu_).
+  Status DeleteTaskLocked(const std::string& task_id);
 
   const std::string dir_;
   std::mutex mu_;
   void* db_;  // sqlite3*, GUARDED_BY(mu_)
+  void* insert_piece_stmt_ = nullptr;  // sqlite3_stmt*, GUARDED_BY(mu_); prepared once
   std::unordered_map<std::string, std::shared_ptr<TaskStorage>> tasks_;  // GUARDED_BY(mu_)
 };
 

@@ -1,0 +1,1268 @@
+#!/usr/bin/python3
+"""dfcluster: a shaped network-namespace cluster benchmark.
+
+Builds a cluster of hosts out of Linux network namespaces joined by bridges (one bridge per rack,
+a router namespace between racks), shapes every host's upload and download and every rack link
+with tc tbf, and runs, on the same topology and the same file, one after another:
+
+  origin      every host downloads from the origin (nginx, sendfile on) with curl;
+  bittorrent  aria2c on every host, one aria2c seeding on the origin, opentracker as tracker;
+  dragonfly   this project: dfscheduler + dfdaemon --seed + dfdaemon per host + dfget per host,
+              once per evaluator.
+
+For each system it records per-host completion times, the last host's time, the bytes the origin
+served, and whether every copy's sha256 matches, and prints the last host's time as a ratio to the
+lower bound of the topology (see docs/benchmarks.md). Results go to a JSON file and gnuplot PNGs.
+
+Must run as root. Everything it creates (namespaces, veths, bridges, processes, files) carries the
+prefix dfb<pid>- and is removed on exit, on Ctrl-C and on errors. `dfcluster.py cleanup` removes
+what a killed run left behind.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TOPOLOGY_DIR = Path(__file__).resolve().parent / "topologies"
+ALL_SYSTEMS = ("origin", "bittorrent", "dragonfly")
+NS_RE = re.compile(r"^dfb(\d+)-")
+
+# tbf: the burst must hold at least one 64 KiB GSO packet (veth passes TSO super-packets; a smaller
+# bucket makes tbf segment them in software) and about 5 ms at the rate; latency bounds the queue.
+TBF_MIN_BURST_BYTES = 128 * 1024
+TBF_BURST_SECONDS = 0.005
+TBF_LATENCY = "50ms"
+
+SUBNET_PREFIX = "10.201"  # rack r is 10.201.r.0/24; only ever configured inside our namespaces
+ROUTER_HOST_OCTET = 254
+SERVICES_HOST_OCTET = 250
+ORIGIN_HOST_OCTET = 200
+SEED_HOST_OCTET = 201
+
+ORIGIN_HTTP_PORT = 8080
+TRACKER_PORT = 6969
+BT_LISTEN_PORT = 6881
+SEEDER_RPC_PORT = 6800
+SCHEDULER_PORT = 8002
+SCHEDULER_METRICS_PORT = 8003
+DAEMON_GRPC_PORT = 4000
+DAEMON_METRICS_PORT = 4002
+DAEMON_PIECE_PORT = 4005
+TRACKER_USER = "_opentracker"
+
+
+def log(msg):
+    print(f"[dfcluster {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Units
+
+
+def parse_rate(text):
+    """'200mbit', '1gbit', '500kbit', '100Mbit/s' -> bits per second (int)."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmg]?)(bit|bps)?(/s)?\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"bad rate {text!r} (want e.g. 200mbit)")
+    scale = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+    return int(float(m.group(1)) * scale)
+
+
+def parse_size(text):
+    """'512MiB', '16MiB', '1GiB', '1000000' -> bytes (int)."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)(i?)b?\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"bad size {text!r} (want e.g. 512MiB)")
+    base = 1024 if m.group(3) or m.group(2) else 1000
+    power = " kmgt".index(m.group(2) or " ")
+    return int(float(m.group(1)) * base**power)
+
+
+def fmt_rate(bps):
+    return f"{bps / 1e6:g}mbit" if bps else "unshaped"
+
+
+def fmt_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Topology
+
+
+@dataclass
+class Rack:
+    name: str
+    index: int
+    up_bps: int  # rack -> router (0 = unshaped)
+    down_bps: int  # router -> rack
+
+
+@dataclass
+class Host:
+    name: str
+    role: str  # origin | seed | peer | services
+    rack: Rack
+    up_bps: int
+    down_bps: int
+    ip: str = ""
+    ns: str = ""
+    idc: str = ""
+    location: str = ""
+    port: str = ""  # the bridge-side veth name in the switch namespace
+
+
+@dataclass
+class Topology:
+    name: str
+    description: str
+    racks: list
+    origin: Host
+    seed: Host
+    peers: list
+    services: Host
+
+    @property
+    def receivers(self):
+        """The hosts that must end up with the file: the seed host and every peer."""
+        return [self.seed] + self.peers
+
+    @property
+    def all_hosts(self):
+        return [self.origin, self.services] + self.receivers
+
+
+def load_topology(path):
+    path = Path(path)
+    if not path.exists() and (TOPOLOGY_DIR / f"{path}.yaml").exists():
+        path = TOPOLOGY_DIR / f"{path}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    defaults = doc.get("defaults", {})
+
+    def rate(spec, key):
+        value = spec.get(key, defaults.get(key))
+        return parse_rate(value) if value not in (None, 0, "0", "unshaped") else 0
+
+    racks = {}
+    for i, r in enumerate(doc.get("racks") or [{"name": "r0"}]):
+        racks[r["name"]] = Rack(r["name"], i, rate(r, "up") if "up" in r else 0,
+                                rate(r, "down") if "down" in r else 0)
+    first_rack = next(iter(racks.values()))
+
+    def host(spec, name, role):
+        rack = racks[spec.get("rack", first_rack.name)]
+        return Host(name=name, role=role, rack=rack, up_bps=rate(spec, "up"),
+                    down_bps=rate(spec, "down"), idc=spec.get("idc", rack.name),
+                    location=spec.get("location", rack.name))
+
+    origin = host(doc["origin"], "origin", "origin")
+    seed_spec = doc.get("seed", {})
+    seed = host(seed_spec, seed_spec.get("name", "seed"), "seed")
+    peers = []
+    for spec in doc["peers"]:
+        count = spec.get("count")
+        if count is None:
+            peers.append(host(spec, spec["name"], "peer"))
+        else:
+            prefix = spec.get("name", "p")
+            start = spec.get("start", len([p for p in peers if p.name.startswith(prefix)]) + 1)
+            for k in range(start, start + count):
+                peers.append(host(spec, f"{prefix}{k:02d}", "peer"))
+    svc_spec = doc.get("services", {"rack": origin.rack.name})
+    services = Host("svc", "services", racks[svc_spec.get("rack", origin.rack.name)], 0, 0)
+    names = [h.name for h in [origin, seed, services] + peers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: duplicate host names")
+    for h in [origin, seed, services] + peers:
+        if not re.fullmatch(r"[a-z0-9]{1,12}", h.name):
+            raise ValueError(f"{path}: host name {h.name!r} must be 1-12 chars [a-z0-9]")
+    return Topology(doc.get("name", path.stem), doc.get("description", ""), list(racks.values()),
+                    origin, seed, peers, services)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lower bound
+
+
+def lower_bound(topo, file_bytes):
+    """Returns (seconds, binding term name, {term: seconds}) for delivering the file to every
+    receiver (seed host + peers). Only the origin holds the file at t=0; every receiver may upload.
+    Rates are the configured (shaped) rates; TCP/IP overhead is not subtracted."""
+    f_bits = file_bytes * 8
+    recv = topo.receivers
+    n = len(recv)
+    u_o = topo.origin.up_bps
+    terms = {}
+    terms["origin_uplink F/u_o"] = f_bits / u_o
+    terms["slowest_download F/d_min"] = f_bits / min(h.down_bps for h in recv)
+    terms["aggregate_upload N*F/(u_o+sum u)"] = n * f_bits / (u_o + sum(h.up_bps for h in recv))
+    if len(topo.racks) > 1:
+        o_rack = topo.origin.rack
+        outside = [h for h in recv if h.rack is not o_rack]
+        if outside and o_rack.up_bps:
+            terms[f"origin_rack_{o_rack.name}_out F/L_out"] = f_bits / o_rack.up_bps
+        for rack in topo.racks:
+            members = [h for h in recv if h.rack is rack]
+            if not members:
+                continue
+            if rack is not o_rack and rack.down_bps:
+                terms[f"rack_{rack.name}_in F/L_in"] = f_bits / rack.down_bps
+            supply = sum(h.up_bps for h in members) + (rack.down_bps or float("inf"))
+            if rack is o_rack:
+                supply += u_o
+            if supply != float("inf"):
+                terms[f"rack_{rack.name}_supply n_r*F/(sum u_r+L_in)"] = (
+                    len(members) * f_bits / supply)
+    name = max(terms, key=terms.get)
+    return terms[name], name, terms
+
+
+def origin_only_estimate(topo, file_bytes):
+    """A rough time for every receiver to pull from the origin; used only for timeouts."""
+    f_bits = file_bytes * 8
+    est = len(topo.receivers) * f_bits / topo.origin.up_bps
+    if len(topo.racks) > 1:
+        o_rack = topo.origin.rack
+        outside = [h for h in topo.receivers if h.rack is not o_rack]
+        if o_rack.up_bps:
+            est = max(est, len(outside) * f_bits / o_rack.up_bps)
+        for rack in topo.racks:
+            k = len([h for h in topo.receivers if h.rack is rack])
+            if rack is not o_rack and rack.down_bps:
+                est = max(est, k * f_bits / rack.down_bps)
+    return est
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes and commands
+
+
+def clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(extra or {})
+    return env
+
+
+def sh(*argv, check=True, capture=False, quiet=False):
+    argv = [str(a) for a in argv]
+    r = subprocess.run(argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"command failed ({r.returncode}): {' '.join(argv)}\n{r.stderr.strip()}")
+    if r.returncode != 0 and not quiet and not check:
+        pass
+    return r.stdout if capture else r.returncode
+
+
+class Proc:
+    """A process started in a namespace; a thread records when it exits."""
+
+    def __init__(self, popen, name):
+        self.popen = popen
+        self.name = name
+        self.end_time = None
+        self.returncode = None
+        self._thread = threading.Thread(target=self._wait, daemon=True)
+        self._thread.start()
+
+    def _wait(self):
+        rc = self.popen.wait()
+        self.end_time = time.time()
+        self.returncode = rc
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def running(self):
+        return self.end_time is None
+
+
+class Cluster:
+    """Owns every namespace and process of one run. Not thread-safe: one caller thread."""
+
+    def __init__(self, topo, work_dir, prefix):
+        self.topo = topo
+        self.work = Path(work_dir)
+        self.prefix = prefix
+        self.namespaces = []
+        self.procs = []
+        self.sw_ns = f"{prefix}sw"
+        self.rt_ns = f"{prefix}rt"
+
+    # -- network ---------------------------------------------------------------------------
+
+    def _add_ns(self, name):
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+           check=False)
+
+    @staticmethod
+    def _tbf(ns, dev, bps):
+        if not bps:
+            return
+        burst = max(TBF_MIN_BURST_BYTES, int(bps / 8 * TBF_BURST_SECONDS))
+        sh("tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{bps}bit",
+           "burst", burst, "latency", TBF_LATENCY)
+
+    def build(self):
+        topo = self.topo
+        multi = len(topo.racks) > 1
+        self._add_ns(self.sw_ns)
+        for rack in topo.racks:
+            br = f"br{rack.index}"
+            sh("ip", "-n", self.sw_ns, "link", "add", br, "type", "bridge", "stp_state", "0",
+               "forward_delay", "0")
+            sh("ip", "-n", self.sw_ns, "link", "set", br, "up")
+        if multi:
+            self._add_ns(self.rt_ns)
+            sh("ip", "netns", "exec", self.rt_ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+            for rack in topo.racks:
+                # rN in the router faces rack N (its egress = into the rack); lN is the bridge port
+                # (its egress = out of the rack towards the router).
+                r_dev, l_dev = f"r{rack.index}", f"l{rack.index}"
+                sh("ip", "link", "add", r_dev, "netns", self.rt_ns, "type", "veth", "peer", "name",
+                   l_dev, "netns", self.sw_ns)
+                sh("ip", "-n", self.sw_ns, "link", "set", l_dev, "master", f"br{rack.index}")
+                sh("ip", "-n", self.sw_ns, "link", "set", l_dev, "up")
+                sh("ip", "-n", self.rt_ns, "addr", "add",
+                   f"{SUBNET_PREFIX}.{rack.index}.{ROUTER_HOST_OCTET}/24", "dev", r_dev)
+                sh("ip", "-n", self.rt_ns, "link", "set", r_dev, "up")
+                self._tbf(self.rt_ns, r_dev, rack.down_bps)
+                self._tbf(self.sw_ns, l_dev, rack.up_bps)
+        counters = {r.index: 0 for r in topo.racks}
+        for i, h in enumerate(topo.all_hosts):
+            if h.role == "origin":
+                octet = ORIGIN_HOST_OCTET
+            elif h.role == "seed":
+                octet = SEED_HOST_OCTET
+            elif h.role == "services":
+                octet = SERVICES_HOST_OCTET
+            else:
+                counters[h.rack.index] += 1
+                octet = counters[h.rack.index]
+            h.ip = f"{SUBNET_PREFIX}.{h.rack.index}.{octet}"
+            h.ns = f"{self.prefix}{h.name}"
+            h.port = f"h{i}"
+            self._add_ns(h.ns)
+            sh("ip", "link", "add", "eth0", "netns", h.ns, "type", "veth", "peer", "name", h.port,
+               "netns", self.sw_ns)
+            sh("ip", "-n", self.sw_ns, "link", "set", h.port, "master", f"br{h.rack.index}")
+            sh("ip", "-n", self.sw_ns, "link", "set", h.port, "up")
+            sh("ip", "-n", h.ns, "addr", "add", f"{h.ip}/24", "dev", "eth0")
+            sh("ip", "-n", h.ns, "link", "set", "eth0", "up")
+            if multi:
+                sh("ip", "-n", h.ns, "route", "add", "default", "via",
+                   f"{SUBNET_PREFIX}.{h.rack.index}.{ROUTER_HOST_OCTET}")
+            self._tbf(h.ns, "eth0", h.up_bps)  # upload: host's egress
+            self._tbf(self.sw_ns, h.port, h.down_bps)  # download: bridge port's egress to host
+        log(f"cluster up: {len(topo.all_hosts)} host namespaces, {len(topo.racks)} rack(s)"
+            f"{' + router' if multi else ''}, prefix {self.prefix}")
+
+    def tx_bytes(self, host):
+        out = sh("ip", "-n", host.ns, "-s", "-j", "link", "show", "eth0", capture=True)
+        return json.loads(out)[0]["stats64"]["tx"]["bytes"]
+
+    # -- processes ------------------------------------------------------------------------
+
+    def start(self, host_or_ns, argv, log_name, env=None, cwd=None):
+        ns = host_or_ns if isinstance(host_or_ns, str) else host_or_ns.ns
+        log_path = self.work / "logs" / f"{log_name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            popen = subprocess.Popen(["ip", "netns", "exec", ns] + [str(a) for a in argv],
+                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=clean_env(env), cwd=cwd, start_new_session=True)
+        proc = Proc(popen, log_name)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc, timeout=5.0):
+        if proc.running():
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.time() + timeout
+            while proc.running() and time.time() < deadline:
+                time.sleep(0.05)
+            if proc.running():
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.popen.wait()
+                time.sleep(0.01)
+
+    def stop_all(self, procs=None):
+        procs = list(self.procs if procs is None else procs)
+        for p in procs:
+            if p.running():
+                try:
+                    os.kill(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in procs:
+            self.stop(p, timeout=3.0)
+
+    def run_in(self, host, argv, timeout=60):
+        return subprocess.run(["ip", "netns", "exec", host.ns] + [str(a) for a in argv],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=clean_env(), timeout=timeout)
+
+    def wait_tcp(self, host, ip, port, timeout=30.0):
+        code = (f"import socket,sys,time\nd=time.time()+{timeout}\n"
+                f"while time.time()<d:\n"
+                f"  try: socket.create_connection(('{ip}',{port}),1).close(); sys.exit(0)\n"
+                f"  except OSError: time.sleep(0.1)\nsys.exit(1)")
+        return self.run_in(host, ["/usr/bin/python3", "-c", code], timeout=timeout + 5).returncode == 0
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def destroy(self):
+        self.stop_all()
+        for ns in reversed(self.namespaces):
+            kill_ns_processes(ns)
+        for ns in reversed(self.namespaces):
+            sh("ip", "netns", "del", ns, check=False)
+        self.namespaces = []
+
+
+def kill_ns_processes(ns):
+    """Kills, by pid, whatever still runs in one of our namespaces."""
+    out = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True).stdout
+    for pid in out.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def cleanup_stale(all_prefixes=False):
+    """Removes namespaces of dfcluster runs whose process is gone (or all with all_prefixes)."""
+    out = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE, text=True).stdout
+    removed = 0
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = NS_RE.match(name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        alive = Path(f"/proc/{pid}").exists() and pid != os.getpid()
+        if alive and not all_prefixes:
+            continue
+        kill_ns_processes(name)
+        sh("ip", "netns", "del", name, check=False)
+        removed += 1
+    log(f"cleanup: removed {removed} namespace(s)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Files, torrents
+
+
+def make_file(path, size):
+    h = hashlib.sha256()
+    chunk = 8 << 20
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            b = os.urandom(min(chunk, left))
+            h.update(b)
+            f.write(b)
+            left -= len(b)
+    return h.hexdigest()
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(8 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def check_copies(paths, want):
+    """{host: True/False} whether each copy exists and has the source's sha256 (2 threads)."""
+    result = {}
+    items = list(paths.items())
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not items:
+                    return
+                name, p = items.pop()
+            ok = Path(p).is_file() and sha256_file(p) == want
+            with lock:
+                result[name] = ok
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return result
+
+
+def bencode(x):
+    if isinstance(x, int):
+        return b"i%de" % x
+    if isinstance(x, str):
+        x = x.encode()
+    if isinstance(x, bytes):
+        return b"%d:%s" % (len(x), x)
+    if isinstance(x, list):
+        return b"l" + b"".join(bencode(i) for i in x) + b"e"
+    if isinstance(x, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in x.items())
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
+    raise TypeError(type(x))
+
+
+def bdecode(data):
+    def dec(i):
+        c = data[i:i + 1]
+        if c == b"i":
+            j = data.index(b"e", i)
+            return int(data[i + 1:j]), j + 1
+        if c in (b"l", b"d"):
+            i += 1
+            items = []
+            while data[i:i + 1] != b"e":
+                v, i = dec(i)
+                items.append(v)
+            if c == b"l":
+                return items, i + 1
+            return dict(zip(items[::2], items[1::2])), i + 1
+        j = data.index(b":", i)
+        n = int(data[i:j])
+        return data[j + 1:j + 1 + n], j + 1 + n
+
+    return dec(0)[0]
+
+
+def torrent_piece_length(size):
+    """Power of two from 256 KiB to 4 MiB giving at most about 1000 pieces."""
+    pl = 256 << 10
+    while size / pl > 1000 and pl < (4 << 20):
+        pl *= 2
+    return pl
+
+
+def make_torrent(path, name, announce, piece_length):
+    """Writes a single-file private torrent for `path`; returns (bytes, info_hash bytes)."""
+    pieces = bytearray()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(piece_length)
+            if not b:
+                break
+            size += len(b)
+            pieces += hashlib.sha1(b).digest()
+    info = {"name": name, "length": size, "piece length": piece_length, "pieces": bytes(pieces),
+            "private": 1}
+    meta = {"announce": announce, "info": info, "created by": "dfcluster",
+            "creation date": int(time.time())}
+    return bencode(meta), hashlib.sha1(bencode(info)).digest()
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark
+
+
+@dataclass
+class RunContext:
+    args: argparse.Namespace
+    topo: Topology
+    cluster: Cluster
+    file_bytes: int
+    file_path: Path
+    file_sha256: str
+    file_url: str
+    bound: float
+    bound_term: str
+    bound_terms: dict
+    timeout: float
+    calibration: dict = field(default_factory=dict)
+    access_log: Path = None
+
+
+def nginx_conf(ctx, www, logs):
+    o = ctx.topo.origin
+    return f"""worker_processes 1;
+user root;
+daemon off;
+pid {logs}/nginx.pid;
+error_log {logs}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  log_format dfb '$msec $remote_addr "$request" $status $bytes_sent $body_bytes_sent $request_time';
+  access_log {logs}/nginx-access.log dfb;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  client_body_temp_path {logs}/tmp-body;
+  proxy_temp_path {logs}/tmp-proxy;
+  fastcgi_temp_path {logs}/tmp-fastcgi;
+  uwsgi_temp_path {logs}/tmp-uwsgi;
+  scgi_temp_path {logs}/tmp-scgi;
+  server {{
+    listen {o.ip}:{ORIGIN_HTTP_PORT} reuseport backlog=4096;
+    root {www};
+  }}
+}}
+"""
+
+
+def access_log_bytes(path, offset):
+    """Sum of body bytes of requests logged after `offset`; (bytes, requests)."""
+    total = reqs = 0
+    if not path.exists():
+        return 0, 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3:
+                try:
+                    total += int(parts[-2])
+                    reqs += 1
+                except ValueError:
+                    pass
+    return total, reqs
+
+
+def log_size(path):
+    return path.stat().st_size if path.exists() else 0
+
+
+def calibrate(ctx):
+    """Single curl from the origin to one receiver per rack: measured goodput / shaped rate."""
+    topo, cl = ctx.topo, ctx.cluster
+    out = {}
+    targets = []
+    for rack in topo.racks:
+        members = [h for h in topo.receivers if h.rack is rack]
+        if members:
+            targets.append(members[0])
+    for h in targets:
+        rates = [topo.origin.up_bps, h.down_bps]
+        if h.rack is not topo.origin.rack:
+            rates += [topo.origin.rack.up_bps, h.rack.down_bps]
+        expect = min(r for r in rates if r)
+        n = min(ctx.file_bytes, int(expect / 8 * 4.0))  # about 4 s of transfer
+        r = cl.run_in(h, ["curl", "-sS", "--fail", "-o", "/dev/null", "-r", f"0-{n - 1}", "-w",
+                          "%{speed_download}", ctx.file_url], timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"calibration curl on {h.name} failed: {r.stderr.strip()}")
+        bps = float(r.stdout) * 8
+        out[f"origin->{h.name}"] = {"expected_bps": expect, "measured_bps": bps,
+                                    "ratio": bps / expect, "bytes": n}
+        log(f"calibration: origin->{h.name} curl {bps / 1e6:.1f} Mbit/s = {bps / expect:.3f} x "
+            f"{fmt_rate(expect)} (TCP payload over shaped L2 rate; ~0.93-0.96 expected)")
+    return out
+
+
+def wait_all(procs_or_checks, timeout, label):
+    """Polls until every check() is true or timeout; returns True when all finished."""
+    deadline = time.time() + timeout
+    last_report = time.time()
+    while time.time() < deadline:
+        pending = [c for c in procs_or_checks if not c()]
+        if not pending:
+            return True
+        if time.time() - last_report > 30:
+            log(f"{label}: {len(procs_or_checks) - len(pending)}/{len(procs_or_checks)} done")
+            last_report = time.time()
+        time.sleep(0.05)
+    return False
+
+
+def result_record(ctx, system, times, ok, origin_bytes, origin_reqs, tx_bytes, extra=None):
+    topo = ctx.topo
+    names = [h.name for h in topo.receivers]
+    completed = all(times.get(n) is not None for n in names)
+    sha_ok = bool(ok) and all(ok.get(n, False) for n in names)
+    last = max(times.values()) if completed and times else None
+    rec = {
+        "system": system,
+        "topology": topo.name,
+        "file_bytes": ctx.file_bytes,
+        "hosts": len(names),
+        "completed": completed,
+        "last_host_seconds": round(last, 3) if last is not None else None,
+        "mean_host_seconds": (round(sum(times.values()) / len(times), 3) if completed else None),
+        "lower_bound_seconds": round(ctx.bound, 3),
+        "lower_bound_term": ctx.bound_term,
+        "ratio_to_bound": round(last / ctx.bound, 3) if last is not None else None,
+        "origin_bytes_served": origin_bytes,
+        "origin_requests": origin_reqs,
+        "origin_tx_bytes": tx_bytes,
+        "origin_copies_served": round(origin_bytes / ctx.file_bytes, 3),
+        "sha256_ok": sha_ok,
+        "sha256_per_host": ok,
+        "per_host_seconds": {n: (round(times[n], 3) if times.get(n) is not None else None)
+                             for n in names},
+    }
+    rec.update(extra or {})
+    return rec
+
+
+def out_path(ctx, host, system):
+    d = ctx.cluster.work / "hosts" / host.name / system
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def remove_copies(ctx, system):
+    for h in ctx.topo.receivers:
+        shutil.rmtree(ctx.cluster.work / "hosts" / h.name / system, ignore_errors=True)
+
+
+def run_origin(ctx):
+    cl, topo = ctx.cluster, ctx.topo
+    outs = {h.name: out_path(ctx, h, "origin") / "file" for h in topo.receivers}
+    off = log_size(ctx.access_log)
+    tx0 = cl.tx_bytes(topo.origin)
+    t0 = time.time()
+    procs = {h.name: cl.start(h, ["curl", "-sS", "--fail", "-o", outs[h.name], ctx.file_url],
+                              f"origin-curl-{h.name}") for h in topo.receivers}
+    finished = wait_all([lambda p=p: not p.running() for p in procs.values()], ctx.timeout,
+                        "origin")
+    cl.stop_all(procs.values())
+    time.sleep(0.3)
+    times = {n: p.end_time - t0 for n, p in procs.items() if p.returncode == 0}
+    failures = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
+    served, reqs = access_log_bytes(ctx.access_log, off)
+    ok = check_copies(outs, ctx.file_sha256)
+    remove_copies(ctx, "origin")
+    return result_record(ctx, "origin", times, ok, served, reqs, cl.tx_bytes(topo.origin) - tx0,
+                         {"timed_out": not finished, "failures": failures})
+
+
+def seeder_upload_bytes(ctx):
+    body = json.dumps({"jsonrpc": "2.0", "id": "1", "method": "aria2.tellActive",
+                       "params": ["token:dfb", ["uploadLength"]]})
+    r = ctx.cluster.run_in(ctx.topo.origin, ["curl", "-s", "--max-time", "5", "-d", body,
+                                             f"http://127.0.0.1:{SEEDER_RPC_PORT}/jsonrpc"])
+    try:
+        return sum(int(x["uploadLength"]) for x in json.loads(r.stdout)["result"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def aria2_common():
+    return ["aria2c", "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false", f"--listen-port={BT_LISTEN_PORT}",
+            "--bt-tracker-interval=5", "--seed-ratio=0.0", "--file-allocation=none",
+            "--summary-interval=0", "--console-log-level=warn", "--allow-overwrite=true",
+            "--auto-file-renaming=false", "--max-overall-upload-limit=0",
+            "--bt-max-peers=0", "--disable-ipv6=true",
+            "--show-console-readout=false"]
+
+
+def tracker_complete(ctx, info_hash):
+    q = urllib.parse.quote_from_bytes(info_hash)
+    url = f"http://{ctx.topo.services.ip}:{TRACKER_PORT}/scrape?info_hash={q}"
+    r = subprocess.run(["ip", "netns", "exec", ctx.topo.services.ns, "curl", "-s", "--max-time",
+                        "2", url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                       env=clean_env())
+    try:
+        files = bdecode(r.stdout)[b"files"]
+        return files[info_hash][b"complete"]
+    except Exception:  # noqa: BLE001 - tracker not up yet or odd reply
+        return 0
+
+
+def run_bittorrent(ctx):
+    cl, topo = ctx.cluster, ctx.topo
+    bt = cl.work / "bt"
+    tracker_dir = bt / "tracker"
+    tracker_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(bt, 0o755)
+    os.chmod(tracker_dir, 0o755)
+    announce = f"http://{topo.services.ip}:{TRACKER_PORT}/announce"
+    piece_length = ctx.args.bt_piece_length or torrent_piece_length(ctx.file_bytes)
+    data, info_hash = make_torrent(ctx.file_path, "file", announce, piece_length)
+    torrent = bt / "file.torrent"
+    torrent.write_bytes(data)
+    (tracker_dir / "whitelist.txt").write_text(info_hash.hex() + "\n")
+    os.chmod(tracker_dir / "whitelist.txt", 0o644)
+    log(f"bittorrent: torrent {info_hash.hex()} piece length {fmt_bytes(piece_length)}")
+    ensure_tracker_user()
+    tracker = cl.start(topo.services, ["opentracker", "-i", topo.services.ip, "-p", TRACKER_PORT,
+                                       "-P", TRACKER_PORT, "-u", TRACKER_USER, "-d", tracker_dir,
+                                       "-w", "/whitelist.txt"], "bt-tracker")
+    if not cl.wait_tcp(topo.services, topo.services.ip, TRACKER_PORT, timeout=10):
+        raise RuntimeError("opentracker did not start (see logs/bt-tracker.log)")
+    tx0 = cl.tx_bytes(topo.origin)
+    # The seeder serves the origin's copy: the origin host is where the file lives.
+    seeder = cl.start(topo.origin, aria2_common() + [
+        f"--dir={ctx.file_path.parent}", "--bt-seed-unverified=true", "--check-integrity=false",
+        "--enable-rpc=true", f"--rpc-listen-port={SEEDER_RPC_PORT}", "--rpc-secret=dfb", torrent], "bt-seeder")
+    if not wait_all([lambda: tracker_complete(ctx, info_hash) >= 1], 20, "bt seeder"):
+        raise RuntimeError("the seeding aria2c never announced to the tracker (see logs)")
+    hook = bt / "done-hook.sh"
+    hook.write_text('#!/bin/sh\ndate +%s.%N > "$DFB_DONE_FILE"\n')
+    os.chmod(hook, 0o755)
+    done_files = {h.name: bt / f"done-{h.name}" for h in topo.receivers}
+    outs = {}
+    procs = {}
+    t0 = time.time()
+    for h in topo.receivers:
+        d = out_path(ctx, h, "bittorrent")
+        outs[h.name] = d / "file"
+        procs[h.name] = cl.start(h, aria2_common() + [
+            f"--dir={d}", f"--on-bt-download-complete={hook}", torrent],
+            f"bt-leecher-{h.name}", env={"DFB_DONE_FILE": str(done_files[h.name])})
+    finished = wait_all([lambda f=f: f.exists() and f.stat().st_size > 0
+                         for f in done_files.values()], ctx.timeout, "bittorrent")
+    time.sleep(0.2)
+    served = seeder_upload_bytes(ctx)
+    tx = cl.tx_bytes(topo.origin) - tx0
+    cl.stop_all(list(procs.values()) + [seeder, tracker])
+    times = {}
+    for name, f in done_files.items():
+        try:
+            times[name] = float(f.read_text().strip()) - t0
+        except (OSError, ValueError):
+            pass
+    failures = {n: p.returncode for n, p in procs.items()
+                if n not in times and p.returncode not in (None, 0)}
+    ok = check_copies(outs, ctx.file_sha256)
+    remove_copies(ctx, "bittorrent")
+    return result_record(ctx, "bittorrent", times, ok, served if served is not None else -1, None,
+                         tx, {"timed_out": not finished, "failures": failures,
+                              "torrent_piece_length": piece_length,
+                              "info_hash": info_hash.hex(),
+                              "origin_bytes_note": "uploadLength of the seeding aria2c"})
+
+
+def ensure_tracker_user():
+    r = subprocess.run(["getent", "passwd", TRACKER_USER], stdout=subprocess.DEVNULL)
+    if r.returncode != 0:
+        log(f"creating system user {TRACKER_USER} for opentracker (it refuses to run as root)")
+        sh("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+           TRACKER_USER)
+
+
+def dragonfly_binaries(build_dir):
+    b = Path(build_dir)
+    return {"dfscheduler": b / "src/scheduler/dfscheduler", "dfdaemon": b / "src/daemon/dfdaemon",
+            "dfget": b / "src/dfget/dfget"}
+
+
+def run_dragonfly(ctx, evaluator):
+    cl, topo, args = ctx.cluster, ctx.topo, ctx.args
+    system = f"dragonfly-{evaluator}"
+    bins = dragonfly_binaries(args.build_dir)
+    missing = [str(p) for p in bins.values() if not os.access(p, os.X_OK)]
+    if missing:
+        log(f"{system}: skipped: binaries missing ({', '.join(missing)})")
+        return {"system": system, "topology": topo.name, "skipped": "binaries missing",
+                "missing": missing, "completed": False, "sha256_ok": None,
+                "last_host_seconds": None, "lower_bound_seconds": round(ctx.bound, 3),
+                "origin_bytes_served": None}
+    svc = topo.services
+    sched_addr = f"{svc.ip}:{SCHEDULER_PORT}"
+    df = cl.work / "df"
+    started = []
+    sched = cl.start(svc, [bins["dfscheduler"], "--listen", sched_addr, "--metrics",
+                           f"{svc.ip}:{SCHEDULER_METRICS_PORT}", "--evaluator", evaluator]
+                     + args.scheduler_arg, f"{system}-scheduler")
+    started.append(sched)
+    try:
+        if not cl.wait_tcp(svc, svc.ip, SCHEDULER_PORT, timeout=20):
+            raise RuntimeError(f"dfscheduler did not listen on {sched_addr} "
+                               f"(see logs/{system}-scheduler.log)")
+        socks = {}
+        for h in topo.receivers:
+            hd = df / h.name
+            (hd / "data").mkdir(parents=True, exist_ok=True)
+            socks[h.name] = hd / "dfdaemon.sock"
+            argv = [bins["dfdaemon"]] + (["--seed"] if h.role == "seed" else []) + [
+                "--scheduler", sched_addr, "--data-dir", hd / "data", "--sock", socks[h.name],
+                "--ip", h.ip, "--grpc-port", DAEMON_GRPC_PORT, "--piece-port", DAEMON_PIECE_PORT,
+                "--metrics-port", DAEMON_METRICS_PORT, "--idc", h.idc, "--location", h.location,
+                "--upload-rate", fmt_rate(h.up_bps), "--log-level", args.daemon_log_level]
+            started.append(cl.start(h, argv + args.daemon_arg, f"{system}-dfdaemon-{h.name}"))
+        deadline = time.time() + 30
+        while time.time() < deadline and not all(s.exists() for s in socks.values()):
+            dead = [p.name for p in started if not p.running()]
+            if dead:
+                raise RuntimeError(f"{system}: exited early: {', '.join(dead)} (see logs/)")
+            time.sleep(0.1)
+        waiting = [n for n, s in socks.items() if not s.exists()]
+        if waiting:
+            raise RuntimeError(f"{system}: no daemon socket after 30 s on {', '.join(waiting)}")
+        for h in topo.receivers:  # piece port up as well
+            cl.wait_tcp(h, h.ip, DAEMON_PIECE_PORT, timeout=10)
+        time.sleep(args.settle)
+        off = log_size(ctx.access_log)
+        tx0 = cl.tx_bytes(topo.origin)
+        outs = {h.name: out_path(ctx, h, system) / "file" for h in topo.receivers}
+        procs = {}
+        t0 = time.time()
+        for h in topo.receivers:
+            procs[h.name] = cl.start(h, [bins["dfget"], ctx.file_url, "-O", outs[h.name],
+                                         "--no-progress", "--daemon-sock", socks[h.name]]
+                                     + args.dfget_arg, f"{system}-dfget-{h.name}")
+        finished = wait_all([lambda p=p: not p.running() for p in procs.values()], ctx.timeout,
+                            system)
+        cl.stop_all(procs.values())
+        times = {n: p.end_time - t0 for n, p in procs.items() if p.returncode == 0}
+        failures = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
+        cl.stop_all(started)
+        started = []
+        time.sleep(0.3)
+        served, reqs = access_log_bytes(ctx.access_log, off)
+        tx = cl.tx_bytes(topo.origin) - tx0
+        ok = check_copies(outs, ctx.file_sha256)
+    finally:
+        cl.stop_all(started)
+        remove_copies(ctx, system)
+        shutil.rmtree(df, ignore_errors=True)
+    return result_record(ctx, system, times, ok, served, reqs, tx,
+                         {"timed_out": not finished, "failures": failures,
+                          "evaluator": evaluator})
+
+
+# ----------------------------------------------------------------------------------------------
+# Report and plots
+
+
+def print_table(ctx, results):
+    print()
+    print(f"topology {ctx.topo.name}: {len(ctx.topo.receivers)} receivers (seed host + "
+          f"{len(ctx.topo.peers)} peers), file {fmt_bytes(ctx.file_bytes)}")
+    print(f"lower bound {ctx.bound:.2f} s  (binding term: {ctx.bound_term})")
+    for k, v in ctx.bound_terms.items():
+        print(f"    {k:<48} {v:8.2f} s")
+    hdr = (f"{'system':<22}{'last host s':>12}{'mean s':>9}{'x bound':>9}{'origin served':>15}"
+           f"{'copies':>8}  sha256")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        if r.get("skipped"):
+            print(f"{r['system']:<22}  skipped: {r['skipped']}")
+            continue
+        last = f"{r['last_host_seconds']:.2f}" if r["last_host_seconds"] is not None else "DNF"
+        mean = f"{r['mean_host_seconds']:.2f}" if r["mean_host_seconds"] is not None else "-"
+        ratio = f"{r['ratio_to_bound']:.3f}" if r["ratio_to_bound"] is not None else "-"
+        served = r["origin_bytes_served"]
+        print(f"{r['system']:<22}{last:>12}{mean:>9}{ratio:>9}"
+              f"{fmt_bytes(served) if served is not None and served >= 0 else '?':>15}"
+              f"{r.get('origin_copies_served', 0):>8.2f}  "
+              f"{'ok' if r['sha256_ok'] else 'MISMATCH/MISSING'}")
+    print()
+
+
+def gp_quote(s):
+    return s.replace('"', "'").replace("_", "\\\\_")
+
+
+def plot(results, out_dir, stem):
+    """Writes <stem>-cdf.png and <stem>-bars.png with gnuplot; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = [r for r in results if not r.get("skipped") and r.get("per_host_seconds")]
+    if not runs:
+        return []
+    topo = runs[0]["topology"]
+    bound = runs[0]["lower_bound_seconds"]
+    size = fmt_bytes(runs[0]["file_bytes"])
+    tmp = Path(tempfile.mkdtemp(prefix="dfcluster-plot-"))
+    try:
+        cdf_cmds = []
+        for i, r in enumerate(runs):
+            ts = sorted(t for t in r["per_host_seconds"].values() if t is not None)
+            n = len(r["per_host_seconds"])
+            dat = tmp / f"cdf{i}.dat"
+            lines = ["0 0"] + [f"{t} {(k + 1) / n}" for k, t in enumerate(ts)]
+            dat.write_text("\n".join(lines) + "\n")
+            cdf_cmds.append(f'"{dat}" using 1:2 with steps lw 2 title "{gp_quote(r["system"])}"')
+        cdf_png = out_dir / f"{stem}-cdf.png"
+        xmax = max(max([t for t in r["per_host_seconds"].values() if t is not None] or [0])
+                   for r in runs)
+        script = f"""set terminal pngcairo size 900,560 font "DejaVu Sans,11"
+set output "{cdf_png}"
+set title "{gp_quote(topo)}: completion-time CDF, {len(runs[0]['per_host_seconds'])} hosts, {size}"
+set xlabel "seconds since start"
+set ylabel "fraction of hosts finished"
+set yrange [0:1.05]
+set xrange [0:{xmax * 1.05 + 1}]
+set key bottom right
+set grid
+set arrow from {bound},0 to {bound},1.05 nohead dt 2 lc rgb "black"
+set label "lower bound {bound:.1f} s" at {bound},1.02 left offset 0.5,0
+plot {", ".join(cdf_cmds)}
+"""
+        (tmp / "cdf.gp").write_text(script)
+        sh("gnuplot", tmp / "cdf.gp")
+        bars = tmp / "bars.dat"
+        rows = []
+        for r in runs:
+            last = r["last_host_seconds"] if r["last_host_seconds"] is not None else 0
+            ratio = f"{last / bound:.2f}x" if last else "DNF"
+            rows.append(f'"{gp_quote(r["system"])}" {last} "{ratio}"')
+        rows.append(f'"lower bound" {bound} "1.00x"')
+        bars.write_text("\n".join(rows) + "\n")
+        bars_png = out_dir / f"{stem}-bars.png"
+        ymax = max([r["last_host_seconds"] or 0 for r in runs] + [bound]) * 1.15
+        script = f"""set terminal pngcairo size 900,560 font "DejaVu Sans,11"
+set output "{bars_png}"
+set title "{gp_quote(topo)}: last host's completion time vs lower bound ({size})"
+set ylabel "seconds until the last host finished"
+set style data histogram
+set style fill solid 0.8 border -1
+set boxwidth 0.6
+set yrange [0:{ymax}]
+set grid ytics
+set key off
+set arrow from graph 0,first {bound} to graph 1,first {bound} nohead dt 2 lc rgb "black"
+plot "{bars}" using 2:xtic(1) lc rgb "#4477aa", \\
+     "" using 0:2:3 with labels offset 0,0.8 notitle
+"""
+        (tmp / "bars.gp").write_text(script)
+        sh("gnuplot", tmp / "bars.gp")
+        return [cdf_png, bars_png]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Main
+
+
+def cmd_run(args):
+    if os.geteuid() != 0:
+        log("must run as root (network namespaces, tc)")
+        return args.skip_code if args.skip_code else 2
+    topo = load_topology(args.topology)
+    if args.peers is not None:
+        topo.peers = topo.peers[:args.peers]
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    for s in systems:
+        if s not in ALL_SYSTEMS:
+            raise SystemExit(f"unknown system {s!r}; choose from {', '.join(ALL_SYSTEMS)}")
+    file_bytes = parse_size(args.size)
+    prefix = f"dfb{os.getpid()}-"
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix=prefix,
+                                                                           dir="/tmp"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o755)
+    out_dir = Path(args.out) if args.out else (
+        REPO / "bench/cluster/results" / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bound, term, terms = lower_bound(topo, file_bytes)
+    timeout = args.timeout or (2.5 * origin_only_estimate(topo, file_bytes) + 60)
+    cluster = Cluster(topo, work, prefix)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    results = []
+    rc = 0
+    try:
+        log(f"topology {topo.name} ({len(topo.receivers)} receivers), file {fmt_bytes(file_bytes)}, "
+            f"work dir {work}, results {out_dir}, per-system timeout {timeout:.0f} s")
+        log(f"lower bound {bound:.2f} s ({term})")
+        cluster.build()
+        www = work / "www"
+        logs = work / "logs"
+        www.mkdir(exist_ok=True)
+        logs.mkdir(exist_ok=True)
+        for d in (www, logs):
+            os.chmod(d, 0o755)
+        t = time.time()
+        file_path = www / "file"
+        digest = make_file(file_path, file_bytes)
+        log(f"source file {fmt_bytes(file_bytes)} sha256 {digest[:16]}... ({time.time() - t:.1f} s)")
+        ctx = RunContext(args, topo, cluster, file_bytes, file_path, digest,
+                         f"http://{topo.origin.ip}:{ORIGIN_HTTP_PORT}/file", bound, term, terms,
+                         timeout, access_log=logs / "nginx-access.log")
+        (work / "nginx.conf").write_text(nginx_conf(ctx, www, logs))
+        cluster.start(topo.origin, ["nginx", "-p", work, "-e", logs / "nginx-error.log", "-c",
+                                     work / "nginx.conf"], "nginx")
+        if not cluster.wait_tcp(topo.origin, topo.origin.ip, ORIGIN_HTTP_PORT, timeout=10):
+            raise RuntimeError("nginx did not start (see logs/nginx-error.log)")
+        ctx.calibration = {} if args.no_calibrate else calibrate(ctx)
+        for system in systems:
+            evaluators = [e for e in args.evaluators.split(",") if e] if system == "dragonfly" \
+                else [None]
+            for ev in evaluators:
+                name = system if ev is None else f"dragonfly-{ev}"
+                log(f"=== {name} ===")
+                try:
+                    if system == "origin":
+                        rec = run_origin(ctx)
+                    elif system == "bittorrent":
+                        rec = run_bittorrent(ctx)
+                    else:
+                        rec = run_dragonfly(ctx, ev)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:  # noqa: BLE001 - one system failing must not stop the rest
+                    log(f"{name}: FAILED: {e}")
+                    rec = {"system": name, "topology": topo.name, "error": str(e),
+                           "completed": False, "sha256_ok": False, "last_host_seconds": None,
+                           "lower_bound_seconds": round(bound, 3), "origin_bytes_served": None}
+                rec["calibration"] = ctx.calibration
+                rec["lower_bound_terms"] = {k: round(v, 3) for k, v in terms.items()}
+                rec["tbf"] = {"latency": TBF_LATENCY, "min_burst_bytes": TBF_MIN_BURST_BYTES,
+                              "burst_seconds": TBF_BURST_SECONDS}
+                results.append(rec)
+                if not rec.get("skipped") and rec.get("last_host_seconds") is not None:
+                    log(f"{name}: last host {rec['last_host_seconds']:.2f} s = "
+                        f"{rec['ratio_to_bound']:.3f} x bound, origin served "
+                        f"{fmt_bytes(rec['origin_bytes_served'])}, sha256 "
+                        f"{'ok' if rec['sha256_ok'] else 'MISMATCH'}")
+                elif not rec.get("skipped"):
+                    log(f"{name}: did not complete: {rec.get('error') or rec.get('failures')}")
+                (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print_table(ctx, results)
+        pngs = plot(results, out_dir, topo.name)
+        log(f"results: {out_dir / 'results.json'}" + "".join(f"\n  plot: {p}" for p in pngs))
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); cleaning up")
+        rc = 130
+    except Exception as e:  # noqa: BLE001 - report, clean up, fail
+        log(f"ERROR: {e}")
+        rc = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cluster.destroy()
+        if args.keep_work:
+            log(f"kept work dir {work}")
+        elif not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            shutil.rmtree(work / "hosts", ignore_errors=True)
+            shutil.rmtree(work / "www", ignore_errors=True)
+        log("cleaned up")
+    if rc:
+        return rc
+    failed = [r["system"] for r in results
+              if not r.get("skipped") and not (r.get("completed") and r.get("sha256_ok"))]
+    skipped = [r["system"] for r in results if r.get("skipped")]
+    if failed:
+        log(f"FAILED: {', '.join(failed)}")
+        return 1
+    if skipped and args.skip_code:
+        log(f"skipped: {', '.join(skipped)}")
+        return args.skip_code
+    return 0
+
+
+def cmd_plot(args):
+    results = json.loads(Path(args.results).read_text())
+    stem = args.stem or results[0]["topology"]
+    for p in plot(results, args.out, stem):
+        print(p)
+    return 0
+
+
+def cmd_bound(args):
+    topo = load_topology(args.topology)
+    f = parse_size(args.size)
+    bound, term, terms = lower_bound(topo, f)
+    print(f"{topo.name}: {len(topo.receivers)} receivers, file {fmt_bytes(f)}")
+    for k, v in terms.items():
+        print(f"  {k:<48} {v:8.2f} s")
+    print(f"lower bound {bound:.2f} s ({term})")
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " See docs/benchmarks.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  sudo bench/cluster/dfcluster.py run --topology flat --size 512MiB\n"
+               "  sudo bench/cluster/dfcluster.py run --topology racks --size 64MiB "
+               "--systems origin,bittorrent\n"
+               "  bench/cluster/dfcluster.py bound --topology hetero --size 512MiB\n"
+               "  sudo bench/cluster/dfcluster.py cleanup")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="build the cluster, run the systems, write results and plots")
+    r.add_argument("--topology", default="flat",
+                   help="YAML file or a name in bench/cluster/topologies (default flat)")
+    r.add_argument("--size", default="512MiB", help="file size (default 512MiB)")
+    r.add_argument("--systems", default=",".join(ALL_SYSTEMS),
+                   help="comma list from origin,bittorrent,dragonfly (default all, in that order)")
+    r.add_argument("--evaluators", default="default",
+                   help="comma list of dfscheduler evaluators to run (default: default)")
+    r.add_argument("--peers", type=int, help="use only the first N peers of the topology")
+    r.add_argument("--build-dir", default=str(REPO / "build"),
+                   help="where dfscheduler/dfdaemon/dfget were built (default <repo>/build)")
+    r.add_argument("--out", help="results directory (default bench/cluster/results/<topo>-<time>)")
+    r.add_argument("--work-dir", help="scratch directory (default a fresh /tmp/dfb<pid>-*)")
+    r.add_argument("--keep-work", action="store_true", help="keep the work dir (logs) at exit")
+    r.add_argument("--timeout", type=float,
+                   help="per-system timeout in seconds (default 2.5x the origin-only estimate + 60)")
+    r.add_argument("--bt-piece-length", type=parse_size, default=None,
+                   help="torrent piece length (default: power of two, <=1000 pieces, 256KiB-4MiB)")
+    r.add_argument("--settle", type=float, default=1.0,
+                   help="seconds to wait after the daemons are up before dfget (default 1)")
+    r.add_argument("--daemon-log-level", default="info")
+    r.add_argument("--daemon-arg", action="append", default=[],
+                   help="extra argument for every dfdaemon (repeatable)")
+    r.add_argument("--scheduler-arg", action="append", default=[],
+                   help="extra argument for dfscheduler (repeatable)")
+    r.add_argument("--dfget-arg", action="append", default=[],
+                   help="extra argument for every dfget (repeatable)")
+    r.add_argument("--no-calibrate", action="store_true", help="skip the single-curl calibration")
+    r.add_argument("--skip-code", type=int, default=0,
+                   help="exit with this code when a system was skipped (binaries missing) and "
+                        "nothing failed; the smoke test uses 77")
+    r.set_defaults(func=cmd_run)
+    pl = sub.add_parser("plot", help="redraw the PNGs of a results.json")
+    pl.add_argument("results")
+    pl.add_argument("--out", default=".")
+    pl.add_argument("--stem")
+    pl.set_defaults(func=cmd_plot)
+    b = sub.add_parser("bound", help="print the lower bound of a topology and file size")
+    b.add_argument("--topology", default="flat")
+    b.add_argument("--size", default="512MiB")
+    b.set_defaults(func=cmd_bound)
+    c = sub.add_parser("cleanup", help="remove namespaces and processes left by killed runs")
+    c.add_argument("--all", action="store_true",
+                   help="also remove namespaces of runs that still seem alive")
+    c.set_defaults(func=lambda a: cleanup_stale(a.all) or 0)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

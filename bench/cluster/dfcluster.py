@@ -172,7 +172,7 @@ def load_topology(path):
         rack = racks[spec.get("rack", first_rack.name)]
         return Host(name=name, role=role, rack=rack, up_bps=rate(spec, "up"),
                     down_bps=rate(spec, "down"), idc=spec.get("idc", rack.name),
-                    location=spec.get("location", rack.name))
+                    location=spec.get("location", f"dc1|{rack.name}"))
 
     origin = host(doc["origin"], "origin", "origin")
     seed_spec = doc.get("seed", {})
@@ -910,7 +910,7 @@ def run_dragonfly(ctx, evaluator):
             socks[h.name] = hd / "dfdaemon.sock"
             argv = [bins["dfdaemon"]] + (["--seed"] if h.role == "seed" else []) + [
                 "--scheduler", sched_addr, "--data-dir", hd / "data", "--sock", socks[h.name],
-                "--ip", h.ip, "--grpc-port", DAEMON_GRPC_PORT, "--piece-port", DAEMON_PIECE_PORT,
+                "--ip", h.ip, "--hostname", h.name, "--grpc-port", DAEMON_GRPC_PORT, "--piece-port", DAEMON_PIECE_PORT,
                 "--metrics-port", DAEMON_METRICS_PORT, "--idc", h.idc, "--location", h.location,
                 "--upload-rate", fmt_rate(h.up_bps), "--log-level", args.daemon_log_level]
             started.append(cl.start(h, argv + args.daemon_arg, f"{system}-dfdaemon-{h.name}"))
@@ -1058,6 +1058,51 @@ plot "{bars}" using 2:xtic(1) lc rgb "#4477aa", \\
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def plot_summary(result_files, png):
+    """One grouped bar chart: each system's last-host time / lower bound, per topology."""
+    runs = []
+    for f in result_files:
+        runs.extend(r for r in json.loads(Path(f).read_text()) if not r.get("skipped"))
+    topologies = list(dict.fromkeys(r["topology"] for r in runs))
+    systems = list(dict.fromkeys(r["system"] for r in runs))
+    tmp = Path(tempfile.mkdtemp(prefix="dfcluster-plot-"))
+    try:
+        dat = tmp / "summary.dat"
+        lines = []
+        ymax = 1.0
+        for t in topologies:
+            row = [t]
+            for s in systems:
+                rs = [r for r in runs if r["topology"] == t and r["system"] == s
+                      and r.get("ratio_to_bound")]
+                row.append(f"{rs[-1]['ratio_to_bound']:.3f}" if rs else "NaN")
+                if rs:
+                    ymax = max(ymax, rs[-1]["ratio_to_bound"])
+            lines.append(" ".join(row))
+        dat.write_text("\n".join(lines) + "\n")
+        cols = ", ".join(f'"{dat}" using {i + 2}:xtic(1) title "{gp_quote(s)}"'
+                         for i, s in enumerate(systems))
+        script = f"""set terminal pngcairo size 900,560 font "DejaVu Sans,11"
+set output "{png}"
+set title "last host's time / lower bound (1.0 = the physical limit)"
+set ylabel "ratio to lower bound"
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set logscale y 2
+set yrange [0.8:{ymax * 1.5}]
+set grid ytics
+set key top left
+set arrow from graph 0,first 1 to graph 1,first 1 nohead dt 2 lc rgb "black"
+plot {cols}
+"""
+        (tmp / "summary.gp").write_text(script)
+        sh("gnuplot", tmp / "summary.gp")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return png
+
+
 # ----------------------------------------------------------------------------------------------
 # Main
 
@@ -1193,6 +1238,11 @@ def cmd_plot(args):
     return 0
 
 
+def cmd_summary(args):
+    print(plot_summary(args.results, Path(args.png)))
+    return 0
+
+
 def cmd_bound(args):
     topo = load_topology(args.topology)
     f = parse_size(args.size)
@@ -1252,6 +1302,10 @@ def main(argv=None):
     pl.add_argument("--out", default=".")
     pl.add_argument("--stem")
     pl.set_defaults(func=cmd_plot)
+    sm = sub.add_parser("summary", help="grouped bar chart of ratios to the bound over results")
+    sm.add_argument("results", nargs="+", help="results.json files (any topologies)")
+    sm.add_argument("--png", default="summary.png")
+    sm.set_defaults(func=cmd_summary)
     b = sub.add_parser("bound", help="print the lower bound of a topology and file size")
     b.add_argument("--topology", default="flat")
     b.add_argument("--size", default="512MiB")

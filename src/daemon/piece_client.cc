@@ -1,0 +1,207 @@
+#include "daemon/piece_client.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "common/crc32c.h"
+#include "common/net.h"
+#include "daemon/piece_protocol.h"
+
+namespace df {
+
+namespace pp = piece_protocol;
+
+namespace {
+
+uint64_t NowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+Status ProtocolViolation(const std::string& what) { return Internal("protocol violation: " + what); }
+
+Status ErrorFrameStatus(uint16_t code, const std::string& message) {
+  switch (static_cast<pp::ErrorCode>(code)) {
+    case pp::ErrorCode::kNotFound: return NotFound("NOT_FOUND: " + message);
+    case pp::ErrorCode::kNotReady: return NotFound("NOT_READY: " + message);
+    case pp::ErrorCode::kBusy: return Unavailable("BUSY: " + message);
+    case pp::ErrorCode::kInternal: return Unavailable("INTERNAL: " + message);
+    case pp::ErrorCode::kBadRequest: return Internal("BAD_REQUEST: " + message);
+    case pp::ErrorCode::kUnsupportedVersion: return Internal("UNSUPPORTED_VERSION: " + message);
+  }
+  return ProtocolViolation("error code " + std::to_string(code) + ": " + message);
+}
+
+Status WriteAllAt(int fd, const uint8_t* data, size_t n, uint64_t offset) {
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return ErrnoStatus("write piece at offset " + std::to_string(offset), errno);
+    data += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+PieceClient::PieceClient(std::string ip, uint16_t port, PieceClientOptions options)
+    : ip_(std::move(ip)), port_(port), options_(std::move(options)) {}
+
+std::string PieceClient::Where() const { return "parent " + ip_ + ":" + std::to_string(port_); }
+
+Status PieceClient::Fail(const Status& s) {
+  fd_.Reset();
+  return Status(s.code(), Where() + ": " + s.message());
+}
+
+Status PieceClient::Connect() {
+  auto fd = ConnectTcp(ip_, port_, options_.connect_timeout_ms);
+  if (!fd.ok()) return fd.status();
+  fd_ = std::move(fd).value();
+  ++connects_;
+  SetSocketTimeouts(fd_.get(), options_.read_timeout_ms);
+  if (!options_.congestion_control.empty()) SetCongestionControl(fd_.get(), options_.congestion_control);
+  if (options_.receive_buffer_bytes > 0) {
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &options_.receive_buffer_bytes,
+                 sizeof options_.receive_buffer_bytes);
+  }
+  return Status::Ok();
+}
+
+Status PieceClient::Exchange(const uint8_t* request, size_t request_bytes, uint8_t* header) {
+  for (int attempt = 0;; ++attempt) {
+    bool reused = static_cast<bool>(fd_);
+    if (!reused) {
+      Status s = Connect();
+      if (!s.ok()) return Fail(s);
+    }
+    Status s = WriteFull(fd_.get(), request, request_bytes);
+    if (s.ok()) s = ReadFull(fd_.get(), header, pp::kHeaderBytes);
+    if (s.ok()) return s;
+    // A parent closes idle connections; the first request on a stale one fails at once.
+    if (reused && attempt == 0 && s.code() == StatusCode::kUnavailable) {
+      fd_.Reset();
+      continue;
+    }
+    return Fail(s);
+  }
+}
+
+Status PieceClient::ReadErrorFrame(uint32_t body_length) {
+  uint8_t body[pp::kErrorFixedBytes + pp::kMaxErrorMessageBytes];
+  Status s = ReadFull(fd_.get(), body, body_length);
+  if (!s.ok()) return Fail(s);
+  uint16_t code = pp::GetU16(body);
+  std::string message(reinterpret_cast<const char*>(body) + pp::kErrorFixedBytes,
+                      body_length - pp::kErrorFixedBytes);
+  Status mapped = ErrorFrameStatus(code, message);
+  if (mapped.code() == StatusCode::kNotFound) {
+    return Status(mapped.code(), Where() + ": " + mapped.message());  // connection stays usable
+  }
+  return Fail(mapped);
+}
+
+Result<FetchedPiece> PieceClient::FetchPiece(const std::string& task_id, PieceNumber n,
+                                             uint64_t expected_offset, uint64_t expected_length,
+                                             int dest_fd) {
+  if (!pp::IsWireTaskId(task_id)) {
+    return InvalidArgument("task id '" + task_id + "' is not 64 lowercase hex characters");
+  }
+  uint64_t start_ns = NowNs();
+  uint8_t request[pp::kHeaderBytes + pp::kRequestBodyBytes];
+  pp::EncodeHeader({.type = pp::FrameType::kRequestPiece, .body_length = pp::kRequestBodyBytes},
+                   request);
+  std::memcpy(request + pp::kHeaderBytes, task_id.data(), pp::kTaskIdBytes);
+  pp::PutU32(request + pp::kHeaderBytes + pp::kTaskIdBytes, n.value);
+
+  uint8_t header_bytes[pp::kHeaderBytes];
+  DF_RETURN_IF_ERROR(Exchange(request, sizeof request, header_bytes));
+  pp::FrameHeader h = pp::DecodeHeader(header_bytes);
+  if (h.magic != pp::kMagic || h.version != pp::kVersion || !pp::BodyLengthValid(h.type, h.body_length)) {
+    return Fail(ProtocolViolation("malformed frame header"));
+  }
+  if (h.type == pp::FrameType::kError) return ReadErrorFrame(h.body_length);
+  if (h.type != pp::FrameType::kPiece) {
+    return Fail(ProtocolViolation("frame type " + std::to_string(static_cast<int>(h.type)) +
+                                  " in answer to a piece request"));
+  }
+  uint8_t body[pp::kPieceBodyBytes];
+  Status s = ReadFull(fd_.get(), body, sizeof body);
+  if (!s.ok()) return Fail(s);
+  pp::PieceHeader piece = pp::DecodePieceHeader(body);
+  if (piece.piece_number != n.value || piece.offset != expected_offset ||
+      piece.length != expected_length) {
+    return Fail(ProtocolViolation(
+        "piece " + std::to_string(piece.piece_number) + " offset " + std::to_string(piece.offset) +
+        " length " + std::to_string(piece.length) + ", expected piece " + std::to_string(n.value) +
+        " offset " + std::to_string(expected_offset) + " length " +
+        std::to_string(expected_length)));
+  }
+  FetchedPiece out;
+  DF_RETURN_IF_ERROR(ReceivePayload(piece.offset, piece.length, dest_fd, &out.crc32c));
+  out.parent_crc32c = piece.crc32c;
+  out.length = piece.length;
+  out.cost_ns = NowNs() - start_ns;
+  if (out.crc32c != out.parent_crc32c) {
+    return DataLoss(Where() + ": piece " + std::to_string(n.value) + " CRC32C mismatch");
+  }
+  return out;
+}
+
+Status PieceClient::ReceivePayload(uint64_t offset, uint64_t length, int dest_fd, uint32_t* crc) {
+  if (!buffer_) buffer_ = std::make_unique_for_overwrite<uint8_t[]>(options_.chunk_bytes);
+  uint32_t c = 0;
+  while (length > 0) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(length, options_.chunk_bytes));
+    // MSG_WAITALL fills the chunk in one call in the common case: fewer CRC/pwrite calls.
+    ssize_t r = ::recv(fd_.get(), buffer_.get(), want, MSG_WAITALL);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) return Fail(Unavailable("connection closed in the middle of a piece"));
+    if (r < 0) {
+      bool timeout = errno == EAGAIN || errno == EWOULDBLOCK;
+      return Fail(timeout ? Status(StatusCode::kDeadlineExceeded, "read timed out")
+                          : Unavailable(std::string("read: ") + std::strerror(errno)));
+    }
+    c = Crc32cExtend(c, buffer_.get(), static_cast<size_t>(r));
+    Status s = WriteAllAt(dest_fd, buffer_.get(), static_cast<size_t>(r), offset);
+    if (!s.ok()) return Fail(s);  // the rest of the payload is unread: drop the connection
+    offset += static_cast<uint64_t>(r);
+    length -= static_cast<uint64_t>(r);
+  }
+  *crc = c;
+  return Status::Ok();
+}
+
+Result<uint64_t> PieceClient::Ping() {
+  if (!fd_) {
+    Status s = Connect();
+    if (!s.ok()) return Fail(s);
+  }
+  uint64_t nonce = NowNs();
+  uint8_t request[pp::kHeaderBytes + pp::kPingBodyBytes];
+  pp::EncodeHeader({.type = pp::FrameType::kPing, .body_length = pp::kPingBodyBytes}, request);
+  pp::PutU64(request + pp::kHeaderBytes, nonce);
+  uint8_t header_bytes[pp::kHeaderBytes];
+  DF_RETURN_IF_ERROR(Exchange(request, sizeof request, header_bytes));
+  pp::FrameHeader h = pp::DecodeHeader(header_bytes);
+  if (h.magic != pp::kMagic || h.version != pp::kVersion || !pp::BodyLengthValid(h.type, h.body_length)) {
+    return Fail(ProtocolViolation("malformed frame header"));
+  }
+  if (h.type == pp::FrameType::kError) return ReadErrorFrame(h.body_length);
+  if (h.type != pp::FrameType::kPong) return Fail(ProtocolViolation("expected PONG"));
+  uint8_t body[pp::kPingBodyBytes];
+  Status s = ReadFull(fd_.get(), body, sizeof body);
+  if (!s.ok()) return Fail(s);
+  if (pp::GetU64(body) != nonce) return Fail(ProtocolViolation("PONG nonce mismatch"));
+  return NowNs() - nonce;
+}
+
+}  // namespace df

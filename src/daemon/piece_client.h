@@ -1,0 +1,94 @@
+// PieceClient: the child side of the piece data protocol (docs/piece_protocol.md).
+//
+// One persistent TCP connection to one parent, opened lazily on the first request and reopened
+// lazily after an error. Pieces are received into a buffer owned by the client (allocated once,
+// reused for every piece), CRC32C-checked while being pwrite()n to the destination file.
+//
+// Thread-safety: none. One request at a time per client; keep a small pool of clients per
+// parent for parallel fetches. Nothing outside the client must outlive it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/fd.h"
+#include "common/piece.h"
+#include "common/status.h"
+
+namespace df {
+
+struct PieceClientOptions {
+  int connect_timeout_ms = 5'000;
+  // A read or write that makes no progress for this long fails with DeadlineExceeded.
+  int read_timeout_ms = 30'000;
+  // TCP congestion control of the socket ("" = system default).
+  std::string congestion_control;
+  // Size of the receive buffer (one recv/CRC/pwrite step).
+  size_t chunk_bytes = 1 << 20;
+  // SO_RCVBUF; 0 = kernel autotuning.
+  int receive_buffer_bytes = 0;
+};
+
+// Outcome of one successful fetch. The bytes are already at their offset in the destination.
+struct FetchedPiece {
+  uint32_t crc32c = 0;         // computed over the received bytes
+  uint32_t parent_crc32c = 0;  // announced by the parent (equal to crc32c on success)
+  uint64_t length = 0;         // bytes received
+  uint64_t cost_ns = 0;        // request sent .. last byte written
+};
+
+class PieceClient {
+ public:
+  PieceClient(std::string ip, uint16_t port, PieceClientOptions options = {});
+  PieceClient(const PieceClient&) = delete;
+  PieceClient& operator=(const PieceClient&) = delete;
+
+  // Fetches piece `n` of `task_id` (64 lowercase hex chars) and pwrite()s it to `dest_fd` at
+  // `expected_offset`. The parent's piece header must match `n`, `expected_offset` and
+  // `expected_length`. Errors:
+  //   NotFound          the parent lacks the task or the piece (yet); the connection stays open.
+  //   DataLoss          the CRC32C of the received bytes differs from the parent's (the bytes were
+  //                     written; the caller must not commit the piece).
+  //   DeadlineExceeded  no progress for read_timeout_ms.
+  //   Unavailable       cannot connect, or the connection closed/reset (after one retry when a
+  //                     reused connection turned out to be stale), or the parent is busy.
+  //   Internal          the parent broke the protocol (unexpected frame or piece header).
+  //   NoSpace/IoError   writing to dest_fd failed.
+  // Every error except NotFound and DataLoss closes the connection.
+  Result<FetchedPiece> FetchPiece(const std::string& task_id, PieceNumber n,
+                                  uint64_t expected_offset, uint64_t expected_length, int dest_fd);
+
+  // Sends PING and waits for PONG; returns the round-trip time in ns. Errors as FetchPiece.
+  // Connects first when needed (the connect time is not counted).
+  Result<uint64_t> Ping();
+
+  // Closes the connection (the next request reconnects).
+  void Close() { fd_.Reset(); }
+  bool connected() const { return static_cast<bool>(fd_); }
+  // TCP connections opened so far.
+  uint64_t connects() const { return connects_; }
+  const std::string& ip() const { return ip_; }
+  uint16_t port() const { return port_; }
+
+ private:
+  Status Connect();
+  // Sends `request` and reads the response's frame header into `response`; retries once on a
+  // fresh connection when a reused one is found closed. `header` is kHeaderBytes long.
+  Status Exchange(const uint8_t* request, size_t request_bytes, uint8_t* header);
+  // Reads the body of an ERROR frame of `body_length` bytes and maps it to a Status.
+  Status ReadErrorFrame(uint32_t body_length);
+  Status ReceivePayload(uint64_t offset, uint64_t length, int dest_fd, uint32_t* crc);
+  // Closes the connection and returns `s`, prefixed with the parent's address.
+  Status Fail(const Status& s);
+  std::string Where() const;
+
+  const std::string ip_;
+  const uint16_t port_;
+  const PieceClientOptions options_;
+  UniqueFd fd_;
+  std::unique_ptr<uint8_t[]> buffer_;  // chunk_bytes, allocated on first fetch
+  uint64_t connects_ = 0;
+};
+
+}  // namespace df

@@ -1,0 +1,334 @@
+#include "daemon/piece_server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+
+#include "common/log.h"
+#include "common/net.h"
+#include "daemon/piece_protocol.h"
+
+namespace df {
+
+namespace pp = piece_protocol;
+
+// Meters bytes for all connections of one server. Debt-based: a caller takes its tokens at
+// once (the balance may go negative) and sleeps until the balance is back to zero, so a large
+// chunk never starves behind small ones. Thread-safe.
+class TokenBucket {
+ public:
+  explicit TokenBucket(uint64_t rate_bytes_per_sec)
+      : rate_bytes_per_sec_(static_cast<double>(rate_bytes_per_sec)),
+        burst_bytes_(std::max(rate_bytes_per_sec_ / 10, 256.0 * 1024)),
+        tokens_(burst_bytes_),
+        last_(Clock::now()) {}
+
+  // Takes `bytes` tokens, sleeping as needed. False when `stopping` became true meanwhile.
+  bool Acquire(uint64_t bytes, const std::atomic<bool>& stopping) {
+    double wait_sec = 0;
+    {
+      std::lock_guard lock(mu_);
+      auto now = Clock::now();
+      tokens_ = std::min(burst_bytes_,
+                         tokens_ + rate_bytes_per_sec_ *
+                                       std::chrono::duration<double>(now - last_).count());
+      last_ = now;
+      tokens_ -= static_cast<double>(bytes);
+      if (tokens_ < 0) wait_sec = -tokens_ / rate_bytes_per_sec_;
+    }
+    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(wait_sec));
+    // Short sleeps so that Stop() is never held up by a slow rate.
+    while (Clock::now() < deadline) {
+      if (stopping.load(std::memory_order_relaxed)) return false;
+      Clock::duration left = deadline - Clock::now();
+      std::this_thread::sleep_for(
+          std::min<Clock::duration>(left, std::chrono::milliseconds(20)));
+    }
+    return !stopping.load(std::memory_order_relaxed);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  const double rate_bytes_per_sec_;
+  const double burst_bytes_;
+  std::mutex mu_;
+  double tokens_;          // GUARDED_BY(mu_)
+  Clock::time_point last_; // GUARDED_BY(mu_)
+};
+
+namespace {
+
+constexpr uint64_t kRateLimitedChunkBytes = 256 * 1024;
+constexpr uint64_t kMaxSendfileBytes = 1ull << 30;  // below sendfile's 0x7ffff000 cap
+
+// sendfile(2) has no MSG_NOSIGNAL: a connection thread blocks SIGPIPE for itself so that a
+// child that hangs up yields EPIPE instead of killing the daemon.
+void BlockSigpipeInThisThread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+// Half-closes and discards what the child still sends (bounded), so that our last frame is
+// read by the child rather than lost to a reset caused by unread input.
+void LingeringClose(int fd) {
+  ::shutdown(fd, SHUT_WR);
+  char sink[4096];
+  size_t drained = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  while (drained < 64 * 1024 && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    ssize_t r = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    if (r <= 0) break;
+    drained += static_cast<size_t>(r);
+  }
+}
+
+bool SendAll(int fd, const uint8_t* data, size_t n, int flags) {
+  while (n > 0) {
+    ssize_t w = ::send(fd, data, n, flags | MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool KeepsConnection(uint16_t code) {
+  return code == static_cast<uint16_t>(pp::ErrorCode::kNotFound) ||
+         code == static_cast<uint16_t>(pp::ErrorCode::kNotReady);
+}
+
+}  // namespace
+
+PieceServer::PieceServer(PieceServerOptions options, TaskLookup lookup)
+    : options_(std::move(options)), lookup_(std::move(lookup)) {
+  if (options_.upload_rate_bytes_per_sec > 0) {
+    bucket_ = std::make_unique<TokenBucket>(options_.upload_rate_bytes_per_sec);
+  }
+}
+
+PieceServer::~PieceServer() { Stop(); }
+
+Status PieceServer::Start() {
+  auto fd = ListenTcp(options_.ip, options_.port, &port_);
+  if (!fd.ok()) return fd.status();
+  listen_fd_ = std::move(fd).value();
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  DF_LOG_INFO("piece server listening addr={}:{} max_connections={} rate_limit_bytes_per_sec={}",
+              options_.ip, port_, options_.max_connections, options_.upload_rate_bytes_per_sec);
+  return Status::Ok();
+}
+
+void PieceServer::Stop() {
+  if (stopping_.exchange(true)) return;
+  // shutdown() wakes a thread blocked in accept() (it returns EINVAL); close() would not.
+  if (listen_fd_) ::shutdown(listen_fd_.get(), SHUT_RDWR);
+  if (accept_thread_.joinable()) accept_thread_.join();
+  std::list<std::unique_ptr<Connection>> connections;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& c : connections_) {
+      if (c->fd) ::shutdown(c->fd.get(), SHUT_RDWR);
+    }
+    connections.swap(connections_);
+  }
+  for (auto& c : connections) c->thread.join();
+  listen_fd_.Reset();
+}
+
+void PieceServer::AcceptLoop() {
+  while (!stopping_.load()) {
+    int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) {
+      Admit(UniqueFd(fd));
+      continue;
+    }
+    if (stopping_.load()) break;
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    // EMFILE and friends: back off instead of spinning.
+    DF_LOG_WARN("piece server accept failed: {}", std::strerror(errno));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+void PieceServer::ReapFinishedLocked() {
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    if ((*it)->finished) {
+      (*it)->thread.join();  // the thread has set `finished` as its last step
+      it = connections_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void PieceServer::Admit(UniqueFd fd) {
+  std::unique_lock lock(mu_);
+  ReapFinishedLocked();
+  if (connections_.size() >= static_cast<size_t>(std::max(options_.max_connections, 1))) {
+    lock.unlock();
+    SendError(fd.get(), static_cast<uint16_t>(pp::ErrorCode::kBusy), "connection limit reached");
+    return;
+  }
+  ConfigureSocket(fd.get());
+  accepted_connections_.fetch_add(1, std::memory_order_relaxed);
+  auto conn = std::make_unique<Connection>();
+  conn->fd = std::move(fd);
+  Connection* raw = conn.get();
+  connections_.push_back(std::move(conn));
+  raw->thread = std::thread([this, raw] { ServeConnection(raw); });
+}
+
+void PieceServer::ConfigureSocket(int fd) const {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (!options_.congestion_control.empty()) SetCongestionControl(fd, options_.congestion_control);
+  if (options_.send_buffer_bytes > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options_.send_buffer_bytes,
+                 sizeof options_.send_buffer_bytes);
+  }
+  timeval idle{options_.idle_timeout_ms / 1000, (options_.idle_timeout_ms % 1000) * 1000};
+  timeval send{options_.send_timeout_ms / 1000, (options_.send_timeout_ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send, sizeof send);
+}
+
+void PieceServer::ServeConnection(Connection* conn) {
+  BlockSigpipeInThisThread();
+  active_connections_.fetch_add(1, std::memory_order_relaxed);
+  while (!stopping_.load(std::memory_order_relaxed) && HandleFrame(conn->fd.get()) == Next::kContinue) {
+  }
+  active_connections_.fetch_sub(1, std::memory_order_relaxed);
+  // Close now rather than at reap time so the child sees the close at once. Under mu_: Stop()
+  // shuts down connection fds under mu_ and must never touch a closed (maybe reused) number.
+  std::lock_guard lock(mu_);
+  conn->fd.Reset();
+  conn->finished = true;
+}
+
+PieceServer::Next PieceServer::HandleFrame(int fd) {
+  uint8_t header_bytes[pp::kHeaderBytes];
+  // EOF, reset, idle timeout or Stop(): the connection simply ends.
+  if (!ReadFull(fd, header_bytes, sizeof header_bytes).ok()) return Next::kClose;
+  pp::FrameHeader h = pp::DecodeHeader(header_bytes);
+  auto bad = [&](pp::ErrorCode code, const std::string& why) {
+    protocol_errors_.fetch_add(1, std::memory_order_relaxed);
+    return SendError(fd, static_cast<uint16_t>(code), why);
+  };
+  if (h.magic != pp::kMagic) return bad(pp::ErrorCode::kBadRequest, "bad magic");
+  if (h.version != pp::kVersion) {
+    return bad(pp::ErrorCode::kUnsupportedVersion,
+               "unsupported version " + std::to_string(h.version));
+  }
+  bool accepted_type = h.type == pp::FrameType::kRequestPiece || h.type == pp::FrameType::kPing;
+  if (!accepted_type || !pp::BodyLengthValid(h.type, h.body_length)) {
+    return bad(pp::ErrorCode::kBadRequest,
+               "unexpected frame type " + std::to_string(static_cast<int>(h.type)) +
+                   " with body length " + std::to_string(h.body_length));
+  }
+  uint8_t body[pp::kRequestBodyBytes];  // the largest body a parent accepts
+  static_assert(pp::kRequestBodyBytes >= pp::kPingBodyBytes);
+  if (!ReadFull(fd, body, h.body_length).ok()) return Next::kClose;
+  if (h.type == pp::FrameType::kPing) return HandlePing(fd, body);
+  return HandleRequestPiece(fd, body);
+}
+
+PieceServer::Next PieceServer::HandlePing(int fd, const uint8_t* body) {
+  uint8_t frame[pp::kHeaderBytes + pp::kPingBodyBytes];
+  pp::EncodeHeader({.type = pp::FrameType::kPong, .body_length = pp::kPingBodyBytes}, frame);
+  std::memcpy(frame + pp::kHeaderBytes, body, pp::kPingBodyBytes);
+  return SendAll(fd, frame, sizeof frame, 0) ? Next::kContinue : Next::kClose;
+}
+
+PieceServer::Next PieceServer::HandleRequestPiece(int fd, const uint8_t* body) {
+  // thread_local: the id buffer is reused by every request of this connection thread, so
+  // serving a piece allocates nothing.
+  thread_local std::string task_id;
+  task_id.assign(reinterpret_cast<const char*>(body), pp::kTaskIdBytes);
+  if (!pp::IsWireTaskId(task_id)) {
+    protocol_errors_.fetch_add(1, std::memory_order_relaxed);
+    return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kBadRequest), "malformed task id");
+  }
+  uint32_t piece = pp::GetU32(body + pp::kTaskIdBytes);
+  std::shared_ptr<TaskStorage> task = lookup_(task_id);
+  if (!task) return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kNotFound), "no such task");
+  uint32_t crc = 0;
+  if (!task->PieceCrc(PieceNumber{piece}, &crc)) {
+    PieceLayout layout = task->layout();
+    bool known = layout.piece_length > 0 && task->meta().content_length >= 0;
+    if (known && piece >= layout.total_pieces()) {
+      return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kNotFound),
+                       "piece " + std::to_string(piece) + " out of range");
+    }
+    return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kNotReady),
+                     "piece " + std::to_string(piece) + " not ready");
+  }
+  PieceLayout layout = task->layout();  // known: the piece is finished
+  PieceNumber n{piece};
+  return SendPiece(fd, *task, piece, crc, layout.offset(n), layout.length(n)) ? Next::kContinue
+                                                                               : Next::kClose;
+}
+
+bool PieceServer::SendPiece(int fd, const TaskStorage& task, uint32_t piece, uint32_t crc,
+                            uint64_t offset, uint64_t length) {
+  uint8_t frame[pp::kHeaderBytes + pp::kPieceBodyBytes];
+  pp::EncodeHeader({.type = pp::FrameType::kPiece, .body_length = pp::kPieceBodyBytes}, frame);
+  pp::EncodePieceHeader({piece, crc, offset, length}, frame + pp::kHeaderBytes);
+  concurrent_uploads_.fetch_add(1, std::memory_order_relaxed);
+  // MSG_MORE: the header rides in the first segment of the payload.
+  bool ok = SendAll(fd, frame, sizeof frame, length > 0 ? MSG_MORE : 0) &&
+            SendFileRange(fd, task.content_fd(), offset, length);
+  concurrent_uploads_.fetch_sub(1, std::memory_order_relaxed);
+  if (ok) {
+    pieces_uploaded_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    upload_failures_.fetch_add(1, std::memory_order_relaxed);
+    DF_LOG_DEBUG("upload of piece {} of task {} failed: {}", piece, task.task_id().substr(0, 12),
+                 std::strerror(errno));
+  }
+  return ok;
+}
+
+bool PieceServer::SendFileRange(int sock, int file_fd, uint64_t offset, uint64_t length) {
+  off_t pos = static_cast<off_t>(offset);
+  while (length > 0) {
+    uint64_t chunk = std::min(length, bucket_ ? kRateLimitedChunkBytes : kMaxSendfileBytes);
+    if (bucket_ && !bucket_->Acquire(chunk, stopping_)) return false;
+    ssize_t sent = ::sendfile(sock, file_fd, &pos, static_cast<size_t>(chunk));
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent <= 0) return false;  // error, send timeout, or the file is shorter than recorded
+    length -= static_cast<uint64_t>(sent);
+    bytes_uploaded_.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
+  }
+  return true;
+}
+
+PieceServer::Next PieceServer::SendError(int fd, uint16_t code, const std::string& message) {
+  std::string_view text(message.data(), std::min(message.size(), pp::kMaxErrorMessageBytes));
+  uint8_t frame[pp::kHeaderBytes + pp::kErrorFixedBytes + pp::kMaxErrorMessageBytes];
+  uint32_t body_length = static_cast<uint32_t>(pp::kErrorFixedBytes + text.size());
+  pp::EncodeHeader({.type = pp::FrameType::kError, .body_length = body_length}, frame);
+  pp::PutU16(frame + pp::kHeaderBytes, code);
+  pp::PutU16(frame + pp::kHeaderBytes + 2, 0);
+  std::memcpy(frame + pp::kHeaderBytes + pp::kErrorFixedBytes, text.data(), text.size());
+  bool sent = SendAll(fd, frame, pp::kHeaderBytes + body_length, 0);
+  if (sent && KeepsConnection(code)) return Next::kContinue;
+  if (sent) LingeringClose(fd);
+  return Next::kClose;
+}
+
+}  // namespace df

@@ -1,0 +1,396 @@
+// Specifications of the piece data protocol: a real PieceServer and PieceClient on loopback,
+// serving from a real PieceStore in a temporary directory.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/crc32c.h"
+#include "common/net.h"
+#include "daemon/piece_client.h"
+#include "daemon/piece_protocol.h"
+#include "daemon/piece_server.h"
+#include "storage/piece_store.h"
+
+namespace df {
+namespace {
+
+namespace pp = piece_protocol;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kPieceLength = 256 * 1024;
+constexpr uint32_t kPieces = 10;                                    // last one is short
+constexpr uint64_t kContentLength = (kPieces - 1) * kPieceLength + 1000;
+const std::string kTaskId(64, 'a');
+const std::string kOtherTaskId(64, 'b');
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = ::testing::TempDir() + "piece_protocol_test.XXXXXX";
+    path_ = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string ContentBytes(uint64_t length) {
+  std::string s(length, '\0');
+  uint32_t x = 12345;
+  for (auto& c : s) {
+    x = x * 1103515245 + 12345;
+    c = static_cast<char>(x >> 16);
+  }
+  return s;
+}
+
+// Raw frame for handcrafted (possibly malformed) requests.
+std::string Frame(uint16_t magic, uint8_t version, uint8_t type, uint32_t body_length,
+                  const std::string& body) {
+  uint8_t h[pp::kHeaderBytes];
+  pp::EncodeHeader({magic, version, static_cast<pp::FrameType>(type), 0, body_length}, h);
+  return std::string(reinterpret_cast<char*>(h), sizeof h) + body;
+}
+
+std::string RequestBody(const std::string& task_id, uint32_t piece) {
+  uint8_t n[4];
+  pp::PutU32(n, piece);
+  return task_id + std::string(reinterpret_cast<char*>(n), 4);
+}
+
+class PieceProtocolTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartServer(PieceServerOptions{}); }
+
+  // Stores `kTaskId` with every piece but `missing` committed.
+  void StartServer(PieceServerOptions options, uint32_t missing = kPieces - 2) {
+    parent_store_ = PieceStore::Open(parent_dir_.path() + "/store").value();
+    child_store_ = PieceStore::Open(child_dir_.path() + "/store").value();
+    content_ = ContentBytes(kContentLength);
+    TaskMeta meta{.task_id = kTaskId, .content_length = static_cast<int64_t>(kContentLength),
+                  .piece_length = kPieceLength};
+    source_ = parent_store_->OpenTask(meta).value();
+    ASSERT_EQ(::pwrite(source_->content_fd(), content_.data(), content_.size(), 0),
+              static_cast<ssize_t>(content_.size()));
+    PieceLayout layout = source_->layout();
+    for (uint32_t n = 0; n < kPieces; ++n) {
+      if (n == missing) continue;
+      const char* p = content_.data() + layout.offset(PieceNumber{n});
+      ASSERT_TRUE(source_->CommitPiece(PieceNumber{n}, Crc32c(p, layout.length(PieceNumber{n}))).ok());
+    }
+    dest_ = child_store_->OpenTask(meta).value();
+    options.ip = "127.0.0.1";
+    options.port = 0;
+    PieceStore* store = parent_store_.get();
+    server_ = std::make_unique<PieceServer>(
+        options, [store](const std::string& id) { return store->FindTask(id); });
+    ASSERT_TRUE(server_->Start().ok());
+  }
+
+  void TearDown() override {
+    if (server_) server_->Stop();
+  }
+
+  PieceClient MakeClient(PieceClientOptions options = {}) {
+    return PieceClient("127.0.0.1", server_->port(), options);
+  }
+
+  Result<FetchedPiece> Fetch(PieceClient& client, uint32_t n) {
+    PieceLayout layout = source_->layout();
+    return client.FetchPiece(kTaskId, PieceNumber{n}, layout.offset(PieceNumber{n}),
+                             layout.length(PieceNumber{n}), dest_->content_fd());
+  }
+
+  std::string DestBytes(uint32_t n) {
+    PieceLayout layout = source_->layout();
+    std::string out(layout.length(PieceNumber{n}), '\0');
+    EXPECT_EQ(::pread(dest_->content_fd(), out.data(), out.size(),
+                      static_cast<off_t>(layout.offset(PieceNumber{n}))),
+              static_cast<ssize_t>(out.size()));
+    return out;
+  }
+
+  std::string SourceBytes(uint32_t n) {
+    PieceLayout layout = source_->layout();
+    return content_.substr(layout.offset(PieceNumber{n}), layout.length(PieceNumber{n}));
+  }
+
+  // Sends raw bytes on a fresh connection; returns the error code of the answer frame and
+  // whether the server then closed the connection.
+  void ExpectErrorAndClose(const std::string& bytes, pp::ErrorCode expected) {
+    auto fd = ConnectTcp("127.0.0.1", server_->port(), 2000);
+    ASSERT_TRUE(fd.ok());
+    SetSocketTimeouts(fd->get(), 5000);
+    ASSERT_TRUE(WriteFull(fd->get(), bytes.data(), bytes.size()).ok());
+    uint8_t h[pp::kHeaderBytes];
+    ASSERT_TRUE(ReadFull(fd->get(), h, sizeof h).ok());
+    pp::FrameHeader header = pp::DecodeHeader(h);
+    ASSERT_EQ(header.magic, pp::kMagic);
+    ASSERT_EQ(header.type, pp::FrameType::kError);
+    ASSERT_TRUE(pp::BodyLengthValid(header.type, header.body_length));
+    std::vector<uint8_t> body(header.body_length);
+    ASSERT_TRUE(ReadFull(fd->get(), body.data(), body.size()).ok());
+    EXPECT_EQ(pp::GetU16(body.data()), static_cast<uint16_t>(expected));
+    char extra;
+    EXPECT_EQ(::recv(fd->get(), &extra, 1, 0), 0) << "server must close after a fatal error";
+  }
+
+  TempDir parent_dir_, child_dir_;
+  std::unique_ptr<PieceStore> parent_store_, child_store_;
+  std::shared_ptr<TaskStorage> source_, dest_;
+  std::string content_;
+  std::unique_ptr<PieceServer> server_;
+};
+
+TEST(PieceProtocolFormat, HeadersRoundTripBigEndian) {
+  uint8_t b[pp::kHeaderBytes];
+  pp::EncodeHeader({.type = pp::FrameType::kPiece, .flags = 7, .body_length = 24}, b);
+  EXPECT_EQ(b[0], 0xDF);
+  EXPECT_EQ(b[1], 0x50);
+  EXPECT_EQ(b[11], 24);
+  pp::FrameHeader h = pp::DecodeHeader(b);
+  EXPECT_EQ(h.type, pp::FrameType::kPiece);
+  EXPECT_EQ(h.flags, 7u);
+  uint8_t p[pp::kPieceBodyBytes];
+  pp::EncodePieceHeader({3, 0xCAFEBABE, 1ull << 40, 5}, p);
+  pp::PieceHeader d = pp::DecodePieceHeader(p);
+  EXPECT_EQ(d.piece_number, 3u);
+  EXPECT_EQ(d.crc32c, 0xCAFEBABEu);
+  EXPECT_EQ(d.offset, 1ull << 40);
+  EXPECT_EQ(d.length, 5u);
+  EXPECT_FALSE(pp::BodyLengthValid(static_cast<pp::FrameType>(9), 8));
+  EXPECT_FALSE(pp::BodyLengthValid(pp::FrameType::kError, 1u << 20));
+}
+
+TEST_F(PieceProtocolTest, FetchesManyPiecesOverOneConnection) {
+  PieceClient client = MakeClient();
+  uint64_t bytes = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (uint32_t n = 0; n < kPieces; ++n) {
+      if (n == kPieces - 2) continue;  // not committed
+      auto r = Fetch(client, n);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_EQ(r->crc32c, r->parent_crc32c);
+      EXPECT_EQ(r->length, source_->layout().length(PieceNumber{n}));
+      EXPECT_GT(r->cost_ns, 0u);
+      EXPECT_EQ(DestBytes(n), SourceBytes(n)) << "piece " << n;
+      bytes += r->length;
+    }
+  }
+  EXPECT_EQ(client.connects(), 1u);
+  EXPECT_EQ(server_->accepted_connections(), 1u);
+  EXPECT_EQ(server_->pieces_uploaded(), 3u * (kPieces - 1));
+  EXPECT_EQ(server_->bytes_uploaded(), bytes);
+  EXPECT_EQ(server_->upload_failures(), 0u);
+  EXPECT_EQ(server_->concurrent_uploads(), 0);
+}
+
+TEST_F(PieceProtocolTest, UnfinishedOrUnknownPieceIsNotFoundAndConnectionStaysUsable) {
+  PieceClient client = MakeClient();
+  auto missing = Fetch(client, kPieces - 2);
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().ToString();
+  EXPECT_NE(missing.status().message().find("NOT_READY"), std::string::npos);
+  EXPECT_TRUE(client.connected());
+
+  auto out_of_range = client.FetchPiece(kTaskId, PieceNumber{kPieces}, 0, 1, dest_->content_fd());
+  EXPECT_EQ(out_of_range.status().code(), StatusCode::kNotFound);
+  auto other_task = client.FetchPiece(kOtherTaskId, PieceNumber{0}, 0, kPieceLength,
+                                      dest_->content_fd());
+  EXPECT_EQ(other_task.status().code(), StatusCode::kNotFound);
+
+  ASSERT_TRUE(Fetch(client, 0).ok());
+  EXPECT_EQ(client.connects(), 1u);
+  EXPECT_EQ(server_->accepted_connections(), 1u);
+}
+
+TEST_F(PieceProtocolTest, PieceCommittedLaterIsServedOnTheSameConnection) {
+  PieceClient client = MakeClient();
+  uint32_t n = kPieces - 2;
+  EXPECT_EQ(Fetch(client, n).status().code(), StatusCode::kNotFound);
+  std::string bytes = SourceBytes(n);
+  ASSERT_TRUE(source_->CommitPiece(PieceNumber{n}, Crc32c(bytes.data(), bytes.size())).ok());
+  auto r = Fetch(client, n);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(DestBytes(n), bytes);
+  EXPECT_EQ(client.connects(), 1u);
+}
+
+TEST_F(PieceProtocolTest, MalformedFramesGetAnErrorFrameAndCloseWhileOthersAreServed) {
+  PieceClient bystander = MakeClient();
+  ASSERT_TRUE(Fetch(bystander, 0).ok());
+
+  std::string good_body = RequestBody(kTaskId, 0);
+  ExpectErrorAndClose(std::string(12, '\x42'), pp::ErrorCode::kBadRequest);  // garbage
+  ExpectErrorAndClose(Frame(0xBEEF, 1, 1, 68, good_body), pp::ErrorCode::kBadRequest);
+  ExpectErrorAndClose(Frame(pp::kMagic, 2, 1, 68, good_body), pp::ErrorCode::kUnsupportedVersion);
+  ExpectErrorAndClose(Frame(pp::kMagic, 1, 1, 1u << 31, good_body), pp::ErrorCode::kBadRequest);
+  ExpectErrorAndClose(Frame(pp::kMagic, 1, 1, 67, good_body.substr(0, 67)),
+                      pp::ErrorCode::kBadRequest);
+  ExpectErrorAndClose(Frame(pp::kMagic, 1, 99, 0, ""), pp::ErrorCode::kBadRequest);
+  ExpectErrorAndClose(Frame(pp::kMagic, 1, 2, 24, std::string(24, '\0')),  // PIECE to a parent
+                      pp::ErrorCode::kBadRequest);
+  ExpectErrorAndClose(Frame(pp::kMagic, 1, 1, 68, RequestBody(std::string(64, 'Z'), 0)),
+                      pp::ErrorCode::kBadRequest);
+  EXPECT_EQ(server_->protocol_errors(), 8u);
+
+  // A connection that dies in the middle of a header is just dropped.
+  {
+    auto fd = ConnectTcp("127.0.0.1", server_->port(), 2000);
+    ASSERT_TRUE(fd.ok());
+    ASSERT_TRUE(WriteFull(fd->get(), "\xDF\x50\x01", 3).ok());
+  }
+
+  for (uint32_t n = 1; n < 4; ++n) ASSERT_TRUE(Fetch(bystander, n).ok());
+  EXPECT_EQ(bystander.connects(), 1u);
+  PieceClient newcomer = MakeClient();
+  ASSERT_TRUE(Fetch(newcomer, 5).ok());
+}
+
+TEST_F(PieceProtocolTest, CorruptedPieceUnderACommitIsDataLoss) {
+  PieceLayout layout = source_->layout();
+  char flipped = static_cast<char>(content_[layout.offset(PieceNumber{3}) + 77] ^ 0x01);
+  ASSERT_EQ(::pwrite(source_->content_fd(), &flipped, 1,
+                     static_cast<off_t>(layout.offset(PieceNumber{3}) + 77)),
+            1);
+  PieceClient client = MakeClient();
+  auto r = Fetch(client, 3);
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
+  ASSERT_TRUE(Fetch(client, 4).ok());  // the connection is intact
+  EXPECT_EQ(client.connects(), 1u);
+}
+
+TEST_F(PieceProtocolTest, MismatchedPieceGeometryIsAProtocolErrorAndReconnects) {
+  PieceClient client = MakeClient();
+  PieceLayout layout = source_->layout();
+  auto r = client.FetchPiece(kTaskId, PieceNumber{1}, layout.offset(PieceNumber{1}),
+                             kPieceLength / 2, dest_->content_fd());
+  EXPECT_EQ(r.status().code(), StatusCode::kInternal) << r.status().ToString();
+  EXPECT_FALSE(client.connected());
+  ASSERT_TRUE(Fetch(client, 1).ok());
+  EXPECT_EQ(client.connects(), 2u);
+}
+
+TEST_F(PieceProtocolTest, PingMeasuresRoundTrip) {
+  PieceClient client = MakeClient();
+  for (int i = 0; i < 5; ++i) {
+    auto rtt = client.Ping();
+    ASSERT_TRUE(rtt.ok()) << rtt.status().ToString();
+    EXPECT_GT(*rtt, 0u);
+    EXPECT_LT(*rtt, 1'000'000'000u);
+  }
+  ASSERT_TRUE(Fetch(client, 0).ok());  // pings and pieces share the connection
+  EXPECT_EQ(server_->accepted_connections(), 1u);
+}
+
+TEST_F(PieceProtocolTest, StopWithOpenConnectionsReturnsPromptly) {
+  std::vector<std::unique_ptr<PieceClient>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<PieceClient>("127.0.0.1", server_->port()));
+    ASSERT_TRUE(clients.back()->Ping().ok());
+  }
+  auto idle = ConnectTcp("127.0.0.1", server_->port(), 2000);  // never sends anything
+  ASSERT_TRUE(idle.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(server_->active_connections(), 5);
+
+  auto start = Clock::now();
+  server_->Stop();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(1));
+  EXPECT_EQ(server_->active_connections(), 0);
+  auto r = Fetch(*clients[0], 0);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+}
+
+TEST_F(PieceProtocolTest, StopCutsARateLimitedUploadPromptly) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.upload_rate_bytes_per_sec = 64 * 1024;  // past the first burst a piece takes ~4 s
+  StartServer(options);
+  PieceClient client = MakeClient();
+  std::thread fetcher([&] { EXPECT_FALSE(Fetch(client, 0).ok() && Fetch(client, 1).ok()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(server_->concurrent_uploads(), 1);
+  auto start = Clock::now();
+  server_->Stop();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(1));
+  fetcher.join();
+  EXPECT_EQ(server_->upload_failures(), 1u);
+}
+
+TEST_F(PieceProtocolTest, RateLimitPacesUploads) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.upload_rate_bytes_per_sec = 4 * 1024 * 1024;
+  StartServer(options);
+  PieceClient client = MakeClient();
+  auto start = Clock::now();
+  for (uint32_t n = 0; n < 8; ++n) ASSERT_TRUE(Fetch(client, n).ok());  // 2 MiB
+  double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  // 2 MiB at 4 MiB/s minus the initial burst (~0.4 MiB) is ~0.4 s.
+  EXPECT_GT(seconds, 0.3);
+  EXPECT_LT(seconds, 3.0);
+}
+
+TEST_F(PieceProtocolTest, ConnectionLimitAnswersBusy) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.max_connections = 1;
+  StartServer(options);
+  PieceClient first = MakeClient();
+  ASSERT_TRUE(first.Ping().ok());
+  PieceClient second = MakeClient();
+  auto r = second.Ping();
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("BUSY"), std::string::npos);
+  first.Close();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(second.Ping().ok());  // the slot was freed
+}
+
+TEST_F(PieceProtocolTest, ClientReconnectsAfterTheParentClosedAnIdleConnection) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.idle_timeout_ms = 100;
+  StartServer(options);
+  PieceClient client = MakeClient();
+  ASSERT_TRUE(Fetch(client, 0).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  auto r = Fetch(client, 1);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(client.connects(), 2u);
+}
+
+TEST_F(PieceProtocolTest, UnreachableParentIsUnavailable) {
+  uint16_t port = server_->port();
+  server_->Stop();
+  PieceClient client("127.0.0.1", port);
+  auto r = Fetch(client, 0);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+}
+
+TEST_F(PieceProtocolTest, SilentParentIsDeadlineExceeded) {
+  // A listener that accepts (backlog) but never answers.
+  uint16_t port = 0;
+  auto listener = ListenTcp("127.0.0.1", 0, &port);
+  ASSERT_TRUE(listener.ok());
+  PieceClientOptions options;
+  options.read_timeout_ms = 200;
+  PieceClient client("127.0.0.1", port, options);
+  auto start = Clock::now();
+  auto r = Fetch(client, 0);
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+}
+
+}  // namespace
+}  // namespace df

@@ -1,0 +1,138 @@
+#include "scheduler/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <functional>
+#include <map>
+
+#include "common/units.h"
+#include "scheduler/evaluator.h"
+
+namespace df::scheduler {
+namespace {
+
+using Setter = std::function<Status(SchedulerConfig&, const std::string&)>;
+
+Setter Text(std::string SchedulerConfig::*field) {
+  return [field](SchedulerConfig& c, const std::string& v) {
+    c.*field = v;
+    return Status::Ok();
+  };
+}
+
+Setter Count(uint32_t SchedulerConfig::*field, uint32_t min, uint32_t max) {
+  return [=](SchedulerConfig& c, const std::string& v) {
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || end != v.data() + v.size()) {
+      return InvalidArgument("'" + v + "' is not a non-negative integer");
+    }
+    if (n < min || n > max) {
+      return InvalidArgument(v + " is out of range [" + std::to_string(min) + ", " +
+                             std::to_string(max) + "]");
+    }
+    c.*field = static_cast<uint32_t>(n);
+    return Status::Ok();
+  };
+}
+
+// `min_ms` guards against zero intervals that would spin a loop.
+Setter Duration(uint64_t SchedulerConfig::*field, uint64_t min_ms) {
+  return [=](SchedulerConfig& c, const std::string& v) {
+    auto ms = ParseDurationMs(v);
+    if (!ms.ok()) return ms.status();
+    if (ms.value() < min_ms) {
+      return InvalidArgument("'" + v + "' is shorter than " + std::to_string(min_ms) + "ms");
+    }
+    c.*field = ms.value();
+    return Status::Ok();
+  };
+}
+
+const std::map<std::string, Setter>& Setters() {
+  using C = SchedulerConfig;
+  static const auto* setters = new std::map<std::string, Setter>{
+      {"listen", Text(&C::listen)},
+      {"metrics", Text(&C::metrics)},
+      {"evaluator", Text(&C::evaluator)},
+      {"log_level", Text(&C::log_level)},
+      {"candidate_parent_limit", Count(&C::candidate_parent_limit, 1, 1000)},
+      {"filter_parent_limit", Count(&C::filter_parent_limit, 1, 100000)},
+      {"back_to_source_limit", Count(&C::back_to_source_limit, 0, 100000)},
+      {"schedule_timeout", Duration(&C::schedule_timeout_ms, 0)},
+      {"push_interval", Duration(&C::push_interval_ms, 1)},
+      {"seed_trigger_attempts", Count(&C::seed_trigger_attempts, 0, 1000)},
+      {"gc_interval", Duration(&C::gc_interval_ms, 10)},
+      {"peer_ttl", Duration(&C::peer_ttl_ms, 1)},
+      {"task_ttl", Duration(&C::task_ttl_ms, 1)},
+      {"host_ttl", Duration(&C::host_ttl_ms, 1)},
+  };
+  return *setters;
+}
+
+std::string SnakeCase(std::string name) {
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
+}  // namespace
+
+const std::vector<std::string>& OptionNames() {
+  static const auto* names = new std::vector<std::string>{
+      "listen",         "metrics",        "evaluator",
+      "log_level",      "candidate_parent_limit", "filter_parent_limit",
+      "back_to_source_limit", "schedule_timeout", "push_interval",
+      "seed_trigger_attempts", "gc_interval", "peer_ttl",
+      "task_ttl",       "host_ttl"};
+  return *names;
+}
+
+Status SetOption(SchedulerConfig& config, const std::string& name, const std::string& value) {
+  const auto& setters = Setters();
+  auto it = setters.find(SnakeCase(name));
+  if (it == setters.end()) return InvalidArgument("unknown option '" + name + "'");
+  Status s = it->second(config, value);
+  if (!s.ok()) return InvalidArgument(name + ": " + s.message());
+  return Status::Ok();
+}
+
+Result<SchedulerConfig> LoadConfigFile(const std::string& path, SchedulerConfig base) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return NotFound("config " + path + ": cannot read file");
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config " + path + ": " + e.msg + " at line " +
+                           std::to_string(e.mark.line + 1));
+  }
+  if (root.IsNull()) return base;  // an empty file keeps every default
+  if (!root.IsMap()) return InvalidArgument("config " + path + ": top level must be a mapping");
+  for (const auto& kv : root) {
+    std::string key = kv.first.as<std::string>();
+    if (!kv.second.IsScalar()) {
+      return InvalidArgument("config " + path + ": " + key + " must be a scalar");
+    }
+    Status s = SetOption(base, key, kv.second.as<std::string>());
+    if (!s.ok()) return InvalidArgument("config " + path + ": " + s.message());
+  }
+  return base;
+}
+
+Status ValidateConfig(const SchedulerConfig& config) {
+  if (config.listen.empty()) return InvalidArgument("listen: address must not be empty");
+  if (!IsKnownEvaluator(config.evaluator)) {
+    return InvalidArgument("evaluator: unknown evaluator '" + config.evaluator +
+                           "' (available: " + KnownEvaluatorNames() + ")");
+  }
+  if (config.filter_parent_limit < config.candidate_parent_limit) {
+    return InvalidArgument("filter_parent_limit (" + std::to_string(config.filter_parent_limit) +
+                           ") must be >= candidate_parent_limit (" +
+                           std::to_string(config.candidate_parent_limit) + ")");
+  }
+  return Status::Ok();
+}
+
+}  // namespace df::scheduler

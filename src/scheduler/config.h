@@ -1,0 +1,55 @@
+// Configuration of dfscheduler: one struct, filled from defaults, then a YAML file, then flags.
+//
+// Every option has one name used everywhere: the YAML key is snake_case ("schedule_timeout") and
+// the flag is the same name in kebab-case ("--schedule-timeout"). Values are parsed from strings
+// by SetOption for both sources, so a value means the same thing in a file and on the command
+// line. Durations accept "500ms", "10s", "2m", "1h" or bare seconds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace df::scheduler {
+
+struct SchedulerConfig {
+  std::string listen = "0.0.0.0:8002";   // gRPC address of the Scheduler service
+  std::string metrics = "0.0.0.0:8003";  // /metrics and /healthz; "" disables
+  std::string evaluator = "default";     // parent-selection algorithm (see evaluator.h)
+  std::string log_level = "info";
+  // At most this many parents in one NormalTaskResponse.
+  uint32_t candidate_parent_limit = 8;
+  // At most this many structurally valid candidates are sampled and given to the evaluator, so
+  // that one scheduling decision costs O(filter_parent_limit), not O(peers of the task).
+  uint32_t filter_parent_limit = 40;
+  // Concurrent back-to-source peers per task on normal hosts (a seed peer is never limited).
+  uint32_t back_to_source_limit = 1;
+  // A peer with no candidate parents for this long goes back to source (limits permitting).
+  uint64_t schedule_timeout_ms = 10'000;
+  // Minimum time between two pushed NormalTaskResponses to the same peer.
+  uint64_t push_interval_ms = 200;
+  // Attempts to trigger a seed peer for one task (a new attempt only after the last one failed).
+  uint32_t seed_trigger_attempts = 3;
+  uint64_t gc_interval_ms = 60'000;
+  uint64_t peer_ttl_ms = 24 * 3600'000ull;  // idle peers without a stream are removed after this
+  uint64_t task_ttl_ms = 24 * 3600'000ull;  // tasks without peers are removed after this
+  uint64_t host_ttl_ms = 3600'000ull;       // hosts not announced for this long are gone
+};
+
+// Names of all options, snake_case, in the order of SchedulerConfig.
+const std::vector<std::string>& OptionNames();
+
+// Sets option `name` (snake_case or kebab-case) from its text form. InvalidArgument naming the
+// option when the name is unknown or the value does not parse or is out of range.
+Status SetOption(SchedulerConfig& config, const std::string& name, const std::string& value);
+
+// Applies a YAML mapping of option -> scalar, read from `path`, on top of `base`. InvalidArgument
+// or NotFound naming the file (and key) on unreadable files, bad YAML, unknown keys or values.
+Result<SchedulerConfig> LoadConfigFile(const std::string& path, SchedulerConfig base);
+
+// Checks cross-field rules and the evaluator name. InvalidArgument with one line on failure.
+Status ValidateConfig(const SchedulerConfig& config);
+
+}  // namespace df::scheduler

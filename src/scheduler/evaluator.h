@@ -1,0 +1,91 @@
+// Parent selection: an Evaluator filters out bad parents and ranks the rest for one child.
+//
+// The scheduler does the structural filtering (same task, not the child itself, no DAG cycle,
+// a reachable host, a state that can serve) and samples at most filter_parent_limit candidates;
+// the evaluator gets plain data about each candidate and decides policy: which are bad, and in
+// which order the good ones are offered. Implementations:
+//   "default"  rule based: free upload capacity, finished pieces, upload success rate, host
+//              type, IDC and location affinity (default_evaluator.h).
+// Later: "latency" (default + probed RTT) and "ml" (predicted bandwidth); they must never block
+// a scheduling decision (answer from caches, fall back to default).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "common/status.h"
+
+namespace df::scheduler {
+
+enum class PeerState {
+  kPending,       // registered, nothing decided yet
+  kRunning,       // downloading from parents (or waiting for them)
+  kBackToSource,  // downloading from the origin
+  kSucceeded,     // holds the whole task and keeps serving it
+  kFailed,
+  kLeft,          // stream closed without finishing, or its host left
+};
+const char* PeerStateName(PeerState state);
+
+// What an evaluator knows about one candidate parent. Plain data, copied per decision.
+struct ParentInfo {
+  std::string peer_id;
+  PeerState state = PeerState::kRunning;
+  uint32_t finished_pieces = 0;
+  bool is_seed = false;  // its host is HOST_TYPE_SEED
+  std::string idc;
+  std::string location;  // "country|region|zone"
+  // 0 = the host did not say; the evaluator assumes kDefaultConcurrentUploadLimit.
+  uint32_t concurrent_upload_limit = 0;
+  // max(uploads the host reported, children the scheduler gave the host's peers).
+  uint32_t concurrent_uploads = 0;
+  // Pieces the parent's host served, as reported by children (scheduler-observed).
+  uint64_t upload_success = 0;
+  uint64_t upload_failure = 0;
+  // Costs of the pieces this parent served, oldest first (see CostHistory).
+  std::vector<uint64_t> piece_costs_ns;
+};
+
+// What an evaluator knows about the child it schedules for.
+struct ChildInfo {
+  std::string peer_id;
+  std::string idc;
+  std::string location;
+  // Parents the child reported bad (RescheduleRequest.bad_parent_ids, permanent PieceFailed).
+  std::unordered_set<std::string> bad_parent_ids;
+};
+
+struct TaskView {
+  uint32_t total_pieces = 0;  // 0 = unknown
+};
+
+struct ScoredParent {
+  size_t index = 0;   // into the candidates passed to Evaluate
+  double score = 0;   // higher is better; in [0, 1] for the default evaluator
+};
+
+// Thread-safe: Evaluate may be called concurrently (implementations are stateless or
+// synchronise internally) and must not block on I/O.
+class Evaluator {
+ public:
+  virtual ~Evaluator() = default;
+
+  virtual std::string_view name() const = 0;
+
+  // Drops the bad candidates and returns the others best first. Never fails: an evaluator that
+  // cannot score (e.g. no model) falls back to a simpler rule.
+  virtual std::vector<ScoredParent> Evaluate(const ChildInfo& child,
+                                             const std::vector<ParentInfo>& candidates,
+                                             const TaskView& task) const = 0;
+};
+
+// The evaluator named `name`; InvalidArgument naming the known ones for an unknown name.
+Result<std::unique_ptr<Evaluator>> NewEvaluator(std::string_view name);
+bool IsKnownEvaluator(std::string_view name);
+std::string KnownEvaluatorNames();  // "default"
+
+}  // namespace df::scheduler

@@ -1,0 +1,135 @@
+// dfscheduler: the per-cluster scheduler. Parses flags and the YAML config, wires the metrics
+// server and the SchedulerServer together, and runs until SIGINT/SIGTERM.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "scheduler/config.h"
+#include "scheduler/server.h"
+
+namespace {
+
+using df::scheduler::SchedulerConfig;
+
+struct FlagHelp {
+  const char* name;  // snake_case option name
+  const char* help;
+};
+
+constexpr FlagHelp kFlags[] = {
+    {"listen", "gRPC address of the Scheduler service"},
+    {"metrics", "address serving /metrics and /healthz (\"\" disables)"},
+    {"evaluator", "parent-selection algorithm: default"},
+    {"log_level", "trace, debug, info, warn, error, critical or off"},
+    {"candidate_parent_limit", "most parents offered to one peer"},
+    {"filter_parent_limit", "most candidates sampled per decision"},
+    {"back_to_source_limit", "concurrent back-to-source peers per task (seed peers not counted)"},
+    {"schedule_timeout", "a peer without parents this long goes back to source"},
+    {"push_interval", "minimum time between parent pushes to one peer"},
+    {"seed_trigger_attempts", "seed triggers per task (a retry only after a failure)"},
+    {"gc_interval", "how often peers, tasks and hosts are garbage collected"},
+    {"peer_ttl", "idle finished peers are removed after this"},
+    {"task_ttl", "tasks without peers are removed after this"},
+    {"host_ttl", "hosts that did not announce for this long are gone"},
+};
+
+std::string Kebab(std::string name) {
+  for (char& c : name) c = c == '_' ? '-' : c;
+  return name;
+}
+
+// Default of an option, for --help.
+std::string DefaultText(const std::string& name) {
+  const SchedulerConfig d;
+  static const std::map<std::string, std::string> kDefaults = {
+      {"listen", d.listen},
+      {"metrics", d.metrics},
+      {"evaluator", d.evaluator},
+      {"log_level", d.log_level},
+      {"candidate_parent_limit", std::to_string(d.candidate_parent_limit)},
+      {"filter_parent_limit", std::to_string(d.filter_parent_limit)},
+      {"back_to_source_limit", std::to_string(d.back_to_source_limit)},
+      {"schedule_timeout", "10s"},
+      {"push_interval", "200ms"},
+      {"seed_trigger_attempts", std::to_string(d.seed_trigger_attempts)},
+      {"gc_interval", "1m"},
+      {"peer_ttl", "24h"},
+      {"task_ttl", "24h"},
+      {"host_ttl", "1h"},
+  };
+  auto it = kDefaults.find(name);
+  return it == kDefaults.end() ? "" : it->second;
+}
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "dfscheduler: %s\n", message.c_str());
+  return 2;
+}
+
+// Blocks SIGINT/SIGTERM in every thread (call before any starts) and waits for one.
+sigset_t BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"dfscheduler: the P2P scheduler (peers, tasks, parent DAG, seed triggers)"};
+  std::string config_path;
+  app.add_option("--config", config_path, "YAML config file (keys = flag names in snake_case)");
+  std::map<std::string, std::string> values;
+  for (const auto& flag : kFlags) {
+    app.add_option("--" + Kebab(flag.name), values[flag.name], flag.help)
+        ->default_str(DefaultText(flag.name));
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::printf("%s", app.help().c_str());
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    return Fail(std::string(e.what()) + " (see --help)");
+  }
+
+  SchedulerConfig config;
+  if (!config_path.empty()) {
+    auto loaded = df::scheduler::LoadConfigFile(config_path, config);
+    if (!loaded.ok()) return Fail(loaded.status().message());
+    config = std::move(loaded).value();
+  }
+  for (const auto& flag : kFlags) {
+    if (app.count("--" + Kebab(flag.name)) == 0) continue;
+    df::Status s = df::scheduler::SetOption(config, Kebab(flag.name), values[flag.name]);
+    if (!s.ok()) return Fail("--" + s.message());
+  }
+  if (df::Status s = df::scheduler::ValidateConfig(config); !s.ok()) return Fail(s.message());
+  if (df::Status s = df::InitLogging("dfscheduler", config.log_level); !s.ok()) {
+    return Fail(s.message());
+  }
+
+  sigset_t stop_signals = BlockStopSignals();
+  df::MetricsServer metrics;
+  if (!config.metrics.empty()) {
+    if (df::Status s = metrics.Start(config.metrics); !s.ok()) return Fail(s.message());
+  }
+  auto server = df::scheduler::SchedulerServer::Start(config, metrics.registry());
+  if (!server.ok()) return Fail(server.status().message());
+  DF_LOG_INFO("dfscheduler listening listen={} port={} metrics={} evaluator={}", config.listen,
+              server.value()->port(), config.metrics, config.evaluator);
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  DF_LOG_INFO("dfscheduler stopping signal={}", signal);
+  metrics.SetHealthy(false);
+  server.value()->Shutdown();
+  return 0;
+}

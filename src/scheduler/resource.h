@@ -1,0 +1,106 @@
+// The scheduler's in-memory model: hosts, tasks, peers. Plain data owned by the Scheduler and
+// touched only under its mutex (none of these types is thread-safe on its own).
+//
+// Ownership: the Scheduler owns hosts (shared_ptr, because every peer on a host refers to it and
+// a host outlives its last peer until GC) and tasks (unique_ptr); a Task owns its peers
+// (unique_ptr) and its Dag over their ids.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "scheduler.pb.h"
+#include "scheduler/cost_history.h"
+#include "scheduler/dag.h"
+#include "scheduler/evaluator.h"
+#include "scheduler/peer_stream.h"
+
+namespace df::scheduler {
+
+using Clock = std::chrono::steady_clock;
+
+// True for the states in which a peer can serve pieces to children.
+inline bool CanServe(PeerState s) {
+  return s == PeerState::kRunning || s == PeerState::kBackToSource || s == PeerState::kSucceeded;
+}
+
+struct Host {
+  df::scheduler::v1::Host info;  // as last announced (live load refreshed by AnnounceHost)
+  // False for the minimal record made when a peer registers from a host that never announced
+  // itself: such a host has no address, so its peers are not offered as parents until it does.
+  bool announced = false;
+  bool left = false;  // LeaveHost; its peers are Left, the record goes at the next GC
+  Clock::time_point last_seen;
+  uint32_t upload_children = 0;  // DAG edges from this host's peers to children, all tasks
+  uint64_t upload_success = 0;   // pieces children got from this host's peers
+  uint64_t upload_failure = 0;   // pieces children failed to get from them
+  uint32_t peer_count = 0;       // Peer records referring to this host
+
+  bool is_seed() const { return info.type() == df::scheduler::v1::HOST_TYPE_SEED; }
+  bool reachable() const {
+    return announced && !left && !info.ip().empty() && info.piece_port() > 0;
+  }
+};
+
+// The set of finished piece numbers of one peer; counts each piece once. Numbers at or above
+// kMaxTrackedPieces (4 TiB at 4 MiB pieces) are counted without deduplication so that a bogus
+// piece number cannot make the scheduler allocate gigabytes.
+class FinishedPieces {
+ public:
+  static constexpr uint32_t kMaxTrackedPieces = 1u << 20;
+  // Returns true when the piece was not finished before.
+  bool Add(uint32_t piece_number);
+  uint32_t count() const { return count_; }
+
+ private:
+  std::vector<bool> bits_;
+  uint32_t count_ = 0;
+};
+
+struct Peer {
+  std::string id;
+  std::shared_ptr<Host> host;
+  PeerState state = PeerState::kPending;
+  std::shared_ptr<PeerStream> stream;  // null once the AnnouncePeer stream closed
+  FinishedPieces finished;
+  std::unordered_set<std::string> bad_parents;  // never offered again to this peer
+  CostHistory upload_costs;                      // pieces this peer served to children
+  uint64_t upload_success = 0;
+  uint64_t upload_failure = 0;
+  Clock::time_point updated;
+  // Scheduling bookkeeping.
+  bool waiting = false;          // Running with no parent, since wait_since
+  Clock::time_point wait_since;
+  bool sent_parents = false;     // at least one NormalTaskResponse sent
+  Clock::time_point last_push;   // when the last NormalTaskResponse was sent
+  uint64_t seen_candidate_version = 0;  // Task::candidate_version at its last evaluation
+  bool needs_push = false;       // lost a parent: look for a replacement
+};
+
+struct Task {
+  std::string id;
+  df::scheduler::v1::TaskInfo info;  // from the first register; forwarded to the seed
+  int64_t content_length = -1;       // -1 unknown
+  uint64_t piece_length = 0;         // 0 unknown
+  uint32_t total_pieces = 0;         // 0 unknown
+  std::unordered_map<std::string, std::unique_ptr<Peer>> peers;
+  Dag dag;  // parent -> child edges over peer ids; acyclic
+  // Peers that want (more) parents: Running, stream open, fewer than candidate_parent_limit.
+  std::unordered_set<std::string> hungry;
+  // Incremented whenever a peer becomes a (better) candidate; hungry peers whose
+  // seen_candidate_version is older are re-evaluated.
+  uint64_t candidate_version = 0;
+  uint32_t back_to_source_peers = 0;  // normal-host peers in kBackToSource
+  uint32_t live_seed_peers = 0;       // seed-host peers that can serve
+  uint32_t succeeded_peers = 0;
+  bool seed_trigger_pending = false;  // a trigger went out and its seed peer has not failed
+  uint32_t seed_trigger_attempts = 0;
+  Clock::time_point updated;
+};
+
+}  // namespace df::scheduler

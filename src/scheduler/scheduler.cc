@@ -1,0 +1,842 @@
+#include "scheduler/scheduler.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "common/log.h"
+
+namespace df::scheduler {
+namespace {
+
+namespace v1 = df::scheduler::v1;
+
+// The background thread wakes at least this often to check schedule timeouts.
+constexpr auto kTick = std::chrono::milliseconds(20);
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A succeeded peer holds every piece, whatever its reports added up to.
+uint32_t ReportedPieces(const Peer& p, const Task& task) {
+  return p.state == PeerState::kSucceeded && task.total_pieces > 0 ? task.total_pieces
+                                                                   : p.finished.count();
+}
+
+ParentInfo MakeParentInfo(const Peer& p, const Task& task) {
+  ParentInfo info;
+  info.peer_id = p.id;
+  info.state = p.state;
+  info.finished_pieces = ReportedPieces(p, task);
+  info.is_seed = p.host->is_seed();
+  info.idc = p.host->info.idc();
+  info.location = p.host->info.location();
+  info.concurrent_upload_limit = p.host->info.concurrent_upload_limit();
+  info.concurrent_uploads = std::max(p.host->info.concurrent_uploads(), p.host->upload_children);
+  info.upload_success = p.host->upload_success;
+  info.upload_failure = p.host->upload_failure;
+  info.piece_costs_ns = p.upload_costs.Samples();
+  return info;
+}
+
+}  // namespace
+
+bool FinishedPieces::Add(uint32_t piece_number) {
+  if (piece_number >= kMaxTrackedPieces) {
+    ++count_;
+    return true;
+  }
+  if (piece_number >= bits_.size()) bits_.resize(piece_number + 1);
+  if (bits_[piece_number]) return false;
+  bits_[piece_number] = true;
+  ++count_;
+  return true;
+}
+
+Scheduler::Scheduler(SchedulerConfig config, std::unique_ptr<Evaluator> evaluator,
+                     std::unique_ptr<SeedTrigger> seed_trigger, SchedulerMetrics* metrics)
+    : config_(std::move(config)),
+      evaluator_(std::move(evaluator)),
+      seed_trigger_(std::move(seed_trigger)),
+      metrics_(*metrics),
+      rng_(std::random_device{}()),
+      next_gc_(Clock::now() + std::chrono::milliseconds(config_.gc_interval_ms)) {}
+
+Scheduler::~Scheduler() {
+  Stop();
+  // Waits for in-flight triggers; their callbacks still find this object alive.
+  seed_trigger_.reset();
+}
+
+void Scheduler::Start() { worker_ = std::thread([this] { Run(); }); }
+
+void Scheduler::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hosts
+
+Status Scheduler::AnnounceHost(const v1::Host& info) {
+  if (info.id().empty()) return InvalidArgument("announce host: empty host id");
+  metrics_.host_announces.Increment();
+  std::lock_guard lock(mu_);
+  auto host = TouchHost(info.id(), Clock::now());
+  host->info = info;
+  host->announced = true;
+  host->left = false;
+  if (host->is_seed()) {
+    seed_hosts_.insert(info.id());
+  } else {
+    seed_hosts_.erase(info.id());
+  }
+  return Status::Ok();
+}
+
+void Scheduler::LeaveHost(const std::string& host_id) {
+  std::vector<SeedJob> jobs;
+  {
+    std::lock_guard lock(mu_);
+    auto it = hosts_.find(host_id);
+    if (it == hosts_.end()) return;
+    it->second->left = true;
+    seed_hosts_.erase(host_id);
+    // Rare operation: a scan of every peer is simpler than an index from hosts to peers.
+    for (auto& [task_id, task] : tasks_) {
+      for (auto& [peer_id, peer] : task->peers) {
+        if (peer->host.get() != it->second.get() || !CanServe(peer->state)) continue;
+        SetState(*task, *peer, PeerState::kLeft);
+        DetachPeer(*task, *peer);
+      }
+    }
+    DF_LOG_INFO("host left host_id={}", host_id);
+    jobs = TakeSeedJobs();
+  }
+  SendSeedJobs(std::move(jobs));
+}
+
+std::shared_ptr<Host> Scheduler::TouchHost(const std::string& host_id, Clock::time_point now) {
+  auto& host = hosts_[host_id];
+  if (!host) {
+    host = std::make_shared<Host>();
+    host->info.set_id(host_id);
+  }
+  host->last_seen = now;
+  return host;
+}
+
+size_t Scheduler::host_count() const {
+  std::lock_guard lock(mu_);
+  return hosts_.size();
+}
+
+bool Scheduler::SeedHostAvailable(Clock::time_point now) const {
+  return PickSeedHost("", now) != nullptr;
+}
+
+const Host* Scheduler::PickSeedHost(const std::string& task_id, Clock::time_point now) const {
+  std::vector<const Host*> alive;
+  for (const auto& id : seed_hosts_) {
+    auto it = hosts_.find(id);
+    if (it == hosts_.end()) continue;
+    const Host& h = *it->second;
+    if (h.left || h.info.ip().empty() || h.info.grpc_port() <= 0) continue;
+    if (now - h.last_seen > std::chrono::milliseconds(config_.host_ttl_ms)) continue;
+    alive.push_back(&h);
+  }
+  if (alive.empty()) return nullptr;
+  // The same task goes to the same seed host (as long as the set of seeds is stable).
+  return alive[std::hash<std::string>{}(task_id) % alive.size()];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks and peers
+
+Task* Scheduler::FindTask(const std::string& task_id) {
+  auto it = tasks_.find(task_id);
+  return it == tasks_.end() ? nullptr : it->second.get();
+}
+
+Peer* Scheduler::FindPeer(Task& task, const std::string& peer_id) {
+  auto it = task.peers.find(peer_id);
+  return it == task.peers.end() ? nullptr : it->second.get();
+}
+
+Task& Scheduler::FindOrCreateTask(const std::string& task_id, const v1::TaskInfo& info,
+                                  Clock::time_point now) {
+  auto& task = tasks_[task_id];
+  if (!task) {
+    task = std::make_unique<Task>();
+    task->id = task_id;
+    task->info = info;
+    task->info.set_task_id(task_id);
+    task->info.set_content_length(-1);  // the known size lives in Task, set below if known
+  }
+  task->updated = now;
+  LearnTaskSize(*task, info.content_length(), info.piece_length(), 0);
+  return *task;
+}
+
+void Scheduler::LearnTaskSize(Task& task, int64_t content_length, uint64_t piece_length,
+                              uint32_t total_pieces) {
+  if (content_length < 0) return;
+  if (task.content_length >= 0 && task.content_length != content_length) {
+    DF_LOG_WARN("task size conflict task_id={} known={} reported={}; keeping the known size",
+                task.id, task.content_length, content_length);
+    return;
+  }
+  task.content_length = content_length;
+  if (task.piece_length == 0 && piece_length > 0) task.piece_length = piece_length;
+  if (task.total_pieces == 0) {
+    if (total_pieces > 0) {
+      task.total_pieces = total_pieces;
+    } else if (task.piece_length > 0) {
+      task.total_pieces = static_cast<uint32_t>(
+          (static_cast<uint64_t>(content_length) + task.piece_length - 1) / task.piece_length);
+    }
+  }
+  task.info.set_content_length(task.content_length);
+  task.info.set_piece_length(task.piece_length);
+}
+
+Peer& Scheduler::ResetPeer(Task& task, const std::string& peer_id, std::shared_ptr<Host> host,
+                           std::shared_ptr<PeerStream> stream, Clock::time_point now) {
+  auto& slot = task.peers[peer_id];
+  if (slot) {
+    // A peer registering again (new stream): forget its scheduling state, keep its uploads.
+    SetState(task, *slot, PeerState::kPending);
+    DetachPeer(task, *slot);
+    slot->host->peer_count--;
+    auto fresh = std::make_unique<Peer>();
+    fresh->upload_costs = slot->upload_costs;
+    fresh->upload_success = slot->upload_success;
+    fresh->upload_failure = slot->upload_failure;
+    slot = std::move(fresh);
+  } else {
+    slot = std::make_unique<Peer>();
+  }
+  Peer& peer = *slot;
+  peer.id = peer_id;
+  peer.host = std::move(host);
+  peer.host->peer_count++;
+  peer.stream = std::move(stream);
+  peer.updated = now;
+  task.dag.AddVertex(peer_id);
+  return peer;
+}
+
+void Scheduler::BumpCandidates(Task& task) {
+  ++task.candidate_version;
+  if (!task.hungry.empty()) {
+    work_pending_ = true;
+    wake_.notify_one();
+  }
+}
+
+void Scheduler::SetState(Task& task, Peer& peer, PeerState state) {
+  const PeerState old = peer.state;
+  if (old == state) return;
+  const bool seed = peer.host->is_seed();
+  auto adjust = [&](PeerState s, int delta) {
+    if (s == PeerState::kBackToSource && !seed) task.back_to_source_peers += delta;
+    if (s == PeerState::kSucceeded) task.succeeded_peers += delta;
+    if (CanServe(s) && seed) task.live_seed_peers += delta;
+  };
+  adjust(old, -1);
+  adjust(state, +1);
+  peer.state = state;
+  if ((!CanServe(old) && CanServe(state)) || state == PeerState::kSucceeded) BumpCandidates(task);
+  if (seed && CanServe(old) && !CanServe(state) && task.live_seed_peers == 0) {
+    task.seed_trigger_pending = false;  // the seed peer failed: a new trigger may go out
+  }
+  if (state != PeerState::kRunning) peer.waiting = false;
+  UpdateHunger(task, peer);
+}
+
+void Scheduler::UpdateHunger(Task& task, Peer& peer) {
+  const size_t parents = task.dag.Parents(peer.id).size();
+  const bool hungry = peer.state == PeerState::kRunning && peer.stream != nullptr &&
+                      parents < config_.candidate_parent_limit;
+  if (hungry) {
+    if (task.hungry.insert(peer.id).second) hungry_tasks_.insert(task.id);
+    if (parents == 0 && !peer.waiting) {
+      peer.waiting = true;
+      peer.wait_since = Clock::now();
+    }
+  } else if (task.hungry.erase(peer.id) > 0 && task.hungry.empty()) {
+    hungry_tasks_.erase(task.id);
+  }
+  if (parents > 0) peer.waiting = false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// DAG edges
+
+void Scheduler::Link(Task& task, Peer& parent, Peer& child) {
+  if (task.dag.Children(parent.id).contains(child.id)) return;
+  if (!task.dag.AddEdge(parent.id, child.id).ok()) return;  // would close a cycle
+  parent.host->upload_children++;
+}
+
+void Scheduler::Unlink(Task& task, Peer& parent, Peer& child) {
+  if (!task.dag.Children(parent.id).contains(child.id)) return;
+  task.dag.RemoveEdge(parent.id, child.id);
+  if (parent.host->upload_children > 0) parent.host->upload_children--;
+}
+
+void Scheduler::RemoveParents(Task& task, Peer& child) {
+  const auto parents = task.dag.Parents(child.id);  // copy: Unlink edits the set
+  for (const auto& id : parents) {
+    if (Peer* parent = FindPeer(task, id)) Unlink(task, *parent, child);
+  }
+  UpdateHunger(task, child);
+}
+
+void Scheduler::DetachPeer(Task& task, Peer& peer) {
+  RemoveParents(task, peer);
+  const auto children = task.dag.Children(peer.id);
+  for (const auto& id : children) {
+    Peer* child = FindPeer(task, id);
+    if (!child) continue;
+    Unlink(task, peer, *child);
+    child->needs_push = true;  // look for a replacement parent
+    UpdateHunger(task, *child);
+  }
+  if (!children.empty() && !task.hungry.empty()) {
+    work_pending_ = true;
+    wake_.notify_one();
+  }
+}
+
+void Scheduler::RemovePeer(Task& task, Peer& peer) {
+  if (CanServe(peer.state) || peer.state == PeerState::kPending) {
+    SetState(task, peer, PeerState::kLeft);
+  }
+  DetachPeer(task, peer);
+  task.dag.RemoveVertex(peer.id);
+  if (task.hungry.erase(peer.id) > 0 && task.hungry.empty()) hungry_tasks_.erase(task.id);
+  peer.host->peer_count--;
+  const std::string id = peer.id;  // erase destroys `peer`
+  task.peers.erase(id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Register and the first decision
+
+Result<PeerKey> Scheduler::RegisterPeer(const v1::AnnouncePeerRequest& request,
+                                        std::shared_ptr<PeerStream> stream) {
+  metrics_.CountPeerMessage(request.request_case());
+  if (!request.has_register_()) {
+    return InvalidArgument("the first AnnouncePeer message must be register");
+  }
+  const auto start = Clock::now();
+  const v1::RegisterPeerRequest& reg = request.register_();
+  PeerKey key;
+  key.task_id = !reg.task().task_id().empty() ? reg.task().task_id() : request.task_id();
+  key.peer_id = !reg.peer_id().empty() ? reg.peer_id() : request.peer_id();
+  key.host_id = !reg.host_id().empty() ? reg.host_id() : request.host_id();
+  if (key.task_id.empty()) return InvalidArgument("register: empty task id");
+  if (key.peer_id.empty()) return InvalidArgument("register: empty peer id");
+  if (key.host_id.empty()) return InvalidArgument("register: empty host id");
+
+  std::vector<SeedJob> jobs;
+  {
+    std::lock_guard lock(mu_);
+    auto host = TouchHost(key.host_id, start);
+    if (!host->announced) {
+      DF_LOG_WARN("register from a host that never announced host_id={} peer_id={}; its peers "
+                  "are not offered as parents until it announces",
+                  key.host_id, key.peer_id);
+    }
+    Task& task = FindOrCreateTask(key.task_id, reg.task(), start);
+    Peer& peer = ResetPeer(task, key.peer_id, std::move(host), std::move(stream), start);
+    for (uint32_t n : reg.finished_pieces()) peer.finished.Add(n);
+    metrics_.registered_peers.Increment();
+    DecideOnRegister(task, peer, start);
+    jobs = TakeSeedJobs();
+  }
+  SendSeedJobs(std::move(jobs));
+  metrics_.schedule_latency_seconds.Observe(
+      std::chrono::duration<double>(Clock::now() - start).count());
+  return key;
+}
+
+void Scheduler::DecideOnRegister(Task& task, Peer& peer, Clock::time_point now) {
+  if (task.content_length == 0) {
+    SendEmptyTask(task, peer);
+    return;
+  }
+  const bool seed = peer.host->is_seed();
+  if (seed && task.succeeded_peers == 0) {
+    SendBackToSource(task, peer, "seed peer: fetch the task from the origin",
+                     metrics_.back_to_source_seed);
+    return;
+  }
+  SetState(task, peer, PeerState::kRunning);
+  if (!seed) MaybeTriggerSeed(task, now);
+  if (ScheduleParents(task, peer, now, /*force_send=*/true) != ScheduleOutcome::kNoCandidates) {
+    return;
+  }
+  if (seed) {
+    SendBackToSource(task, peer, "seed peer: no parent holds the task",
+                     metrics_.back_to_source_seed);
+  } else if (!SeedUsableFor(task, now) && CanBackToSource(task, peer)) {
+    SendBackToSource(task, peer, "no seed host and no parent: fetch from the origin",
+                     metrics_.back_to_source_no_seed);
+  }
+  // Otherwise the peer waits (it is hungry): the background thread pushes parents as soon as
+  // candidates appear, or sends it back to source after schedule_timeout.
+}
+
+bool Scheduler::CanBackToSource(const Task& task, const Peer& peer) const {
+  return peer.host->is_seed() || task.back_to_source_peers < config_.back_to_source_limit;
+}
+
+bool Scheduler::SeedUsableFor(const Task& task, Clock::time_point now) const {
+  if (task.live_seed_peers > 0 || task.seed_trigger_pending) return true;
+  return seed_trigger_ != nullptr && task.seed_trigger_attempts < config_.seed_trigger_attempts && SeedHostAvailable(now);
+}
+
+void Scheduler::MaybeTriggerSeed(Task& task, Clock::time_point now) {
+  if (!seed_trigger_ || task.live_seed_peers > 0 || task.seed_trigger_pending ||
+      task.succeeded_peers > 0 || task.seed_trigger_attempts >= config_.seed_trigger_attempts) {
+    return;
+  }
+  const Host* seed = PickSeedHost(task.id, now);
+  if (!seed) return;
+  task.seed_trigger_pending = true;
+  ++task.seed_trigger_attempts;
+  seed_jobs_.push_back({seed->info, task.info});
+  DF_LOG_INFO("trigger seed task_id={} seed_host_id={} attempt={}", task.id, seed->info.id(),
+              task.seed_trigger_attempts);
+}
+
+std::vector<Scheduler::SeedJob> Scheduler::TakeSeedJobs() {
+  std::vector<SeedJob> jobs;
+  jobs.swap(seed_jobs_);
+  return jobs;
+}
+
+void Scheduler::SendSeedJobs(std::vector<SeedJob> jobs) {
+  for (auto& job : jobs) {
+    metrics_.seed_triggers_sent.Increment();
+    seed_trigger_->Trigger(job.seed, job.task, [this](const std::string& task_id, const Status& s) {
+      OnSeedTriggerDone(task_id, s);
+    });
+  }
+}
+
+void Scheduler::OnSeedTriggerDone(const std::string& task_id, const Status& status) {
+  if (status.ok()) return;
+  metrics_.seed_triggers_failed.Increment();
+  DF_LOG_WARN("seed trigger failed task_id={} error={}", task_id, status.ToString());
+  std::lock_guard lock(mu_);
+  Task* task = FindTask(task_id);
+  if (task && task->live_seed_peers == 0) {
+    task->seed_trigger_pending = false;  // waiting peers retry or go back to source
+    work_pending_ = true;
+    wake_.notify_one();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Candidate parents
+
+std::vector<Peer*> Scheduler::CollectCandidates(Task& task, Peer& child) {
+  // Only the child's descendants could close a cycle; a new child has none.
+  Dag::IdSet descendants;
+  if (!task.dag.Children(child.id).empty()) descendants = task.dag.Descendants(child.id);
+  const auto& current = task.dag.Parents(child.id);
+  std::vector<Peer*> keep;    // current parents, always evaluated (stable parent sets)
+  std::vector<Peer*> others;
+  for (auto& [id, p] : task.peers) {
+    if (p.get() == &child || !CanServe(p->state) || !p->host->reachable()) continue;
+    if (descendants.contains(id) || child.bad_parents.contains(id)) continue;
+    (current.contains(id) ? keep : others).push_back(p.get());
+  }
+  const size_t limit = config_.filter_parent_limit;
+  const size_t room = limit > keep.size() ? limit - keep.size() : 0;
+  if (others.size() > room) {
+    // Partial Fisher-Yates: a uniform sample of `room` candidates.
+    for (size_t i = 0; i < room; ++i) {
+      std::uniform_int_distribution<size_t> pick(i, others.size() - 1);
+      std::swap(others[i], others[pick(rng_)]);
+    }
+    others.resize(room);
+  }
+  keep.insert(keep.end(), others.begin(), others.end());
+  return keep;
+}
+
+std::vector<Peer*> Scheduler::RankCandidates(Task& task, Peer& child,
+                                             const std::vector<Peer*>& candidates) {
+  ChildInfo child_info;
+  child_info.peer_id = child.id;
+  child_info.idc = child.host->info.idc();
+  child_info.location = child.host->info.location();
+  child_info.bad_parent_ids = child.bad_parents;
+  std::vector<ParentInfo> infos;
+  infos.reserve(candidates.size());
+  for (Peer* p : candidates) infos.push_back(MakeParentInfo(*p, task));
+  auto ranked = evaluator_->Evaluate(child_info, infos, TaskView{task.total_pieces});
+  std::vector<Peer*> out;
+  for (const auto& r : ranked) {
+    if (out.size() == config_.candidate_parent_limit) break;
+    if (r.index < candidates.size()) out.push_back(candidates[r.index]);
+  }
+  return out;
+}
+
+Scheduler::ScheduleOutcome Scheduler::ScheduleParents(Task& task, Peer& child,
+                                                      Clock::time_point now, bool force_send) {
+  child.seen_candidate_version = task.candidate_version;
+  child.needs_push = false;
+  auto candidates = CollectCandidates(task, child);
+  if (candidates.empty()) return ScheduleOutcome::kNoCandidates;
+  auto parents = RankCandidates(task, child, candidates);
+  if (parents.empty()) return ScheduleOutcome::kNoCandidates;
+
+  std::unordered_set<std::string> chosen;
+  for (Peer* p : parents) chosen.insert(p->id);
+  const auto& current = task.dag.Parents(child.id);
+  if (!force_send && child.sent_parents && chosen.size() == current.size() &&
+      std::all_of(chosen.begin(), chosen.end(),
+                  [&](const std::string& id) { return current.contains(id); })) {
+    return ScheduleOutcome::kUnchanged;
+  }
+  const auto old_parents = current;  // copy: edited below
+  for (const auto& id : old_parents) {
+    if (chosen.contains(id)) continue;
+    if (Peer* p = FindPeer(task, id)) Unlink(task, *p, child);
+  }
+  for (Peer* p : parents) Link(task, *p, child);
+  UpdateHunger(task, child);
+
+  v1::AnnouncePeerResponse response;
+  v1::NormalTaskResponse* normal = response.mutable_normal_task();
+  for (Peer* p : parents) {
+    v1::CandidateParent* c = normal->add_candidate_parents();
+    c->set_peer_id(p->id);
+    *c->mutable_host() = p->host->info;
+    c->set_finished_pieces(ReportedPieces(*p, task));
+  }
+  if (task.content_length >= 0) {
+    normal->mutable_task()->set_content_length(task.content_length);
+    normal->mutable_task()->set_piece_length(task.piece_length);
+    normal->mutable_task()->set_total_pieces(task.total_pieces);
+  }
+  if (child.stream) child.stream->Send(response);
+  child.sent_parents = true;
+  child.last_push = now;
+  return ScheduleOutcome::kSent;
+}
+
+void Scheduler::SendBackToSource(Task& task, Peer& peer, const std::string& reason,
+                                 prometheus::Counter& counter) {
+  counter.Increment();
+  RemoveParents(task, peer);
+  SetState(task, peer, PeerState::kBackToSource);
+  v1::AnnouncePeerResponse response;
+  response.mutable_need_back_to_source()->set_reason(reason);
+  if (peer.stream) peer.stream->Send(response);
+  DF_LOG_DEBUG("back to source task_id={} peer_id={} reason={}", task.id, peer.id, reason);
+}
+
+void Scheduler::SendEmptyTask(Task& task, Peer& peer) {
+  metrics_.empty_tasks.Increment();
+  SetState(task, peer, PeerState::kSucceeded);
+  v1::AnnouncePeerResponse response;
+  response.mutable_empty_task();
+  if (peer.stream) peer.stream->Send(response);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages after register
+
+Status Scheduler::HandlePeerMessage(const PeerKey& key, const v1::AnnouncePeerRequest& request) {
+  metrics_.CountPeerMessage(request.request_case());
+  using R = v1::AnnouncePeerRequest;
+  if (request.request_case() == R::kRegister) {
+    return InvalidArgument("register sent twice on one AnnouncePeer stream");
+  }
+  if (request.request_case() == R::REQUEST_NOT_SET) {
+    return InvalidArgument("empty AnnouncePeer message");
+  }
+  const auto now = Clock::now();
+  std::vector<SeedJob> jobs;
+  {
+    std::lock_guard lock(mu_);
+    Task* task = FindTask(key.task_id);
+    Peer* peer = task ? FindPeer(*task, key.peer_id) : nullptr;
+    if (!peer) return NotFound("peer " + key.peer_id + " of task " + key.task_id + " is gone");
+    peer->updated = now;
+    peer->host->last_seen = now;
+    task->updated = now;
+    switch (request.request_case()) {
+      case R::kPieceFinished: OnPieceFinished(*task, *peer, request.piece_finished()); break;
+      case R::kPieceFailed: OnPieceFailed(*task, *peer, request.piece_failed()); break;
+      case R::kTaskMetadata:
+        LearnTaskSize(*task, request.task_metadata().content_length(),
+                      request.task_metadata().piece_length(),
+                      request.task_metadata().total_pieces());
+        break;
+      case R::kPeerFinished: OnPeerFinished(*task, *peer, request.peer_finished()); break;
+      case R::kPeerFailed: OnPeerFailed(*task, *peer); break;
+      case R::kBackToSourceStarted: OnBackToSourceStarted(*task, *peer); break;
+      case R::kReschedule: OnReschedule(*task, *peer, request.reschedule(), now); break;
+      default: break;
+    }
+    jobs = TakeSeedJobs();
+  }
+  SendSeedJobs(std::move(jobs));
+  return Status::Ok();
+}
+
+void Scheduler::OnPieceFinished(Task& task, Peer& peer, const v1::PieceFinished& m) {
+  peer.finished.Add(m.piece_number());
+  if (m.parent_id().empty()) return;  // from the origin: no pair to record
+  Peer* parent = FindPeer(task, m.parent_id());
+  if (!parent) return;
+  parent->updated = peer.updated;
+  parent->upload_success++;
+  parent->host->upload_success++;
+  parent->upload_costs.Add(m.cost_ns());
+  records_.Add({peer.host->info.id(), parent->host->info.id(), m.length(), m.cost_ns(), UnixMs()});
+}
+
+void Scheduler::OnPieceFailed(Task& task, Peer& peer, const v1::PieceFailed& m) {
+  if (m.parent_id().empty()) return;  // the origin failed: nothing to learn about parents
+  Peer* parent = FindPeer(task, m.parent_id());
+  if (parent) {
+    parent->upload_failure++;
+    parent->host->upload_failure++;
+  }
+  if (m.temporary()) return;
+  peer.bad_parents.insert(m.parent_id());
+  if (parent) {
+    Unlink(task, *parent, peer);
+    peer.needs_push = true;
+    UpdateHunger(task, peer);
+  }
+}
+
+void Scheduler::OnPeerFinished(Task& task, Peer& peer, const v1::PeerFinished& m) {
+  LearnTaskSize(task, m.content_length(), 0, m.total_pieces());
+  RemoveParents(task, peer);  // it downloads nothing more; its parents' uploads are free
+  SetState(task, peer, PeerState::kSucceeded);
+}
+
+void Scheduler::OnPeerFailed(Task& task, Peer& peer) {
+  SetState(task, peer, PeerState::kFailed);
+  DetachPeer(task, peer);
+}
+
+void Scheduler::OnBackToSourceStarted(Task& task, Peer& peer) {
+  if (!CanServe(peer.state) && peer.state != PeerState::kPending) return;
+  RemoveParents(task, peer);
+  SetState(task, peer, PeerState::kBackToSource);
+}
+
+void Scheduler::OnReschedule(Task& task, Peer& peer, const v1::RescheduleRequest& m,
+                             Clock::time_point now) {
+  for (const auto& id : m.bad_parent_ids()) {
+    peer.bad_parents.insert(id);
+    if (Peer* parent = FindPeer(task, id)) Unlink(task, *parent, peer);
+  }
+  if (peer.state != PeerState::kRunning && peer.state != PeerState::kBackToSource) {
+    DF_LOG_DEBUG("reschedule ignored task_id={} peer_id={} state={}", task.id, peer.id,
+                 PeerStateName(peer.state));
+    return;
+  }
+  SetState(task, peer, PeerState::kRunning);
+  UpdateHunger(task, peer);
+  if (ScheduleParents(task, peer, now, /*force_send=*/true) != ScheduleOutcome::kNoCandidates) {
+    return;
+  }
+  MaybeTriggerSeed(task, now);
+  if (CanBackToSource(task, peer)) {
+    SendBackToSource(task, peer, "reschedule: no other parent", metrics_.back_to_source_reschedule);
+  }
+  // Otherwise it waits like a new peer (pushed parents or schedule_timeout).
+}
+
+void Scheduler::StreamClosed(const PeerKey& key, const PeerStream* stream) {
+  std::vector<SeedJob> jobs;
+  {
+    std::lock_guard lock(mu_);
+    Task* task = FindTask(key.task_id);
+    Peer* peer = task ? FindPeer(*task, key.peer_id) : nullptr;
+    if (!peer || peer->stream.get() != stream) return;  // gone, or replaced by a new register
+    peer->stream.reset();
+    peer->updated = Clock::now();
+    if (peer->state == PeerState::kSucceeded || peer->state == PeerState::kFailed) {
+      UpdateHunger(*task, *peer);
+    } else {
+      SetState(*task, *peer, PeerState::kLeft);
+      DetachPeer(*task, *peer);
+    }
+    jobs = TakeSeedJobs();
+  }
+  SendSeedJobs(std::move(jobs));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+
+Result<v1::StatTaskResponse> Scheduler::StatTask(const std::string& task_id) const {
+  std::lock_guard lock(mu_);
+  auto it = tasks_.find(task_id);
+  if (it == tasks_.end()) return NotFound("task " + task_id);
+  const Task& task = *it->second;
+  v1::StatTaskResponse r;
+  r.set_task_id(task.id);
+  r.set_content_length(task.content_length);
+  r.set_total_pieces(task.total_pieces);
+  uint32_t live = 0;
+  for (const auto& [id, p] : task.peers) live += CanServe(p->state) ? 1 : 0;
+  r.set_peer_count(live);
+  r.set_finished_peer_count(task.succeeded_peers);
+  r.set_has_seed(task.live_seed_peers > 0);
+  return r;
+}
+
+std::optional<Scheduler::PeerSnapshot> Scheduler::GetPeer(const std::string& task_id,
+                                                          const std::string& peer_id) const {
+  std::lock_guard lock(mu_);
+  auto t = tasks_.find(task_id);
+  if (t == tasks_.end()) return std::nullopt;
+  auto p = t->second->peers.find(peer_id);
+  if (p == t->second->peers.end()) return std::nullopt;
+  PeerSnapshot s;
+  s.state = p->second->state;
+  const auto& parents = t->second->dag.Parents(peer_id);
+  s.parents.assign(parents.begin(), parents.end());
+  std::sort(s.parents.begin(), s.parents.end());
+  s.finished_pieces = p->second->finished.count();
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Background thread: pushes, schedule timeouts, GC
+
+void Scheduler::Run() {
+  std::unique_lock lock(mu_);
+  while (!stop_) {
+    wake_.wait_for(lock, kTick, [this] { return stop_ || work_pending_; });
+    if (stop_) break;
+    work_pending_ = false;
+    const auto now = Clock::now();
+    ServeHungryPeers(now);
+    if (now >= next_gc_) {
+      CollectGarbageLocked(now);
+      next_gc_ = now + std::chrono::milliseconds(config_.gc_interval_ms);
+    }
+    auto jobs = TakeSeedJobs();
+    if (!jobs.empty()) {
+      lock.unlock();
+      SendSeedJobs(std::move(jobs));
+      lock.lock();
+    }
+  }
+}
+
+void Scheduler::ServeHungryPeers(Clock::time_point now) {
+  const auto push_interval = std::chrono::milliseconds(config_.push_interval_ms);
+  const std::vector<std::string> task_ids(hungry_tasks_.begin(), hungry_tasks_.end());
+  for (const auto& task_id : task_ids) {
+    Task* task = FindTask(task_id);
+    if (!task) continue;
+    const std::vector<std::string> peer_ids(task->hungry.begin(), task->hungry.end());
+    for (const auto& peer_id : peer_ids) {
+      Peer* peer = FindPeer(*task, peer_id);
+      if (!peer || !task->hungry.contains(peer_id)) continue;
+      const bool changed =
+          peer->needs_push || peer->seen_candidate_version != task->candidate_version;
+      if (changed && now - peer->last_push >= push_interval) {
+        if (ScheduleParents(*task, *peer, now, /*force_send=*/false) == ScheduleOutcome::kSent) {
+          metrics_.pushes.Increment();
+        }
+      }  // else rate-limited: the next tick looks again
+      if (peer->waiting) HandleWaiting(*task, *peer, now);
+    }
+  }
+}
+
+void Scheduler::HandleWaiting(Task& task, Peer& peer, Clock::time_point now) {
+  MaybeTriggerSeed(task, now);
+  if (!CanBackToSource(task, peer)) return;  // others fetch from the origin; keep waiting
+  if (!SeedUsableFor(task, now)) {
+    SendBackToSource(task, peer, "no seed host and no parent: fetch from the origin",
+                     metrics_.back_to_source_no_seed);
+  } else if (now - peer.wait_since >= std::chrono::milliseconds(config_.schedule_timeout_ms)) {
+    SendBackToSource(task, peer, "no parent within the schedule timeout",
+                     metrics_.back_to_source_timeout);
+  }
+}
+
+void Scheduler::CollectGarbage() {
+  std::vector<SeedJob> jobs;
+  {
+    std::lock_guard lock(mu_);
+    CollectGarbageLocked(Clock::now());
+    jobs = TakeSeedJobs();
+  }
+  SendSeedJobs(std::move(jobs));
+}
+
+void Scheduler::CollectGarbageLocked(Clock::time_point now) {
+  const auto peer_ttl = std::chrono::milliseconds(config_.peer_ttl_ms);
+  const auto task_ttl = std::chrono::milliseconds(config_.task_ttl_ms);
+  const auto host_ttl = std::chrono::milliseconds(config_.host_ttl_ms);
+  std::unordered_set<const Host*> gone_hosts;
+  for (const auto& [id, host] : hosts_) {
+    if (host->left || now - host->last_seen > host_ttl) gone_hosts.insert(host.get());
+  }
+  size_t removed_peers = 0;
+  for (auto t = tasks_.begin(); t != tasks_.end();) {
+    Task& task = *t->second;
+    std::vector<Peer*> doomed;
+    for (auto& [id, p] : task.peers) {
+      const bool host_gone = gone_hosts.contains(p->host.get());
+      const bool finished_with = p->state == PeerState::kFailed || p->state == PeerState::kLeft;
+      const bool idle = p->stream == nullptr && now - p->updated > peer_ttl;
+      if (host_gone || finished_with || idle) doomed.push_back(p.get());
+    }
+    for (Peer* p : doomed) RemovePeer(task, *p);
+    removed_peers += doomed.size();
+    if (task.peers.empty() && now - task.updated > task_ttl) {
+      hungry_tasks_.erase(task.id);
+      t = tasks_.erase(t);
+    } else {
+      ++t;
+    }
+  }
+  for (auto h = hosts_.begin(); h != hosts_.end();) {
+    if (gone_hosts.contains(h->second.get()) && h->second->peer_count == 0) {
+      records_.RemoveHost(h->first);
+      seed_hosts_.erase(h->first);
+      h = hosts_.erase(h);
+    } else {
+      ++h;
+    }
+  }
+  if (removed_peers > 0) DF_LOG_DEBUG("gc removed_peers={}", removed_peers);
+  UpdateGauges();
+}
+
+void Scheduler::UpdateGauges() {
+  size_t peers = 0;
+  for (const auto& [id, task] : tasks_) peers += task->peers.size();
+  metrics_.hosts.Set(static_cast<double>(hosts_.size()));
+  metrics_.tasks.Set(static_cast<double>(tasks_.size()));
+  metrics_.peers.Set(static_cast<double>(peers));
+}
+
+}  // namespace df::scheduler

@@ -1,0 +1,194 @@
+// The scheduler's brain: hosts, tasks, peers, the parent DAG of each task, and the decisions of
+// the AnnouncePeer protocol (candidate parents, back to source, empty task). No gRPC server types
+// here: the service (service.h) feeds it messages and gives it a PeerStream per peer.
+//
+// Announce semantics (docs/scheduler.md has the full story):
+//   register   -> EmptyTask when the task is known to be empty;
+//                 NeedBackToSource for a seed peer while no peer of the task has succeeded;
+//                 otherwise candidate parents (NormalTaskResponse) when there are any, else
+//                 the peer waits: parents are pushed as soon as candidates appear, or it goes
+//                 back to source at once when no seed host exists, or after schedule_timeout
+//                 (both within back_to_source_limit per task).
+//   A new task with no seed peer triggers a seed host once (again only if its seed peer fails).
+//   While a peer has fewer than candidate_parent_limit parents, new candidates are pushed to it
+//   as a full NormalTaskResponse, at most once per push_interval.
+//
+// Threading: every public method is thread-safe. One mutex (mu_) guards the whole model; each
+// critical section is O(filter_parent_limit) plus O(peers of the task) for candidate collection,
+// so one lock is simpler and fast enough at thousands of peers. Lock order: mu_ before the leaf
+// locks of PeerStream and BandwidthRecords; the SeedTrigger is only called without mu_. A
+// background thread pushes parents, times out waiting peers and runs GC; Stop() (or the
+// destructor) joins it.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "scheduler.pb.h"
+#include "scheduler/bandwidth_records.h"
+#include "scheduler/config.h"
+#include "scheduler/evaluator.h"
+#include "scheduler/metrics.h"
+#include "scheduler/peer_stream.h"
+#include "scheduler/resource.h"
+#include "scheduler/seed_trigger.h"
+
+namespace df::scheduler {
+
+// Identifies the peer behind one AnnouncePeer stream.
+struct PeerKey {
+  std::string task_id;
+  std::string peer_id;
+  std::string host_id;
+};
+
+class Scheduler {
+ public:
+  // `metrics` is borrowed and must outlive the Scheduler. `seed_trigger` may be null (seed hosts
+  // are then never triggered; their dfdaemons may still register seed peers on their own).
+  Scheduler(SchedulerConfig config, std::unique_ptr<Evaluator> evaluator,
+            std::unique_ptr<SeedTrigger> seed_trigger, SchedulerMetrics* metrics);
+  // Stops the background thread, then waits for in-flight seed triggers.
+  ~Scheduler();
+
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Starts the background thread (pushes, schedule timeouts, GC). Call once.
+  void Start();
+  // Joins the background thread; idempotent.
+  void Stop();
+
+  // Adds or refreshes a host. InvalidArgument when the id is empty.
+  Status AnnounceHost(const df::scheduler::v1::Host& host);
+  // Marks every peer of the host Left (no longer a candidate); unknown ids are ignored.
+  void LeaveHost(const std::string& host_id);
+
+  // Handles the first message of an AnnouncePeer stream, which must be a register: records the
+  // host (a minimal record when it never announced), task and peer, and sends the first decision
+  // (if any can be made now) to `stream`. Returns the key later messages of the stream belong
+  // to; InvalidArgument when the message is not a register or lacks the host, task or peer id.
+  // Registering an existing peer id again replaces its stream and restarts its scheduling.
+  Result<PeerKey> RegisterPeer(const df::scheduler::v1::AnnouncePeerRequest& request,
+                               std::shared_ptr<PeerStream> stream);
+
+  // Handles a later message of the stream registered as `key`. NotFound when the peer is gone
+  // (garbage collected); InvalidArgument for a second register or an empty message. Malformed
+  // fields inside a message (unknown parent ids, ...) are ignored, never fatal.
+  Status HandlePeerMessage(const PeerKey& key, const df::scheduler::v1::AnnouncePeerRequest& request);
+
+  // The stream of `key` closed. When `stream` is still the peer's stream and the peer did not
+  // finish or fail, it becomes Left: no longer a candidate, its DAG edges removed.
+  void StreamClosed(const PeerKey& key, const PeerStream* stream);
+
+  // Counts of one task; NotFound for an unknown task.
+  Result<df::scheduler::v1::StatTaskResponse> StatTask(const std::string& task_id) const;
+
+  // Runs one garbage collection pass now (the background thread runs it every gc_interval).
+  void CollectGarbage();
+
+  // A copy of one peer's scheduling state, for tests and debugging; nullopt when unknown.
+  struct PeerSnapshot {
+    PeerState state = PeerState::kPending;
+    std::vector<std::string> parents;  // sorted
+    uint32_t finished_pieces = 0;
+  };
+  std::optional<PeerSnapshot> GetPeer(const std::string& task_id, const std::string& peer_id) const;
+  size_t host_count() const;
+  const BandwidthRecords& records() const { return records_; }
+
+ private:
+  struct SeedJob {
+    df::scheduler::v1::Host seed;
+    df::scheduler::v1::TaskInfo task;
+  };
+  enum class ScheduleOutcome { kNoCandidates, kUnchanged, kSent };
+
+  // Model updates (all require mu_).
+  std::shared_ptr<Host> TouchHost(const std::string& host_id, Clock::time_point now);
+  Task& FindOrCreateTask(const std::string& task_id, const df::scheduler::v1::TaskInfo& info,
+                         Clock::time_point now);
+  void LearnTaskSize(Task& task, int64_t content_length, uint64_t piece_length,
+                     uint32_t total_pieces);
+  Peer& ResetPeer(Task& task, const std::string& peer_id, std::shared_ptr<Host> host,
+                  std::shared_ptr<PeerStream> stream, Clock::time_point now);
+  void SetState(Task& task, Peer& peer, PeerState state);
+  void BumpCandidates(Task& task);
+  void UpdateHunger(Task& task, Peer& peer);
+  Peer* FindPeer(Task& task, const std::string& peer_id);
+  Task* FindTask(const std::string& task_id);
+
+  // DAG edges, keeping Host::upload_children in step (require mu_).
+  void Link(Task& task, Peer& parent, Peer& child);
+  void Unlink(Task& task, Peer& parent, Peer& child);
+  void RemoveParents(Task& task, Peer& child);
+  void DetachPeer(Task& task, Peer& peer);
+  void RemovePeer(Task& task, Peer& peer);
+
+  // Decisions (require mu_).
+  void DecideOnRegister(Task& task, Peer& peer, Clock::time_point now);
+  ScheduleOutcome ScheduleParents(Task& task, Peer& child, Clock::time_point now, bool force_send);
+  std::vector<Peer*> CollectCandidates(Task& task, Peer& child);
+  std::vector<Peer*> RankCandidates(Task& task, Peer& child, const std::vector<Peer*>& candidates);
+  void SendParents(Task& task, Peer& child, const std::vector<Peer*>& parents,
+                   const std::vector<double>& scores);
+  void SendBackToSource(Task& task, Peer& peer, const std::string& reason,
+                        prometheus::Counter& counter);
+  void SendEmptyTask(Task& task, Peer& peer);
+  bool CanBackToSource(const Task& task, const Peer& peer) const;
+  bool SeedHostAvailable(Clock::time_point now) const;
+  bool SeedUsableFor(const Task& task, Clock::time_point now) const;
+  const Host* PickSeedHost(const std::string& task_id, Clock::time_point now) const;
+  void MaybeTriggerSeed(Task& task, Clock::time_point now);
+
+  // Messages after register (require mu_).
+  void OnPieceFinished(Task& task, Peer& peer, const df::scheduler::v1::PieceFinished& m);
+  void OnPieceFailed(Task& task, Peer& peer, const df::scheduler::v1::PieceFailed& m);
+  void OnPeerFinished(Task& task, Peer& peer, const df::scheduler::v1::PeerFinished& m);
+  void OnPeerFailed(Task& task, Peer& peer);
+  void OnBackToSourceStarted(Task& task, Peer& peer);
+  void OnReschedule(Task& task, Peer& peer, const df::scheduler::v1::RescheduleRequest& m,
+                    Clock::time_point now);
+
+  // Background work.
+  void Run();
+  void ServeHungryPeers(Clock::time_point now);  // requires mu_
+  void HandleWaiting(Task& task, Peer& peer, Clock::time_point now);  // requires mu_
+  void CollectGarbageLocked(Clock::time_point now);  // requires mu_
+  void UpdateGauges();                               // requires mu_
+
+  // Seed triggers are queued under mu_ and sent after it is released.
+  std::vector<SeedJob> TakeSeedJobs();  // requires mu_
+  void SendSeedJobs(std::vector<SeedJob> jobs);  // excludes mu_
+  void OnSeedTriggerDone(const std::string& task_id, const Status& status);
+
+  const SchedulerConfig config_;
+  const std::unique_ptr<Evaluator> evaluator_;
+  std::unique_ptr<SeedTrigger> seed_trigger_;  // reset first in the destructor
+  SchedulerMetrics& metrics_;
+  BandwidthRecords records_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;  // signalled when hungry peers may have new candidates, or stop
+  std::unordered_map<std::string, std::shared_ptr<Host>> hosts_;  // GUARDED_BY(mu_)
+  std::set<std::string> seed_hosts_;                               // GUARDED_BY(mu_)
+  std::unordered_map<std::string, std::unique_ptr<Task>> tasks_;  // GUARDED_BY(mu_)
+  std::set<std::string> hungry_tasks_;  // GUARDED_BY(mu_) tasks with Task::hungry non-empty
+  std::vector<SeedJob> seed_jobs_;      // GUARDED_BY(mu_)
+  std::mt19937_64 rng_;                 // GUARDED_BY(mu_)
+  bool work_pending_ = false;           // GUARDED_BY(mu_)
+  bool stop_ = false;                   // GUARDED_BY(mu_)
+  Clock::time_point next_gc_;           // GUARDED_BY(mu_)
+  std::thread worker_;
+};
+
+}  // namespace df::scheduler

@@ -1,0 +1,49 @@
+#include "scheduler/server.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+
+namespace df::scheduler {
+
+Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
+    const SchedulerConfig& config, prometheus::Registry& registry,
+    std::unique_ptr<SeedTrigger> seed_trigger) {
+  DF_RETURN_IF_ERROR(ValidateConfig(config));
+  auto evaluator = NewEvaluator(config.evaluator);
+  if (!evaluator.ok()) return evaluator.status();
+  if (!seed_trigger) seed_trigger = std::make_unique<GrpcSeedTrigger>();
+
+  std::unique_ptr<SchedulerServer> s(new SchedulerServer());
+  s->metrics_ = std::make_unique<SchedulerMetrics>(registry);
+  s->scheduler_ = std::make_unique<Scheduler>(config, std::move(evaluator).value(),
+                                              std::move(seed_trigger), s->metrics_.get());
+  s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get());
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.RegisterService(s->service_.get());
+  // Peers keep their streams open for a whole download; keepalive pings find dead ones.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  s->server_ = builder.BuildAndStart();
+  if (!s->server_ || s->port_ == 0) {
+    return Unavailable("scheduler: cannot listen on " + config.listen);
+  }
+  s->scheduler_->Start();
+  return s;
+}
+
+SchedulerServer::~SchedulerServer() { Shutdown(); }
+
+void SchedulerServer::Shutdown(uint64_t grace_ms) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
+  }
+  if (scheduler_) scheduler_->Stop();
+}
+
+}  // namespace df::scheduler

@@ -1,0 +1,48 @@
+// A running scheduler: the Scheduler, its gRPC service and the gRPC server, wired together.
+// Used by dfscheduler's main, the tests and the benchmark.
+#pragma once
+
+#include <grpcpp/server.h>
+
+#include <memory>
+
+#include "common/status.h"
+#include "scheduler/config.h"
+#include "scheduler/metrics.h"
+#include "scheduler/scheduler.h"
+#include "scheduler/seed_trigger.h"
+#include "scheduler/service.h"
+
+namespace df::scheduler {
+
+// Thread-safe. `registry` (for metrics) must outlive the server.
+class SchedulerServer {
+ public:
+  // Builds everything from `config` and listens on config.listen (port 0 = any free port).
+  // `seed_trigger` null = GrpcSeedTrigger. InvalidArgument for a bad config or evaluator name;
+  // Unavailable when the address cannot be bound.
+  static Result<std::unique_ptr<SchedulerServer>> Start(
+      const SchedulerConfig& config, prometheus::Registry& registry,
+      std::unique_ptr<SeedTrigger> seed_trigger = nullptr);
+
+  ~SchedulerServer();
+
+  // Stops accepting RPCs, ends open streams (waiting at most `grace_ms` for them), then stops
+  // the scheduler's background thread. Idempotent.
+  void Shutdown(uint64_t grace_ms = 1000);
+
+  int port() const { return port_; }
+  Scheduler& scheduler() { return *scheduler_; }
+
+ private:
+  SchedulerServer() = default;
+
+  std::unique_ptr<SchedulerMetrics> metrics_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<SchedulerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace df::scheduler

@@ -1006,23 +1006,33 @@ def plot(results, out_dir, stem):
             ts = sorted(t for t in r["per_host_seconds"].values() if t is not None)
             n = len(r["per_host_seconds"])
             dat = tmp / f"cdf{i}.dat"
-            lines = ["0 0"] + [f"{t} {(k + 1) / n}" for k, t in enumerate(ts)]
+            lines = [f"{ts[0] if ts else 0} 0"] + [f"{t} {(k + 1) / n}"
+                                                    for k, t in enumerate(ts)]
             dat.write_text("\n".join(lines) + "\n")
             cdf_cmds.append(f'"{dat}" using 1:2 with steps lw 2 title "{gp_quote(r["system"])}"')
         cdf_png = out_dir / f"{stem}-cdf.png"
-        xmax = max(max([t for t in r["per_host_seconds"].values() if t is not None] or [0])
-                   for r in runs)
+        all_t = [t for r in runs for t in r["per_host_seconds"].values() if t is not None]
+        xmax = max(all_t + [bound])
+        xmin = min(all_t + [bound])
+        lasts = [r["last_host_seconds"] for r in runs if r["last_host_seconds"]]
+        # Log time axis when systems differ by more than 4x, or the fast ones are a thin line.
+        logx = bool(lasts) and max(lasts) / min(lasts) > 4
+        tics = ",".join(str(v) for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+                        if xmin * 0.8 <= v <= xmax * 1.25)
+        xrange = (f"set logscale x\nset xrange [{xmin * 0.8}:{xmax * 1.25}]\n"
+                  f"set xtics ({tics})" if logx
+                  else f"set xrange [0:{xmax * 1.05 + 1}]")
         script = f"""set terminal pngcairo size 900,560 font "DejaVu Sans,11"
 set output "{cdf_png}"
 set title "{gp_quote(topo)}: completion-time CDF, {len(runs[0]['per_host_seconds'])} hosts, {size}"
-set xlabel "seconds since start"
+set xlabel "seconds since start{' (log scale)' if logx else ''}"
 set ylabel "fraction of hosts finished"
 set yrange [0:1.05]
-set xrange [0:{xmax * 1.05 + 1}]
-set key bottom right
+{xrange}
+set key right center
 set grid
 set arrow from {bound},0 to {bound},1.05 nohead dt 2 lc rgb "black"
-set label "lower bound {bound:.1f} s" at {bound},1.02 left offset 0.5,0
+set label "lower bound {bound:.3g} s" at {bound},1.02 left offset 0.5,0
 plot {", ".join(cdf_cmds)}
 """
         (tmp / "cdf.gp").write_text(script)
@@ -1031,9 +1041,9 @@ plot {", ".join(cdf_cmds)}
         rows = []
         for r in runs:
             last = r["last_host_seconds"] if r["last_host_seconds"] is not None else 0
-            ratio = f"{last / bound:.2f}x" if last else "DNF"
+            ratio = f"{last:.1f} s, {last / bound:.2f}x" if last else "DNF"
             rows.append(f'"{gp_quote(r["system"])}" {last} "{ratio}"')
-        rows.append(f'"lower bound" {bound} "1.00x"')
+        rows.append(f'"lower bound" {bound} "{bound:.1f} s"')
         bars.write_text("\n".join(rows) + "\n")
         bars_png = out_dir / f"{stem}-bars.png"
         ymax = max([r["last_host_seconds"] or 0 for r in runs] + [bound]) * 1.15

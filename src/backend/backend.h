@@ -1,0 +1,66 @@
+// Origins: where a task's bytes come from when no peer has them ("back to source").
+//
+// One small interface with an implementation per URL scheme: http(s) through libcurl
+// (ranged GETs, redirects, TLS, custom headers) and file://. Later issues add OCI registries,
+// object storage (s3://) and model hubs behind the same seam.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace df {
+
+struct BackendRequest {
+  std::string url;
+  std::map<std::string, std::string> headers;  // sent as-is ("Authorization", "Cookie", ...)
+  int64_t timeout_ms = 0;                      // whole request; 0 = none
+  int64_t connect_timeout_ms = 10000;
+};
+
+struct ObjectInfo {
+  int64_t content_length = -1;  // -1 when the origin did not say
+  bool supports_range = false;  // ranged reads can start anywhere
+};
+
+// Receives bytes in order. Returning a non-OK Status aborts the read with that status.
+using ByteSink = std::function<Status(const char* data, size_t n)>;
+
+// Thread-safe: several threads may read from one backend at once.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Size and range support of the object. NotFound (404/410), PermissionDenied (401/403),
+  // HttpError (other statuses), Unavailable (resolve/connect/TLS), DeadlineExceeded.
+  virtual Result<ObjectInfo> Stat(const BackendRequest& req) = 0;
+
+  // Streams bytes [offset, offset + length) to `sink`; length < 0 means "to the end".
+  // Fails with the errors of Stat, DataLoss when the origin sends fewer bytes than asked,
+  // or the sink's own status.
+  virtual Status Read(const BackendRequest& req, uint64_t offset, int64_t length,
+                      const ByteSink& sink) = 0;
+};
+
+// Backends by URL scheme. Thread-safe after construction.
+class BackendRegistry {
+ public:
+  BackendRegistry();  // http, https, file
+  ~BackendRegistry();
+  // The backend for `url`'s scheme; InvalidArgument for an unsupported or missing scheme.
+  Result<Backend*> ForUrl(std::string_view url);
+
+ private:
+  std::unique_ptr<Backend> http_;
+  std::unique_ptr<Backend> file_;
+};
+
+std::unique_ptr<Backend> NewHttpBackend();
+std::unique_ptr<Backend> NewFileBackend();
+
+}  // namespace df

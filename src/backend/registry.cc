@@ -1,0 +1,19 @@
+#include "backend/backend.h"
+
+namespace df {
+
+BackendRegistry::BackendRegistry() : http_(NewHttpBackend()), file_(NewFileBackend()) {}
+BackendRegistry::~BackendRegistry() = default;
+
+Result<Backend*> BackendRegistry::ForUrl(std::string_view url) {
+  size_t colon = url.find("://");
+  if (colon == std::string_view::npos) {
+    return InvalidArgument("'" + std::string(url) + "' has no scheme (use http://, https:// or file://)");
+  }
+  std::string_view scheme = url.substr(0, colon);
+  if (scheme == "http" || scheme == "https") return http_.get();
+  if (scheme == "file") return file_.get();
+  return InvalidArgument("unsupported URL scheme '" + std::string(scheme) + "'");
+}
+
+}  // namespace df

@@ -1,0 +1,141 @@
+#include "daemon/config.h"
+
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <map>
+
+#include "common/net.h"
+#include "common/units.h"
+
+namespace df {
+namespace {
+
+using Setter = std::function<Status(const YAML::Node&)>;
+
+template <typename T>
+Setter Scalar(T* field) {
+  return [field](const YAML::Node& n) {
+    *field = n.as<T>();
+    return Status::Ok();
+  };
+}
+
+Setter Port(uint16_t* field) {
+  return [field](const YAML::Node& n) {
+    int v = n.as<int>();
+    if (v < 0 || v > 65535) return InvalidArgument("port out of range");
+    *field = static_cast<uint16_t>(v);
+    return Status::Ok();
+  };
+}
+
+Setter Duration(uint64_t* field) {
+  return [field](const YAML::Node& n) {
+    auto r = ParseDurationMs(n.as<std::string>());
+    if (!r.ok()) return r.status();
+    *field = r.value();
+    return Status::Ok();
+  };
+}
+
+Setter Rate(uint64_t* field) {
+  return [field](const YAML::Node& n) {
+    std::string s = n.as<std::string>();
+    if (s == "0") {
+      *field = 0;
+      return Status::Ok();
+    }
+    auto r = ParseRateBytesPerSec(s);
+    if (!r.ok()) return r.status();
+    *field = r.value();
+    return Status::Ok();
+  };
+}
+
+std::map<std::string, Setter> Setters(DaemonConfig* c) {
+  return {
+      {"hostname", Scalar(&c->hostname)},
+      {"ip", Scalar(&c->ip)},
+      {"listen_ip", Scalar(&c->listen_ip)},
+      {"grpc_port", Port(&c->grpc_port)},
+      {"piece_port", Port(&c->piece_port)},
+      {"metrics_port", Port(&c->metrics_port)},
+      {"sock", Scalar(&c->sock)},
+      {"data_dir", Scalar(&c->data_dir)},
+      {"idc", Scalar(&c->idc)},
+      {"location", Scalar(&c->location)},
+      {"seed", Scalar(&c->seed)},
+      {"scheduler", Scalar(&c->scheduler)},
+      {"announce_interval", Duration(&c->announce_interval_ms)},
+      {"schedule_timeout", Duration(&c->schedule_timeout_ms)},
+      {"concurrency", Scalar(&c->concurrency)},
+      {"per_parent_concurrency", Scalar(&c->per_parent_concurrency)},
+      {"piece_timeout", Duration(&c->piece_timeout_ms)},
+      {"piece_retry_limit", Scalar(&c->piece_retry_limit)},
+      {"upload_rate", Rate(&c->upload_rate_bytes_per_sec)},
+      {"concurrent_upload_limit", Scalar(&c->concurrent_upload_limit)},
+      {"congestion_control", Scalar(&c->congestion_control)},
+      {"gc_interval", Duration(&c->gc_interval_ms)},
+      {"task_ttl", Duration(&c->task_ttl_ms)},
+      {"disk_high_watermark", Scalar(&c->disk_high_watermark)},
+      {"disk_low_watermark", Scalar(&c->disk_low_watermark)},
+      {"log_level", Scalar(&c->log_level)},
+      {"log_file", Scalar(&c->log_file)},
+  };
+}
+
+}  // namespace
+
+Status LoadDaemonConfig(const std::string& path, DaemonConfig* cfg) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return NotFound("config file " + path + " cannot be read");
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config file " + path + ": " + e.what());
+  }
+  if (root.IsNull()) return Status::Ok();
+  if (!root.IsMap()) return InvalidArgument("config file " + path + ": top level must be a map");
+  auto setters = Setters(cfg);
+  for (const auto& kv : root) {
+    std::string key = kv.first.as<std::string>();
+    auto it = setters.find(key);
+    if (it == setters.end()) return InvalidArgument(path + ": unknown key '" + key + "'");
+    try {
+      Status s = it->second(kv.second);
+      if (!s.ok()) return InvalidArgument(path + ": " + key + ": " + s.message());
+    } catch (const YAML::Exception& e) {
+      return InvalidArgument(path + ": " + key + ": bad value (" + e.msg + ")");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidateDaemonConfig(DaemonConfig* cfg) {
+  if (cfg->hostname.empty()) {
+    char buf[256] = {0};
+    ::gethostname(buf, sizeof buf - 1);
+    cfg->hostname = buf;
+  }
+  if (cfg->ip.empty()) cfg->ip = DefaultIp();
+  if (cfg->data_dir.empty()) return InvalidArgument("data_dir must not be empty");
+  if (cfg->sock.empty()) return InvalidArgument("sock must not be empty");
+  if (cfg->concurrency == 0 || cfg->concurrency > 256) {
+    return InvalidArgument("concurrency must be between 1 and 256");
+  }
+  if (cfg->per_parent_concurrency == 0) return InvalidArgument("per_parent_concurrency must be >= 1");
+  if (cfg->piece_retry_limit == 0) return InvalidArgument("piece_retry_limit must be >= 1");
+  if (!(cfg->disk_low_watermark > 0 && cfg->disk_low_watermark < cfg->disk_high_watermark &&
+        cfg->disk_high_watermark <= 1.0)) {
+    return InvalidArgument("need 0 < disk_low_watermark < disk_high_watermark <= 1");
+  }
+  if (!cfg->scheduler.empty() && cfg->scheduler.find(':') == std::string::npos) {
+    return InvalidArgument("scheduler must be HOST:PORT, got '" + cfg->scheduler + "'");
+  }
+  return Status::Ok();
+}
+
+}  // namespace df

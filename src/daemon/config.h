@@ -1,0 +1,59 @@
+// dfdaemon's configuration: YAML file (--config) with command-line flags overriding it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+
+namespace df {
+
+struct DaemonConfig {
+  // Identity and addresses.
+  std::string hostname;               // default: gethostname()
+  std::string ip;                     // advertised to the scheduler and peers; default: first non-loopback
+  std::string listen_ip = "0.0.0.0";  // where the gRPC and piece servers listen
+  uint16_t grpc_port = 4000;          // DfdaemonUpload (availability streams, seed trigger)
+  uint16_t piece_port = 4005;         // piece data protocol
+  uint16_t metrics_port = 4002;       // /metrics and /healthz; 0 disables
+  std::string sock = "/tmp/dfdaemon.sock";  // DfdaemonDownload local API
+  std::string data_dir = "/var/lib/dfdaemon";
+  std::string idc;
+  std::string location;
+  bool seed = false;
+
+  // Scheduler ("ip:port"); empty = no scheduler, every download goes back to source.
+  std::string scheduler;
+  uint64_t announce_interval_ms = 2000;
+  uint64_t schedule_timeout_ms = 30000;  // waiting with no parent and no source this long -> back to source
+
+  // Download engine.
+  uint32_t concurrency = 8;              // pieces in flight per task
+  uint32_t per_parent_concurrency = 4;   // pieces in flight from one parent
+  uint64_t piece_timeout_ms = 60000;
+  uint32_t piece_retry_limit = 5;        // attempts per piece before the task fails
+
+  // Uploads.
+  uint64_t upload_rate_bytes_per_sec = 0;  // 0 = unlimited; advertised as capacity
+  uint32_t concurrent_upload_limit = 64;
+  std::string congestion_control = "cubic";
+
+  // Storage GC.
+  uint64_t gc_interval_ms = 60000;
+  uint64_t task_ttl_ms = 6ull * 3600 * 1000;
+  double disk_high_watermark = 0.90;
+  double disk_low_watermark = 0.70;
+
+  std::string log_level = "info";
+  std::string log_file;
+};
+
+// Reads a YAML file into `cfg` (keys as the field names above; sizes and durations accept units:
+// "100MB/s" is not accepted for rates, use "upload_rate: 200mbit"). InvalidArgument names the
+// key and the problem; unknown keys are errors so that typos do not pass silently.
+Status LoadDaemonConfig(const std::string& path, DaemonConfig* cfg);
+
+// Checks the values together (ports, watermarks, paths); fills defaults (hostname, ip).
+Status ValidateDaemonConfig(DaemonConfig* cfg);
+
+}  // namespace df

@@ -1,0 +1,171 @@
+#include "daemon/daemon.h"
+
+#include <prometheus/gauge.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/net.h"
+
+namespace df {
+
+namespace sv1 = df::scheduler::v1;
+
+Daemon::Daemon(DaemonConfig config) : config_(std::move(config)) {
+  host_id_ = HostId(config_.hostname, config_.ip);
+}
+
+Daemon::~Daemon() { Shutdown(); }
+
+Status Daemon::Start() {
+  std::error_code ec;
+  std::filesystem::create_directories(config_.data_dir, ec);
+  if (ec) return IoError("create data dir " + config_.data_dir + ": " + ec.message());
+  auto store = PieceStore::Open(config_.data_dir);
+  if (!store.ok()) return store.status();
+  store_ = std::move(store.value());
+
+  // The unix socket: refuse to steal it from a live daemon, remove a stale one.
+  {
+    auto probe = grpc::CreateChannel("unix:" + config_.sock, grpc::InsecureChannelCredentials());
+    if (::access(config_.sock.c_str(), F_OK) == 0) {
+      if (probe->WaitForConnected(std::chrono::system_clock::now() + std::chrono::milliseconds(300))) {
+        return Unavailable("another dfdaemon is serving " + config_.sock);
+      }
+      ::unlink(config_.sock.c_str());
+    }
+  }
+
+  PieceServerOptions popts;
+  popts.ip = config_.listen_ip;
+  popts.port = config_.piece_port;
+  popts.congestion_control = config_.congestion_control;
+  popts.upload_rate_bytes_per_sec = config_.upload_rate_bytes_per_sec;
+  popts.max_connections = std::max<uint32_t>(config_.concurrent_upload_limit * 4, 64);
+  PieceStore* store_ptr = store_.get();
+  piece_server_ = std::make_unique<PieceServer>(
+      popts, [store_ptr](const std::string& id) { return store_ptr->FindTask(id); });
+  DF_RETURN_IF_ERROR(piece_server_->Start());
+  config_.piece_port = piece_server_->port();
+
+  if (!config_.scheduler.empty()) {
+    scheduler_ = std::make_unique<SchedulerClient>(
+        config_.scheduler, [this](sv1::Host* h) { FillHost(h); });
+  }
+  DaemonContext ctx{&config_, store_.get(), &backends_, scheduler_.get(), host_id_};
+  manager_ = std::make_unique<TaskManager>(ctx);
+  download_service_ = std::make_unique<DownloadService>(manager_.get(), store_.get());
+  upload_service_ = std::make_unique<UploadService>(manager_.get(), store_.get());
+
+  {
+    grpc::ServerBuilder b;
+    b.AddListeningPort("unix:" + config_.sock, grpc::InsecureServerCredentials());
+    b.RegisterService(download_service_.get());
+    local_server_ = b.BuildAndStart();
+    if (!local_server_) return Unavailable("cannot listen on unix socket " + config_.sock);
+    owns_sock_ = true;
+  }
+  {
+    grpc::ServerBuilder b;
+    int bound = 0;
+    b.AddListeningPort(config_.listen_ip + ":" + std::to_string(config_.grpc_port),
+                       grpc::InsecureServerCredentials(), &bound);
+    b.RegisterService(upload_service_.get());
+    upload_server_ = b.BuildAndStart();
+    if (!upload_server_ || bound == 0) {
+      return Unavailable("cannot listen on " + config_.listen_ip + ":" + std::to_string(config_.grpc_port));
+    }
+    config_.grpc_port = static_cast<uint16_t>(bound);
+  }
+
+  if (config_.metrics_port != 0) {
+    DF_RETURN_IF_ERROR(metrics_.Start(config_.listen_ip + ":" + std::to_string(config_.metrics_port)));
+  }
+  auto& reg = metrics_.registry();
+  running_tasks_ = &prometheus::BuildGauge().Name("dfdaemon_running_tasks").Help("Downloads in progress").Register(reg).Add({});
+  uploaded_bytes_ = &prometheus::BuildGauge().Name("dfdaemon_upload_bytes_total").Help("Piece bytes served to children").Register(reg).Add({});
+  concurrent_uploads_ = &prometheus::BuildGauge().Name("dfdaemon_concurrent_uploads").Help("Pieces being served now").Register(reg).Add({});
+
+  if (scheduler_) scheduler_->Start(config_.announce_interval_ms);
+  housekeeping_ = std::thread([this] { Housekeeping(); });
+  DF_LOG_INFO("dfdaemon started: host_id={} seed={} sock={} grpc={}:{} piece={}:{} scheduler={}",
+              host_id_, config_.seed, config_.sock, config_.ip, config_.grpc_port, config_.ip,
+              config_.piece_port, config_.scheduler.empty() ? "none" : config_.scheduler);
+  return Status::Ok();
+}
+
+void Daemon::FillHost(sv1::Host* h) {
+  h->set_id(host_id_);
+  h->set_hostname(config_.hostname);
+  h->set_ip(config_.ip);
+  h->set_grpc_port(config_.grpc_port);
+  h->set_piece_port(config_.piece_port);
+  h->set_type(config_.seed ? sv1::HOST_TYPE_SEED : sv1::HOST_TYPE_NORMAL);
+  h->set_idc(config_.idc);
+  h->set_location(config_.location);
+  h->set_upload_rate_limit_bytes_per_sec(config_.upload_rate_bytes_per_sec);
+  h->set_concurrent_upload_limit(config_.concurrent_upload_limit);
+  h->set_concurrent_uploads(static_cast<uint32_t>(piece_server_->concurrent_uploads()));
+  h->set_upload_success_count(piece_server_->pieces_uploaded());
+  h->set_upload_failure_count(piece_server_->upload_failures());
+}
+
+void Daemon::Housekeeping() {
+  GcPolicy policy;
+  policy.task_ttl_ms = static_cast<int64_t>(config_.task_ttl_ms);
+  policy.disk_high_watermark = config_.disk_high_watermark;
+  policy.disk_low_watermark = config_.disk_low_watermark;
+  auto last_gc = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stop_) {
+    cv_.wait_for(l, std::chrono::seconds(1));
+    if (stop_) break;
+    l.unlock();
+    manager_->Reap();
+    running_tasks_->Set(static_cast<double>(manager_->running()));
+    uploaded_bytes_->Set(static_cast<double>(piece_server_->bytes_uploaded()));
+    concurrent_uploads_->Set(static_cast<double>(piece_server_->concurrent_uploads()));
+    if (std::chrono::steady_clock::now() - last_gc > std::chrono::milliseconds(config_.gc_interval_ms)) {
+      last_gc = std::chrono::steady_clock::now();
+      auto n = store_->CollectGarbage(policy);
+      if (!n.ok()) DF_LOG_WARN("gc: {}", n.status().ToString());
+      else if (n.value() > 0) DF_LOG_INFO("gc removed {} tasks", n.value());
+    }
+    l.lock();
+  }
+}
+
+void Daemon::Wait() {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [this] { return stop_; });
+}
+
+void Daemon::RequestStop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Daemon::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  RequestStop();
+  metrics_.SetHealthy(false);
+  if (housekeeping_.joinable()) housekeeping_.join();
+  auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  if (local_server_) local_server_->Shutdown(deadline);
+  manager_.reset();  // cancels running downloads, closing their streams to parents
+  if (upload_server_) upload_server_->Shutdown(deadline);
+  if (piece_server_) piece_server_->Stop();
+  scheduler_.reset();  // LeaveHost
+  local_server_.reset();
+  upload_server_.reset();
+  if (owns_sock_) ::unlink(config_.sock.c_str());
+}
+
+}  // namespace df

@@ -1,0 +1,69 @@
+// Daemon: constructs every component of a peer and wires them together — storage, origin
+// backends, the scheduler link, the piece server, the download engine, the gRPC services and
+// metrics. main.cc only parses the configuration and runs it.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "backend/backend.h"
+#include "common/metrics.h"
+#include "daemon/config.h"
+#include "daemon/piece_server.h"
+#include "daemon/scheduler_client.h"
+#include "daemon/services.h"
+#include "daemon/task_manager.h"
+#include "storage/piece_store.h"
+
+namespace df {
+
+// Start() once, then Wait() until RequestStop() (from any thread), then Shutdown() once.
+class Daemon {
+ public:
+  explicit Daemon(DaemonConfig config);
+  ~Daemon();
+
+  // Opens storage, binds every port and the unix socket. Unavailable when a port or the socket
+  // is taken (another dfdaemon runs), IoError when the data dir cannot be used.
+  Status Start();
+  // Blocks until RequestStop().
+  void Wait();
+  void RequestStop();
+  // Stops every component in order; called once by the owner after Wait() returns, or by the
+  // destructor. Not safe to call concurrently with itself.
+  void Shutdown();
+
+ private:
+  void FillHost(df::scheduler::v1::Host* host);
+  void Housekeeping();
+
+  DaemonConfig config_;
+  std::string host_id_;
+  std::unique_ptr<PieceStore> store_;
+  BackendRegistry backends_;
+  std::unique_ptr<SchedulerClient> scheduler_;
+  std::unique_ptr<PieceServer> piece_server_;
+  std::unique_ptr<TaskManager> manager_;
+  std::unique_ptr<DownloadService> download_service_;
+  std::unique_ptr<UploadService> upload_service_;
+  std::unique_ptr<grpc::Server> local_server_;
+  std::unique_ptr<grpc::Server> upload_server_;
+  MetricsServer metrics_;
+  prometheus::Gauge* running_tasks_ = nullptr;
+  prometheus::Gauge* uploaded_bytes_ = nullptr;
+  prometheus::Gauge* concurrent_uploads_ = nullptr;
+
+  bool shut_down_ = false;  // Shutdown() ran
+  bool owns_sock_ = false;  // we bound config_.sock and remove it on shutdown
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // GUARDED_BY(mu_)
+  std::thread housekeeping_;
+};
+
+}  // namespace df

@@ -1,0 +1,131 @@
+// dfdaemon: the peer on every host. Parses flags and config, runs a Daemon until SIGINT/SIGTERM.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+
+#include "common/log.h"
+#include "common/units.h"
+#include "daemon/daemon.h"
+
+namespace {
+
+// Sizes, rates and durations are taken as strings and parsed with units after CLI11.
+struct DurationFlags {
+  std::string announce_interval, schedule_timeout, piece_timeout, gc_interval, task_ttl, upload_rate;
+};
+
+df::Status ApplyDurations(const DurationFlags& f, df::DaemonConfig* c) {
+  auto dur = [](const std::string& s, uint64_t* out) -> df::Status {
+    if (s.empty()) return df::Status::Ok();
+    auto r = df::ParseDurationMs(s);
+    if (!r.ok()) return r.status();
+    *out = r.value();
+    return df::Status::Ok();
+  };
+  DF_RETURN_IF_ERROR(dur(f.announce_interval, &c->announce_interval_ms));
+  DF_RETURN_IF_ERROR(dur(f.schedule_timeout, &c->schedule_timeout_ms));
+  DF_RETURN_IF_ERROR(dur(f.piece_timeout, &c->piece_timeout_ms));
+  DF_RETURN_IF_ERROR(dur(f.gc_interval, &c->gc_interval_ms));
+  DF_RETURN_IF_ERROR(dur(f.task_ttl, &c->task_ttl_ms));
+  if (!f.upload_rate.empty()) {
+    if (f.upload_rate == "0") {
+      c->upload_rate_bytes_per_sec = 0;
+    } else {
+      auto r = df::ParseRateBytesPerSec(f.upload_rate);
+      if (!r.ok()) return r.status();
+      c->upload_rate_bytes_per_sec = r.value();
+    }
+  }
+  return df::Status::Ok();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the stop signals in every thread; the main thread waits for them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"dfdaemon: the peer of the P2P distribution system. Downloads tasks for dfget "
+               "(local API on a unix socket) and serves verified pieces to other peers."};
+  std::string config_path;
+  app.add_option("-c,--config", config_path, "YAML config file (flags override it)");
+  // Flags are parsed twice: once to find --config, then on top of the file's values.
+  app.allow_extras();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  df::DaemonConfig cfg;
+  if (!config_path.empty()) {
+    df::Status s = df::LoadDaemonConfig(config_path, &cfg);
+    if (!s.ok()) {
+      std::fprintf(stderr, "dfdaemon: %s\n", s.message().c_str());
+      return 2;
+    }
+  }
+  app.allow_extras(false);
+  DurationFlags durations;
+  app.add_flag("--seed", cfg.seed, "Run as a seed peer (fetches new tasks from the origin when the scheduler asks)");
+  app.add_option("--scheduler", cfg.scheduler, "Scheduler address HOST:PORT (empty: always back to source)");
+  app.add_option("--data-dir", cfg.data_dir, "Storage directory")->capture_default_str();
+  app.add_option("--sock", cfg.sock, "Unix socket of the local API (dfget)")->capture_default_str();
+  app.add_option("--ip", cfg.ip, "Address advertised to the scheduler and peers (default: first non-loopback)");
+  app.add_option("--listen-ip", cfg.listen_ip, "Address the gRPC and piece servers bind")->capture_default_str();
+  app.add_option("--hostname", cfg.hostname, "Host name (default: the system's)");
+  app.add_option("--grpc-port", cfg.grpc_port, "Upload gRPC port (availability streams, seed trigger; 0 = any)")->capture_default_str();
+  app.add_option("--piece-port", cfg.piece_port, "Piece data port (0 = any)")->capture_default_str();
+  app.add_option("--metrics-port", cfg.metrics_port, "Port of /metrics and /healthz (0 = off)")->capture_default_str();
+  app.add_option("--idc", cfg.idc, "Data centre / rack of this host");
+  app.add_option("--location", cfg.location, "Location 'country|region|zone'");
+  app.add_option("--concurrency", cfg.concurrency, "Pieces in flight per task")->capture_default_str();
+  app.add_option("--per-parent-concurrency", cfg.per_parent_concurrency, "Pieces in flight from one parent")->capture_default_str();
+  app.add_option("--piece-retry-limit", cfg.piece_retry_limit, "Attempts per piece")->capture_default_str();
+  app.add_option("--upload-rate", durations.upload_rate, "Upload capacity to advertise and enforce, e.g. 200mbit (0 = unlimited)");
+  app.add_option("--concurrent-upload-limit", cfg.concurrent_upload_limit, "Concurrent uploads advertised")->capture_default_str();
+  app.add_option("--congestion-control", cfg.congestion_control, "TCP congestion control of piece sockets")->capture_default_str();
+  app.add_option("--announce-interval", durations.announce_interval, "Host announce interval, e.g. 2s");
+  app.add_option("--schedule-timeout", durations.schedule_timeout, "Back to source after this long without a parent, e.g. 30s");
+  app.add_option("--piece-timeout", durations.piece_timeout, "Timeout of one piece transfer, e.g. 60s");
+  app.add_option("--gc-interval", durations.gc_interval, "Storage GC interval, e.g. 60s");
+  app.add_option("--task-ttl", durations.task_ttl, "Finished tasks unused this long are removed, e.g. 6h");
+  app.add_option("--disk-high-watermark", cfg.disk_high_watermark, "GC starts above this used fraction")->capture_default_str();
+  app.add_option("--disk-low-watermark", cfg.disk_low_watermark, "GC stops below this used fraction")->capture_default_str();
+  app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--log-file", cfg.log_file, "Log to this file instead of stderr");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  df::Status s = ApplyDurations(durations, &cfg);
+  if (s.ok()) s = df::ValidateDaemonConfig(&cfg);
+  if (s.ok()) s = df::InitLogging("dfdaemon", cfg.log_level, cfg.log_file);
+  if (!s.ok()) {
+    std::fprintf(stderr, "dfdaemon: %s\n", s.message().c_str());
+    return 2;
+  }
+  df::Daemon daemon(cfg);
+  s = daemon.Start();
+  if (!s.ok()) {
+    std::fprintf(stderr, "dfdaemon: %s\n", s.message().c_str());
+    DF_LOG_ERROR("start failed: {}", s.ToString());
+    return 1;
+  }
+  // Stop requests come only from SIGINT/SIGTERM; the main thread then shuts down once.
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    DF_LOG_INFO("signal {}: shutting down", sig);
+    daemon.RequestStop();
+  });
+  daemon.Wait();
+  signals.join();
+  daemon.Shutdown();
+  return 0;
+}

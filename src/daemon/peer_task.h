@@ -1,0 +1,172 @@
+// PeerTask: one download of one task on this host — the download engine.
+//
+// It registers with the scheduler over the AnnouncePeer stream, subscribes to the piece
+// availability of every parent the scheduler names, and keeps up to `concurrency` pieces in
+// flight, spread over parents by their free upload (in-flight count over measured rate), rarest
+// first among what the parents hold. Each piece is CRC32C-verified, written at its offset,
+// committed to storage (from then on this peer serves it), and reported to the scheduler with
+// (parent, size, duration). Without a scheduler, when the scheduler says so, or when no parent
+// shows up in time, it goes back to the origin with ranged GETs: the system degrades, never fails.
+//
+// Threads: a controller, one reader of the scheduler stream, one availability reader per parent
+// and `concurrency` workers, all owned and joined by the PeerTask.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/backend.h"
+#include "common/piece.h"
+#include "common/status.h"
+#include "daemon/config.h"
+#include "daemon/piece_client.h"
+#include "dfdaemon.grpc.pb.h"
+#include "scheduler.grpc.pb.h"
+#include "storage/piece_store.h"
+
+namespace df {
+
+class SchedulerClient;
+
+// What a PeerTask needs from its daemon; everything here outlives every PeerTask.
+struct DaemonContext {
+  const DaemonConfig* config = nullptr;
+  PieceStore* store = nullptr;
+  BackendRegistry* backends = nullptr;
+  SchedulerClient* scheduler = nullptr;  // null: no scheduler, always back to source
+  std::string host_id;
+};
+
+// The task to download, as asked by a client (or by the scheduler, for a seed).
+struct TaskRequest {
+  std::string task_id;
+  std::string url;
+  std::map<std::string, std::string> headers;
+  std::string tag;
+  std::string application;
+  std::string digest;
+  uint64_t piece_length = 0;  // 0: chosen from the size
+  bool disable_back_to_source = false;
+};
+
+struct TaskProgress {
+  std::string peer_id;
+  int64_t content_length = -1;
+  uint64_t piece_length = 0;
+  uint64_t completed_length = 0;
+  uint32_t finished_pieces = 0;
+  uint32_t total_pieces = 0;
+  uint64_t bytes_from_origin = 0;
+  uint64_t bytes_from_peers = 0;
+  bool finished = false;
+  Status status;  // meaningful once finished
+};
+
+// Thread-safe. Create, Start() once, then poll Progress()/WaitFinished(); destroy to stop.
+class PeerTask {
+ public:
+  PeerTask(const DaemonContext& ctx, TaskRequest request);
+  ~PeerTask();  // cancels if still running and joins every thread
+  PeerTask(const PeerTask&) = delete;
+  PeerTask& operator=(const PeerTask&) = delete;
+
+  void Start();
+  void Cancel();
+  TaskProgress Progress() const;
+  // True once finished (success or failure); waits at most `timeout_ms`.
+  bool WaitFinished(int timeout_ms) const;
+  const TaskRequest& request() const { return request_; }
+  // The storage of the task; null until the controller opened it.
+  std::shared_ptr<TaskStorage> storage() const;
+
+ private:
+  struct Parent;
+  enum class PieceState : uint8_t { kMissing, kInFlight, kDone };
+  struct Assignment {
+    enum Kind { kNone, kParent, kOrigin } kind = kNone;
+    uint32_t piece = 0;
+    Parent* parent = nullptr;
+  };
+
+  // Controller.
+  void Run();
+  Status Prepare();
+  Status EnableOrigin(const std::string& reason);
+  void Finish(Status status);
+
+  // Scheduler stream.
+  bool OpenAnnounce();
+  void ReadAnnounce();
+  void HandleCandidates(const df::scheduler::v1::NormalTaskResponse& resp);
+  void Send(df::scheduler::v1::AnnouncePeerRequest& req);
+  void ReportPiece(uint32_t piece, const std::string& parent_id, uint64_t length, uint64_t cost_ns,
+                   uint32_t crc);
+  void ReportPieceFailed(uint32_t piece, const std::string& parent_id, bool temporary,
+                         const Status& why);
+  void MaybeRescheduleLocked();
+
+  // Parents.
+  void AddParentLocked(const df::scheduler::v1::CandidateParent& c);
+  void SyncParent(Parent* p);
+
+  // Workers.
+  void Worker();
+  Assignment PickLocked();
+  Status FetchFromParent(Parent* p, uint32_t piece, std::unique_ptr<PieceClient>* client,
+                         uint64_t* cost_ns, uint32_t* crc);
+  Status FetchFromOrigin(uint32_t piece, uint32_t* crc);
+  Status StreamWholeFromOrigin();
+  Status SetLayoutLocked(int64_t content_length, uint64_t piece_length);
+  void OnPieceDoneLocked(uint32_t piece);
+
+  const DaemonContext ctx_;
+  const TaskRequest request_;
+  const std::string peer_id_;
+  std::thread controller_;
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;        // any state change below
+  std::shared_ptr<TaskStorage> storage_;      // GUARDED_BY(mu_)
+  bool layout_known_ = false;                 // GUARDED_BY(mu_)
+  PieceLayout layout_;                        // GUARDED_BY(mu_)
+  std::vector<PieceState> pieces_;            // GUARDED_BY(mu_)
+  std::vector<uint8_t> attempts_;             // GUARDED_BY(mu_)
+  std::vector<uint32_t> tiebreak_;            // GUARDED_BY(mu_): random rank of each piece
+  uint32_t done_count_ = 0;                   // GUARDED_BY(mu_)
+  uint64_t completed_bytes_ = 0;              // GUARDED_BY(mu_)
+  uint64_t bytes_from_origin_ = 0;            // GUARDED_BY(mu_)
+  uint64_t bytes_from_peers_ = 0;             // GUARDED_BY(mu_)
+  std::map<std::string, std::unique_ptr<Parent>> parents_;  // GUARDED_BY(mu_), by peer id
+  bool origin_enabled_ = false;               // GUARDED_BY(mu_)
+  bool origin_sequential_ = false;            // GUARDED_BY(mu_): origin has no ranges
+  bool want_origin_ = false;                  // GUARDED_BY(mu_): scheduler said back to source
+  std::string want_origin_reason_;            // GUARDED_BY(mu_)
+  uint32_t origin_inflight_ = 0;              // GUARDED_BY(mu_)
+  bool finished_ = false;                     // GUARDED_BY(mu_)
+  bool stopping_ = false;                     // GUARDED_BY(mu_)
+  Status status_;                             // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point last_progress_;     // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point last_reschedule_;   // GUARDED_BY(mu_)
+  std::mt19937 rng_;                          // GUARDED_BY(mu_)
+  std::vector<std::thread> workers_;
+
+  // Scheduler stream: one writer at a time (write_mu_), one reader thread.
+  std::mutex write_mu_;
+  std::unique_ptr<grpc::ClientContext> announce_ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<df::scheduler::v1::AnnouncePeerRequest,
+                                           df::scheduler::v1::AnnouncePeerResponse>>
+      announce_;
+  std::thread announce_reader_;
+};
+
+}  // namespace df

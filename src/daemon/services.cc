@@ -1,0 +1,232 @@
+#include "daemon/services.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <thread>
+
+#include "common/digest.h"
+#include "common/ids.h"
+#include "common/log.h"
+
+namespace df {
+
+namespace dv1 = df::dfdaemon::v1;
+using Clock = std::chrono::steady_clock;
+
+dv1::ErrorCode ErrorCodeOf(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kOk: return dv1::ERROR_NONE;
+    case StatusCode::kInvalidArgument: return dv1::ERROR_INVALID_ARGUMENT;
+    case StatusCode::kNotFound: return dv1::ERROR_ORIGIN_NOT_FOUND;
+    case StatusCode::kPermissionDenied: return dv1::ERROR_ORIGIN_FORBIDDEN;
+    case StatusCode::kHttpError: return dv1::ERROR_ORIGIN_HTTP;
+    case StatusCode::kUnavailable: return dv1::ERROR_ORIGIN_UNREACHABLE;
+    case StatusCode::kDataLoss: return dv1::ERROR_DIGEST_MISMATCH;
+    case StatusCode::kNoSpace: return dv1::ERROR_NO_SPACE;
+    case StatusCode::kIoError: return dv1::ERROR_IO;
+    case StatusCode::kDeadlineExceeded: return dv1::ERROR_TIMEOUT;
+    case StatusCode::kCancelled: return dv1::ERROR_CANCELLED;
+    case StatusCode::kInternal: return dv1::ERROR_INTERNAL;
+  }
+  return dv1::ERROR_INTERNAL;
+}
+
+namespace {
+
+Status ValidateDownload(const dv1::DownloadRequest& req) {
+  if (req.url().empty()) return InvalidArgument("url is empty");
+  if (req.url().rfind("http://", 0) != 0 && req.url().rfind("https://", 0) != 0 &&
+      req.url().rfind("file://", 0) != 0) {
+    return InvalidArgument("unsupported URL '" + req.url() + "' (use http://, https:// or file://)");
+  }
+  if (!req.digest().empty()) {
+    auto d = ParseDigest(req.digest());
+    if (!d.ok()) return d.status();
+  }
+  if (req.piece_length() != 0 && !IsValidPieceLength(req.piece_length())) {
+    return InvalidArgument("piece length must be a power of two between 64 KiB and 1 GiB");
+  }
+  if (req.keep_output_in_cache_only()) return Status::Ok();
+  const std::string& out = req.output_path();
+  if (out.empty() || out[0] != '/') return InvalidArgument("output path must be absolute");
+  if (out.back() == '/') return InvalidArgument("output path " + out + " is a directory");
+  std::string dir = out.substr(0, out.rfind('/'));
+  if (dir.empty()) dir = "/";
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return InvalidArgument("output directory " + dir + " does not exist");
+  }
+  if (::stat(out.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return InvalidArgument("output path " + out + " is a directory");
+  }
+  return Status::Ok();
+}
+
+void FillProgress(const TaskProgress& p, dv1::DownloadResponse* r) {
+  r->set_peer_id(p.peer_id);
+  r->set_content_length(p.content_length);
+  r->set_completed_length(p.completed_length);
+  r->set_finished_pieces(p.finished_pieces);
+  r->set_total_pieces(p.total_pieces);
+  r->set_piece_length(p.piece_length);
+  r->set_bytes_from_origin(p.bytes_from_origin);
+  r->set_bytes_from_peers(p.bytes_from_peers);
+}
+
+// Sends the final FAILED message; the RPC itself succeeds so that the client reads the error.
+grpc::Status SendFailure(grpc::ServerWriter<dv1::DownloadResponse>* writer,
+                         dv1::DownloadResponse resp, const Status& s) {
+  resp.set_state(dv1::DOWNLOAD_STATE_FAILED);
+  resp.set_error_code(ErrorCodeOf(s));
+  resp.set_error_message(s.message());
+  writer->Write(resp);
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::DownloadRequest* req,
+                                       grpc::ServerWriter<dv1::DownloadResponse>* writer) {
+  dv1::DownloadResponse resp;
+  Status valid = ValidateDownload(*req);
+  if (!valid.ok()) return SendFailure(writer, resp, valid);
+
+  TaskIdInput id_in{req->url(), req->tag(), req->application(), req->piece_length(),
+                    {req->filtered_query_params().begin(), req->filtered_query_params().end()}};
+  TaskRequest treq;
+  treq.task_id = TaskId(id_in);
+  treq.url = req->url();
+  treq.headers = {req->request_headers().begin(), req->request_headers().end()};
+  treq.tag = req->tag();
+  treq.application = req->application();
+  treq.digest = req->digest();
+  treq.piece_length = req->piece_length();
+  treq.disable_back_to_source = req->disable_back_to_source();
+  resp.set_task_id(treq.task_id);
+
+  auto task = manager_->Acquire(treq);
+  auto deadline = req->timeout_ms() ? Clock::now() + std::chrono::milliseconds(req->timeout_ms())
+                                    : Clock::time_point::max();
+  resp.set_state(dv1::DOWNLOAD_STATE_STARTED);
+  writer->Write(resp);
+  for (;;) {
+    bool finished = task->WaitFinished(200);
+    TaskProgress p = task->Progress();
+    FillProgress(p, &resp);
+    if (finished) {
+      if (!p.status.ok()) return SendFailure(writer, resp, p.status);
+      break;
+    }
+    if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    if (Clock::now() > deadline) {
+      return SendFailure(writer, resp,
+                         Status(StatusCode::kDeadlineExceeded,
+                                "download did not finish within " + std::to_string(req->timeout_ms()) + " ms"));
+    }
+    resp.set_state(dv1::DOWNLOAD_STATE_RUNNING);
+    writer->Write(resp);
+  }
+  auto storage = task->storage();
+  if (!req->digest().empty()) {
+    Status d = VerifyDigest(storage->content_path(), req->digest());
+    if (!d.ok()) {
+      // The content does not match what the user asked for: drop it so a retry starts clean.
+      (void)store_->DeleteTask(treq.task_id);
+      return SendFailure(writer, resp, d);
+    }
+  }
+  if (!req->keep_output_in_cache_only()) {
+    Status o = PlaceOutput(storage->content_path(), resp.content_length() > 0 ? resp.content_length() : 0,
+                           req->output_path());
+    if (!o.ok()) return SendFailure(writer, resp, o);
+  }
+  resp.set_state(dv1::DOWNLOAD_STATE_SUCCEEDED);
+  writer->Write(resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status DownloadService::StatTask(grpc::ServerContext*, const dv1::StatTaskRequest* req,
+                                       dv1::StatTaskResponse* resp) {
+  auto t = store_->FindTask(req->task_id());
+  if (!t) return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not found");
+  TaskMeta m = t->meta();
+  resp->set_task_id(m.task_id);
+  resp->set_url(m.url);
+  resp->set_content_length(m.content_length);
+  resp->set_piece_length(m.piece_length);
+  if (m.content_length >= 0 && m.piece_length > 0) resp->set_total_pieces(t->layout().total_pieces());
+  resp->set_finished_pieces(t->finished_count());
+  resp->set_done(t->done());
+  resp->set_content_path(t->content_path());
+  return grpc::Status::OK;
+}
+
+grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::DeleteTaskRequest* req,
+                                         dv1::DeleteTaskResponse*) {
+  manager_->Cancel(req->task_id());
+  Status s = store_->DeleteTask(req->task_id());
+  if (s.code() == StatusCode::kNotFound) return grpc::Status(grpc::StatusCode::NOT_FOUND, s.message());
+  if (!s.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, s.message());
+  return grpc::Status::OK;
+}
+
+grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::SyncPiecesRequest* req,
+                                       grpc::ServerWriter<dv1::PieceAvailability>* writer) {
+  auto storage = store_->FindTask(req->task_id());
+  if (!storage) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not here");
+  }
+  // A parent may be named before it knows the task's size (a seed still asking the origin).
+  while (storage->meta().content_length < 0) {
+    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+    std::vector<uint32_t> ignored;
+    storage->WaitForPieces(0, 50, &ignored);
+    if (!store_->FindTask(req->task_id())) return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
+  }
+  TaskMeta m = storage->meta();
+  dv1::PieceAvailability msg;
+  msg.set_content_length(m.content_length);
+  msg.set_piece_length(m.piece_length);
+  msg.set_total_pieces(storage->layout().total_pieces());
+  size_t cursor = 0;
+  std::vector<uint32_t> batch;
+  bool first = true;
+  for (;;) {
+    batch.clear();
+    cursor = storage->WaitForPieces(cursor, first ? 0 : 500, &batch);
+    bool done = storage->done();
+    if (first || !batch.empty() || done) {
+      msg.clear_piece_numbers();
+      for (uint32_t n : batch) msg.add_piece_numbers(n);
+      msg.set_done(done);
+      if (!writer->Write(msg)) return grpc::Status::OK;  // child went away
+      first = false;
+    }
+    if (done) return grpc::Status::OK;
+    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+    if (!store_->FindTask(req->task_id())) return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
+  }
+}
+
+grpc::Status UploadService::TriggerDownloadTask(grpc::ServerContext*,
+                                                const dv1::TriggerDownloadTaskRequest* req,
+                                                dv1::TriggerDownloadTaskResponse*) {
+  const auto& info = req->task();
+  if (info.task_id().empty() || info.url().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "task id and url are required");
+  }
+  TaskRequest treq;
+  treq.task_id = info.task_id();
+  treq.url = info.url();
+  treq.headers = {info.request_headers().begin(), info.request_headers().end()};
+  treq.tag = info.tag();
+  treq.application = info.application();
+  treq.digest = info.digest();
+  treq.piece_length = info.piece_length();
+  DF_LOG_INFO("seed download triggered for task {} ({})", treq.task_id.substr(0, 12), treq.url);
+  manager_->Acquire(treq);
+  return grpc::Status::OK;
+}
+
+}  // namespace df

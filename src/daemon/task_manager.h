@@ -1,0 +1,46 @@
+// TaskManager: the running PeerTasks of this daemon, one per task id, shared by every client
+// that asks for the same task (two dfget calls for one URL download it once).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "daemon/peer_task.h"
+
+namespace df {
+
+// Thread-safe. Destroying it cancels and joins every running task.
+class TaskManager {
+ public:
+  explicit TaskManager(const DaemonContext& ctx) : ctx_(ctx) {}
+  ~TaskManager();
+
+  // The running task for `req.task_id`, or a new one started for `req`. A task that already
+  // finished (either way) is replaced, so a failed download can be retried.
+  std::shared_ptr<PeerTask> Acquire(const TaskRequest& req);
+  // The running task for `task_id`, or null.
+  std::shared_ptr<PeerTask> Find(const std::string& task_id);
+  // Cancels a running task (DeleteTask). No-op when none runs.
+  void Cancel(const std::string& task_id);
+  // Forgets finished tasks that no client holds any more.
+  void Reap();
+  size_t running() const;
+
+ private:
+  const DaemonContext ctx_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<PeerTask>> tasks_;  // GUARDED_BY(mu_)
+};
+
+// Places the task's content at `output_path` atomically: a hard link (or, across filesystems,
+// a copy) under a temporary name in the output's directory, then rename(2). On any failure the
+// temporary is removed and nothing appears at `output_path`.
+Status PlaceOutput(const std::string& content_path, uint64_t content_length,
+                   const std::string& output_path);
+
+// Checks the sha256 of `path` against `digest` ("sha256:HEX"); DataLoss on mismatch.
+Status VerifyDigest(const std::string& path, const std::string& digest);
+
+}  // namespace df

@@ -1,0 +1,245 @@
+#include "testing/testing.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "common/digest.h"
+
+namespace df::testing {
+
+Process Process::Start(const std::vector<std::string>& argv, const std::string& log_path) {
+  Process p;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    if (!log_path.empty()) {
+      int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        ::close(fd);
+      }
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  p.pid_ = pid;
+  return p;
+}
+
+Process::~Process() { Stop(); }
+
+Process::Process(Process&& o) noexcept { *this = std::move(o); }
+
+Process& Process::operator=(Process&& o) noexcept {
+  if (this != &o) {
+    Stop();
+    pid_ = std::exchange(o.pid_, -1);
+    status_ = o.status_;
+    reaped_ = o.reaped_;
+  }
+  return *this;
+}
+
+bool Process::running() {
+  if (pid_ <= 0 || reaped_) return false;
+  int st;
+  pid_t r = ::waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    reaped_ = true;
+    status_ = st;
+    return false;
+  }
+  return true;
+}
+
+void Process::Kill(int sig) {
+  if (pid_ > 0 && !reaped_) ::kill(pid_, sig);
+}
+
+int Process::Wait(int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (running()) {
+    if (std::chrono::steady_clock::now() > deadline) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (pid_ <= 0) return -1;
+  if (WIFEXITED(status_)) return WEXITSTATUS(status_);
+  if (WIFSIGNALED(status_)) return 128 + WTERMSIG(status_);
+  return -1;
+}
+
+void Process::Stop() {
+  if (pid_ <= 0) return;
+  if (running()) {
+    Kill(SIGTERM);
+    if (Wait(5000) < 0) {
+      Kill(SIGKILL);
+      Wait(5000);
+    }
+  }
+  pid_ = -1;
+  reaped_ = false;
+}
+
+int Run(const std::vector<std::string>& argv, std::string* output, int timeout_ms) {
+  TempDir dir;
+  std::string log = dir.path() + "/out";
+  Process p = Process::Start(argv, log);
+  int rc = p.Wait(timeout_ms);
+  if (rc < 0) {
+    p.Kill(SIGKILL);
+    p.Wait(5000);
+  }
+  if (output) {
+    std::ifstream in(log);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    *output = ss.str();
+  }
+  return rc;
+}
+
+uint16_t FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/dftest-XXXXXX";
+  path_ = ::mkdtemp(tmpl);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string MakeFile(const std::string& path, uint64_t size, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint64_t> buf(1 << 17);  // 1 MiB
+  Sha256 h;
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  uint64_t left = size;
+  while (left > 0) {
+    for (auto& w : buf) w = rng();
+    size_t n = static_cast<size_t>(std::min<uint64_t>(left, buf.size() * 8));
+    if (::write(fd, buf.data(), n) != static_cast<ssize_t>(n)) break;
+    h.Update(buf.data(), n);
+    left -= n;
+  }
+  ::close(fd);
+  return h.FinalHex();
+}
+
+NginxOrigin::NginxOrigin(const std::string& root, const std::string& limit_rate) {
+  port_ = FreePort();
+  std::string conf = dir_.path() + "/nginx.conf";
+  std::ofstream f(conf);
+  f << "worker_processes 1;\n"
+    << "pid " << dir_.path() << "/nginx.pid;\n"
+    << "error_log " << dir_.path() << "/error.log;\n"
+    << (::geteuid() == 0 ? "user root;\n" : "")
+    << "events { worker_connections 1024; }\n"
+    << "http {\n"
+    << "  log_format bytes '$status $body_bytes_sent';\n"
+    << "  access_log " << dir_.path() << "/access.log bytes;\n"
+    << "  sendfile on; tcp_nopush on; keepalive_requests 100000;\n"
+    << "  client_body_temp_path " << dir_.path() << "/body; proxy_temp_path " << dir_.path() << "/proxy;\n"
+    << "  fastcgi_temp_path " << dir_.path() << "/fcgi; uwsgi_temp_path " << dir_.path() << "/uwsgi;\n"
+    << "  scgi_temp_path " << dir_.path() << "/scgi;\n"
+    << "  server { listen 127.0.0.1:" << port_ << "; root " << root << ";"
+    << (limit_rate.empty() ? "" : " limit_rate " + limit_rate + ";") << " }\n"
+    << "}\n";
+  f.close();
+  proc_ = Process::Start({"nginx", "-c", conf, "-p", dir_.path(), "-g", "daemon off;"},
+                         dir_.path() + "/stderr.log");
+  ok_ = WaitForTcp(port_, 5000);
+}
+
+NginxOrigin::~NginxOrigin() { proc_.Stop(); }
+
+std::string NginxOrigin::Url(const std::string& name) const {
+  return "http://127.0.0.1:" + std::to_string(port_) + "/" + name;
+}
+
+uint64_t NginxOrigin::BytesServed() const {
+  std::ifstream in(dir_.path() + "/access.log");
+  uint64_t total = 0;
+  int status;
+  uint64_t bytes;
+  while (in >> status >> bytes) total += bytes;
+  return total;
+}
+
+int NginxOrigin::Requests() const {
+  std::ifstream in(dir_.path() + "/access.log");
+  int n = 0;
+  std::string line;
+  while (std::getline(in, line)) ++n;
+  return n;
+}
+
+bool WaitForUnixSocket(const std::string& path, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (ok) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  }
+  return false;
+}
+
+bool WaitForTcp(uint16_t port, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (ok) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  }
+  return false;
+}
+
+std::string BuildDir() {
+  const char* d = std::getenv("DF_BUILD_DIR");
+  return d ? d : ".";
+}
+
+}  // namespace df::testing

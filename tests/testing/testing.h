@@ -1,0 +1,86 @@
+// Test support: real processes and a real HTTP origin (nginx) for end-to-end tests.
+// Everything started here is stopped by pid in destructors, so a failing test cleans up too.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace df::testing {
+
+// A child process. Move-only; the destructor sends SIGTERM, waits up to 5 s, then SIGKILLs.
+class Process {
+ public:
+  Process() = default;
+  // Starts argv[0] with `args`; stdout/stderr go to `log_path` (appended) when non-empty.
+  static Process Start(const std::vector<std::string>& argv, const std::string& log_path = "");
+  ~Process();
+  Process(Process&& o) noexcept;
+  Process& operator=(Process&& o) noexcept;
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  void Kill(int sig);               // sends `sig`, does not wait
+  int Wait(int timeout_ms = 10000);  // exit code, or 128+signal, or -1 on timeout
+  void Stop();                      // SIGTERM, wait, SIGKILL
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = 0;
+  bool reaped_ = false;
+};
+
+// Runs a command to completion; returns its exit code and fills `output` (stdout+stderr).
+int Run(const std::vector<std::string>& argv, std::string* output, int timeout_ms = 600000);
+
+// A free TCP port on 127.0.0.1 (bound and released; racy only against other tests).
+uint16_t FreePort();
+
+// A fresh temp directory removed (recursively) by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Writes `size` bytes of deterministic pseudo-random data to `path`; returns its sha256 hex.
+std::string MakeFile(const std::string& path, uint64_t size, uint32_t seed = 1);
+
+// nginx serving `root` on 127.0.0.1:port with sendfile and byte ranges. The access log records
+// each response's body bytes so tests can count what the origin served.
+class NginxOrigin {
+ public:
+  // `limit_rate` is nginx's per-connection rate limit ("20m" = 20 MB/s; empty = none).
+  explicit NginxOrigin(const std::string& root, const std::string& limit_rate = "");
+  ~NginxOrigin();
+  bool ok() const { return ok_; }
+  uint16_t port() const { return port_; }
+  std::string Url(const std::string& name) const;
+  // Body bytes served so far (sum over the access log).
+  uint64_t BytesServed() const;
+  // Requests logged so far.
+  int Requests() const;
+
+ private:
+  TempDir dir_;
+  uint16_t port_ = 0;
+  Process proc_;
+  bool ok_ = false;
+};
+
+// Waits until `path` exists (a socket) and a connect to it succeeds, up to timeout_ms.
+bool WaitForUnixSocket(const std::string& path, int timeout_ms);
+// Waits until 127.0.0.1:port accepts, up to timeout_ms.
+bool WaitForTcp(uint16_t port, int timeout_ms);
+
+// Directory of the built binaries (the CMake build tree), from DF_BUILD_DIR.
+std::string BuildDir();
+
+}  // namespace df::testing

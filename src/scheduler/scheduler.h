@@ -82,7 +82,8 @@ class Scheduler {
                                std::shared_ptr<PeerStream> stream);
 
   // Handles a later message of the stream registered as `key`. NotFound when the peer is gone
-  // (garbage collected); InvalidArgument for a second register or an empty message. Malformed
+  // (garbage collected); InvalidArgument for a second register. Messages without a known type
+  // are ignored (forward compatibility). Malformed
   // fields inside a message (unknown parent ids, ...) are ignored, never fatal.
   Status HandlePeerMessage(const PeerKey& key, const df::scheduler::v1::AnnouncePeerRequest& request);
 

@@ -1,0 +1,97 @@
+// Specifications of dfscheduler's configuration: defaults, one parser for YAML and flags, errors.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "scheduler/config.h"
+
+namespace df::scheduler {
+namespace {
+
+std::string WriteTempFile(const std::string& text) {
+  char path[] = "/tmp/dfscheduler_config_XXXXXX";
+  int fd = mkstemp(path);
+  EXPECT_GE(fd, 0);
+  close(fd);
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(SchedulerConfig, DefaultsMatchTheDocumentedOnes) {
+  SchedulerConfig c;
+  EXPECT_EQ(c.listen, "0.0.0.0:8002");
+  EXPECT_EQ(c.metrics, "0.0.0.0:8003");
+  EXPECT_EQ(c.evaluator, "default");
+  EXPECT_EQ(c.candidate_parent_limit, 8u);
+  EXPECT_EQ(c.back_to_source_limit, 1u);
+  EXPECT_EQ(c.schedule_timeout_ms, 10'000u);
+  EXPECT_TRUE(ValidateConfig(c).ok());
+}
+
+TEST(SchedulerConfig, SetOptionAcceptsKebabAndSnakeNames) {
+  SchedulerConfig c;
+  ASSERT_TRUE(SetOption(c, "schedule-timeout", "500ms").ok());
+  ASSERT_TRUE(SetOption(c, "candidate_parent_limit", "4").ok());
+  ASSERT_TRUE(SetOption(c, "host-ttl", "2m").ok());
+  EXPECT_EQ(c.schedule_timeout_ms, 500u);
+  EXPECT_EQ(c.candidate_parent_limit, 4u);
+  EXPECT_EQ(c.host_ttl_ms, 120'000u);
+}
+
+TEST(SchedulerConfig, BadValuesNameTheOption) {
+  SchedulerConfig c;
+  struct Case {
+    const char* name;
+    const char* value;
+  };
+  for (const Case& bad : {Case{"candidate-parent-limit", "0"}, Case{"candidate-parent-limit", "x"},
+                          Case{"candidate-parent-limit", "-3"}, Case{"gc-interval", "0s"},
+                          Case{"schedule-timeout", "10 parsecs"}, Case{"no-such-option", "1"}}) {
+    Status s = SetOption(c, bad.name, bad.value);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad.name << "=" << bad.value;
+    EXPECT_NE(s.message().find(bad.name), std::string::npos) << s.message();
+  }
+}
+
+TEST(SchedulerConfig, FileOverridesDefaultsKeyByKey) {
+  std::string path = WriteTempFile(
+      "listen: 127.0.0.1:9000\nschedule_timeout: 3s\nback_to_source_limit: 2\n");
+  auto c = LoadConfigFile(path, SchedulerConfig{});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->listen, "127.0.0.1:9000");
+  EXPECT_EQ(c->schedule_timeout_ms, 3000u);
+  EXPECT_EQ(c->back_to_source_limit, 2u);
+  EXPECT_EQ(c->candidate_parent_limit, 8u);
+  std::remove(path.c_str());
+}
+
+TEST(SchedulerConfig, FileErrorsAreOneClearLine) {
+  std::string unknown = WriteTempFile("listen: a:1\nbogus_key: 1\n");
+  auto c = LoadConfigFile(unknown, SchedulerConfig{});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("bogus_key"), std::string::npos);
+  EXPECT_EQ(c.status().message().find('\n'), std::string::npos);
+
+  std::string broken = WriteTempFile("listen: [unclosed\n");
+  EXPECT_EQ(LoadConfigFile(broken, SchedulerConfig{}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(LoadConfigFile("/nonexistent/x.yaml", SchedulerConfig{}).status().code(),
+            StatusCode::kNotFound);
+  std::remove(unknown.c_str());
+  std::remove(broken.c_str());
+}
+
+TEST(SchedulerConfig, UnknownEvaluatorIsRejected) {
+  SchedulerConfig c;
+  c.evaluator = "ml";
+  Status s = ValidateConfig(c);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("default"), std::string::npos) << "names the known evaluators";
+}
+
+}  // namespace
+}  // namespace df::scheduler

@@ -1,0 +1,629 @@
+// The scheduler end to end over gRPC: a real SchedulerServer on a free loopback port, real gRPC
+// clients playing peers, and (for seed triggers) a real DfdaemonUpload server that records the
+// TriggerDownloadTask calls it receives.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dfdaemon.grpc.pb.h"
+#include "scheduler.grpc.pb.h"
+#include "scheduler/server.h"
+
+namespace df::scheduler {
+namespace {
+
+namespace v1 = df::scheduler::v1;
+using namespace std::chrono_literals;
+
+// A seed host's dfdaemon, reduced to what the scheduler calls: it records trigger requests.
+class RecordingDaemon final : public df::dfdaemon::v1::DfdaemonUpload::Service {
+ public:
+  RecordingDaemon() {
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    b.RegisterService(this);
+    server_ = b.BuildAndStart();
+  }
+  ~RecordingDaemon() override { server_->Shutdown(std::chrono::system_clock::now()); }
+
+  grpc::Status TriggerDownloadTask(grpc::ServerContext*,
+                                   const df::dfdaemon::v1::TriggerDownloadTaskRequest* request,
+                                   df::dfdaemon::v1::TriggerDownloadTaskResponse*) override {
+    std::lock_guard lock(mu_);
+    triggered_.push_back(request->task().task_id());
+    urls_.push_back(request->task().url());
+    cv_.notify_all();
+    return grpc::Status::OK;
+  }
+
+  // Waits until at least `n` triggers arrived; returns how many did.
+  size_t WaitForTriggers(size_t n, std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return triggered_.size() >= n; });
+    return triggered_.size();
+  }
+  std::vector<std::string> triggered() {
+    std::lock_guard lock(mu_);
+    return triggered_;
+  }
+  std::vector<std::string> urls() {
+    std::lock_guard lock(mu_);
+    return urls_;
+  }
+  int port() const { return port_; }
+
+ private:
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> triggered_;
+  std::vector<std::string> urls_;
+};
+
+// One peer's AnnouncePeer stream, with a reader thread queueing the scheduler's responses.
+class PeerClient {
+ public:
+  PeerClient(v1::Scheduler::Stub* stub, std::string host_id, std::string peer_id,
+             std::string task_id)
+      : host_id_(std::move(host_id)), peer_id_(std::move(peer_id)), task_id_(std::move(task_id)) {
+    stream_ = stub->AnnouncePeer(&context_);
+    reader_ = std::thread([this] {
+      v1::AnnouncePeerResponse r;
+      while (stream_->Read(&r)) {
+        std::lock_guard lock(mu_);
+        responses_.push_back(r);
+        cv_.notify_all();
+      }
+      std::lock_guard lock(mu_);
+      read_closed_ = true;
+      cv_.notify_all();
+    });
+  }
+
+  ~PeerClient() {
+    if (!finished_) {
+      context_.TryCancel();
+      reader_.join();
+      stream_->Finish();
+    }
+  }
+
+  const std::string& id() const { return peer_id_; }
+
+  void Register(int64_t content_length = -1) {
+    v1::AnnouncePeerRequest r = Request();
+    auto* reg = r.mutable_register_();
+    reg->set_host_id(host_id_);
+    reg->set_peer_id(peer_id_);
+    reg->mutable_task()->set_task_id(task_id_);
+    reg->mutable_task()->set_url("http://origin/" + task_id_);
+    reg->mutable_task()->set_content_length(content_length);
+    Send(r);
+  }
+
+  v1::AnnouncePeerRequest Request() const {
+    v1::AnnouncePeerRequest r;
+    r.set_host_id(host_id_);
+    r.set_task_id(task_id_);
+    r.set_peer_id(peer_id_);
+    return r;
+  }
+
+  void Send(const v1::AnnouncePeerRequest& r) { ASSERT_TRUE(stream_->Write(r)); }
+
+  void Reschedule(const std::vector<std::string>& bad_parents) {
+    auto r = Request();
+    r.mutable_reschedule()->set_reason("test");
+    for (const auto& id : bad_parents) r.mutable_reschedule()->add_bad_parent_ids(id);
+    Send(r);
+  }
+
+  void PieceFinished(uint32_t number, const std::string& parent_id) {
+    auto r = Request();
+    auto* p = r.mutable_piece_finished();
+    p->set_piece_number(number);
+    p->set_parent_id(parent_id);
+    p->set_length(4 << 20);
+    p->set_cost_ns(20'000'000);
+    Send(r);
+  }
+
+  void Finished() {
+    auto r = Request();
+    r.mutable_peer_finished()->set_content_length(100 << 20);
+    Send(r);
+  }
+
+  // The next response, or nullopt after `timeout` or when the stream ended.
+  std::optional<v1::AnnouncePeerResponse> Next(std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return !responses_.empty() || read_closed_; });
+    if (responses_.empty()) return std::nullopt;
+    auto r = responses_.front();
+    responses_.pop_front();
+    return r;
+  }
+
+  // Waits for the next NormalTaskResponse and returns its parents' peer ids (sorted); fails
+  // the test on any other response.
+  std::vector<std::string> NextParents(std::chrono::milliseconds timeout = 5s) {
+    auto r = Next(timeout);
+    EXPECT_TRUE(r.has_value()) << peer_id_ << ": no response";
+    if (!r) return {};
+    EXPECT_TRUE(r->has_normal_task()) << peer_id_ << ": " << r->ShortDebugString();
+    std::vector<std::string> ids;
+    for (const auto& c : r->normal_task().candidate_parents()) ids.push_back(c.peer_id());
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+
+  // Half-closes and returns the stream's final status.
+  grpc::Status Close() {
+    stream_->WritesDone();
+    reader_.join();
+    finished_ = true;
+    return stream_->Finish();
+  }
+
+ private:
+  std::string host_id_, peer_id_, task_id_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::AnnouncePeerRequest, v1::AnnouncePeerResponse>>
+      stream_;
+  std::thread reader_;
+  bool finished_ = false;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<v1::AnnouncePeerResponse> responses_;
+  bool read_closed_ = false;
+};
+
+class SchedulerGrpcTest : public ::testing::Test {
+ protected:
+  void StartScheduler(std::function<void(SchedulerConfig&)> tweak = nullptr) {
+    SchedulerConfig config;
+    config.listen = "127.0.0.1:0";
+    config.push_interval_ms = 20;
+    config.gc_interval_ms = 3600'000;  // tests run GC explicitly
+    if (tweak) tweak(config);
+    auto server = SchedulerServer::Start(config, registry_);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(server).value();
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::Scheduler::NewStub(channel_);
+  }
+
+  void AnnounceHost(const std::string& id, v1::HostType type = v1::HOST_TYPE_NORMAL,
+                    int grpc_port = 4000) {
+    v1::AnnounceHostRequest req;
+    v1::Host* h = req.mutable_host();
+    h->set_id(id);
+    h->set_hostname(id);
+    h->set_ip("127.0.0.1");
+    h->set_grpc_port(grpc_port);
+    h->set_piece_port(4005);
+    h->set_type(type);
+    h->set_concurrent_upload_limit(16);
+    grpc::ClientContext ctx;
+    v1::AnnounceHostResponse resp;
+    ASSERT_TRUE(stub_->AnnounceHost(&ctx, req, &resp).ok());
+  }
+
+  std::unique_ptr<PeerClient> Peer(const std::string& host_id, const std::string& peer_id,
+                                   const std::string& task_id = "task-1") {
+    return std::make_unique<PeerClient>(stub_.get(), host_id, peer_id, task_id);
+  }
+
+  Scheduler& scheduler() { return server_->scheduler(); }
+
+  // Polls until `pred` holds or 5 s pass.
+  static bool Eventually(const std::function<bool()>& pred) {
+    for (int i = 0; i < 500; ++i) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return pred();
+  }
+
+  PeerState StateOf(const std::string& peer_id, const std::string& task_id = "task-1") {
+    auto p = scheduler().GetPeer(task_id, peer_id);
+    return p ? p->state : PeerState::kPending;
+  }
+
+  prometheus::Registry registry_;
+  std::unique_ptr<SchedulerServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Scheduler::Stub> stub_;
+};
+
+using Strings = std::vector<std::string>;
+
+TEST_F(SchedulerGrpcTest, FirstPeerGoesBackToSourceWhenThereIsNoSeedHost) {
+  StartScheduler();
+  AnnounceHost("host-a");
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  auto r = a->Next();
+  ASSERT_TRUE(r && r->has_need_back_to_source()) << (r ? r->ShortDebugString() : "none");
+  EXPECT_EQ(StateOf("peer-a"), PeerState::kBackToSource);
+}
+
+TEST_F(SchedulerGrpcTest, RegisterReturnsCandidateParentsWithTheirHosts) {
+  StartScheduler();
+  AnnounceHost("host-a");
+  AnnounceHost("host-b");
+  AnnounceHost("host-c");
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  auto r = b->Next();
+  ASSERT_TRUE(r && r->has_normal_task());
+  ASSERT_EQ(r->normal_task().candidate_parents_size(), 1);
+  const auto& parent = r->normal_task().candidate_parents(0);
+  EXPECT_EQ(parent.peer_id(), "peer-a");
+  EXPECT_EQ(parent.host().id(), "host-a");
+  EXPECT_EQ(parent.host().ip(), "127.0.0.1");
+  EXPECT_EQ(parent.host().piece_port(), 4005);
+  EXPECT_FALSE(r->normal_task().has_task()) << "the size is not known yet";
+
+  // Once a peer reports the size, later answers carry it.
+  auto meta = a->Request();
+  meta.mutable_task_metadata()->set_content_length(10 << 20);
+  meta.mutable_task_metadata()->set_piece_length(4 << 20);
+  a->Send(meta);
+  ASSERT_TRUE(Eventually([&] {
+    auto s = scheduler().StatTask("task-1");
+    return s.ok() && s->content_length() == (10 << 20);
+  }));
+  auto c = Peer("host-c", "peer-c");
+  c->Register();
+  auto rc = c->Next();
+  ASSERT_TRUE(rc && rc->has_normal_task());
+  EXPECT_EQ(rc->normal_task().candidate_parents_size(), 2);
+  EXPECT_EQ(rc->normal_task().task().content_length(), 10 << 20);
+  EXPECT_EQ(rc->normal_task().task().total_pieces(), 3u);
+  // The DAG: c downloads from a and b; b from a.
+  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-c")->parents, (Strings{"peer-a", "peer-b"}));
+  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-b")->parents, (Strings{"peer-a"}));
+}
+
+TEST_F(SchedulerGrpcTest, TriggersTheSeedOnceAndPushesParentsWhenItRegisters) {
+  RecordingDaemon daemon;
+  StartScheduler();
+  AnnounceHost("seed-host", v1::HOST_TYPE_SEED, daemon.port());
+  AnnounceHost("host-a");
+  AnnounceHost("host-b");
+
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_EQ(daemon.WaitForTriggers(1), 1u);
+  EXPECT_EQ(daemon.triggered()[0], "task-1");
+  EXPECT_EQ(daemon.urls()[0], "http://origin/task-1") << "the seed learns where to fetch from";
+  EXPECT_FALSE(a->Next(200ms).has_value()) << "no candidate yet: the peer waits";
+
+  // A second peer gets the waiting first one (it will pipeline from it), and no new trigger.
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+
+  // The seed's dfdaemon registers its peer: it fetches from the origin, and both waiting peers
+  // are pushed the seed (a running seed with no pieces yet is a good parent).
+  auto seed = Peer("seed-host", "seed-peer");
+  seed->Register();
+  auto rs = seed->Next();
+  ASSERT_TRUE(rs && rs->has_need_back_to_source());
+  EXPECT_EQ(a->NextParents(), (Strings{"seed-peer"}));
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a", "seed-peer"}));
+
+  // More peers of the same task do not trigger the seed again; another task does.
+  auto c = Peer("host-a", "peer-c");
+  c->Register();
+  EXPECT_FALSE(c->NextParents().empty());
+  auto other = Peer("host-b", "peer-x", "task-2");
+  other->Register();
+  EXPECT_EQ(daemon.WaitForTriggers(2), 2u);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(daemon.triggered(), (Strings{"task-1", "task-2"}));
+}
+
+TEST_F(SchedulerGrpcTest, SeedPeerFetchesFromTheOriginOnlyWhileNoPeerSucceeded) {
+  RecordingDaemon daemon;
+  StartScheduler();
+  AnnounceHost("host-a");
+  AnnounceHost("seed-host", v1::HOST_TYPE_SEED, daemon.port());
+  auto a = Peer("host-a", "peer-a", "task-9");
+  a->Register();  // waits for the triggered seed
+  auto seed = Peer("seed-host", "seed-1", "task-9");
+  seed->Register();
+  ASSERT_TRUE(seed->Next()->has_need_back_to_source());
+  EXPECT_EQ(a->NextParents(), (Strings{"seed-1"}));
+  a->Finished();
+  ASSERT_TRUE(Eventually([&] { return StateOf("peer-a", "task-9") == PeerState::kSucceeded; }));
+  auto seed2 = Peer("seed-host", "seed-2", "task-9");
+  seed2->Register();
+  EXPECT_EQ(seed2->NextParents(), (Strings{"peer-a", "seed-1"}));
+}
+
+TEST_F(SchedulerGrpcTest, BackToSourceAfterScheduleTimeoutWhenTheSeedNeverComes) {
+  RecordingDaemon daemon;  // accepts the trigger but never registers a seed peer
+  StartScheduler([](SchedulerConfig& c) { c.schedule_timeout_ms = 300; });
+  AnnounceHost("seed-host", v1::HOST_TYPE_SEED, daemon.port());
+  AnnounceHost("host-a");
+  auto a = Peer("host-a", "peer-a");
+  const auto start = std::chrono::steady_clock::now();
+  a->Register();
+  auto r = a->Next(3s);
+  ASSERT_TRUE(r && r->has_need_back_to_source()) << (r ? r->ShortDebugString() : "none");
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 300ms);
+  EXPECT_EQ(daemon.WaitForTriggers(1), 1u);
+}
+
+TEST_F(SchedulerGrpcTest, UnreachableSeedHostFallsBackToSourceWithoutWaitingForTheTimeout) {
+  // The seed host announces a port nobody listens on: every trigger fails fast.
+  StartScheduler([](SchedulerConfig& c) { c.schedule_timeout_ms = 60'000; });
+  AnnounceHost("seed-host", v1::HOST_TYPE_SEED, 1);
+  AnnounceHost("host-a");
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  auto r = a->Next(10s);
+  ASSERT_TRUE(r && r->has_need_back_to_source()) << (r ? r->ShortDebugString() : "none");
+}
+
+TEST_F(SchedulerGrpcTest, BackToSourceIsLimitedPerTaskAndTheNextPeerGoesWhenOneFails) {
+  StartScheduler();
+  AnnounceHost("host-b");
+  // peer-a's host never announced: it is accepted, but cannot be offered as a parent.
+  auto a = Peer("unannounced-host", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_FALSE(b->Next(300ms).has_value()) << "limit 1 reached: b waits";
+  auto failed = a->Request();
+  failed.mutable_peer_failed()->set_reason("origin 500");
+  a->Send(failed);
+  auto r = b->Next();
+  ASSERT_TRUE(r && r->has_need_back_to_source()) << (r ? r->ShortDebugString() : "none");
+}
+
+TEST_F(SchedulerGrpcTest, RescheduleNeverOffersBadParentsAgain) {
+  StartScheduler();
+  for (const char* h : {"host-a", "host-b", "host-c", "host-d"}) AnnounceHost(h);
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  auto c = Peer("host-c", "peer-c");
+  c->Register();
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-a", "peer-b"}));
+
+  c->Reschedule({"peer-a"});
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-b"}));
+  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-c")->parents, (Strings{"peer-b"}));
+
+  // A new peer appears: c (with fewer parents than the limit) is pushed it, still without a.
+  auto d = Peer("host-d", "peer-d");
+  d->Register();
+  auto d_parents = d->NextParents();
+  EXPECT_EQ(d_parents, (Strings{"peer-a", "peer-b", "peer-c"}));
+  // d is c's child now, so c must not get d (no cycle): no push with d ever arrives.
+  auto pushed = c->Next(300ms);
+  if (pushed) {
+    for (const auto& p : pushed->normal_task().candidate_parents()) {
+      EXPECT_NE(p.peer_id(), "peer-a");
+      EXPECT_NE(p.peer_id(), "peer-d");
+    }
+  }
+}
+
+TEST_F(SchedulerGrpcTest, PermanentPieceFailureMarksTheParentBad) {
+  StartScheduler();
+  for (const char* h : {"host-a", "host-b", "host-c"}) AnnounceHost(h);
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  auto c = Peer("host-c", "peer-c");
+  c->Register();
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-a", "peer-b"}));
+  auto failed = c->Request();
+  failed.mutable_piece_failed()->set_parent_id("peer-a");
+  failed.mutable_piece_failed()->set_temporary(false);
+  c->Send(failed);
+  c->Reschedule({});
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-b"}));
+}
+
+TEST_F(SchedulerGrpcTest, APeerThatLeavesIsNoLongerACandidate) {
+  StartScheduler();
+  for (const char* h : {"host-a", "host-b", "host-c"}) AnnounceHost(h);
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  EXPECT_TRUE(b->Close().ok()) << "closing without peer_finished";
+  ASSERT_TRUE(Eventually([&] { return StateOf("peer-b") == PeerState::kLeft; }));
+  auto c = Peer("host-c", "peer-c");
+  c->Register();
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-a"}));
+
+  // A finished peer closing its stream stays a parent: its dfdaemon keeps serving.
+  c->Finished();
+  ASSERT_TRUE(Eventually([&] { return StateOf("peer-c") == PeerState::kSucceeded; }));
+  EXPECT_TRUE(c->Close().ok());
+  auto d = Peer("host-b", "peer-d");
+  d->Register();
+  EXPECT_EQ(d->NextParents(), (Strings{"peer-a", "peer-c"}));
+
+  // GC drops the Left peer.
+  scheduler().CollectGarbage();
+  EXPECT_FALSE(scheduler().GetPeer("task-1", "peer-b").has_value());
+  EXPECT_TRUE(scheduler().GetPeer("task-1", "peer-c").has_value());
+}
+
+TEST_F(SchedulerGrpcTest, ParentsThatLeaveAreReplacedByAPush) {
+  StartScheduler();
+  for (const char* h : {"host-a", "host-b", "host-c"}) AnnounceHost(h);
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  b->Finished();
+  ASSERT_TRUE(Eventually([&] { return StateOf("peer-b") == PeerState::kSucceeded; }));
+  auto c = Peer("host-c", "peer-c");
+  c->Register();
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-a", "peer-b"}));
+  a.reset();  // a's stream is cancelled: it leaves
+  ASSERT_TRUE(Eventually([&] { return StateOf("peer-a") == PeerState::kLeft; }));
+  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-c")->parents, (Strings{"peer-b"}));
+}
+
+TEST_F(SchedulerGrpcTest, LeaveHostMakesItsPeersLeft) {
+  StartScheduler();
+  for (const char* h : {"host-a", "host-b"}) AnnounceHost(h);
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  grpc::ClientContext ctx;
+  v1::LeaveHostRequest req;
+  req.set_host_id("host-a");
+  v1::LeaveHostResponse resp;
+  ASSERT_TRUE(stub_->LeaveHost(&ctx, req, &resp).ok());
+  EXPECT_EQ(StateOf("peer-a"), PeerState::kLeft);
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  auto r = b->Next();
+  ASSERT_TRUE(r && r->has_need_back_to_source()) << "a is gone: b goes to the origin";
+}
+
+TEST_F(SchedulerGrpcTest, EmptyTaskIsAnsweredAsSuch) {
+  StartScheduler();
+  AnnounceHost("host-a");
+  auto a = Peer("host-a", "peer-a", "empty-task");
+  a->Register(/*content_length=*/0);
+  auto r = a->Next();
+  ASSERT_TRUE(r && r->has_empty_task()) << (r ? r->ShortDebugString() : "none");
+}
+
+TEST_F(SchedulerGrpcTest, AStreamThatDoesNotStartWithRegisterIsRejected) {
+  StartScheduler();
+  auto a = Peer("host-a", "peer-a");
+  a->PieceFinished(0, "");
+  EXPECT_FALSE(a->Next(2s).has_value());
+  grpc::Status s = a->Close();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("register"), std::string::npos) << s.error_message();
+
+  auto b = Peer("host-b", "");
+  b->Register();
+  EXPECT_EQ(b->Close().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(SchedulerGrpcTest, PieceReportsBecomeBandwidthRecordsAndStats) {
+  StartScheduler();
+  for (const char* h : {"host-a", "host-b"}) AnnounceHost(h);
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  a->PieceFinished(0, "");  // from the origin: no pair record
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  b->PieceFinished(0, "peer-a");
+  b->PieceFinished(1, "peer-a");
+  b->PieceFinished(1, "peer-a");  // a duplicate counts once
+  ASSERT_TRUE(Eventually([&] { return scheduler().records().record_count() == 3; }));
+  EXPECT_EQ(scheduler().records().Pair("host-b", "host-a").size(), 3u);
+  EXPECT_NEAR(scheduler().records().EstimateBytesPerSec("host-b", "host-a"), (4 << 20) / 0.02,
+              1);
+  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-b")->finished_pieces, 2u);
+
+  grpc::ClientContext ctx;
+  v1::StatTaskRequest req;
+  req.set_task_id("task-1");
+  v1::StatTaskResponse stat;
+  ASSERT_TRUE(stub_->StatTask(&ctx, req, &stat).ok());
+  EXPECT_EQ(stat.peer_count(), 2u);
+  EXPECT_EQ(stat.finished_peer_count(), 0u);
+  EXPECT_FALSE(stat.has_seed());
+
+  grpc::ClientContext ctx2;
+  req.set_task_id("no-such-task");
+  EXPECT_EQ(stub_->StatTask(&ctx2, req, &stat).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(SchedulerGrpcTest, HostsThatStopAnnouncingAreCollected) {
+  StartScheduler([](SchedulerConfig& c) { c.host_ttl_ms = 100; });
+  AnnounceHost("host-a");
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  EXPECT_TRUE(a->Close().ok());
+  std::this_thread::sleep_for(150ms);
+  scheduler().CollectGarbage();
+  EXPECT_FALSE(scheduler().GetPeer("task-1", "peer-a").has_value());
+  EXPECT_EQ(scheduler().host_count(), 0u);
+}
+
+TEST_F(SchedulerGrpcTest, AnnounceHostWithoutIdIsInvalid) {
+  StartScheduler();
+  grpc::ClientContext ctx;
+  v1::AnnounceHostRequest req;
+  v1::AnnounceHostResponse resp;
+  EXPECT_EQ(stub_->AnnounceHost(&ctx, req, &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(SchedulerGrpcTest, MetricsCountRegistrationsAndDecisions) {
+  StartScheduler();
+  AnnounceHost("host-a");
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto value = [&](const std::string& name, const std::string& label = "") {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& m : family.metric) {
+        bool match = label.empty();
+        for (const auto& l : m.label) match = match || l.value == label;
+        if (match) return family.type == prometheus::MetricType::Histogram
+                              ? static_cast<double>(m.histogram.sample_count)
+                              : m.counter.value;
+      }
+    }
+    return -1.0;
+  };
+  EXPECT_EQ(value("df_scheduler_registered_peers_total"), 1);
+  EXPECT_EQ(value("df_scheduler_back_to_source_total", "no_seed"), 1);
+  // Observed just after the decision is sent.
+  EXPECT_TRUE(Eventually([&] { return value("df_scheduler_schedule_latency_seconds") == 1; }));
+  EXPECT_EQ(value("df_scheduler_host_announces_total"), 1);
+  EXPECT_EQ(value("df_scheduler_peer_announces_total", "register"), 1);
+}
+
+}  // namespace
+}  // namespace df::scheduler

@@ -1,4 +1,4 @@
-#include "testing/testing.h"
+#include "bench/harness.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -20,7 +20,7 @@
 
 #include "common/digest.h"
 
-namespace df::testing {
+namespace df::bench {
 
 Process Process::Start(const std::vector<std::string>& argv, const std::string& log_path) {
   Process p;
@@ -242,4 +242,4 @@ std::string BuildDir() {
   return d ? d : ".";
 }
 
-}  // namespace df::testing
+}  // namespace df::bench

@@ -1,5 +1,5 @@
-// Test support: real processes and a real HTTP origin (nginx) for end-to-end tests.
-// Everything started here is stopped by pid in destructors, so a failing test cleans up too.
+// Harness for benchmarks and end-to-end tests: real processes and a real HTTP origin (nginx).
+// Everything started here is stopped by pid in destructors, so a failing test or an interrupted benchmark cleans up too.
 #pragma once
 
 #include <sys/types.h>
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace df::testing {
+namespace df::bench {
 
 // A child process. Move-only; the destructor sends SIGTERM, waits up to 5 s, then SIGKILLs.
 class Process {
@@ -83,4 +83,4 @@ bool WaitForTcp(uint16_t port, int timeout_ms);
 // Directory of the built binaries (the CMake build tree), from DF_BUILD_DIR.
 std::string BuildDir();
 
-}  // namespace df::testing
+}  // namespace df::bench

@@ -11,14 +11,14 @@
 #include "common/digest.h"
 #include "common/ids.h"
 #include "dfdaemon.grpc.pb.h"
-#include "testing/testing.h"
+#include "bench/harness.h"
 
 namespace df {
 namespace {
 
-using testing::NginxOrigin;
-using testing::Process;
-using testing::TempDir;
+using bench::NginxOrigin;
+using bench::Process;
+using bench::TempDir;
 
 constexpr uint64_t kMiB = 1024 * 1024;
 
@@ -36,18 +36,18 @@ class BackToSourceTest : public ::testing::Test {
                                 dir_.path() + "/data", "--grpc-port", "0", "--piece-port", "0",
                                 "--metrics-port", "0", "--log-level", "info"},
                                dir_.path() + "/dfdaemon.log");
-    EXPECT_TRUE(testing::WaitForUnixSocket(sock_, 10000)) << "dfdaemon did not start";
+    EXPECT_TRUE(bench::WaitForUnixSocket(sock_, 10000)) << "dfdaemon did not start";
     return p;
   }
 
   int Dfget(const std::vector<std::string>& extra, std::string* out) {
     std::vector<std::string> argv = {Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    return testing::Run(argv, out);
+    return bench::Run(argv, out);
   }
 
   std::string Out(const std::string& name) { return dir_.path() + "/out/" + name; }
-  static std::string Bin(const std::string& rel) { return testing::BuildDir() + "/src/" + rel; }
+  static std::string Bin(const std::string& rel) { return bench::BuildDir() + "/src/" + rel; }
 
   // Entries in the output dir, to check that a failure leaves no partial or temp file.
   size_t OutputEntries() {
@@ -61,7 +61,7 @@ class BackToSourceTest : public ::testing::Test {
 };
 
 TEST_F(BackToSourceTest, Downloads256MiBWithTheRightSha256) {
-  std::string sha = testing::MakeFile(root_ + "/big.bin", 256 * kMiB);
+  std::string sha = bench::MakeFile(root_ + "/big.bin", 256 * kMiB);
   NginxOrigin origin(root_);
   ASSERT_TRUE(origin.ok());
   Process daemon = StartDaemon();
@@ -78,7 +78,7 @@ TEST_F(BackToSourceTest, Downloads256MiBWithTheRightSha256) {
 
 TEST_F(BackToSourceTest, ResumesAfterKillWithoutRefetchingFinishedPieces) {
   const uint64_t size = 256 * kMiB, piece = 4 * kMiB;
-  std::string sha = testing::MakeFile(root_ + "/big.bin", size);
+  std::string sha = bench::MakeFile(root_ + "/big.bin", size);
   NginxOrigin origin(root_, "16m");  // 8 connections x 16 MB/s: about 2 s for the whole file
   ASSERT_TRUE(origin.ok());
   Process daemon = StartDaemon();
@@ -117,7 +117,7 @@ TEST_F(BackToSourceTest, ResumesAfterKillWithoutRefetchingFinishedPieces) {
 }
 
 TEST_F(BackToSourceTest, DigestMismatchFailsCleanlyAndLeavesNoFile) {
-  testing::MakeFile(root_ + "/f.bin", 8 * kMiB);
+  bench::MakeFile(root_ + "/f.bin", 8 * kMiB);
   NginxOrigin origin(root_);
   Process daemon = StartDaemon();
   std::string out;
@@ -140,7 +140,7 @@ TEST_F(BackToSourceTest, NotFoundGivesAClearError) {
 TEST_F(BackToSourceTest, UnreachableOriginGivesAClearError) {
   Process daemon = StartDaemon();
   std::string out;
-  uint16_t closed = testing::FreePort();
+  uint16_t closed = bench::FreePort();
   EXPECT_EQ(Dfget({"http://127.0.0.1:" + std::to_string(closed) + "/x", "-O", Out("x")}, &out), 1);
   EXPECT_NE(out.find("127.0.0.1"), std::string::npos) << out;
   EXPECT_EQ(OutputEntries(), 0u);
@@ -155,7 +155,7 @@ TEST_F(BackToSourceTest, BadFlagsAreUsageErrors) {
 }
 
 TEST_F(BackToSourceTest, HeadersReachTheOriginAndBadSchemesAreRejected) {
-  testing::MakeFile(root_ + "/h.bin", 1 * kMiB);
+  bench::MakeFile(root_ + "/h.bin", 1 * kMiB);
   NginxOrigin origin(root_);
   Process daemon = StartDaemon();
   std::string out;
@@ -165,10 +165,10 @@ TEST_F(BackToSourceTest, HeadersReachTheOriginAndBadSchemesAreRejected) {
 }
 
 TEST_F(BackToSourceTest, StartsADaemonWhenNoneRuns) {
-  testing::MakeFile(root_ + "/s.bin", 4 * kMiB);
+  bench::MakeFile(root_ + "/s.bin", 4 * kMiB);
   NginxOrigin origin(root_);
   std::string out;
-  int rc = testing::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, "--data-dir",
+  int rc = bench::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, "--data-dir",
                          dir_.path() + "/autodata", origin.Url("s.bin"), "-O", Out("s.bin")}, &out);
   // Find the daemon dfget started (it is detached) and stop it by pid.
   pid_t started = -1;

@@ -918,7 +918,7 @@ def run_dragonfly(ctx, evaluator):
                 "--scheduler", sched_addr, "--data-dir", hd / "data", "--sock", socks[h.name],
                 "--ip", h.ip, "--hostname", h.name, "--grpc-port", DAEMON_GRPC_PORT, "--piece-port", DAEMON_PIECE_PORT,
                 "--metrics-port", DAEMON_METRICS_PORT, "--idc", h.idc, "--location", h.location,
-                "--upload-rate", fmt_rate(h.up_bps), "--log-level", args.daemon_log_level]
+                "--upload-rate", fmt_rate(int(h.up_bps * args.upload_rate_factor)), "--log-level", args.daemon_log_level]
             started.append(cl.start(h, argv + args.daemon_arg, f"{system}-dfdaemon-{h.name}"))
         deadline = time.time() + 30
         while time.time() < deadline and not all(s.exists() for s in socks.values()):
@@ -1123,6 +1123,12 @@ plot {cols}
 # Main
 
 
+def git_commit():
+    r = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return r.stdout.strip() or None
+
+
 def cmd_run(args):
     if os.geteuid() != 0:
         log("must run as root (network namespaces, tc)")
@@ -1199,6 +1205,9 @@ def cmd_run(args):
                            "completed": False, "sha256_ok": False, "last_host_seconds": None,
                            "lower_bound_seconds": round(bound, 3), "origin_bytes_served": None}
                 rec["calibration"] = ctx.calibration
+                rec["git_commit"] = git_commit()
+                rec["loadavg_after"] = os.getloadavg()[0]
+                rec["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 rec["lower_bound_terms"] = {k: round(v, 3) for k, v in terms.items()}
                 rec["tbf"] = {"latency": TBF_LATENCY, "min_burst_bytes": TBF_MIN_BURST_BYTES,
                               "burst_seconds": TBF_BURST_SECONDS}
@@ -1301,6 +1310,8 @@ def main(argv=None):
                    help="torrent piece length (default: power of two, <=1000 pieces, 256KiB-4MiB)")
     r.add_argument("--settle", type=float, default=1.0,
                    help="seconds to wait after the daemons are up before dfget (default 1)")
+    r.add_argument("--upload-rate-factor", type=float, default=1.0,
+                   help="dfdaemon --upload-rate = this x the host's shaped upload (default 1.0)")
     r.add_argument("--daemon-log-level", default="info")
     r.add_argument("--daemon-arg", action="append", default=[],
                    help="extra argument for every dfdaemon (repeatable)")

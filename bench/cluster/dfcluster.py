@@ -1190,6 +1190,7 @@ def cmd_run(args):
             for ev in evaluators:
                 name = system if ev is None else f"dragonfly-{ev}"
                 log(f"=== {name} ===")
+                mark = len(cluster.procs)
                 try:
                     if system == "origin":
                         rec = run_origin(ctx)
@@ -1204,6 +1205,8 @@ def cmd_run(args):
                     rec = {"system": name, "topology": topo.name, "error": str(e),
                            "completed": False, "sha256_ok": False, "last_host_seconds": None,
                            "lower_bound_seconds": round(bound, 3), "origin_bytes_served": None}
+                finally:
+                    cluster.stop_all(cluster.procs[mark:])  # whatever this system left running
                 rec["calibration"] = ctx.calibration
                 rec["git_commit"] = git_commit()
                 rec["loadavg_after"] = os.getloadavg()[0]

@@ -82,14 +82,14 @@ void BlockSigpipeInThisThread() {
 
 // Half-closes and discards what the child still sends (bounded), so that our last frame is
 // read by the child rather than lost to a reset caused by unread input.
-void LingeringClose(int fd) {
+void LingeringClose(int fd, int linger_ms) {
   ::shutdown(fd, SHUT_WR);
   char sink[4096];
   size_t drained = 0;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(linger_ms);
   while (drained < 64 * 1024 && std::chrono::steady_clock::now() < deadline) {
     pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 50) <= 0) continue;
+    if (::poll(&p, 1, std::min(linger_ms, 50)) <= 0) continue;
     ssize_t r = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
     if (r <= 0) break;
     drained += static_cast<size_t>(r);
@@ -327,7 +327,8 @@ PieceServer::Next PieceServer::SendError(int fd, uint16_t code, const std::strin
   std::memcpy(frame + pp::kHeaderBytes + pp::kErrorFixedBytes, text.data(), text.size());
   bool sent = SendAll(fd, frame, pp::kHeaderBytes + body_length, 0);
   if (sent && KeepsConnection(code)) return Next::kContinue;
-  if (sent) LingeringClose(fd);
+  // BUSY is sent from the accept thread, which must not stall on one rejected child.
+  if (sent) LingeringClose(fd, code == static_cast<uint16_t>(pp::ErrorCode::kBusy) ? 20 : 200);
   return Next::kClose;
 }
 

@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // usage errors exit 2
   }
   auto size = df::ParseSize(size_text);
   if (!size.ok() || size.value() == 0) {

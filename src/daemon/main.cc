@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // usage errors exit 2
   }
   df::DaemonConfig cfg;
   if (!config_path.empty()) {
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // usage errors exit 2
   }
   df::Status s = ApplyDurations(durations, &cfg);
   if (s.ok()) s = df::ValidateDaemonConfig(&cfg);

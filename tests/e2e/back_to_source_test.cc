@@ -151,7 +151,8 @@ TEST_F(BackToSourceTest, BadFlagsAreUsageErrors) {
   EXPECT_EQ(Dfget({"http://x/y", "-O", Out("y"), "--digest", "md5:abc"}, &out), 2) << out;
   EXPECT_EQ(Dfget({"http://x/y", "-O", Out("y"), "--piece-length", "3MiB"}, &out), 2) << out;
   EXPECT_EQ(Dfget({"http://x/y", "-O", Out("y"), "-H", "NoColon"}, &out), 2) << out;
-  EXPECT_NE(Dfget({"http://x/y"}, &out), 0) << out;  // -O is required
+  EXPECT_EQ(Dfget({"http://x/y"}, &out), 2) << out;  // -O is required
+  EXPECT_EQ(Dfget({"http://x/y", "-O", Out("y"), "--bogus"}, &out), 2) << out;
 }
 
 TEST_F(BackToSourceTest, HeadersReachTheOriginAndBadSchemesAreRejected) {

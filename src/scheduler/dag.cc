@@ -1,90 +1,121 @@
 #include "scheduler/dag.h"
 
-#include <vector>
+#include <algorithm>
+#include <string>
 
 namespace df::scheduler {
 namespace {
-const Dag::IdSet kEmpty;
-}  // namespace
 
-void Dag::AddVertex(const std::string& id) { vertices_.try_emplace(id); }
+const std::vector<Dag::Vertex> kNone;
 
-void Dag::RemoveVertex(const std::string& id) {
-  auto it = vertices_.find(id);
-  if (it == vertices_.end()) return;
-  for (const auto& parent : it->second.parents) vertices_[parent].children.erase(id);
-  for (const auto& child : it->second.children) vertices_[child].parents.erase(id);
-  edge_count_ -= it->second.parents.size() + it->second.children.size();
-  vertices_.erase(it);
+void Erase(std::vector<Dag::Vertex>& v, Dag::Vertex x) {
+  auto it = std::find(v.begin(), v.end(), x);
+  if (it != v.end()) {
+    *it = v.back();
+    v.pop_back();
+  }
 }
 
-bool Dag::Reaches(const std::string& from, const std::string& target) const {
+}  // namespace
+
+Dag::Vertex Dag::AddVertex() {
+  Vertex v;
+  if (!free_.empty()) {
+    v = free_.back();
+    free_.pop_back();
+  } else {
+    v = static_cast<Vertex>(nodes_.size());
+    nodes_.emplace_back();
+  }
+  nodes_[v].live = true;
+  return v;
+}
+
+void Dag::RemoveVertex(Vertex v) {
+  if (!HasVertex(v)) return;
+  Node& node = nodes_[v];
+  for (Vertex p : node.parents) Erase(nodes_[p].children, v);
+  for (Vertex c : node.children) Erase(nodes_[c].parents, v);
+  edge_count_ -= node.parents.size() + node.children.size();
+  node = Node{};
+  free_.push_back(v);
+}
+
+bool Dag::Reaches(Vertex from, Vertex target) const {
   if (from == target) return true;
-  // Depth-first over child edges; the visited set keeps this linear in the subgraph's size.
-  std::vector<const std::string*> stack{&from};
-  IdSet visited{from};
+  std::vector<bool> visited(nodes_.size());
+  std::vector<Vertex> stack{from};
+  visited[from] = true;
   while (!stack.empty()) {
-    const std::string* id = stack.back();
+    Vertex v = stack.back();
     stack.pop_back();
-    for (const auto& child : Children(*id)) {
-      if (child == target) return true;
-      if (visited.insert(child).second) stack.push_back(&child);
+    for (Vertex c : nodes_[v].children) {
+      if (c == target) return true;
+      if (!visited[c]) {
+        visited[c] = true;
+        stack.push_back(c);
+      }
     }
   }
   return false;
 }
 
-bool Dag::CanAddEdge(const std::string& parent, const std::string& child) const {
-  if (!HasVertex(parent) || !HasVertex(child) || parent == child) return false;
-  if (Children(parent).contains(child)) return true;
-  return !Reaches(child, parent);
+bool Dag::HasEdge(Vertex parent, Vertex child) const {
+  if (!HasVertex(parent) || !HasVertex(child)) return false;
+  // Search the shorter list: a child has at most candidate_parent_limit parents.
+  const auto& parents = nodes_[child].parents;
+  return std::find(parents.begin(), parents.end(), parent) != parents.end();
 }
 
-Status Dag::AddEdge(const std::string& parent, const std::string& child) {
-  if (!HasVertex(parent)) return NotFound("dag: unknown parent " + parent);
-  if (!HasVertex(child)) return NotFound("dag: unknown child " + child);
-  if (parent == child) return InvalidArgument("dag: " + parent + " cannot be its own parent");
-  if (Children(parent).contains(child)) return Status::Ok();
+bool Dag::CanAddEdge(Vertex parent, Vertex child) const {
+  if (!HasVertex(parent) || !HasVertex(child) || parent == child) return false;
+  return HasEdge(parent, child) || !Reaches(child, parent);
+}
+
+Status Dag::AddEdge(Vertex parent, Vertex child) {
+  if (!HasVertex(parent)) return NotFound("dag: unknown parent vertex " + std::to_string(parent));
+  if (!HasVertex(child)) return NotFound("dag: unknown child vertex " + std::to_string(child));
+  if (parent == child) return InvalidArgument("dag: a vertex cannot be its own parent");
+  if (HasEdge(parent, child)) return Status::Ok();
   if (Reaches(child, parent)) {
-    return InvalidArgument("dag: " + parent + " -> " + child + " would close a cycle");
+    return InvalidArgument("dag: edge " + std::to_string(parent) + " -> " +
+                           std::to_string(child) + " would close a cycle");
   }
-  vertices_[parent].children.insert(child);
-  vertices_[child].parents.insert(parent);
+  nodes_[parent].children.push_back(child);
+  nodes_[child].parents.push_back(parent);
   ++edge_count_;
   return Status::Ok();
 }
 
-void Dag::RemoveEdge(const std::string& parent, const std::string& child) {
-  auto p = vertices_.find(parent);
-  auto c = vertices_.find(child);
-  if (p == vertices_.end() || c == vertices_.end()) return;
-  if (p->second.children.erase(child) > 0) {
-    c->second.parents.erase(parent);
-    --edge_count_;
-  }
+void Dag::RemoveEdge(Vertex parent, Vertex child) {
+  if (!HasEdge(parent, child)) return;
+  Erase(nodes_[parent].children, child);
+  Erase(nodes_[child].parents, parent);
+  --edge_count_;
 }
 
-const Dag::IdSet& Dag::Parents(const std::string& id) const {
-  auto it = vertices_.find(id);
-  return it == vertices_.end() ? kEmpty : it->second.parents;
+const std::vector<Dag::Vertex>& Dag::Parents(Vertex v) const {
+  return HasVertex(v) ? nodes_[v].parents : kNone;
 }
 
-const Dag::IdSet& Dag::Children(const std::string& id) const {
-  auto it = vertices_.find(id);
-  return it == vertices_.end() ? kEmpty : it->second.children;
+const std::vector<Dag::Vertex>& Dag::Children(Vertex v) const {
+  return HasVertex(v) ? nodes_[v].children : kNone;
 }
 
-Dag::IdSet Dag::Descendants(const std::string& id) const {
-  IdSet out;
-  std::vector<const std::string*> stack{&id};
+std::vector<bool> Dag::Descendants(Vertex v) const {
+  std::vector<bool> out(nodes_.size());
+  if (!HasVertex(v)) return out;
+  std::vector<Vertex> stack{v};
   while (!stack.empty()) {
-    const std::string* v = stack.back();
+    Vertex x = stack.back();
     stack.pop_back();
-    for (const auto& child : Children(*v)) {
-      if (out.insert(child).second) stack.push_back(&child);
+    for (Vertex c : nodes_[x].children) {
+      if (!out[c]) {
+        out[c] = true;
+        stack.push_back(c);
+      }
     }
   }
-  out.erase(id);
   return out;
 }
 

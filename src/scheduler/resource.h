@@ -64,6 +64,7 @@ class FinishedPieces {
 
 struct Peer {
   std::string id;
+  Dag::Vertex vertex = 0;  // this peer in its Task's dag
   std::shared_ptr<Host> host;
   PeerState state = PeerState::kPending;
   std::shared_ptr<PeerStream> stream;  // null once the AnnouncePeer stream closed
@@ -89,7 +90,8 @@ struct Task {
   uint64_t piece_length = 0;         // 0 unknown
   uint32_t total_pieces = 0;         // 0 unknown
   std::unordered_map<std::string, std::unique_ptr<Peer>> peers;
-  Dag dag;  // parent -> child edges over peer ids; acyclic
+  Dag dag;  // parent -> child edges; acyclic
+  std::vector<Peer*> by_vertex;  // dag vertex -> its peer (null for a free vertex number)
   // Peers that want (more) parents: Running, stream open, fewer than candidate_parent_limit.
   std::unordered_set<std::string> hungry;
   // Incremented whenever a peer becomes a (better) candidate; hungry peers whose
@@ -101,6 +103,8 @@ struct Task {
   bool seed_trigger_pending = false;  // a trigger went out and its seed peer has not failed
   uint32_t seed_trigger_attempts = 0;
   Clock::time_point updated;
+
+  Peer* PeerAt(Dag::Vertex v) const { return v < by_vertex.size() ? by_vertex[v] : nullptr; }
 };
 
 }  // namespace df::scheduler

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <thread>
 
 #include "common/log.h"
 
@@ -210,17 +211,20 @@ Peer& Scheduler::ResetPeer(Task& task, const std::string& peer_id, std::shared_p
                            std::shared_ptr<PeerStream> stream, Clock::time_point now) {
   auto& slot = task.peers[peer_id];
   if (slot) {
-    // A peer registering again (new stream): forget its scheduling state, keep its uploads.
+    // A peer registering again (new stream): forget its scheduling state, keep its uploads and
+    // its place in the dag.
     SetState(task, *slot, PeerState::kPending);
     DetachPeer(task, *slot);
     slot->host->peer_count--;
     auto fresh = std::make_unique<Peer>();
+    fresh->vertex = slot->vertex;
     fresh->upload_costs = slot->upload_costs;
     fresh->upload_success = slot->upload_success;
     fresh->upload_failure = slot->upload_failure;
     slot = std::move(fresh);
   } else {
     slot = std::make_unique<Peer>();
+    slot->vertex = task.dag.AddVertex();
   }
   Peer& peer = *slot;
   peer.id = peer_id;
@@ -228,7 +232,8 @@ Peer& Scheduler::ResetPeer(Task& task, const std::string& peer_id, std::shared_p
   peer.host->peer_count++;
   peer.stream = std::move(stream);
   peer.updated = now;
-  task.dag.AddVertex(peer_id);
+  if (task.by_vertex.size() <= peer.vertex) task.by_vertex.resize(peer.vertex + 1);
+  task.by_vertex[peer.vertex] = &peer;
   return peer;
 }
 
@@ -261,7 +266,7 @@ void Scheduler::SetState(Task& task, Peer& peer, PeerState state) {
 }
 
 void Scheduler::UpdateHunger(Task& task, Peer& peer) {
-  const size_t parents = task.dag.Parents(peer.id).size();
+  const size_t parents = task.dag.Parents(peer.vertex).size();
   const bool hungry = peer.state == PeerState::kRunning && peer.stream != nullptr &&
                       parents < config_.candidate_parent_limit;
   if (hungry) {
@@ -280,30 +285,30 @@ void Scheduler::UpdateHunger(Task& task, Peer& peer) {
 // DAG edges
 
 void Scheduler::Link(Task& task, Peer& parent, Peer& child) {
-  if (task.dag.Children(parent.id).contains(child.id)) return;
-  if (!task.dag.AddEdge(parent.id, child.id).ok()) return;  // would close a cycle
+  if (task.dag.HasEdge(parent.vertex, child.vertex)) return;
+  if (!task.dag.AddEdge(parent.vertex, child.vertex).ok()) return;  // would close a cycle
   parent.host->upload_children++;
 }
 
 void Scheduler::Unlink(Task& task, Peer& parent, Peer& child) {
-  if (!task.dag.Children(parent.id).contains(child.id)) return;
-  task.dag.RemoveEdge(parent.id, child.id);
+  if (!task.dag.HasEdge(parent.vertex, child.vertex)) return;
+  task.dag.RemoveEdge(parent.vertex, child.vertex);
   if (parent.host->upload_children > 0) parent.host->upload_children--;
 }
 
 void Scheduler::RemoveParents(Task& task, Peer& child) {
-  const auto parents = task.dag.Parents(child.id);  // copy: Unlink edits the set
-  for (const auto& id : parents) {
-    if (Peer* parent = FindPeer(task, id)) Unlink(task, *parent, child);
+  const auto parents = task.dag.Parents(child.vertex);  // copy: Unlink edits the list
+  for (Dag::Vertex v : parents) {
+    if (Peer* parent = task.PeerAt(v)) Unlink(task, *parent, child);
   }
   UpdateHunger(task, child);
 }
 
 void Scheduler::DetachPeer(Task& task, Peer& peer) {
   RemoveParents(task, peer);
-  const auto children = task.dag.Children(peer.id);
-  for (const auto& id : children) {
-    Peer* child = FindPeer(task, id);
+  const auto children = task.dag.Children(peer.vertex);
+  for (Dag::Vertex v : children) {
+    Peer* child = task.PeerAt(v);
     if (!child) continue;
     Unlink(task, peer, *child);
     child->needs_push = true;  // look for a replacement parent
@@ -320,7 +325,8 @@ void Scheduler::RemovePeer(Task& task, Peer& peer) {
     SetState(task, peer, PeerState::kLeft);
   }
   DetachPeer(task, peer);
-  task.dag.RemoveVertex(peer.id);
+  task.dag.RemoveVertex(peer.vertex);
+  task.by_vertex[peer.vertex] = nullptr;
   if (task.hungry.erase(peer.id) > 0 && task.hungry.empty()) hungry_tasks_.erase(task.id);
   peer.host->peer_count--;
   const std::string id = peer.id;  // erase destroys `peer`
@@ -451,15 +457,19 @@ void Scheduler::OnSeedTriggerDone(const std::string& task_id, const Status& stat
 
 std::vector<Peer*> Scheduler::CollectCandidates(Task& task, Peer& child) {
   // Only the child's descendants could close a cycle; a new child has none.
-  Dag::IdSet descendants;
-  if (!task.dag.Children(child.id).empty()) descendants = task.dag.Descendants(child.id);
-  const auto& current = task.dag.Parents(child.id);
+  std::vector<bool> descendants;
+  if (!task.dag.Children(child.vertex).empty()) descendants = task.dag.Descendants(child.vertex);
+  const auto& current = task.dag.Parents(child.vertex);
   std::vector<Peer*> keep;    // current parents, always evaluated (stable parent sets)
   std::vector<Peer*> others;
-  for (auto& [id, p] : task.peers) {
-    if (p.get() == &child || !CanServe(p->state) || !p->host->reachable()) continue;
-    if (descendants.contains(id) || child.bad_parents.contains(id)) continue;
-    (current.contains(id) ? keep : others).push_back(p.get());
+  others.reserve(task.peers.size());
+  for (Dag::Vertex v = 0; v < task.by_vertex.size(); ++v) {
+    Peer* p = task.by_vertex[v];
+    if (!p || p == &child || !CanServe(p->state) || !p->host->reachable()) continue;
+    if (v < descendants.size() && descendants[v]) continue;
+    if (!child.bad_parents.empty() && child.bad_parents.contains(p->id)) continue;
+    const bool is_parent = std::find(current.begin(), current.end(), v) != current.end();
+    (is_parent ? keep : others).push_back(p);
   }
   const size_t limit = config_.filter_parent_limit;
   const size_t room = limit > keep.size() ? limit - keep.size() : 0;
@@ -503,18 +513,17 @@ Scheduler::ScheduleOutcome Scheduler::ScheduleParents(Task& task, Peer& child,
   auto parents = RankCandidates(task, child, candidates);
   if (parents.empty()) return ScheduleOutcome::kNoCandidates;
 
-  std::unordered_set<std::string> chosen;
-  for (Peer* p : parents) chosen.insert(p->id);
-  const auto& current = task.dag.Parents(child.id);
-  if (!force_send && child.sent_parents && chosen.size() == current.size() &&
-      std::all_of(chosen.begin(), chosen.end(),
-                  [&](const std::string& id) { return current.contains(id); })) {
+  auto chosen = [&](Dag::Vertex v) {
+    return std::any_of(parents.begin(), parents.end(), [v](Peer* p) { return p->vertex == v; });
+  };
+  const auto old_parents = task.dag.Parents(child.vertex);  // copy: edited below
+  if (!force_send && child.sent_parents && parents.size() == old_parents.size() &&
+      std::all_of(old_parents.begin(), old_parents.end(), chosen)) {
     return ScheduleOutcome::kUnchanged;
   }
-  const auto old_parents = current;  // copy: edited below
-  for (const auto& id : old_parents) {
-    if (chosen.contains(id)) continue;
-    if (Peer* p = FindPeer(task, id)) Unlink(task, *p, child);
+  for (Dag::Vertex v : old_parents) {
+    if (chosen(v)) continue;
+    if (Peer* p = task.PeerAt(v)) Unlink(task, *p, child);
   }
   for (Peer* p : parents) Link(task, *p, child);
   UpdateHunger(task, child);
@@ -718,8 +727,9 @@ std::optional<Scheduler::PeerSnapshot> Scheduler::GetPeer(const std::string& tas
   if (p == t->second->peers.end()) return std::nullopt;
   PeerSnapshot s;
   s.state = p->second->state;
-  const auto& parents = t->second->dag.Parents(peer_id);
-  s.parents.assign(parents.begin(), parents.end());
+  for (Dag::Vertex v : t->second->dag.Parents(p->second->vertex)) {
+    if (const Peer* parent = t->second->PeerAt(v)) s.parents.push_back(parent->id);
+  }
   std::sort(s.parents.begin(), s.parents.end());
   s.finished_pieces = p->second->finished.count();
   return s;
@@ -735,7 +745,7 @@ void Scheduler::Run() {
     if (stop_) break;
     work_pending_ = false;
     const auto now = Clock::now();
-    ServeHungryPeers(now);
+    ServeHungryPeers(lock, now);
     if (now >= next_gc_) {
       CollectGarbageLocked(now);
       next_gc_ = now + std::chrono::milliseconds(config_.gc_interval_ms);
@@ -749,25 +759,36 @@ void Scheduler::Run() {
   }
 }
 
-void Scheduler::ServeHungryPeers(Clock::time_point now) {
+void Scheduler::ServeHungryPeers(std::unique_lock<std::mutex>& lock, Clock::time_point now) {
   const auto push_interval = std::chrono::milliseconds(config_.push_interval_ms);
-  const std::vector<std::string> task_ids(hungry_tasks_.begin(), hungry_tasks_.end());
-  for (const auto& task_id : task_ids) {
-    Task* task = FindTask(task_id);
-    if (!task) continue;
-    const std::vector<std::string> peer_ids(task->hungry.begin(), task->hungry.end());
-    for (const auto& peer_id : peer_ids) {
-      Peer* peer = FindPeer(*task, peer_id);
-      if (!peer || !task->hungry.contains(peer_id)) continue;
-      const bool changed =
-          peer->needs_push || peer->seen_candidate_version != task->candidate_version;
-      if (changed && now - peer->last_push >= push_interval) {
-        if (ScheduleParents(*task, *peer, now, /*force_send=*/false) == ScheduleOutcome::kSent) {
-          metrics_.pushes.Increment();
-        }
-      }  // else rate-limited: the next tick looks again
-      if (peer->waiting) HandleWaiting(*task, *peer, now);
+  std::vector<std::pair<std::string, std::string>> work;  // (task id, peer id)
+  for (const auto& task_id : hungry_tasks_) {
+    if (const Task* task = FindTask(task_id)) {
+      for (const auto& peer_id : task->hungry) work.emplace_back(task_id, peer_id);
     }
+  }
+  bool yield = false;
+  for (const auto& [task_id, peer_id] : work) {
+    if (yield) {
+      // One decision per lock hold: registers waiting for mu_ go first.
+      lock.unlock();
+      std::this_thread::yield();
+      lock.lock();
+      if (stop_) return;
+      yield = false;
+    }
+    Task* task = FindTask(task_id);
+    Peer* peer = task ? FindPeer(*task, peer_id) : nullptr;
+    if (!peer || !task->hungry.contains(peer_id)) continue;
+    const bool changed =
+        peer->needs_push || peer->seen_candidate_version != task->candidate_version;
+    if (changed && now - peer->last_push >= push_interval) {
+      yield = true;
+      if (ScheduleParents(*task, *peer, now, /*force_send=*/false) == ScheduleOutcome::kSent) {
+        metrics_.pushes.Increment();
+      }
+    }  // else rate-limited: the next tick looks again
+    if (peer->waiting) HandleWaiting(*task, *peer, now);
   }
 }
 

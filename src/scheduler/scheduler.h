@@ -162,7 +162,8 @@ class Scheduler {
 
   // Background work.
   void Run();
-  void ServeHungryPeers(Clock::time_point now);  // requires mu_
+  // Requires mu_ (held by `lock`); releases it between decisions.
+  void ServeHungryPeers(std::unique_lock<std::mutex>& lock, Clock::time_point now);
   void HandleWaiting(Task& task, Peer& peer, Clock::time_point now);  // requires mu_
   void CollectGarbageLocked(Clock::time_point now);  // requires mu_
   void UpdateGauges();                               // requires mu_

@@ -23,6 +23,8 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->service_.get());
+  // A second scheduler on a taken port must fail, not silently share it (gRPC's default).
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Peers keep their streams open for a whole download; keepalive pings find dead ones.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

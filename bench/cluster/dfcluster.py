@@ -918,7 +918,8 @@ def run_dragonfly(ctx, evaluator):
                 "--scheduler", sched_addr, "--data-dir", hd / "data", "--sock", socks[h.name],
                 "--ip", h.ip, "--hostname", h.name, "--grpc-port", DAEMON_GRPC_PORT, "--piece-port", DAEMON_PIECE_PORT,
                 "--metrics-port", DAEMON_METRICS_PORT, "--idc", h.idc, "--location", h.location,
-                "--upload-rate", fmt_rate(int(h.up_bps * args.upload_rate_factor)), "--log-level", args.daemon_log_level]
+                "--upload-rate", fmt_rate(int(h.up_bps * args.upload_rate_factor)),
+                "--download-rate", fmt_rate(int(h.down_bps * args.upload_rate_factor)), "--log-level", args.daemon_log_level]
             started.append(cl.start(h, argv + args.daemon_arg, f"{system}-dfdaemon-{h.name}"))
         deadline = time.time() + 30
         while time.time() < deadline and not all(s.exists() for s in socks.values()):
@@ -1035,7 +1036,7 @@ set xlabel "seconds since start{' (log scale)' if logx else ''}"
 set ylabel "fraction of hosts finished"
 set yrange [0:1.05]
 {xrange}
-set key right center
+set key outside right top
 set grid
 set arrow from {bound},0 to {bound},1.05 nohead dt 2 lc rgb "black"
 set label "lower bound {bound:.3g} s" at {bound},1.02 left offset 0.5,0

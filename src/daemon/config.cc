@@ -72,9 +72,11 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"schedule_timeout", Duration(&c->schedule_timeout_ms)},
       {"concurrency", Scalar(&c->concurrency)},
       {"per_parent_concurrency", Scalar(&c->per_parent_concurrency)},
+      {"origin_concurrency", Scalar(&c->origin_concurrency)},
       {"piece_timeout", Duration(&c->piece_timeout_ms)},
       {"piece_retry_limit", Scalar(&c->piece_retry_limit)},
       {"upload_rate", Rate(&c->upload_rate_bytes_per_sec)},
+      {"download_rate", Rate(&c->download_rate_bytes_per_sec)},
       {"concurrent_upload_limit", Scalar(&c->concurrent_upload_limit)},
       {"congestion_control", Scalar(&c->congestion_control)},
       {"gc_interval", Duration(&c->gc_interval_ms)},
@@ -127,6 +129,7 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
     return InvalidArgument("concurrency must be between 1 and 256");
   }
   if (cfg->per_parent_concurrency == 0) return InvalidArgument("per_parent_concurrency must be >= 1");
+  if (cfg->origin_concurrency == 0) return InvalidArgument("origin_concurrency must be >= 1");
   if (cfg->piece_retry_limit == 0) return InvalidArgument("piece_retry_limit must be >= 1");
   if (!(cfg->disk_low_watermark > 0 && cfg->disk_low_watermark < cfg->disk_high_watermark &&
         cfg->disk_high_watermark <= 1.0)) {

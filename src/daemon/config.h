@@ -29,12 +29,14 @@ struct DaemonConfig {
 
   // Download engine.
   uint32_t concurrency = 8;              // pieces in flight per task
-  uint32_t per_parent_concurrency = 4;   // pieces in flight from one parent
+  uint32_t per_parent_concurrency = 2;   // pieces in flight from one parent
+  uint32_t origin_concurrency = 4;       // ranged GETs in flight to the origin per task
   uint64_t piece_timeout_ms = 60000;
   uint32_t piece_retry_limit = 5;        // attempts per piece before the task fails
 
   // Uploads.
   uint64_t upload_rate_bytes_per_sec = 0;  // 0 = unlimited; advertised as capacity
+  uint64_t download_rate_bytes_per_sec = 0;  // 0 = unknown; advertised, not enforced
   uint32_t concurrent_upload_limit = 64;
   std::string congestion_control = "cubic";
 

@@ -107,6 +107,7 @@ void Daemon::FillHost(sv1::Host* h) {
   h->set_idc(config_.idc);
   h->set_location(config_.location);
   h->set_upload_rate_limit_bytes_per_sec(config_.upload_rate_bytes_per_sec);
+  h->set_download_rate_limit_bytes_per_sec(config_.download_rate_bytes_per_sec);
   h->set_concurrent_upload_limit(config_.concurrent_upload_limit);
   h->set_concurrent_uploads(static_cast<uint32_t>(piece_server_->concurrent_uploads()));
   h->set_upload_success_count(piece_server_->pieces_uploaded());

@@ -11,7 +11,8 @@ namespace {
 
 // Sizes, rates and durations are taken as strings and parsed with units after CLI11.
 struct DurationFlags {
-  std::string announce_interval, schedule_timeout, piece_timeout, gc_interval, task_ttl, upload_rate;
+  std::string announce_interval, schedule_timeout, piece_timeout, gc_interval, task_ttl, upload_rate,
+      download_rate;
 };
 
 df::Status ApplyDurations(const DurationFlags& f, df::DaemonConfig* c) {
@@ -27,15 +28,19 @@ df::Status ApplyDurations(const DurationFlags& f, df::DaemonConfig* c) {
   DF_RETURN_IF_ERROR(dur(f.piece_timeout, &c->piece_timeout_ms));
   DF_RETURN_IF_ERROR(dur(f.gc_interval, &c->gc_interval_ms));
   DF_RETURN_IF_ERROR(dur(f.task_ttl, &c->task_ttl_ms));
-  if (!f.upload_rate.empty()) {
-    if (f.upload_rate == "0") {
-      c->upload_rate_bytes_per_sec = 0;
-    } else {
-      auto r = df::ParseRateBytesPerSec(f.upload_rate);
-      if (!r.ok()) return r.status();
-      c->upload_rate_bytes_per_sec = r.value();
+  auto rate = [](const std::string& s, uint64_t* out) -> df::Status {
+    if (s.empty()) return df::Status::Ok();
+    if (s == "0") {
+      *out = 0;
+      return df::Status::Ok();
     }
-  }
+    auto r = df::ParseRateBytesPerSec(s);
+    if (!r.ok()) return r.status();
+    *out = r.value();
+    return df::Status::Ok();
+  };
+  DF_RETURN_IF_ERROR(rate(f.upload_rate, &c->upload_rate_bytes_per_sec));
+  DF_RETURN_IF_ERROR(rate(f.download_rate, &c->download_rate_bytes_per_sec));
   return df::Status::Ok();
 }
 
@@ -85,8 +90,10 @@ int main(int argc, char** argv) {
   app.add_option("--location", cfg.location, "Location 'country|region|zone'");
   app.add_option("--concurrency", cfg.concurrency, "Pieces in flight per task")->capture_default_str();
   app.add_option("--per-parent-concurrency", cfg.per_parent_concurrency, "Pieces in flight from one parent")->capture_default_str();
+  app.add_option("--origin-concurrency", cfg.origin_concurrency, "Ranged GETs in flight to the origin per task")->capture_default_str();
   app.add_option("--piece-retry-limit", cfg.piece_retry_limit, "Attempts per piece")->capture_default_str();
   app.add_option("--upload-rate", durations.upload_rate, "Upload capacity to advertise and enforce, e.g. 200mbit (0 = unlimited)");
+  app.add_option("--download-rate", durations.download_rate, "Download capacity to advertise to the scheduler, e.g. 200mbit (0 = unknown)");
   app.add_option("--concurrent-upload-limit", cfg.concurrent_upload_limit, "Concurrent uploads advertised")->capture_default_str();
   app.add_option("--congestion-control", cfg.congestion_control, "TCP congestion control of piece sockets")->capture_default_str();
   app.add_option("--announce-interval", durations.announce_interval, "Host announce interval, e.g. 2s");

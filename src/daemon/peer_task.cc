@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <numeric>
 
 #include "common/crc32c.h"
 #include "common/ids.h"
@@ -56,8 +55,7 @@ struct PeerTask::Parent {
 PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
     : ctx_(ctx),
       request_(std::move(request)),
-      peer_id_(NewPeerId(ctx.host_id)),
-      rng_(std::random_device{}()) {}
+      peer_id_(NewPeerId(ctx.host_id)) {}
 
 PeerTask::~PeerTask() {
   Cancel();
@@ -455,9 +453,6 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
   uint32_t n = layout_.total_pieces();
   pieces_.assign(n, PieceState::kMissing);
   attempts_.assign(n, 0);
-  tiebreak_.resize(n);
-  std::iota(tiebreak_.begin(), tiebreak_.end(), 0u);
-  std::shuffle(tiebreak_.begin(), tiebreak_.end(), rng_);
   for (auto& [id, p] : parents_) p->has.assign(n, false);
   done_count_ = 0;
   completed_bytes_ = 0;
@@ -479,9 +474,10 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
 PeerTask::Assignment PeerTask::PickLocked() {
   Assignment a;
   if (!layout_known_) return a;
-  // Rarest first among what live parents hold; ties broken by a per-peer random rank so that
-  // children of the same parent ask for different pieces.
-  uint32_t best_count = UINT32_MAX, best_rank = UINT32_MAX;
+  // Rarest first among what live parents hold; among equally rare pieces the lowest number.
+  // The seed fetches from the origin in piece order, so in-order requests let a chain of peers
+  // forward each piece one hop per piece time, instead of leaving it in a random backlog.
+  uint32_t best_count = UINT32_MAX;
   Parent* best_parent = nullptr;
   for (uint32_t i = 0; i < pieces_.size(); ++i) {
     if (pieces_[i] != PieceState::kMissing) continue;
@@ -500,9 +496,8 @@ PeerTask::Assignment PeerTask::PickLocked() {
       }
     }
     if (!choice) continue;
-    if (count < best_count || (count == best_count && tiebreak_[i] < best_rank)) {
+    if (count < best_count) {
       best_count = count;
-      best_rank = tiebreak_[i];
       best_parent = choice;
       a.piece = i;
     }
@@ -518,6 +513,7 @@ PeerTask::Assignment PeerTask::PickLocked() {
     a.kind = Assignment::kOrigin;
     return a;
   }
+  if (origin_inflight_ >= ctx_.config->origin_concurrency) return a;
   for (uint32_t i = 0; i < pieces_.size(); ++i) {
     if (pieces_[i] == PieceState::kMissing) {
       a.kind = Assignment::kOrigin;

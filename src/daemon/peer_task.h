@@ -20,7 +20,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -141,7 +140,6 @@ class PeerTask {
   PieceLayout layout_;                        // GUARDED_BY(mu_)
   std::vector<PieceState> pieces_;            // GUARDED_BY(mu_)
   std::vector<uint8_t> attempts_;             // GUARDED_BY(mu_)
-  std::vector<uint32_t> tiebreak_;            // GUARDED_BY(mu_): random rank of each piece
   uint32_t done_count_ = 0;                   // GUARDED_BY(mu_)
   uint64_t completed_bytes_ = 0;              // GUARDED_BY(mu_)
   uint64_t bytes_from_origin_ = 0;            // GUARDED_BY(mu_)
@@ -157,7 +155,6 @@ class PeerTask {
   Status status_;                             // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point last_progress_;     // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point last_reschedule_;   // GUARDED_BY(mu_)
-  std::mt19937 rng_;                          // GUARDED_BY(mu_)
   std::vector<std::thread> workers_;
 
   // Scheduler stream: one writer at a time (write_mu_), one reader thread.

@@ -57,7 +57,13 @@ bool DefaultEvaluator::IsBadParent(const ChildInfo& child, const ParentInfo& par
   return IsLatestCostOutlier(parent.piece_costs_ns);
 }
 
-double DefaultEvaluator::FreeUploadScore(const ParentInfo& parent) {
+double DefaultEvaluator::FreeUploadScore(const ChildInfo& child, const ParentInfo& parent) {
+  if (parent.upload_capacity > 0 && child.download_capacity > 0) {
+    // The share of what the child can receive that this parent's free upload covers.
+    const uint64_t used = std::min(parent.upload_allotted, parent.upload_capacity);
+    const double free = static_cast<double>(parent.upload_capacity - used);
+    return std::min(1.0, free / static_cast<double>(child.download_capacity));
+  }
   const uint32_t limit = parent.concurrent_upload_limit > 0 ? parent.concurrent_upload_limit
                                                             : kDefaultConcurrentUploadLimit;
   if (parent.concurrent_uploads >= limit) return 0;
@@ -103,7 +109,7 @@ double DefaultEvaluator::LocationScore(const ChildInfo& child, const ParentInfo&
 
 double DefaultEvaluator::Score(const ChildInfo& child, const ParentInfo& parent,
                                const TaskView& task, uint32_t max_normal_pieces) {
-  return kFreeUploadWeight * FreeUploadScore(parent) + kPiecesWeight * PiecesScore(parent, task) +
+  return kFreeUploadWeight * FreeUploadScore(child, parent) + kPiecesWeight * PiecesScore(parent, task) +
          kSuccessRateWeight * SuccessRateScore(parent) +
          kHostTypeWeight * HostTypeScore(parent, max_normal_pieces) +
          kIdcWeight * IdcScore(child, parent) + kLocationWeight * LocationScore(child, parent);

@@ -43,7 +43,7 @@ class DefaultEvaluator : public Evaluator {
   // `max_normal_pieces`: most finished pieces among the non-seed candidates.
   static double Score(const ChildInfo& child, const ParentInfo& parent, const TaskView& task,
                       uint32_t max_normal_pieces);
-  static double FreeUploadScore(const ParentInfo& parent);
+  static double FreeUploadScore(const ChildInfo& child, const ParentInfo& parent);
   static double PiecesScore(const ParentInfo& parent, const TaskView& task);
   static double SuccessRateScore(const ParentInfo& parent);
   static double HostTypeScore(const ParentInfo& parent, uint32_t max_normal_pieces);

@@ -43,6 +43,10 @@ struct ParentInfo {
   uint32_t concurrent_upload_limit = 0;
   // max(uploads the host reported, children the scheduler gave the host's peers).
   uint32_t concurrent_uploads = 0;
+  // Announced upload capacity of the parent's host and the part already reserved for children,
+  // bytes/s; capacity 0 = unknown.
+  uint64_t upload_capacity = 0;
+  uint64_t upload_allotted = 0;
   // Pieces the parent's host served, as reported by children (scheduler-observed).
   uint64_t upload_success = 0;
   uint64_t upload_failure = 0;
@@ -55,6 +59,7 @@ struct ChildInfo {
   std::string peer_id;
   std::string idc;
   std::string location;
+  uint64_t download_capacity = 0;  // bytes/s the child can receive; 0 = unknown
   // Parents the child reported bad (RescheduleRequest.bad_parent_ids, permanent PieceFailed).
   std::unordered_set<std::string> bad_parent_ids;
 };

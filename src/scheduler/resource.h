@@ -37,11 +37,16 @@ struct Host {
   bool left = false;  // LeaveHost; its peers are Left, the record goes at the next GC
   Clock::time_point last_seen;
   uint32_t upload_children = 0;  // DAG edges from this host's peers to children, all tasks
+  // Upload bandwidth (bytes/s) reserved for those edges, all tasks; see Peer::parent_allotments.
+  uint64_t upload_allotted = 0;
   uint64_t upload_success = 0;   // pieces children got from this host's peers
   uint64_t upload_failure = 0;   // pieces children failed to get from them
   uint32_t peer_count = 0;       // Peer records referring to this host
 
   bool is_seed() const { return info.type() == df::scheduler::v1::HOST_TYPE_SEED; }
+  // Announced link capacities in bytes/s; 0 = unknown (no capacity accounting).
+  uint64_t upload_capacity() const { return info.upload_rate_limit_bytes_per_sec(); }
+  uint64_t download_capacity() const { return info.download_rate_limit_bytes_per_sec(); }
   bool reachable() const {
     return announced && !left && !info.ip().empty() && info.piece_port() > 0;
   }
@@ -81,6 +86,14 @@ struct Peer {
   Clock::time_point last_push;   // when the last NormalTaskResponse was sent
   uint64_t seen_candidate_version = 0;  // Task::candidate_version at its last evaluation
   bool needs_push = false;       // lost a parent: look for a replacement
+  // Upload bandwidth (bytes/s) reserved on each parent's host for this child, by parent vertex.
+  // Their sum is what the child expects to receive; it stops being hungry at its download rate.
+  std::unordered_map<Dag::Vertex, uint64_t> parent_allotments;
+  uint64_t allotted() const {
+    uint64_t sum = 0;
+    for (const auto& [v, a] : parent_allotments) sum += a;
+    return sum;
+  }
 };
 
 struct Task {

@@ -36,6 +36,8 @@ ParentInfo MakeParentInfo(const Peer& p, const Task& task) {
   info.location = p.host->info.location();
   info.concurrent_upload_limit = p.host->info.concurrent_upload_limit();
   info.concurrent_uploads = std::max(p.host->info.concurrent_uploads(), p.host->upload_children);
+  info.upload_capacity = p.host->upload_capacity();
+  info.upload_allotted = p.host->upload_allotted;
   info.upload_success = p.host->upload_success;
   info.upload_failure = p.host->upload_failure;
   info.piece_costs_ns = p.upload_costs.Samples();
@@ -267,8 +269,10 @@ void Scheduler::SetState(Task& task, Peer& peer, PeerState state) {
 
 void Scheduler::UpdateHunger(Task& task, Peer& peer) {
   const size_t parents = task.dag.Parents(peer.vertex).size();
+  const uint64_t need = peer.host->download_capacity();
   const bool hungry = peer.state == PeerState::kRunning && peer.stream != nullptr &&
-                      parents < config_.candidate_parent_limit;
+                      parents < config_.candidate_parent_limit &&
+                      (need == 0 || parents == 0 || peer.allotted() < need);
   if (hungry) {
     if (task.hungry.insert(peer.id).second) hungry_tasks_.insert(task.id);
     if (parents == 0 && !peer.waiting) {
@@ -284,14 +288,25 @@ void Scheduler::UpdateHunger(Task& task, Peer& peer) {
 // ---------------------------------------------------------------------------------------------
 // DAG edges
 
-void Scheduler::Link(Task& task, Peer& parent, Peer& child) {
-  if (task.dag.HasEdge(parent.vertex, child.vertex)) return;
-  if (!task.dag.AddEdge(parent.vertex, child.vertex).ok()) return;  // would close a cycle
-  parent.host->upload_children++;
+void Scheduler::Link(Task& task, Peer& parent, Peer& child, uint64_t allotment) {
+  if (!task.dag.HasEdge(parent.vertex, child.vertex)) {
+    if (!task.dag.AddEdge(parent.vertex, child.vertex).ok()) return;  // would close a cycle
+    parent.host->upload_children++;
+  }
+  SetAllotment(parent, child, allotment);
+}
+
+void Scheduler::SetAllotment(Peer& parent, Peer& child, uint64_t allotment) {
+  uint64_t& a = child.parent_allotments[parent.vertex];
+  parent.host->upload_allotted -= std::min(parent.host->upload_allotted, a);
+  a = allotment;
+  parent.host->upload_allotted += a;
+  if (a == 0) child.parent_allotments.erase(parent.vertex);
 }
 
 void Scheduler::Unlink(Task& task, Peer& parent, Peer& child) {
   if (!task.dag.HasEdge(parent.vertex, child.vertex)) return;
+  SetAllotment(parent, child, 0);
   task.dag.RemoveEdge(parent.vertex, child.vertex);
   if (parent.host->upload_children > 0) parent.host->upload_children--;
 }
@@ -485,21 +500,66 @@ std::vector<Peer*> Scheduler::CollectCandidates(Task& task, Peer& child) {
   return keep;
 }
 
-std::vector<Peer*> Scheduler::RankCandidates(Task& task, Peer& child,
-                                             const std::vector<Peer*>& candidates) {
+std::vector<std::pair<Peer*, uint64_t>> Scheduler::RankCandidates(
+    Task& task, Peer& child, const std::vector<Peer*>& candidates) {
   ChildInfo child_info;
   child_info.peer_id = child.id;
   child_info.idc = child.host->info.idc();
   child_info.location = child.host->info.location();
+  child_info.download_capacity = child.host->download_capacity();
   child_info.bad_parent_ids = child.bad_parents;
   std::vector<ParentInfo> infos;
   infos.reserve(candidates.size());
   for (Peer* p : candidates) infos.push_back(MakeParentInfo(*p, task));
   auto ranked = evaluator_->Evaluate(child_info, infos, TaskView{task.total_pieces});
-  std::vector<Peer*> out;
+  std::vector<Peer*> order;
   for (const auto& r : ranked) {
-    if (out.size() == config_.candidate_parent_limit) break;
-    if (r.index < candidates.size()) out.push_back(candidates[r.index]);
+    if (r.index < candidates.size()) order.push_back(candidates[r.index]);
+  }
+  return SelectByCapacity(child, order);
+}
+
+std::vector<std::pair<Peer*, uint64_t>> Scheduler::SelectByCapacity(
+    Peer& child, const std::vector<Peer*>& ranked) {
+  std::vector<std::pair<Peer*, uint64_t>> out;
+  const uint64_t need = child.host->download_capacity();
+  if (need == 0) {  // the child did not say what it can receive: no accounting
+    for (Peer* p : ranked) {
+      if (out.size() == config_.candidate_parent_limit) break;
+      out.push_back({p, 0});
+    }
+    return out;
+  }
+  // The child's own reservations count as free for it: it is being re-planned.
+  auto own = [&](const Peer& p) {
+    auto it = child.parent_allotments.find(p.vertex);
+    return it == child.parent_allotments.end() ? uint64_t{0} : it->second;
+  };
+  uint64_t left = need;
+  for (Peer* p : ranked) {
+    if (out.size() == config_.candidate_parent_limit || left == 0) break;
+    const uint64_t cap = p->host->upload_capacity();
+    uint64_t free = left;  // a parent of unknown capacity can give what is asked
+    if (cap > 0) {
+      const uint64_t used = p->host->upload_allotted - std::min(p->host->upload_allotted, own(*p));
+      free = cap > used ? cap - used : 0;
+    }
+    // Slivers below 1/8 of the need would add a parent that cannot carry a share.
+    if (free == 0 || (free < need / 8 && free < left)) continue;
+    const uint64_t take = std::min(free, left);
+    out.push_back({p, take});
+    left -= take;
+  }
+  if (out.empty() && !ranked.empty()) {
+    // Every candidate is fully booked: share the least booked one rather than starve.
+    Peer* best = *std::min_element(ranked.begin(), ranked.end(), [&](Peer* a, Peer* b) {
+      auto load = [](Peer* p) {
+        const uint64_t cap = p->host->upload_capacity();
+        return cap == 0 ? 0.0 : static_cast<double>(p->host->upload_allotted) / static_cast<double>(cap);
+      };
+      return load(a) < load(b);
+    });
+    out.push_back({best, 0});
   }
   return out;
 }
@@ -514,23 +574,26 @@ Scheduler::ScheduleOutcome Scheduler::ScheduleParents(Task& task, Peer& child,
   if (parents.empty()) return ScheduleOutcome::kNoCandidates;
 
   auto chosen = [&](Dag::Vertex v) {
-    return std::any_of(parents.begin(), parents.end(), [v](Peer* p) { return p->vertex == v; });
+    return std::any_of(parents.begin(), parents.end(),
+                       [v](const auto& p) { return p.first->vertex == v; });
   };
   const auto old_parents = task.dag.Parents(child.vertex);  // copy: edited below
   if (!force_send && child.sent_parents && parents.size() == old_parents.size() &&
       std::all_of(old_parents.begin(), old_parents.end(), chosen)) {
+    for (const auto& [p, allotment] : parents) SetAllotment(*p, child, allotment);
+    UpdateHunger(task, child);
     return ScheduleOutcome::kUnchanged;
   }
   for (Dag::Vertex v : old_parents) {
     if (chosen(v)) continue;
     if (Peer* p = task.PeerAt(v)) Unlink(task, *p, child);
   }
-  for (Peer* p : parents) Link(task, *p, child);
+  for (const auto& [p, allotment] : parents) Link(task, *p, child, allotment);
   UpdateHunger(task, child);
 
   v1::AnnouncePeerResponse response;
   v1::NormalTaskResponse* normal = response.mutable_normal_task();
-  for (Peer* p : parents) {
+  for (const auto& [p, allotment] : parents) {
     v1::CandidateParent* c = normal->add_candidate_parents();
     c->set_peer_id(p->id);
     *c->mutable_host() = p->host->info;

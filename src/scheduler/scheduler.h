@@ -129,7 +129,9 @@ class Scheduler {
   Task* FindTask(const std::string& task_id);
 
   // DAG edges, keeping Host::upload_children in step (require mu_).
-  void Link(Task& task, Peer& parent, Peer& child);
+  void Link(Task& task, Peer& parent, Peer& child, uint64_t allotment);
+  // Sets the upload bandwidth reserved on parent's host for the edge parent -> child.
+  void SetAllotment(Peer& parent, Peer& child, uint64_t allotment);
   void Unlink(Task& task, Peer& parent, Peer& child);
   void RemoveParents(Task& task, Peer& child);
   void DetachPeer(Task& task, Peer& peer);
@@ -139,7 +141,13 @@ class Scheduler {
   void DecideOnRegister(Task& task, Peer& peer, Clock::time_point now);
   ScheduleOutcome ScheduleParents(Task& task, Peer& child, Clock::time_point now, bool force_send);
   std::vector<Peer*> CollectCandidates(Task& task, Peer& child);
-  std::vector<Peer*> RankCandidates(Task& task, Peer& child, const std::vector<Peer*>& candidates);
+  // Ranked parents for `child` with the upload bandwidth to reserve on each (0 = no accounting).
+  std::vector<std::pair<Peer*, uint64_t>> RankCandidates(Task& task, Peer& child,
+                                                         const std::vector<Peer*>& candidates);
+  // Keeps the evaluator's order but takes parents only while their free upload adds up to the
+  // child's download capacity (see docs/scheduler.md, "Capacity").
+  std::vector<std::pair<Peer*, uint64_t>> SelectByCapacity(Peer& child,
+                                                           const std::vector<Peer*>& ranked);
   void SendParents(Task& task, Peer& child, const std::vector<Peer*>& parents,
                    const std::vector<double>& scores);
   void SendBackToSource(Task& task, Peer& peer, const std::string& reason,

@@ -625,5 +625,82 @@ TEST_F(SchedulerGrpcTest, MetricsCountRegistrationsAndDecisions) {
   EXPECT_EQ(value("df_scheduler_peer_announces_total", "register"), 1);
 }
 
+// Capacity accounting: with announced link rates a child gets parents until their free upload
+// adds up to its download rate. On equal links that is a pipeline chain, the optimal DAG.
+class SchedulerCapacityTest : public SchedulerGrpcTest {
+ protected:
+  void AnnounceRates(const std::string& id, uint64_t up, uint64_t down) {
+    v1::AnnounceHostRequest req;
+    v1::Host* h = req.mutable_host();
+    h->set_id(id);
+    h->set_hostname(id);
+    h->set_ip("127.0.0.1");
+    h->set_grpc_port(4000);
+    h->set_piece_port(4005);
+    h->set_upload_rate_limit_bytes_per_sec(up);
+    h->set_download_rate_limit_bytes_per_sec(down);
+    grpc::ClientContext ctx;
+    v1::AnnounceHostResponse resp;
+    ASSERT_TRUE(stub_->AnnounceHost(&ctx, req, &resp).ok());
+  }
+};
+
+TEST_F(SchedulerCapacityTest, EqualLinksBuildAChain) {
+  StartScheduler();
+  for (const char* h : {"host-a", "host-b", "host-c", "host-d"}) AnnounceRates(h, 100, 100);
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  auto c = Peer("host-c", "peer-c");
+  c->Register();
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-b"})) << "peer-a's upload is taken by peer-b";
+  auto d = Peer("host-d", "peer-d");
+  d->Register();
+  EXPECT_EQ(d->NextParents(), (Strings{"peer-c"}));
+}
+
+TEST_F(SchedulerCapacityTest, AFastUplinkFeedsSeveralChildrenAndSlowOnesAddUp) {
+  StartScheduler();
+  AnnounceRates("fast", 300, 100);
+  for (const char* h : {"c1", "c2", "c3"}) AnnounceRates(h, 50, 100);
+  AnnounceRates("c4", 50, 100);
+  auto f = Peer("fast", "peer-fast");
+  f->Register();
+  ASSERT_TRUE(f->Next()->has_need_back_to_source());
+  auto c1 = Peer("c1", "peer-c1");
+  c1->Register();
+  EXPECT_EQ(c1->NextParents(), (Strings{"peer-fast"}));
+  auto c2 = Peer("c2", "peer-c2");
+  c2->Register();
+  EXPECT_EQ(c2->NextParents(), (Strings{"peer-fast"}));
+  auto c3 = Peer("c3", "peer-c3");
+  c3->Register();
+  EXPECT_EQ(c3->NextParents(), (Strings{"peer-fast"}));
+  // The fast uplink is fully booked (3 x 100); two 50-uplinks together carry the next child.
+  auto c4 = Peer("c4", "peer-c4");
+  c4->Register();
+  auto parents = c4->NextParents();
+  EXPECT_EQ(parents.size(), 2u);
+  EXPECT_EQ(std::count(parents.begin(), parents.end(), "peer-fast"), 0);
+}
+
+TEST_F(SchedulerCapacityTest, WithoutRatesEveryGoodCandidateIsOffered) {
+  StartScheduler();
+  for (const char* h : {"host-a", "host-b", "host-c"}) AnnounceRates(h, 0, 0);
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  auto c = Peer("host-c", "peer-c");
+  c->Register();
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-a", "peer-b"}));
+}
+
+
 }  // namespace
 }  // namespace df::scheduler

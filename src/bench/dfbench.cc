@@ -31,6 +31,10 @@ std::string SelfSrcDir() {
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
+  // Ctrl-C or SIGTERM: exit() runs no destructors of locals, but every process the cluster
+  // started dies with us (PR_SET_PDEATHSIG in the harness); only the work dir may stay behind.
+  std::signal(SIGINT, [](int) { std::_Exit(130); });
+  std::signal(SIGTERM, [](int) { std::_Exit(143); });
   CLI::App app{"dfbench: run a local P2P cluster on loopback and download one file to every peer"};
   int peers = 8;
   std::string size_text = "1GiB", piece_text, work_dir, evaluator = "default", origin_rate;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -27,6 +28,8 @@ Process Process::Start(const std::vector<std::string>& argv, const std::string& 
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setpgid(0, 0);
+    // If the harness dies without running destructors (SIGKILL, a crash), its children go too.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (!log_path.empty()) {
       int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       if (fd >= 0) {

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <thread>
 
 #include "common/log.h"
 #include "common/units.h"
@@ -133,6 +134,13 @@ int main(int argc, char** argv) {
   });
   daemon.Wait();
   signals.join();
+  // A shutdown that hangs (a peer that never closes its stream, a stuck disk) must not keep the
+  // process alive: after 15 s exit anyway; storage is crash-safe by design.
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(15));
+    std::fprintf(stderr, "dfdaemon: shutdown took longer than 15 s, exiting\n");
+    std::_Exit(1);
+  }).detach();
   daemon.Shutdown();
   return 0;
 }

@@ -180,7 +180,14 @@ TEST_F(BackToSourceTest, StartsADaemonWhenNoneRuns) {
       started = std::stoi(e.path().filename());
     }
   }
-  if (started > 0) ::kill(started, SIGTERM);
+  if (started > 0) {
+    ::kill(started, SIGTERM);
+    for (int i = 0; i < 200 && ::kill(started, 0) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_NE(::kill(started, 0), 0) << "the daemon did not stop on SIGTERM";
+    ::kill(started, SIGKILL);
+  }
   ASSERT_EQ(rc, 0) << out;
   EXPECT_GT(started, 0) << "no dfdaemon was started";
   EXPECT_TRUE(std::filesystem::exists(Out("s.bin")));

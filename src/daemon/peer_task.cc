@@ -72,7 +72,7 @@ void PeerTask::Cancel() {
     stopping_ = true;
     status_ = Status(StatusCode::kCancelled, "download cancelled");
   }
-  cv_.notify_all();
+  WakeAll();
 }
 
 std::shared_ptr<TaskStorage> PeerTask::storage() const {
@@ -148,7 +148,7 @@ void PeerTask::Run() {
       if (p->sync_ctx) p->sync_ctx->TryCancel();
     }
   }
-  cv_.notify_all();
+  WakeAll();
   for (auto& w : workers_) w.join();
   for (auto& [id, p] : parents_) {
     if (p->sync_thread.joinable()) p->sync_thread.join();
@@ -213,7 +213,7 @@ Status PeerTask::EnableOrigin(const std::string& reason) {
     origin_sequential_ = !info->supports_range;
     want_origin_ = false;
   }
-  cv_.notify_all();
+  WakeAll();
   if (announce_) {
     sv1::AnnouncePeerRequest req;
     req.mutable_back_to_source_started()->set_reason(reason);
@@ -247,7 +247,7 @@ void PeerTask::Finish(Status status) {
     from_origin = bytes_from_origin_;
     from_peers = bytes_from_peers_;
   }
-  cv_.notify_all();
+  WakeAll();
   if (status.ok()) {
     DF_LOG_INFO("task {} finished: {} bytes, {} from origin, {} from peers", request_.task_id.substr(0, 12),
                 lay.content_length, from_origin, from_peers);
@@ -313,7 +313,7 @@ void PeerTask::ReadAnnounce() {
       std::lock_guard<std::mutex> l(mu_);
       want_origin_ = true;
       want_origin_reason_ = "scheduler: " + resp.need_back_to_source().reason();
-      cv_.notify_all();
+      WakeAll();
     } else if (resp.has_empty_task()) {
       {
         std::lock_guard<std::mutex> l(mu_);
@@ -327,7 +327,7 @@ void PeerTask::ReadAnnounce() {
     // The scheduler went away mid-download: degrade to the origin rather than fail.
     want_origin_ = true;
     want_origin_reason_ = "scheduler stream closed";
-    cv_.notify_all();
+    WakeAll();
   }
 }
 
@@ -338,7 +338,7 @@ void PeerTask::HandleCandidates(const sv1::NormalTaskResponse& resp) {
     (void)SetLayoutLocked(resp.task().content_length(), resp.task().piece_length());
   }
   for (const auto& c : resp.candidate_parents()) AddParentLocked(c);
-  cv_.notify_all();
+  WakeAll();
 }
 
 void PeerTask::Send(sv1::AnnouncePeerRequest& req) {
@@ -426,11 +426,16 @@ void PeerTask::SyncParent(Parent* p) {
     if (!layout_known_ || msg.content_length() != static_cast<int64_t>(layout_.content_length)) {
       continue;  // a parent that disagrees on the size is ignored until it agrees
     }
+    // Wake one worker per piece it can now fetch, not all of them for every message: with one
+    // message per verified piece, waking every worker each time costs more CPU than the data.
+    uint32_t useful = 0;
     for (uint32_t n : msg.piece_numbers()) {
-      if (n < p->has.size()) p->has[n] = true;
+      if (n >= p->has.size() || p->has[n]) continue;
+      p->has[n] = true;
+      if (pieces_[n] == PieceState::kMissing) ++useful;
     }
     p->done = p->done || msg.done();
-    cv_.notify_all();
+    for (uint32_t i = 0; i < useful && i < ctx_.config->concurrency; ++i) work_cv_.notify_one();
   }
   grpc::Status s = reader->Finish();
   std::lock_guard<std::mutex> l(mu_);
@@ -440,7 +445,7 @@ void PeerTask::SyncParent(Parent* p) {
   }
   // A parent that finished and closed its stream can still serve what it announced.
   if (!p->done) p->dead = true;
-  cv_.notify_all();
+  WakeAll();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,7 +472,7 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
     finished_ = true;
     status_ = Status::Ok();
   }
-  cv_.notify_all();
+  WakeAll();
   return Status::Ok();
 }
 
@@ -530,7 +535,7 @@ void PeerTask::Worker() {
   while (!stopping_ && !finished_) {
     Assignment a = PickLocked();
     if (a.kind == Assignment::kNone) {
-      cv_.wait_for(l, std::chrono::milliseconds(500));
+      work_cv_.wait_for(l, std::chrono::milliseconds(500));
       continue;
     }
     if (a.kind == Assignment::kOrigin && origin_sequential_) {
@@ -619,10 +624,16 @@ void PeerTask::Worker() {
 }
 
 void PeerTask::OnPieceDoneLocked(uint32_t piece) {
+  // No wake-up: the worker that finished picks the next piece itself, the controller polls,
+  // and Finish() wakes the waiters on completion.
   ++done_count_;
   completed_bytes_ += layout_.length(PieceNumber{piece});
   last_progress_ = Clock::now();
+}
+
+void PeerTask::WakeAll() const {
   cv_.notify_all();
+  work_cv_.notify_all();
 }
 
 Status PeerTask::FetchFromParent(Parent* p, uint32_t piece, std::unique_ptr<PieceClient>* client,

@@ -127,6 +127,8 @@ class PeerTask {
   Status StreamWholeFromOrigin();
   Status SetLayoutLocked(int64_t content_length, uint64_t piece_length);
   void OnPieceDoneLocked(uint32_t piece);
+  // Wakes the controller, WaitFinished() callers and every worker (state changes).
+  void WakeAll() const;
 
   const DaemonContext ctx_;
   const TaskRequest request_;
@@ -134,7 +136,8 @@ class PeerTask {
   std::thread controller_;
 
   mutable std::mutex mu_;
-  mutable std::condition_variable cv_;        // any state change below
+  mutable std::condition_variable cv_;        // any state change below (controller, waiters)
+  mutable std::condition_variable work_cv_;   // workers: a piece may have become assignable
   std::shared_ptr<TaskStorage> storage_;      // GUARDED_BY(mu_)
   bool layout_known_ = false;                 // GUARDED_BY(mu_)
   PieceLayout layout_;                        // GUARDED_BY(mu_)

@@ -20,6 +20,21 @@ constexpr uint32_t kParentFailureLimit = 3;     // consecutive failures before a
 constexpr double kUnknownRateBytesPerSec = 50e6;  // prior for a parent not yet measured
 constexpr auto kRescheduleInterval = std::chrono::seconds(1);
 
+// Writes all of data[0..len) at `offset`; advances `offset` past it.
+Status PwriteAll(int fd, const char* data, size_t len, uint64_t* offset) {
+  while (len > 0) {
+    ssize_t w = ::pwrite(fd, data, len, static_cast<off_t>(*offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("write piece", errno);
+    }
+    data += w;
+    len -= static_cast<size_t>(w);
+    *offset += static_cast<uint64_t>(w);
+  }
+  return Status::Ok();
+}
+
 bool IsPermanent(const Status& s) {
   switch (s.code()) {
     case StatusCode::kNotFound:
@@ -677,16 +692,7 @@ Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc) {
   uint32_t c = 0;
   ByteSink sink = [&](const char* data, size_t len) -> Status {
     c = Crc32cExtend(c, data, len);
-    while (len > 0) {
-      ssize_t w = ::pwrite(fd, data, len, static_cast<off_t>(offset));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus("write piece", errno);
-      }
-      data += w;
-      len -= static_cast<size_t>(w);
-      offset += static_cast<uint64_t>(w);
-    }
+    DF_RETURN_IF_ERROR(PwriteAll(fd, data, len, &offset));
     std::lock_guard<std::mutex> l(mu_);
     return stopping_ ? Status(StatusCode::kCancelled, "cancelled") : Status::Ok();
   };
@@ -716,18 +722,7 @@ Status PeerTask::StreamWholeFromOrigin() {
       uint64_t piece_end = lay.offset(PieceNumber{piece}) + lay.length(PieceNumber{piece});
       size_t take = static_cast<size_t>(std::min<uint64_t>(len, piece_end - offset));
       crc = Crc32cExtend(crc, data, take);
-      size_t left = take;
-      const char* p = data;
-      while (left > 0) {
-        ssize_t w = ::pwrite(fd, p, left, static_cast<off_t>(offset));
-        if (w < 0) {
-          if (errno == EINTR) continue;
-          return ErrnoStatus("write piece", errno);
-        }
-        p += w;
-        left -= static_cast<size_t>(w);
-        offset += static_cast<uint64_t>(w);
-      }
+      DF_RETURN_IF_ERROR(PwriteAll(fd, data, take, &offset));
       data += take;
       len -= take;
       if (offset == piece_end) {

@@ -551,15 +551,20 @@ std::vector<std::pair<Peer*, uint64_t>> Scheduler::SelectByCapacity(
     left -= take;
   }
   if (out.empty() && !ranked.empty()) {
-    // Every candidate is fully booked: share the least booked one rather than starve.
-    Peer* best = *std::min_element(ranked.begin(), ranked.end(), [&](Peer* a, Peer* b) {
-      auto load = [](Peer* p) {
-        const uint64_t cap = p->host->upload_capacity();
-        return cap == 0 ? 0.0 : static_cast<double>(p->host->upload_allotted) / static_cast<double>(cap);
-      };
-      return load(a) < load(b);
-    });
-    out.push_back({best, 0});
+    // Every candidate is fully booked (uploads add up to less than the children need, as on
+    // hetero links): share the least booked ones, several of them, so that the shortfall is
+    // spread the way a mesh spreads it instead of landing on one parent.
+    auto load = [](const Peer* p) {
+      const uint64_t cap = p->host->upload_capacity();
+      return cap == 0 ? 0.0 : static_cast<double>(p->host->upload_allotted) / static_cast<double>(cap);
+    };
+    std::vector<Peer*> least(ranked.begin(), ranked.end());
+    std::stable_sort(least.begin(), least.end(),
+                     [&](const Peer* a, const Peer* b) { return load(a) < load(b); });
+    for (Peer* p : least) {
+      if (out.size() == config_.candidate_parent_limit) break;
+      out.push_back({p, 0});
+    }
   }
   return out;
 }

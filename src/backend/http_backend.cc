@@ -33,7 +33,7 @@ struct Transfer {
   const ByteSink* sink = nullptr;
   Status sink_status;
   uint64_t received = 0;
-  long status_seen = 0;       // HTTP status of the final response, checked before the body
+  long status_seen = 0;  // HTTP status of the final response, checked before the body
   bool accept_ranges = false;
   int64_t content_range_total = -1;
   CURL* easy = nullptr;
@@ -88,7 +88,8 @@ Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url) {
   std::string detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
   std::string what = url + ": " + detail;
   switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT: return {StatusCode::kDeadlineExceeded, what};
+    case CURLE_OPERATION_TIMEDOUT:
+      return {StatusCode::kDeadlineExceeded, what};
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT:
@@ -96,11 +97,15 @@ Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url) {
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
-    case CURLE_GOT_NOTHING: return {StatusCode::kUnavailable, what};
-    case CURLE_PARTIAL_FILE: return {StatusCode::kDataLoss, what};
+    case CURLE_GOT_NOTHING:
+      return {StatusCode::kUnavailable, what};
+    case CURLE_PARTIAL_FILE:
+      return {StatusCode::kDataLoss, what};
     case CURLE_URL_MALFORMAT:
-    case CURLE_UNSUPPORTED_PROTOCOL: return {StatusCode::kInvalidArgument, what};
-    default: return {StatusCode::kIoError, what};
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      return {StatusCode::kInvalidArgument, what};
+    default:
+      return {StatusCode::kIoError, what};
   }
 }
 
@@ -197,7 +202,8 @@ class HttpBackend : public Backend {
     curl_easy_setopt(c, CURLOPT_USERAGENT, "dfdaemon/0.1");
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.list);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(req.connect_timeout_ms));
-    if (req.timeout_ms > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(req.timeout_ms));
+    if (req.timeout_ms > 0)
+      curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(req.timeout_ms));
     // Abort a transfer that stalls below 1 KiB/s for 30 s rather than hanging forever.
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);

@@ -8,7 +8,8 @@ BackendRegistry::~BackendRegistry() = default;
 Result<Backend*> BackendRegistry::ForUrl(std::string_view url) {
   size_t colon = url.find("://");
   if (colon == std::string_view::npos) {
-    return InvalidArgument("'" + std::string(url) + "' has no scheme (use http://, https:// or file://)");
+    return InvalidArgument("'" + std::string(url) +
+                           "' has no scheme (use http://, https:// or file://)");
   }
   std::string_view scheme = url.substr(0, colon);
   if (scheme == "http" || scheme == "https") return http_.get();

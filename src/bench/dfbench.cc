@@ -39,12 +39,15 @@ int main(int argc, char** argv) {
   int peers = 8;
   std::string size_text = "1GiB", piece_text, work_dir, evaluator = "default", origin_rate;
   bool json = false, keep = false;
-  app.add_option("--peers", peers, "Number of peers (besides the seed)")->capture_default_str()->check(CLI::Range(1, 200));
+  app.add_option("--peers", peers, "Number of peers (besides the seed)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 200));
   app.add_option("--size", size_text, "File size, e.g. 512MiB, 1GiB")->capture_default_str();
   app.add_option("--piece-length", piece_text, "Piece length, e.g. 4MiB (default: from the size)");
   app.add_option("--evaluator", evaluator, "Scheduler evaluator")->capture_default_str();
   app.add_option("--origin-rate", origin_rate, "nginx per-connection rate limit, e.g. 50m (MB/s)");
-  app.add_option("--work-dir", work_dir, "Directory for the cluster's files (default: a new temp dir)");
+  app.add_option("--work-dir", work_dir,
+                 "Directory for the cluster's files (default: a new temp dir)");
   app.add_flag("--keep", keep, "Keep the work dir (logs, storage) afterwards");
   app.add_flag("--json", json, "Print the summary as one JSON object on the last line");
   try {
@@ -54,14 +57,16 @@ int main(int argc, char** argv) {
   }
   auto size = df::ParseSize(size_text);
   if (!size.ok() || size.value() == 0) {
-    std::fprintf(stderr, "dfbench: --size: %s\n", size.ok() ? "must be > 0" : size.status().message().c_str());
+    std::fprintf(stderr, "dfbench: --size: %s\n",
+                 size.ok() ? "must be > 0" : size.status().message().c_str());
     return 2;
   }
   uint64_t piece_length = 0;
   if (!piece_text.empty()) {
     auto p = df::ParseSize(piece_text);
     if (!p.ok() || !df::IsValidPieceLength(p.value())) {
-      std::fprintf(stderr, "dfbench: --piece-length must be a power of two between 64KiB and 1GiB\n");
+      std::fprintf(stderr,
+                   "dfbench: --piece-length must be a power of two between 64KiB and 1GiB\n");
       return 2;
     }
     piece_length = p.value();
@@ -78,7 +83,8 @@ int main(int argc, char** argv) {
   opts.evaluator = evaluator;
   opts.origin_limit_rate = origin_rate;
   df::bench::LocalCluster cluster(opts);
-  std::fprintf(stderr, "dfbench: generating %s and starting origin, scheduler, seed and %d peers in %s\n",
+  std::fprintf(stderr,
+               "dfbench: generating %s and starting origin, scheduler, seed and %d peers in %s\n",
                df::FormatBytes(static_cast<double>(size.value())).c_str(), peers, work_dir.c_str());
   std::filesystem::create_directories(cluster.OriginRoot());
   std::string sha = df::bench::MakeFile(cluster.OriginRoot() + "/file.bin", size.value());
@@ -91,7 +97,8 @@ int main(int argc, char** argv) {
   std::string url = cluster.OriginUrl("file.bin");
   std::vector<std::future<df::bench::PeerResult>> futures;
   for (int i = 0; i < peers; ++i) {
-    futures.push_back(std::async(std::launch::async, [&, i] { return cluster.Download(i, url, piece_length); }));
+    futures.push_back(
+        std::async(std::launch::async, [&, i] { return cluster.Download(i, url, piece_length); }));
   }
   std::vector<df::bench::PeerResult> results;
   for (auto& f : futures) results.push_back(f.get());
@@ -113,19 +120,29 @@ int main(int argc, char** argv) {
                 df::FormatBytes(static_cast<double>(r.bytes_from_origin)).c_str(),
                 df::FormatBytes(static_cast<double>(r.bytes_from_peers)).c_str(),
                 sha_ok ? "ok" : ("FAILED " + r.error).c_str());
-    jpeers.push_back({{"name", r.name}, {"seconds", r.seconds}, {"bytes_from_origin", r.bytes_from_origin},
-                      {"bytes_from_peers", r.bytes_from_peers}, {"sha256_ok", sha_ok}, {"error", r.error}});
+    jpeers.push_back({{"name", r.name},
+                      {"seconds", r.seconds},
+                      {"bytes_from_origin", r.bytes_from_origin},
+                      {"bytes_from_peers", r.bytes_from_peers},
+                      {"sha256_ok", sha_ok},
+                      {"error", r.error}});
   }
-  std::printf("file %s, %d peers: last peer finished after %.2f s (%.0f MB/s per peer); origin served %s (%.2fx the file); every sha256 %s\n",
-              df::FormatBytes(static_cast<double>(size.value())).c_str(), peers, last,
-              static_cast<double>(size.value()) / last / 1e6,
-              df::FormatBytes(static_cast<double>(origin_bytes)).c_str(),
-              static_cast<double>(origin_bytes) / static_cast<double>(size.value()),
-              all_ok ? "matched" : "DID NOT match");
+  std::printf(
+      "file %s, %d peers: last peer finished after %.2f s (%.0f MB/s per peer); origin served %s "
+      "(%.2fx the file); every sha256 %s\n",
+      df::FormatBytes(static_cast<double>(size.value())).c_str(), peers, last,
+      static_cast<double>(size.value()) / last / 1e6,
+      df::FormatBytes(static_cast<double>(origin_bytes)).c_str(),
+      static_cast<double>(origin_bytes) / static_cast<double>(size.value()),
+      all_ok ? "matched" : "DID NOT match");
   if (json) {
-    nlohmann::json j = {{"peers", peers}, {"file_bytes", size.value()}, {"last_peer_seconds", last},
-                        {"origin_bytes_served", origin_bytes}, {"sha256_ok", all_ok},
-                        {"evaluator", evaluator}, {"per_peer", jpeers}};
+    nlohmann::json j = {{"peers", peers},
+                        {"file_bytes", size.value()},
+                        {"last_peer_seconds", last},
+                        {"origin_bytes_served", origin_bytes},
+                        {"sha256_ok", all_ok},
+                        {"evaluator", evaluator},
+                        {"per_peer", jpeers}};
     std::printf("%s\n", j.dump().c_str());
   }
   if (keep && tmp) std::fprintf(stderr, "dfbench: kept %s\n", work_dir.c_str());

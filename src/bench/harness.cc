@@ -168,14 +168,15 @@ NginxOrigin::NginxOrigin(const std::string& root, const std::string& limit_rate)
   f << "worker_processes 1;\n"
     << "pid " << dir_.path() << "/nginx.pid;\n"
     << "error_log " << dir_.path() << "/error.log;\n"
-    << (::geteuid() == 0 ? "user root;\n" : "")
-    << "events { worker_connections 1024; }\n"
+    << (::geteuid() == 0 ? "user root;\n" : "") << "events { worker_connections 1024; }\n"
     << "http {\n"
     << "  log_format bytes '$status $body_bytes_sent';\n"
     << "  access_log " << dir_.path() << "/access.log bytes;\n"
     << "  sendfile on; tcp_nopush on; keepalive_requests 100000;\n"
-    << "  client_body_temp_path " << dir_.path() << "/body; proxy_temp_path " << dir_.path() << "/proxy;\n"
-    << "  fastcgi_temp_path " << dir_.path() << "/fcgi; uwsgi_temp_path " << dir_.path() << "/uwsgi;\n"
+    << "  client_body_temp_path " << dir_.path() << "/body; proxy_temp_path " << dir_.path()
+    << "/proxy;\n"
+    << "  fastcgi_temp_path " << dir_.path() << "/fcgi; uwsgi_temp_path " << dir_.path()
+    << "/uwsgi;\n"
     << "  scgi_temp_path " << dir_.path() << "/scgi;\n"
     << "  server { listen 127.0.0.1:" << port_ << "; root " << root << ";"
     << (limit_rate.empty() ? "" : " limit_rate " + limit_rate + ";") << " }\n"

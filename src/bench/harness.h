@@ -1,5 +1,6 @@
 // Harness for benchmarks and end-to-end tests: real processes and a real HTTP origin (nginx).
-// Everything started here is stopped by pid in destructors, so a failing test or an interrupted benchmark cleans up too.
+// Everything started here is stopped by pid in destructors, so a failing test or an interrupted
+// benchmark cleans up too.
 #pragma once
 
 #include <sys/types.h>
@@ -23,9 +24,9 @@ class Process {
 
   pid_t pid() const { return pid_; }
   bool running();
-  void Kill(int sig);               // sends `sig`, does not wait
+  void Kill(int sig);                // sends `sig`, does not wait
   int Wait(int timeout_ms = 10000);  // exit code, or 128+signal, or -1 on timeout
-  void Stop();                      // SIGTERM, wait, SIGKILL
+  void Stop();                       // SIGTERM, wait, SIGKILL
 
  private:
   pid_t pid_ = -1;

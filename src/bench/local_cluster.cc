@@ -32,12 +32,18 @@ Status LocalCluster::Start() {
 
   scheduler_port_ = FreePort();
   std::vector<std::string> argv = {options_.bin_dir + "/scheduler/dfscheduler",
-                                   "--listen", "127.0.0.1:" + std::to_string(scheduler_port_),
-                                   "--metrics", "127.0.0.1:" + std::to_string(FreePort()), "--evaluator", options_.evaluator,
-                                   "--log-level", "warn"};
+                                   "--listen",
+                                   "127.0.0.1:" + std::to_string(scheduler_port_),
+                                   "--metrics",
+                                   "127.0.0.1:" + std::to_string(FreePort()),
+                                   "--evaluator",
+                                   options_.evaluator,
+                                   "--log-level",
+                                   "warn"};
   argv.insert(argv.end(), options_.scheduler_args.begin(), options_.scheduler_args.end());
   scheduler_ = Process::Start(argv, options_.work_dir + "/logs/dfscheduler.log");
-  if (!WaitForTcp(scheduler_port_, 10000)) return Unavailable("dfscheduler did not start (see logs/dfscheduler.log)");
+  if (!WaitForTcp(scheduler_port_, 10000))
+    return Unavailable("dfscheduler did not start (see logs/dfscheduler.log)");
 
   seed_ = std::make_unique<Daemon>();
   DF_RETURN_IF_ERROR(StartDaemon("seed", true, seed_.get()));
@@ -57,12 +63,29 @@ Status LocalCluster::AddPeer() {
 Status LocalCluster::StartDaemon(const std::string& name, bool seed, Daemon* d) {
   d->name = name;
   d->sock = options_.work_dir + "/" + name + ".sock";
-  std::vector<std::string> argv = {
-      options_.bin_dir + "/daemon/dfdaemon", "--hostname", name, "--ip", "127.0.0.1",
-      "--listen-ip", "127.0.0.1", "--sock", d->sock, "--data-dir", options_.work_dir + "/" + name,
-      "--grpc-port", "0", "--piece-port", "0", "--metrics-port", "0",
-      "--scheduler", "127.0.0.1:" + std::to_string(scheduler_port_),
-      "--announce-interval", "500ms", "--log-level", "warn"};
+  std::vector<std::string> argv = {options_.bin_dir + "/daemon/dfdaemon",
+                                   "--hostname",
+                                   name,
+                                   "--ip",
+                                   "127.0.0.1",
+                                   "--listen-ip",
+                                   "127.0.0.1",
+                                   "--sock",
+                                   d->sock,
+                                   "--data-dir",
+                                   options_.work_dir + "/" + name,
+                                   "--grpc-port",
+                                   "0",
+                                   "--piece-port",
+                                   "0",
+                                   "--metrics-port",
+                                   "0",
+                                   "--scheduler",
+                                   "127.0.0.1:" + std::to_string(scheduler_port_),
+                                   "--announce-interval",
+                                   "500ms",
+                                   "--log-level",
+                                   "warn"};
   if (seed) argv.push_back("--seed");
   argv.insert(argv.end(), options_.daemon_args.begin(), options_.daemon_args.end());
   d->process = Process::Start(argv, options_.work_dir + "/logs/" + name + ".log");
@@ -93,8 +116,10 @@ PeerResult LocalCluster::Download(int i, const std::string& url, uint64_t piece_
   r.bytes_from_origin = last.bytes_from_origin();
   r.bytes_from_peers = last.bytes_from_peers();
   r.ok = s.ok() && last.state() == dv1::DOWNLOAD_STATE_SUCCEEDED;
-  if (!s.ok()) r.error = s.error_message();
-  else if (!r.ok) r.error = last.error_message();
+  if (!s.ok())
+    r.error = s.error_message();
+  else if (!r.ok)
+    r.error = last.error_message();
   return r;
 }
 

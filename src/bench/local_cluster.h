@@ -15,11 +15,11 @@
 namespace df::bench {
 
 struct ClusterOptions {
-  std::string bin_dir;        // holds daemon/dfdaemon, scheduler/dfscheduler (the build's src/)
-  std::string work_dir;       // everything goes below it
+  std::string bin_dir;   // holds daemon/dfdaemon, scheduler/dfscheduler (the build's src/)
+  std::string work_dir;  // everything goes below it
   int peers = 8;
   std::string evaluator = "default";
-  std::string origin_limit_rate;   // nginx per-connection limit, "" = none
+  std::string origin_limit_rate;            // nginx per-connection limit, "" = none
   std::vector<std::string> daemon_args;     // extra flags for every dfdaemon
   std::vector<std::string> scheduler_args;  // extra flags for dfscheduler
 };
@@ -27,7 +27,7 @@ struct ClusterOptions {
 // Result of one download on one peer.
 struct PeerResult {
   std::string name;
-  double seconds = 0;           // from the request to the output file in place
+  double seconds = 0;  // from the request to the output file in place
   uint64_t bytes_from_origin = 0;
   uint64_t bytes_from_peers = 0;
   bool ok = false;

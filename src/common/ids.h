@@ -13,7 +13,7 @@ struct TaskIdInput {
   std::string url;
   std::string tag;
   std::string application;
-  uint64_t piece_length = 0;                   // 0 = chosen from the size (see piece.h)
+  uint64_t piece_length = 0;                       // 0 = chosen from the size (see piece.h)
   std::vector<std::string> filtered_query_params;  // names dropped from the URL's query
 };
 

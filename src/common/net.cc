@@ -46,7 +46,8 @@ Result<UniqueFd> ConnectTcp(const std::string& ip, uint16_t port, int timeout_ms
   if (!fd) return ErrnoStatus("socket", errno);
   std::string where = ip + ":" + std::to_string(port);
   int rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  if (rc != 0 && errno != EINPROGRESS) return Unavailable("connect " + where + ": " + std::strerror(errno));
+  if (rc != 0 && errno != EINPROGRESS)
+    return Unavailable("connect " + where + ": " + std::strerror(errno));
   if (rc != 0) {
     pollfd p{fd.get(), POLLOUT, 0};
     int n = ::poll(&p, 1, timeout_ms);
@@ -54,7 +55,8 @@ Result<UniqueFd> ConnectTcp(const std::string& ip, uint16_t port, int timeout_ms
     int err = 0;
     socklen_t len = sizeof err;
     ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-    if (n < 0 || err != 0) return Unavailable("connect " + where + ": " + std::strerror(err ? err : errno));
+    if (n < 0 || err != 0)
+      return Unavailable("connect " + where + ": " + std::strerror(err ? err : errno));
   }
   int flags = ::fcntl(fd.get(), F_GETFL);
   ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);

@@ -24,7 +24,7 @@ enum class StatusCode {
   kDeadlineExceeded,
   kCancelled,
   kInternal,
-  kHttpError,         // origin answered with another non-2xx status
+  kHttpError,  // origin answered with another non-2xx status
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -46,7 +46,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
@@ -80,8 +82,8 @@ class [[nodiscard]] Result {
 }  // namespace df
 
 // Returns early from the enclosing function when `expr` yields a non-OK Status.
-#define DF_RETURN_IF_ERROR(expr)           \
-  do {                                     \
-    ::df::Status df_status_ = (expr);      \
+#define DF_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::df::Status df_status_ = (expr);        \
     if (!df_status_.ok()) return df_status_; \
   } while (0)

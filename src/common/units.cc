@@ -38,12 +38,18 @@ Result<uint64_t> ParseSize(std::string_view text) {
   if (!r.ok()) return r.status();
   auto [v, unit] = r.value();
   double mult;
-  if (unit.empty() || unit == "b") mult = 1;
-  else if (unit == "k" || unit == "kb" || unit == "kib") mult = 1024.0;
-  else if (unit == "m" || unit == "mb" || unit == "mib") mult = 1024.0 * 1024;
-  else if (unit == "g" || unit == "gb" || unit == "gib") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "t" || unit == "tb" || unit == "tib") mult = 1024.0 * 1024 * 1024 * 1024;
-  else return InvalidArgument("unknown size unit '" + unit + "' in '" + std::string(text) + "'");
+  if (unit.empty() || unit == "b")
+    mult = 1;
+  else if (unit == "k" || unit == "kb" || unit == "kib")
+    mult = 1024.0;
+  else if (unit == "m" || unit == "mb" || unit == "mib")
+    mult = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gb" || unit == "gib")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "t" || unit == "tb" || unit == "tib")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else
+    return InvalidArgument("unknown size unit '" + unit + "' in '" + std::string(text) + "'");
   double bytes = v * mult;
   if (bytes > 9.0e18) return InvalidArgument("size '" + std::string(text) + "' is too large");
   return static_cast<uint64_t>(std::llround(bytes));
@@ -54,15 +60,24 @@ Result<uint64_t> ParseRateBytesPerSec(std::string_view text) {
   if (!r.ok()) return r.status();
   auto [v, unit] = r.value();
   double bits_per_sec;
-  if (unit == "bit" || unit == "bps") bits_per_sec = v;
-  else if (unit == "kbit" || unit == "kbps") bits_per_sec = v * 1e3;
-  else if (unit == "mbit" || unit == "mbps") bits_per_sec = v * 1e6;
-  else if (unit == "gbit" || unit == "gbps") bits_per_sec = v * 1e9;
-  else if (unit == "b/s") bits_per_sec = v * 8;
-  else if (unit == "kb/s") bits_per_sec = v * 8e3;
-  else if (unit == "mb/s") bits_per_sec = v * 8e6;
-  else if (unit == "gb/s") bits_per_sec = v * 8e9;
-  else return InvalidArgument("unknown rate unit '" + unit + "' (use kbit, mbit, gbit or MB/s)");
+  if (unit == "bit" || unit == "bps")
+    bits_per_sec = v;
+  else if (unit == "kbit" || unit == "kbps")
+    bits_per_sec = v * 1e3;
+  else if (unit == "mbit" || unit == "mbps")
+    bits_per_sec = v * 1e6;
+  else if (unit == "gbit" || unit == "gbps")
+    bits_per_sec = v * 1e9;
+  else if (unit == "b/s")
+    bits_per_sec = v * 8;
+  else if (unit == "kb/s")
+    bits_per_sec = v * 8e3;
+  else if (unit == "mb/s")
+    bits_per_sec = v * 8e6;
+  else if (unit == "gb/s")
+    bits_per_sec = v * 8e9;
+  else
+    return InvalidArgument("unknown rate unit '" + unit + "' (use kbit, mbit, gbit or MB/s)");
   return static_cast<uint64_t>(bits_per_sec / 8);
 }
 
@@ -71,11 +86,16 @@ Result<uint64_t> ParseDurationMs(std::string_view text) {
   if (!r.ok()) return r.status();
   auto [v, unit] = r.value();
   double ms;
-  if (unit.empty() || unit == "s") ms = v * 1000;
-  else if (unit == "ms") ms = v;
-  else if (unit == "m" || unit == "min") ms = v * 60000;
-  else if (unit == "h") ms = v * 3600000;
-  else return InvalidArgument("unknown duration unit '" + unit + "' (use ms, s, m or h)");
+  if (unit.empty() || unit == "s")
+    ms = v * 1000;
+  else if (unit == "ms")
+    ms = v;
+  else if (unit == "m" || unit == "min")
+    ms = v * 60000;
+  else if (unit == "h")
+    ms = v * 3600000;
+  else
+    return InvalidArgument("unknown duration unit '" + unit + "' (use ms, s, m or h)");
   return static_cast<uint64_t>(std::llround(ms));
 }
 
@@ -87,8 +107,10 @@ std::string FormatBytes(double bytes) {
     ++u;
   }
   char buf[32];
-  if (u == 0) std::snprintf(buf, sizeof buf, "%.0f %s", bytes, kUnits[u]);
-  else std::snprintf(buf, sizeof buf, "%.1f %s", bytes, kUnits[u]);
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%.0f %s", bytes, kUnits[u]);
+  else
+    std::snprintf(buf, sizeof buf, "%.1f %s", bytes, kUnits[u]);
   return buf;
 }
 

@@ -128,7 +128,8 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   if (cfg->concurrency == 0 || cfg->concurrency > 256) {
     return InvalidArgument("concurrency must be between 1 and 256");
   }
-  if (cfg->per_parent_concurrency == 0) return InvalidArgument("per_parent_concurrency must be >= 1");
+  if (cfg->per_parent_concurrency == 0)
+    return InvalidArgument("per_parent_concurrency must be >= 1");
   if (cfg->origin_concurrency == 0) return InvalidArgument("origin_concurrency must be >= 1");
   if (cfg->piece_retry_limit == 0) return InvalidArgument("piece_retry_limit must be >= 1");
   if (!(cfg->disk_low_watermark > 0 && cfg->disk_low_watermark < cfg->disk_high_watermark &&

@@ -10,12 +10,12 @@ namespace df {
 
 struct DaemonConfig {
   // Identity and addresses.
-  std::string hostname;               // default: gethostname()
-  std::string ip;                     // advertised to the scheduler and peers; default: first non-loopback
-  std::string listen_ip = "0.0.0.0";  // where the gRPC and piece servers listen
-  uint16_t grpc_port = 4000;          // DfdaemonUpload (availability streams, seed trigger)
-  uint16_t piece_port = 4005;         // piece data protocol
-  uint16_t metrics_port = 4002;       // /metrics and /healthz; 0 disables
+  std::string hostname;  // default: gethostname()
+  std::string ip;        // advertised to the scheduler and peers; default: first non-loopback
+  std::string listen_ip = "0.0.0.0";        // where the gRPC and piece servers listen
+  uint16_t grpc_port = 4000;                // DfdaemonUpload (availability streams, seed trigger)
+  uint16_t piece_port = 4005;               // piece data protocol
+  uint16_t metrics_port = 4002;             // /metrics and /healthz; 0 disables
   std::string sock = "/tmp/dfdaemon.sock";  // DfdaemonDownload local API
   std::string data_dir = "/var/lib/dfdaemon";
   std::string idc;
@@ -25,17 +25,18 @@ struct DaemonConfig {
   // Scheduler ("ip:port"); empty = no scheduler, every download goes back to source.
   std::string scheduler;
   uint64_t announce_interval_ms = 2000;
-  uint64_t schedule_timeout_ms = 30000;  // waiting with no parent and no source this long -> back to source
+  uint64_t schedule_timeout_ms =
+      30000;  // waiting with no parent and no source this long -> back to source
 
   // Download engine.
-  uint32_t concurrency = 8;              // pieces in flight per task
-  uint32_t per_parent_concurrency = 2;   // pieces in flight from one parent
-  uint32_t origin_concurrency = 4;       // ranged GETs in flight to the origin per task
+  uint32_t concurrency = 8;             // pieces in flight per task
+  uint32_t per_parent_concurrency = 2;  // pieces in flight from one parent
+  uint32_t origin_concurrency = 4;      // ranged GETs in flight to the origin per task
   uint64_t piece_timeout_ms = 60000;
-  uint32_t piece_retry_limit = 5;        // attempts per piece before the task fails
+  uint32_t piece_retry_limit = 5;  // attempts per piece before the task fails
 
   // Uploads.
-  uint64_t upload_rate_bytes_per_sec = 0;  // 0 = unlimited; advertised as capacity
+  uint64_t upload_rate_bytes_per_sec = 0;    // 0 = unlimited; advertised as capacity
   uint64_t download_rate_bytes_per_sec = 0;  // 0 = unknown; advertised, not enforced
   uint32_t concurrent_upload_limit = 64;
   std::string congestion_control = "cubic";

@@ -32,7 +32,8 @@ Status Daemon::Start() {
   {
     auto probe = grpc::CreateChannel("unix:" + config_.sock, grpc::InsecureChannelCredentials());
     if (::access(config_.sock.c_str(), F_OK) == 0) {
-      if (probe->WaitForConnected(std::chrono::system_clock::now() + std::chrono::milliseconds(300))) {
+      if (probe->WaitForConnected(std::chrono::system_clock::now() +
+                                  std::chrono::milliseconds(300))) {
         return Unavailable("another dfdaemon is serving " + config_.sock);
       }
       ::unlink(config_.sock.c_str());
@@ -52,8 +53,8 @@ Status Daemon::Start() {
   config_.piece_port = piece_server_->port();
 
   if (!config_.scheduler.empty()) {
-    scheduler_ = std::make_unique<SchedulerClient>(
-        config_.scheduler, [this](sv1::Host* h) { FillHost(h); });
+    scheduler_ =
+        std::make_unique<SchedulerClient>(config_.scheduler, [this](sv1::Host* h) { FillHost(h); });
   }
   DaemonContext ctx{&config_, store_.get(), &backends_, scheduler_.get(), host_id_};
   manager_ = std::make_unique<TaskManager>(ctx);
@@ -76,18 +77,32 @@ Status Daemon::Start() {
     b.RegisterService(upload_service_.get());
     upload_server_ = b.BuildAndStart();
     if (!upload_server_ || bound == 0) {
-      return Unavailable("cannot listen on " + config_.listen_ip + ":" + std::to_string(config_.grpc_port));
+      return Unavailable("cannot listen on " + config_.listen_ip + ":" +
+                         std::to_string(config_.grpc_port));
     }
     config_.grpc_port = static_cast<uint16_t>(bound);
   }
 
   if (config_.metrics_port != 0) {
-    DF_RETURN_IF_ERROR(metrics_.Start(config_.listen_ip + ":" + std::to_string(config_.metrics_port)));
+    DF_RETURN_IF_ERROR(
+        metrics_.Start(config_.listen_ip + ":" + std::to_string(config_.metrics_port)));
   }
   auto& reg = metrics_.registry();
-  running_tasks_ = &prometheus::BuildGauge().Name("dfdaemon_running_tasks").Help("Downloads in progress").Register(reg).Add({});
-  uploaded_bytes_ = &prometheus::BuildGauge().Name("dfdaemon_upload_bytes_total").Help("Piece bytes served to children").Register(reg).Add({});
-  concurrent_uploads_ = &prometheus::BuildGauge().Name("dfdaemon_concurrent_uploads").Help("Pieces being served now").Register(reg).Add({});
+  running_tasks_ = &prometheus::BuildGauge()
+                        .Name("dfdaemon_running_tasks")
+                        .Help("Downloads in progress")
+                        .Register(reg)
+                        .Add({});
+  uploaded_bytes_ = &prometheus::BuildGauge()
+                         .Name("dfdaemon_upload_bytes_total")
+                         .Help("Piece bytes served to children")
+                         .Register(reg)
+                         .Add({});
+  concurrent_uploads_ = &prometheus::BuildGauge()
+                             .Name("dfdaemon_concurrent_uploads")
+                             .Help("Pieces being served now")
+                             .Register(reg)
+                             .Add({});
 
   if (scheduler_) scheduler_->Start(config_.announce_interval_ms);
   housekeeping_ = std::thread([this] { Housekeeping(); });
@@ -129,11 +144,14 @@ void Daemon::Housekeeping() {
     running_tasks_->Set(static_cast<double>(manager_->running()));
     uploaded_bytes_->Set(static_cast<double>(piece_server_->bytes_uploaded()));
     concurrent_uploads_->Set(static_cast<double>(piece_server_->concurrent_uploads()));
-    if (std::chrono::steady_clock::now() - last_gc > std::chrono::milliseconds(config_.gc_interval_ms)) {
+    if (std::chrono::steady_clock::now() - last_gc >
+        std::chrono::milliseconds(config_.gc_interval_ms)) {
       last_gc = std::chrono::steady_clock::now();
       auto n = store_->CollectGarbage(policy);
-      if (!n.ok()) DF_LOG_WARN("gc: {}", n.status().ToString());
-      else if (n.value() > 0) DF_LOG_INFO("gc removed {} tasks", n.value());
+      if (!n.ok())
+        DF_LOG_WARN("gc: {}", n.status().ToString());
+      else if (n.value() > 0)
+        DF_LOG_INFO("gc removed {} tasks", n.value());
     }
     l.lock();
   }

@@ -12,8 +12,8 @@ namespace {
 
 // Sizes, rates and durations are taken as strings and parsed with units after CLI11.
 struct DurationFlags {
-  std::string announce_interval, schedule_timeout, piece_timeout, gc_interval, task_ttl, upload_rate,
-      download_rate;
+  std::string announce_interval, schedule_timeout, piece_timeout, gc_interval, task_ttl,
+      upload_rate, download_rate;
 };
 
 df::Status ApplyDurations(const DurationFlags& f, df::DaemonConfig* c) {
@@ -56,8 +56,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  CLI::App app{"dfdaemon: the peer of the P2P distribution system. Downloads tasks for dfget "
-               "(local API on a unix socket) and serves verified pieces to other peers."};
+  CLI::App app{
+      "dfdaemon: the peer of the P2P distribution system. Downloads tasks for dfget "
+      "(local API on a unix socket) and serves verified pieces to other peers."};
   std::string config_path;
   app.add_option("-c,--config", config_path, "YAML config file (flags override it)");
   // Flags are parsed twice: once to find --config, then on top of the file's values.
@@ -77,34 +78,63 @@ int main(int argc, char** argv) {
   }
   app.allow_extras(false);
   DurationFlags durations;
-  app.add_flag("--seed", cfg.seed, "Run as a seed peer (fetches new tasks from the origin when the scheduler asks)");
-  app.add_option("--scheduler", cfg.scheduler, "Scheduler address HOST:PORT (empty: always back to source)");
+  app.add_flag("--seed", cfg.seed,
+               "Run as a seed peer (fetches new tasks from the origin when the scheduler asks)");
+  app.add_option("--scheduler", cfg.scheduler,
+                 "Scheduler address HOST:PORT (empty: always back to source)");
   app.add_option("--data-dir", cfg.data_dir, "Storage directory")->capture_default_str();
   app.add_option("--sock", cfg.sock, "Unix socket of the local API (dfget)")->capture_default_str();
-  app.add_option("--ip", cfg.ip, "Address advertised to the scheduler and peers (default: first non-loopback)");
-  app.add_option("--listen-ip", cfg.listen_ip, "Address the gRPC and piece servers bind")->capture_default_str();
+  app.add_option("--ip", cfg.ip,
+                 "Address advertised to the scheduler and peers (default: first non-loopback)");
+  app.add_option("--listen-ip", cfg.listen_ip, "Address the gRPC and piece servers bind")
+      ->capture_default_str();
   app.add_option("--hostname", cfg.hostname, "Host name (default: the system's)");
-  app.add_option("--grpc-port", cfg.grpc_port, "Upload gRPC port (availability streams, seed trigger; 0 = any)")->capture_default_str();
-  app.add_option("--piece-port", cfg.piece_port, "Piece data port (0 = any)")->capture_default_str();
-  app.add_option("--metrics-port", cfg.metrics_port, "Port of /metrics and /healthz (0 = off)")->capture_default_str();
+  app.add_option("--grpc-port", cfg.grpc_port,
+                 "Upload gRPC port (availability streams, seed trigger; 0 = any)")
+      ->capture_default_str();
+  app.add_option("--piece-port", cfg.piece_port, "Piece data port (0 = any)")
+      ->capture_default_str();
+  app.add_option("--metrics-port", cfg.metrics_port, "Port of /metrics and /healthz (0 = off)")
+      ->capture_default_str();
   app.add_option("--idc", cfg.idc, "Data centre / rack of this host");
   app.add_option("--location", cfg.location, "Location 'country|region|zone'");
-  app.add_option("--concurrency", cfg.concurrency, "Pieces in flight per task")->capture_default_str();
-  app.add_option("--per-parent-concurrency", cfg.per_parent_concurrency, "Pieces in flight from one parent")->capture_default_str();
-  app.add_option("--origin-concurrency", cfg.origin_concurrency, "Ranged GETs in flight to the origin per task")->capture_default_str();
-  app.add_option("--piece-retry-limit", cfg.piece_retry_limit, "Attempts per piece")->capture_default_str();
-  app.add_option("--upload-rate", durations.upload_rate, "Upload capacity to advertise and enforce, e.g. 200mbit (0 = unlimited)");
-  app.add_option("--download-rate", durations.download_rate, "Download capacity to advertise to the scheduler, e.g. 200mbit (0 = unknown)");
-  app.add_option("--concurrent-upload-limit", cfg.concurrent_upload_limit, "Concurrent uploads advertised")->capture_default_str();
-  app.add_option("--congestion-control", cfg.congestion_control, "TCP congestion control of piece sockets")->capture_default_str();
-  app.add_option("--announce-interval", durations.announce_interval, "Host announce interval, e.g. 2s");
-  app.add_option("--schedule-timeout", durations.schedule_timeout, "Back to source after this long without a parent, e.g. 30s");
-  app.add_option("--piece-timeout", durations.piece_timeout, "Timeout of one piece transfer, e.g. 60s");
+  app.add_option("--concurrency", cfg.concurrency, "Pieces in flight per task")
+      ->capture_default_str();
+  app.add_option("--per-parent-concurrency", cfg.per_parent_concurrency,
+                 "Pieces in flight from one parent")
+      ->capture_default_str();
+  app.add_option("--origin-concurrency", cfg.origin_concurrency,
+                 "Ranged GETs in flight to the origin per task")
+      ->capture_default_str();
+  app.add_option("--piece-retry-limit", cfg.piece_retry_limit, "Attempts per piece")
+      ->capture_default_str();
+  app.add_option("--upload-rate", durations.upload_rate,
+                 "Upload capacity to advertise and enforce, e.g. 200mbit (0 = unlimited)");
+  app.add_option("--download-rate", durations.download_rate,
+                 "Download capacity to advertise to the scheduler, e.g. 200mbit (0 = unknown)");
+  app.add_option("--concurrent-upload-limit", cfg.concurrent_upload_limit,
+                 "Concurrent uploads advertised")
+      ->capture_default_str();
+  app.add_option("--congestion-control", cfg.congestion_control,
+                 "TCP congestion control of piece sockets")
+      ->capture_default_str();
+  app.add_option("--announce-interval", durations.announce_interval,
+                 "Host announce interval, e.g. 2s");
+  app.add_option("--schedule-timeout", durations.schedule_timeout,
+                 "Back to source after this long without a parent, e.g. 30s");
+  app.add_option("--piece-timeout", durations.piece_timeout,
+                 "Timeout of one piece transfer, e.g. 60s");
   app.add_option("--gc-interval", durations.gc_interval, "Storage GC interval, e.g. 60s");
-  app.add_option("--task-ttl", durations.task_ttl, "Finished tasks unused this long are removed, e.g. 6h");
-  app.add_option("--disk-high-watermark", cfg.disk_high_watermark, "GC starts above this used fraction")->capture_default_str();
-  app.add_option("--disk-low-watermark", cfg.disk_low_watermark, "GC stops below this used fraction")->capture_default_str();
-  app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--task-ttl", durations.task_ttl,
+                 "Finished tasks unused this long are removed, e.g. 6h");
+  app.add_option("--disk-high-watermark", cfg.disk_high_watermark,
+                 "GC starts above this used fraction")
+      ->capture_default_str();
+  app.add_option("--disk-low-watermark", cfg.disk_low_watermark,
+                 "GC stops below this used fraction")
+      ->capture_default_str();
+  app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
   app.add_option("--log-file", cfg.log_file, "Log to this file instead of stderr");
   try {
     app.parse(argc, argv);

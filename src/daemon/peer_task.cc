@@ -16,7 +16,7 @@ namespace dv1 = df::dfdaemon::v1;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-constexpr uint32_t kParentFailureLimit = 3;     // consecutive failures before a parent is dropped
+constexpr uint32_t kParentFailureLimit = 3;       // consecutive failures before a parent is dropped
 constexpr double kUnknownRateBytesPerSec = 50e6;  // prior for a parent not yet measured
 constexpr auto kRescheduleInterval = std::chrono::seconds(1);
 
@@ -56,21 +56,19 @@ struct PeerTask::Parent {
   std::string ip;
   uint16_t grpc_port = 0;
   uint16_t piece_port = 0;
-  std::vector<bool> has;        // by piece number; sized when the layout is known
+  std::vector<bool> has;  // by piece number; sized when the layout is known
   uint32_t inflight = 0;
-  uint32_t failures = 0;        // consecutive
+  uint32_t failures = 0;          // consecutive
   double rate_bytes_per_sec = 0;  // EWMA of piece throughput; 0 = not measured yet
   bool dead = false;
-  bool done = false;            // holds the whole task
+  bool done = false;  // holds the whole task
   std::vector<std::unique_ptr<PieceClient>> idle_clients;
   std::unique_ptr<grpc::ClientContext> sync_ctx;
   std::thread sync_thread;
 };
 
 PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
-    : ctx_(ctx),
-      request_(std::move(request)),
-      peer_id_(NewPeerId(ctx.host_id)) {}
+    : ctx_(ctx), request_(std::move(request)), peer_id_(NewPeerId(ctx.host_id)) {}
 
 PeerTask::~PeerTask() {
   Cancel();
@@ -203,7 +201,8 @@ Status PeerTask::Prepare() {
 
 Status PeerTask::EnableOrigin(const std::string& reason) {
   if (request_.disable_back_to_source) {
-    return Unavailable("no parent could serve the task and back-to-source is disabled (" + reason + ")");
+    return Unavailable("no parent could serve the task and back-to-source is disabled (" + reason +
+                       ")");
   }
   DF_LOG_INFO("task {} back to source: {}", request_.task_id.substr(0, 12), reason);
   auto backend = ctx_.backends->ForUrl(request_.url);
@@ -212,17 +211,18 @@ Status PeerTask::EnableOrigin(const std::string& reason) {
   auto info = backend.value()->Stat(breq);
   if (!info.ok()) return info.status();
   if (info->content_length < 0) {
-    return Status(StatusCode::kHttpError,
-                  request_.url + ": origin did not report a size (chunked responses are not supported yet)");
+    return Status(
+        StatusCode::kHttpError,
+        request_.url + ": origin did not report a size (chunked responses are not supported yet)");
   }
   {
     std::lock_guard<std::mutex> l(mu_);
-    uint64_t piece_length = request_.piece_length ? request_.piece_length
-                                                  : ChoosePieceLength(info->content_length);
+    uint64_t piece_length =
+        request_.piece_length ? request_.piece_length : ChoosePieceLength(info->content_length);
     if (!layout_known_) DF_RETURN_IF_ERROR(SetLayoutLocked(info->content_length, piece_length));
     if (layout_.content_length != static_cast<uint64_t>(info->content_length)) {
-      return DataLoss("origin size changed: " + std::to_string(info->content_length) + " != " +
-                      std::to_string(layout_.content_length));
+      return DataLoss("origin size changed: " + std::to_string(info->content_length) +
+                      " != " + std::to_string(layout_.content_length));
     }
     origin_enabled_ = true;
     origin_sequential_ = !info->supports_range;
@@ -264,8 +264,8 @@ void PeerTask::Finish(Status status) {
   }
   WakeAll();
   if (status.ok()) {
-    DF_LOG_INFO("task {} finished: {} bytes, {} from origin, {} from peers", request_.task_id.substr(0, 12),
-                lay.content_length, from_origin, from_peers);
+    DF_LOG_INFO("task {} finished: {} bytes, {} from origin, {} from peers",
+                request_.task_id.substr(0, 12), lay.content_length, from_origin, from_peers);
   } else {
     DF_LOG_WARN("task {} failed: {}", request_.task_id.substr(0, 12), status.ToString());
   }
@@ -311,7 +311,8 @@ bool PeerTask::OpenAnnounce() {
   req.set_peer_id(peer_id_);
   if (!stream->Write(req)) {
     grpc::Status s = stream->Finish();
-    DF_LOG_WARN("register with scheduler {} failed: {}", ctx_.scheduler->address(), s.error_message());
+    DF_LOG_WARN("register with scheduler {} failed: {}", ctx_.scheduler->address(),
+                s.error_message());
     return false;
   }
   announce_ = std::move(stream);
@@ -587,8 +588,10 @@ void PeerTask::Worker() {
       --p->inflight;
       if (s.ok()) {
         p->failures = 0;
-        double rate = static_cast<double>(length) * 1e9 / static_cast<double>(std::max<uint64_t>(cost_ns, 1));
-        p->rate_bytes_per_sec = p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
+        double rate =
+            static_cast<double>(length) * 1e9 / static_cast<double>(std::max<uint64_t>(cost_ns, 1));
+        p->rate_bytes_per_sec =
+            p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
         if (client && p->idle_clients.size() < ctx_.config->per_parent_concurrency) {
           p->idle_clients.push_back(std::move(client));
         }
@@ -606,7 +609,8 @@ void PeerTask::Worker() {
       ++origin_inflight_;
       l.unlock();
       s = FetchFromOrigin(a.piece, &crc);
-      cost_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+      cost_ns = static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
       l.lock();
       --origin_inflight_;
     }
@@ -632,7 +636,8 @@ void PeerTask::Worker() {
                  ++attempts_[a.piece] >= ctx_.config->piece_retry_limit * (from_origin ? 1 : 4);
     l.unlock();
     if (!from_origin) ReportPieceFailed(a.piece, parent_id, s.code() == StatusCode::kNotFound, s);
-    DF_LOG_DEBUG("piece {} of task {} failed: {}", a.piece, request_.task_id.substr(0, 12), s.ToString());
+    DF_LOG_DEBUG("piece {} of task {} failed: {}", a.piece, request_.task_id.substr(0, 12),
+                 s.ToString());
     if (fatal) Finish(s);
     l.lock();
   }
@@ -696,8 +701,10 @@ Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc) {
     std::lock_guard<std::mutex> l(mu_);
     return stopping_ ? Status(StatusCode::kCancelled, "cancelled") : Status::Ok();
   };
-  BackendRequest breq{request_.url, request_.headers, static_cast<int64_t>(ctx_.config->piece_timeout_ms), 10000};
-  DF_RETURN_IF_ERROR(backend.value()->Read(breq, lay.offset(n), static_cast<int64_t>(lay.length(n)), sink));
+  BackendRequest breq{request_.url, request_.headers,
+                      static_cast<int64_t>(ctx_.config->piece_timeout_ms), 10000};
+  DF_RETURN_IF_ERROR(
+      backend.value()->Read(breq, lay.offset(n), static_cast<int64_t>(lay.length(n)), sink));
   *crc = c;
   return Status::Ok();
 }

@@ -136,28 +136,28 @@ class PeerTask {
   std::thread controller_;
 
   mutable std::mutex mu_;
-  mutable std::condition_variable cv_;        // any state change below (controller, waiters)
-  mutable std::condition_variable work_cv_;   // workers: a piece may have become assignable
-  std::shared_ptr<TaskStorage> storage_;      // GUARDED_BY(mu_)
-  bool layout_known_ = false;                 // GUARDED_BY(mu_)
-  PieceLayout layout_;                        // GUARDED_BY(mu_)
-  std::vector<PieceState> pieces_;            // GUARDED_BY(mu_)
-  std::vector<uint8_t> attempts_;             // GUARDED_BY(mu_)
-  uint32_t done_count_ = 0;                   // GUARDED_BY(mu_)
-  uint64_t completed_bytes_ = 0;              // GUARDED_BY(mu_)
-  uint64_t bytes_from_origin_ = 0;            // GUARDED_BY(mu_)
-  uint64_t bytes_from_peers_ = 0;             // GUARDED_BY(mu_)
+  mutable std::condition_variable cv_;       // any state change below (controller, waiters)
+  mutable std::condition_variable work_cv_;  // workers: a piece may have become assignable
+  std::shared_ptr<TaskStorage> storage_;     // GUARDED_BY(mu_)
+  bool layout_known_ = false;                // GUARDED_BY(mu_)
+  PieceLayout layout_;                       // GUARDED_BY(mu_)
+  std::vector<PieceState> pieces_;           // GUARDED_BY(mu_)
+  std::vector<uint8_t> attempts_;            // GUARDED_BY(mu_)
+  uint32_t done_count_ = 0;                  // GUARDED_BY(mu_)
+  uint64_t completed_bytes_ = 0;             // GUARDED_BY(mu_)
+  uint64_t bytes_from_origin_ = 0;           // GUARDED_BY(mu_)
+  uint64_t bytes_from_peers_ = 0;            // GUARDED_BY(mu_)
   std::map<std::string, std::unique_ptr<Parent>> parents_;  // GUARDED_BY(mu_), by peer id
-  bool origin_enabled_ = false;               // GUARDED_BY(mu_)
-  bool origin_sequential_ = false;            // GUARDED_BY(mu_): origin has no ranges
-  bool want_origin_ = false;                  // GUARDED_BY(mu_): scheduler said back to source
-  std::string want_origin_reason_;            // GUARDED_BY(mu_)
-  uint32_t origin_inflight_ = 0;              // GUARDED_BY(mu_)
-  bool finished_ = false;                     // GUARDED_BY(mu_)
-  bool stopping_ = false;                     // GUARDED_BY(mu_)
-  Status status_;                             // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point last_progress_;     // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point last_reschedule_;   // GUARDED_BY(mu_)
+  bool origin_enabled_ = false;                             // GUARDED_BY(mu_)
+  bool origin_sequential_ = false;                          // GUARDED_BY(mu_): origin has no ranges
+  bool want_origin_ = false;        // GUARDED_BY(mu_): scheduler said back to source
+  std::string want_origin_reason_;  // GUARDED_BY(mu_)
+  uint32_t origin_inflight_ = 0;    // GUARDED_BY(mu_)
+  bool finished_ = false;           // GUARDED_BY(mu_)
+  bool stopping_ = false;           // GUARDED_BY(mu_)
+  Status status_;                   // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point last_progress_;    // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point last_reschedule_;  // GUARDED_BY(mu_)
   std::vector<std::thread> workers_;
 
   // Scheduler stream: one writer at a time (write_mu_), one reader thread.

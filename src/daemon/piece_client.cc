@@ -24,16 +24,24 @@ uint64_t NowNs() {
                                    .count());
 }
 
-Status ProtocolViolation(const std::string& what) { return Internal("protocol violation: " + what); }
+Status ProtocolViolation(const std::string& what) {
+  return Internal("protocol violation: " + what);
+}
 
 Status ErrorFrameStatus(uint16_t code, const std::string& message) {
   switch (static_cast<pp::ErrorCode>(code)) {
-    case pp::ErrorCode::kNotFound: return NotFound("NOT_FOUND: " + message);
-    case pp::ErrorCode::kNotReady: return NotFound("NOT_READY: " + message);
-    case pp::ErrorCode::kBusy: return Unavailable("BUSY: " + message);
-    case pp::ErrorCode::kInternal: return Unavailable("INTERNAL: " + message);
-    case pp::ErrorCode::kBadRequest: return Internal("BAD_REQUEST: " + message);
-    case pp::ErrorCode::kUnsupportedVersion: return Internal("UNSUPPORTED_VERSION: " + message);
+    case pp::ErrorCode::kNotFound:
+      return NotFound("NOT_FOUND: " + message);
+    case pp::ErrorCode::kNotReady:
+      return NotFound("NOT_READY: " + message);
+    case pp::ErrorCode::kBusy:
+      return Unavailable("BUSY: " + message);
+    case pp::ErrorCode::kInternal:
+      return Unavailable("INTERNAL: " + message);
+    case pp::ErrorCode::kBadRequest:
+      return Internal("BAD_REQUEST: " + message);
+    case pp::ErrorCode::kUnsupportedVersion:
+      return Internal("UNSUPPORTED_VERSION: " + message);
   }
   return ProtocolViolation("error code " + std::to_string(code) + ": " + message);
 }
@@ -68,7 +76,8 @@ Status PieceClient::Connect() {
   fd_ = std::move(fd).value();
   ++connects_;
   SetSocketTimeouts(fd_.get(), options_.read_timeout_ms);
-  if (!options_.congestion_control.empty()) SetCongestionControl(fd_.get(), options_.congestion_control);
+  if (!options_.congestion_control.empty())
+    SetCongestionControl(fd_.get(), options_.congestion_control);
   if (options_.receive_buffer_bytes > 0) {
     ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &options_.receive_buffer_bytes,
                  sizeof options_.receive_buffer_bytes);
@@ -125,7 +134,8 @@ Result<FetchedPiece> PieceClient::FetchPiece(const std::string& task_id, PieceNu
   uint8_t header_bytes[pp::kHeaderBytes];
   DF_RETURN_IF_ERROR(Exchange(request, sizeof request, header_bytes));
   pp::FrameHeader h = pp::DecodeHeader(header_bytes);
-  if (h.magic != pp::kMagic || h.version != pp::kVersion || !pp::BodyLengthValid(h.type, h.body_length)) {
+  if (h.magic != pp::kMagic || h.version != pp::kVersion ||
+      !pp::BodyLengthValid(h.type, h.body_length)) {
     return Fail(ProtocolViolation("malformed frame header"));
   }
   if (h.type == pp::FrameType::kError) return ReadErrorFrame(h.body_length);
@@ -192,7 +202,8 @@ Result<uint64_t> PieceClient::Ping() {
   uint8_t header_bytes[pp::kHeaderBytes];
   DF_RETURN_IF_ERROR(Exchange(request, sizeof request, header_bytes));
   pp::FrameHeader h = pp::DecodeHeader(header_bytes);
-  if (h.magic != pp::kMagic || h.version != pp::kVersion || !pp::BodyLengthValid(h.type, h.body_length)) {
+  if (h.magic != pp::kMagic || h.version != pp::kVersion ||
+      !pp::BodyLengthValid(h.type, h.body_length)) {
     return Fail(ProtocolViolation("malformed frame header"));
   }
   if (h.type == pp::FrameType::kError) return ReadErrorFrame(h.body_length);

@@ -34,9 +34,9 @@ constexpr size_t kTaskIdBytes = 64;
 constexpr size_t kRequestBodyBytes = kTaskIdBytes + 4;  // task id + piece number
 constexpr size_t kPieceBodyBytes = 24;                  // number, crc32c, offset, length
 constexpr size_t kPingBodyBytes = 8;
-constexpr size_t kErrorFixedBytes = 4;                  // code + reserved
+constexpr size_t kErrorFixedBytes = 4;  // code + reserved
 constexpr size_t kMaxErrorMessageBytes = 1024;
-constexpr size_t kMaxBodyBytes = 4096;                  // no frame body is ever larger
+constexpr size_t kMaxBodyBytes = 4096;  // no frame body is ever larger
 
 // ---- Big-endian helpers.
 inline void PutU16(uint8_t* p, uint16_t v) {
@@ -92,10 +92,13 @@ inline FrameHeader DecodeHeader(const uint8_t* in /* kHeaderBytes */) {
 // Unknown types are never legal.
 inline bool BodyLengthValid(FrameType type, uint32_t body_length) {
   switch (type) {
-    case FrameType::kRequestPiece: return body_length == kRequestBodyBytes;
-    case FrameType::kPiece: return body_length == kPieceBodyBytes;
+    case FrameType::kRequestPiece:
+      return body_length == kRequestBodyBytes;
+    case FrameType::kPiece:
+      return body_length == kPieceBodyBytes;
     case FrameType::kPing:
-    case FrameType::kPong: return body_length == kPingBodyBytes;
+    case FrameType::kPong:
+      return body_length == kPingBodyBytes;
     case FrameType::kError:
       return body_length >= kErrorFixedBytes &&
              body_length <= kErrorFixedBytes + kMaxErrorMessageBytes;

@@ -38,9 +38,9 @@ class TokenBucket {
     {
       std::lock_guard lock(mu_);
       auto now = Clock::now();
-      tokens_ = std::min(burst_bytes_,
-                         tokens_ + rate_bytes_per_sec_ *
-                                       std::chrono::duration<double>(now - last_).count());
+      tokens_ =
+          std::min(burst_bytes_, tokens_ + rate_bytes_per_sec_ *
+                                               std::chrono::duration<double>(now - last_).count());
       last_ = now;
       tokens_ -= static_cast<double>(bytes);
       if (tokens_ < 0) wait_sec = -tokens_ / rate_bytes_per_sec_;
@@ -51,8 +51,7 @@ class TokenBucket {
     while (Clock::now() < deadline) {
       if (stopping.load(std::memory_order_relaxed)) return false;
       Clock::duration left = deadline - Clock::now();
-      std::this_thread::sleep_for(
-          std::min<Clock::duration>(left, std::chrono::milliseconds(20)));
+      std::this_thread::sleep_for(std::min<Clock::duration>(left, std::chrono::milliseconds(20)));
     }
     return !stopping.load(std::memory_order_relaxed);
   }
@@ -62,8 +61,8 @@ class TokenBucket {
   const double rate_bytes_per_sec_;
   const double burst_bytes_;
   std::mutex mu_;
-  double tokens_;          // GUARDED_BY(mu_)
-  Clock::time_point last_; // GUARDED_BY(mu_)
+  double tokens_;           // GUARDED_BY(mu_)
+  Clock::time_point last_;  // GUARDED_BY(mu_)
 };
 
 namespace {
@@ -210,7 +209,8 @@ void PieceServer::ConfigureSocket(int fd) const {
 void PieceServer::ServeConnection(Connection* conn) {
   BlockSigpipeInThisThread();
   active_connections_.fetch_add(1, std::memory_order_relaxed);
-  while (!stopping_.load(std::memory_order_relaxed) && HandleFrame(conn->fd.get()) == Next::kContinue) {
+  while (!stopping_.load(std::memory_order_relaxed) &&
+         HandleFrame(conn->fd.get()) == Next::kContinue) {
   }
   active_connections_.fetch_sub(1, std::memory_order_relaxed);
   // Close now rather than at reap time so the child sees the close at once. Under mu_: Stop()
@@ -280,7 +280,7 @@ PieceServer::Next PieceServer::HandleRequestPiece(int fd, const uint8_t* body) {
   PieceLayout layout = task->layout();  // known: the piece is finished
   PieceNumber n{piece};
   return SendPiece(fd, *task, piece, crc, layout.offset(n), layout.length(n)) ? Next::kContinue
-                                                                               : Next::kClose;
+                                                                              : Next::kClose;
 }
 
 bool PieceServer::SendPiece(int fd, const TaskStorage& task, uint32_t piece, uint32_t crc,

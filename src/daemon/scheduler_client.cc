@@ -6,8 +6,7 @@ namespace df {
 
 namespace sv1 = df::scheduler::v1;
 
-SchedulerClient::SchedulerClient(std::string address,
-                                 std::function<void(sv1::Host*)> refresh)
+SchedulerClient::SchedulerClient(std::string address, std::function<void(sv1::Host*)> refresh)
     : address_(std::move(address)),
       refresh_(std::move(refresh)),
       channel_(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials())),

@@ -16,18 +16,30 @@ using Clock = std::chrono::steady_clock;
 
 dv1::ErrorCode ErrorCodeOf(const Status& s) {
   switch (s.code()) {
-    case StatusCode::kOk: return dv1::ERROR_NONE;
-    case StatusCode::kInvalidArgument: return dv1::ERROR_INVALID_ARGUMENT;
-    case StatusCode::kNotFound: return dv1::ERROR_ORIGIN_NOT_FOUND;
-    case StatusCode::kPermissionDenied: return dv1::ERROR_ORIGIN_FORBIDDEN;
-    case StatusCode::kHttpError: return dv1::ERROR_ORIGIN_HTTP;
-    case StatusCode::kUnavailable: return dv1::ERROR_ORIGIN_UNREACHABLE;
-    case StatusCode::kDataLoss: return dv1::ERROR_DIGEST_MISMATCH;
-    case StatusCode::kNoSpace: return dv1::ERROR_NO_SPACE;
-    case StatusCode::kIoError: return dv1::ERROR_IO;
-    case StatusCode::kDeadlineExceeded: return dv1::ERROR_TIMEOUT;
-    case StatusCode::kCancelled: return dv1::ERROR_CANCELLED;
-    case StatusCode::kInternal: return dv1::ERROR_INTERNAL;
+    case StatusCode::kOk:
+      return dv1::ERROR_NONE;
+    case StatusCode::kInvalidArgument:
+      return dv1::ERROR_INVALID_ARGUMENT;
+    case StatusCode::kNotFound:
+      return dv1::ERROR_ORIGIN_NOT_FOUND;
+    case StatusCode::kPermissionDenied:
+      return dv1::ERROR_ORIGIN_FORBIDDEN;
+    case StatusCode::kHttpError:
+      return dv1::ERROR_ORIGIN_HTTP;
+    case StatusCode::kUnavailable:
+      return dv1::ERROR_ORIGIN_UNREACHABLE;
+    case StatusCode::kDataLoss:
+      return dv1::ERROR_DIGEST_MISMATCH;
+    case StatusCode::kNoSpace:
+      return dv1::ERROR_NO_SPACE;
+    case StatusCode::kIoError:
+      return dv1::ERROR_IO;
+    case StatusCode::kDeadlineExceeded:
+      return dv1::ERROR_TIMEOUT;
+    case StatusCode::kCancelled:
+      return dv1::ERROR_CANCELLED;
+    case StatusCode::kInternal:
+      return dv1::ERROR_INTERNAL;
   }
   return dv1::ERROR_INTERNAL;
 }
@@ -38,7 +50,8 @@ Status ValidateDownload(const dv1::DownloadRequest& req) {
   if (req.url().empty()) return InvalidArgument("url is empty");
   if (req.url().rfind("http://", 0) != 0 && req.url().rfind("https://", 0) != 0 &&
       req.url().rfind("file://", 0) != 0) {
-    return InvalidArgument("unsupported URL '" + req.url() + "' (use http://, https:// or file://)");
+    return InvalidArgument("unsupported URL '" + req.url() +
+                           "' (use http://, https:// or file://)");
   }
   if (!req.digest().empty()) {
     auto d = ParseDigest(req.digest());
@@ -92,7 +105,10 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
   Status valid = ValidateDownload(*req);
   if (!valid.ok()) return SendFailure(writer, resp, valid);
 
-  TaskIdInput id_in{req->url(), req->tag(), req->application(), req->piece_length(),
+  TaskIdInput id_in{req->url(),
+                    req->tag(),
+                    req->application(),
+                    req->piece_length(),
                     {req->filtered_query_params().begin(), req->filtered_query_params().end()}};
   TaskRequest treq;
   treq.task_id = TaskId(id_in);
@@ -120,9 +136,10 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
     }
     if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
     if (Clock::now() > deadline) {
-      return SendFailure(writer, resp,
-                         Status(StatusCode::kDeadlineExceeded,
-                                "download did not finish within " + std::to_string(req->timeout_ms()) + " ms"));
+      return SendFailure(
+          writer, resp,
+          Status(StatusCode::kDeadlineExceeded,
+                 "download did not finish within " + std::to_string(req->timeout_ms()) + " ms"));
     }
     resp.set_state(dv1::DOWNLOAD_STATE_RUNNING);
     writer->Write(resp);
@@ -137,8 +154,9 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
     }
   }
   if (!req->keep_output_in_cache_only()) {
-    Status o = PlaceOutput(storage->content_path(), resp.content_length() > 0 ? resp.content_length() : 0,
-                           req->output_path());
+    Status o =
+        PlaceOutput(storage->content_path(), resp.content_length() > 0 ? resp.content_length() : 0,
+                    req->output_path());
     if (!o.ok()) return SendFailure(writer, resp, o);
   }
   resp.set_state(dv1::DOWNLOAD_STATE_SUCCEEDED);
@@ -155,7 +173,8 @@ grpc::Status DownloadService::StatTask(grpc::ServerContext*, const dv1::StatTask
   resp->set_url(m.url);
   resp->set_content_length(m.content_length);
   resp->set_piece_length(m.piece_length);
-  if (m.content_length >= 0 && m.piece_length > 0) resp->set_total_pieces(t->layout().total_pieces());
+  if (m.content_length >= 0 && m.piece_length > 0)
+    resp->set_total_pieces(t->layout().total_pieces());
   resp->set_finished_pieces(t->finished_count());
   resp->set_done(t->done());
   resp->set_content_path(t->content_path());
@@ -166,7 +185,8 @@ grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::Delete
                                          dv1::DeleteTaskResponse*) {
   manager_->Cancel(req->task_id());
   Status s = store_->DeleteTask(req->task_id());
-  if (s.code() == StatusCode::kNotFound) return grpc::Status(grpc::StatusCode::NOT_FOUND, s.message());
+  if (s.code() == StatusCode::kNotFound)
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, s.message());
   if (!s.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, s.message());
   return grpc::Status::OK;
 }
@@ -182,7 +202,8 @@ grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::Sync
     if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
     std::vector<uint32_t> ignored;
     storage->WaitForPieces(0, 50, &ignored);
-    if (!store_->FindTask(req->task_id())) return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
+    if (!store_->FindTask(req->task_id()))
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
   }
   TaskMeta m = storage->meta();
   dv1::PieceAvailability msg;
@@ -205,7 +226,8 @@ grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::Sync
     }
     if (done) return grpc::Status::OK;
     if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
-    if (!store_->FindTask(req->task_id())) return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
+    if (!store_->FindTask(req->task_id()))
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
   }
 }
 

@@ -103,8 +103,9 @@ Status CopyFile(const std::string& from, uint64_t length, const std::string& to)
 Status PlaceOutput(const std::string& content_path, uint64_t content_length,
                    const std::string& output_path) {
   struct stat content_st, output_st;
-  if (::stat(content_path.c_str(), &content_st) == 0 && ::stat(output_path.c_str(), &output_st) == 0 &&
-      content_st.st_dev == output_st.st_dev && content_st.st_ino == output_st.st_ino) {
+  if (::stat(content_path.c_str(), &content_st) == 0 &&
+      ::stat(output_path.c_str(), &output_st) == 0 && content_st.st_dev == output_st.st_dev &&
+      content_st.st_ino == output_st.st_ino) {
     return Status::Ok();  // the output already is a link to this content
   }
   std::string tmp = TempNameFor(output_path);

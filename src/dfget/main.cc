@@ -51,7 +51,8 @@ std::string FindDaemonBinary() {
 }
 
 bool Connected(const std::shared_ptr<grpc::Channel>& ch, int timeout_ms) {
-  return ch->WaitForConnected(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+  return ch->WaitForConnected(std::chrono::system_clock::now() +
+                              std::chrono::milliseconds(timeout_ms));
 }
 
 struct AutoStart {
@@ -81,8 +82,9 @@ bool StartDaemon(const AutoStart& a, std::string* error) {
       ::dup2(fd, 1);
       ::dup2(fd, 2);
     }
-    std::vector<std::string> args = {bin, "--sock", a.sock, "--data-dir", a.data_dir,
-                                     "--grpc-port", "0", "--piece-port", "0", "--metrics-port", "0"};
+    std::vector<std::string> args = {bin,        "--sock",         a.sock, "--data-dir",
+                                     a.data_dir, "--grpc-port",    "0",    "--piece-port",
+                                     "0",        "--metrics-port", "0"};
     if (!a.scheduler.empty()) {
       args.push_back("--scheduler");
       args.push_back(a.scheduler);
@@ -126,17 +128,23 @@ int main(int argc, char** argv) {
   bool no_progress = false, disable_back_to_source = false;
   app.add_option("url", url, "URL to download (http://, https://, file://)")->required();
   app.add_option("-O,--output", output, "Output file (written atomically)")->required();
-  app.add_option("--digest", digest, "Expected digest, sha256:HEX; a mismatch fails and leaves no file");
+  app.add_option("--digest", digest,
+                 "Expected digest, sha256:HEX; a mismatch fails and leaves no file");
   app.add_option("--tag", tag, "Tag: part of the task id (different tags = different tasks)");
   app.add_option("--application", application, "Application name: part of the task id");
-  app.add_option("--piece-length", piece_length_text, "Piece length override, e.g. 4MiB (power of two)");
+  app.add_option("--piece-length", piece_length_text,
+                 "Piece length override, e.g. 4MiB (power of two)");
   app.add_option("-H,--header", headers, "Request header 'Key: Value' for the origin (repeatable)");
-  app.add_option("--filter", filters, "Query parameter dropped from the task id (repeatable), e.g. a signature");
+  app.add_option("--filter", filters,
+                 "Query parameter dropped from the task id (repeatable), e.g. a signature");
   app.add_flag("--no-progress", no_progress, "Do not draw a progress bar");
-  app.add_option("--timeout", timeout_text, "Give up after this long, e.g. 30s, 10m (default: none)");
-  app.add_flag("--disable-back-to-source", disable_back_to_source, "Only download from peers, never the origin");
+  app.add_option("--timeout", timeout_text,
+                 "Give up after this long, e.g. 30s, 10m (default: none)");
+  app.add_flag("--disable-back-to-source", disable_back_to_source,
+               "Only download from peers, never the origin");
   app.add_option("--daemon-sock", sock, "Unix socket of the local dfdaemon")->capture_default_str();
-  app.add_option("--data-dir", data_dir, "Data dir of a dfdaemon started by dfget")->capture_default_str();
+  app.add_option("--data-dir", data_dir, "Data dir of a dfdaemon started by dfget")
+      ->capture_default_str();
   app.add_option("--scheduler", scheduler, "Scheduler HOST:PORT for a dfdaemon started by dfget");
   try {
     app.parse(argc, argv);
@@ -191,7 +199,9 @@ int main(int argc, char** argv) {
   }
   auto stub = dv1::DfdaemonDownload::NewStub(channel);
   grpc::ClientContext ctx;
-  if (timeout_ms) ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms + 5000));
+  if (timeout_ms)
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(timeout_ms + 5000));
   auto reader = stub->Download(&ctx, req);
   df::ProgressBar bar(stderr);
   bool show = !no_progress;

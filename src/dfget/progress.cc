@@ -11,7 +11,9 @@ namespace df {
 using Clock = std::chrono::steady_clock;
 
 ProgressBar::ProgressBar(std::FILE* out)
-    : out_(out), enabled_(::isatty(::fileno(out)) != 0), start_(Clock::now()),
+    : out_(out),
+      enabled_(::isatty(::fileno(out)) != 0),
+      start_(Clock::now()),
       last_sample_(Clock::now()) {}
 
 void ProgressBar::Update(int64_t total, uint64_t done) {
@@ -46,7 +48,8 @@ void ProgressBar::Draw(int64_t total, uint64_t done) {
   bar.append(static_cast<size_t>(kWidth - filled), '.');
   std::string eta = "--:--";
   if (rate_bytes_per_sec_ > 0 && total > 0) {
-    long left = static_cast<long>((static_cast<double>(total) - static_cast<double>(done)) / rate_bytes_per_sec_);
+    long left = static_cast<long>((static_cast<double>(total) - static_cast<double>(done)) /
+                                  rate_bytes_per_sec_);
     char buf[32];
     std::snprintf(buf, sizeof buf, "%02ld:%02ld", left / 60, left % 60);
     eta = buf;

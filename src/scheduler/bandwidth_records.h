@@ -52,7 +52,7 @@ class BandwidthRecords {
   const size_t records_per_pair_;
   mutable std::mutex mu_;
   std::map<PairKey, std::deque<BandwidthRecord>> pairs_;  // GUARDED_BY(mu_)
-  size_t record_count_ = 0;                                // GUARDED_BY(mu_)
+  size_t record_count_ = 0;                               // GUARDED_BY(mu_)
 };
 
 }  // namespace df::scheduler

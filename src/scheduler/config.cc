@@ -80,12 +80,20 @@ std::string SnakeCase(std::string name) {
 }  // namespace
 
 const std::vector<std::string>& OptionNames() {
-  static const auto* names = new std::vector<std::string>{
-      "listen",         "metrics",        "evaluator",
-      "log_level",      "candidate_parent_limit", "filter_parent_limit",
-      "back_to_source_limit", "schedule_timeout", "push_interval",
-      "seed_trigger_attempts", "gc_interval", "peer_ttl",
-      "task_ttl",       "host_ttl"};
+  static const auto* names = new std::vector<std::string>{"listen",
+                                                          "metrics",
+                                                          "evaluator",
+                                                          "log_level",
+                                                          "candidate_parent_limit",
+                                                          "filter_parent_limit",
+                                                          "back_to_source_limit",
+                                                          "schedule_timeout",
+                                                          "push_interval",
+                                                          "seed_trigger_attempts",
+                                                          "gc_interval",
+                                                          "peer_ttl",
+                                                          "task_ttl",
+                                                          "host_ttl"};
   return *names;
 }
 

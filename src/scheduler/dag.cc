@@ -78,8 +78,8 @@ Status Dag::AddEdge(Vertex parent, Vertex child) {
   if (parent == child) return InvalidArgument("dag: a vertex cannot be its own parent");
   if (HasEdge(parent, child)) return Status::Ok();
   if (Reaches(child, parent)) {
-    return InvalidArgument("dag: edge " + std::to_string(parent) + " -> " +
-                           std::to_string(child) + " would close a cycle");
+    return InvalidArgument("dag: edge " + std::to_string(parent) + " -> " + std::to_string(child) +
+                           " would close a cycle");
   }
   nodes_[parent].children.push_back(child);
   nodes_[child].parents.push_back(parent);

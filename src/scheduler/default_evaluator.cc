@@ -35,7 +35,7 @@ std::vector<std::string_view> LocationElements(std::string_view location, size_t
 
 bool DefaultEvaluator::IsLatestCostOutlier(const std::vector<uint64_t>& costs_ns) {
   if (costs_ns.size() < 3) return false;  // latest + at least 2 earlier samples
-  const size_t n = costs_ns.size() - 1;    // earlier samples
+  const size_t n = costs_ns.size() - 1;   // earlier samples
   const double latest = static_cast<double>(costs_ns.back());
   double sum = 0;
   for (size_t i = 0; i < n; ++i) sum += static_cast<double>(costs_ns[i]);
@@ -87,8 +87,8 @@ double DefaultEvaluator::SuccessRateScore(const ParentInfo& parent) {
 double DefaultEvaluator::HostTypeScore(const ParentInfo& parent, uint32_t max_normal_pieces) {
   if (!parent.is_seed) return 0.6;
   // A seed still fetching from the origin will produce pieces nobody has, even with 0 now.
-  const bool has_unique_pieces = parent.finished_pieces > max_normal_pieces ||
-                                 (parent.state == PeerState::kBackToSource);
+  const bool has_unique_pieces =
+      parent.finished_pieces > max_normal_pieces || (parent.state == PeerState::kBackToSource);
   return has_unique_pieces ? 1.0 : 0.2;
 }
 
@@ -100,8 +100,7 @@ double DefaultEvaluator::LocationScore(const ChildInfo& child, const ParentInfo&
   auto a = LocationElements(child.location, kLocationDepth);
   auto b = LocationElements(parent.location, kLocationDepth);
   size_t common = 0;
-  while (common < a.size() && common < b.size() && a[common] == b[common] &&
-         !a[common].empty()) {
+  while (common < a.size() && common < b.size() && a[common] == b[common] && !a[common].empty()) {
     ++common;
   }
   return static_cast<double>(common) / kLocationDepth;
@@ -109,8 +108,8 @@ double DefaultEvaluator::LocationScore(const ChildInfo& child, const ParentInfo&
 
 double DefaultEvaluator::Score(const ChildInfo& child, const ParentInfo& parent,
                                const TaskView& task, uint32_t max_normal_pieces) {
-  return kFreeUploadWeight * FreeUploadScore(child, parent) + kPiecesWeight * PiecesScore(parent, task) +
-         kSuccessRateWeight * SuccessRateScore(parent) +
+  return kFreeUploadWeight * FreeUploadScore(child, parent) +
+         kPiecesWeight * PiecesScore(parent, task) + kSuccessRateWeight * SuccessRateScore(parent) +
          kHostTypeWeight * HostTypeScore(parent, max_normal_pieces) +
          kIdcWeight * IdcScore(child, parent) + kLocationWeight * LocationScore(child, parent);
 }

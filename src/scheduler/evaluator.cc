@@ -6,12 +6,18 @@ namespace df::scheduler {
 
 const char* PeerStateName(PeerState state) {
   switch (state) {
-    case PeerState::kPending: return "Pending";
-    case PeerState::kRunning: return "Running";
-    case PeerState::kBackToSource: return "BackToSource";
-    case PeerState::kSucceeded: return "Succeeded";
-    case PeerState::kFailed: return "Failed";
-    case PeerState::kLeft: return "Left";
+    case PeerState::kPending:
+      return "Pending";
+    case PeerState::kRunning:
+      return "Running";
+    case PeerState::kBackToSource:
+      return "BackToSource";
+    case PeerState::kSucceeded:
+      return "Succeeded";
+    case PeerState::kFailed:
+      return "Failed";
+    case PeerState::kLeft:
+      return "Left";
   }
   return "Unknown";
 }

@@ -27,7 +27,7 @@ enum class PeerState {
   kBackToSource,  // downloading from the origin
   kSucceeded,     // holds the whole task and keeps serving it
   kFailed,
-  kLeft,          // stream closed without finishing, or its host left
+  kLeft,  // stream closed without finishing, or its host left
 };
 const char* PeerStateName(PeerState state);
 
@@ -69,8 +69,8 @@ struct TaskView {
 };
 
 struct ScoredParent {
-  size_t index = 0;   // into the candidates passed to Evaluate
-  double score = 0;   // higher is better; in [0, 1] for the default evaluator
+  size_t index = 0;  // into the candidates passed to Evaluate
+  double score = 0;  // higher is better; in [0, 1] for the default evaluator
 };
 
 // Thread-safe: Evaluate may be called concurrently (implementations are stateless or

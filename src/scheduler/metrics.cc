@@ -44,9 +44,9 @@ SchedulerMetrics::SchedulerMetrics(prometheus::Registry& r)
               .Name("df_scheduler_schedule_latency_seconds")
               .Help("Time from a register message to the scheduler's first decision")
               .Register(r)
-              .Add({}, prometheus::Histogram::BucketBoundaries{
-                           25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
-                           25e-3, 100e-3, 1})),
+              .Add({}, prometheus::Histogram::BucketBoundaries{25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
+                                                               1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
+                                                               100e-3, 1})),
       pushes(Counter(r, "df_scheduler_parent_pushes_total",
                      "NormalTaskResponses pushed to peers after their register")),
       back_to_source_seed(BackToSource(r, "seed")),
@@ -76,15 +76,32 @@ SchedulerMetrics::SchedulerMetrics(prometheus::Registry& r)
 void SchedulerMetrics::CountPeerMessage(df::scheduler::v1::AnnouncePeerRequest::RequestCase type) {
   using R = df::scheduler::v1::AnnouncePeerRequest;
   switch (type) {
-    case R::kRegister: msg_register_.Increment(); return;
-    case R::kPieceFinished: msg_piece_finished_.Increment(); return;
-    case R::kPieceFailed: msg_piece_failed_.Increment(); return;
-    case R::kTaskMetadata: msg_task_metadata_.Increment(); return;
-    case R::kPeerFinished: msg_peer_finished_.Increment(); return;
-    case R::kPeerFailed: msg_peer_failed_.Increment(); return;
-    case R::kBackToSourceStarted: msg_back_to_source_started_.Increment(); return;
-    case R::kReschedule: msg_reschedule_.Increment(); return;
-    case R::REQUEST_NOT_SET: break;
+    case R::kRegister:
+      msg_register_.Increment();
+      return;
+    case R::kPieceFinished:
+      msg_piece_finished_.Increment();
+      return;
+    case R::kPieceFailed:
+      msg_piece_failed_.Increment();
+      return;
+    case R::kTaskMetadata:
+      msg_task_metadata_.Increment();
+      return;
+    case R::kPeerFinished:
+      msg_peer_finished_.Increment();
+      return;
+    case R::kPeerFailed:
+      msg_peer_failed_.Increment();
+      return;
+    case R::kBackToSourceStarted:
+      msg_back_to_source_started_.Increment();
+      return;
+    case R::kReschedule:
+      msg_reschedule_.Increment();
+      return;
+    case R::REQUEST_NOT_SET:
+      break;
   }
   msg_unknown_.Increment();
 }

@@ -39,9 +39,9 @@ struct Host {
   uint32_t upload_children = 0;  // DAG edges from this host's peers to children, all tasks
   // Upload bandwidth (bytes/s) reserved for those edges, all tasks; see Peer::parent_allotments.
   uint64_t upload_allotted = 0;
-  uint64_t upload_success = 0;   // pieces children got from this host's peers
-  uint64_t upload_failure = 0;   // pieces children failed to get from them
-  uint32_t peer_count = 0;       // Peer records referring to this host
+  uint64_t upload_success = 0;  // pieces children got from this host's peers
+  uint64_t upload_failure = 0;  // pieces children failed to get from them
+  uint32_t peer_count = 0;      // Peer records referring to this host
 
   bool is_seed() const { return info.type() == df::scheduler::v1::HOST_TYPE_SEED; }
   // Announced link capacities in bytes/s; 0 = unknown (no capacity accounting).
@@ -75,17 +75,17 @@ struct Peer {
   std::shared_ptr<PeerStream> stream;  // null once the AnnouncePeer stream closed
   FinishedPieces finished;
   std::unordered_set<std::string> bad_parents;  // never offered again to this peer
-  CostHistory upload_costs;                      // pieces this peer served to children
+  CostHistory upload_costs;                     // pieces this peer served to children
   uint64_t upload_success = 0;
   uint64_t upload_failure = 0;
   Clock::time_point updated;
   // Scheduling bookkeeping.
-  bool waiting = false;          // Running with no parent, since wait_since
+  bool waiting = false;  // Running with no parent, since wait_since
   Clock::time_point wait_since;
-  bool sent_parents = false;     // at least one NormalTaskResponse sent
-  Clock::time_point last_push;   // when the last NormalTaskResponse was sent
+  bool sent_parents = false;            // at least one NormalTaskResponse sent
+  Clock::time_point last_push;          // when the last NormalTaskResponse was sent
   uint64_t seen_candidate_version = 0;  // Task::candidate_version at its last evaluation
-  bool needs_push = false;       // lost a parent: look for a replacement
+  bool needs_push = false;              // lost a parent: look for a replacement
   // Upload bandwidth (bytes/s) reserved on each parent's host for this child, by parent vertex.
   // Their sum is what the child expects to receive; it stops being hungry at its download rate.
   std::unordered_map<Dag::Vertex, uint64_t> parent_allotments;
@@ -103,7 +103,7 @@ struct Task {
   uint64_t piece_length = 0;         // 0 unknown
   uint32_t total_pieces = 0;         // 0 unknown
   std::unordered_map<std::string, std::unique_ptr<Peer>> peers;
-  Dag dag;  // parent -> child edges; acyclic
+  Dag dag;                       // parent -> child edges; acyclic
   std::vector<Peer*> by_vertex;  // dag vertex -> its peer (null for a free vertex number)
   // Peers that want (more) parents: Running, stream open, fewer than candidate_parent_limit.
   std::unordered_set<std::string> hungry;

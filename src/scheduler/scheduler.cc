@@ -73,7 +73,9 @@ Scheduler::~Scheduler() {
   seed_trigger_.reset();
 }
 
-void Scheduler::Start() { worker_ = std::thread([this] { Run(); }); }
+void Scheduler::Start() {
+  worker_ = std::thread([this] { Run(); });
+}
 
 void Scheduler::Stop() {
   {
@@ -372,9 +374,10 @@ Result<PeerKey> Scheduler::RegisterPeer(const v1::AnnouncePeerRequest& request,
     std::lock_guard lock(mu_);
     auto host = TouchHost(key.host_id, start);
     if (!host->announced) {
-      DF_LOG_WARN("register from a host that never announced host_id={} peer_id={}; its peers "
-                  "are not offered as parents until it announces",
-                  key.host_id, key.peer_id);
+      DF_LOG_WARN(
+          "register from a host that never announced host_id={} peer_id={}; its peers "
+          "are not offered as parents until it announces",
+          key.host_id, key.peer_id);
     }
     Task& task = FindOrCreateTask(key.task_id, reg.task(), start);
     Peer& peer = ResetPeer(task, key.peer_id, std::move(host), std::move(stream), start);
@@ -422,7 +425,8 @@ bool Scheduler::CanBackToSource(const Task& task, const Peer& peer) const {
 
 bool Scheduler::SeedUsableFor(const Task& task, Clock::time_point now) const {
   if (task.live_seed_peers > 0 || task.seed_trigger_pending) return true;
-  return seed_trigger_ != nullptr && task.seed_trigger_attempts < config_.seed_trigger_attempts && SeedHostAvailable(now);
+  return seed_trigger_ != nullptr && task.seed_trigger_attempts < config_.seed_trigger_attempts &&
+         SeedHostAvailable(now);
 }
 
 void Scheduler::MaybeTriggerSeed(Task& task, Clock::time_point now) {
@@ -475,7 +479,7 @@ std::vector<Peer*> Scheduler::CollectCandidates(Task& task, Peer& child) {
   std::vector<bool> descendants;
   if (!task.dag.Children(child.vertex).empty()) descendants = task.dag.Descendants(child.vertex);
   const auto& current = task.dag.Parents(child.vertex);
-  std::vector<Peer*> keep;    // current parents, always evaluated (stable parent sets)
+  std::vector<Peer*> keep;  // current parents, always evaluated (stable parent sets)
   std::vector<Peer*> others;
   others.reserve(task.peers.size());
   for (Dag::Vertex v = 0; v < task.by_vertex.size(); ++v) {
@@ -556,7 +560,8 @@ std::vector<std::pair<Peer*, uint64_t>> Scheduler::SelectByCapacity(
     // spread the way a mesh spreads it instead of landing on one parent.
     auto load = [](const Peer* p) {
       const uint64_t cap = p->host->upload_capacity();
-      return cap == 0 ? 0.0 : static_cast<double>(p->host->upload_allotted) / static_cast<double>(cap);
+      return cap == 0 ? 0.0
+                      : static_cast<double>(p->host->upload_allotted) / static_cast<double>(cap);
     };
     std::vector<Peer*> least(ranked.begin(), ranked.end());
     std::stable_sort(least.begin(), least.end(),
@@ -659,18 +664,31 @@ Status Scheduler::HandlePeerMessage(const PeerKey& key, const v1::AnnouncePeerRe
     peer->host->last_seen = now;
     task->updated = now;
     switch (request.request_case()) {
-      case R::kPieceFinished: OnPieceFinished(*task, *peer, request.piece_finished()); break;
-      case R::kPieceFailed: OnPieceFailed(*task, *peer, request.piece_failed()); break;
+      case R::kPieceFinished:
+        OnPieceFinished(*task, *peer, request.piece_finished());
+        break;
+      case R::kPieceFailed:
+        OnPieceFailed(*task, *peer, request.piece_failed());
+        break;
       case R::kTaskMetadata:
         LearnTaskSize(*task, request.task_metadata().content_length(),
                       request.task_metadata().piece_length(),
                       request.task_metadata().total_pieces());
         break;
-      case R::kPeerFinished: OnPeerFinished(*task, *peer, request.peer_finished()); break;
-      case R::kPeerFailed: OnPeerFailed(*task, *peer); break;
-      case R::kBackToSourceStarted: OnBackToSourceStarted(*task, *peer); break;
-      case R::kReschedule: OnReschedule(*task, *peer, request.reschedule(), now); break;
-      default: break;
+      case R::kPeerFinished:
+        OnPeerFinished(*task, *peer, request.peer_finished());
+        break;
+      case R::kPeerFailed:
+        OnPeerFailed(*task, *peer);
+        break;
+      case R::kBackToSourceStarted:
+        OnBackToSourceStarted(*task, *peer);
+        break;
+      case R::kReschedule:
+        OnReschedule(*task, *peer, request.reschedule(), now);
+        break;
+      default:
+        break;
     }
     jobs = TakeSeedJobs();
   }

@@ -85,7 +85,8 @@ class Scheduler {
   // (garbage collected); InvalidArgument for a second register. Messages without a known type
   // are ignored (forward compatibility). Malformed
   // fields inside a message (unknown parent ids, ...) are ignored, never fatal.
-  Status HandlePeerMessage(const PeerKey& key, const df::scheduler::v1::AnnouncePeerRequest& request);
+  Status HandlePeerMessage(const PeerKey& key,
+                           const df::scheduler::v1::AnnouncePeerRequest& request);
 
   // The stream of `key` closed. When `stream` is still the peer's stream and the peer did not
   // finish or fail, it becomes Left: no longer a candidate, its DAG edges removed.
@@ -173,11 +174,11 @@ class Scheduler {
   // Requires mu_ (held by `lock`); releases it between decisions.
   void ServeHungryPeers(std::unique_lock<std::mutex>& lock, Clock::time_point now);
   void HandleWaiting(Task& task, Peer& peer, Clock::time_point now);  // requires mu_
-  void CollectGarbageLocked(Clock::time_point now);  // requires mu_
-  void UpdateGauges();                               // requires mu_
+  void CollectGarbageLocked(Clock::time_point now);                   // requires mu_
+  void UpdateGauges();                                                // requires mu_
 
   // Seed triggers are queued under mu_ and sent after it is released.
-  std::vector<SeedJob> TakeSeedJobs();  // requires mu_
+  std::vector<SeedJob> TakeSeedJobs();           // requires mu_
   void SendSeedJobs(std::vector<SeedJob> jobs);  // excludes mu_
   void OnSeedTriggerDone(const std::string& task_id, const Status& status);
 
@@ -190,7 +191,7 @@ class Scheduler {
   mutable std::mutex mu_;
   std::condition_variable wake_;  // signalled when hungry peers may have new candidates, or stop
   std::unordered_map<std::string, std::shared_ptr<Host>> hosts_;  // GUARDED_BY(mu_)
-  std::set<std::string> seed_hosts_;                               // GUARDED_BY(mu_)
+  std::set<std::string> seed_hosts_;                              // GUARDED_BY(mu_)
   std::unordered_map<std::string, std::unique_ptr<Task>> tasks_;  // GUARDED_BY(mu_)
   std::set<std::string> hungry_tasks_;  // GUARDED_BY(mu_) tasks with Task::hungry non-empty
   std::vector<SeedJob> seed_jobs_;      // GUARDED_BY(mu_)

@@ -44,7 +44,7 @@ struct Options {
   int spread_ms = 1000;
   int piece_interval_ms = 0;
   int baseline_calls = 2000;
-  std::string target;  // empty = in-process scheduler
+  std::string target;               // empty = in-process scheduler
   uint64_t push_interval_ms = 200;  // in-process scheduler's push interval
 };
 
@@ -87,8 +87,8 @@ class Latch {
 };
 
 // One announcing peer: an open AnnouncePeer stream driven by gRPC's callback threads.
-class BenchPeer final : public grpc::ClientBidiReactor<v1::AnnouncePeerRequest,
-                                                       v1::AnnouncePeerResponse> {
+class BenchPeer final
+    : public grpc::ClientBidiReactor<v1::AnnouncePeerRequest, v1::AnnouncePeerResponse> {
  public:
   BenchPeer(v1::Scheduler::Stub* stub, std::string host_id, std::string peer_id,
             Latch* first_response, Latch* done)
@@ -270,9 +270,10 @@ void MeasureDecisionCost(const Options& opt) {
     (void)scheduler.RegisterPeer(request, std::make_shared<NullStream>());
     us.push_back(Ms(Clock::now() - start) * 1000);
   }
-  std::printf("decision cost without gRPC (Scheduler::RegisterPeer, %d peers): p50=%.1fus "
-              "p99=%.1fus max=%.1fus\n",
-              opt.peers, Percentile(us, 50), Percentile(us, 99), Percentile(us, 100));
+  std::printf(
+      "decision cost without gRPC (Scheduler::RegisterPeer, %d peers): p50=%.1fus "
+      "p99=%.1fus max=%.1fus\n",
+      opt.peers, Percentile(us, 50), Percentile(us, 99), Percentile(us, 100));
 }
 
 int Run(const Options& opt) {
@@ -320,10 +321,9 @@ int Run(const Options& opt) {
   Latch done(opt.peers);
   std::vector<std::unique_ptr<BenchPeer>> peers;
   for (int i = 0; i < opt.peers; ++i) {
-    peers.push_back(std::make_unique<BenchPeer>(stubs[i % opt.channels].get(),
-                                                "bench-host-" + std::to_string(i),
-                                                "bench-peer-" + std::to_string(i),
-                                                &first_responses, &done));
+    peers.push_back(std::make_unique<BenchPeer>(
+        stubs[i % opt.channels].get(), "bench-host-" + std::to_string(i),
+        "bench-peer-" + std::to_string(i), &first_responses, &done));
   }
   std::this_thread::sleep_for(500ms);
 
@@ -388,22 +388,25 @@ int Run(const Options& opt) {
   const double p90 = Percentile(latency_ms, 90);
   const double p99 = Percentile(latency_ms, 99);
   const double max = Percentile(latency_ms, 100);
-  std::printf("scheduler_bench: peers=%d channels=%d spread_ms=%d piece_interval_ms=%d "
-              "scheduler=%s\n",
-              opt.peers, opt.channels, opt.spread_ms, opt.piece_interval_ms,
-              opt.target.empty() ? "in-process" : opt.target.c_str());
-  std::printf("register->first parents: answered=%zu/%d with_parents=%d wall=%.0fms "
-              "p50=%.3fms p90=%.3fms p99=%.3fms max=%.3fms\n",
-              latency_ms.size(), opt.peers, normal, Ms(wall), p50, p90, p99, max);
+  std::printf(
+      "scheduler_bench: peers=%d channels=%d spread_ms=%d piece_interval_ms=%d "
+      "scheduler=%s\n",
+      opt.peers, opt.channels, opt.spread_ms, opt.piece_interval_ms,
+      opt.target.empty() ? "in-process" : opt.target.c_str());
+  std::printf(
+      "register->first parents: answered=%zu/%d with_parents=%d wall=%.0fms "
+      "p50=%.3fms p90=%.3fms p99=%.3fms max=%.3fms\n",
+      latency_ms.size(), opt.peers, normal, Ms(wall), p50, p90, p99, max);
   std::printf("baseline StatTask unary (same server, same run): p50=%.3fms p99=%.3fms\n",
               baseline.p50_ms, baseline.p99_ms);
   std::printf("all %d streams closed: %s in %.0fms (every peer Left; children rescheduled)\n",
               opt.peers, all_closed ? "yes" : "NO", close_ms);
-  std::printf("ratios: p99/target(%.1fms)=%.2f  register p50/StatTask p50=%.2f  "
-              "register p99/StatTask p99=%.2f  -> %s\n",
-              kTargetP99Ms, p99 / kTargetP99Ms, baseline.p50_ms > 0 ? p50 / baseline.p50_ms : 0,
-              baseline.p99_ms > 0 ? p99 / baseline.p99_ms : 0,
-              all_answered && p99 <= kTargetP99Ms ? "PASS" : "FAIL");
+  std::printf(
+      "ratios: p99/target(%.1fms)=%.2f  register p50/StatTask p50=%.2f  "
+      "register p99/StatTask p99=%.2f  -> %s\n",
+      kTargetP99Ms, p99 / kTargetP99Ms, baseline.p50_ms > 0 ? p50 / baseline.p50_ms : 0,
+      baseline.p99_ms > 0 ? p99 / baseline.p99_ms : 0,
+      all_answered && p99 <= kTargetP99Ms ? "PASS" : "FAIL");
   for (const auto& family : registry.Collect()) {
     if (family.name != "df_scheduler_schedule_latency_seconds" || family.metric.empty()) continue;
     const auto& h = family.metric[0].histogram;

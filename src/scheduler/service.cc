@@ -114,28 +114,33 @@ class AnnouncePeerStream final
 
   std::mutex mu_;
   std::deque<v1::AnnouncePeerResponse> queue_;  // GUARDED_BY(mu_) front is being written
-  bool writing_ = false;                         // GUARDED_BY(mu_)
-  bool finishing_ = false;                       // GUARDED_BY(mu_) no more Sends accepted
-  bool finished_ = false;                        // GUARDED_BY(mu_) Finish called
-  bool done_ = false;                            // GUARDED_BY(mu_)
-  grpc::Status final_status_;                    // GUARDED_BY(mu_)
+  bool writing_ = false;                        // GUARDED_BY(mu_)
+  bool finishing_ = false;                      // GUARDED_BY(mu_) no more Sends accepted
+  bool finished_ = false;                       // GUARDED_BY(mu_) Finish called
+  bool done_ = false;                           // GUARDED_BY(mu_)
+  grpc::Status final_status_;                   // GUARDED_BY(mu_)
 };
 
 }  // namespace
 
 grpc::Status ToGrpcStatus(const Status& status) {
   switch (status.code()) {
-    case StatusCode::kOk: return grpc::Status::OK;
+    case StatusCode::kOk:
+      return grpc::Status::OK;
     case StatusCode::kInvalidArgument:
       return {grpc::StatusCode::INVALID_ARGUMENT, status.message()};
-    case StatusCode::kNotFound: return {grpc::StatusCode::NOT_FOUND, status.message()};
-    case StatusCode::kUnavailable: return {grpc::StatusCode::UNAVAILABLE, status.message()};
+    case StatusCode::kNotFound:
+      return {grpc::StatusCode::NOT_FOUND, status.message()};
+    case StatusCode::kUnavailable:
+      return {grpc::StatusCode::UNAVAILABLE, status.message()};
     case StatusCode::kDeadlineExceeded:
       return {grpc::StatusCode::DEADLINE_EXCEEDED, status.message()};
-    case StatusCode::kCancelled: return {grpc::StatusCode::CANCELLED, status.message()};
+    case StatusCode::kCancelled:
+      return {grpc::StatusCode::CANCELLED, status.message()};
     case StatusCode::kPermissionDenied:
       return {grpc::StatusCode::PERMISSION_DENIED, status.message()};
-    default: return {grpc::StatusCode::INTERNAL, status.message()};
+    default:
+      return {grpc::StatusCode::INTERNAL, status.message()};
   }
 }
 

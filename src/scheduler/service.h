@@ -18,9 +18,9 @@ class SchedulerService final : public df::scheduler::v1::Scheduler::CallbackServ
  public:
   explicit SchedulerService(Scheduler* scheduler) : scheduler_(*scheduler) {}
 
-  grpc::ServerUnaryReactor* AnnounceHost(grpc::CallbackServerContext* context,
-                                         const df::scheduler::v1::AnnounceHostRequest* request,
-                                         df::scheduler::v1::AnnounceHostResponse* response) override;
+  grpc::ServerUnaryReactor* AnnounceHost(
+      grpc::CallbackServerContext* context, const df::scheduler::v1::AnnounceHostRequest* request,
+      df::scheduler::v1::AnnounceHostResponse* response) override;
   grpc::ServerUnaryReactor* LeaveHost(grpc::CallbackServerContext* context,
                                       const df::scheduler::v1::LeaveHostRequest* request,
                                       df::scheduler::v1::LeaveHostResponse* response) override;

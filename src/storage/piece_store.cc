@@ -152,15 +152,15 @@ Status TaskStorage::SetContentLength(int64_t content_length, uint64_t piece_leng
       }
       return InvalidArgument("task " + task_id_ + ": content length " +
                              std::to_string(content_length) + "/" + std::to_string(piece_length) +
-                             " contradicts recorded " + std::to_string(meta_.content_length) +
-                             "/" + std::to_string(meta_.piece_length));
+                             " contradicts recorded " + std::to_string(meta_.content_length) + "/" +
+                             std::to_string(meta_.piece_length));
     }
     struct statvfs st {};
     if (::fstatvfs(fd_.get(), &st) == 0 &&
         static_cast<uint64_t>(st.f_bavail) * st.f_frsize < static_cast<uint64_t>(content_length)) {
-      return ErrnoStatus("task " + task_id_ + ": reserve " + std::to_string(content_length) +
-                             " bytes in " + path_,
-                         ENOSPC);
+      return ErrnoStatus(
+          "task " + task_id_ + ": reserve " + std::to_string(content_length) + " bytes in " + path_,
+          ENOSPC);
     }
     if (::ftruncate(fd_.get(), content_length) != 0) {
       return ErrnoStatus("ftruncate " + path_, errno);
@@ -232,8 +232,7 @@ std::vector<uint32_t> TaskStorage::FinishedPieces() const {
   return order_;
 }
 
-size_t TaskStorage::WaitForPieces(size_t cursor, int timeout_ms,
-                                  std::vector<uint32_t>* out) const {
+size_t TaskStorage::WaitForPieces(size_t cursor, int timeout_ms, std::vector<uint32_t>* out) const {
   std::unique_lock lock(mu_);
   auto ready = [&] { return order_.size() > cursor || meta_.done || closed_; };
   if (timeout_ms < 0) {
@@ -279,9 +278,9 @@ Result<std::unique_ptr<PieceStore>> PieceStore::Open(const std::string& dir) {
   if (ec) return IoError("create " + dir + "/content: " + ec.message());
   std::string db_path = dir + "/metadata.db";
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(db_path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(db_path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     Status s = IoError("open " + db_path + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
     sqlite3_close(db);
@@ -309,14 +308,14 @@ Status PieceStore::InitSchema() {
   // WAL + synchronous=NORMAL: a commit is atomic and survives a process crash without an fsync
   // per piece; on power loss the newest commits may roll back, which only costs a re-download.
   DF_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
-  DF_RETURN_IF_ERROR(Exec(
-      "CREATE TABLE IF NOT EXISTS tasks ("
-      "  task_id TEXT PRIMARY KEY, url TEXT NOT NULL, content_length INTEGER NOT NULL,"
-      "  piece_length INTEGER NOT NULL, digest TEXT NOT NULL, created_ms INTEGER NOT NULL,"
-      "  accessed_ms INTEGER NOT NULL, done INTEGER NOT NULL);"
-      "CREATE TABLE IF NOT EXISTS pieces ("
-      "  task_id TEXT NOT NULL, piece INTEGER NOT NULL, crc INTEGER NOT NULL,"
-      "  UNIQUE (task_id, piece));"));
+  DF_RETURN_IF_ERROR(
+      Exec("CREATE TABLE IF NOT EXISTS tasks ("
+           "  task_id TEXT PRIMARY KEY, url TEXT NOT NULL, content_length INTEGER NOT NULL,"
+           "  piece_length INTEGER NOT NULL, digest TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+           "  accessed_ms INTEGER NOT NULL, done INTEGER NOT NULL);"
+           "CREATE TABLE IF NOT EXISTS pieces ("
+           "  task_id TEXT NOT NULL, piece INTEGER NOT NULL, crc INTEGER NOT NULL,"
+           "  UNIQUE (task_id, piece));"));
   auto** stmt = reinterpret_cast<sqlite3_stmt**>(&insert_piece_stmt_);
   if (sqlite3_prepare_v2(Db(db_),
                          "INSERT OR IGNORE INTO pieces (task_id, piece, crc) VALUES (?, ?, ?)", -1,
@@ -417,7 +416,8 @@ Status PieceStore::LoadTasks() {
                   recorded.size() - finished.size(), finished.size());
       DF_RETURN_IF_ERROR(Exec("BEGIN"));
       DF_RETURN_IF_ERROR(Exec("DELETE FROM pieces WHERE task_id = '" + meta.task_id + "'"));
-      for (auto [piece, crc] : finished) DF_RETURN_IF_ERROR(PersistPieceLocked(meta.task_id, piece, crc));
+      for (auto [piece, crc] : finished)
+        DF_RETURN_IF_ERROR(PersistPieceLocked(meta.task_id, piece, crc));
       DF_RETURN_IF_ERROR(Exec("COMMIT"));
     }
     std::string id = meta.task_id;

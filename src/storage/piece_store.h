@@ -30,10 +30,10 @@ struct TaskMeta {
   std::string url;
   int64_t content_length = -1;  // -1 while unknown
   uint64_t piece_length = 0;
-  std::string digest;           // "sha256:HEX" or empty
+  std::string digest;  // "sha256:HEX" or empty
   int64_t created_unix_ms = 0;
   int64_t accessed_unix_ms = 0;
-  bool done = false;            // every piece finished
+  bool done = false;  // every piece finished
 };
 
 class PieceStore;
@@ -91,11 +91,11 @@ class TaskStorage {
   UniqueFd fd_;
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  TaskMeta meta_;                       // GUARDED_BY(mu_)
-  std::vector<uint32_t> crc_;           // GUARDED_BY(mu_); index = piece number
-  std::vector<bool> have_;              // GUARDED_BY(mu_)
-  std::vector<uint32_t> order_;         // GUARDED_BY(mu_); commit order
-  bool closed_ = false;                 // GUARDED_BY(mu_)
+  TaskMeta meta_;                // GUARDED_BY(mu_)
+  std::vector<uint32_t> crc_;    // GUARDED_BY(mu_); index = piece number
+  std::vector<bool> have_;       // GUARDED_BY(mu_)
+  std::vector<uint32_t> order_;  // GUARDED_BY(mu_); commit order
+  bool closed_ = false;          // GUARDED_BY(mu_)
 };
 
 // Garbage collection policy.
@@ -152,7 +152,7 @@ class PieceStore {
 
   const std::string dir_;
   std::mutex mu_;
-  void* db_;  // sqlite3*, GUARDED_BY(mu_)
+  void* db_;                           // sqlite3*, GUARDED_BY(mu_)
   void* insert_piece_stmt_ = nullptr;  // sqlite3_stmt*, GUARDED_BY(mu_); prepared once
   std::unordered_map<std::string, std::shared_ptr<TaskStorage>> tasks_;  // GUARDED_BY(mu_)
 };

@@ -106,7 +106,9 @@ TEST(PlaceOutput, AppearsAtomicallyAndFailsWithoutLeavingFiles) {
 TEST(VerifyDigest, MatchesAndMismatches) {
   TempDir d;
   std::string p = d.Write("abc", "abc");
-  EXPECT_TRUE(VerifyDigest(p, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad").ok());
+  EXPECT_TRUE(
+      VerifyDigest(p, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+          .ok());
   EXPECT_EQ(VerifyDigest(p, "sha256:" + std::string(64, '0')).code(), StatusCode::kDataLoss);
   EXPECT_EQ(VerifyDigest(p, "md5:00").code(), StatusCode::kInvalidArgument);
 }

@@ -26,7 +26,7 @@ namespace pp = piece_protocol;
 using Clock = std::chrono::steady_clock;
 
 constexpr uint64_t kPieceLength = 256 * 1024;
-constexpr uint32_t kPieces = 10;                                    // last one is short
+constexpr uint32_t kPieces = 10;  // last one is short
 constexpr uint64_t kContentLength = (kPieces - 1) * kPieceLength + 1000;
 const std::string kTaskId(64, 'a');
 const std::string kOtherTaskId(64, 'b');
@@ -77,7 +77,8 @@ class PieceProtocolTest : public ::testing::Test {
     parent_store_ = PieceStore::Open(parent_dir_.path() + "/store").value();
     child_store_ = PieceStore::Open(child_dir_.path() + "/store").value();
     content_ = ContentBytes(kContentLength);
-    TaskMeta meta{.task_id = kTaskId, .content_length = static_cast<int64_t>(kContentLength),
+    TaskMeta meta{.task_id = kTaskId,
+                  .content_length = static_cast<int64_t>(kContentLength),
                   .piece_length = kPieceLength};
     source_ = parent_store_->OpenTask(meta).value();
     ASSERT_EQ(::pwrite(source_->content_fd(), content_.data(), content_.size(), 0),
@@ -86,7 +87,8 @@ class PieceProtocolTest : public ::testing::Test {
     for (uint32_t n = 0; n < kPieces; ++n) {
       if (n == missing) continue;
       const char* p = content_.data() + layout.offset(PieceNumber{n});
-      ASSERT_TRUE(source_->CommitPiece(PieceNumber{n}, Crc32c(p, layout.length(PieceNumber{n}))).ok());
+      ASSERT_TRUE(
+          source_->CommitPiece(PieceNumber{n}, Crc32c(p, layout.length(PieceNumber{n}))).ok());
     }
     dest_ = child_store_->OpenTask(meta).value();
     options.ip = "127.0.0.1";
@@ -204,8 +206,8 @@ TEST_F(PieceProtocolTest, UnfinishedOrUnknownPieceIsNotFoundAndConnectionStaysUs
 
   auto out_of_range = client.FetchPiece(kTaskId, PieceNumber{kPieces}, 0, 1, dest_->content_fd());
   EXPECT_EQ(out_of_range.status().code(), StatusCode::kNotFound);
-  auto other_task = client.FetchPiece(kOtherTaskId, PieceNumber{0}, 0, kPieceLength,
-                                      dest_->content_fd());
+  auto other_task =
+      client.FetchPiece(kOtherTaskId, PieceNumber{0}, 0, kPieceLength, dest_->content_fd());
   EXPECT_EQ(other_task.status().code(), StatusCode::kNotFound);
 
   ASSERT_TRUE(Fetch(client, 0).ok());

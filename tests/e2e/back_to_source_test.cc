@@ -32,10 +32,10 @@ class BackToSourceTest : public ::testing::Test {
   }
 
   Process StartDaemon() {
-    Process p = Process::Start({Bin("daemon/dfdaemon"), "--sock", sock_, "--data-dir",
-                                dir_.path() + "/data", "--grpc-port", "0", "--piece-port", "0",
-                                "--metrics-port", "0", "--log-level", "info"},
-                               dir_.path() + "/dfdaemon.log");
+    Process p = Process::Start(
+        {Bin("daemon/dfdaemon"), "--sock", sock_, "--data-dir", dir_.path() + "/data",
+         "--grpc-port", "0", "--piece-port", "0", "--metrics-port", "0", "--log-level", "info"},
+        dir_.path() + "/dfdaemon.log");
     EXPECT_TRUE(bench::WaitForUnixSocket(sock_, 10000)) << "dfdaemon did not start";
     return p;
   }
@@ -66,7 +66,9 @@ TEST_F(BackToSourceTest, Downloads256MiBWithTheRightSha256) {
   ASSERT_TRUE(origin.ok());
   Process daemon = StartDaemon();
   std::string out;
-  ASSERT_EQ(Dfget({origin.Url("big.bin"), "-O", Out("big.bin"), "--digest", "sha256:" + sha}, &out), 0) << out;
+  ASSERT_EQ(Dfget({origin.Url("big.bin"), "-O", Out("big.bin"), "--digest", "sha256:" + sha}, &out),
+            0)
+      << out;
   EXPECT_EQ(Sha256File(Out("big.bin")).value(), sha);
   EXPECT_EQ(origin.BytesServed(), 256 * kMiB);
 
@@ -83,8 +85,9 @@ TEST_F(BackToSourceTest, ResumesAfterKillWithoutRefetchingFinishedPieces) {
   ASSERT_TRUE(origin.ok());
   Process daemon = StartDaemon();
   std::string url = origin.Url("big.bin");
-  Process dfget = Process::Start({Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, url,
-                                  "-O", Out("big.bin")}, dir_.path() + "/dfget1.log");
+  Process dfget = Process::Start(
+      {Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, url, "-O", Out("big.bin")},
+      dir_.path() + "/dfget1.log");
 
   // Wait until about a third of the pieces are finished, then kill the daemon hard.
   auto stub = dfdaemon::v1::DfdaemonDownload::NewStub(
@@ -121,7 +124,9 @@ TEST_F(BackToSourceTest, DigestMismatchFailsCleanlyAndLeavesNoFile) {
   NginxOrigin origin(root_);
   Process daemon = StartDaemon();
   std::string out;
-  int rc = Dfget({origin.Url("f.bin"), "-O", Out("f.bin"), "--digest", "sha256:" + std::string(64, '0')}, &out);
+  int rc =
+      Dfget({origin.Url("f.bin"), "-O", Out("f.bin"), "--digest", "sha256:" + std::string(64, '0')},
+            &out);
   EXPECT_EQ(rc, 1) << out;
   EXPECT_NE(out.find("digest mismatch"), std::string::npos) << out;
   EXPECT_EQ(OutputEntries(), 0u) << "a failed download left a file behind";
@@ -170,7 +175,8 @@ TEST_F(BackToSourceTest, StartsADaemonWhenNoneRuns) {
   NginxOrigin origin(root_);
   std::string out;
   int rc = bench::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, "--data-dir",
-                         dir_.path() + "/autodata", origin.Url("s.bin"), "-O", Out("s.bin")}, &out);
+                       dir_.path() + "/autodata", origin.Url("s.bin"), "-O", Out("s.bin")},
+                      &out);
   // Find the daemon dfget started (it is detached) and stop it by pid.
   pid_t started = -1;
   for (auto& e : std::filesystem::directory_iterator("/proc")) {

@@ -58,8 +58,8 @@ TEST(SchedulerConfig, BadValuesNameTheOption) {
 }
 
 TEST(SchedulerConfig, FileOverridesDefaultsKeyByKey) {
-  std::string path = WriteTempFile(
-      "listen: 127.0.0.1:9000\nschedule_timeout: 3s\nback_to_source_limit: 2\n");
+  std::string path =
+      WriteTempFile("listen: 127.0.0.1:9000\nschedule_timeout: 3s\nback_to_source_limit: 2\n");
   auto c = LoadConfigFile(path, SchedulerConfig{});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->listen, "127.0.0.1:9000");

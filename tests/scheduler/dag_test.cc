@@ -66,14 +66,13 @@ TEST(Dag, RefusesEdgesThatCloseACycle) {
     bool accepted;
   };
   const Case cases[] = {
-      {"a>b", "b", "a", false},          // direct back edge
-      {"a>b b>c c>d", "d", "a", false},  // long cycle
-      {"a>b b>c c>d", "c", "a", false},
-      {"a>b b>c", "a", "c", true},       // shortcut: still acyclic
-      {"a>b a>c", "b", "c", true},       // siblings
-      {"a>b c>d", "d", "a", true},       // separate chains joined
-      {"a>b", "a", "a", false},          // self edge
-      {"a>b", "a", "b", true},           // an existing edge is fine
+      {"a>b", "b", "a", false},                                       // direct back edge
+      {"a>b b>c c>d", "d", "a", false},                               // long cycle
+      {"a>b b>c c>d", "c", "a", false}, {"a>b b>c", "a", "c", true},  // shortcut: still acyclic
+      {"a>b a>c", "b", "c", true},                                    // siblings
+      {"a>b c>d", "d", "a", true},                                    // separate chains joined
+      {"a>b", "a", "a", false},                                       // self edge
+      {"a>b", "a", "b", true},                                        // an existing edge is fine
   };
   for (const Case& c : cases) {
     NamedDag d(c.spec);

@@ -26,12 +26,24 @@ std::vector<ParentInfo> Candidates(const std::string& table) {
     in >> state >> p.finished_pieces >> type >> p.idc >> p.location >> p.concurrent_upload_limit >>
         p.concurrent_uploads >> p.upload_success >> p.upload_failure;
     switch (state[0]) {
-      case 'R': p.state = PeerState::kRunning; break;
-      case 'B': p.state = PeerState::kBackToSource; break;
-      case 'S': p.state = PeerState::kSucceeded; break;
-      case 'F': p.state = PeerState::kFailed; break;
-      case 'L': p.state = PeerState::kLeft; break;
-      default: p.state = PeerState::kPending; break;
+      case 'R':
+        p.state = PeerState::kRunning;
+        break;
+      case 'B':
+        p.state = PeerState::kBackToSource;
+        break;
+      case 'S':
+        p.state = PeerState::kSucceeded;
+        break;
+      case 'F':
+        p.state = PeerState::kFailed;
+        break;
+      case 'L':
+        p.state = PeerState::kLeft;
+        break;
+      default:
+        p.state = PeerState::kPending;
+        break;
     }
     p.is_seed = type == "seed";
     if (p.idc == "-") p.idc.clear();
@@ -159,8 +171,8 @@ TEST(DefaultEvaluator, LatestCostOutlierRule) {
   };
   const Case cases[] = {
       {{}, false},
-      {{100, 100000}, false},                // one earlier sample: too little history
-      {{100, 100, 1900}, false},             // few samples: needs > 20x the mean
+      {{100, 100000}, false},     // one earlier sample: too little history
+      {{100, 100, 1900}, false},  // few samples: needs > 20x the mean
       {{100, 100, 2100}, true},
       // >= 10 samples: above mean + 3 stddev and above twice the mean.
       {with(ten, 199), false},  // zero variance: the 2x floor decides

@@ -558,8 +558,7 @@ TEST_F(SchedulerGrpcTest, PieceReportsBecomeBandwidthRecordsAndStats) {
   b->PieceFinished(1, "peer-a");  // a duplicate counts once
   ASSERT_TRUE(Eventually([&] { return scheduler().records().record_count() == 3; }));
   EXPECT_EQ(scheduler().records().Pair("host-b", "host-a").size(), 3u);
-  EXPECT_NEAR(scheduler().records().EstimateBytesPerSec("host-b", "host-a"), (4 << 20) / 0.02,
-              1);
+  EXPECT_NEAR(scheduler().records().EstimateBytesPerSec("host-b", "host-a"), (4 << 20) / 0.02, 1);
   EXPECT_EQ(scheduler().GetPeer("task-1", "peer-b")->finished_pieces, 2u);
 
   grpc::ClientContext ctx;
@@ -594,8 +593,7 @@ TEST_F(SchedulerGrpcTest, AnnounceHostWithoutIdIsInvalid) {
   grpc::ClientContext ctx;
   v1::AnnounceHostRequest req;
   v1::AnnounceHostResponse resp;
-  EXPECT_EQ(stub_->AnnounceHost(&ctx, req, &resp).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(stub_->AnnounceHost(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(SchedulerGrpcTest, MetricsCountRegistrationsAndDecisions) {
@@ -610,9 +608,10 @@ TEST_F(SchedulerGrpcTest, MetricsCountRegistrationsAndDecisions) {
       for (const auto& m : family.metric) {
         bool match = label.empty();
         for (const auto& l : m.label) match = match || l.value == label;
-        if (match) return family.type == prometheus::MetricType::Histogram
-                              ? static_cast<double>(m.histogram.sample_count)
-                              : m.counter.value;
+        if (match)
+          return family.type == prometheus::MetricType::Histogram
+                     ? static_cast<double>(m.histogram.sample_count)
+                     : m.counter.value;
       }
     }
     return -1.0;
@@ -700,7 +699,6 @@ TEST_F(SchedulerCapacityTest, WithoutRatesEveryGoodCandidateIsOffered) {
   c->Register();
   EXPECT_EQ(c->NextParents(), (Strings{"peer-a", "peer-b"}));
 }
-
 
 }  // namespace
 }  // namespace df::scheduler

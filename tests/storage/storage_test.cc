@@ -263,8 +263,7 @@ TEST(PieceStore, RejectsTaskIdsThatAreNotFileNames) {
   TempDir dir;
   auto store = OpenStore(dir.path());
   for (const char* bad : {"", "../x", "a/b", ".hidden"}) {
-    EXPECT_EQ(store->OpenTask(MakeMeta(bad)).status().code(), StatusCode::kInvalidArgument)
-        << bad;
+    EXPECT_EQ(store->OpenTask(MakeMeta(bad)).status().code(), StatusCode::kInvalidArgument) << bad;
   }
   EXPECT_TRUE(store->OpenTask(MakeMeta("sha256:0123abcdef")).ok());
 }

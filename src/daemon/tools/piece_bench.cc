@@ -68,7 +68,9 @@ Status ImportFile(const std::string& file, TaskStorage& task) {
 
 Result<std::shared_ptr<TaskStorage>> OpenSource(PieceStore& store, const BenchOptions& o,
                                                 const std::string& task_id, int64_t size) {
-  TaskMeta meta{.task_id = task_id, .url = "file://" + o.file, .content_length = size,
+  TaskMeta meta{.task_id = task_id,
+                .url = "file://" + o.file,
+                .content_length = size,
                 .piece_length = o.piece_length};
   auto task = store.OpenTask(meta);
   if (!task.ok() || (*task)->done()) return task;
@@ -101,8 +103,8 @@ Status Run(const BenchOptions& o) {
   if (::stat(o.file.c_str(), &st) != 0) return ErrnoStatus("stat " + o.file, errno);
   BenchOptions opts = o;
   if (opts.piece_length == 0) opts.piece_length = ChoosePieceLength(st.st_size);
-  std::string task_id = TaskId(TaskIdInput{.url = "file://" + o.file,
-                                           .piece_length = opts.piece_length});
+  std::string task_id =
+      TaskId(TaskIdInput{.url = "file://" + o.file, .piece_length = opts.piece_length});
 
   auto parent_store = PieceStore::Open(o.parent_dir);
   if (!parent_store.ok()) return parent_store.status();
@@ -121,8 +123,8 @@ Status Run(const BenchOptions& o) {
   auto child_store = PieceStore::Open(o.child_dir);
   if (!child_store.ok()) return child_store.status();
   (void)(*child_store)->DeleteTask(task_id);  // every run starts empty
-  TaskMeta meta{.task_id = task_id, .content_length = st.st_size,
-                .piece_length = opts.piece_length};
+  TaskMeta meta{
+      .task_id = task_id, .content_length = st.st_size, .piece_length = opts.piece_length};
   auto dest = (*child_store)->OpenTask(meta);
   if (!dest.ok()) return dest.status();
 
@@ -139,7 +141,8 @@ Status Run(const BenchOptions& o) {
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   server.Stop();
   for (const Status& s : results) DF_RETURN_IF_ERROR(s);
-  if (!opts.discard && !(*dest)->done()) return Internal("child task not done after fetching every piece");
+  if (!opts.discard && !(*dest)->done())
+    return Internal("child task not done after fetching every piece");
   auto bytes = static_cast<double>(st.st_size);
   std::printf("bytes=%lld seconds=%.3f rate_mib_per_sec=%.1f connections=%d piece_length=%llu\n",
               static_cast<long long>(st.st_size), seconds, bytes / seconds / (1 << 20),

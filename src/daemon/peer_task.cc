@@ -651,6 +651,11 @@ void PeerTask::OnPieceDoneLocked(uint32_t piece) {
   last_progress_ = Clock::now();
 }
 
+std::pair<PieceLayout, int> PeerTask::LayoutAndFd() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return {layout_, storage_->content_fd()};
+}
+
 void PeerTask::WakeAll() const {
   cv_.notify_all();
   work_cv_.notify_all();
@@ -664,13 +669,7 @@ Status PeerTask::FetchFromParent(Parent* p, uint32_t piece, std::unique_ptr<Piec
     opts.congestion_control = ctx_.config->congestion_control;
     *client = std::make_unique<PieceClient>(p->ip, p->piece_port, opts);
   }
-  PieceLayout lay;
-  int fd;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    lay = layout_;
-    fd = storage_->content_fd();
-  }
+  auto [lay, fd] = LayoutAndFd();
   PieceNumber n{piece};
   auto r = (*client)->FetchPiece(request_.task_id, n, lay.offset(n), lay.length(n), fd);
   if (!r.ok()) return r.status();
@@ -685,13 +684,7 @@ Status PeerTask::FetchFromParent(Parent* p, uint32_t piece, std::unique_ptr<Piec
 Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc) {
   auto backend = ctx_.backends->ForUrl(request_.url);
   if (!backend.ok()) return backend.status();
-  PieceLayout lay;
-  int fd;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    lay = layout_;
-    fd = storage_->content_fd();
-  }
+  auto [lay, fd] = LayoutAndFd();
   PieceNumber n{piece};
   uint64_t offset = lay.offset(n);
   uint32_t c = 0;
@@ -714,13 +707,7 @@ Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc) {
 Status PeerTask::StreamWholeFromOrigin() {
   auto backend = ctx_.backends->ForUrl(request_.url);
   if (!backend.ok()) return backend.status();
-  PieceLayout lay;
-  int fd;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    lay = layout_;
-    fd = storage_->content_fd();
-  }
+  auto [lay, fd] = LayoutAndFd();
   uint64_t offset = 0;
   uint32_t crc = 0;
   uint32_t piece = 0;

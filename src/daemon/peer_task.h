@@ -127,6 +127,8 @@ class PeerTask {
   Status StreamWholeFromOrigin();
   Status SetLayoutLocked(int64_t content_length, uint64_t piece_length);
   void OnPieceDoneLocked(uint32_t piece);
+  // The layout and the content file for a fetch; both are fixed once a worker runs.
+  std::pair<PieceLayout, int> LayoutAndFd() const;
   // Wakes the controller, WaitFinished() callers and every worker (state changes).
   void WakeAll() const;
 

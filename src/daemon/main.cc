@@ -61,8 +61,10 @@ int main(int argc, char** argv) {
       "(local API on a unix socket) and serves verified pieces to other peers."};
   std::string config_path;
   app.add_option("-c,--config", config_path, "YAML config file (flags override it)");
-  // Flags are parsed twice: once to find --config, then on top of the file's values.
+  // Flags are parsed twice: once to find --config, then on top of the file's values. --help
+  // waits for the second pass, when every option is known.
   app.allow_extras();
+  app.set_help_flag();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -77,6 +79,7 @@ int main(int argc, char** argv) {
     }
   }
   app.allow_extras(false);
+  app.set_help_flag("-h,--help", "Print this help message and exit");
   DurationFlags durations;
   app.add_flag("--seed", cfg.seed,
                "Run as a seed peer (fetches new tasks from the origin when the scheduler asks)");

@@ -1,8 +1,9 @@
 // PieceClient: the child side of the piece data protocol (docs/piece_protocol.md).
 //
 // One persistent TCP connection to one parent, opened lazily on the first request and reopened
-// lazily after an error. Pieces are received into a buffer owned by the client (allocated once,
-// reused for every piece), CRC32C-checked while being pwrite()n to the destination file.
+// lazily after an error. Pieces are received straight into a shared mapping of the destination
+// file, CRC32C-checked chunk by chunk while the chunk is still in cache; when the file cannot be
+// mapped (or its pages allocated) they go through a buffer owned by the client and pwrite().
 //
 // Thread-safety: none. One request at a time per client; keep a small pool of clients per
 // parent for parallel fetches. Nothing outside the client must outlive it.
@@ -29,6 +30,9 @@ struct PieceClientOptions {
   size_t chunk_bytes = 128 * 1024;
   // SO_RCVBUF; 0 = kernel autotuning.
   int receive_buffer_bytes = 0;
+  // Receive into a shared mapping of the destination file (one copy) when the file can be
+  // mapped and its pages allocated; otherwise, or when false, into the buffer plus pwrite().
+  bool receive_into_mapping = true;
 };
 
 // Outcome of one successful fetch. The bytes are already at their offset in the destination.
@@ -45,7 +49,7 @@ class PieceClient {
   PieceClient(const PieceClient&) = delete;
   PieceClient& operator=(const PieceClient&) = delete;
 
-  // Fetches piece `n` of `task_id` (64 lowercase hex chars) and pwrite()s it to `dest_fd` at
+  // Fetches piece `n` of `task_id` (64 lowercase hex chars) and writes it to `dest_fd` at
   // `expected_offset`. The parent's piece header must match `n`, `expected_offset` and
   // `expected_length`. Errors:
   //   NotFound          the parent lacks the task or the piece (yet); the connection stays open.

@@ -197,6 +197,32 @@ TEST_F(PieceProtocolTest, FetchesManyPiecesOverOneConnection) {
   EXPECT_EQ(server_->concurrent_uploads(), 0);
 }
 
+// Both receive paths land the same bytes: the shared mapping (default) and the buffer plus
+// pwrite() (option off, or a destination that cannot be mapped: here a write-only descriptor).
+TEST_F(PieceProtocolTest, BufferedAndUnmappableDestinationsGetTheSameBytes) {
+  PieceClient buffered = MakeClient({.receive_into_mapping = false});
+  for (uint32_t n : {0u, 1u, kPieces - 1}) {
+    auto r = Fetch(buffered, n);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(DestBytes(n), SourceBytes(n)) << "piece " << n;
+  }
+  std::string path = child_dir_.path() + "/write-only";
+  UniqueFd wo(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  ASSERT_TRUE(wo);
+  PieceLayout layout = source_->layout();
+  PieceClient mapped = MakeClient();
+  for (uint32_t n : {1u, kPieces - 1}) {
+    PieceNumber pn{n};
+    auto r = mapped.FetchPiece(kTaskId, pn, layout.offset(pn), layout.length(pn), wo.get());
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    std::string got(layout.length(pn), '\0');
+    UniqueFd rd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_EQ(::pread(rd.get(), got.data(), got.size(), static_cast<off_t>(layout.offset(pn))),
+              static_cast<ssize_t>(got.size()));
+    EXPECT_EQ(got, SourceBytes(n)) << "piece " << n;
+  }
+}
+
 TEST_F(PieceProtocolTest, UnfinishedOrUnknownPieceIsNotFoundAndConnectionStaysUsable) {
   PieceClient client = MakeClient();
   auto missing = Fetch(client, kPieces - 2);

@@ -160,6 +160,18 @@ TEST_F(BackToSourceTest, BadFlagsAreUsageErrors) {
   EXPECT_EQ(Dfget({"http://x/y", "-O", Out("y"), "--bogus"}, &out), 2) << out;
 }
 
+// --help lists every flag (the config file is parsed first; help must wait for the full set).
+TEST_F(BackToSourceTest, HelpListsEveryFlagAndBadDaemonFlagsAreUsageErrors) {
+  std::string out;
+  EXPECT_EQ(bench::Run({Bin("daemon/dfdaemon"), "--help"}, &out), 0) << out;
+  for (const char* flag : {"--config", "--scheduler", "--data-dir", "--upload-rate", "--seed"})
+    EXPECT_NE(out.find(flag), std::string::npos) << flag << " missing from:\n" << out;
+  EXPECT_EQ(bench::Run({Bin("daemon/dfdaemon"), "--bogus"}, &out), 2) << out;
+  EXPECT_EQ(bench::Run({Bin("daemon/dfdaemon"), "--upload-rate", "fast"}, &out), 2) << out;
+  EXPECT_EQ(Dfget({"--help"}, &out), 0) << out;
+  EXPECT_NE(out.find("--output"), std::string::npos) << out;
+}
+
 TEST_F(BackToSourceTest, HeadersReachTheOriginAndBadSchemesAreRejected) {
   bench::MakeFile(root_ + "/h.bin", 1 * kMiB);
   NginxOrigin origin(root_);

@@ -17,7 +17,9 @@ Status InitLogging(const std::string& component, const std::string& level,
 
 }  // namespace df
 
-#define DF_LOG_DEBUG(...) SPDLOG_DEBUG(__VA_ARGS__)
+// Runtime-filtered (an atomic level check when off), so --log-level debug shows them.
+#define DF_LOG_TRACE(...) spdlog::trace(__VA_ARGS__)
+#define DF_LOG_DEBUG(...) spdlog::debug(__VA_ARGS__)
 #define DF_LOG_INFO(...) spdlog::info(__VA_ARGS__)
 #define DF_LOG_WARN(...) spdlog::warn(__VA_ARGS__)
 #define DF_LOG_ERROR(...) spdlog::error(__VA_ARGS__)

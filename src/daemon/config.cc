@@ -72,6 +72,7 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"schedule_timeout", Duration(&c->schedule_timeout_ms)},
       {"concurrency", Scalar(&c->concurrency)},
       {"per_parent_concurrency", Scalar(&c->per_parent_concurrency)},
+      {"piece_pipeline_depth", Scalar(&c->piece_pipeline_depth)},
       {"origin_concurrency", Scalar(&c->origin_concurrency)},
       {"piece_timeout", Duration(&c->piece_timeout_ms)},
       {"piece_retry_limit", Scalar(&c->piece_retry_limit)},
@@ -130,6 +131,8 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   }
   if (cfg->per_parent_concurrency == 0)
     return InvalidArgument("per_parent_concurrency must be >= 1");
+  if (cfg->piece_pipeline_depth == 0 || cfg->piece_pipeline_depth > 64)
+    return InvalidArgument("piece_pipeline_depth must be between 1 and 64");
   if (cfg->origin_concurrency == 0) return InvalidArgument("origin_concurrency must be >= 1");
   if (cfg->piece_retry_limit == 0) return InvalidArgument("piece_retry_limit must be >= 1");
   if (!(cfg->disk_low_watermark > 0 && cfg->disk_low_watermark < cfg->disk_high_watermark &&

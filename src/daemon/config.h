@@ -30,7 +30,8 @@ struct DaemonConfig {
 
   // Download engine.
   uint32_t concurrency = 8;             // pieces in flight per task
-  uint32_t per_parent_concurrency = 2;  // pieces in flight from one parent
+  uint32_t per_parent_concurrency = 1;  // connections (workers) to one parent
+  uint32_t piece_pipeline_depth = 2;    // requests queued on one parent connection
   uint32_t origin_concurrency = 4;      // ranged GETs in flight to the origin per task
   uint64_t piece_timeout_ms = 60000;
   uint32_t piece_retry_limit = 5;  // attempts per piece before the task fails

@@ -104,7 +104,10 @@ int main(int argc, char** argv) {
   app.add_option("--concurrency", cfg.concurrency, "Pieces in flight per task")
       ->capture_default_str();
   app.add_option("--per-parent-concurrency", cfg.per_parent_concurrency,
-                 "Pieces in flight from one parent")
+                 "Connections to one parent")
+      ->capture_default_str();
+  app.add_option("--piece-pipeline-depth", cfg.piece_pipeline_depth,
+                 "Piece requests queued on one parent connection")
       ->capture_default_str();
   app.add_option("--origin-concurrency", cfg.origin_concurrency,
                  "Ranged GETs in flight to the origin per task")

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 
 #include "common/crc32c.h"
 #include "common/ids.h"
@@ -57,8 +58,9 @@ struct PeerTask::Parent {
   uint16_t grpc_port = 0;
   uint16_t piece_port = 0;
   std::vector<bool> has;  // by piece number; sized when the layout is known
-  uint32_t inflight = 0;
-  uint32_t failures = 0;          // consecutive
+  uint32_t inflight = 0;     // pieces requested from it and not answered yet
+  uint32_t connections = 0;  // workers talking to it (each on one connection)
+  uint32_t failures = 0;     // consecutive
   double rate_bytes_per_sec = 0;  // EWMA of piece throughput; 0 = not measured yet
   bool dead = false;
   bool done = false;  // holds the whole task
@@ -492,7 +494,7 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
   return Status::Ok();
 }
 
-PeerTask::Assignment PeerTask::PickLocked() {
+PeerTask::Assignment PeerTask::PickLocked(Parent* only) {
   Assignment a;
   if (!layout_known_) return a;
   // Rarest first among what live parents hold; among equally rare pieces the lowest number.
@@ -508,7 +510,7 @@ PeerTask::Assignment PeerTask::PickLocked() {
     for (auto& [id, p] : parents_) {
       if (p->dead || i >= p->has.size() || !p->has[i]) continue;
       ++count;
-      if (p->inflight >= ctx_.config->per_parent_concurrency) continue;
+      if (only ? p.get() != only : p->connections >= ctx_.config->per_parent_concurrency) continue;
       double rate = p->rate_bytes_per_sec > 0 ? p->rate_bytes_per_sec : kUnknownRateBytesPerSec;
       double cost = (p->inflight + 1) / rate;
       if (!choice || cost < choice_cost) {
@@ -528,7 +530,7 @@ PeerTask::Assignment PeerTask::PickLocked() {
     a.parent = best_parent;
     return a;
   }
-  if (!origin_enabled_) return a;
+  if (only || !origin_enabled_) return a;
   if (origin_sequential_) {
     if (origin_inflight_ > 0) return a;
     a.kind = Assignment::kOrigin;
@@ -546,15 +548,18 @@ PeerTask::Assignment PeerTask::PickLocked() {
 }
 
 void PeerTask::Worker() {
-  std::unique_ptr<PieceClient> client;
   std::unique_lock<std::mutex> l(mu_);
   while (!stopping_ && !finished_) {
-    Assignment a = PickLocked();
+    Assignment a = PickLocked(nullptr);
     if (a.kind == Assignment::kNone) {
       work_cv_.wait_for(l, std::chrono::milliseconds(500));
       continue;
     }
-    if (a.kind == Assignment::kOrigin && origin_sequential_) {
+    if (a.kind == Assignment::kParent) {
+      FetchFromParentLocked(l, a.parent, a.piece);
+      continue;
+    }
+    if (origin_sequential_) {
       ++origin_inflight_;
       l.unlock();
       Status s = StreamWholeFromOrigin();
@@ -568,79 +573,130 @@ void PeerTask::Worker() {
       continue;
     }
     pieces_[a.piece] = PieceState::kInFlight;
-    uint64_t length = layout_.length(PieceNumber{a.piece});
     uint32_t crc = 0;
-    uint64_t cost_ns = 0;
-    Status s;
-    std::string parent_id;
     auto start = Clock::now();
-    if (a.kind == Assignment::kParent) {
-      Parent* p = a.parent;
-      parent_id = p->peer_id;
-      ++p->inflight;
-      if (!p->idle_clients.empty()) {
-        client = std::move(p->idle_clients.back());
-        p->idle_clients.pop_back();
-      }
-      l.unlock();
-      s = FetchFromParent(p, a.piece, &client, &cost_ns, &crc);
-      l.lock();
-      --p->inflight;
-      if (s.ok()) {
-        p->failures = 0;
-        double rate =
-            static_cast<double>(length) * 1e9 / static_cast<double>(std::max<uint64_t>(cost_ns, 1));
-        p->rate_bytes_per_sec =
-            p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
-        if (client && p->idle_clients.size() < ctx_.config->per_parent_concurrency) {
-          p->idle_clients.push_back(std::move(client));
-        }
-      } else {
-        client.reset();
-        if (s.code() == StatusCode::kNotFound) {
-          if (a.piece < p->has.size()) p->has[a.piece] = false;  // it no longer has it
-        } else if (++p->failures >= kParentFailureLimit) {
-          p->dead = true;
-          if (p->sync_ctx) p->sync_ctx->TryCancel();
-        }
-      }
-      client.reset();
-    } else {
-      ++origin_inflight_;
-      l.unlock();
-      s = FetchFromOrigin(a.piece, &crc);
-      cost_ns = static_cast<uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
-      l.lock();
-      --origin_inflight_;
-    }
-    if (s.ok()) {
-      l.unlock();
-      s = storage_->CommitPiece(PieceNumber{a.piece}, crc);
-      l.lock();
-    }
-    if (s.ok()) {
-      pieces_[a.piece] = PieceState::kDone;
-      (a.kind == Assignment::kParent ? bytes_from_peers_ : bytes_from_origin_) += length;
-      OnPieceDoneLocked(a.piece);
-      bool all = done_count_ == pieces_.size();
-      l.unlock();
-      ReportPiece(a.piece, parent_id, length, cost_ns, crc);
-      if (all) Finish(Status::Ok());
-      l.lock();
-      continue;
-    }
-    pieces_[a.piece] = PieceState::kMissing;
-    bool from_origin = a.kind == Assignment::kOrigin;
-    bool fatal = (from_origin && IsPermanent(s)) || s.code() == StatusCode::kNoSpace ||
-                 ++attempts_[a.piece] >= ctx_.config->piece_retry_limit * (from_origin ? 1 : 4);
+    ++origin_inflight_;
     l.unlock();
-    if (!from_origin) ReportPieceFailed(a.piece, parent_id, s.code() == StatusCode::kNotFound, s);
-    DF_LOG_DEBUG("piece {} of task {} failed: {}", a.piece, request_.task_id.substr(0, 12),
-                 s.ToString());
-    if (fatal) Finish(s);
+    Status s = FetchFromOrigin(a.piece, &crc);
+    auto cost_ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+    l.lock();
+    --origin_inflight_;
+    CompletePieceLocked(l, a, s, crc, cost_ns);
+  }
+}
+
+void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
+                                     uint32_t first) {
+  // One connection, with up to `pipeline` requests queued on it: the parent sends the pieces
+  // back to back, at the full rate of its uplink and without a round trip between them.
+  const size_t pipeline = std::max<uint32_t>(ctx_.config->piece_pipeline_depth, 1);
+  std::unique_ptr<PieceClient> client;
+  if (!p->idle_clients.empty()) {
+    client = std::move(p->idle_clients.back());
+    p->idle_clients.pop_back();
+  } else {
+    PieceClientOptions opts;
+    opts.read_timeout_ms = static_cast<int>(ctx_.config->piece_timeout_ms);
+    opts.congestion_control = ctx_.config->congestion_control;
+    client = std::make_unique<PieceClient>(p->ip, p->piece_port, opts);
+  }
+  ++p->connections;
+  std::deque<uint32_t> queue;  // requested on this connection, in order
+  auto request = [&](uint32_t piece) {  // called locked; returns locked
+    pieces_[piece] = PieceState::kInFlight;
+    ++p->inflight;
+    queue.push_back(piece);
+    l.unlock();
+    Status s = client->SendRequest(request_.task_id, PieceNumber{piece});
+    l.lock();
+    return s;
+  };
+  Status broken = request(first);
+  while (broken.ok() && !queue.empty()) {
+    while (queue.size() < pipeline && !stopping_ && !p->dead) {
+      Assignment next = PickLocked(p);
+      if (next.kind == Assignment::kNone) break;
+      broken = request(next.piece);
+      if (!broken.ok()) break;
+    }
+    if (!broken.ok()) break;
+    uint32_t piece = queue.front();
+    l.unlock();
+    auto [lay, fd] = LayoutAndFd();
+    PieceNumber n{piece};
+    auto r = client->ReceivePiece(n, lay.offset(n), lay.length(n), fd);
+    l.lock();
+    queue.pop_front();
+    --p->inflight;
+    Status s = r.ok() ? Status::Ok() : r.status();
+    if (s.ok()) {
+      p->failures = 0;
+      double rate = static_cast<double>(r->length) * 1e9 /
+                    static_cast<double>(std::max<uint64_t>(r->cost_ns, 1));
+      p->rate_bytes_per_sec =
+          p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
+    } else if (s.code() == StatusCode::kNotFound) {
+      if (piece < p->has.size()) p->has[piece] = false;  // it no longer has it
+    } else {
+      // DataLoss leaves the connection usable; anything else dropped it with every request
+      // queued on it.
+      if (s.code() != StatusCode::kDataLoss) broken = s;
+      if (++p->failures >= kParentFailureLimit) {
+        p->dead = true;
+        if (p->sync_ctx) p->sync_ctx->TryCancel();
+      }
+    }
+    Assignment a{Assignment::kParent, piece, p};
+    CompletePieceLocked(l, a, s, r.ok() ? r->crc32c : 0, r.ok() ? r->cost_ns : 0);
+    if (stopping_ || finished_) break;
+  }
+  // Requests that were never answered go back to the pool, without counting as attempts.
+  for (uint32_t piece : queue) {
+    if (pieces_[piece] == PieceState::kInFlight) pieces_[piece] = PieceState::kMissing;
+    --p->inflight;
+  }
+  if (!queue.empty()) work_cv_.notify_all();
+  --p->connections;
+  if (broken.ok() && queue.empty() && client->connected() &&
+      p->idle_clients.size() < ctx_.config->per_parent_concurrency) {
+    p->idle_clients.push_back(std::move(client));
+  }
+}
+
+void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a,
+                                   Status s, uint32_t crc, uint64_t cost_ns) {
+  uint64_t length = layout_.length(PieceNumber{a.piece});
+  std::string parent_id = a.kind == Assignment::kParent ? a.parent->peer_id : std::string();
+  if (s.ok()) {
+    l.unlock();
+    s = storage_->CommitPiece(PieceNumber{a.piece}, crc);
     l.lock();
   }
+  if (s.ok()) {
+    pieces_[a.piece] = PieceState::kDone;
+    (a.kind == Assignment::kParent ? bytes_from_peers_ : bytes_from_origin_) += length;
+    OnPieceDoneLocked(a.piece);
+    bool all = done_count_ == pieces_.size();
+    l.unlock();
+    DF_LOG_DEBUG("piece {} of task {} done source={} bytes={} ms={:.1f}", a.piece,
+                 request_.task_id.substr(0, 12), parent_id.empty() ? "origin" : parent_id, length,
+                 static_cast<double>(cost_ns) / 1e6);
+    ReportPiece(a.piece, parent_id, length, cost_ns, crc);
+    if (all) Finish(Status::Ok());
+    l.lock();
+    return;
+  }
+  pieces_[a.piece] = PieceState::kMissing;
+  bool from_origin = a.kind == Assignment::kOrigin;
+  bool fatal = (from_origin && IsPermanent(s)) || s.code() == StatusCode::kNoSpace ||
+               ++attempts_[a.piece] >= ctx_.config->piece_retry_limit * (from_origin ? 1 : 4);
+  l.unlock();
+  if (!from_origin) ReportPieceFailed(a.piece, parent_id, s.code() == StatusCode::kNotFound, s);
+  DF_LOG_DEBUG("piece {} of task {} failed: {}", a.piece, request_.task_id.substr(0, 12),
+               s.ToString());
+  if (fatal) Finish(s);
+  l.lock();
 }
 
 void PeerTask::OnPieceDoneLocked(uint32_t piece) {
@@ -659,26 +715,6 @@ std::pair<PieceLayout, int> PeerTask::LayoutAndFd() const {
 void PeerTask::WakeAll() const {
   cv_.notify_all();
   work_cv_.notify_all();
-}
-
-Status PeerTask::FetchFromParent(Parent* p, uint32_t piece, std::unique_ptr<PieceClient>* client,
-                                 uint64_t* cost_ns, uint32_t* crc) {
-  if (!*client) {
-    PieceClientOptions opts;
-    opts.read_timeout_ms = static_cast<int>(ctx_.config->piece_timeout_ms);
-    opts.congestion_control = ctx_.config->congestion_control;
-    *client = std::make_unique<PieceClient>(p->ip, p->piece_port, opts);
-  }
-  auto [lay, fd] = LayoutAndFd();
-  PieceNumber n{piece};
-  auto r = (*client)->FetchPiece(request_.task_id, n, lay.offset(n), lay.length(n), fd);
-  if (!r.ok()) return r.status();
-  if (r->crc32c != r->parent_crc32c) {
-    return DataLoss("piece " + std::to_string(piece) + " from " + p->peer_id + " failed CRC32C");
-  }
-  *crc = r->crc32c;
-  *cost_ns = r->cost_ns;
-  return Status::Ok();
 }
 
 Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc) {

@@ -120,9 +120,15 @@ class PeerTask {
 
   // Workers.
   void Worker();
-  Assignment PickLocked();
-  Status FetchFromParent(Parent* p, uint32_t piece, std::unique_ptr<PieceClient>* client,
-                         uint64_t* cost_ns, uint32_t* crc);
+  // The next piece to fetch: from a parent with a free connection (rarest first), else from the
+  // origin when allowed. With `only`, a piece that parent holds, to queue on its connection.
+  Assignment PickLocked(Parent* only);
+  // Fetches `first` and whatever else `p` holds that is missing, over one pipelined connection,
+  // until `p` has nothing more to offer. Called and returns with `l` locked.
+  void FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t first);
+  // Commits (or requeues, or fails the task on) one fetched piece and reports it.
+  void CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
+                           uint32_t crc, uint64_t cost_ns);
   Status FetchFromOrigin(uint32_t piece, uint32_t* crc);
   Status StreamWholeFromOrigin();
   Status SetLayoutLocked(int64_t content_length, uint64_t piece_length);

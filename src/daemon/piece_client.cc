@@ -68,6 +68,7 @@ std::string PieceClient::Where() const { return "parent " + ip_ + ":" + std::to_
 
 Status PieceClient::Fail(const Status& s) {
   fd_.Reset();
+  outstanding_.clear();
   return Status(s.code(), Where() + ": " + s.message());
 }
 
@@ -105,6 +106,45 @@ Status PieceClient::Exchange(const uint8_t* request, size_t request_bytes, uint8
   }
 }
 
+void PieceClient::EncodeRequest(const Outstanding& o, uint8_t* out) {
+  pp::EncodeHeader({.type = pp::FrameType::kRequestPiece, .body_length = pp::kRequestBodyBytes},
+                   out);
+  std::memcpy(out + pp::kHeaderBytes, o.task_id.data(), pp::kTaskIdBytes);
+  pp::PutU32(out + pp::kHeaderBytes + pp::kTaskIdBytes, o.piece);
+}
+
+Status PieceClient::SendRequest(const std::string& task_id, PieceNumber n) {
+  if (!pp::IsWireTaskId(task_id)) {
+    return InvalidArgument("task id '" + task_id + "' is not 64 lowercase hex characters");
+  }
+  if (!fd_) {
+    Status s = Connect();
+    if (!s.ok()) return Fail(s);
+    stale_possible_ = false;
+  } else if (outstanding_.empty()) {
+    stale_possible_ = true;  // idle since the last answer: the parent may have closed it
+  }
+  outstanding_.push_back({task_id, n.value, NowNs()});
+  uint8_t request[pp::kHeaderBytes + pp::kRequestBodyBytes];
+  EncodeRequest(outstanding_.back(), request);
+  Status s = WriteFull(fd_.get(), request, sizeof request);
+  if (!s.ok() && stale_possible_ && s.code() == StatusCode::kUnavailable) s = Resend();
+  return s.ok() ? s : Fail(s);
+}
+
+Status PieceClient::Resend() {
+  stale_possible_ = false;
+  fd_.Reset();
+  DF_RETURN_IF_ERROR(Connect());
+  for (auto& o : outstanding_) {
+    uint8_t request[pp::kHeaderBytes + pp::kRequestBodyBytes];
+    EncodeRequest(o, request);
+    o.sent_ns = NowNs();
+    DF_RETURN_IF_ERROR(WriteFull(fd_.get(), request, sizeof request));
+  }
+  return Status::Ok();
+}
+
 Status PieceClient::ReadErrorFrame(uint32_t body_length) {
   uint8_t body[pp::kErrorFixedBytes + pp::kMaxErrorMessageBytes];
   Status s = ReadFull(fd_.get(), body, body_length);
@@ -122,30 +162,50 @@ Status PieceClient::ReadErrorFrame(uint32_t body_length) {
 Result<FetchedPiece> PieceClient::FetchPiece(const std::string& task_id, PieceNumber n,
                                              uint64_t expected_offset, uint64_t expected_length,
                                              int dest_fd) {
-  if (!pp::IsWireTaskId(task_id)) {
-    return InvalidArgument("task id '" + task_id + "' is not 64 lowercase hex characters");
+  if (!outstanding_.empty()) {
+    return Internal("FetchPiece with " + std::to_string(outstanding_.size()) +
+                              " pipelined requests outstanding");
   }
-  uint64_t start_ns = NowNs();
-  uint8_t request[pp::kHeaderBytes + pp::kRequestBodyBytes];
-  pp::EncodeHeader({.type = pp::FrameType::kRequestPiece, .body_length = pp::kRequestBodyBytes},
-                   request);
-  std::memcpy(request + pp::kHeaderBytes, task_id.data(), pp::kTaskIdBytes);
-  pp::PutU32(request + pp::kHeaderBytes + pp::kTaskIdBytes, n.value);
+  DF_RETURN_IF_ERROR(SendRequest(task_id, n));
+  return ReceivePiece(n, expected_offset, expected_length, dest_fd);
+}
 
+Result<FetchedPiece> PieceClient::ReceivePiece(PieceNumber n, uint64_t expected_offset,
+                                               uint64_t expected_length, int dest_fd) {
+  if (outstanding_.empty() || outstanding_.front().piece != n.value) {
+    return Internal("piece " + std::to_string(n.value) +
+                              " is not the next answer expected from " + Where());
+  }
   uint8_t header_bytes[pp::kHeaderBytes];
-  DF_RETURN_IF_ERROR(Exchange(request, sizeof request, header_bytes));
+  Status s = fd_ ? ReadFull(fd_.get(), header_bytes, pp::kHeaderBytes)
+                 : Unavailable("not connected");
+  // A parent closes idle connections; the first answer on a reused one then fails at once.
+  if (!s.ok() && stale_possible_ && s.code() == StatusCode::kUnavailable) {
+    s = Resend();
+    if (s.ok()) s = ReadFull(fd_.get(), header_bytes, pp::kHeaderBytes);
+  }
+  stale_possible_ = false;
+  if (!s.ok()) return Fail(s);
+  // The link carried this piece from when it was asked for or when the previous answer ended,
+  // whichever is later: queueing behind the previous answer is not part of its cost.
+  uint64_t start_ns = std::max(outstanding_.front().sent_ns, last_answer_end_ns_);
+  outstanding_.pop_front();
   pp::FrameHeader h = pp::DecodeHeader(header_bytes);
   if (h.magic != pp::kMagic || h.version != pp::kVersion ||
       !pp::BodyLengthValid(h.type, h.body_length)) {
     return Fail(ProtocolViolation("malformed frame header"));
   }
-  if (h.type == pp::FrameType::kError) return ReadErrorFrame(h.body_length);
+  if (h.type == pp::FrameType::kError) {
+    Status e = ReadErrorFrame(h.body_length);
+    last_answer_end_ns_ = NowNs();
+    return e;
+  }
   if (h.type != pp::FrameType::kPiece) {
     return Fail(ProtocolViolation("frame type " + std::to_string(static_cast<int>(h.type)) +
                                   " in answer to a piece request"));
   }
   uint8_t body[pp::kPieceBodyBytes];
-  Status s = ReadFull(fd_.get(), body, sizeof body);
+  s = ReadFull(fd_.get(), body, sizeof body);
   if (!s.ok()) return Fail(s);
   pp::PieceHeader piece = pp::DecodePieceHeader(body);
   if (piece.piece_number != n.value || piece.offset != expected_offset ||
@@ -158,9 +218,10 @@ Result<FetchedPiece> PieceClient::FetchPiece(const std::string& task_id, PieceNu
   }
   FetchedPiece out;
   DF_RETURN_IF_ERROR(ReceivePayload(piece.offset, piece.length, dest_fd, &out.crc32c));
+  last_answer_end_ns_ = NowNs();
   out.parent_crc32c = piece.crc32c;
   out.length = piece.length;
-  out.cost_ns = NowNs() - start_ns;
+  out.cost_ns = last_answer_end_ns_ - start_ns;
   if (out.crc32c != out.parent_crc32c) {
     return DataLoss(Where() + ": piece " + std::to_string(n.value) + " CRC32C mismatch");
   }
@@ -223,6 +284,7 @@ Status PieceClient::ReceivePayload(uint64_t offset, uint64_t length, int dest_fd
 }
 
 Result<uint64_t> PieceClient::Ping() {
+  if (!outstanding_.empty()) return Internal("Ping with pipelined piece requests outstanding");
   if (!fd_) {
     Status s = Connect();
     if (!s.ok()) return Fail(s);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -64,6 +65,18 @@ class PieceClient {
   Result<FetchedPiece> FetchPiece(const std::string& task_id, PieceNumber n,
                                   uint64_t expected_offset, uint64_t expected_length, int dest_fd);
 
+  // Pipelining: SendRequest() queues a request on the connection (connecting first when needed);
+  // the parent answers requests in order, so ReceivePiece() must be called for the pieces in the
+  // order they were requested. Keeping one request queued behind the one being received leaves
+  // no idle round trip between pieces and, unlike parallel connections, does not split the
+  // parent's uplink between two half-speed transfers. Errors as FetchPiece; an error other than
+  // NotFound or DataLoss drops every outstanding request with the connection.
+  Status SendRequest(const std::string& task_id, PieceNumber n);
+  Result<FetchedPiece> ReceivePiece(PieceNumber n, uint64_t expected_offset,
+                                    uint64_t expected_length, int dest_fd);
+  // Requests sent and not yet answered.
+  size_t outstanding() const { return outstanding_.size(); }
+
   // Sends PING and waits for PONG; returns the round-trip time in ns. Errors as FetchPiece.
   // Connects first when needed (the connect time is not counted).
   Result<uint64_t> Ping();
@@ -81,6 +94,14 @@ class PieceClient {
   // Sends `request` and reads the response's frame header into `response`; retries once on a
   // fresh connection when a reused one is found closed. `header` is kHeaderBytes long.
   Status Exchange(const uint8_t* request, size_t request_bytes, uint8_t* header);
+  struct Outstanding {
+    std::string task_id;
+    uint32_t piece = 0;
+    uint64_t sent_ns = 0;
+  };
+  static void EncodeRequest(const Outstanding& o, uint8_t* out);
+  // Reconnects and sends every outstanding request again (the old connection was stale).
+  Status Resend();
   // Reads the body of an ERROR frame of `body_length` bytes and maps it to a Status.
   Status ReadErrorFrame(uint32_t body_length);
   Status ReceivePayload(uint64_t offset, uint64_t length, int dest_fd, uint32_t* crc);
@@ -94,6 +115,11 @@ class PieceClient {
   UniqueFd fd_;
   std::unique_ptr<uint8_t[]> buffer_;  // chunk_bytes, allocated on first fetch
   uint64_t connects_ = 0;
+  std::deque<Outstanding> outstanding_;  // in request order
+  // The connection was reused after being idle and nothing was read on it since: a failure now
+  // most likely means the parent closed it meanwhile, and is retried once on a new connection.
+  bool stale_possible_ = false;
+  uint64_t last_answer_end_ns_ = 0;
 };
 
 }  // namespace df

@@ -398,6 +398,58 @@ TEST_F(PieceProtocolTest, ClientReconnectsAfterTheParentClosedAnIdleConnection) 
   EXPECT_EQ(client.connects(), 2u);
 }
 
+// Requests queued on one connection are answered in order; a NOT_READY answer in the middle
+// leaves the connection and the answers behind it intact.
+TEST_F(PieceProtocolTest, PipelinedRequestsAreAnsweredInOrderOnOneConnection) {
+  PieceClient client = MakeClient();
+  PieceLayout layout = source_->layout();
+  auto receive = [&](uint32_t n) {
+    PieceNumber pn{n};
+    return client.ReceivePiece(pn, layout.offset(pn), layout.length(pn), dest_->content_fd());
+  };
+  const uint32_t missing = kPieces - 2;
+  for (uint32_t n : {3u, 0u, missing, kPieces - 1}) {
+    ASSERT_TRUE(client.SendRequest(kTaskId, PieceNumber{n}).ok());
+  }
+  EXPECT_EQ(client.outstanding(), 4u);
+  auto wrong_order = receive(0);
+  EXPECT_EQ(wrong_order.status().code(), StatusCode::kInternal);
+  for (uint32_t n : {3u, 0u, missing, kPieces - 1}) {
+    auto r = receive(n);
+    if (n == missing) {
+      EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+      continue;
+    }
+    ASSERT_TRUE(r.ok()) << "piece " << n << ": " << r.status().ToString();
+    EXPECT_EQ(DestBytes(n), SourceBytes(n)) << "piece " << n;
+    EXPECT_GT(r->cost_ns, 0u);
+  }
+  EXPECT_EQ(client.outstanding(), 0u);
+  EXPECT_EQ(client.connects(), 1u);
+  EXPECT_EQ(server_->pieces_uploaded(), 3u);
+}
+
+// Requests pipelined on a connection the parent closed while it was idle are sent again on a
+// new one, all of them.
+TEST_F(PieceProtocolTest, PipelinedRequestsSurviveAConnectionClosedWhileIdle) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.idle_timeout_ms = 100;
+  StartServer(options);
+  PieceClient client = MakeClient();
+  ASSERT_TRUE(Fetch(client, 0).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  PieceLayout layout = source_->layout();
+  for (uint32_t n : {1u, 2u}) ASSERT_TRUE(client.SendRequest(kTaskId, PieceNumber{n}).ok());
+  for (uint32_t n : {1u, 2u}) {
+    PieceNumber pn{n};
+    auto r = client.ReceivePiece(pn, layout.offset(pn), layout.length(pn), dest_->content_fd());
+    ASSERT_TRUE(r.ok()) << "piece " << n << ": " << r.status().ToString();
+    EXPECT_EQ(DestBytes(n), SourceBytes(n)) << "piece " << n;
+  }
+  EXPECT_EQ(client.connects(), 2u);
+}
+
 TEST_F(PieceProtocolTest, UnreachableParentIsUnavailable) {
   uint16_t port = server_->port();
   server_->Stop();

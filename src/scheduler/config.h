@@ -24,6 +24,11 @@ struct SchedulerConfig {
   // At most this many structurally valid candidates are sampled and given to the evaluator, so
   // that one scheduling decision costs O(filter_parent_limit), not O(peers of the task).
   uint32_t filter_parent_limit = 40;
+  // Per task, at most this many children outside its IDC are served by the peers of one IDC
+  // (0 = no limit). Links between IDCs are thinner than inside one: with 1, each byte enters an
+  // IDC once and then travels inside it, and IDCs chain to each other instead of all pulling
+  // from the first. Only applies to hosts that announce an IDC.
+  uint32_t cross_idc_children_limit = 1;
   // Concurrent back-to-source peers per task on normal hosts (a seed peer is never limited).
   uint32_t back_to_source_limit = 1;
   // A peer with no candidate parents for this long goes back to source (limits permitting).

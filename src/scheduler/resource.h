@@ -110,6 +110,8 @@ struct Task {
   // Incremented whenever a peer becomes a (better) candidate; hungry peers whose
   // seen_candidate_version is older are re-evaluated.
   uint64_t candidate_version = 0;
+  // Edges whose parent and child announced different IDCs, by the parent's IDC.
+  std::unordered_map<std::string, uint32_t> cross_idc_children;
   uint32_t back_to_source_peers = 0;  // normal-host peers in kBackToSource
   uint32_t live_seed_peers = 0;       // seed-host peers that can serve
   uint32_t succeeded_peers = 0;

@@ -20,6 +20,13 @@ int64_t UnixMs() {
       .count();
 }
 
+// Parent and child announced different IDCs (a host without one is in every IDC).
+bool CrossIdc(const Peer& parent, const Peer& child) {
+  const std::string& a = parent.host->info.idc();
+  const std::string& b = child.host->info.idc();
+  return !a.empty() && !b.empty() && a != b;
+}
+
 // A succeeded peer holds every piece, whatever its reports added up to.
 uint32_t ReportedPieces(const Peer& p, const Task& task) {
   return p.state == PeerState::kSucceeded && task.total_pieces > 0 ? task.total_pieces
@@ -294,6 +301,7 @@ void Scheduler::Link(Task& task, Peer& parent, Peer& child, uint64_t allotment) 
   if (!task.dag.HasEdge(parent.vertex, child.vertex)) {
     if (!task.dag.AddEdge(parent.vertex, child.vertex).ok()) return;  // would close a cycle
     parent.host->upload_children++;
+    if (CrossIdc(parent, child)) task.cross_idc_children[parent.host->info.idc()]++;
   }
   SetAllotment(parent, child, allotment);
 }
@@ -311,6 +319,10 @@ void Scheduler::Unlink(Task& task, Peer& parent, Peer& child) {
   SetAllotment(parent, child, 0);
   task.dag.RemoveEdge(parent.vertex, child.vertex);
   if (parent.host->upload_children > 0) parent.host->upload_children--;
+  if (CrossIdc(parent, child)) {
+    auto it = task.cross_idc_children.find(parent.host->info.idc());
+    if (it != task.cross_idc_children.end() && --it->second == 0) task.cross_idc_children.erase(it);
+  }
 }
 
 void Scheduler::RemoveParents(Task& task, Peer& child) {
@@ -520,12 +532,46 @@ std::vector<std::pair<Peer*, uint64_t>> Scheduler::RankCandidates(
   for (const auto& r : ranked) {
     if (r.index < candidates.size()) order.push_back(candidates[r.index]);
   }
-  return SelectByCapacity(child, order);
+  return SelectByCapacity(task, child, order);
+}
+
+std::vector<Peer*> Scheduler::PreferOwnIdc(Task& task, Peer& child,
+                                           const std::vector<Peer*>& ranked) const {
+  if (child.host->info.idc().empty()) return ranked;
+  std::vector<Peer*> out;
+  out.reserve(ranked.size());
+  for (Peer* p : ranked) {
+    if (!CrossIdc(*p, child)) out.push_back(p);
+  }
+  // Peers of its own IDC, even fully booked ones, serve a child better than another IDC: the
+  // bytes are in the IDC already and the links inside are not the bottleneck.
+  if (!out.empty()) return out;
+  const uint32_t limit = config_.cross_idc_children_limit;
+  for (Peer* p : ranked) {
+    if (!CrossIdc(*p, child)) continue;
+    if (limit > 0) {
+      const std::string& idc = p->host->info.idc();
+      auto it = task.cross_idc_children.find(idc);
+      uint32_t served = it == task.cross_idc_children.end() ? 0 : it->second;
+      // The child's own current edges from that IDC are being re-planned: they count as free.
+      for (Dag::Vertex v : task.dag.Parents(child.vertex)) {
+        Peer* parent = task.PeerAt(v);
+        if (parent && parent->host->info.idc() == idc && served > 0) --served;
+      }
+      if (served >= limit) continue;
+    }
+    out.push_back(p);
+  }
+  return out;
 }
 
 std::vector<std::pair<Peer*, uint64_t>> Scheduler::SelectByCapacity(
-    Peer& child, const std::vector<Peer*>& ranked) {
+    Task& task, Peer& child, const std::vector<Peer*>& evaluated) {
   std::vector<std::pair<Peer*, uint64_t>> out;
+  // IDC first: parents in the child's IDC; without any, those of IDCs that may still serve one
+  // more child outside (cross_idc_children_limit). Only when that leaves nobody, anyone.
+  std::vector<Peer*> ranked = PreferOwnIdc(task, child, evaluated);
+  if (ranked.empty()) ranked = evaluated;
   const uint64_t need = child.host->download_capacity();
   if (need == 0) {  // the child did not say what it can receive: no accounting
     for (Peer* p : ranked) {

@@ -147,8 +147,11 @@ class Scheduler {
                                                          const std::vector<Peer*>& candidates);
   // Keeps the evaluator's order but takes parents only while their free upload adds up to the
   // child's download capacity (see docs/scheduler.md, "Capacity").
-  std::vector<std::pair<Peer*, uint64_t>> SelectByCapacity(Peer& child,
-                                                           const std::vector<Peer*>& ranked);
+  std::vector<std::pair<Peer*, uint64_t>> SelectByCapacity(Task& task, Peer& child,
+                                                           const std::vector<Peer*>& evaluated);
+  // The parents of `ranked` in the child's IDC (in order); when there are none, those of other
+  // IDCs that serve fewer than cross_idc_children_limit children outside their IDC.
+  std::vector<Peer*> PreferOwnIdc(Task& task, Peer& child, const std::vector<Peer*>& ranked) const;
   void SendParents(Task& task, Peer& child, const std::vector<Peer*>& parents,
                    const std::vector<double>& scores);
   void SendBackToSource(Task& task, Peer& peer, const std::string& reason,

@@ -628,10 +628,12 @@ TEST_F(SchedulerGrpcTest, MetricsCountRegistrationsAndDecisions) {
 // adds up to its download rate. On equal links that is a pipeline chain, the optimal DAG.
 class SchedulerCapacityTest : public SchedulerGrpcTest {
  protected:
-  void AnnounceRates(const std::string& id, uint64_t up, uint64_t down) {
+  void AnnounceRates(const std::string& id, uint64_t up, uint64_t down,
+                     const std::string& idc = "") {
     v1::AnnounceHostRequest req;
     v1::Host* h = req.mutable_host();
     h->set_id(id);
+    h->set_idc(idc);
     h->set_hostname(id);
     h->set_ip("127.0.0.1");
     h->set_grpc_port(4000);
@@ -684,6 +686,65 @@ TEST_F(SchedulerCapacityTest, AFastUplinkFeedsSeveralChildrenAndSlowOnesAddUp) {
   auto parents = c4->NextParents();
   EXPECT_EQ(parents.size(), 2u);
   EXPECT_EQ(std::count(parents.begin(), parents.end(), "peer-fast"), 0);
+}
+
+// Racks: the first peer of an IDC takes a parent from another IDC; the next ones stay inside
+// their IDC even when its peers are fully booked; and an IDC that already serves a child outside
+// is not asked again: the third IDC chains off the second instead of sharing the first's link.
+TEST_F(SchedulerCapacityTest, IdcsAreEnteredOnceAndChained) {
+  StartScheduler();
+  AnnounceRates("a1", 100, 100, "rack-a");
+  AnnounceRates("a2", 100, 100, "rack-a");
+  AnnounceRates("b1", 100, 100, "rack-b");
+  AnnounceRates("b2", 100, 100, "rack-b");
+  AnnounceRates("c1", 100, 100, "rack-c");
+  auto a1 = Peer("a1", "peer-a1");
+  a1->Register();
+  ASSERT_TRUE(a1->Next()->has_need_back_to_source());
+  auto a2 = Peer("a2", "peer-a2");
+  a2->Register();
+  EXPECT_EQ(a2->NextParents(), (Strings{"peer-a1"}));
+  auto b1 = Peer("b1", "peer-b1");
+  b1->Register();
+  Strings b1_parents = b1->NextParents();
+  ASSERT_EQ(b1_parents.size(), 1u);
+  EXPECT_TRUE(b1_parents[0] == "peer-a1" || b1_parents[0] == "peer-a2") << b1_parents[0];
+  auto b2 = Peer("b2", "peer-b2");
+  b2->Register();
+  EXPECT_EQ(b2->NextParents(), (Strings{"peer-b1"}));
+  auto c1 = Peer("c1", "peer-c1");
+  c1->Register();
+  EXPECT_EQ(c1->NextParents(), (Strings{"peer-b2"})) << "rack-a already serves rack-b";
+}
+
+// rack-a has a wide uplink and serves rack-b; rack-b's only peer has almost no uplink. With the
+// default limit rack-c must still chain off rack-b (its link is the one to spare); with the
+// limit off it takes rack-a's free upload.
+class SchedulerIdcLimitTest : public SchedulerCapacityTest {
+ protected:
+  Strings ParentsOfThirdRack(uint32_t limit) {
+    StartScheduler([limit](SchedulerConfig& c) { c.cross_idc_children_limit = limit; });
+    AnnounceRates("a1", 300, 100, "rack-a");
+    AnnounceRates("b1", 1, 100, "rack-b");
+    AnnounceRates("c1", 100, 100, "rack-c");
+    auto a1 = Peer("a1", "peer-a1");
+    a1->Register();
+    EXPECT_TRUE(a1->Next()->has_need_back_to_source());
+    auto b1 = Peer("b1", "peer-b1");
+    b1->Register();
+    EXPECT_EQ(b1->NextParents(), (Strings{"peer-a1"}));
+    auto c1 = Peer("c1", "peer-c1");
+    c1->Register();
+    return c1->NextParents();
+  }
+};
+
+TEST_F(SchedulerIdcLimitTest, AnIdcServesOneChildOutsideByDefault) {
+  EXPECT_EQ(ParentsOfThirdRack(1), (Strings{"peer-b1"}));
+}
+
+TEST_F(SchedulerIdcLimitTest, LimitZeroLetsOneIdcServeEveryOther) {
+  EXPECT_EQ(ParentsOfThirdRack(0), (Strings{"peer-a1"}));
 }
 
 TEST_F(SchedulerCapacityTest, WithoutRatesEveryGoodCandidateIsOffered) {

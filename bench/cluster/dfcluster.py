@@ -14,6 +14,10 @@ For each system it records per-host completion times, the last host's time, the 
 served, and whether every copy's sha256 matches, and prints the last host's time as a ratio to the
 lower bound of the topology (see docs/benchmarks.md). Results go to a JSON file and gnuplot PNGs.
 
+Every copy of the file (the origin's, each host's output, each system's own storage) lives on a
+tmpfs that the run mounts and removes (--storage disk to use the work dir's disk instead): the
+simulated hosts share one machine and one disk, whose write bandwidth no real host shares.
+
 Must run as root. Everything it creates (namespaces, veths, bridges, processes, files) carries the
 prefix dfb<pid>- and is removed on exit, on Ctrl-C and on errors. `dfcluster.py cleanup` removes
 what a killed run left behind.
@@ -477,6 +481,16 @@ def cleanup_stale(all_prefixes=False):
         sh("ip", "netns", "del", name, check=False)
         removed += 1
     log(f"cleanup: removed {removed} namespace(s)")
+    # tmpfs data mounts of runs that were killed (their work dir is /tmp/dfb<pid>-*).
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f if line.startswith("dfcluster-data ")]
+    for mnt in mounts:
+        m = re.search(r"/dfb(\d+)-", mnt)
+        stale = m and not Path(f"/proc/{m.group(1)}").exists()
+        if not (stale or all_prefixes):
+            continue
+        sh("umount", "-l", mnt, check=False)
+        log(f"cleanup: unmounted {mnt}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -728,6 +742,7 @@ def result_record(ctx, system, times, ok, origin_bytes, origin_reqs, tx_bytes, e
         "origin_tx_bytes": tx_bytes,
         "origin_copies_served": round(origin_bytes / ctx.file_bytes, 3),
         "sha256_ok": sha_ok,
+        "storage": ctx.args.storage,
         "sha256_per_host": ok,
         "per_host_seconds": {n: (round(times[n], 3) if times.get(n) is not None else None)
                              for n in names},
@@ -1130,6 +1145,51 @@ def git_commit():
     return r.stdout.strip() or None
 
 
+DATA_DIRS = ("hosts", "df", "www", "bt")  # everything that holds file copies
+
+
+def mount_data_tmpfs(work, receivers, file_bytes):
+    """Puts every copy of the file (origin, each host's output and each system's storage) on a
+    tmpfs mounted at <work>/data, reached through symlinks. The simulated hosts share one machine
+    and so one disk; without this the disk's write bandwidth, shared by all hosts, would be
+    measured instead of the network. Returns the mount point."""
+    size = (receivers + 2) * file_bytes + (1 << 30)
+    avail = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    if size > 0.85 * avail:
+        raise RuntimeError(f"tmpfs storage needs up to {fmt_bytes(size)} of RAM, "
+                           f"{fmt_bytes(avail)} available: use a smaller --size or "
+                           f"--storage disk")
+    mnt = work / "data"
+    mnt.mkdir(exist_ok=True)
+    sh("mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "dfcluster-data", mnt)
+    for d in DATA_DIRS:
+        (mnt / d).mkdir(mode=0o755)
+        link = work / d
+        if link.is_symlink() or link.exists():
+            if link.is_dir() and not link.is_symlink():
+                shutil.rmtree(link)
+            else:
+                link.unlink()
+        link.symlink_to(mnt / d)
+    return mnt
+
+
+def unmount_data_tmpfs(work, mnt):
+    for d in DATA_DIRS:
+        if (work / d).is_symlink():
+            (work / d).unlink()
+    if sh("umount", mnt, check=False) != 0:
+        sh("umount", "-l", mnt, check=False)
+    try:
+        mnt.rmdir()
+    except OSError:
+        pass
+
+
 def cmd_run(args):
     if os.geteuid() != 0:
         log("must run as root (network namespaces, tc)")
@@ -1147,6 +1207,15 @@ def cmd_run(args):
                                                                            dir="/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o755)
+    data_mount = None
+    if args.storage == "tmpfs":
+        try:
+            data_mount = mount_data_tmpfs(work, len(topo.receivers), file_bytes)
+        except RuntimeError as e:
+            log(str(e))
+            if not args.work_dir:
+                shutil.rmtree(work, ignore_errors=True)
+            return 2
     out_dir = Path(args.out) if args.out else (
         REPO / "bench/cluster/results" / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1237,8 +1306,10 @@ def cmd_run(args):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cluster.destroy()
+        if data_mount:
+            unmount_data_tmpfs(work, data_mount)
         if args.keep_work:
-            log(f"kept work dir {work}")
+            log(f"kept work dir {work}" + (" (logs; the data was on tmpfs)" if data_mount else ""))
         elif not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -1308,6 +1379,10 @@ def main(argv=None):
     r.add_argument("--out", help="results directory (default bench/cluster/results/<topo>-<time>)")
     r.add_argument("--work-dir", help="scratch directory (default a fresh /tmp/dfb<pid>-*)")
     r.add_argument("--keep-work", action="store_true", help="keep the work dir (logs) at exit")
+    r.add_argument("--storage", choices=("tmpfs", "disk"), default="tmpfs",
+                   help="where every copy of the file lives: tmpfs (default; the hosts share one "
+                        "machine, so a disk would be a bottleneck no real host has) or the work "
+                        "dir's disk")
     r.add_argument("--timeout", type=float,
                    help="per-system timeout in seconds (default 2.5x the origin-only estimate + 60)")
     r.add_argument("--bt-piece-length", type=parse_size, default=None,

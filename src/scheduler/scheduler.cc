@@ -535,6 +535,35 @@ std::vector<std::pair<Peer*, uint64_t>> Scheduler::RankCandidates(
   return SelectByCapacity(task, child, order);
 }
 
+uint64_t Scheduler::BookingNeedLocked(const Peer& child) {
+  const uint64_t download = child.host->download_capacity();
+  if (download == 0) return 0;
+  // When the uplinks of the cluster add up to less than its downlinks (hetero links), a child
+  // that booked its whole downlink would leave the children after it nothing, and which children
+  // starve would depend on who registered first. Each child books the fair share instead: the
+  // sum of the announced uplinks over the hosts that download (seeds only upload). Equal links:
+  // the share is at least the downlink and nothing changes. Recomputed at most once a second.
+  const Clock::time_point now = Clock::now();
+  if (!upload_share_valid_ || now - upload_share_at_ >= std::chrono::seconds(1)) {
+    uint64_t supply = 0, downloaders = 0;
+    bool unknown = false;
+    for (const auto& [id, host] : hosts_) {
+      if (!host->reachable()) continue;
+      const uint64_t up = host->upload_capacity();
+      if (up == 0) {
+        unknown = true;  // an unknown uplink: the share cannot be known either
+        break;
+      }
+      supply += up;
+      if (!host->is_seed()) ++downloaders;
+    }
+    upload_share_ = unknown || downloaders == 0 ? 0 : supply / downloaders;
+    upload_share_at_ = now;
+    upload_share_valid_ = true;
+  }
+  return upload_share_ == 0 ? download : std::min(download, upload_share_);
+}
+
 std::vector<Peer*> Scheduler::PreferOwnIdc(Task& task, Peer& child,
                                            const std::vector<Peer*>& ranked) const {
   if (child.host->info.idc().empty()) return ranked;
@@ -572,7 +601,7 @@ std::vector<std::pair<Peer*, uint64_t>> Scheduler::SelectByCapacity(
   // more child outside (cross_idc_children_limit). Only when that leaves nobody, anyone.
   std::vector<Peer*> ranked = PreferOwnIdc(task, child, evaluated);
   if (ranked.empty()) ranked = evaluated;
-  const uint64_t need = child.host->download_capacity();
+  const uint64_t need = BookingNeedLocked(child);
   if (need == 0) {  // the child did not say what it can receive: no accounting
     for (Peer* p : ranked) {
       if (out.size() == config_.candidate_parent_limit) break;

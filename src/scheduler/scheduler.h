@@ -149,6 +149,9 @@ class Scheduler {
   // child's download capacity (see docs/scheduler.md, "Capacity").
   std::vector<std::pair<Peer*, uint64_t>> SelectByCapacity(Task& task, Peer& child,
                                                            const std::vector<Peer*>& evaluated);
+  // Upload bandwidth to book for `child`: its download rate, or the fair share of the cluster's
+  // uplinks per downloading host when that is lower; 0 when the child's rate is unknown.
+  uint64_t BookingNeedLocked(const Peer& child);
   // The parents of `ranked` in the child's IDC (in order); when there are none, those of other
   // IDCs that serve fewer than cross_idc_children_limit children outside their IDC.
   std::vector<Peer*> PreferOwnIdc(Task& task, Peer& child, const std::vector<Peer*>& ranked) const;
@@ -195,6 +198,10 @@ class Scheduler {
   std::condition_variable wake_;  // signalled when hungry peers may have new candidates, or stop
   std::unordered_map<std::string, std::shared_ptr<Host>> hosts_;  // GUARDED_BY(mu_)
   std::set<std::string> seed_hosts_;                              // GUARDED_BY(mu_)
+  // Cache of BookingNeedLocked's fair upload share (bytes/s; 0 = unknown).
+  uint64_t upload_share_ = 0;              // GUARDED_BY(mu_)
+  Clock::time_point upload_share_at_;      // GUARDED_BY(mu_)
+  bool upload_share_valid_ = false;        // GUARDED_BY(mu_)
   std::unordered_map<std::string, std::unique_ptr<Task>> tasks_;  // GUARDED_BY(mu_)
   std::set<std::string> hungry_tasks_;  // GUARDED_BY(mu_) tasks with Task::hungry non-empty
   std::vector<SeedJob> seed_jobs_;      // GUARDED_BY(mu_)

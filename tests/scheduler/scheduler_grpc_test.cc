@@ -717,6 +717,26 @@ TEST_F(SchedulerCapacityTest, IdcsAreEnteredOnceAndChained) {
   EXPECT_EQ(c1->NextParents(), (Strings{"peer-b2"})) << "rack-a already serves rack-b";
 }
 
+// Uplinks thinner than downlinks: each child books the cluster's fair share of upload (here
+// (100 + 10 + 10) / 3 = 40), not its whole downlink, so the first child does not take the whole
+// parent and the second one still gets a share of it, whatever order they registered in.
+TEST_F(SchedulerCapacityTest, ThinUplinksAreSharedFairlyNotByArrivalOrder) {
+  StartScheduler();
+  AnnounceRates("wide", 100, 100);
+  AnnounceRates("thin1", 10, 100);
+  AnnounceRates("thin2", 10, 100);
+  auto w = Peer("wide", "peer-wide");
+  w->Register();
+  ASSERT_TRUE(w->Next()->has_need_back_to_source());
+  auto t1 = Peer("thin1", "peer-thin1");
+  t1->Register();
+  EXPECT_EQ(t1->NextParents(), (Strings{"peer-wide"}));
+  auto t2 = Peer("thin2", "peer-thin2");
+  t2->Register();
+  EXPECT_EQ(t2->NextParents(), (Strings{"peer-wide"}))
+      << "40 of peer-wide's 100 are booked: 60 are free for the second child";
+}
+
 // rack-a has a wide uplink and serves rack-b; rack-b's only peer has almost no uplink. With the
 // default limit rack-c must still chain off rack-b (its link is the one to spare); with the
 // limit off it takes rack-a's free upload.

@@ -29,7 +29,7 @@ struct DaemonConfig {
       30000;  // waiting with no parent and no source this long -> back to source
 
   // Download engine.
-  uint32_t concurrency = 8;             // pieces in flight per task
+  uint32_t concurrency = 8;             // workers per task (one connection or origin GET each)
   uint32_t per_parent_concurrency = 1;  // connections (workers) to one parent
   uint32_t piece_pipeline_depth = 2;    // requests queued on one parent connection
   uint32_t origin_concurrency = 4;      // ranged GETs in flight to the origin per task

@@ -101,7 +101,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--idc", cfg.idc, "Data centre / rack of this host");
   app.add_option("--location", cfg.location, "Location 'country|region|zone'");
-  app.add_option("--concurrency", cfg.concurrency, "Pieces in flight per task")
+  app.add_option("--concurrency", cfg.concurrency,
+                 "Workers per task (each one parent connection or origin GET)")
       ->capture_default_str();
   app.add_option("--per-parent-concurrency", cfg.per_parent_concurrency,
                  "Connections to one parent")

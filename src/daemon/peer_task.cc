@@ -57,10 +57,10 @@ struct PeerTask::Parent {
   std::string ip;
   uint16_t grpc_port = 0;
   uint16_t piece_port = 0;
-  std::vector<bool> has;  // by piece number; sized when the layout is known
-  uint32_t inflight = 0;     // pieces requested from it and not answered yet
-  uint32_t connections = 0;  // workers talking to it (each on one connection)
-  uint32_t failures = 0;     // consecutive
+  std::vector<bool> has;          // by piece number; sized when the layout is known
+  uint32_t inflight = 0;          // pieces requested from it and not answered yet
+  uint32_t connections = 0;       // workers talking to it (each on one connection)
+  uint32_t failures = 0;          // consecutive
   double rate_bytes_per_sec = 0;  // EWMA of piece throughput; 0 = not measured yet
   bool dead = false;
   bool done = false;  // holds the whole task
@@ -586,8 +586,7 @@ void PeerTask::Worker() {
   }
 }
 
-void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
-                                     uint32_t first) {
+void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t first) {
   // One connection, with up to `pipeline` requests queued on it: the parent sends the pieces
   // back to back, at the full rate of its uplink and without a round trip between them.
   const size_t pipeline = std::max<uint32_t>(ctx_.config->piece_pipeline_depth, 1);
@@ -602,7 +601,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
     client = std::make_unique<PieceClient>(p->ip, p->piece_port, opts);
   }
   ++p->connections;
-  std::deque<uint32_t> queue;  // requested on this connection, in order
+  std::deque<uint32_t> queue;           // requested on this connection, in order
   auto request = [&](uint32_t piece) {  // called locked; returns locked
     pieces_[piece] = PieceState::kInFlight;
     ++p->inflight;
@@ -664,8 +663,8 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
   }
 }
 
-void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a,
-                                   Status s, uint32_t crc, uint64_t cost_ns) {
+void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
+                                   uint32_t crc, uint64_t cost_ns) {
   uint64_t length = layout_.length(PieceNumber{a.piece});
   std::string parent_id = a.kind == Assignment::kParent ? a.parent->peer_id : std::string();
   if (s.ok()) {

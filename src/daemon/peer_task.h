@@ -1,12 +1,14 @@
 // PeerTask: one download of one task on this host — the download engine.
 //
 // It registers with the scheduler over the AnnouncePeer stream, subscribes to the piece
-// availability of every parent the scheduler names, and keeps up to `concurrency` pieces in
-// flight, spread over parents by their free upload (in-flight count over measured rate), rarest
-// first among what the parents hold. Each piece is CRC32C-verified, written at its offset,
-// committed to storage (from then on this peer serves it), and reported to the scheduler with
-// (parent, size, duration). Without a scheduler, when the scheduler says so, or when no parent
-// shows up in time, it goes back to the origin with ranged GETs: the system degrades, never fails.
+// availability of every parent the scheduler names, and runs `concurrency` workers. A worker
+// takes the rarest piece some parent with a free connection holds (the parent with the least
+// in-flight work over measured rate), then keeps `piece_pipeline_depth` requests queued on that
+// one connection for as long as the parent holds pieces this peer misses. Each piece is
+// CRC32C-verified, written at its offset, committed to storage (from then on this peer serves it),
+// and reported to the scheduler with (parent, size, duration). Without a scheduler, when the
+// scheduler says so, or when no parent shows up in time, it goes back to the origin with ranged
+// GETs: the system degrades, never fails.
 //
 // Threads: a controller, one reader of the scheduler stream, one availability reader per parent
 // and `concurrency` workers, all owned and joined by the PeerTask.

@@ -164,7 +164,7 @@ Result<FetchedPiece> PieceClient::FetchPiece(const std::string& task_id, PieceNu
                                              int dest_fd) {
   if (!outstanding_.empty()) {
     return Internal("FetchPiece with " + std::to_string(outstanding_.size()) +
-                              " pipelined requests outstanding");
+                    " pipelined requests outstanding");
   }
   DF_RETURN_IF_ERROR(SendRequest(task_id, n));
   return ReceivePiece(n, expected_offset, expected_length, dest_fd);
@@ -173,12 +173,12 @@ Result<FetchedPiece> PieceClient::FetchPiece(const std::string& task_id, PieceNu
 Result<FetchedPiece> PieceClient::ReceivePiece(PieceNumber n, uint64_t expected_offset,
                                                uint64_t expected_length, int dest_fd) {
   if (outstanding_.empty() || outstanding_.front().piece != n.value) {
-    return Internal("piece " + std::to_string(n.value) +
-                              " is not the next answer expected from " + Where());
+    return Internal("piece " + std::to_string(n.value) + " is not the next answer expected from " +
+                    Where());
   }
   uint8_t header_bytes[pp::kHeaderBytes];
-  Status s = fd_ ? ReadFull(fd_.get(), header_bytes, pp::kHeaderBytes)
-                 : Unavailable("not connected");
+  Status s =
+      fd_ ? ReadFull(fd_.get(), header_bytes, pp::kHeaderBytes) : Unavailable("not connected");
   // A parent closes idle connections; the first answer on a reused one then fails at once.
   if (!s.ok() && stale_possible_ && s.code() == StatusCode::kUnavailable) {
     s = Resend();
@@ -257,7 +257,8 @@ Status PieceClient::ReceivePayload(uint64_t offset, uint64_t length, int dest_fd
       if (p) ::munmap(p, n);
     }
   } unmap{mapped, map_bytes};
-  if (!mapped && !buffer_) buffer_ = std::make_unique_for_overwrite<uint8_t[]>(options_.chunk_bytes);
+  if (!mapped && !buffer_)
+    buffer_ = std::make_unique_for_overwrite<uint8_t[]>(options_.chunk_bytes);
   uint32_t c = 0;
   uint64_t done = 0;
   while (done < length) {

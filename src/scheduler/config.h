@@ -29,6 +29,11 @@ struct SchedulerConfig {
   // IDC once and then travels inside it, and IDCs chain to each other instead of all pulling
   // from the first. Only applies to hosts that announce an IDC.
   uint32_t cross_idc_children_limit = 1;
+  // A child whose announced uplink is below the bandwidth it books (its downlink, or the fair
+  // share of upload when that is lower) does not get a
+  // seed peer as parent for this long after registering, so that children that can pass the
+  // seed's new data on at full rate book it first (0 = off). See docs/scheduler.md, "Capacity".
+  uint64_t weak_child_seed_delay_ms = 1'000;
   // Concurrent back-to-source peers per task on normal hosts (a seed peer is never limited).
   uint32_t back_to_source_limit = 1;
   // A peer with no candidate parents for this long goes back to source (limits permitting).

@@ -86,6 +86,8 @@ struct Peer {
   Clock::time_point last_push;          // when the last NormalTaskResponse was sent
   uint64_t seen_candidate_version = 0;  // Task::candidate_version at its last evaluation
   bool needs_push = false;              // lost a parent: look for a replacement
+  Clock::time_point registered;         // when DecideOnRegister ran
+  bool seed_withheld = false;  // its only candidates were seeds, withheld (weak_child_seed_delay)
   // Upload bandwidth (bytes/s) reserved on each parent's host for this child, by parent vertex.
   // Their sum is what the child expects to receive; it stops being hungry at its download rate.
   std::unordered_map<Dag::Vertex, uint64_t> parent_allotments;

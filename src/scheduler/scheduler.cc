@@ -415,6 +415,7 @@ void Scheduler::DecideOnRegister(Task& task, Peer& peer, Clock::time_point now) 
                      metrics_.back_to_source_seed);
     return;
   }
+  peer.registered = now;
   SetState(task, peer, PeerState::kRunning);
   if (!seed) MaybeTriggerSeed(task, now);
   if (ScheduleParents(task, peer, now, /*force_send=*/true) != ScheduleOutcome::kNoCandidates) {
@@ -608,6 +609,22 @@ std::vector<std::pair<Peer*, uint64_t>> Scheduler::SelectByCapacity(
       out.push_back({p, 0});
     }
     return out;
+  }
+  // The seed's uplink carries data nobody else has yet. A child whose uplink is below what it
+  // books (its downlink or the fair share) could pass it on only slowly, so for
+  // weak_child_seed_delay after it registered it takes other parents, or waits, while children that
+  // register in the same burst with wider uplinks book the seed: which children get the seed must
+  // not depend on who came first.
+  child.seed_withheld = false;
+  const uint64_t up = child.host->upload_capacity();
+  if (up > 0 && up < need &&
+      Clock::now() - child.registered <
+          std::chrono::milliseconds(config_.weak_child_seed_delay_ms)) {
+    std::erase_if(ranked, [](const Peer* p) { return p->host->is_seed(); });
+    if (ranked.empty()) {
+      child.seed_withheld = true;  // ServeHungryPeers looks again when the delay is over
+      return out;
+    }
   }
   // The child's own reservations count as free for it: it is being re-planned.
   auto own = [&](const Peer& p) {
@@ -942,7 +959,9 @@ void Scheduler::ServeHungryPeers(std::unique_lock<std::mutex>& lock, Clock::time
     Peer* peer = task ? FindPeer(*task, peer_id) : nullptr;
     if (!peer || !task->hungry.contains(peer_id)) continue;
     const bool changed =
-        peer->needs_push || peer->seen_candidate_version != task->candidate_version;
+        peer->needs_push || peer->seen_candidate_version != task->candidate_version ||
+        (peer->seed_withheld &&
+         now - peer->registered >= std::chrono::milliseconds(config_.weak_child_seed_delay_ms));
     if (changed && now - peer->last_push >= push_interval) {
       yield = true;
       if (ScheduleParents(*task, *peer, now, /*force_send=*/false) == ScheduleOutcome::kSent) {

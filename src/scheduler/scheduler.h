@@ -199,9 +199,9 @@ class Scheduler {
   std::unordered_map<std::string, std::shared_ptr<Host>> hosts_;  // GUARDED_BY(mu_)
   std::set<std::string> seed_hosts_;                              // GUARDED_BY(mu_)
   // Cache of BookingNeedLocked's fair upload share (bytes/s; 0 = unknown).
-  uint64_t upload_share_ = 0;              // GUARDED_BY(mu_)
-  Clock::time_point upload_share_at_;      // GUARDED_BY(mu_)
-  bool upload_share_valid_ = false;        // GUARDED_BY(mu_)
+  uint64_t upload_share_ = 0;                                     // GUARDED_BY(mu_)
+  Clock::time_point upload_share_at_;                             // GUARDED_BY(mu_)
+  bool upload_share_valid_ = false;                               // GUARDED_BY(mu_)
   std::unordered_map<std::string, std::unique_ptr<Task>> tasks_;  // GUARDED_BY(mu_)
   std::set<std::string> hungry_tasks_;  // GUARDED_BY(mu_) tasks with Task::hungry non-empty
   std::vector<SeedJob> seed_jobs_;      // GUARDED_BY(mu_)

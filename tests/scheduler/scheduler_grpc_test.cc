@@ -629,11 +629,12 @@ TEST_F(SchedulerGrpcTest, MetricsCountRegistrationsAndDecisions) {
 class SchedulerCapacityTest : public SchedulerGrpcTest {
  protected:
   void AnnounceRates(const std::string& id, uint64_t up, uint64_t down,
-                     const std::string& idc = "") {
+                     const std::string& idc = "", bool seed = false) {
     v1::AnnounceHostRequest req;
     v1::Host* h = req.mutable_host();
     h->set_id(id);
     h->set_idc(idc);
+    if (seed) h->set_type(v1::HOST_TYPE_SEED);
     h->set_hostname(id);
     h->set_ip("127.0.0.1");
     h->set_grpc_port(4000);
@@ -735,6 +736,26 @@ TEST_F(SchedulerCapacityTest, ThinUplinksAreSharedFairlyNotByArrivalOrder) {
   t2->Register();
   EXPECT_EQ(t2->NextParents(), (Strings{"peer-wide"}))
       << "40 of peer-wide's 100 are booked: 60 are free for the second child";
+}
+
+// A child that cannot pass the seed's data on at the rate it books (uplink 10 for a booking of
+// 200) registers first, but the seed goes to the wide child that registers after it; the weak
+// one gets a parent only after weak_child_seed_delay, and then the wide child, not the seed.
+TEST_F(SchedulerCapacityTest, AWeakChildLeavesTheSeedToAWideOneThatCameLater) {
+  StartScheduler([](SchedulerConfig& c) { c.weak_child_seed_delay_ms = 500; });
+  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  AnnounceRates("wide", 200, 200);
+  AnnounceRates("weak", 10, 200);
+  auto s = Peer("seed-host", "peer-seed");
+  s->Register();
+  ASSERT_TRUE(s->Next()->has_need_back_to_source());
+  auto weak = Peer("weak", "peer-weak");
+  weak->Register();
+  EXPECT_FALSE(weak->Next(200ms).has_value()) << "the seed is withheld from a weak child";
+  auto wide = Peer("wide", "peer-wide");
+  wide->Register();
+  EXPECT_EQ(wide->NextParents(), (Strings{"peer-seed"}));
+  EXPECT_EQ(weak->NextParents(2s), (Strings{"peer-wide"}));
 }
 
 // rack-a has a wide uplink and serves rack-b; rack-b's only peer has almost no uplink. With the

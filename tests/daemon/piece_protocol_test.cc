@@ -103,6 +103,20 @@ class PieceProtocolTest : public ::testing::Test {
     if (server_) server_->Stop();
   }
 
+  // The parent closes connections idle for 100 ms.
+  void RestartWithShortIdleTimeout() {
+    server_->Stop();
+    PieceServerOptions options;
+    options.idle_timeout_ms = 100;
+    StartServer(options);
+  }
+
+  // Fetches piece 0, then stays idle until the parent has closed the connection.
+  void FetchAndIdleUntilClosed(PieceClient& client) {
+    ASSERT_TRUE(Fetch(client, 0).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  }
+
   PieceClient MakeClient(PieceClientOptions options = {}) {
     return PieceClient("127.0.0.1", server_->port(), options);
   }
@@ -386,13 +400,9 @@ TEST_F(PieceProtocolTest, ConnectionLimitAnswersBusy) {
 }
 
 TEST_F(PieceProtocolTest, ClientReconnectsAfterTheParentClosedAnIdleConnection) {
-  server_->Stop();
-  PieceServerOptions options;
-  options.idle_timeout_ms = 100;
-  StartServer(options);
+  RestartWithShortIdleTimeout();
   PieceClient client = MakeClient();
-  ASSERT_TRUE(Fetch(client, 0).ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  FetchAndIdleUntilClosed(client);
   auto r = Fetch(client, 1);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(client.connects(), 2u);
@@ -432,13 +442,9 @@ TEST_F(PieceProtocolTest, PipelinedRequestsAreAnsweredInOrderOnOneConnection) {
 // Requests pipelined on a connection the parent closed while it was idle are sent again on a
 // new one, all of them.
 TEST_F(PieceProtocolTest, PipelinedRequestsSurviveAConnectionClosedWhileIdle) {
-  server_->Stop();
-  PieceServerOptions options;
-  options.idle_timeout_ms = 100;
-  StartServer(options);
+  RestartWithShortIdleTimeout();
   PieceClient client = MakeClient();
-  ASSERT_TRUE(Fetch(client, 0).ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  FetchAndIdleUntilClosed(client);
   PieceLayout layout = source_->layout();
   for (uint32_t n : {1u, 2u}) ASSERT_TRUE(client.SendRequest(kTaskId, PieceNumber{n}).ok());
   for (uint32_t n : {1u, 2u}) {

@@ -1161,11 +1161,10 @@ def mount_data_tmpfs(work, receivers, file_bytes):
                 avail = int(line.split()[1]) * 1024
     if size > 0.85 * avail:
         raise RuntimeError(f"tmpfs storage needs up to {fmt_bytes(size)} of RAM, "
-                           f"{fmt_bytes(avail)} available: use a smaller --size or "
-                           f"--storage disk")
+                           f"{fmt_bytes(avail)} available")
     mnt = work / "data"
     mnt.mkdir(exist_ok=True)
-    sh("mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "dfcluster-data", mnt)
+    sh("mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "dfcluster-data", mnt)  # raises
     for d in DATA_DIRS:
         (mnt / d).mkdir(mode=0o755)
         link = work / d
@@ -1212,10 +1211,8 @@ def cmd_run(args):
         try:
             data_mount = mount_data_tmpfs(work, len(topo.receivers), file_bytes)
         except RuntimeError as e:
-            log(str(e))
-            if not args.work_dir:
-                shutil.rmtree(work, ignore_errors=True)
-            return 2
+            log(f"{e}; the copies go to the work dir's disk instead (storage: disk)")
+            args.storage = "disk"
     out_dir = Path(args.out) if args.out else (
         REPO / "bench/cluster/results" / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir.mkdir(parents=True, exist_ok=True)

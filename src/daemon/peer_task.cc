@@ -1,5 +1,7 @@
 #include "daemon/peer_task.h"
 
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -473,6 +475,9 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
   DF_RETURN_IF_ERROR(storage_->SetContentLength(content_length, piece_length));
   layout_ = PieceLayout{static_cast<uint64_t>(content_length), piece_length};
   layout_known_ = true;
+  struct statfs fs {};
+  content_on_tmpfs_ =
+      ::fstatfs(storage_->content_fd(), &fs) == 0 && fs.f_type == static_cast<long>(TMPFS_MAGIC);
   uint32_t n = layout_.total_pieces();
   pieces_.assign(n, PieceState::kMissing);
   attempts_.assign(n, 0);
@@ -598,6 +603,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
     PieceClientOptions opts;
     opts.read_timeout_ms = static_cast<int>(ctx_.config->piece_timeout_ms);
     opts.congestion_control = ctx_.config->congestion_control;
+    opts.receive_into_mapping = content_on_tmpfs_;
     client = std::make_unique<PieceClient>(p->ip, p->piece_port, opts);
   }
   ++p->connections;

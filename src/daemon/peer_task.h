@@ -163,6 +163,7 @@ class PeerTask {
   bool want_origin_ = false;        // GUARDED_BY(mu_): scheduler said back to source
   std::string want_origin_reason_;  // GUARDED_BY(mu_)
   uint32_t origin_inflight_ = 0;    // GUARDED_BY(mu_)
+  bool content_on_tmpfs_ = false;   // GUARDED_BY(mu_): receive pieces into a mapping
   bool finished_ = false;           // GUARDED_BY(mu_)
   bool stopping_ = false;           // GUARDED_BY(mu_)
   Status status_;                   // GUARDED_BY(mu_)

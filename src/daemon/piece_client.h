@@ -1,9 +1,9 @@
 // PieceClient: the child side of the piece data protocol (docs/piece_protocol.md).
 //
 // One persistent TCP connection to one parent, opened lazily on the first request and reopened
-// lazily after an error. Pieces are received straight into a shared mapping of the destination
-// file, CRC32C-checked chunk by chunk while the chunk is still in cache; when the file cannot be
-// mapped (or its pages allocated) they go through a buffer owned by the client and pwrite().
+// lazily after an error. Pieces go through a buffer owned by the client, CRC32C-checked chunk by
+// chunk and pwrite()n; optionally (receive_into_mapping) they are received straight into a
+// shared mapping of the destination file instead, one copy less.
 //
 // Thread-safety: none. One request at a time per client; keep a small pool of clients per
 // parent for parallel fetches. Nothing outside the client must outlive it.
@@ -33,7 +33,9 @@ struct PieceClientOptions {
   int receive_buffer_bytes = 0;
   // Receive into a shared mapping of the destination file (one copy) when the file can be
   // mapped and its pages allocated; otherwise, or when false, into the buffer plus pwrite().
-  bool receive_into_mapping = true;
+  // Faster on tmpfs; on ext4 under writeback pressure much slower than pwrite() (measured in
+  // docs/piece_protocol.md), so the engine turns it on only for files on tmpfs.
+  bool receive_into_mapping = false;
 };
 
 // Outcome of one successful fetch. The bytes are already at their offset in the destination.

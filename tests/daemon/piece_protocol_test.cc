@@ -211,12 +211,14 @@ TEST_F(PieceProtocolTest, FetchesManyPiecesOverOneConnection) {
   EXPECT_EQ(server_->concurrent_uploads(), 0);
 }
 
-// Both receive paths land the same bytes: the shared mapping (default) and the buffer plus
-// pwrite() (option off, or a destination that cannot be mapped: here a write-only descriptor).
-TEST_F(PieceProtocolTest, BufferedAndUnmappableDestinationsGetTheSameBytes) {
-  PieceClient buffered = MakeClient({.receive_into_mapping = false});
-  for (uint32_t n : {0u, 1u, kPieces - 1}) {
-    auto r = Fetch(buffered, n);
+// Both receive paths land the same bytes: the buffer plus pwrite() (default) and the shared
+// mapping (receive_into_mapping), which falls back to the buffer when the destination cannot be
+// mapped (here a write-only descriptor).
+TEST_F(PieceProtocolTest, BufferedMappedAndUnmappableDestinationsGetTheSameBytes) {
+  PieceClient buffered = MakeClient();
+  PieceClient mapped = MakeClient({.receive_into_mapping = true});
+  for (uint32_t n : {0u, 1u, 2u, kPieces - 1}) {
+    auto r = Fetch(n % 2 ? mapped : buffered, n);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_EQ(DestBytes(n), SourceBytes(n)) << "piece " << n;
   }
@@ -224,7 +226,6 @@ TEST_F(PieceProtocolTest, BufferedAndUnmappableDestinationsGetTheSameBytes) {
   UniqueFd wo(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   ASSERT_TRUE(wo);
   PieceLayout layout = source_->layout();
-  PieceClient mapped = MakeClient();
   for (uint32_t n : {1u, kPieces - 1}) {
     PieceNumber pn{n};
     auto r = mapped.FetchPiece(kTaskId, pn, layout.offset(pn), layout.length(pn), wo.get());

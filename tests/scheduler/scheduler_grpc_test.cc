@@ -628,8 +628,15 @@ TEST_F(SchedulerGrpcTest, MetricsCountRegistrationsAndDecisions) {
 // adds up to its download rate. On equal links that is a pipeline chain, the optimal DAG.
 class SchedulerCapacityTest : public SchedulerGrpcTest {
  protected:
-  void AnnounceRates(const std::string& id, uint64_t up, uint64_t down,
-                     const std::string& idc = "", bool seed = false) {
+  // A peer of `host` that has sent its register message.
+  auto Registered(const std::string& host, const std::string& peer) {
+    auto p = Peer(host, peer);
+    p->Register();
+    return p;
+  }
+
+  void AnnounceRates(const std::string& id, uint64_t up, uint64_t down, const std::string& idc = "",
+                     bool seed = false) {
     v1::AnnounceHostRequest req;
     v1::Host* h = req.mutable_host();
     h->set_id(id);
@@ -650,17 +657,13 @@ class SchedulerCapacityTest : public SchedulerGrpcTest {
 TEST_F(SchedulerCapacityTest, EqualLinksBuildAChain) {
   StartScheduler();
   for (const char* h : {"host-a", "host-b", "host-c", "host-d"}) AnnounceRates(h, 100, 100);
-  auto a = Peer("host-a", "peer-a");
-  a->Register();
+  auto a = Registered("host-a", "peer-a");
   ASSERT_TRUE(a->Next()->has_need_back_to_source());
-  auto b = Peer("host-b", "peer-b");
-  b->Register();
+  auto b = Registered("host-b", "peer-b");
   EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
-  auto c = Peer("host-c", "peer-c");
-  c->Register();
+  auto c = Registered("host-c", "peer-c");
   EXPECT_EQ(c->NextParents(), (Strings{"peer-b"})) << "peer-a's upload is taken by peer-b";
-  auto d = Peer("host-d", "peer-d");
-  d->Register();
+  auto d = Registered("host-d", "peer-d");
   EXPECT_EQ(d->NextParents(), (Strings{"peer-c"}));
 }
 
@@ -669,21 +672,16 @@ TEST_F(SchedulerCapacityTest, AFastUplinkFeedsSeveralChildrenAndSlowOnesAddUp) {
   AnnounceRates("fast", 300, 100);
   for (const char* h : {"c1", "c2", "c3"}) AnnounceRates(h, 50, 100);
   AnnounceRates("c4", 50, 100);
-  auto f = Peer("fast", "peer-fast");
-  f->Register();
+  auto f = Registered("fast", "peer-fast");
   ASSERT_TRUE(f->Next()->has_need_back_to_source());
-  auto c1 = Peer("c1", "peer-c1");
-  c1->Register();
+  auto c1 = Registered("c1", "peer-c1");
   EXPECT_EQ(c1->NextParents(), (Strings{"peer-fast"}));
-  auto c2 = Peer("c2", "peer-c2");
-  c2->Register();
+  auto c2 = Registered("c2", "peer-c2");
   EXPECT_EQ(c2->NextParents(), (Strings{"peer-fast"}));
-  auto c3 = Peer("c3", "peer-c3");
-  c3->Register();
+  auto c3 = Registered("c3", "peer-c3");
   EXPECT_EQ(c3->NextParents(), (Strings{"peer-fast"}));
   // The fast uplink is fully booked (3 x 100); two 50-uplinks together carry the next child.
-  auto c4 = Peer("c4", "peer-c4");
-  c4->Register();
+  auto c4 = Registered("c4", "peer-c4");
   auto parents = c4->NextParents();
   EXPECT_EQ(parents.size(), 2u);
   EXPECT_EQ(std::count(parents.begin(), parents.end(), "peer-fast"), 0);
@@ -699,22 +697,17 @@ TEST_F(SchedulerCapacityTest, IdcsAreEnteredOnceAndChained) {
   AnnounceRates("b1", 100, 100, "rack-b");
   AnnounceRates("b2", 100, 100, "rack-b");
   AnnounceRates("c1", 100, 100, "rack-c");
-  auto a1 = Peer("a1", "peer-a1");
-  a1->Register();
+  auto a1 = Registered("a1", "peer-a1");
   ASSERT_TRUE(a1->Next()->has_need_back_to_source());
-  auto a2 = Peer("a2", "peer-a2");
-  a2->Register();
+  auto a2 = Registered("a2", "peer-a2");
   EXPECT_EQ(a2->NextParents(), (Strings{"peer-a1"}));
-  auto b1 = Peer("b1", "peer-b1");
-  b1->Register();
+  auto b1 = Registered("b1", "peer-b1");
   Strings b1_parents = b1->NextParents();
   ASSERT_EQ(b1_parents.size(), 1u);
   EXPECT_TRUE(b1_parents[0] == "peer-a1" || b1_parents[0] == "peer-a2") << b1_parents[0];
-  auto b2 = Peer("b2", "peer-b2");
-  b2->Register();
+  auto b2 = Registered("b2", "peer-b2");
   EXPECT_EQ(b2->NextParents(), (Strings{"peer-b1"}));
-  auto c1 = Peer("c1", "peer-c1");
-  c1->Register();
+  auto c1 = Registered("c1", "peer-c1");
   EXPECT_EQ(c1->NextParents(), (Strings{"peer-b2"})) << "rack-a already serves rack-b";
 }
 
@@ -726,14 +719,11 @@ TEST_F(SchedulerCapacityTest, ThinUplinksAreSharedFairlyNotByArrivalOrder) {
   AnnounceRates("wide", 100, 100);
   AnnounceRates("thin1", 10, 100);
   AnnounceRates("thin2", 10, 100);
-  auto w = Peer("wide", "peer-wide");
-  w->Register();
+  auto w = Registered("wide", "peer-wide");
   ASSERT_TRUE(w->Next()->has_need_back_to_source());
-  auto t1 = Peer("thin1", "peer-thin1");
-  t1->Register();
+  auto t1 = Registered("thin1", "peer-thin1");
   EXPECT_EQ(t1->NextParents(), (Strings{"peer-wide"}));
-  auto t2 = Peer("thin2", "peer-thin2");
-  t2->Register();
+  auto t2 = Registered("thin2", "peer-thin2");
   EXPECT_EQ(t2->NextParents(), (Strings{"peer-wide"}))
       << "40 of peer-wide's 100 are booked: 60 are free for the second child";
 }
@@ -746,14 +736,11 @@ TEST_F(SchedulerCapacityTest, AWeakChildLeavesTheSeedToAWideOneThatCameLater) {
   AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
   AnnounceRates("wide", 200, 200);
   AnnounceRates("weak", 10, 200);
-  auto s = Peer("seed-host", "peer-seed");
-  s->Register();
+  auto s = Registered("seed-host", "peer-seed");
   ASSERT_TRUE(s->Next()->has_need_back_to_source());
-  auto weak = Peer("weak", "peer-weak");
-  weak->Register();
+  auto weak = Registered("weak", "peer-weak");
   EXPECT_FALSE(weak->Next(200ms).has_value()) << "the seed is withheld from a weak child";
-  auto wide = Peer("wide", "peer-wide");
-  wide->Register();
+  auto wide = Registered("wide", "peer-wide");
   EXPECT_EQ(wide->NextParents(), (Strings{"peer-seed"}));
   EXPECT_EQ(weak->NextParents(2s), (Strings{"peer-wide"}));
 }
@@ -768,14 +755,11 @@ class SchedulerIdcLimitTest : public SchedulerCapacityTest {
     AnnounceRates("a1", 300, 100, "rack-a");
     AnnounceRates("b1", 1, 100, "rack-b");
     AnnounceRates("c1", 100, 100, "rack-c");
-    auto a1 = Peer("a1", "peer-a1");
-    a1->Register();
+    auto a1 = Registered("a1", "peer-a1");
     EXPECT_TRUE(a1->Next()->has_need_back_to_source());
-    auto b1 = Peer("b1", "peer-b1");
-    b1->Register();
+    auto b1 = Registered("b1", "peer-b1");
     EXPECT_EQ(b1->NextParents(), (Strings{"peer-a1"}));
-    auto c1 = Peer("c1", "peer-c1");
-    c1->Register();
+    auto c1 = Registered("c1", "peer-c1");
     return c1->NextParents();
   }
 };
@@ -791,14 +775,11 @@ TEST_F(SchedulerIdcLimitTest, LimitZeroLetsOneIdcServeEveryOther) {
 TEST_F(SchedulerCapacityTest, WithoutRatesEveryGoodCandidateIsOffered) {
   StartScheduler();
   for (const char* h : {"host-a", "host-b", "host-c"}) AnnounceRates(h, 0, 0);
-  auto a = Peer("host-a", "peer-a");
-  a->Register();
+  auto a = Registered("host-a", "peer-a");
   ASSERT_TRUE(a->Next()->has_need_back_to_source());
-  auto b = Peer("host-b", "peer-b");
-  b->Register();
+  auto b = Registered("host-b", "peer-b");
   EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
-  auto c = Peer("host-c", "peer-c");
-  c->Register();
+  auto c = Registered("host-c", "peer-c");
   EXPECT_EQ(c->NextParents(), (Strings{"peer-a", "peer-b"}));
 }
 

@@ -618,6 +618,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
     return s;
   };
   Status broken = request(first);
+  bool broken_counted = false;  // the failure that broke the connection was counted already
   while (broken.ok() && !queue.empty()) {
     while (queue.size() < pipeline && !stopping_ && !p->dead) {
       Assignment next = PickLocked(p);
@@ -646,26 +647,42 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
     } else {
       // DataLoss leaves the connection usable; anything else dropped it with every request
       // queued on it.
-      if (s.code() != StatusCode::kDataLoss) broken = s;
-      if (++p->failures >= kParentFailureLimit) {
-        p->dead = true;
-        if (p->sync_ctx) p->sync_ctx->TryCancel();
+      if (s.code() != StatusCode::kDataLoss) {
+        broken = s;
+        broken_counted = true;
       }
+      CountParentFailureLocked(p);
     }
     Assignment a{Assignment::kParent, piece, p};
     CompletePieceLocked(l, a, s, r.ok() ? r->crc32c : 0, r.ok() ? r->cost_ns : 0);
     if (stopping_ || finished_) break;
   }
-  // Requests that were never answered go back to the pool, without counting as attempts.
+  // Requests that were never answered go back to the pool without counting as attempts, except
+  // that a connection that broke while sending (the parent refuses connections, say) counts
+  // against the parent and takes an attempt of its first piece, as a failed answer would.
+  bool charge = !broken.ok() && !broken_counted;
   for (uint32_t piece : queue) {
-    if (pieces_[piece] == PieceState::kInFlight) pieces_[piece] = PieceState::kMissing;
     --p->inflight;
+    if (charge) {
+      charge = false;
+      CountParentFailureLocked(p);
+      CompletePieceLocked(l, Assignment{Assignment::kParent, piece, p}, broken, 0, 0);
+      continue;
+    }
+    if (pieces_[piece] == PieceState::kInFlight) pieces_[piece] = PieceState::kMissing;
   }
   if (!queue.empty()) work_cv_.notify_all();
   --p->connections;
   if (broken.ok() && queue.empty() && client->connected() &&
       p->idle_clients.size() < ctx_.config->per_parent_concurrency) {
     p->idle_clients.push_back(std::move(client));
+  }
+}
+
+void PeerTask::CountParentFailureLocked(Parent* p) {
+  if (++p->failures >= kParentFailureLimit) {
+    p->dead = true;
+    if (p->sync_ctx) p->sync_ctx->TryCancel();
   }
 }
 

@@ -128,6 +128,8 @@ class PeerTask {
   // Fetches `first` and whatever else `p` holds that is missing, over one pipelined connection,
   // until `p` has nothing more to offer. Called and returns with `l` locked.
   void FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t first);
+  // One more consecutive failure of `p`; the parent is dropped at kParentFailureLimit.
+  void CountParentFailureLocked(Parent* p);
   // Commits (or requeues, or fails the task on) one fetched piece and reports it.
   void CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
                            uint32_t crc, uint64_t cost_ns);

@@ -177,8 +177,8 @@ Result<FetchedPiece> PieceClient::ReceivePiece(PieceNumber n, uint64_t expected_
                     Where());
   }
   uint8_t header_bytes[pp::kHeaderBytes];
-  Status s =
-      fd_ ? ReadFull(fd_.get(), header_bytes, pp::kHeaderBytes) : Unavailable("not connected");
+  // Outstanding requests imply a connection: Fail() and Close() drop both together.
+  Status s = ReadFull(fd_.get(), header_bytes, pp::kHeaderBytes);
   // A parent closes idle connections; the first answer on a reused one then fails at once.
   if (!s.ok() && stale_possible_ && s.code() == StatusCode::kUnavailable) {
     s = Resend();

@@ -83,8 +83,11 @@ class PieceClient {
   // Connects first when needed (the connect time is not counted).
   Result<uint64_t> Ping();
 
-  // Closes the connection (the next request reconnects).
-  void Close() { fd_.Reset(); }
+  // Closes the connection, dropping any outstanding requests (the next request reconnects).
+  void Close() {
+    fd_.Reset();
+    outstanding_.clear();
+  }
   bool connected() const { return static_cast<bool>(fd_); }
   // TCP connections opened so far.
   uint64_t connects() const { return connects_; }

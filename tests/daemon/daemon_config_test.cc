@@ -86,6 +86,12 @@ TEST(DaemonConfig, ValidationRejectsInconsistentValues) {
   c = DaemonConfig();
   c.scheduler = "no-port";
   EXPECT_FALSE(ValidateDaemonConfig(&c).ok());
+  for (uint32_t depth : {0u, 65u}) {
+    c = DaemonConfig();
+    c.piece_pipeline_depth = depth;
+    Status s = ValidateDaemonConfig(&c);
+    EXPECT_NE(s.message().find("piece_pipeline_depth"), std::string::npos) << depth;
+  }
 }
 
 TEST(PlaceOutput, AppearsAtomicallyAndFailsWithoutLeavingFiles) {

@@ -29,6 +29,8 @@ TEST(SchedulerConfig, DefaultsMatchTheDocumentedOnes) {
   EXPECT_EQ(c.candidate_parent_limit, 8u);
   EXPECT_EQ(c.back_to_source_limit, 1u);
   EXPECT_EQ(c.schedule_timeout_ms, 10'000u);
+  EXPECT_EQ(c.cross_idc_children_limit, 1u);
+  EXPECT_EQ(c.weak_child_seed_delay_ms, 1'000u);
   EXPECT_TRUE(ValidateConfig(c).ok());
 }
 
@@ -37,6 +39,8 @@ TEST(SchedulerConfig, SetOptionAcceptsKebabAndSnakeNames) {
   ASSERT_TRUE(SetOption(c, "schedule-timeout", "500ms").ok());
   ASSERT_TRUE(SetOption(c, "candidate_parent_limit", "4").ok());
   ASSERT_TRUE(SetOption(c, "host-ttl", "2m").ok());
+  ASSERT_TRUE(SetOption(c, "weak_child_seed_delay", "0").ok());
+  EXPECT_EQ(c.weak_child_seed_delay_ms, 0u);
   EXPECT_EQ(c.schedule_timeout_ms, 500u);
   EXPECT_EQ(c.candidate_parent_limit, 4u);
   EXPECT_EQ(c.host_ttl_ms, 120'000u);
@@ -48,9 +52,12 @@ TEST(SchedulerConfig, BadValuesNameTheOption) {
     const char* name;
     const char* value;
   };
-  for (const Case& bad : {Case{"candidate-parent-limit", "0"}, Case{"candidate-parent-limit", "x"},
-                          Case{"candidate-parent-limit", "-3"}, Case{"gc-interval", "0s"},
-                          Case{"schedule-timeout", "10 parsecs"}, Case{"no-such-option", "1"}}) {
+  for (const Case& bad :
+       {Case{"candidate-parent-limit", "0"}, Case{"candidate-parent-limit", "x"},
+        Case{"candidate-parent-limit", "-3"}, Case{"gc-interval", "0s"},
+        Case{"schedule-timeout", "10 parsecs"}, Case{"no-such-option", "1"},
+        Case{"cross-idc-children-limit", "-1"}, Case{"cross-idc-children-limit", "many"},
+        Case{"weak-child-seed-delay", "soon"}}) {
     Status s = SetOption(c, bad.name, bad.value);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad.name << "=" << bad.value;
     EXPECT_NE(s.message().find(bad.name), std::string::npos) << s.message();

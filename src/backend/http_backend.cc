@@ -84,7 +84,7 @@ Status StatusFromHttp(long code, const std::string& url) {
   return {StatusCode::kHttpError, what};
 }
 
-Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url) {
+Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url, long code) {
   std::string detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
   std::string what = url + ": " + detail;
   switch (rc) {
@@ -101,12 +101,29 @@ Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url) {
       return {StatusCode::kUnavailable, what};
     case CURLE_PARTIAL_FILE:
       return {StatusCode::kDataLoss, what};
-    case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
+      // After a 3xx it is the origin that sent us somewhere we refuse to go (file://, ftp://...).
+      if (code >= 300 && code < 400) return {StatusCode::kHttpError, what + " (refused redirect)"};
+      return {StatusCode::kInvalidArgument, what};
+    case CURLE_URL_MALFORMAT:
       return {StatusCode::kInvalidArgument, what};
     default:
       return {StatusCode::kIoError, what};
   }
+}
+
+// Only http(s), for the URL and every redirect: an origin must never make the daemon read
+// file:// (local files) or speak another protocol. curl's default redirect set includes ftp.
+Status RestrictProtocols(CURL* c) {
+#if LIBCURL_VERSION_NUM >= 0x075500  // 7.85: the string options; the bitmask ones are deprecated
+  CURLcode a = curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  CURLcode b = curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+  CURLcode a = curl_easy_setopt(c, CURLOPT_PROTOCOLS, CURLPROTO_HTTP | CURLPROTO_HTTPS);
+  CURLcode b = curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, CURLPROTO_HTTP | CURLPROTO_HTTPS);
+#endif
+  if (a != CURLE_OK || b != CURLE_OK) return Internal("libcurl refused to restrict protocols");
+  return Status::Ok();
 }
 
 class HttpBackend : public Backend {
@@ -190,6 +207,7 @@ class HttpBackend : public Backend {
     EasyHandle h = Take();
     CURL* c = h.get();
     curl_easy_reset(c);
+    DF_RETURN_IF_ERROR(RestrictProtocols(c));
     char errbuf[CURL_ERROR_SIZE] = {0};
     HeaderList headers;
     for (const auto& [k, v] : req.headers) headers.Add(k + ": " + v);
@@ -221,7 +239,7 @@ class HttpBackend : public Backend {
     t->content_length = len;
     Status s = Status::Ok();
     if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && !t->sink_status.ok())) {
-      s = StatusFromCurl(rc, errbuf, req.url);
+      s = StatusFromCurl(rc, errbuf, req.url, *code);
     }
     Give(std::move(h));
     return s;

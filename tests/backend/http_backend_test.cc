@@ -324,5 +324,35 @@ TEST(HttpBackendTest, RedirectToAnotherHttpUrlIsFollowed) {
   EXPECT_EQ(origin.requests()[1].rfind("GET /elsewhere ", 0), 0u);
 }
 
+TEST(HttpBackendTest, RedirectToAFileUrlIsRefused) {
+  ScriptedOrigin origin({{Head(302, 0, {"Location: file:///etc/passwd"}), ""}});
+  auto backend = NewHttpBackend();
+  Collected got;
+  Status s = backend->Read(origin.Request(), 0, 100, got.sink());
+  EXPECT_EQ(s.code(), StatusCode::kHttpError) << s.ToString();
+  EXPECT_EQ(got.bytes.size(), 0u);
+  EXPECT_FALSE(backend->Stat(origin.Request()).ok());
+}
+
+TEST(HttpBackendTest, RedirectToAnFtpUrlIsRefused) {
+  // The ftp:// target is the scripted origin itself: a client that followed
+  // would wait for an FTP greeting that never comes.
+  ScriptedOrigin target({{Head(500, 0), ""}});
+  ScriptedOrigin redirector(
+      {{Head(302, 0, {"Location: ftp://127.0.0.1:" + std::to_string(target.port()) + "/x"}), ""}});
+  Collected got;
+  Status s = NewHttpBackend()->Read(redirector.Request("/object", 2000), 0, 100, got.sink());
+  EXPECT_EQ(s.code(), StatusCode::kHttpError) << s.ToString();
+  EXPECT_EQ(got.bytes.size(), 0u);
+  EXPECT_EQ(target.connections(), 0);
+}
+
+TEST(HttpBackendTest, NonHttpUrlIsRefused) {
+  Collected got;
+  Status s = NewHttpBackend()->Read({"file:///etc/passwd"}, 0, 100, got.sink());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_EQ(got.bytes.size(), 0u);
+}
+
 }  // namespace
 }  // namespace df

@@ -37,9 +37,9 @@ class Backend {
   virtual ~Backend() = default;
 
   // Size and range support of the object. NotFound (404/410), PermissionDenied (401/403),
-  // HttpError (other statuses, a redirect to a scheme other than http/https),
-  // Unavailable (resolve/connect/TLS), DeadlineExceeded, InvalidArgument (a URL that is malformed
-  // or not http/https).
+  // Unavailable (resolve/connect/TLS, and answers worth retrying: 408, 429, 5xx other than
+  // 501/505), HttpError (other statuses, a redirect to a scheme other than http/https),
+  // DeadlineExceeded, InvalidArgument (a URL that is malformed or not http/https).
   virtual Result<ObjectInfo> Stat(const BackendRequest& req) = 0;
 
   // Streams bytes [offset, offset + length) to `sink`; length < 0 means "to the end".

@@ -81,6 +81,10 @@ Status StatusFromHttp(long code, const std::string& url) {
   std::string what = "HTTP " + std::to_string(code) + " from " + url;
   if (code == 404 || code == 410) return {StatusCode::kNotFound, what};
   if (code == 401 || code == 403) return {StatusCode::kPermissionDenied, what};
+  // Busy or briefly broken: the same request may well succeed later. 501/505 will not.
+  bool transient =
+      code == 408 || code == 429 || (code >= 500 && code < 600 && code != 501 && code != 505);
+  if (transient) return Unavailable(what);
   return {StatusCode::kHttpError, what};
 }
 

@@ -311,6 +311,41 @@ TEST(HttpBackendTest, StalledOriginFailsAtTheDeadline) {
   EXPECT_LT(Clock::now() - started, std::chrono::seconds(3));
 }
 
+TEST(HttpBackendTest, ServerErrorIsTransientAndTheNextReadSucceeds) {
+  std::string object = Pattern(1000);
+  ScriptedOrigin origin(
+      {{Head(503, 5), "busy!"},
+       {Head(206, 100, {"Content-Range: bytes 0-99/1000"}), object.substr(0, 100)}});
+  auto backend = NewHttpBackend();
+  Collected first;
+  Status s = backend->Read(origin.Request(), 0, 100, first.sink());
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_EQ(first.bytes.size(), 0u);
+  Collected second;
+  s = backend->Read(origin.Request(), 0, 100, second.sink());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(second.bytes, object.substr(0, 100));
+}
+
+TEST(HttpBackendTest, StatusCodesMapToErrorClasses) {
+  struct Case {
+    int http;
+    StatusCode expected;
+  };
+  for (Case c : {Case{404, StatusCode::kNotFound}, Case{410, StatusCode::kNotFound},
+                 Case{401, StatusCode::kPermissionDenied}, Case{403, StatusCode::kPermissionDenied},
+                 Case{400, StatusCode::kHttpError}, Case{416, StatusCode::kHttpError},
+                 Case{501, StatusCode::kHttpError}, Case{429, StatusCode::kUnavailable},
+                 Case{500, StatusCode::kUnavailable}, Case{502, StatusCode::kUnavailable},
+                 Case{504, StatusCode::kUnavailable}}) {
+    ScriptedOrigin origin({{Head(c.http, 4), "nope"}});
+    Collected got;
+    Status s = NewHttpBackend()->Read(origin.Request(), 0, 100, got.sink());
+    EXPECT_EQ(s.code(), c.expected) << c.http << ": " << s.ToString();
+    EXPECT_EQ(got.bytes.size(), 0u);
+  }
+}
+
 TEST(HttpBackendTest, RedirectToAnotherHttpUrlIsFollowed) {
   std::string object = Pattern(100);
   ScriptedOrigin origin(

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -38,7 +39,8 @@ class Backend {
 
   // Size and range support of the object. NotFound (404/410), PermissionDenied (401/403),
   // Unavailable (resolve/connect/TLS, and answers worth retrying: 408, 429, 5xx other than
-  // 501/505), HttpError (other statuses, a redirect to a scheme other than http/https),
+  // 501/505), HttpError (other statuses, a redirect to a scheme other than http/https, a
+  // malformed Content-Range: the size is never a guess; -1 when the origin said "*"),
   // DeadlineExceeded, InvalidArgument (a URL that is malformed or not http/https).
   virtual Result<ObjectInfo> Stat(const BackendRequest& req) = 0;
 
@@ -61,6 +63,20 @@ class BackendRegistry {
   std::unique_ptr<Backend> http_;
   std::unique_ptr<Backend> file_;
 };
+
+// A Content-Range header value of a 206 answer: "bytes <first>-<last>/<total>", or
+// "bytes <first>-<last>/*" when the origin does not know the total.
+struct ContentRange {
+  uint64_t first = 0;
+  uint64_t last = 0;              // inclusive
+  std::optional<uint64_t> total;  // nullopt for "*"
+};
+
+// Parses `value` (without surrounding whitespace) strictly; nullopt unless it is exactly the
+// form above with unit "bytes" (any case), decimal numbers that fit in int64_t, first <= last
+// and last < total. The unsatisfied-range form "bytes */<total>" is rejected too: it never
+// describes a body.
+std::optional<ContentRange> ParseContentRange(std::string_view value);
 
 std::unique_ptr<Backend> NewHttpBackend();
 std::unique_ptr<Backend> NewFileBackend();

@@ -2,7 +2,9 @@
 // reused across pieces), redirects, TLS with the system CA store, custom headers.
 #include <curl/curl.h>
 
+#include <charconv>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -30,12 +32,16 @@ struct HeaderList {
 
 // State of one transfer, shared with curl's callbacks.
 struct Transfer {
+  explicit Transfer(const std::string& u) : url(u) {}
+
+  const std::string& url;
   const ByteSink* sink = nullptr;
   Status sink_status;
   uint64_t received = 0;
   long status_seen = 0;  // HTTP status of the final response, checked before the body
   bool accept_ranges = false;
-  int64_t content_range_total = -1;
+  std::string content_range;  // the value, when exactly one Content-Range came
+  int content_range_headers = 0;
   CURL* easy = nullptr;
   int64_t content_length = -1;  // Content-Length of the final response, -1 if absent
 };
@@ -52,27 +58,33 @@ size_t OnBody(char* data, size_t size, size_t nmemb, void* userp) {
   return n;
 }
 
-bool HeaderIs(const char* line, size_t n, const char* name) {
-  size_t len = std::strlen(name);
-  return n > len && strncasecmp(line, name, len) == 0;
+bool HeaderIs(std::string_view line, std::string_view name) {
+  return line.size() > name.size() && strncasecmp(line.data(), name.data(), name.size()) == 0;
 }
 
-size_t OnHeader(char* line, size_t size, size_t nmemb, void* userp) {
+// A header's value without the name, the optional whitespace around it and the CRLF.
+std::string_view HeaderValue(std::string_view line, std::string_view name) {
+  line.remove_prefix(name.size());
+  size_t begin = line.find_first_not_of(" \t");
+  size_t end = line.find_last_not_of(" \t\r\n");
+  if (begin == std::string_view::npos || end < begin) return {};
+  return line.substr(begin, end - begin + 1);
+}
+
+size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
   auto* t = static_cast<Transfer*>(userp);
   size_t n = size * nmemb;
-  if (HeaderIs(line, n, "HTTP/")) {  // a new response (after a redirect): reset what we saw
+  std::string_view line(data, n);
+  if (HeaderIs(line, "HTTP/")) {  // a new response (after a redirect): reset what we saw
     t->accept_ranges = false;
-    t->content_range_total = -1;
+    t->content_range.clear();
+    t->content_range_headers = 0;
     t->status_seen = 0;
-  } else if (HeaderIs(line, n, "accept-ranges:")) {
-    std::string v(line + 14, n - 14);
-    t->accept_ranges = v.find("bytes") != std::string::npos;
-  } else if (HeaderIs(line, n, "content-range:")) {
-    std::string v(line + 14, n - 14);
-    size_t slash = v.find('/');
-    if (slash != std::string::npos && v.find('*', slash) == std::string::npos) {
-      t->content_range_total = std::strtoll(v.c_str() + slash + 1, nullptr, 10);
-    }
+  } else if (HeaderIs(line, "accept-ranges:")) {
+    t->accept_ranges = HeaderValue(line, "accept-ranges:").find("bytes") != std::string::npos;
+  } else if (HeaderIs(line, "content-range:")) {
+    t->content_range = HeaderValue(line, "content-range:");
+    ++t->content_range_headers;
   }
   return n;
 }
@@ -86,6 +98,25 @@ Status StatusFromHttp(long code, const std::string& url) {
       code == 408 || code == 429 || (code >= 500 && code < 600 && code != 501 && code != 505);
   if (transient) return Unavailable(what);
   return {StatusCode::kHttpError, what};
+}
+
+// Short enough to quote an origin's header in a one-line message.
+std::string Quote(std::string_view v) {
+  constexpr size_t kMax = 80;
+  return "'" + std::string(v.substr(0, kMax)) + (v.size() > kMax ? "...'" : "'");
+}
+
+Status HttpError(const std::string& what) { return {StatusCode::kHttpError, what}; }
+
+// The one Content-Range of a 206, parsed; HttpError when missing, repeated or malformed.
+Result<ContentRange> ContentRangeOf(const Transfer& t) {
+  if (t.content_range_headers != 1) {
+    return HttpError(t.url + ": 206 with " + std::to_string(t.content_range_headers) +
+                     " Content-Range headers");
+  }
+  auto range = ParseContentRange(t.content_range);
+  if (!range) return HttpError(t.url + ": malformed Content-Range " + Quote(t.content_range));
+  return *range;
 }
 
 Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url, long code) {
@@ -134,7 +165,7 @@ class HttpBackend : public Backend {
  public:
   Result<ObjectInfo> Stat(const BackendRequest& req) override {
     // HEAD first; origins that refuse HEAD (presigned URLs, some CDNs) get a one-byte GET.
-    Transfer t;
+    Transfer t(req.url);
     long code = 0;
     Status s = Perform(req, /*head=*/true, "", &t, &code);
     if (s.ok() && code < 300) {
@@ -147,15 +178,17 @@ class HttpBackend : public Backend {
     } else if (code == 404 || code == 410 || code == 401) {
       return StatusFromHttp(code, req.url);
     }
-    Transfer g;
+    Transfer g(req.url);
     ByteSink discard = [](const char*, size_t) { return Status::Ok(); };
     g.sink = &discard;
     DF_RETURN_IF_ERROR(Perform(req, /*head=*/false, "0-0", &g, &code));
     if (code >= 300) return StatusFromHttp(code, req.url);
     ObjectInfo info;
     if (code == 206) {
+      auto range = ContentRangeOf(g);
+      if (!range.ok()) return range.status();
       info.supports_range = true;
-      info.content_length = g.content_range_total;
+      if (range->total) info.content_length = static_cast<int64_t>(*range->total);
     } else {
       info.content_length = g.content_length;
     }
@@ -172,7 +205,7 @@ class HttpBackend : public Backend {
         range += std::to_string(offset + static_cast<uint64_t>(length) - 1);
       }
     }
-    Transfer t;
+    Transfer t(req.url);
     t.sink = &sink;
     long code = 0;
     Status s = Perform(req, /*head=*/false, range, &t, &code);
@@ -254,7 +287,38 @@ class HttpBackend : public Backend {
   std::vector<EasyHandle> pool_;  // GUARDED_BY(mu_)
 };
 
+// Decimal digits only (no sign, no space), at most int64_t's maximum: sizes are int64_t here.
+std::optional<uint64_t> ParseDecimal(std::string_view s) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return {};
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) return {};
+  if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return {};
+  return v;
+}
+
 }  // namespace
+
+std::optional<ContentRange> ParseContentRange(std::string_view value) {
+  constexpr std::string_view kUnit = "bytes ";
+  if (value.size() < kUnit.size() || strncasecmp(value.data(), "bytes", 5) != 0 ||
+      value[5] != ' ') {
+    return {};
+  }
+  value.remove_prefix(kUnit.size());
+  size_t dash = value.find('-');
+  size_t slash = value.find('/');
+  if (dash == std::string_view::npos || slash == std::string_view::npos || dash > slash) return {};
+  auto first = ParseDecimal(value.substr(0, dash));
+  auto last = ParseDecimal(value.substr(dash + 1, slash - dash - 1));
+  if (!first || !last || *first > *last) return {};
+  ContentRange range{*first, *last, std::nullopt};
+  std::string_view total = value.substr(slash + 1);
+  if (total == "*") return range;
+  range.total = ParseDecimal(total);
+  if (!range.total || *last >= *range.total) return {};
+  return range;
+}
 
 std::unique_ptr<Backend> NewHttpBackend() { return std::make_unique<HttpBackend>(); }
 

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -145,6 +146,61 @@ TEST_F(NginxTest, RequestHeadersReachTheOrigin) {
   std::string line = "GET 206 \"bytes=100-109\" \"token-123\"\n";
   std::string log = AccessLogWith(line);
   EXPECT_NE(log.find(line), std::string::npos) << log;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content-Range parsing: the size of a task comes from it, so anything odd is refused.
+
+TEST(ParseContentRangeTest, AcceptsWellFormedValues) {
+  struct Case {
+    const char* value;
+    uint64_t first, last;
+    std::optional<uint64_t> total;
+  };
+  for (const Case& c : {Case{"bytes 0-0/1", 0, 0, 1}, Case{"bytes 0-99/1000", 0, 99, 1000},
+                        Case{"bytes 100-199/*", 100, 199, std::nullopt},
+                        Case{"BYTES 5-5/6", 5, 5, 6}, Case{"bytes 007-8/9", 7, 8, 9},
+                        Case{"bytes 0-9223372036854775806/9223372036854775807", 0,
+                             9223372036854775806u, 9223372036854775807u}}) {
+    auto r = ParseContentRange(c.value);
+    ASSERT_TRUE(r.has_value()) << c.value;
+    EXPECT_EQ(r->first, c.first) << c.value;
+    EXPECT_EQ(r->last, c.last) << c.value;
+    EXPECT_EQ(r->total, c.total) << c.value;
+  }
+}
+
+TEST(ParseContentRangeTest, RejectsMalformedValues) {
+  for (const char* value : {"",
+                            "bytes",
+                            "bytes ",
+                            "0-0/1",
+                            "items 0-0/1",
+                            "bytes  0-0/1",
+                            "bytes=0-0/1",
+                            "bytes 0-0/",
+                            "bytes 0-0/abc",
+                            "bytes 0-0/-5",
+                            "bytes 0-0/+5",
+                            "bytes 0-0/ 5",
+                            "bytes 0-0/5 ",
+                            "bytes 0-0/0",
+                            "bytes 5-4/10",
+                            "bytes 0-10/10",
+                            "bytes -1-0/10",
+                            "bytes 0--1/10",
+                            "bytes 0-/10",
+                            "bytes -0/10",
+                            "bytes 0/10",
+                            "bytes 0-1",
+                            "bytes */10",
+                            "bytes 0-0/1/2",
+                            "bytes 0-0/99999999999999999999999",
+                            "bytes 0-0/9223372036854775808",
+                            "bytes 0x0-0x1/10",
+                            "bytes 1e2-2e2/1e3"}) {
+    EXPECT_FALSE(ParseContentRange(value).has_value()) << "'" << value << "'";
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,6 +348,17 @@ TEST(HttpBackendTest, StatTakesTheSizeFromContentRange) {
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   EXPECT_EQ(info->content_length, 123456);
   EXPECT_TRUE(info->supports_range);
+}
+
+TEST(HttpBackendTest, StatRejectsAMalformedContentRange) {
+  for (const char* value : {"bytes 0-0/abc", "bytes 0-0/", "bytes 0-0/-5",
+                            "bytes 0-0/99999999999999999999999", "0-0/100", "bytes 0-0/0"}) {
+    ScriptedOrigin origin(
+        {{Head(405, 0), ""}, {Head(206, 1, {std::string("Content-Range: ") + value}), "a"}});
+    auto info = NewHttpBackend()->Stat(origin.Request());
+    EXPECT_EQ(info.status().code(), StatusCode::kHttpError)
+        << value << ": " << (info.ok() ? std::to_string(info->content_length) : "");
+  }
 }
 
 TEST(HttpBackendTest, ShortBodyIsDataLoss) {

@@ -33,20 +33,34 @@ struct ObjectInfo {
 using ByteSink = std::function<Status(const char* data, size_t n)>;
 
 // Thread-safe: several threads may read from one backend at once.
+//
+// Errors, shared by Stat and Read:
+//   NotFound          404, 410
+//   PermissionDenied  401, 403
+//   Unavailable       resolve/connect/TLS/reset, and answers worth retrying: 408, 429 and 5xx
+//                     other than 501/505 (the origin is busy or briefly broken)
+//   HttpError         any other non-2xx answer, and an answer that cannot be trusted: a malformed
+//                     or mismatched Content-Range, a redirect to a scheme other than http(s)
+//   DeadlineExceeded  BackendRequest.timeout_ms passed (also when the origin stalls mid-body)
+//   InvalidArgument   a malformed URL or one whose scheme the backend does not serve
 class Backend {
  public:
   virtual ~Backend() = default;
 
-  // Size and range support of the object. NotFound (404/410), PermissionDenied (401/403),
-  // Unavailable (resolve/connect/TLS, and answers worth retrying: 408, 429, 5xx other than
-  // 501/505), HttpError (other statuses, a redirect to a scheme other than http/https, a
-  // malformed Content-Range: the size is never a guess; -1 when the origin said "*"),
-  // DeadlineExceeded, InvalidArgument (a URL that is malformed or not http/https).
+  // Size and range support of the object. Reads no more of the body than it needs to learn them
+  // (an origin that answers a one-byte probe with the whole object is cut off after its headers).
+  // content_length is -1 when the origin did not say (a "*" total, no Content-Length), never a
+  // guess: a size that does not parse is an HttpError.
   virtual Result<ObjectInfo> Stat(const BackendRequest& req) = 0;
 
-  // Streams bytes [offset, offset + length) to `sink`; length < 0 means "to the end".
-  // Fails with the errors of Stat, DataLoss when the origin sends fewer bytes than asked,
-  // or the sink's own status.
+  // Streams bytes [offset, offset + length) to `sink`; length < 0 means "to the end". The sink
+  // never receives more than `length` bytes, and receives none until the answer is known to
+  // carry exactly the bytes asked for:
+  //   - an origin that ignores Range from offset 0 (200, whole object) is cut off at `length`;
+  //   - one that ignores Range at offset > 0 is an HttpError before any byte reaches the sink;
+  //   - a 206 whose Content-Range is missing, malformed or names other bytes is an HttpError.
+  // DataLoss when the origin sends fewer bytes than asked; a non-OK sink status ends the read
+  // and is returned as is.
   virtual Status Read(const BackendRequest& req, uint64_t offset, int64_t length,
                       const ByteSink& sink) = 0;
 };

@@ -1,7 +1,13 @@
 // http(s):// origin through libcurl: ranged GETs on pooled easy handles (so connections are
 // reused across pieces), redirects, TLS with the system CA store, custom headers.
+//
+// The origin is not trusted: every answer is checked before its body reaches the caller's sink
+// (status, Content-Range against the range asked for), the sink never gets more than asked, and
+// transfers stop as soon as they have what they need.
 #include <curl/curl.h>
+#include <strings.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <limits>
@@ -30,32 +36,113 @@ struct HeaderList {
   void Add(const std::string& h) { list = curl_slist_append(list, h.c_str()); }
 };
 
-// State of one transfer, shared with curl's callbacks.
+// State of one transfer, shared with curl's callbacks (which run on the calling thread).
 struct Transfer {
   explicit Transfer(const std::string& u) : url(u) {}
 
+  // Set by the caller.
   const std::string& url;
-  const ByteSink* sink = nullptr;
-  Status sink_status;
-  uint64_t received = 0;
-  long status_seen = 0;  // HTTP status of the final response, checked before the body
+  const ByteSink* sink = nullptr;  // null: only the headers are wanted (Stat)
+  uint64_t offset = 0;             // the bytes asked for (Read)
+  int64_t length = -1;
+
+  // Headers of the latest response; reset when another starts (after a redirect or a 1xx).
   bool accept_ranges = false;
-  std::string content_range;  // the value, when exactly one Content-Range came
+  std::string content_range;
   int content_range_headers = 0;
-  CURL* easy = nullptr;
   int64_t content_length = -1;  // Content-Length of the final response, -1 if absent
+
+  // Progress and outcome.
+  CURL* easy = nullptr;
+  long code = 0;              // HTTP status, known once the body starts
+  bool body_started = false;  // the answer was checked and let through to the sink
+  uint64_t received = 0;      // bytes given to the sink
+  Status stop;                // why a callback ended the transfer: a bad answer or the sink
+  bool enough = false;        // a callback ended the transfer because it had all it wanted
 };
+
+// Short enough to quote an origin's header in a one-line message.
+std::string Quote(std::string_view v) {
+  constexpr size_t kMax = 80;
+  return "'" + std::string(v.substr(0, kMax)) + (v.size() > kMax ? "...'" : "'");
+}
+
+Status HttpError(const std::string& what) { return {StatusCode::kHttpError, what}; }
+
+Status StatusFromHttp(long code, const std::string& url) {
+  std::string what = "HTTP " + std::to_string(code) + " from " + url;
+  if (code == 404 || code == 410) return {StatusCode::kNotFound, what};
+  if (code == 401 || code == 403) return {StatusCode::kPermissionDenied, what};
+  // Busy or briefly broken: the same request may well succeed later. 501/505 will not.
+  bool transient =
+      code == 408 || code == 429 || (code >= 500 && code < 600 && code != 501 && code != 505);
+  if (transient) return Unavailable(what);
+  return HttpError(what);
+}
+
+// The one Content-Range of a 206, parsed; HttpError when missing, repeated or malformed.
+Result<ContentRange> ContentRangeOf(const Transfer& t) {
+  if (t.content_range_headers != 1) {
+    return HttpError(t.url + ": 206 with " + std::to_string(t.content_range_headers) +
+                     " Content-Range headers");
+  }
+  auto range = ParseContentRange(t.content_range);
+  if (!range) return HttpError(t.url + ": malformed Content-Range " + Quote(t.content_range));
+  return *range;
+}
+
+// Whether the final answer to a Read carries exactly the bytes asked for.
+Status CheckReadAnswer(const Transfer& t) {
+  if (t.code < 200 || t.code >= 300) return StatusFromHttp(t.code, t.url);
+  if (t.code == 200) {
+    if (t.offset == 0) return Status::Ok();  // the object from its start; cut at t.length
+    return HttpError(t.url + ": origin ignored the Range header (200 to a read at offset " +
+                     std::to_string(t.offset) + ")");
+  }
+  if (t.code != 206) return StatusFromHttp(t.code, t.url);
+  auto range = ContentRangeOf(t);
+  if (!range.ok()) return range.status();
+  uint64_t want_last = range->total ? *range->total - 1 : range->last;
+  if (t.length >= 0) want_last = t.offset + static_cast<uint64_t>(t.length) - 1;
+  if (range->first != t.offset || range->last != want_last) {
+    return HttpError(t.url + ": Content-Range " + Quote(t.content_range) +
+                     " is not the requested bytes " + std::to_string(t.offset) + "-" +
+                     std::to_string(want_last));
+  }
+  return Status::Ok();
+}
 
 size_t OnBody(char* data, size_t size, size_t nmemb, void* userp) {
   auto* t = static_cast<Transfer*>(userp);
   size_t n = size * nmemb;
-  if (t->status_seen == 0) curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status_seen);
-  if (t->status_seen >= 300) return n;  // an error body: discard, the status decides
-  if (!t->sink) return n;
-  t->sink_status = (*t->sink)(data, n);
-  if (!t->sink_status.ok()) return 0;  // aborts the transfer with CURLE_WRITE_ERROR
-  t->received += n;
-  return n;
+  if (!t->sink) {  // Stat: the headers said all there is to learn; don't download the object
+    t->enough = true;
+    return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+  }
+  if (!t->body_started) {
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->code);
+    t->stop = CheckReadAnswer(*t);
+    if (!t->stop.ok()) return 0;
+    t->body_started = true;
+  }
+  size_t take = n;
+  if (t->length >= 0) {
+    take =
+        static_cast<size_t>(std::min<uint64_t>(n, static_cast<uint64_t>(t->length) - t->received));
+  }
+  if (take > 0) {
+    t->stop = (*t->sink)(data, take);
+    if (!t->stop.ok()) return 0;
+    t->received += take;
+  }
+  if (take == n) return n;
+  if (t->code == 206) {
+    t->stop = HttpError(t->url + ": origin sent more than the requested " +
+                        std::to_string(t->length) + " bytes");
+  } else {
+    t->enough = true;  // a 200 with the whole object: its first `length` bytes are the answer
+  }
+  return 0;
 }
 
 bool HeaderIs(std::string_view line, std::string_view name) {
@@ -75,11 +162,10 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
   auto* t = static_cast<Transfer*>(userp);
   size_t n = size * nmemb;
   std::string_view line(data, n);
-  if (HeaderIs(line, "HTTP/")) {  // a new response (after a redirect): reset what we saw
+  if (HeaderIs(line, "HTTP/")) {  // a new response (after a redirect or a 1xx)
     t->accept_ranges = false;
     t->content_range.clear();
     t->content_range_headers = 0;
-    t->status_seen = 0;
   } else if (HeaderIs(line, "accept-ranges:")) {
     t->accept_ranges = HeaderValue(line, "accept-ranges:").find("bytes") != std::string::npos;
   } else if (HeaderIs(line, "content-range:")) {
@@ -87,36 +173,6 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
     ++t->content_range_headers;
   }
   return n;
-}
-
-Status StatusFromHttp(long code, const std::string& url) {
-  std::string what = "HTTP " + std::to_string(code) + " from " + url;
-  if (code == 404 || code == 410) return {StatusCode::kNotFound, what};
-  if (code == 401 || code == 403) return {StatusCode::kPermissionDenied, what};
-  // Busy or briefly broken: the same request may well succeed later. 501/505 will not.
-  bool transient =
-      code == 408 || code == 429 || (code >= 500 && code < 600 && code != 501 && code != 505);
-  if (transient) return Unavailable(what);
-  return {StatusCode::kHttpError, what};
-}
-
-// Short enough to quote an origin's header in a one-line message.
-std::string Quote(std::string_view v) {
-  constexpr size_t kMax = 80;
-  return "'" + std::string(v.substr(0, kMax)) + (v.size() > kMax ? "...'" : "'");
-}
-
-Status HttpError(const std::string& what) { return {StatusCode::kHttpError, what}; }
-
-// The one Content-Range of a 206, parsed; HttpError when missing, repeated or malformed.
-Result<ContentRange> ContentRangeOf(const Transfer& t) {
-  if (t.content_range_headers != 1) {
-    return HttpError(t.url + ": 206 with " + std::to_string(t.content_range_headers) +
-                     " Content-Range headers");
-  }
-  auto range = ParseContentRange(t.content_range);
-  if (!range) return HttpError(t.url + ": malformed Content-Range " + Quote(t.content_range));
-  return *range;
 }
 
 Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url, long code) {
@@ -138,7 +194,7 @@ Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url, l
       return {StatusCode::kDataLoss, what};
     case CURLE_UNSUPPORTED_PROTOCOL:
       // After a 3xx it is the origin that sent us somewhere we refuse to go (file://, ftp://...).
-      if (code >= 300 && code < 400) return {StatusCode::kHttpError, what + " (refused redirect)"};
+      if (code >= 300 && code < 400) return HttpError(what + " (refused redirect)");
       return {StatusCode::kInvalidArgument, what};
     case CURLE_URL_MALFORMAT:
       return {StatusCode::kInvalidArgument, what};
@@ -165,56 +221,39 @@ class HttpBackend : public Backend {
  public:
   Result<ObjectInfo> Stat(const BackendRequest& req) override {
     // HEAD first; origins that refuse HEAD (presigned URLs, some CDNs) get a one-byte GET.
-    Transfer t(req.url);
+    Transfer head(req.url);
     long code = 0;
-    Status s = Perform(req, /*head=*/true, "", &t, &code);
-    if (s.ok() && code < 300) {
+    DF_RETURN_IF_ERROR(Perform(req, /*head=*/true, "", &head, &code));
+    if (code >= 200 && code < 300) {
       ObjectInfo info;
-      info.content_length = t.content_length;
-      info.supports_range = t.accept_ranges;
+      info.content_length = head.content_length;
+      info.supports_range = head.accept_ranges;
       if (info.supports_range || info.content_length >= 0) return info;
-    } else if (!s.ok()) {
-      return s;
     } else if (code == 404 || code == 410 || code == 401) {
       return StatusFromHttp(code, req.url);
     }
-    Transfer g(req.url);
-    ByteSink discard = [](const char*, size_t) { return Status::Ok(); };
-    g.sink = &discard;
-    DF_RETURN_IF_ERROR(Perform(req, /*head=*/false, "0-0", &g, &code));
-    if (code >= 300) return StatusFromHttp(code, req.url);
-    ObjectInfo info;
-    if (code == 206) {
-      auto range = ContentRangeOf(g);
-      if (!range.ok()) return range.status();
-      info.supports_range = true;
-      if (range->total) info.content_length = static_cast<int64_t>(*range->total);
-    } else {
-      info.content_length = g.content_length;
-    }
-    return info;
+    return StatByRangedGet(req);
   }
 
   Status Read(const BackendRequest& req, uint64_t offset, int64_t length,
               const ByteSink& sink) override {
+    if (length == 0) return Status::Ok();
+    constexpr auto kMaxOffset = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    if (offset > kMaxOffset ||
+        (length > 0 && static_cast<uint64_t>(length) > kMaxOffset - offset)) {
+      return InvalidArgument(req.url + ": range out of bounds");
+    }
     std::string range;
-    if (offset > 0 || length >= 0) {
+    if (offset > 0 || length > 0) {
       range = std::to_string(offset) + "-";
-      if (length >= 0) {
-        if (length == 0) return Status::Ok();
-        range += std::to_string(offset + static_cast<uint64_t>(length) - 1);
-      }
+      if (length > 0) range += std::to_string(offset + static_cast<uint64_t>(length) - 1);
     }
     Transfer t(req.url);
     t.sink = &sink;
-    long code = 0;
-    Status s = Perform(req, /*head=*/false, range, &t, &code);
-    if (!t.sink_status.ok()) return t.sink_status;
-    DF_RETURN_IF_ERROR(s);
-    if (code >= 300) return StatusFromHttp(code, req.url);
-    if (!range.empty() && code != 206 && offset > 0) {
-      return {StatusCode::kHttpError, req.url + ": origin ignored the Range header"};
-    }
+    t.offset = offset;
+    t.length = length;
+    DF_RETURN_IF_ERROR(Perform(req, /*head=*/false, range, &t, &t.code));
+    if (!t.body_started) DF_RETURN_IF_ERROR(CheckReadAnswer(t));  // an empty body
     if (length >= 0 && t.received != static_cast<uint64_t>(length)) {
       return DataLoss(req.url + ": got " + std::to_string(t.received) + " of " +
                       std::to_string(length) + " bytes");
@@ -223,6 +262,24 @@ class HttpBackend : public Backend {
   }
 
  private:
+  // Stat for an origin whose HEAD said nothing useful: GET bytes 0-0 and read only the headers.
+  Result<ObjectInfo> StatByRangedGet(const BackendRequest& req) {
+    Transfer get(req.url);
+    long code = 0;
+    DF_RETURN_IF_ERROR(Perform(req, /*head=*/false, "0-0", &get, &code));
+    ObjectInfo info;
+    if (code == 206) {
+      auto range = ContentRangeOf(get);
+      if (!range.ok()) return range.status();
+      info.supports_range = true;
+      if (range->total) info.content_length = static_cast<int64_t>(*range->total);
+      return info;
+    }
+    if (code != 200) return StatusFromHttp(code, req.url);
+    info.content_length = get.content_length;  // the whole object came: no range support
+    return info;
+  }
+
   EasyHandle Take() {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -239,6 +296,8 @@ class HttpBackend : public Backend {
     if (pool_.size() < 64) pool_.push_back(std::move(h));
   }
 
+  // Runs one request. OK when curl completed it or a callback ended it on purpose (t->enough);
+  // otherwise the callback's reason (t->stop) or curl's error. *code is the last HTTP status.
   Status Perform(const BackendRequest& req, bool head, const std::string& range, Transfer* t,
                  long* code) {
     EasyHandle h = Take();
@@ -275,7 +334,9 @@ class HttpBackend : public Backend {
     curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
     t->content_length = len;
     Status s = Status::Ok();
-    if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && !t->sink_status.ok())) {
+    if (!t->stop.ok()) {
+      s = t->stop;
+    } else if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && t->enough)) {
       s = StatusFromCurl(rc, errbuf, req.url, *code);
     }
     Give(std::move(h));

@@ -1,5 +1,6 @@
-// HttpBackend against a real nginx (the normal path) and against a scripted origin that misbehaves
-// on purpose (the hardening: what a hostile or broken origin must not be able to do to a daemon).
+// HttpBackend against a real nginx (the normal path) and against a scripted
+// origin that misbehaves on purpose (the hardening: what a hostile or broken
+// origin must not be able to do to a daemon).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -48,8 +49,8 @@ struct Collected {
 };
 
 // ---------------------------------------------------------------------------------------------
-// The normal path: nginx serving a directory, logging each request's method, status, Range and
-// X-Test header.
+// The normal path: nginx serving a directory, logging each request's method,
+// status, Range and X-Test header.
 
 class NginxTest : public ::testing::Test {
  protected:
@@ -60,21 +61,22 @@ class NginxTest : public ::testing::Test {
     object_ = ReadWholeFile(root_ + "/object.bin");
     port_ = bench::FreePort();
     std::string conf = dir_.path() + "/nginx.conf";
-    std::ofstream(conf)
-        << "worker_processes 1;\n"
-        << "pid " << dir_.path() << "/nginx.pid;\n"
-        << "error_log " << dir_.path() << "/error.log;\n"
-        << (::geteuid() == 0 ? "user root;\n" : "") << "events { worker_connections 64; }\n"
-        << "http {\n"
-        << "  log_format t '$request_method $status \"$http_range\" \"$http_x_test\"';\n"
-        << "  access_log " << dir_.path() << "/access.log t;\n"
-        << "  client_body_temp_path " << dir_.path() << "/body;\n"
-        << "  proxy_temp_path " << dir_.path() << "/proxy;\n"
-        << "  fastcgi_temp_path " << dir_.path() << "/fcgi;\n"
-        << "  uwsgi_temp_path " << dir_.path() << "/uwsgi;\n"
-        << "  scgi_temp_path " << dir_.path() << "/scgi;\n"
-        << "  server { listen 127.0.0.1:" << port_ << "; root " << root_ << "; }\n"
-        << "}\n";
+    std::ofstream(conf) << "worker_processes 1;\n"
+                        << "pid " << dir_.path() << "/nginx.pid;\n"
+                        << "error_log " << dir_.path() << "/error.log;\n"
+                        << (::geteuid() == 0 ? "user root;\n" : "")
+                        << "events { worker_connections 64; }\n"
+                        << "http {\n"
+                        << "  log_format t '$request_method $status "
+                           "\"$http_range\" \"$http_x_test\"';\n"
+                        << "  access_log " << dir_.path() << "/access.log t;\n"
+                        << "  client_body_temp_path " << dir_.path() << "/body;\n"
+                        << "  proxy_temp_path " << dir_.path() << "/proxy;\n"
+                        << "  fastcgi_temp_path " << dir_.path() << "/fcgi;\n"
+                        << "  uwsgi_temp_path " << dir_.path() << "/uwsgi;\n"
+                        << "  scgi_temp_path " << dir_.path() << "/scgi;\n"
+                        << "  server { listen 127.0.0.1:" << port_ << "; root " << root_ << "; }\n"
+                        << "}\n";
     nginx_ = bench::Process::Start({"nginx", "-c", conf, "-p", dir_.path(), "-g", "daemon off;"},
                                    dir_.path() + "/stderr.log");
     ASSERT_TRUE(bench::WaitForTcp(port_, 5000)) << ReadWholeFile(dir_.path() + "/stderr.log");
@@ -87,8 +89,8 @@ class NginxTest : public ::testing::Test {
     req.timeout_ms = 10000;
     return req;
   }
-  // The access log once it holds `line` (nginx logs a request after answering it), or as it is
-  // after 5 s.
+  // The access log once it holds `line` (nginx logs a request after answering
+  // it), or as it is after 5 s.
   std::string AccessLogWith(const std::string& line) {
     auto deadline = Clock::now() + std::chrono::seconds(5);
     std::string log = ReadWholeFile(dir_.path() + "/access.log");
@@ -204,17 +206,20 @@ TEST(ParseContentRangeTest, RejectsMalformedValues) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A scripted origin: an HTTP/1.1 server on 127.0.0.1 that answers the i-th request with the i-th
-// reply (the last one repeats). One connection at a time, closed after each reply. Runs one thread,
-// joined by the destructor.
+// A scripted origin: an HTTP/1.1 server on 127.0.0.1 that answers the i-th
+// request with the i-th reply (the last one repeats). One connection at a time,
+// closed after each reply. Runs one thread, joined by the destructor.
 
 struct Reply {
-  std::string head;  // status line and header lines, each ending in \r\n; the blank line is added
+  std::string head;  // status line and header lines, each ending in \r\n; the
+                     // blank line is added
   std::string body;
-  bool stall = false;  // after sending, stay silent until the client hangs up or the test ends
+  bool stall = false;  // after sending, stay silent until the client hangs up or
+                       // the test ends
 };
 
-// "HTTP/1.1 <code>" with Content-Length (when >= 0), `extra` header lines and Connection: close.
+// "HTTP/1.1 <code>" with Content-Length (when >= 0), `extra` header lines and
+// Connection: close.
 std::string Head(int code, int64_t content_length, const std::vector<std::string>& extra = {}) {
   std::string h = "HTTP/1.1 " + std::to_string(code) + " Scripted\r\n";
   if (content_length >= 0) h += "Content-Length: " + std::to_string(content_length) + "\r\n";
@@ -317,7 +322,9 @@ class ScriptedOrigin {
     for (size_t sent = 0; sent < out.size();) {
       if (!Wait(conn, POLLOUT)) return;
       ssize_t n = ::send(conn, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return;  // the client hung up: fine, it may stop reading whenever it likes
+      if (n <= 0)
+        return;  // the client hung up: fine, it may stop reading whenever it
+                 // likes
       sent += static_cast<size_t>(n);
     }
     char c;
@@ -341,6 +348,39 @@ std::string Pattern(size_t n) {
   return s;
 }
 
+TEST(HttpBackendTest, ReadOfAPrefixStopsAtLengthWhenOriginIgnoresRange) {
+  std::string object = Pattern(1 << 20);
+  ScriptedOrigin origin({{Head(200, static_cast<int64_t>(object.size())), object}});
+  Collected got;
+  Status s = NewHttpBackend()->Read(origin.Request(), 0, 100, got.sink());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(got.bytes, object.substr(0, 100));
+}
+
+TEST(HttpBackendTest, ReadAtAnOffsetRejectsAWholeObjectBeforeTheSinkSeesIt) {
+  std::string object = Pattern(4096);
+  ScriptedOrigin origin({{Head(200, static_cast<int64_t>(object.size())), object}});
+  Collected got;
+  Status s = NewHttpBackend()->Read(origin.Request(), 1000, 100, got.sink());
+  EXPECT_EQ(s.code(), StatusCode::kHttpError) << s.ToString();
+  EXPECT_EQ(got.bytes.size(), 0u);
+}
+
+TEST(HttpBackendTest, StatDoesNotDownloadTheObjectWhenTheRangedGetAnswers200) {
+  // HEAD is refused; the 0-0 GET gets the whole object, of which the origin
+  // sends a little and then nothing: a Stat that waits for the body runs into
+  // the deadline.
+  ScriptedOrigin origin({{Head(405, 0), ""}, {Head(200, 1 << 30), Pattern(1000), true}});
+  auto started = Clock::now();
+  auto info = NewHttpBackend()->Stat(origin.Request("/object", 3000));
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->content_length, 1 << 30);
+  EXPECT_FALSE(info->supports_range);
+  EXPECT_LT(Clock::now() - started, std::chrono::seconds(2));
+  ASSERT_EQ(origin.requests().size(), 2u);
+  EXPECT_EQ(origin.requests()[1].rfind("GET ", 0), 0u);
+}
+
 TEST(HttpBackendTest, StatTakesTheSizeFromContentRange) {
   ScriptedOrigin origin(
       {{Head(405, 0), ""}, {Head(206, 1, {"Content-Range: bytes 0-0/123456"}), "a"}});
@@ -359,6 +399,26 @@ TEST(HttpBackendTest, StatRejectsAMalformedContentRange) {
     EXPECT_EQ(info.status().code(), StatusCode::kHttpError)
         << value << ": " << (info.ok() ? std::to_string(info->content_length) : "");
   }
+}
+
+TEST(HttpBackendTest, ReadRejectsA206ForAnotherRange) {
+  std::string object = Pattern(1000);
+  ScriptedOrigin origin(
+      {{Head(206, 100, {"Content-Range: bytes 0-99/1000"}), object.substr(0, 100)}});
+  Collected got;
+  Status s = NewHttpBackend()->Read(origin.Request(), 100, 100, got.sink());
+  EXPECT_EQ(s.code(), StatusCode::kHttpError) << s.ToString();
+  EXPECT_EQ(got.bytes.size(), 0u);
+  ASSERT_EQ(origin.requests().size(), 1u);
+  EXPECT_NE(origin.requests()[0].find("Range: bytes=100-199\r\n"), std::string::npos);
+}
+
+TEST(HttpBackendTest, ReadRejectsA206WithoutContentRange) {
+  ScriptedOrigin origin({{Head(206, 100), Pattern(100)}});
+  Collected got;
+  Status s = NewHttpBackend()->Read(origin.Request(), 100, 100, got.sink());
+  EXPECT_EQ(s.code(), StatusCode::kHttpError) << s.ToString();
+  EXPECT_EQ(got.bytes.size(), 0u);
 }
 
 TEST(HttpBackendTest, ShortBodyIsDataLoss) {

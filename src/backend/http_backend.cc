@@ -19,6 +19,10 @@
 namespace df {
 namespace {
 
+// Per response: far above what real origins send, far below what would hurt the daemon.
+constexpr size_t kMaxHeaderBytes = 64 * 1024;
+constexpr int kMaxHeaderLines = 256;
+
 struct CurlGlobal {
   CurlGlobal() { curl_global_init(CURL_GLOBAL_ALL); }
   ~CurlGlobal() { curl_global_cleanup(); }
@@ -50,6 +54,8 @@ struct Transfer {
   bool accept_ranges = false;
   std::string content_range;
   int content_range_headers = 0;
+  size_t header_bytes = 0;
+  int header_lines = 0;
   int64_t content_length = -1;  // Content-Length of the final response, -1 if absent
 
   // Progress and outcome.
@@ -166,7 +172,16 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
     t->accept_ranges = false;
     t->content_range.clear();
     t->content_range_headers = 0;
-  } else if (HeaderIs(line, "accept-ranges:")) {
+    t->header_bytes = 0;
+    t->header_lines = 0;
+  }
+  t->header_bytes += n;
+  if (t->header_bytes > kMaxHeaderBytes || ++t->header_lines > kMaxHeaderLines) {
+    t->stop = HttpError(t->url + ": response headers exceed " + std::to_string(kMaxHeaderBytes) +
+                        " bytes or " + std::to_string(kMaxHeaderLines) + " lines");
+    return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+  }
+  if (HeaderIs(line, "accept-ranges:")) {
     t->accept_ranges = HeaderValue(line, "accept-ranges:").find("bytes") != std::string::npos;
   } else if (HeaderIs(line, "content-range:")) {
     t->content_range = HeaderValue(line, "content-range:");

@@ -516,5 +516,17 @@ TEST(HttpBackendTest, NonHttpUrlIsRefused) {
   EXPECT_EQ(got.bytes.size(), 0u);
 }
 
+TEST(HttpBackendTest, OversizedResponseHeadersAreRefused) {
+  // A correct answer but for its headers: 1000 lines, about 80 KB (libcurl alone takes them).
+  std::vector<std::string> many = {"Content-Range: bytes 0-99/100"};
+  for (int i = 0; i < 1000; ++i)
+    many.push_back("X-Filler-" + std::to_string(i) + ": " + Pattern(64));
+  ScriptedOrigin origin({{Head(206, 100, many), Pattern(100)}});
+  Collected got;
+  Status s = NewHttpBackend()->Read(origin.Request(), 0, 100, got.sink());
+  EXPECT_EQ(s.code(), StatusCode::kHttpError) << s.ToString();
+  EXPECT_EQ(got.bytes.size(), 0u);
+}
+
 }  // namespace
 }  // namespace df

@@ -40,8 +40,8 @@ using ByteSink = std::function<Status(const char* data, size_t n)>;
 //   Unavailable       resolve/connect/TLS/reset, and answers worth retrying: 408, 429 and 5xx
 //                     other than 501/505 (the origin is busy or briefly broken)
 //   HttpError         any other non-2xx answer, and an answer that cannot be trusted: a malformed
-//                     or mismatched Content-Range, a redirect to a scheme other than http(s),
-//                     oversized response headers
+//                     or mismatched Content-Range, a malformed or conflicting Content-Length,
+//                     a redirect to a scheme other than http(s), oversized response headers
 //   DeadlineExceeded  BackendRequest.timeout_ms passed (also when the origin stalls mid-body)
 //   InvalidArgument   a malformed URL or one whose scheme the backend does not serve
 class Backend {

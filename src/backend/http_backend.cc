@@ -56,7 +56,8 @@ struct Transfer {
   int content_range_headers = 0;
   size_t header_bytes = 0;
   int header_lines = 0;
-  int64_t content_length = -1;  // Content-Length of the final response, -1 if absent
+  std::string content_length;  // the value; "," joins repeated headers
+  int content_length_headers = 0;
 
   // Progress and outcome.
   CURL* easy = nullptr;
@@ -66,6 +67,23 @@ struct Transfer {
   Status stop;                // why a callback ended the transfer: a bad answer or the sink
   bool enough = false;        // a callback ended the transfer because it had all it wanted
 };
+
+// `v` without the optional whitespace (and line end) around it.
+std::string_view TrimOws(std::string_view v) {
+  size_t begin = v.find_first_not_of(" \t\r\n");
+  if (begin == std::string_view::npos) return {};
+  return v.substr(begin, v.find_last_not_of(" \t\r\n") - begin + 1);
+}
+
+// Decimal digits only (no sign, no space), at most int64_t's maximum: sizes are int64_t here.
+std::optional<uint64_t> ParseDecimal(std::string_view s) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return {};
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) return {};
+  if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return {};
+  return v;
+}
 
 // Short enough to quote an origin's header in a one-line message.
 std::string Quote(std::string_view v) {
@@ -95,6 +113,25 @@ Result<ContentRange> ContentRangeOf(const Transfer& t) {
   auto range = ParseContentRange(t.content_range);
   if (!range) return HttpError(t.url + ": malformed Content-Range " + Quote(t.content_range));
   return *range;
+}
+
+// The Content-Length of the final answer, -1 when absent; HttpError unless it is one decimal
+// number (repeats of the same number, as one header list or several, are allowed by RFC 9110).
+Result<int64_t> ContentLengthOf(const Transfer& t) {
+  if (t.content_length_headers == 0) return int64_t{-1};
+  std::string_view list = t.content_length;
+  std::optional<uint64_t> value;
+  while (true) {
+    size_t comma = list.find(',');
+    auto v = ParseDecimal(TrimOws(list.substr(0, comma)));
+    if (!v || (value && *v != *value)) {
+      return HttpError(t.url + ": malformed Content-Length " + Quote(t.content_length));
+    }
+    value = v;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return static_cast<int64_t>(*value);
 }
 
 // Whether the final answer to a Read carries exactly the bytes asked for.
@@ -155,13 +192,9 @@ bool HeaderIs(std::string_view line, std::string_view name) {
   return line.size() > name.size() && strncasecmp(line.data(), name.data(), name.size()) == 0;
 }
 
-// A header's value without the name, the optional whitespace around it and the CRLF.
+// A header's value: the line without the name, the whitespace around the value and the CRLF.
 std::string_view HeaderValue(std::string_view line, std::string_view name) {
-  line.remove_prefix(name.size());
-  size_t begin = line.find_first_not_of(" \t");
-  size_t end = line.find_last_not_of(" \t\r\n");
-  if (begin == std::string_view::npos || end < begin) return {};
-  return line.substr(begin, end - begin + 1);
+  return TrimOws(line.substr(name.size()));
 }
 
 size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
@@ -172,6 +205,8 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
     t->accept_ranges = false;
     t->content_range.clear();
     t->content_range_headers = 0;
+    t->content_length.clear();
+    t->content_length_headers = 0;
     t->header_bytes = 0;
     t->header_lines = 0;
   }
@@ -186,6 +221,9 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
   } else if (HeaderIs(line, "content-range:")) {
     t->content_range = HeaderValue(line, "content-range:");
     ++t->content_range_headers;
+  } else if (HeaderIs(line, "content-length:")) {
+    if (t->content_length_headers++ > 0) t->content_length += ",";
+    t->content_length += HeaderValue(line, "content-length:");
   }
   return n;
 }
@@ -213,6 +251,8 @@ Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url, l
       return {StatusCode::kInvalidArgument, what};
     case CURLE_URL_MALFORMAT:
       return {StatusCode::kInvalidArgument, what};
+    case CURLE_WEIRD_SERVER_REPLY:  // e.g. a Content-Length that is not a number
+      return HttpError(what);
     default:
       return {StatusCode::kIoError, what};
   }
@@ -240,8 +280,10 @@ class HttpBackend : public Backend {
     long code = 0;
     DF_RETURN_IF_ERROR(Perform(req, /*head=*/true, "", &head, &code));
     if (code >= 200 && code < 300) {
+      auto length = ContentLengthOf(head);
+      if (!length.ok()) return length.status();
       ObjectInfo info;
-      info.content_length = head.content_length;
+      info.content_length = *length;
       info.supports_range = head.accept_ranges;
       if (info.supports_range || info.content_length >= 0) return info;
     } else if (code == 404 || code == 410 || code == 401) {
@@ -291,7 +333,9 @@ class HttpBackend : public Backend {
       return info;
     }
     if (code != 200) return StatusFromHttp(code, req.url);
-    info.content_length = get.content_length;  // the whole object came: no range support
+    auto length = ContentLengthOf(get);  // the whole object came: no range support
+    if (!length.ok()) return length.status();
+    info.content_length = *length;
     return info;
   }
 
@@ -345,9 +389,6 @@ class HttpBackend : public Backend {
     if (!range.empty()) curl_easy_setopt(c, CURLOPT_RANGE, range.c_str());
     CURLcode rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, code);
-    curl_off_t len = -1;
-    curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
-    t->content_length = len;
     Status s = Status::Ok();
     if (!t->stop.ok()) {
       s = t->stop;
@@ -362,16 +403,6 @@ class HttpBackend : public Backend {
   std::mutex mu_;
   std::vector<EasyHandle> pool_;  // GUARDED_BY(mu_)
 };
-
-// Decimal digits only (no sign, no space), at most int64_t's maximum: sizes are int64_t here.
-std::optional<uint64_t> ParseDecimal(std::string_view s) {
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return {};
-  uint64_t v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size()) return {};
-  if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return {};
-  return v;
-}
 
 }  // namespace
 

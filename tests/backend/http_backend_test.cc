@@ -401,6 +401,26 @@ TEST(HttpBackendTest, StatRejectsAMalformedContentRange) {
   }
 }
 
+TEST(HttpBackendTest, StatRejectsAMalformedContentLength) {
+  for (const char* lines : {"Content-Length: abc", "Content-Length: -5", "Content-Length: 10, 20",
+                            "Content-Length: 10\r\nContent-Length: 20",
+                            "Content-Length: 99999999999999999999999", "Content-Length: +10"}) {
+    ScriptedOrigin origin({{Head(200, -1, {lines}), ""}});
+    auto info = NewHttpBackend()->Stat(origin.Request());
+    EXPECT_EQ(info.status().code(), StatusCode::kHttpError)
+        << lines << ": " << (info.ok() ? std::to_string(info->content_length) : "");
+  }
+}
+
+TEST(HttpBackendTest, StatAcceptsARepeatedContentLength) {
+  for (const char* lines : {"Content-Length: 10, 10", "Content-Length: 10\r\nContent-Length: 10"}) {
+    ScriptedOrigin origin({{Head(200, -1, {lines}), ""}});
+    auto info = NewHttpBackend()->Stat(origin.Request());
+    ASSERT_TRUE(info.ok()) << lines << ": " << info.status().ToString();
+    EXPECT_EQ(info->content_length, 10) << lines;
+  }
+}
+
 TEST(HttpBackendTest, ReadRejectsA206ForAnotherRange) {
   std::string object = Pattern(1000);
   ScriptedOrigin origin(

@@ -4,7 +4,9 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <vector>
 
 #include "common/fd.h"
@@ -45,6 +47,31 @@ Result<std::string> Sha256File(const std::string& path) {
     h.Update(buf.data(), static_cast<size_t>(n));
   }
   return h.FinalHex();
+}
+
+std::array<uint8_t, 32> Sha256::FinalBytes() {
+  std::array<uint8_t, 32> out{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx_, out.data(), &len);
+  return out;
+}
+
+Result<std::array<uint8_t, 32>> Sha256Range(int fd, uint64_t offset, uint64_t length) {
+  Sha256 h;
+  std::vector<char> buf(std::min<uint64_t>(length, 256 * 1024));
+  while (length > 0) {
+    ssize_t n =
+        ::pread(fd, buf.data(), std::min<uint64_t>(length, buf.size()), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("read for digest", errno);
+    }
+    if (n == 0) return DataLoss("file is shorter than the range to digest");
+    h.Update(buf.data(), static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+    length -= static_cast<uint64_t>(n);
+  }
+  return h.FinalBytes();
 }
 
 Result<Digest> ParseDigest(std::string_view text) {

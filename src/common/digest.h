@@ -1,7 +1,9 @@
 // SHA-256 over a stream of bytes (OpenSSL EVP) and "sha256:HEX" digest strings.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,6 +25,8 @@ class Sha256 {
   void Update(const void* data, size_t n);
   // Lowercase hex of the digest; the object must not be updated afterwards.
   std::string FinalHex();
+  // The 32 raw bytes of the digest; the object must not be updated afterwards.
+  std::array<uint8_t, 32> FinalBytes();
 
  private:
   evp_md_ctx_st* ctx_;  // owned
@@ -30,6 +34,10 @@ class Sha256 {
 
 // Lowercase hex sha256 of a whole file, read with a bounded buffer.
 Result<std::string> Sha256File(const std::string& path);
+
+// Raw sha256 of bytes [offset, offset + length) of an open file (pread, bounded buffer).
+// DataLoss when the file is shorter, IoError on a read error.
+Result<std::array<uint8_t, 32>> Sha256Range(int fd, uint64_t offset, uint64_t length);
 
 // A parsed "algorithm:hex" digest. Only sha256 is supported.
 struct Digest {

@@ -8,6 +8,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <netdb.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -129,6 +132,37 @@ std::string DefaultIp() {
   }
   freeifaddrs(ifs);
   return out;
+}
+
+}  // namespace df
+
+namespace df {
+
+std::vector<std::string> ResolveHostIps(const std::string& host_port) {
+  std::string host = host_port;
+  if (!host.empty() && host[0] == '[') {
+    host = host.substr(1, host.find(']') - 1);
+  } else if (std::count(host.begin(), host.end(), ':') == 1) {
+    host = host.substr(0, host.find(':'));
+  }
+  std::vector<std::string> ips;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (host.empty() || ::getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0) return ips;
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    char buf[INET6_ADDRSTRLEN] = {0};
+    const void* addr =
+        a->ai_family == AF_INET
+            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
+            : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+    if (::inet_ntop(a->ai_family, addr, buf, sizeof buf) &&
+        std::find(ips.begin(), ips.end(), buf) == ips.end()) {
+      ips.emplace_back(buf);
+    }
+  }
+  ::freeaddrinfo(res);
+  return ips;
 }
 
 }  // namespace df

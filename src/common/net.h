@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/fd.h"
 #include "common/status.h"
@@ -27,5 +28,9 @@ Status WriteFull(int fd, const void* buf, size_t n);
 
 // First non-loopback IPv4 address of this host, or 127.0.0.1.
 std::string DefaultIp();
+
+// The numeric addresses of `host` (a name or an IP literal), deduplicated; empty when it does not
+// resolve. "HOST:PORT" is accepted and the port ignored ("[v6]:PORT" too).
+std::vector<std::string> ResolveHostIps(const std::string& host_port);
 
 }  // namespace df

@@ -170,7 +170,7 @@ NginxOrigin::NginxOrigin(const std::string& root, const std::string& limit_rate)
     << "error_log " << dir_.path() << "/error.log;\n"
     << (::geteuid() == 0 ? "user root;\n" : "") << "events { worker_connections 1024; }\n"
     << "http {\n"
-    << "  log_format bytes '$status $body_bytes_sent';\n"
+    << "  log_format bytes '$status $body_bytes_sent \"$http_x_test\"';\n"
     << "  access_log " << dir_.path() << "/access.log bytes;\n"
     << "  sendfile on; tcp_nopush on; keepalive_requests 100000;\n"
     << "  client_body_temp_path " << dir_.path() << "/body; proxy_temp_path " << dir_.path()
@@ -196,10 +196,26 @@ std::string NginxOrigin::Url(const std::string& name) const {
 uint64_t NginxOrigin::BytesServed() const {
   std::ifstream in(dir_.path() + "/access.log");
   uint64_t total = 0;
-  int status;
-  uint64_t bytes;
-  while (in >> status >> bytes) total += bytes;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    int status = 0;
+    uint64_t bytes = 0;
+    if (fields >> status >> bytes) total += bytes;
+  }
   return total;
+}
+
+std::vector<std::string> NginxOrigin::LoggedHeader() const {
+  std::ifstream in(dir_.path() + "/access.log");
+  std::vector<std::string> values;
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t open = line.find('"');
+    size_t close = line.rfind('"');
+    values.push_back(open < close ? line.substr(open + 1, close - open - 1) : "");
+  }
+  return values;
 }
 
 int NginxOrigin::Requests() const {

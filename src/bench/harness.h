@@ -68,6 +68,9 @@ class NginxOrigin {
   uint64_t BytesServed() const;
   // Requests logged so far.
   int Requests() const;
+  // The X-Test request header of each logged request, in order ("-" when absent), so that
+  // tests can check what reached the origin.
+  std::vector<std::string> LoggedHeader() const;
 
  private:
   TempDir dir_;

@@ -54,6 +54,19 @@ Setter Rate(uint64_t* field) {
   };
 }
 
+// A list of strings: a YAML sequence, or one scalar for a list of one.
+Setter StringList(std::vector<std::string>* field) {
+  return [field](const YAML::Node& n) {
+    field->clear();
+    if (n.IsSequence()) {
+      for (const auto& item : n) field->push_back(item.as<std::string>());
+    } else {
+      field->push_back(n.as<std::string>());
+    }
+    return Status::Ok();
+  };
+}
+
 std::map<std::string, Setter> Setters(DaemonConfig* c) {
   return {
       {"hostname", Scalar(&c->hostname)},
@@ -67,6 +80,9 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"idc", Scalar(&c->idc)},
       {"location", Scalar(&c->location)},
       {"seed", Scalar(&c->seed)},
+      {"auth_token_file", Scalar(&c->auth_token_file)},
+      {"allow_file_dirs", StringList(&c->allow_file_dirs)},
+      {"max_running_tasks", Scalar(&c->max_running_tasks)},
       {"scheduler", Scalar(&c->scheduler)},
       {"announce_interval", Duration(&c->announce_interval_ms)},
       {"schedule_timeout", Duration(&c->schedule_timeout_ms)},
@@ -124,6 +140,17 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
     cfg->hostname = buf;
   }
   if (cfg->ip.empty()) cfg->ip = DefaultIp();
+  // Every TCP port is reachable by strangers: listen where the daemon is reachable by design,
+  // not on every interface, unless the operator says so.
+  if (cfg->listen_ip.empty()) cfg->listen_ip = cfg->ip;
+  for (const std::string& dir : cfg->allow_file_dirs) {
+    if (dir.empty() || dir[0] != '/') {
+      return InvalidArgument("allow_file_dirs: '" + dir + "' is not an absolute path");
+    }
+  }
+  if (cfg->max_running_tasks == 0 || cfg->max_running_tasks > 4096) {
+    return InvalidArgument("max_running_tasks must be between 1 and 4096");
+  }
   if (cfg->data_dir.empty()) return InvalidArgument("data_dir must not be empty");
   if (cfg->sock.empty()) return InvalidArgument("sock must not be empty");
   if (cfg->concurrency == 0 || cfg->concurrency > 256) {

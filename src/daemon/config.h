@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -10,17 +11,25 @@ namespace df {
 
 struct DaemonConfig {
   // Identity and addresses.
-  std::string hostname;  // default: gethostname()
-  std::string ip;        // advertised to the scheduler and peers; default: first non-loopback
-  std::string listen_ip = "0.0.0.0";        // where the gRPC and piece servers listen
-  uint16_t grpc_port = 4000;                // DfdaemonUpload (availability streams, seed trigger)
-  uint16_t piece_port = 4005;               // piece data protocol
+  std::string hostname;        // default: gethostname()
+  std::string ip;              // advertised to the scheduler and peers; default: first non-loopback
+  std::string listen_ip;       // where the gRPC and piece servers listen; default: ip
+  uint16_t grpc_port = 4000;   // DfdaemonUpload (availability streams, seed trigger)
+  uint16_t piece_port = 4005;  // piece data protocol
   uint16_t metrics_port = 4002;             // /metrics and /healthz; 0 disables
   std::string sock = "/tmp/dfdaemon.sock";  // DfdaemonDownload local API
   std::string data_dir = "/var/lib/dfdaemon";
   std::string idc;
   std::string location;
   bool seed = false;
+
+  // Trust (docs/security.md). A file holding the cluster's shared token: every control RPC this
+  // daemon makes carries it and every one it serves must (empty: none, see auth.h).
+  std::string auth_token_file;
+  // file:// URLs may be fetched only under these directories (empty: file:// is refused).
+  std::vector<std::string> allow_file_dirs;
+  // Downloads running at once (dfget requests and seed triggers); more get a clear error.
+  uint32_t max_running_tasks = 64;
 
   // Scheduler ("ip:port"); empty = no scheduler, every download goes back to source.
   std::string scheduler;

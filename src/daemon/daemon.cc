@@ -14,6 +14,12 @@ namespace df {
 
 namespace sv1 = df::scheduler::v1;
 
+namespace {
+// Threads of the upload gRPC server: one per open availability stream (children of this host
+// across its tasks) plus the unary calls.
+constexpr uint32_t kMaxUploadRpcThreads = 512;
+}  // namespace
+
 Daemon::Daemon(DaemonConfig config) : config_(std::move(config)) {
   host_id_ = HostId(config_.hostname, config_.ip);
 }
@@ -52,14 +58,15 @@ Status Daemon::Start() {
   DF_RETURN_IF_ERROR(piece_server_->Start());
   config_.piece_port = piece_server_->port();
 
+  DF_RETURN_IF_ERROR(LoadTrust());
   if (!config_.scheduler.empty()) {
-    scheduler_ =
-        std::make_unique<SchedulerClient>(config_.scheduler, [this](sv1::Host* h) { FillHost(h); });
+    scheduler_ = std::make_unique<SchedulerClient>(config_.scheduler, &trust_.token,
+                                                   [this](sv1::Host* h) { FillHost(h); });
   }
-  DaemonContext ctx{&config_, store_.get(), &backends_, scheduler_.get(), host_id_};
+  DaemonContext ctx{&config_, store_.get(), &backends_, scheduler_.get(), &trust_.token, host_id_};
   manager_ = std::make_unique<TaskManager>(ctx);
-  download_service_ = std::make_unique<DownloadService>(manager_.get(), store_.get());
-  upload_service_ = std::make_unique<UploadService>(manager_.get(), store_.get());
+  download_service_ = std::make_unique<DownloadService>(manager_.get(), store_.get(), &trust_);
+  upload_service_ = std::make_unique<UploadService>(manager_.get(), store_.get(), &trust_);
 
   {
     grpc::ServerBuilder b;
@@ -75,6 +82,11 @@ Status Daemon::Start() {
     b.AddListeningPort(config_.listen_ip + ":" + std::to_string(config_.grpc_port),
                        grpc::InsecureServerCredentials(), &bound);
     b.RegisterService(upload_service_.get());
+    // Each availability stream holds a thread of the synchronous server for its life: cap them,
+    // so that a flood of streams gets RESOURCE_EXHAUSTED instead of exhausting the process.
+    grpc::ResourceQuota quota("dfdaemon-upload");
+    quota.SetMaxThreads(static_cast<int>(kMaxUploadRpcThreads));
+    b.SetResourceQuota(quota);
     upload_server_ = b.BuildAndStart();
     if (!upload_server_ || bound == 0) {
       return Unavailable("cannot listen on " + config_.listen_ip + ":" +
@@ -109,6 +121,27 @@ Status Daemon::Start() {
   DF_LOG_INFO("dfdaemon started: host_id={} seed={} sock={} grpc={}:{} piece={}:{} scheduler={}",
               host_id_, config_.seed, config_.sock, config_.ip, config_.grpc_port, config_.ip,
               config_.piece_port, config_.scheduler.empty() ? "none" : config_.scheduler);
+  return Status::Ok();
+}
+
+Status Daemon::LoadTrust() {
+  trust_.url_policy.file_dirs = config_.allow_file_dirs;
+  trust_.seed = config_.seed;
+  if (!config_.auth_token_file.empty()) {
+    auto token = AuthToken::LoadFile(config_.auth_token_file);
+    if (!token.ok()) return token.status();
+    trust_.token = std::move(token).value();
+  } else {
+    DF_LOG_WARN(
+        "no auth_token_file: control RPCs are not authenticated{} (see docs/security.md)",
+        config_.seed ? "; seed triggers are accepted from the scheduler's address only" : "");
+  }
+  if (!config_.scheduler.empty()) {
+    trust_.scheduler_ips = ResolveHostIps(config_.scheduler);
+    if (trust_.scheduler_ips.empty()) {
+      DF_LOG_WARN("scheduler {} does not resolve", config_.scheduler);
+    }
+  }
   return Status::Ok();
 }
 
@@ -176,14 +209,18 @@ void Daemon::Shutdown() {
   RequestStop();
   metrics_.SetHealthy(false);
   if (housekeeping_.joinable()) housekeeping_.join();
+  // Servers stop before what they call into: no RPC may reach the task manager or the store
+  // after they are gone. Running downloads are cancelled first so that Download RPCs waiting on
+  // them return, letting the servers' Shutdown finish within its deadline.
   auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  if (manager_) manager_->CancelAll();
   if (local_server_) local_server_->Shutdown(deadline);
-  manager_.reset();  // cancels running downloads, closing their streams to parents
   if (upload_server_) upload_server_->Shutdown(deadline);
-  if (piece_server_) piece_server_->Stop();
-  scheduler_.reset();  // LeaveHost
   local_server_.reset();
   upload_server_.reset();
+  manager_.reset();  // joins the downloads' threads, closing their streams to parents
+  if (piece_server_) piece_server_->Stop();
+  scheduler_.reset();  // LeaveHost
   if (owns_sock_) ::unlink(config_.sock.c_str());
 }
 

@@ -39,6 +39,8 @@ class Daemon {
   void Shutdown();
 
  private:
+  // Fills trust_ from the config: token, file:// directories, the scheduler's addresses.
+  Status LoadTrust();
   void FillHost(df::scheduler::v1::Host* host);
   void Housekeeping();
 
@@ -46,6 +48,7 @@ class Daemon {
   std::string host_id_;
   std::unique_ptr<PieceStore> store_;
   BackendRegistry backends_;
+  ServiceTrust trust_;  // read by the services; set before they start
   std::unique_ptr<SchedulerClient> scheduler_;
   std::unique_ptr<PieceServer> piece_server_;
   std::unique_ptr<TaskManager> manager_;

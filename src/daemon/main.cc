@@ -89,7 +89,13 @@ int main(int argc, char** argv) {
   app.add_option("--sock", cfg.sock, "Unix socket of the local API (dfget)")->capture_default_str();
   app.add_option("--ip", cfg.ip,
                  "Address advertised to the scheduler and peers (default: first non-loopback)");
-  app.add_option("--listen-ip", cfg.listen_ip, "Address the gRPC and piece servers bind")
+  app.add_option("--listen-ip", cfg.listen_ip,
+                 "Address the gRPC and piece servers bind (default: --ip; 0.0.0.0 = every one)");
+  app.add_option("--auth-token-file", cfg.auth_token_file,
+                 "File with the cluster's shared token for control RPCs (docs/security.md)");
+  app.add_option("--allow-file-dir", cfg.allow_file_dirs,
+                 "Directory under which file:// URLs may be read (repeatable; default: none)");
+  app.add_option("--max-running-tasks", cfg.max_running_tasks, "Downloads running at once")
       ->capture_default_str();
   app.add_option("--hostname", cfg.hostname, "Host name (default: the system's)");
   app.add_option("--grpc-port", cfg.grpc_port,

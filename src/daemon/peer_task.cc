@@ -5,11 +5,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 
 #include "common/crc32c.h"
+#include "common/digest.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/task_spec.h"
 #include "daemon/scheduler_client.h"
 
 namespace df {
@@ -22,6 +25,15 @@ namespace {
 constexpr uint32_t kParentFailureLimit = 3;       // consecutive failures before a parent is dropped
 constexpr double kUnknownRateBytesPerSec = 50e6;  // prior for a parent not yet measured
 constexpr auto kRescheduleInterval = std::chrono::seconds(1);
+constexpr int kOriginStatAttempts = 4;  // 0.5 + 1 + 2 s of backoff between them
+// How long a worker waits for the origin digest of a piece it received (the seed reports it
+// when it commits the piece, before children can fetch it, so this is one scheduler round trip).
+constexpr auto kDigestWait = std::chrono::seconds(3);
+constexpr uint32_t kDigestsPerRequest = 4096;
+
+bool Known(const PieceDigest& d) {
+  return std::any_of(d.begin(), d.end(), [](uint8_t b) { return b != 0; });
+}
 
 // Writes all of data[0..len) at `offset`; advances `offset` past it.
 Status PwriteAll(int fd, const char* data, size_t len, uint64_t* offset) {
@@ -92,6 +104,11 @@ void PeerTask::Cancel() {
   WakeAll();
 }
 
+bool PeerTask::cancelled() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return stopping_ && !finished_;
+}
+
 std::shared_ptr<TaskStorage> PeerTask::storage() const {
   std::lock_guard<std::mutex> l(mu_);
   return storage_;
@@ -142,6 +159,13 @@ void PeerTask::Run() {
     while (!finished_ && !stopping_) {
       cv_.wait_for(l, std::chrono::milliseconds(200));
       if (finished_ || stopping_) break;
+      if (announce_lost_ && Clock::now() >= next_reconnect_) {
+        l.unlock();
+        Reconnect();
+        l.lock();
+        continue;
+      }
+      DropStaleParentsLocked();
       bool have_parent = std::any_of(parents_.begin(), parents_.end(),
                                      [](const auto& kv) { return !kv.second->dead; });
       bool stalled = Clock::now() - last_progress_ >
@@ -175,15 +199,23 @@ void PeerTask::Run() {
       std::lock_guard<std::mutex> wl(write_mu_);
       announce_->WritesDone();
     }
-    // The scheduler closes its side after WritesDone; cancel in case it does not in time.
-    std::thread canceller([this] {
-      std::this_thread::sleep_for(std::chrono::seconds(2));
-      announce_ctx_->TryCancel();
-    });
-    if (announce_reader_.joinable()) announce_reader_.join();
+    // The scheduler closes its side after WritesDone; cancel if it does not in time.
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait_for(l, std::chrono::seconds(2), [this] { return reader_done_; });
+    }
     announce_ctx_->TryCancel();
-    canceller.join();
+    if (announce_reader_.joinable()) announce_reader_.join();
   }
+  // A cancelled download is over once its threads are: waiters see it finish (Cancelled).
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!finished_) {
+      finished_ = true;
+      if (status_.ok()) status_ = Status(StatusCode::kCancelled, "download cancelled");
+    }
+  }
+  WakeAll();
 }
 
 Status PeerTask::Prepare() {
@@ -211,8 +243,22 @@ Status PeerTask::EnableOrigin(const std::string& reason) {
   DF_LOG_INFO("task {} back to source: {}", request_.task_id.substr(0, 12), reason);
   auto backend = ctx_.backends->ForUrl(request_.url);
   if (!backend.ok()) return backend.status();
-  BackendRequest breq{request_.url, request_.headers, 0, 10000};
+  // The origin may be briefly overloaded (503, 429, timeouts): a few tries with backoff before
+  // the task fails. Each try is bounded by piece_timeout.
+  BackendRequest breq{request_.url, request_.headers,
+                      static_cast<int64_t>(ctx_.config->piece_timeout_ms), 10000};
   auto info = backend.value()->Stat(breq);
+  for (int attempt = 1; !info.ok() && attempt < kOriginStatAttempts &&
+                        (info.status().code() == StatusCode::kUnavailable ||
+                         info.status().code() == StatusCode::kDeadlineExceeded);
+       ++attempt) {
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      if (cv_.wait_for(l, std::chrono::milliseconds(250 << attempt), [this] { return stopping_; }))
+        return Status(StatusCode::kCancelled, "download cancelled");
+    }
+    info = backend.value()->Stat(breq);
+  }
   if (!info.ok()) return info.status();
   if (info->content_length < 0) {
     return Status(
@@ -261,7 +307,7 @@ void PeerTask::Finish(Status status) {
     if (stopping_ && status.ok()) return;
     finished_ = true;
     status_ = status;
-    report = announce_ != nullptr;
+    report = ctx_.scheduler != nullptr;
     lay = layout_;
     from_origin = bytes_from_origin_;
     from_peers = bytes_from_peers_;
@@ -288,8 +334,9 @@ void PeerTask::Finish(Status status) {
 // Scheduler stream
 
 bool PeerTask::OpenAnnounce() {
-  announce_ctx_ = std::make_unique<grpc::ClientContext>();
-  auto stream = ctx_.scheduler->stub()->AnnouncePeer(announce_ctx_.get());
+  auto context = std::make_unique<grpc::ClientContext>();
+  ctx_.scheduler->Prepare(context.get());
+  auto stream = ctx_.scheduler->stub()->AnnouncePeer(context.get());
   sv1::AnnouncePeerRequest req;
   auto* reg = req.mutable_register_();
   reg->set_host_id(ctx_.host_id);
@@ -300,12 +347,13 @@ bool PeerTask::OpenAnnounce() {
   task->set_tag(request_.tag);
   task->set_application(request_.application);
   task->set_digest(request_.digest);
+  // The spec's piece length (0 = from the size), as in the task id; never the layout's.
   task->set_piece_length(request_.piece_length);
+  for (const auto& q : request_.filtered_query_params) task->add_filtered_query_params(q);
   for (const auto& [k, v] : request_.headers) (*task->mutable_request_headers())[k] = v;
   {
     std::lock_guard<std::mutex> l(mu_);
     task->set_content_length(layout_known_ ? static_cast<int64_t>(layout_.content_length) : -1);
-    if (layout_known_) task->set_piece_length(layout_.piece_length);
     for (uint32_t i = 0; i < pieces_.size(); ++i) {
       if (pieces_[i] == PieceState::kDone) reg->add_finished_pieces(i);
     }
@@ -319,14 +367,40 @@ bool PeerTask::OpenAnnounce() {
                 s.error_message());
     return false;
   }
-  announce_ = std::move(stream);
-  announce_reader_ = std::thread([this] { ReadAnnounce(); });
+  auto* reader = stream.get();
+  {
+    // Workers may be sending on the old stream (after a reconnect): swap under the write lock.
+    std::lock_guard<std::mutex> wl(write_mu_);
+    announce_ctx_ = std::move(context);
+    announce_ = std::move(stream);
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    announce_lost_ = false;
+    reader_done_ = false;
+  }
+  announce_reader_ = std::thread([this, reader] { ReadAnnounce(reader); });
   return true;
 }
 
-void PeerTask::ReadAnnounce() {
+void PeerTask::Reconnect() {
+  if (announce_reader_.joinable()) announce_reader_.join();  // it ended: that is how we know
+  if (OpenAnnounce()) {
+    DF_LOG_INFO("task {} registered again with scheduler {}", request_.task_id,
+                ctx_.scheduler->address());
+    ReportKnownDigests();
+    return;
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  announce_lost_ = true;
+  reconnect_backoff_ = std::min(reconnect_backoff_ * 2, std::chrono::milliseconds(5000));
+  next_reconnect_ = Clock::now() + reconnect_backoff_;
+}
+
+void PeerTask::ReadAnnounce(
+    grpc::ClientReaderWriter<sv1::AnnouncePeerRequest, sv1::AnnouncePeerResponse>* stream) {
   sv1::AnnouncePeerResponse resp;
-  while (announce_->Read(&resp)) {
+  while (stream->Read(&resp)) {
     if (resp.has_normal_task()) {
       HandleCandidates(resp.normal_task());
     } else if (resp.has_need_back_to_source()) {
@@ -334,28 +408,62 @@ void PeerTask::ReadAnnounce() {
       want_origin_ = true;
       want_origin_reason_ = "scheduler: " + resp.need_back_to_source().reason();
       WakeAll();
+    } else if (resp.has_piece_digests()) {
+      std::lock_guard<std::mutex> l(mu_);
+      const auto& d = resp.piece_digests();
+      for (int i = 0; i < d.sha256_size(); ++i) {
+        uint64_t piece = static_cast<uint64_t>(d.first_piece()) + static_cast<uint64_t>(i);
+        if (piece >= digests_.size() || d.sha256(i).size() != 32) continue;
+        std::memcpy(digests_[piece].data(), d.sha256(i).data(), 32);
+      }
+      ++digest_responses_;
+      digests_expected_ = d.expected();
+      cv_.notify_all();
     } else if (resp.has_empty_task()) {
+      // Only a task known to be empty finishes here: a peer that holds part of a larger one
+      // (resumed after a restart) goes on rather than placing a partial file as a success.
+      Status empty;
       {
         std::lock_guard<std::mutex> l(mu_);
-        if (!layout_known_) (void)SetLayoutLocked(0, kMinPieceLength);
+        if (!layout_known_) {
+          empty = SetLayoutLocked(
+              0, request_.piece_length ? request_.piece_length : ChoosePieceLength(0));
+        } else if (layout_.content_length != 0) {
+          empty = DataLoss("scheduler says the task is empty; it has " +
+                           std::to_string(layout_.content_length) + " bytes");
+        }
       }
-      Finish(Status::Ok());
+      if (empty.ok()) {
+        Finish(Status::Ok());
+      } else {
+        DF_LOG_WARN("task {} ignored an empty-task answer: {}", request_.task_id, empty.ToString());
+      }
     }
   }
   std::lock_guard<std::mutex> l(mu_);
-  if (!finished_ && !stopping_ && !origin_enabled_) {
-    // The scheduler went away mid-download: degrade to the origin rather than fail.
-    want_origin_ = true;
-    want_origin_reason_ = "scheduler stream closed";
+  reader_done_ = true;
+  cv_.notify_all();
+  if (!finished_ && !stopping_) {
+    // The scheduler went away (restart, crash, GC): keep the parents we have and register again
+    // when it is back. Going to the origin here would send every peer of the swarm there at
+    // once; only a peer left without parents for schedule_timeout does (see Run).
+    DF_LOG_WARN("task {} lost its scheduler stream; keeping {} parents and registering again",
+                request_.task_id, parents_.size());
+    announce_lost_ = true;
+    reconnect_backoff_ = std::chrono::milliseconds(500);
+    next_reconnect_ = Clock::now() + reconnect_backoff_;
     WakeAll();
   }
 }
 
 void PeerTask::HandleCandidates(const sv1::NormalTaskResponse& resp) {
   std::lock_guard<std::mutex> l(mu_);
-  if (resp.has_task() && !layout_known_ && resp.task().content_length() >= 0 &&
-      resp.task().piece_length() > 0) {
-    (void)SetLayoutLocked(resp.task().content_length(), resp.task().piece_length());
+  if (resp.has_task() && !layout_known_ && resp.task().content_length() >= 0) {
+    Status layout = SetLayoutLocked(resp.task().content_length(), resp.task().piece_length());
+    if (!layout.ok()) {
+      DF_LOG_WARN("task {} scheduler sent a bad layout, ignored: {}", request_.task_id,
+                  layout.ToString());
+    }
   }
   for (const auto& c : resp.candidate_parents()) AddParentLocked(c);
   WakeAll();
@@ -370,8 +478,8 @@ void PeerTask::Send(sv1::AnnouncePeerRequest& req) {
 }
 
 void PeerTask::ReportPiece(uint32_t piece, const std::string& parent_id, uint64_t length,
-                           uint64_t cost_ns, uint32_t crc) {
-  if (!announce_) return;
+                           uint64_t cost_ns, uint32_t crc, const PieceDigest* sha256) {
+  if (!ctx_.scheduler) return;
   sv1::AnnouncePeerRequest req;
   auto* f = req.mutable_piece_finished();
   f->set_piece_number(piece);
@@ -379,12 +487,70 @@ void PeerTask::ReportPiece(uint32_t piece, const std::string& parent_id, uint64_
   f->set_length(length);
   f->set_cost_ns(cost_ns);
   f->set_crc32c(crc);
+  if (sha256) f->set_sha256(sha256->data(), sha256->size());
   Send(req);
+}
+
+void PeerTask::ReportKnownDigests() {
+  struct KnownDigest {
+    uint32_t piece;
+    uint64_t length;
+    PieceDigest digest;
+  };
+  std::vector<KnownDigest> known;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!origin_enabled_ && !ctx_.config->seed) return;
+    for (uint32_t i = 0; i < digests_.size(); ++i) {
+      if (pieces_[i] == PieceState::kDone && Known(digests_[i])) {
+        known.push_back({i, layout_.length(PieceNumber{i}), digests_[i]});
+      }
+    }
+  }
+  for (const auto& k : known) ReportPiece(k.piece, "", k.length, 1, 0, &k.digest);
+}
+
+Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece) {
+  if (!ctx_.scheduler || piece >= digests_.size()) return Status::Ok();
+  if (!Known(digests_[piece]) && !announce_lost_) {
+    // Ask, then wait for an answer sent after this piece arrived: the peer that fetched it from
+    // the origin reported its digest before any child could fetch it, so the answer has it.
+    const uint64_t asked_at = digest_responses_;
+    sv1::AnnouncePeerRequest req;
+    req.mutable_piece_digests_request()->set_first_piece(piece);
+    req.mutable_piece_digests_request()->set_count(kDigestsPerRequest);
+    Send(req);  // takes write_mu_ only: mu_ is never taken under it
+    cv_.wait_for(l, kDigestWait, [&] {
+      return Known(digests_[piece]) || digest_responses_ > asked_at || stopping_ || announce_lost_;
+    });
+  }
+  if (!Known(digests_[piece]) && digests_expected_ && !announce_lost_) {
+    return NotFound("piece " + std::to_string(piece) + " has no origin digest yet");
+  }
+  if (!Known(digests_[piece])) {
+    // No origin digest to be had (no peer of the task fetches from the origin for this
+    // scheduler, or the scheduler is unreachable): CRC32C is all there is. Counted, not silent.
+    if (unverified_pieces_++ == 0) {
+      DF_LOG_WARN("task {} piece {}: no origin digest; accepted on CRC32C only", request_.task_id,
+                  piece);
+    }
+    return Status::Ok();
+  }
+  PieceDigest want = digests_[piece];
+  auto [lay, fd] = std::make_pair(layout_, storage_->content_fd());
+  l.unlock();
+  auto got = Sha256Range(fd, lay.offset(PieceNumber{piece}), lay.length(PieceNumber{piece}));
+  l.lock();
+  if (!got.ok()) return got.status();
+  if (got.value() != want) {
+    return DataLoss("piece " + std::to_string(piece) + " does not match its origin digest");
+  }
+  return Status::Ok();
 }
 
 void PeerTask::ReportPieceFailed(uint32_t piece, const std::string& parent_id, bool temporary,
                                  const Status& why) {
-  if (!announce_) return;
+  if (!ctx_.scheduler) return;
   sv1::AnnouncePeerRequest req;
   auto* f = req.mutable_piece_failed();
   f->set_piece_number(piece);
@@ -392,6 +558,34 @@ void PeerTask::ReportPieceFailed(uint32_t piece, const std::string& parent_id, b
   f->set_temporary(temporary);
   f->set_reason(why.ToString());
   Send(req);
+}
+
+void PeerTask::DropStaleParentsLocked() {
+  auto idle = Clock::now() - last_progress_;
+  if (origin_enabled_ || !layout_known_ ||
+      idle < std::chrono::milliseconds(ctx_.config->piece_timeout_ms)) {
+    return;
+  }
+  // No piece for piece_timeout although parents are connected: those that hold nothing this
+  // peer misses and have nothing in flight will not help (their own download stalled or failed).
+  std::vector<std::string> stale;
+  for (auto& [id, p] : parents_) {
+    if (p->dead || p->inflight > 0) continue;
+    bool useful = false;
+    for (uint32_t i = 0; i < pieces_.size() && !useful; ++i) {
+      useful = pieces_[i] == PieceState::kMissing && i < p->has.size() && p->has[i];
+    }
+    if (useful) continue;
+    p->dead = true;
+    if (p->sync_ctx) p->sync_ctx->TryCancel();
+    stale.push_back(id);
+  }
+  if (stale.empty()) return;
+  DF_LOG_WARN("task {} made no progress for {} ms; dropping {} parents that have nothing new",
+              request_.task_id, ctx_.config->piece_timeout_ms, stale.size());
+  last_progress_ = Clock::now();  // a new wait for replacements starts
+  last_reschedule_ = Clock::time_point();
+  MaybeRescheduleLocked();
 }
 
 void PeerTask::MaybeRescheduleLocked() {
@@ -423,6 +617,7 @@ void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   p->piece_port = static_cast<uint16_t>(c.host().piece_port());
   if (layout_known_) p->has.assign(layout_.total_pieces(), false);
   p->sync_ctx = std::make_unique<grpc::ClientContext>();
+  if (ctx_.token) ctx_.token->Attach(p->sync_ctx.get());
   Parent* raw = p.get();
   parents_[c.peer_id()] = std::move(p);
   raw->sync_thread = std::thread([this, raw] { SyncParent(raw); });
@@ -440,8 +635,15 @@ void PeerTask::SyncParent(Parent* p) {
   dv1::PieceAvailability msg;
   while (reader->Read(&msg)) {
     std::lock_guard<std::mutex> l(mu_);
-    if (!layout_known_ && msg.content_length() >= 0 && msg.piece_length() > 0) {
-      (void)SetLayoutLocked(msg.content_length(), msg.piece_length());
+    if (!layout_known_ && msg.content_length() >= 0) {
+      Status layout = SetLayoutLocked(msg.content_length(), msg.piece_length());
+      if (!layout.ok()) {
+        DF_LOG_WARN("task {} parent {} sent a bad layout, dropped: {}", request_.task_id,
+                    p->peer_id, layout.ToString());
+        p->dead = true;
+        p->sync_ctx->TryCancel();
+        continue;
+      }
     }
     if (!layout_known_ || msg.content_length() != static_cast<int64_t>(layout_.content_length)) {
       continue;  // a parent that disagrees on the size is ignored until it agrees
@@ -472,6 +674,10 @@ void PeerTask::SyncParent(Parent* p) {
 // Workers
 
 Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) {
+  // Sizes come from the origin, a parent or the scheduler: only the layout the task spec
+  // implies is accepted, so nobody can make this peer allocate per-piece state for billions of
+  // pieces or call a task of zero pieces done.
+  DF_RETURN_IF_ERROR(CheckLayout(request_.piece_length, content_length, piece_length));
   DF_RETURN_IF_ERROR(storage_->SetContentLength(content_length, piece_length));
   layout_ = PieceLayout{static_cast<uint64_t>(content_length), piece_length};
   layout_known_ = true;
@@ -481,6 +687,7 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
   uint32_t n = layout_.total_pieces();
   pieces_.assign(n, PieceState::kMissing);
   attempts_.assign(n, 0);
+  digests_.assign(n, PieceDigest{});
   for (auto& [id, p] : parents_) p->has.assign(n, false);
   done_count_ = 0;
   completed_bytes_ = 0;
@@ -582,12 +789,13 @@ void PeerTask::Worker() {
     auto start = Clock::now();
     ++origin_inflight_;
     l.unlock();
-    Status s = FetchFromOrigin(a.piece, &crc);
+    PieceDigest digest{};
+    Status s = FetchFromOrigin(a.piece, &crc, &digest);
     auto cost_ns = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
     l.lock();
     --origin_inflight_;
-    CompletePieceLocked(l, a, s, crc, cost_ns);
+    CompletePieceLocked(l, a, s, crc, cost_ns, &digest);
   }
 }
 
@@ -636,6 +844,17 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
     queue.pop_front();
     --p->inflight;
     Status s = r.ok() ? Status::Ok() : r.status();
+    if (s.ok()) {
+      s = VerifyPieceLocked(l, piece);
+      if (!s.ok() && s.code() == StatusCode::kDataLoss) {
+        // The parent served bytes that are not the origin's: it is a liar or broken, and
+        // either way it serves nothing more to this peer. The scheduler hears of it below.
+        DF_LOG_WARN("task {} parent {} served a corrupt piece {}; blocked for this task",
+                    request_.task_id, p->peer_id, piece);
+        p->dead = true;
+        if (p->sync_ctx) p->sync_ctx->TryCancel();
+      }
+    }
     if (s.ok()) {
       p->failures = 0;
       double rate = static_cast<double>(r->length) * 1e9 /
@@ -687,7 +906,8 @@ void PeerTask::CountParentFailureLocked(Parent* p) {
 }
 
 void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
-                                   uint32_t crc, uint64_t cost_ns) {
+                                   uint32_t crc, uint64_t cost_ns,
+                                   const PieceDigest* origin_digest) {
   uint64_t length = layout_.length(PieceNumber{a.piece});
   std::string parent_id = a.kind == Assignment::kParent ? a.parent->peer_id : std::string();
   if (s.ok()) {
@@ -697,6 +917,7 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
   }
   if (s.ok()) {
     pieces_[a.piece] = PieceState::kDone;
+    if (origin_digest) digests_[a.piece] = *origin_digest;
     (a.kind == Assignment::kParent ? bytes_from_peers_ : bytes_from_origin_) += length;
     OnPieceDoneLocked(a.piece);
     bool all = done_count_ == pieces_.size();
@@ -704,7 +925,7 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
     DF_LOG_DEBUG("piece {} of task {} done source={} bytes={} ms={:.1f}", a.piece,
                  request_.task_id.substr(0, 12), parent_id.empty() ? "origin" : parent_id, length,
                  static_cast<double>(cost_ns) / 1e6);
-    ReportPiece(a.piece, parent_id, length, cost_ns, crc);
+    ReportPiece(a.piece, parent_id, length, cost_ns, crc, origin_digest);
     if (all) Finish(Status::Ok());
     l.lock();
     return;
@@ -739,15 +960,17 @@ void PeerTask::WakeAll() const {
   work_cv_.notify_all();
 }
 
-Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc) {
+Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc, PieceDigest* sha256) {
   auto backend = ctx_.backends->ForUrl(request_.url);
   if (!backend.ok()) return backend.status();
   auto [lay, fd] = LayoutAndFd();
   PieceNumber n{piece};
   uint64_t offset = lay.offset(n);
   uint32_t c = 0;
+  Sha256 digest;  // the origin digest children verify this piece against
   ByteSink sink = [&](const char* data, size_t len) -> Status {
     c = Crc32cExtend(c, data, len);
+    digest.Update(data, len);
     DF_RETURN_IF_ERROR(PwriteAll(fd, data, len, &offset));
     std::lock_guard<std::mutex> l(mu_);
     return stopping_ ? Status(StatusCode::kCancelled, "cancelled") : Status::Ok();
@@ -757,6 +980,7 @@ Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc) {
   DF_RETURN_IF_ERROR(
       backend.value()->Read(breq, lay.offset(n), static_cast<int64_t>(lay.length(n)), sink));
   *crc = c;
+  *sha256 = digest.FinalBytes();
   return Status::Ok();
 }
 
@@ -769,22 +993,30 @@ Status PeerTask::StreamWholeFromOrigin() {
   uint64_t offset = 0;
   uint32_t crc = 0;
   uint32_t piece = 0;
+  auto digest = std::make_unique<Sha256>();
   ByteSink sink = [&](const char* data, size_t len) -> Status {
     while (len > 0) {
       uint64_t piece_end = lay.offset(PieceNumber{piece}) + lay.length(PieceNumber{piece});
       size_t take = static_cast<size_t>(std::min<uint64_t>(len, piece_end - offset));
       crc = Crc32cExtend(crc, data, take);
+      digest->Update(data, take);
       DF_RETURN_IF_ERROR(PwriteAll(fd, data, take, &offset));
       data += take;
       len -= take;
       if (offset == piece_end) {
         DF_RETURN_IF_ERROR(storage_->CommitPiece(PieceNumber{piece}, crc));
-        std::lock_guard<std::mutex> l(mu_);
-        if (pieces_[piece] != PieceState::kDone) {
-          pieces_[piece] = PieceState::kDone;
-          bytes_from_origin_ += lay.length(PieceNumber{piece});
-          OnPieceDoneLocked(piece);
+        PieceDigest sha256 = digest->FinalBytes();
+        digest = std::make_unique<Sha256>();
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          if (pieces_[piece] != PieceState::kDone) {
+            pieces_[piece] = PieceState::kDone;
+            digests_[piece] = sha256;
+            bytes_from_origin_ += lay.length(PieceNumber{piece});
+            OnPieceDoneLocked(piece);
+          }
         }
+        ReportPiece(piece, "", lay.length(PieceNumber{piece}), 1, crc, &sha256);
         ++piece;
         crc = 0;
       }
@@ -793,7 +1025,9 @@ Status PeerTask::StreamWholeFromOrigin() {
     return stopping_ ? Status(StatusCode::kCancelled, "cancelled") : Status::Ok();
   };
   BackendRequest breq{request_.url, request_.headers, 0, 10000};
-  DF_RETURN_IF_ERROR(backend.value()->Read(breq, 0, -1, sink));
+  // Never more than the size the origin announced: the sink indexes pieces by offset.
+  DF_RETURN_IF_ERROR(
+      backend.value()->Read(breq, 0, static_cast<int64_t>(lay.content_length), sink));
   if (offset != lay.content_length) return DataLoss(request_.url + ": origin sent a short body");
   Finish(Status::Ok());
   return Status::Ok();

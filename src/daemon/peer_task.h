@@ -16,6 +16,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "common/auth.h"
 #include "common/piece.h"
 #include "common/status.h"
 #include "daemon/config.h"
@@ -45,6 +47,7 @@ struct DaemonContext {
   PieceStore* store = nullptr;
   BackendRegistry* backends = nullptr;
   SchedulerClient* scheduler = nullptr;  // null: no scheduler, always back to source
+  const AuthToken* token = nullptr;      // attached to every control RPC this daemon makes
   std::string host_id;
 };
 
@@ -56,9 +59,13 @@ struct TaskRequest {
   std::string tag;
   std::string application;
   std::string digest;
-  uint64_t piece_length = 0;  // 0: chosen from the size
+  uint64_t piece_length = 0;                       // 0: chosen from the size
+  std::vector<std::string> filtered_query_params;  // part of the id (task_spec.h)
   bool disable_back_to_source = false;
 };
+
+// The sha256 of one piece; all zeros = unknown.
+using PieceDigest = std::array<uint8_t, 32>;
 
 struct TaskProgress {
   std::string peer_id;
@@ -82,7 +89,9 @@ class PeerTask {
   PeerTask& operator=(const PeerTask&) = delete;
 
   void Start();
+  // Stops the download; it finishes with Cancelled once its threads are done.
   void Cancel();
+  bool cancelled() const;
   TaskProgress Progress() const;
   // True once finished (success or failure); waits at most `timeout_ms`.
   bool WaitFinished(int timeout_ms) const;
@@ -107,11 +116,18 @@ class PeerTask {
 
   // Scheduler stream.
   bool OpenAnnounce();
-  void ReadAnnounce();
+  // Registers again after the stream was lost (controller only); backs off on failure.
+  void Reconnect();
+  void ReadAnnounce(grpc::ClientReaderWriter<df::scheduler::v1::AnnouncePeerRequest,
+                                             df::scheduler::v1::AnnouncePeerResponse>* stream);
+  // Liveness: parents that gave nothing for piece_timeout and hold nothing new are dropped and
+  // replacements asked for.
+  void DropStaleParentsLocked();
   void HandleCandidates(const df::scheduler::v1::NormalTaskResponse& resp);
   void Send(df::scheduler::v1::AnnouncePeerRequest& req);
+  // `sha256`: the digest of a piece fetched from the origin (null for a parent's piece).
   void ReportPiece(uint32_t piece, const std::string& parent_id, uint64_t length, uint64_t cost_ns,
-                   uint32_t crc);
+                   uint32_t crc, const PieceDigest* sha256 = nullptr);
   void ReportPieceFailed(uint32_t piece, const std::string& parent_id, bool temporary,
                          const Status& why);
   void MaybeRescheduleLocked();
@@ -131,9 +147,19 @@ class PeerTask {
   // One more consecutive failure of `p`; the parent is dropped at kParentFailureLimit.
   void CountParentFailureLocked(Parent* p);
   // Commits (or requeues, or fails the task on) one fetched piece and reports it.
+  // `origin_digest`: the sha256 of a piece fetched from the origin, kept and reported.
   void CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
-                           uint32_t crc, uint64_t cost_ns);
-  Status FetchFromOrigin(uint32_t piece, uint32_t* crc);
+                           uint32_t crc, uint64_t cost_ns,
+                           const PieceDigest* origin_digest = nullptr);
+  // Checks a piece a parent served against its origin digest, asking the scheduler for it
+  // when needed (waits at most kDigestWait). Ok when it matches, or when the scheduler says no
+  // digest can be had for the task (counted, see docs/security.md); DataLoss when it does not
+  // match; NotFound when the piece has no digest yet although one is expected (no honest parent
+  // can hold a piece the origin fetcher has not fetched).
+  Status VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece);
+  // After registering again: tells the new scheduler the origin digests this peer holds.
+  void ReportKnownDigests();
+  Status FetchFromOrigin(uint32_t piece, uint32_t* crc, PieceDigest* sha256);
   Status StreamWholeFromOrigin();
   Status SetLayoutLocked(int64_t content_length, uint64_t piece_length);
   void OnPieceDoneLocked(uint32_t piece);
@@ -154,7 +180,11 @@ class PeerTask {
   bool layout_known_ = false;                // GUARDED_BY(mu_)
   PieceLayout layout_;                       // GUARDED_BY(mu_)
   std::vector<PieceState> pieces_;           // GUARDED_BY(mu_)
-  std::vector<uint8_t> attempts_;            // GUARDED_BY(mu_)
+  std::vector<uint32_t> attempts_;           // GUARDED_BY(mu_)
+  std::vector<PieceDigest> digests_;         // GUARDED_BY(mu_): origin digests by piece
+  uint64_t digest_responses_ = 0;            // GUARDED_BY(mu_): PieceDigests answers received
+  bool digests_expected_ = false;            // GUARDED_BY(mu_): from the last PieceDigests
+  uint32_t unverified_pieces_ = 0;           // GUARDED_BY(mu_): accepted on CRC32C only (no digest)
   uint32_t done_count_ = 0;                  // GUARDED_BY(mu_)
   uint64_t completed_bytes_ = 0;             // GUARDED_BY(mu_)
   uint64_t bytes_from_origin_ = 0;           // GUARDED_BY(mu_)
@@ -171,9 +201,15 @@ class PeerTask {
   Status status_;                   // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point last_progress_;    // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point last_reschedule_;  // GUARDED_BY(mu_)
+  bool announce_lost_ = false;  // GUARDED_BY(mu_): the scheduler stream ended under us
+  bool reader_done_ = false;    // GUARDED_BY(mu_): the stream's reader thread returned
+  std::chrono::milliseconds reconnect_backoff_{500};      // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point next_reconnect_;  // GUARDED_BY(mu_)
   std::vector<std::thread> workers_;
 
-  // Scheduler stream: one writer at a time (write_mu_), one reader thread.
+  // Scheduler stream: one writer at a time (write_mu_), one reader thread. The controller
+  // replaces the stream after a loss (under write_mu_); only it reads these two pointers
+  // without the lock.
   std::mutex write_mu_;
   std::unique_ptr<grpc::ClientContext> announce_ctx_;
   std::unique_ptr<grpc::ClientReaderWriter<df::scheduler::v1::AnnouncePeerRequest,

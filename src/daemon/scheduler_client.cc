@@ -6,8 +6,10 @@ namespace df {
 
 namespace sv1 = df::scheduler::v1;
 
-SchedulerClient::SchedulerClient(std::string address, std::function<void(sv1::Host*)> refresh)
+SchedulerClient::SchedulerClient(std::string address, const AuthToken* token,
+                                 std::function<void(sv1::Host*)> refresh)
     : address_(std::move(address)),
+      token_(token),
       refresh_(std::move(refresh)),
       channel_(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials())),
       stub_(sv1::Scheduler::NewStub(channel_)) {}
@@ -22,6 +24,7 @@ SchedulerClient::~SchedulerClient() {
   if (!host_id_.empty()) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    Prepare(&ctx);
     sv1::LeaveHostRequest req;
     req.set_host_id(host_id_);
     sv1::LeaveHostResponse resp;
@@ -43,6 +46,7 @@ void SchedulerClient::Loop(uint64_t interval_ms) {
     host_id_ = req.host().id();
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    Prepare(&ctx);
     sv1::AnnounceHostResponse resp;
     grpc::Status s = stub_->AnnounceHost(&ctx, req, &resp);
     if (!s.ok() && was_ok) {

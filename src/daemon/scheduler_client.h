@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "common/auth.h"
 #include "scheduler.grpc.pb.h"
 
 namespace df {
@@ -19,17 +20,22 @@ namespace df {
 class SchedulerClient {
  public:
   // `address` is "ip:port". `host` is filled in by `refresh` before each announce (live load).
-  SchedulerClient(std::string address, std::function<void(df::scheduler::v1::Host*)> refresh);
+  // `token` (outlives the client) is attached to every call.
+  SchedulerClient(std::string address, const AuthToken* token,
+                  std::function<void(df::scheduler::v1::Host*)> refresh);
   ~SchedulerClient();
 
   void Start(uint64_t interval_ms);
   df::scheduler::v1::Scheduler::Stub* stub() { return stub_.get(); }
   const std::string& address() const { return address_; }
+  // Adds what every call to the scheduler carries (the auth token) to `context`.
+  void Prepare(grpc::ClientContext* context) const { token_->Attach(context); }
 
  private:
   void Loop(uint64_t interval_ms);
 
   const std::string address_;
+  const AuthToken* const token_;
   std::function<void(df::scheduler::v1::Host*)> refresh_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<df::scheduler::v1::Scheduler::Stub> stub_;

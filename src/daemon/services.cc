@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "common/digest.h"
-#include "common/ids.h"
+#include "common/task_info.h"
 #include "common/log.h"
 
 namespace df {
@@ -46,20 +46,7 @@ dv1::ErrorCode ErrorCodeOf(const Status& s) {
 
 namespace {
 
-Status ValidateDownload(const dv1::DownloadRequest& req) {
-  if (req.url().empty()) return InvalidArgument("url is empty");
-  if (req.url().rfind("http://", 0) != 0 && req.url().rfind("https://", 0) != 0 &&
-      req.url().rfind("file://", 0) != 0) {
-    return InvalidArgument("unsupported URL '" + req.url() +
-                           "' (use http://, https:// or file://)");
-  }
-  if (!req.digest().empty()) {
-    auto d = ParseDigest(req.digest());
-    if (!d.ok()) return d.status();
-  }
-  if (req.piece_length() != 0 && !IsValidPieceLength(req.piece_length())) {
-    return InvalidArgument("piece length must be a power of two between 64 KiB and 1 GiB");
-  }
+Status ValidateOutput(const dv1::DownloadRequest& req) {
   if (req.keep_output_in_cache_only()) return Status::Ok();
   const std::string& out = req.output_path();
   if (out.empty() || out[0] != '/') return InvalidArgument("output path must be absolute");
@@ -74,6 +61,18 @@ Status ValidateDownload(const dv1::DownloadRequest& req) {
     return InvalidArgument("output path " + out + " is a directory");
   }
   return Status::Ok();
+}
+
+TaskSpec SpecOf(const dv1::DownloadRequest& req) {
+  TaskSpec spec;
+  spec.url = req.url();
+  spec.tag = req.tag();
+  spec.application = req.application();
+  spec.piece_length = req.piece_length();
+  spec.filtered_query_params.assign(req.filtered_query_params().begin(),
+                                    req.filtered_query_params().end());
+  spec.digest = req.digest();
+  return spec;
 }
 
 void FillProgress(const TaskProgress& p, dv1::DownloadResponse* r) {
@@ -99,29 +98,35 @@ grpc::Status SendFailure(grpc::ServerWriter<dv1::DownloadResponse>* writer,
 
 }  // namespace
 
+TaskRequest RequestOf(const TaskSpec& spec, std::map<std::string, std::string> headers) {
+  TaskRequest req;
+  req.task_id = TaskSpecId(spec);
+  req.url = spec.url;
+  req.headers = std::move(headers);
+  req.tag = spec.tag;
+  req.application = spec.application;
+  req.digest = spec.digest;
+  req.piece_length = spec.piece_length;
+  req.filtered_query_params = spec.filtered_query_params;
+  return req;
+}
+
 grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::DownloadRequest* req,
                                        grpc::ServerWriter<dv1::DownloadResponse>* writer) {
   dv1::DownloadResponse resp;
-  Status valid = ValidateDownload(*req);
+  TaskSpec spec = SpecOf(*req);
+  Status valid = ValidateTaskSpec(spec, trust_->url_policy);
+  if (valid.ok()) valid = ValidateOutput(*req);
   if (!valid.ok()) return SendFailure(writer, resp, valid);
 
-  TaskIdInput id_in{req->url(),
-                    req->tag(),
-                    req->application(),
-                    req->piece_length(),
-                    {req->filtered_query_params().begin(), req->filtered_query_params().end()}};
-  TaskRequest treq;
-  treq.task_id = TaskId(id_in);
-  treq.url = req->url();
-  treq.headers = {req->request_headers().begin(), req->request_headers().end()};
-  treq.tag = req->tag();
-  treq.application = req->application();
-  treq.digest = req->digest();
-  treq.piece_length = req->piece_length();
+  TaskRequest treq =
+      RequestOf(spec, {req->request_headers().begin(), req->request_headers().end()});
   treq.disable_back_to_source = req->disable_back_to_source();
   resp.set_task_id(treq.task_id);
 
-  auto task = manager_->Acquire(treq);
+  auto acquired = manager_->Acquire(treq);
+  if (!acquired.ok()) return SendFailure(writer, resp, acquired.status());
+  auto task = std::move(acquired).value();
   auto deadline = req->timeout_ms() ? Clock::now() + std::chrono::milliseconds(req->timeout_ms())
                                     : Clock::time_point::max();
   resp.set_state(dv1::DOWNLOAD_STATE_STARTED);
@@ -193,6 +198,7 @@ grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::Delete
 
 grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::SyncPiecesRequest* req,
                                        grpc::ServerWriter<dv1::PieceAvailability>* writer) {
+  if (grpc::Status auth = trust_->token.Check(*ctx); !auth.ok()) return auth;
   auto storage = store_->FindTask(req->task_id());
   if (!storage) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not here");
@@ -204,6 +210,10 @@ grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::Sync
     storage->WaitForPieces(0, 50, &ignored);
     if (!store_->FindTask(req->task_id()))
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
+    if (manager_->Failed(req->task_id())) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "this parent's download of the task failed");
+    }
   }
   TaskMeta m = storage->meta();
   dv1::PieceAvailability msg;
@@ -226,28 +236,48 @@ grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::Sync
     }
     if (done) return grpc::Status::OK;
     if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+    if (manager_->Failed(req->task_id())) {
+      // Nothing more will come: let the child look for another parent now rather than wait.
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "this parent's download of the task failed");
+    }
     if (!store_->FindTask(req->task_id()))
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
   }
 }
 
-grpc::Status UploadService::TriggerDownloadTask(grpc::ServerContext*,
+grpc::Status UploadService::CheckTrigger(const grpc::ServerContext& ctx) const {
+  if (!trust_->seed) {
+    return {grpc::StatusCode::FAILED_PRECONDITION, "this daemon is not a seed peer"};
+  }
+  if (trust_->token.enabled()) return trust_->token.Check(ctx);
+  // No token: the scheduler is recognised by its address, the narrowest check left.
+  std::string ip = PeerIp(ctx.peer());
+  for (const std::string& allowed : trust_->scheduler_ips) {
+    if (ip == allowed) return grpc::Status::OK;
+  }
+  return {grpc::StatusCode::PERMISSION_DENIED,
+          "seed downloads are triggered only by this daemon's scheduler"};
+}
+
+grpc::Status UploadService::TriggerDownloadTask(grpc::ServerContext* ctx,
                                                 const dv1::TriggerDownloadTaskRequest* req,
                                                 dv1::TriggerDownloadTaskResponse*) {
-  const auto& info = req->task();
-  if (info.task_id().empty() || info.url().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "task id and url are required");
+  if (grpc::Status allowed = CheckTrigger(*ctx); !allowed.ok()) {
+    DF_LOG_WARN("refused seed trigger from {}: {}", ctx->peer(), allowed.error_message());
+    return allowed;
   }
-  TaskRequest treq;
-  treq.task_id = info.task_id();
-  treq.url = info.url();
-  treq.headers = {info.request_headers().begin(), info.request_headers().end()};
-  treq.tag = info.tag();
-  treq.application = info.application();
-  treq.digest = info.digest();
-  treq.piece_length = info.piece_length();
-  DF_LOG_INFO("seed download triggered for task {} ({})", treq.task_id.substr(0, 12), treq.url);
-  manager_->Acquire(treq);
+  const auto& info = req->task();
+  TaskSpec spec = SpecOf(info);
+  Status s = ValidateTaskSpec(spec, trust_->url_policy);
+  if (!s.ok()) return {grpc::StatusCode::INVALID_ARGUMENT, s.message()};
+  s = CheckTaskId(spec, info.task_id());
+  if (!s.ok()) return {grpc::StatusCode::PERMISSION_DENIED, s.message()};
+  TaskRequest treq =
+      RequestOf(spec, {info.request_headers().begin(), info.request_headers().end()});
+  DF_LOG_INFO("seed download triggered for task {} ({})", treq.task_id, treq.url);
+  auto task = manager_->Acquire(treq);
+  if (!task.ok()) return {grpc::StatusCode::RESOURCE_EXHAUSTED, task.status().message()};
   return grpc::Status::OK;
 }
 

@@ -3,15 +3,34 @@
 // trigger a seed download). Both are thin: they validate input and call TaskManager/PieceStore.
 #pragma once
 
+#include <string>
+#include <vector>
+
+#include "common/auth.h"
+#include "common/task_spec.h"
 #include "daemon/task_manager.h"
 #include "dfdaemon.grpc.pb.h"
 
 namespace df {
 
+// What the services need to decide who may do what; outlives the services.
+struct ServiceTrust {
+  UrlPolicy url_policy;  // which URLs this daemon fetches
+  AuthToken token;       // checked on every DfdaemonUpload RPC (no-op without a token)
+  bool seed = false;     // only a seed accepts TriggerDownloadTask
+  // Without a token, TriggerDownloadTask is accepted only from these addresses: the IPs of the
+  // configured scheduler. Empty (no scheduler): nobody may trigger.
+  std::vector<std::string> scheduler_ips;
+};
+
+// A TaskRequest for a spec whose id was computed (never taken from the wire).
+TaskRequest RequestOf(const TaskSpec& spec, std::map<std::string, std::string> headers);
+
 // Thread-safe; `manager` and `store` outlive the service.
 class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service {
  public:
-  DownloadService(TaskManager* manager, PieceStore* store) : manager_(manager), store_(store) {}
+  DownloadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust)
+      : manager_(manager), store_(store), trust_(trust) {}
 
   grpc::Status Download(grpc::ServerContext* ctx, const df::dfdaemon::v1::DownloadRequest* req,
                         grpc::ServerWriter<df::dfdaemon::v1::DownloadResponse>* writer) override;
@@ -23,11 +42,15 @@ class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service
  private:
   TaskManager* const manager_;
   PieceStore* const store_;
+  const ServiceTrust* const trust_;
 };
 
+// Thread-safe; `manager`, `store` and `trust` outlive the service. Every RPC is checked against
+// the trust settings before its request is read (docs/security.md).
 class UploadService final : public df::dfdaemon::v1::DfdaemonUpload::Service {
  public:
-  UploadService(TaskManager* manager, PieceStore* store) : manager_(manager), store_(store) {}
+  UploadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust)
+      : manager_(manager), store_(store), trust_(trust) {}
 
   grpc::Status SyncPieces(grpc::ServerContext* ctx, const df::dfdaemon::v1::SyncPiecesRequest* req,
                           grpc::ServerWriter<df::dfdaemon::v1::PieceAvailability>* writer) override;
@@ -36,8 +59,12 @@ class UploadService final : public df::dfdaemon::v1::DfdaemonUpload::Service {
                                    df::dfdaemon::v1::TriggerDownloadTaskResponse* resp) override;
 
  private:
+  // OK when the caller may trigger a seed download (see ServiceTrust).
+  grpc::Status CheckTrigger(const grpc::ServerContext& ctx) const;
+
   TaskManager* const manager_;
   PieceStore* const store_;
+  const ServiceTrust* const trust_;
 };
 
 // Maps a Status to the API's error category.

@@ -22,13 +22,23 @@ TaskManager::~TaskManager() {
   tasks.clear();  // joins each task's threads
 }
 
-std::shared_ptr<PeerTask> TaskManager::Acquire(const TaskRequest& req) {
+Result<std::shared_ptr<PeerTask>> TaskManager::Acquire(const TaskRequest& req) {
   std::shared_ptr<PeerTask> old;  // destroyed (joined) outside the lock
   std::lock_guard<std::mutex> l(mu_);
   auto it = tasks_.find(req.task_id);
   if (it != tasks_.end()) {
-    if (!it->second->Progress().finished) return it->second;
+    // A cancelled task is over even while its threads wind down: a new client gets a new one.
+    if (!it->second->Progress().finished && !it->second->cancelled()) return it->second;
     old = std::move(it->second);
+    tasks_.erase(it);
+  }
+  failed_.erase(req.task_id);
+  size_t live = 0;
+  for (const auto& [id, t] : tasks_) live += t->Progress().finished ? 0 : 1;
+  if (live >= ctx_.config->max_running_tasks) {
+    return Unavailable("too many downloads running (" + std::to_string(live) +
+                       "; max_running_tasks is " + std::to_string(ctx_.config->max_running_tasks) +
+                       ")");
   }
   auto t = std::make_shared<PeerTask>(ctx_, req);
   t->Start();
@@ -46,12 +56,30 @@ void TaskManager::Cancel(const std::string& task_id) {
   if (auto t = Find(task_id)) t->Cancel();
 }
 
+bool TaskManager::Failed(const std::string& task_id) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = tasks_.find(task_id);
+  if (it == tasks_.end()) return failed_.count(task_id) > 0;
+  TaskProgress p = it->second->Progress();
+  return (p.finished && !p.status.ok()) || it->second->cancelled();
+}
+
+void TaskManager::CancelAll() {
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& [id, t] : tasks_) t->Cancel();
+}
+
 void TaskManager::Reap() {
   std::vector<std::shared_ptr<PeerTask>> dead;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (auto it = tasks_.begin(); it != tasks_.end();) {
-      if (it->second.use_count() == 1 && it->second->Progress().finished) {
+      TaskProgress p = it->second->Progress();
+      if (it->second.use_count() == 1 && (p.finished || it->second->cancelled())) {
+        if (!p.finished || !p.status.ok()) {
+          if (failed_.size() >= kFailedMemory) failed_.clear();
+          failed_.insert(it->first);
+        }
         dead.push_back(std::move(it->second));
         it = tasks_.erase(it);
       } else {

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "daemon/peer_task.h"
@@ -18,20 +19,29 @@ class TaskManager {
   ~TaskManager();
 
   // The running task for `req.task_id`, or a new one started for `req`. A task that already
-  // finished (either way) is replaced, so a failed download can be retried.
-  std::shared_ptr<PeerTask> Acquire(const TaskRequest& req);
+  // finished (either way) or was cancelled is replaced, so a failed download can be retried.
+  // Unavailable when max_running_tasks tasks run already.
+  Result<std::shared_ptr<PeerTask>> Acquire(const TaskRequest& req);
   // The running task for `task_id`, or null.
   std::shared_ptr<PeerTask> Find(const std::string& task_id);
   // Cancels a running task (DeleteTask). No-op when none runs.
   void Cancel(const std::string& task_id);
-  // Forgets finished tasks that no client holds any more.
+  // Cancels every running task (daemon shutdown); they finish once their threads are done.
+  void CancelAll();
+  // True when the last download of `task_id` here failed or was cancelled and none runs now:
+  // this daemon will get no more pieces of it (a parent ends its children's availability
+  // streams then, instead of holding them). Remembered for the last kFailedMemory tasks.
+  bool Failed(const std::string& task_id) const;
+  // Forgets finished (or cancelled) tasks that no client holds any more.
   void Reap();
   size_t running() const;
 
  private:
   const DaemonContext ctx_;
   mutable std::mutex mu_;
+  static constexpr size_t kFailedMemory = 4096;
   std::map<std::string, std::shared_ptr<PeerTask>> tasks_;  // GUARDED_BY(mu_)
+  std::set<std::string> failed_;  // GUARDED_BY(mu_): reaped tasks whose download failed
 };
 
 // Places the task's content at `output_path` atomically: a hard link (or, across filesystems,

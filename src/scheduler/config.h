@@ -19,6 +19,13 @@ struct SchedulerConfig {
   std::string metrics = "0.0.0.0:8003";  // /metrics and /healthz; "" disables
   std::string evaluator = "default";     // parent-selection algorithm (see evaluator.h)
   std::string log_level = "info";
+  // A file holding the cluster's shared token (docs/security.md): every RPC must carry it, and
+  // seed triggers send it. Empty: RPCs are not authenticated.
+  std::string auth_token_file;
+  // Resource caps: a register for a new task, or an announce of a new host, beyond these gets
+  // RESOURCE_EXHAUSTED instead of growing the scheduler's memory without bound.
+  uint32_t max_tasks = 100'000;
+  uint32_t max_hosts = 100'000;
   // At most this many parents in one NormalTaskResponse.
   uint32_t candidate_parent_limit = 8;
   // At most this many structurally valid candidates are sampled and given to the evaluator, so

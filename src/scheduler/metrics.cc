@@ -71,6 +71,7 @@ SchedulerMetrics::SchedulerMetrics(prometheus::Registry& r)
       msg_peer_failed_(peer_messages_.Add({{"type", "peer_failed"}})),
       msg_back_to_source_started_(peer_messages_.Add({{"type", "back_to_source_started"}})),
       msg_reschedule_(peer_messages_.Add({{"type", "reschedule"}})),
+      msg_piece_digests_request_(peer_messages_.Add({{"type", "piece_digests_request"}})),
       msg_unknown_(peer_messages_.Add({{"type", "unknown"}})) {}
 
 void SchedulerMetrics::CountPeerMessage(df::scheduler::v1::AnnouncePeerRequest::RequestCase type) {
@@ -99,6 +100,9 @@ void SchedulerMetrics::CountPeerMessage(df::scheduler::v1::AnnouncePeerRequest::
       return;
     case R::kReschedule:
       msg_reschedule_.Increment();
+      return;
+    case R::kPieceDigestsRequest:
+      msg_piece_digests_request_.Increment();
       return;
     case R::REQUEST_NOT_SET:
       break;

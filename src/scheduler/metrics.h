@@ -43,6 +43,7 @@ struct SchedulerMetrics {
   prometheus::Counter& msg_peer_failed_;
   prometheus::Counter& msg_back_to_source_started_;
   prometheus::Counter& msg_reschedule_;
+  prometheus::Counter& msg_piece_digests_request_;
   prometheus::Counter& msg_unknown_;
 };
 

@@ -87,7 +87,8 @@ struct Peer {
   uint64_t seen_candidate_version = 0;  // Task::candidate_version at its last evaluation
   bool needs_push = false;              // lost a parent: look for a replacement
   Clock::time_point registered;         // when DecideOnRegister ran
-  bool seed_withheld = false;  // its only candidates were seeds, withheld (weak_child_seed_delay)
+  bool seed_withheld = false;   // its only candidates were seeds, withheld (weak_child_seed_delay)
+  bool sent_to_source = false;  // this scheduler told it to fetch from the origin (size authority)
   // Upload bandwidth (bytes/s) reserved on each parent's host for this child, by parent vertex.
   // Their sum is what the child expects to receive; it stops being hungry at its download rate.
   std::unordered_map<Dag::Vertex, uint64_t> parent_allotments;
@@ -104,6 +105,11 @@ struct Task {
   int64_t content_length = -1;       // -1 unknown
   uint64_t piece_length = 0;         // 0 unknown
   uint32_t total_pieces = 0;         // 0 unknown
+  // sha256 of each piece as fetched from the origin by a seed or a peer this scheduler sent
+  // there (empty = not reported yet); sized when the size is known. Children verify against it.
+  std::vector<std::string> piece_digests;
+  bool digests_expected = false;  // a size authority registered for the task (see PieceDigests)
+  uint32_t origin_digests = 0;    // non-empty entries of piece_digests
   std::unordered_map<std::string, std::unique_ptr<Peer>> peers;
   Dag dag;                       // parent -> child edges; acyclic
   std::vector<Peer*> by_vertex;  // dag vertex -> its peer (null for a free vertex number)

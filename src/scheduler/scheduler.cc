@@ -5,6 +5,8 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/task_info.h"
+#include "common/task_spec.h"
 
 namespace df::scheduler {
 namespace {
@@ -96,10 +98,28 @@ void Scheduler::Stop() {
 // ---------------------------------------------------------------------------------------------
 // Hosts
 
-Status Scheduler::AnnounceHost(const v1::Host& info) {
+Status Scheduler::AnnounceHost(const v1::Host& info, const std::string& caller_ip) {
   if (info.id().empty()) return InvalidArgument("announce host: empty host id");
+  if (info.id().size() > 1024 || info.ip().size() > 64) {
+    return InvalidArgument("announce host: id or ip too long");
+  }
+  if (info.grpc_port() < 0 || info.grpc_port() > 65535 || info.piece_port() < 0 ||
+      info.piece_port() > 65535) {
+    return InvalidArgument("announce host: port out of range");
+  }
   metrics_.host_announces.Increment();
   std::lock_guard lock(mu_);
+  auto known = hosts_.find(info.id());
+  if (known == hosts_.end() && hosts_.size() >= config_.max_hosts) {
+    return Unavailable("announce host: this scheduler keeps at most " +
+                       std::to_string(config_.max_hosts) + " hosts (max_hosts)");
+  }
+  if (known != hosts_.end() && !caller_ip.empty() && known->second->announced &&
+      known->second->info.ip() != info.ip() && known->second->info.ip() != caller_ip) {
+    return Status(StatusCode::kPermissionDenied, "announce host: " + info.id() + " is at " +
+                                                     known->second->info.ip() +
+                                                     "; only that address may move it");
+  }
   auto host = TouchHost(info.id(), Clock::now());
   host->info = info;
   host->announced = true;
@@ -112,12 +132,16 @@ Status Scheduler::AnnounceHost(const v1::Host& info) {
   return Status::Ok();
 }
 
-void Scheduler::LeaveHost(const std::string& host_id) {
+Status Scheduler::LeaveHost(const std::string& host_id, const std::string& caller_ip) {
   std::vector<SeedJob> jobs;
   {
     std::lock_guard lock(mu_);
     auto it = hosts_.find(host_id);
-    if (it == hosts_.end()) return;
+    if (it == hosts_.end()) return Status::Ok();
+    if (!caller_ip.empty() && it->second->info.ip() != caller_ip) {
+      return Status(StatusCode::kPermissionDenied,
+                    "leave host: " + host_id + " may only be removed from its own address");
+    }
     it->second->left = true;
     seed_hosts_.erase(host_id);
     // Rare operation: a scan of every peer is simpler than an index from hosts to peers.
@@ -132,6 +156,7 @@ void Scheduler::LeaveHost(const std::string& host_id) {
     jobs = TakeSeedJobs();
   }
   SendSeedJobs(std::move(jobs));
+  return Status::Ok();
 }
 
 std::shared_ptr<Host> Scheduler::TouchHost(const std::string& host_id, Clock::time_point now) {
@@ -189,33 +214,90 @@ Task& Scheduler::FindOrCreateTask(const std::string& task_id, const v1::TaskInfo
     task->id = task_id;
     task->info = info;
     task->info.set_task_id(task_id);
-    task->info.set_content_length(-1);  // the known size lives in Task, set below if known
+    task->info.set_content_length(-1);  // the known size lives in Task, set when learned
   }
+  // A registrant's idea of the size is not learned: only a peer that fetched from the origin
+  // (a seed, or a peer sent back to source) can tell it (IsSizeAuthority).
   task->updated = now;
-  LearnTaskSize(*task, info.content_length(), info.piece_length(), 0);
   return *task;
 }
 
-void Scheduler::LearnTaskSize(Task& task, int64_t content_length, uint64_t piece_length,
-                              uint32_t total_pieces) {
+bool Scheduler::HasOriginCopy(const Task& task) {
+  return task.succeeded_peers > 0 && task.origin_digests > 0;
+}
+
+bool Scheduler::IsSizeAuthority(const Peer& peer) const {
+  // A peer that went to the origin on its own says so itself; only what the scheduler granted
+  // counts, so a peer cannot make itself the one that decides the size (or emptiness) of a task.
+  return peer.host->is_seed() || peer.sent_to_source;
+}
+
+void Scheduler::LearnTaskSize(Task& task, const Peer& from, int64_t content_length,
+                              uint64_t piece_length, uint32_t total_pieces) {
   if (content_length < 0) return;
+  if (!IsSizeAuthority(from)) {
+    DF_LOG_DEBUG(
+        "task size from a peer that did not fetch from the origin ignored task_id={} "
+        "peer_id={}",
+        task.id, from.id);
+    return;
+  }
+  if (Status s =
+          CheckLayout(task.info.piece_length(), content_length,
+                      piece_length ? piece_length : ExpectedPieceLength(task, content_length),
+                      total_pieces ? static_cast<int64_t>(total_pieces) : -1);
+      !s.ok()) {
+    DF_LOG_WARN("bad task size from peer_id={} task_id={}: {}", from.id, task.id, s.message());
+    return;
+  }
   if (task.content_length >= 0 && task.content_length != content_length) {
     DF_LOG_WARN("task size conflict task_id={} known={} reported={}; keeping the known size",
                 task.id, task.content_length, content_length);
     return;
   }
+  // The layout follows from the spec and the size (checked above), whatever the sender said.
+  PieceLayout layout = ExpectedLayout(task.info.piece_length(), content_length).value();
   task.content_length = content_length;
-  if (task.piece_length == 0 && piece_length > 0) task.piece_length = piece_length;
-  if (task.total_pieces == 0) {
-    if (total_pieces > 0) {
-      task.total_pieces = total_pieces;
-    } else if (task.piece_length > 0) {
-      task.total_pieces = static_cast<uint32_t>(
-          (static_cast<uint64_t>(content_length) + task.piece_length - 1) / task.piece_length);
-    }
-  }
+  task.piece_length = layout.piece_length;
+  task.total_pieces = layout.total_pieces();
+  task.piece_digests.resize(task.total_pieces);
   task.info.set_content_length(task.content_length);
-  task.info.set_piece_length(task.piece_length);
+}
+
+void Scheduler::RecordPieceDigest(Task& task, const Peer& from, const v1::PieceFinished& m) {
+  if (m.sha256().empty() || !IsSizeAuthority(from)) return;
+  if (m.sha256().size() != 32 || m.piece_number() >= task.piece_digests.size()) {
+    DF_LOG_WARN("malformed piece digest ignored task_id={} peer_id={} piece={}", task.id, from.id,
+                m.piece_number());
+    return;
+  }
+  std::string& slot = task.piece_digests[m.piece_number()];
+  if (slot.empty()) {
+    slot = m.sha256();
+    ++task.origin_digests;
+  } else if (slot != m.sha256()) {
+    // Two origin fetches disagree: the origin changed under the task. Keep the first.
+    DF_LOG_WARN("conflicting origin digests task_id={} piece={} peer_id={}", task.id,
+                m.piece_number(), from.id);
+  }
+}
+
+void Scheduler::SendPieceDigests(const Task& task, Peer& peer, const v1::PieceDigestsRequest& m) {
+  if (!peer.stream) return;
+  v1::AnnouncePeerResponse response;
+  auto* d = response.mutable_piece_digests();
+  d->set_first_piece(m.first_piece());
+  uint64_t end = std::min<uint64_t>(
+      {static_cast<uint64_t>(m.first_piece()) + std::min(m.count(), kMaxDigestsPerResponse),
+       task.piece_digests.size()});
+  for (uint64_t i = m.first_piece(); i < end; ++i) d->add_sha256(task.piece_digests[i]);
+  d->set_expected(task.digests_expected);
+  peer.stream->Send(response);
+}
+
+uint64_t Scheduler::ExpectedPieceLength(const Task& task, int64_t content_length) {
+  auto layout = ExpectedLayout(task.info.piece_length(), content_length);
+  return layout.ok() ? layout->piece_length : 0;
 }
 
 Peer& Scheduler::ResetPeer(Task& task, const std::string& peer_id, std::shared_ptr<Host> host,
@@ -380,6 +462,17 @@ Result<PeerKey> Scheduler::RegisterPeer(const v1::AnnouncePeerRequest& request,
   if (key.task_id.empty()) return InvalidArgument("register: empty task id");
   if (key.peer_id.empty()) return InvalidArgument("register: empty peer id");
   if (key.host_id.empty()) return InvalidArgument("register: empty host id");
+  if (key.peer_id.size() > 1024 || key.host_id.size() > 1024) {
+    return InvalidArgument("register: peer or host id too long");
+  }
+  // The first registrant of a task decides what the seed fetches: its id must be the id of
+  // what it describes, or anyone could make the swarm serve other bytes under a known id.
+  const TaskSpec spec = SpecOf(reg.task());
+  UrlPolicy policy;
+  policy.allow_any_file = true;  // the seed checks file:// against its own directories
+  if (Status s = ValidateTaskSpec(spec, policy); !s.ok())
+    return InvalidArgument("register: " + s.message());
+  if (Status s = CheckTaskId(spec, key.task_id); !s.ok()) return s;
 
   std::vector<SeedJob> jobs;
   {
@@ -391,8 +484,13 @@ Result<PeerKey> Scheduler::RegisterPeer(const v1::AnnouncePeerRequest& request,
           "are not offered as parents until it announces",
           key.host_id, key.peer_id);
     }
+    if (!FindTask(key.task_id) && tasks_.size() >= config_.max_tasks) {
+      return Unavailable("register: this scheduler keeps at most " +
+                         std::to_string(config_.max_tasks) + " tasks (max_tasks)");
+    }
     Task& task = FindOrCreateTask(key.task_id, reg.task(), start);
     Peer& peer = ResetPeer(task, key.peer_id, std::move(host), std::move(stream), start);
+    if (peer.host->is_seed()) task.digests_expected = true;
     for (uint32_t n : reg.finished_pieces()) peer.finished.Add(n);
     metrics_.registered_peers.Increment();
     DecideOnRegister(task, peer, start);
@@ -410,7 +508,9 @@ void Scheduler::DecideOnRegister(Task& task, Peer& peer, Clock::time_point now) 
     return;
   }
   const bool seed = peer.host->is_seed();
-  if (seed && task.succeeded_peers == 0) {
+  // A seed fetches from the origin until the swarm holds a copy the origin vouches for: peers
+  // that say they finished prove nothing unless an origin fetcher reported digests.
+  if (seed && !HasOriginCopy(task)) {
     SendBackToSource(task, peer, "seed peer: fetch the task from the origin",
                      metrics_.back_to_source_seed);
     return;
@@ -444,7 +544,7 @@ bool Scheduler::SeedUsableFor(const Task& task, Clock::time_point now) const {
 
 void Scheduler::MaybeTriggerSeed(Task& task, Clock::time_point now) {
   if (!seed_trigger_ || task.live_seed_peers > 0 || task.seed_trigger_pending ||
-      task.succeeded_peers > 0 || task.seed_trigger_attempts >= config_.seed_trigger_attempts) {
+      HasOriginCopy(task) || task.seed_trigger_attempts >= config_.seed_trigger_attempts) {
     return;
   }
   const Host* seed = PickSeedHost(task.id, now);
@@ -717,6 +817,8 @@ void Scheduler::SendBackToSource(Task& task, Peer& peer, const std::string& reas
   counter.Increment();
   RemoveParents(task, peer);
   SetState(task, peer, PeerState::kBackToSource);
+  peer.sent_to_source = true;
+  task.digests_expected = true;
   v1::AnnouncePeerResponse response;
   response.mutable_need_back_to_source()->set_reason(reason);
   if (peer.stream) peer.stream->Send(response);
@@ -763,7 +865,7 @@ Status Scheduler::HandlePeerMessage(const PeerKey& key, const v1::AnnouncePeerRe
         OnPieceFailed(*task, *peer, request.piece_failed());
         break;
       case R::kTaskMetadata:
-        LearnTaskSize(*task, request.task_metadata().content_length(),
+        LearnTaskSize(*task, *peer, request.task_metadata().content_length(),
                       request.task_metadata().piece_length(),
                       request.task_metadata().total_pieces());
         break;
@@ -779,6 +881,9 @@ Status Scheduler::HandlePeerMessage(const PeerKey& key, const v1::AnnouncePeerRe
       case R::kReschedule:
         OnReschedule(*task, *peer, request.reschedule(), now);
         break;
+      case R::kPieceDigestsRequest:
+        SendPieceDigests(*task, *peer, request.piece_digests_request());
+        break;
       default:
         break;
     }
@@ -790,9 +895,19 @@ Status Scheduler::HandlePeerMessage(const PeerKey& key, const v1::AnnouncePeerRe
 
 void Scheduler::OnPieceFinished(Task& task, Peer& peer, const v1::PieceFinished& m) {
   peer.finished.Add(m.piece_number());
-  if (m.parent_id().empty()) return;  // from the origin: no pair to record
+  if (m.parent_id().empty()) {  // from the origin: its digest, and no pair to record
+    RecordPieceDigest(task, peer, m);
+    return;
+  }
   Peer* parent = FindPeer(task, m.parent_id());
   if (!parent) return;
+  // A record must be physically possible: some time passed, and no more than a piece moved.
+  if (m.cost_ns() == 0 || m.length() == 0 ||
+      (task.piece_length > 0 && m.length() > task.piece_length)) {
+    DF_LOG_DEBUG("implausible piece record ignored task_id={} peer_id={} bytes={} ns={}", task.id,
+                 peer.id, m.length(), m.cost_ns());
+    return;
+  }
   parent->updated = peer.updated;
   parent->upload_success++;
   parent->host->upload_success++;
@@ -817,7 +932,7 @@ void Scheduler::OnPieceFailed(Task& task, Peer& peer, const v1::PieceFailed& m) 
 }
 
 void Scheduler::OnPeerFinished(Task& task, Peer& peer, const v1::PeerFinished& m) {
-  LearnTaskSize(task, m.content_length(), 0, m.total_pieces());
+  LearnTaskSize(task, peer, m.content_length(), 0, m.total_pieces());
   RemoveParents(task, peer);  // it downloads nothing more; its parents' uploads are free
   SetState(task, peer, PeerState::kSucceeded);
 }

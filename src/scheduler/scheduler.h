@@ -68,15 +68,23 @@ class Scheduler {
   // Joins the background thread; idempotent.
   void Stop();
 
-  // Adds or refreshes a host. InvalidArgument when the id is empty.
-  Status AnnounceHost(const df::scheduler::v1::Host& host);
-  // Marks every peer of the host Left (no longer a candidate); unknown ids are ignored.
-  void LeaveHost(const std::string& host_id);
+  // Adds or refreshes a host. InvalidArgument when the id is empty; ResourceExhausted-like
+  // Unavailable when max_hosts hosts are known. `caller_ip` is the address of an
+  // unauthenticated caller ("" when the call carried the cluster's token): such a caller may not
+  // move a known host to another address unless it calls from the host's current one, so that a
+  // stranger cannot redirect a host's children to itself (PermissionDenied).
+  Status AnnounceHost(const df::scheduler::v1::Host& host, const std::string& caller_ip = "");
+  // Marks every peer of the host Left (no longer a candidate); unknown ids are ignored. An
+  // unauthenticated caller (`caller_ip` non-empty) may only remove a host that announced that
+  // address (PermissionDenied otherwise).
+  Status LeaveHost(const std::string& host_id, const std::string& caller_ip = "");
 
   // Handles the first message of an AnnouncePeer stream, which must be a register: records the
   // host (a minimal record when it never announced), task and peer, and sends the first decision
   // (if any can be made now) to `stream`. Returns the key later messages of the stream belong
-  // to; InvalidArgument when the message is not a register or lacks the host, task or peer id.
+  // to; InvalidArgument when the message is not a register or lacks the host, task or peer id,
+  // or its task spec is malformed; PermissionDenied when the task id is not the id of the task
+  // spec (task_spec.h: ids are recomputed, never trusted); Unavailable over max_tasks.
   // Registering an existing peer id again replaces its stream and restarts its scheduling.
   Result<PeerKey> RegisterPeer(const df::scheduler::v1::AnnouncePeerRequest& request,
                                std::shared_ptr<PeerStream> stream);
@@ -119,8 +127,23 @@ class Scheduler {
   std::shared_ptr<Host> TouchHost(const std::string& host_id, Clock::time_point now);
   Task& FindOrCreateTask(const std::string& task_id, const df::scheduler::v1::TaskInfo& info,
                          Clock::time_point now);
-  void LearnTaskSize(Task& task, int64_t content_length, uint64_t piece_length,
+  // Records the task's size when `from` may tell it (IsSizeAuthority) and it fits the task
+  // spec (task_spec.h); a conflicting or malformed size is logged and ignored.
+  void LearnTaskSize(Task& task, const Peer& from, int64_t content_length, uint64_t piece_length,
                      uint32_t total_pieces);
+  // True once a peer of the task succeeded and an origin fetcher reported digests.
+  static bool HasOriginCopy(const Task& task);
+  // Keeps the origin digest a PieceFinished carries when `from` is a size authority.
+  void RecordPieceDigest(Task& task, const Peer& from, const df::scheduler::v1::PieceFinished& m);
+  // Answers a PieceDigestsRequest with what is known (at most kMaxDigestsPerResponse pieces).
+  void SendPieceDigests(const Task& task, Peer& peer,
+                        const df::scheduler::v1::PieceDigestsRequest& m);
+  static constexpr uint32_t kMaxDigestsPerResponse = 4096;
+  // True for peers whose size comes from the origin: seed peers and peers this scheduler sent
+  // back to source.
+  bool IsSizeAuthority(const Peer& peer) const;
+  // The piece length the task's spec implies for `content_length`; 0 when none is valid.
+  static uint64_t ExpectedPieceLength(const Task& task, int64_t content_length);
   Peer& ResetPeer(Task& task, const std::string& peer_id, std::shared_ptr<Host> host,
                   std::shared_ptr<PeerStream> stream, Clock::time_point now);
   void SetState(Task& task, Peer& peer, PeerState state);

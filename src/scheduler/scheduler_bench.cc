@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "scheduler.grpc.pb.h"
+#include "common/ids.h"
 #include "scheduler/server.h"
 
 namespace {
@@ -36,7 +37,12 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 constexpr double kTargetP99Ms = 5.0;
-constexpr char kTaskId[] = "bench-task";
+constexpr char kTaskUrl[] = "http://origin/bench.bin";
+// The scheduler accepts only the real id of a task's spec.
+const std::string& BenchTaskId() {
+  static const std::string id = df::TaskId(df::TaskIdInput{kTaskUrl, "", "", 0, {}});
+  return id;
+}
 
 struct Options {
   int peers = 1000;
@@ -51,7 +57,7 @@ struct Options {
 v1::AnnouncePeerRequest Message(const std::string& host_id, const std::string& peer_id) {
   v1::AnnouncePeerRequest r;
   r.set_host_id(host_id);
-  r.set_task_id(kTaskId);
+  r.set_task_id(BenchTaskId());
   r.set_peer_id(peer_id);
   return r;
 }
@@ -61,8 +67,8 @@ v1::AnnouncePeerRequest Register(const std::string& host_id, const std::string& 
   auto* reg = r.mutable_register_();
   reg->set_host_id(host_id);
   reg->set_peer_id(peer_id);
-  reg->mutable_task()->set_task_id(kTaskId);
-  reg->mutable_task()->set_url("http://origin/bench.bin");
+  reg->mutable_task()->set_task_id(BenchTaskId());
+  reg->mutable_task()->set_url(kTaskUrl);
   reg->mutable_task()->set_content_length(-1);
   return r;
 }
@@ -225,7 +231,7 @@ UnaryStats MeasureStatTask(v1::Scheduler::Stub* stub, int calls) {
   for (int i = 0; i < calls; ++i) {
     grpc::ClientContext ctx;
     v1::StatTaskRequest req;
-    req.set_task_id(kTaskId);
+    req.set_task_id(BenchTaskId());
     v1::StatTaskResponse resp;
     auto start = Clock::now();
     if (stub->StatTask(&ctx, req, &resp).ok()) ms.push_back(Ms(Clock::now() - start));

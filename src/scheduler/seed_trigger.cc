@@ -42,6 +42,7 @@ void GrpcSeedTrigger::Trigger(const df::scheduler::v1::Host& seed,
   *call->request.mutable_task() = task;
   call->context.set_deadline(std::chrono::system_clock::now() +
                              std::chrono::milliseconds(timeout_ms_));
+  if (token_) token_->Attach(&call->context);
   df::dfdaemon::v1::DfdaemonUpload::Stub* stub;
   {
     std::lock_guard lock(mu_);

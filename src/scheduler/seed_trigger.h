@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "common/auth.h"
 #include "common/status.h"
 #include "dfdaemon.grpc.pb.h"
 
@@ -33,7 +34,9 @@ class SeedTrigger {
 // bounded by `timeout_ms`), so `done` callbacks never outlive this object.
 class GrpcSeedTrigger : public SeedTrigger {
  public:
-  explicit GrpcSeedTrigger(uint64_t timeout_ms = 5000) : timeout_ms_(timeout_ms) {}
+  // `token` (null: none; outlives this object) is attached to every call.
+  explicit GrpcSeedTrigger(const AuthToken* token = nullptr, uint64_t timeout_ms = 5000)
+      : token_(token), timeout_ms_(timeout_ms) {}
   ~GrpcSeedTrigger() override;
 
   void Trigger(const df::scheduler::v1::Host& seed, const df::scheduler::v1::TaskInfo& task,
@@ -43,6 +46,7 @@ class GrpcSeedTrigger : public SeedTrigger {
   df::dfdaemon::v1::DfdaemonUpload::Stub* StubFor(const std::string& address);
   void CallDone();
 
+  const AuthToken* const token_;
   const uint64_t timeout_ms_;
   std::mutex mu_;
   std::condition_variable idle_;

@@ -12,13 +12,18 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   DF_RETURN_IF_ERROR(ValidateConfig(config));
   auto evaluator = NewEvaluator(config.evaluator);
   if (!evaluator.ok()) return evaluator.status();
-  if (!seed_trigger) seed_trigger = std::make_unique<GrpcSeedTrigger>();
-
   std::unique_ptr<SchedulerServer> s(new SchedulerServer());
+  if (!config.auth_token_file.empty()) {
+    auto token = AuthToken::LoadFile(config.auth_token_file);
+    if (!token.ok()) return token.status();
+    s->token_ = std::move(token).value();
+  }
+  if (!seed_trigger) seed_trigger = std::make_unique<GrpcSeedTrigger>(&s->token_);
+
   s->metrics_ = std::make_unique<SchedulerMetrics>(registry);
   s->scheduler_ = std::make_unique<Scheduler>(config, std::move(evaluator).value(),
                                               std::move(seed_trigger), s->metrics_.get());
-  s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get());
+  s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->token_);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &s->port_);

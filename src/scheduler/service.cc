@@ -33,6 +33,13 @@ class AnnouncePeerStream final
   bool Send(const v1::AnnouncePeerResponse& response) override {
     std::lock_guard lock(mu_);
     if (done_ || finishing_) return false;
+    if (queue_.size() >= kMaxQueuedResponses) {
+      // A peer that does not read its stream must not grow the scheduler's memory: end it.
+      finishing_ = true;
+      final_status_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                   "peer reads its AnnouncePeer stream too slowly");
+      return false;
+    }
     queue_.push_back(response);
     if (!writing_) {
       writing_ = true;
@@ -105,6 +112,8 @@ class AnnouncePeerStream final
     Finish(final_status_);  // OnDone is never run inline here, so holding mu_ is safe
   }
 
+  static constexpr size_t kMaxQueuedResponses = 256;
+
   Scheduler& scheduler_;
   std::shared_ptr<AnnouncePeerStream> self_;  // released in OnDone
   // Touched only by gRPC's read chain (one reaction at a time).
@@ -144,25 +153,51 @@ grpc::Status ToGrpcStatus(const Status& status) {
   }
 }
 
+namespace {
+
+// An AnnouncePeer stream refused before its first read (no token): it ends at once.
+class RejectedStream final
+    : public grpc::ServerBidiReactor<v1::AnnouncePeerRequest, v1::AnnouncePeerResponse> {
+ public:
+  explicit RejectedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+std::string SchedulerService::CallerIp(const grpc::CallbackServerContext& context) const {
+  if (token_.enabled()) return "";  // authenticated by Check before this is called
+  std::string ip = PeerIp(context.peer());
+  // A transport without an address (in-process, unix socket) is local: treated as trusted.
+  return ip;
+}
+
 grpc::ServerUnaryReactor* SchedulerService::AnnounceHost(grpc::CallbackServerContext* context,
                                                          const v1::AnnounceHostRequest* request,
                                                          v1::AnnounceHostResponse*) {
   auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(scheduler_.AnnounceHost(request->host())));
+  grpc::Status auth = token_.Check(*context);
+  reactor->Finish(auth.ok()
+                      ? ToGrpcStatus(scheduler_.AnnounceHost(request->host(), CallerIp(*context)))
+                      : auth);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* SchedulerService::LeaveHost(grpc::CallbackServerContext* context,
                                                       const v1::LeaveHostRequest* request,
                                                       v1::LeaveHostResponse*) {
-  scheduler_.LeaveHost(request->host_id());
   auto* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
+  grpc::Status auth = token_.Check(*context);
+  reactor->Finish(auth.ok()
+                      ? ToGrpcStatus(scheduler_.LeaveHost(request->host_id(), CallerIp(*context)))
+                      : auth);
   return reactor;
 }
 
 grpc::ServerBidiReactor<v1::AnnouncePeerRequest, v1::AnnouncePeerResponse>*
-SchedulerService::AnnouncePeer(grpc::CallbackServerContext*) {
+SchedulerService::AnnouncePeer(grpc::CallbackServerContext* context) {
+  grpc::Status auth = token_.Check(*context);
+  if (!auth.ok()) return new RejectedStream(auth);  // deletes itself in OnDone
   return AnnouncePeerStream::Start(&scheduler_);
 }
 
@@ -170,6 +205,11 @@ grpc::ServerUnaryReactor* SchedulerService::StatTask(grpc::CallbackServerContext
                                                      const v1::StatTaskRequest* request,
                                                      v1::StatTaskResponse* response) {
   auto* reactor = context->DefaultReactor();
+  grpc::Status auth = token_.Check(*context);
+  if (!auth.ok()) {
+    reactor->Finish(auth);
+    return reactor;
+  }
   auto stat = scheduler_.StatTask(request->task_id());
   if (stat.ok()) *response = std::move(stat).value();
   reactor->Finish(ToGrpcStatus(stat.status()));

@@ -5,8 +5,13 @@
 // INVALID_ARGUMENT; a message for a peer the scheduler no longer knows ends it with NOT_FOUND
 // (the peer should register again); AnnounceHost with an empty id is INVALID_ARGUMENT; StatTask
 // for an unknown task is NOT_FOUND. Bad input never crashes the process.
+//
+// Trust: with a token configured every RPC without it is UNAUTHENTICATED before its request is
+// looked at. Without one, a caller is known only by its address, which is what AnnounceHost and
+// LeaveHost check (scheduler.h).
 #pragma once
 
+#include "common/auth.h"
 #include "scheduler.grpc.pb.h"
 #include "scheduler/scheduler.h"
 
@@ -16,7 +21,9 @@ namespace df::scheduler {
 // gRPC server this service is registered with (shut the server down first).
 class SchedulerService final : public df::scheduler::v1::Scheduler::CallbackService {
  public:
-  explicit SchedulerService(Scheduler* scheduler) : scheduler_(*scheduler) {}
+  // `token` (outlives the service) is checked on every RPC.
+  SchedulerService(Scheduler* scheduler, const AuthToken* token)
+      : scheduler_(*scheduler), token_(*token) {}
 
   grpc::ServerUnaryReactor* AnnounceHost(
       grpc::CallbackServerContext* context, const df::scheduler::v1::AnnounceHostRequest* request,
@@ -32,7 +39,11 @@ class SchedulerService final : public df::scheduler::v1::Scheduler::CallbackServ
                                      df::scheduler::v1::StatTaskResponse* response) override;
 
  private:
+  // "" for a caller that carried the token; its address otherwise (see scheduler.h).
+  std::string CallerIp(const grpc::CallbackServerContext& context) const;
+
   Scheduler& scheduler_;
+  const AuthToken& token_;
 };
 
 // Maps a Status to a gRPC status with the same meaning.

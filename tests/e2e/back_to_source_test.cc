@@ -178,8 +178,21 @@ TEST_F(BackToSourceTest, HeadersReachTheOriginAndBadSchemesAreRejected) {
   Process daemon = StartDaemon();
   std::string out;
   EXPECT_EQ(Dfget({origin.Url("h.bin"), "-O", Out("h.bin"), "-H", "X-Test: yes"}, &out), 0) << out;
+  // nginx writes its log line after the response: wait for every request to be logged.
+  std::vector<std::string> seen;
+  for (int i = 0; i < 100; ++i) {
+    seen = origin.LoggedHeader();
+    if (!seen.empty() && static_cast<int>(seen.size()) == origin.Requests()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(seen.empty()) << "the origin logged no request";
+  for (const std::string& v : seen)
+    EXPECT_EQ(v, "yes") << "a request reached the origin without it";
+  int before = origin.Requests();
   EXPECT_EQ(Dfget({"ftp://127.0.0.1/x", "-O", Out("x")}, &out), 2) << out;
   EXPECT_NE(out.find("unsupported URL"), std::string::npos) << out;
+  EXPECT_EQ(Dfget({"gopher://127.0.0.1/x", "-O", Out("x")}, &out), 2) << out;
+  EXPECT_EQ(origin.Requests(), before);
 }
 
 TEST_F(BackToSourceTest, StartsADaemonWhenNoneRuns) {

@@ -2,12 +2,15 @@
 // clients playing peers, and (for seed triggers) a real DfdaemonUpload server that records the
 // TriggerDownloadTask calls it receives.
 #include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -17,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/ids.h"
 #include "dfdaemon.grpc.pb.h"
 #include "scheduler.grpc.pb.h"
 #include "scheduler/server.h"
@@ -26,6 +30,12 @@ namespace {
 
 namespace v1 = df::scheduler::v1;
 using namespace std::chrono_literals;
+
+// Tests name their tasks; the scheduler only accepts the real id of a task's spec.
+std::string UrlOf(const std::string& task_name) { return "http://origin/" + task_name; }
+std::string Id(const std::string& task_name) {
+  return TaskId(TaskIdInput{UrlOf(task_name), "", "", 0, {}});
+}
 
 // A seed host's dfdaemon, reduced to what the scheduler calls: it records trigger requests.
 class RecordingDaemon final : public df::dfdaemon::v1::DfdaemonUpload::Service {
@@ -77,8 +87,11 @@ class RecordingDaemon final : public df::dfdaemon::v1::DfdaemonUpload::Service {
 class PeerClient {
  public:
   PeerClient(v1::Scheduler::Stub* stub, std::string host_id, std::string peer_id,
-             std::string task_id)
-      : host_id_(std::move(host_id)), peer_id_(std::move(peer_id)), task_id_(std::move(task_id)) {
+             const std::string& task_name)
+      : host_id_(std::move(host_id)),
+        peer_id_(std::move(peer_id)),
+        task_id_(Id(task_name)),
+        url_(UrlOf(task_name)) {
     stream_ = stub->AnnouncePeer(&context_);
     reader_ = std::thread([this] {
       v1::AnnouncePeerResponse r;
@@ -103,13 +116,14 @@ class PeerClient {
 
   const std::string& id() const { return peer_id_; }
 
-  void Register(int64_t content_length = -1) {
+  // Registers for the task; `claimed_task_id` (default: the task's real id) is the id sent.
+  void Register(int64_t content_length = -1, const std::string& claimed_task_id = "") {
     v1::AnnouncePeerRequest r = Request();
     auto* reg = r.mutable_register_();
     reg->set_host_id(host_id_);
     reg->set_peer_id(peer_id_);
-    reg->mutable_task()->set_task_id(task_id_);
-    reg->mutable_task()->set_url("http://origin/" + task_id_);
+    reg->mutable_task()->set_task_id(claimed_task_id.empty() ? task_id_ : claimed_task_id);
+    reg->mutable_task()->set_url(url_);
     reg->mutable_task()->set_content_length(content_length);
     Send(r);
   }
@@ -147,6 +161,23 @@ class PeerClient {
     Send(r);
   }
 
+  // A piece fetched from the origin, with its digest (as seeds report them).
+  void PieceFromOrigin(uint32_t number) {
+    auto r = Request();
+    auto* p = r.mutable_piece_finished();
+    p->set_piece_number(number);
+    p->set_length(4 << 20);
+    p->set_cost_ns(20'000'000);
+    p->set_sha256(std::string(32, static_cast<char>('a' + number % 26)));
+    Send(r);
+  }
+
+  void ReportSize(int64_t content_length) {
+    auto r = Request();
+    r.mutable_task_metadata()->set_content_length(content_length);
+    Send(r);
+  }
+
   // The next response, or nullopt after `timeout` or when the stream ended.
   std::optional<v1::AnnouncePeerResponse> Next(std::chrono::milliseconds timeout = 5s) {
     std::unique_lock lock(mu_);
@@ -179,7 +210,7 @@ class PeerClient {
   }
 
  private:
-  std::string host_id_, peer_id_, task_id_;
+  std::string host_id_, peer_id_, task_id_, url_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::AnnouncePeerRequest, v1::AnnouncePeerResponse>>
       stream_;
@@ -224,8 +255,8 @@ class SchedulerGrpcTest : public ::testing::Test {
   }
 
   std::unique_ptr<PeerClient> Peer(const std::string& host_id, const std::string& peer_id,
-                                   const std::string& task_id = "task-1") {
-    return std::make_unique<PeerClient>(stub_.get(), host_id, peer_id, task_id);
+                                   const std::string& task_name = "task-1") {
+    return std::make_unique<PeerClient>(stub_.get(), host_id, peer_id, task_name);
   }
 
   Scheduler& scheduler() { return server_->scheduler(); }
@@ -239,8 +270,8 @@ class SchedulerGrpcTest : public ::testing::Test {
     return pred();
   }
 
-  PeerState StateOf(const std::string& peer_id, const std::string& task_id = "task-1") {
-    auto p = scheduler().GetPeer(task_id, peer_id);
+  PeerState StateOf(const std::string& peer_id, const std::string& task_name = "task-1") {
+    auto p = scheduler().GetPeer(Id(task_name), peer_id);
     return p ? p->state : PeerState::kPending;
   }
 
@@ -288,7 +319,7 @@ TEST_F(SchedulerGrpcTest, RegisterReturnsCandidateParentsWithTheirHosts) {
   meta.mutable_task_metadata()->set_piece_length(4 << 20);
   a->Send(meta);
   ASSERT_TRUE(Eventually([&] {
-    auto s = scheduler().StatTask("task-1");
+    auto s = scheduler().StatTask(Id("task-1"));
     return s.ok() && s->content_length() == (10 << 20);
   }));
   auto c = Peer("host-c", "peer-c");
@@ -299,8 +330,8 @@ TEST_F(SchedulerGrpcTest, RegisterReturnsCandidateParentsWithTheirHosts) {
   EXPECT_EQ(rc->normal_task().task().content_length(), 10 << 20);
   EXPECT_EQ(rc->normal_task().task().total_pieces(), 3u);
   // The DAG: c downloads from a and b; b from a.
-  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-c")->parents, (Strings{"peer-a", "peer-b"}));
-  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-b")->parents, (Strings{"peer-a"}));
+  EXPECT_EQ(scheduler().GetPeer(Id("task-1"), "peer-c")->parents, (Strings{"peer-a", "peer-b"}));
+  EXPECT_EQ(scheduler().GetPeer(Id("task-1"), "peer-b")->parents, (Strings{"peer-a"}));
 }
 
 TEST_F(SchedulerGrpcTest, TriggersTheSeedOnceAndPushesParentsWhenItRegisters) {
@@ -313,7 +344,7 @@ TEST_F(SchedulerGrpcTest, TriggersTheSeedOnceAndPushesParentsWhenItRegisters) {
   auto a = Peer("host-a", "peer-a");
   a->Register();
   ASSERT_EQ(daemon.WaitForTriggers(1), 1u);
-  EXPECT_EQ(daemon.triggered()[0], "task-1");
+  EXPECT_EQ(daemon.triggered()[0], Id("task-1"));
   EXPECT_EQ(daemon.urls()[0], "http://origin/task-1") << "the seed learns where to fetch from";
   EXPECT_FALSE(a->Next(200ms).has_value()) << "no candidate yet: the peer waits";
 
@@ -339,7 +370,7 @@ TEST_F(SchedulerGrpcTest, TriggersTheSeedOnceAndPushesParentsWhenItRegisters) {
   other->Register();
   EXPECT_EQ(daemon.WaitForTriggers(2), 2u);
   std::this_thread::sleep_for(100ms);
-  EXPECT_EQ(daemon.triggered(), (Strings{"task-1", "task-2"}));
+  EXPECT_EQ(daemon.triggered(), (Strings{Id("task-1"), Id("task-2")}));
 }
 
 TEST_F(SchedulerGrpcTest, SeedPeerFetchesFromTheOriginOnlyWhileNoPeerSucceeded) {
@@ -352,6 +383,8 @@ TEST_F(SchedulerGrpcTest, SeedPeerFetchesFromTheOriginOnlyWhileNoPeerSucceeded) 
   auto seed = Peer("seed-host", "seed-1", "task-9");
   seed->Register();
   ASSERT_TRUE(seed->Next()->has_need_back_to_source());
+  seed->ReportSize(10 << 20);
+  seed->PieceFromOrigin(0);
   EXPECT_EQ(a->NextParents(), (Strings{"seed-1"}));
   a->Finished();
   ASSERT_TRUE(Eventually([&] { return StateOf("peer-a", "task-9") == PeerState::kSucceeded; }));
@@ -417,7 +450,7 @@ TEST_F(SchedulerGrpcTest, RescheduleNeverOffersBadParentsAgain) {
 
   c->Reschedule({"peer-a"});
   EXPECT_EQ(c->NextParents(), (Strings{"peer-b"}));
-  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-c")->parents, (Strings{"peer-b"}));
+  EXPECT_EQ(scheduler().GetPeer(Id("task-1"), "peer-c")->parents, (Strings{"peer-b"}));
 
   // A new peer appears: c (with fewer parents than the limit) is pushed it, still without a.
   auto d = Peer("host-d", "peer-d");
@@ -479,8 +512,8 @@ TEST_F(SchedulerGrpcTest, APeerThatLeavesIsNoLongerACandidate) {
 
   // GC drops the Left peer.
   scheduler().CollectGarbage();
-  EXPECT_FALSE(scheduler().GetPeer("task-1", "peer-b").has_value());
-  EXPECT_TRUE(scheduler().GetPeer("task-1", "peer-c").has_value());
+  EXPECT_FALSE(scheduler().GetPeer(Id("task-1"), "peer-b").has_value());
+  EXPECT_TRUE(scheduler().GetPeer(Id("task-1"), "peer-c").has_value());
 }
 
 TEST_F(SchedulerGrpcTest, ParentsThatLeaveAreReplacedByAPush) {
@@ -499,7 +532,7 @@ TEST_F(SchedulerGrpcTest, ParentsThatLeaveAreReplacedByAPush) {
   EXPECT_EQ(c->NextParents(), (Strings{"peer-a", "peer-b"}));
   a.reset();  // a's stream is cancelled: it leaves
   ASSERT_TRUE(Eventually([&] { return StateOf("peer-a") == PeerState::kLeft; }));
-  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-c")->parents, (Strings{"peer-b"}));
+  EXPECT_EQ(scheduler().GetPeer(Id("task-1"), "peer-c")->parents, (Strings{"peer-b"}));
 }
 
 TEST_F(SchedulerGrpcTest, LeaveHostMakesItsPeersLeft) {
@@ -523,10 +556,143 @@ TEST_F(SchedulerGrpcTest, LeaveHostMakesItsPeersLeft) {
 TEST_F(SchedulerGrpcTest, EmptyTaskIsAnsweredAsSuch) {
   StartScheduler();
   AnnounceHost("host-a");
+  AnnounceHost("host-b");
   auto a = Peer("host-a", "peer-a", "empty-task");
-  a->Register(/*content_length=*/0);
-  auto r = a->Next();
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  a->ReportSize(0);  // what the origin told the peer the scheduler sent there
+  auto b = Peer("host-b", "peer-b", "empty-task");
+  b->Register();
+  auto r = b->Next();
   ASSERT_TRUE(r && r->has_empty_task()) << (r ? r->ShortDebugString() : "none");
+}
+
+// Issue 14: one peer reporting size 0 (or registering with it) made later peers get EmptyTask,
+// and a resumed peer then placed a partial file as a success.
+TEST_F(SchedulerGrpcTest, OnlyAPeerSentToTheOriginTellsTheSize) {
+  StartScheduler();
+  AnnounceHost("host-a");
+  AnnounceHost("host-b");
+  AnnounceHost("host-c");
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Peer("host-b", "peer-b");
+  b->Register(/*content_length=*/0);  // a registrant's size is not believed
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  b->ReportSize(0);  // nor the size of a peer that was given parents
+  b->Finished();
+  auto c = Peer("host-c", "peer-c");
+  c->Register();
+  auto r = c->Next();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_FALSE(r->has_empty_task()) << r->ShortDebugString();
+  EXPECT_EQ(scheduler().StatTask(Id("task-1"))->content_length(), -1);
+}
+
+TEST_F(SchedulerGrpcTest, ASizeThatDoesNotFitTheSpecIsIgnored) {
+  StartScheduler();
+  AnnounceHost("host-a");
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto bad = a->Request();
+  bad.mutable_task_metadata()->set_content_length(10 << 20);
+  bad.mutable_task_metadata()->set_piece_length(1);  // not the spec's rule (4 MiB)
+  a->Send(bad);
+  auto huge = a->Request();
+  huge.mutable_task_metadata()->set_content_length(int64_t{1} << 62);  // far too many pieces
+  a->Send(huge);
+  a->ReportSize(10 << 20);
+  ASSERT_TRUE(Eventually([&] {
+    auto s = scheduler().StatTask(Id("task-1"));
+    return s.ok() && s->content_length() == (10 << 20);
+  }));
+  EXPECT_EQ(scheduler().StatTask(Id("task-1"))->total_pieces(), 3u);
+}
+
+// Issue 14: the scheduler trusted the task id a peer sent, so the first registrant decided what
+// the seed fetches under any id.
+TEST_F(SchedulerGrpcTest, ARegisterWhoseIdIsNotItsSpecsIsRefused) {
+  StartScheduler();
+  AnnounceHost("host-a");
+  auto a = Peer("host-a", "peer-a", "task-1");
+  a->Register(-1, /*claimed_task_id=*/Id("task-2"));
+  EXPECT_FALSE(a->Next(2s).has_value());
+  EXPECT_EQ(a->Close().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_FALSE(scheduler().StatTask(Id("task-2")).ok());
+}
+
+TEST_F(SchedulerGrpcTest, WithATokenEveryRpcMustCarryIt) {
+  std::string path = ::testing::TempDir() + "/scheduler-token";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("0123456789abcdef-secret\n", f);
+    std::fclose(f);
+    ::chmod(path.c_str(), 0600);
+  }
+  StartScheduler([&](SchedulerConfig& c) { c.auth_token_file = path; });
+  v1::AnnounceHostRequest req;
+  req.mutable_host()->set_id("host-a");
+  req.mutable_host()->set_ip("127.0.0.1");
+  v1::AnnounceHostResponse resp;
+  grpc::ClientContext anonymous;
+  EXPECT_EQ(stub_->AnnounceHost(&anonymous, req, &resp).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  grpc::ClientContext wrong;
+  wrong.AddMetadata("authorization", "Bearer 0123456789abcdef-secreT");
+  EXPECT_EQ(stub_->AnnounceHost(&wrong, req, &resp).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  grpc::ClientContext right;
+  right.AddMetadata("authorization", "Bearer 0123456789abcdef-secret");
+  EXPECT_TRUE(stub_->AnnounceHost(&right, req, &resp).ok());
+  EXPECT_EQ(scheduler().host_count(), 1u);
+  grpc::ClientContext stream_ctx;  // a stream without the token ends before its first read
+  auto stream = stub_->AnnouncePeer(&stream_ctx);
+  v1::AnnouncePeerRequest reg;
+  reg.mutable_register_()->set_host_id("host-a");
+  reg.mutable_register_()->set_peer_id("peer-a");
+  reg.mutable_register_()->mutable_task()->set_task_id(Id("task-1"));
+  reg.mutable_register_()->mutable_task()->set_url(UrlOf("task-1"));
+  (void)stream->Write(reg);  // may already fail: the server may have ended the stream
+  stream->WritesDone();
+  v1::AnnouncePeerResponse answer;
+  EXPECT_FALSE(stream->Read(&answer));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_FALSE(scheduler().StatTask(Id("task-1")).ok());
+  ::unlink(path.c_str());
+}
+
+// Issue 14: AnnounceHost/LeaveHost with any host id overwrote or evicted that host.
+TEST_F(SchedulerGrpcTest, WithoutATokenAHostIsMovedOrRemovedOnlyFromItsOwnAddress) {
+  StartScheduler();
+  v1::AnnounceHostRequest req;
+  req.mutable_host()->set_id("far-host");
+  req.mutable_host()->set_ip("10.9.9.9");  // announced by someone who is not 10.9.9.9
+  v1::AnnounceHostResponse resp;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->AnnounceHost(&ctx, req, &resp).ok());
+  }
+  req.mutable_host()->set_ip("127.0.0.1");
+  {
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub_->AnnounceHost(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  v1::LeaveHostRequest leave;
+  leave.set_host_id("far-host");
+  v1::LeaveHostResponse left;
+  {
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub_->LeaveHost(&ctx, leave, &left).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  AnnounceHost("host-a");  // ip 127.0.0.1, the caller's own: it may leave
+  leave.set_host_id("host-a");
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(stub_->LeaveHost(&ctx, leave, &left).ok());
 }
 
 TEST_F(SchedulerGrpcTest, AStreamThatDoesNotStartWithRegisterIsRejected) {
@@ -559,11 +725,11 @@ TEST_F(SchedulerGrpcTest, PieceReportsBecomeBandwidthRecordsAndStats) {
   ASSERT_TRUE(Eventually([&] { return scheduler().records().record_count() == 3; }));
   EXPECT_EQ(scheduler().records().Pair("host-b", "host-a").size(), 3u);
   EXPECT_NEAR(scheduler().records().EstimateBytesPerSec("host-b", "host-a"), (4 << 20) / 0.02, 1);
-  EXPECT_EQ(scheduler().GetPeer("task-1", "peer-b")->finished_pieces, 2u);
+  EXPECT_EQ(scheduler().GetPeer(Id("task-1"), "peer-b")->finished_pieces, 2u);
 
   grpc::ClientContext ctx;
   v1::StatTaskRequest req;
-  req.set_task_id("task-1");
+  req.set_task_id(Id("task-1"));
   v1::StatTaskResponse stat;
   ASSERT_TRUE(stub_->StatTask(&ctx, req, &stat).ok());
   EXPECT_EQ(stat.peer_count(), 2u);
@@ -584,7 +750,7 @@ TEST_F(SchedulerGrpcTest, HostsThatStopAnnouncingAreCollected) {
   EXPECT_TRUE(a->Close().ok());
   std::this_thread::sleep_for(150ms);
   scheduler().CollectGarbage();
-  EXPECT_FALSE(scheduler().GetPeer("task-1", "peer-a").has_value());
+  EXPECT_FALSE(scheduler().GetPeer(Id("task-1"), "peer-a").has_value());
   EXPECT_EQ(scheduler().host_count(), 0u);
 }
 
@@ -781,6 +947,60 @@ TEST_F(SchedulerCapacityTest, WithoutRatesEveryGoodCandidateIsOffered) {
   EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
   auto c = Registered("host-c", "peer-c");
   EXPECT_EQ(c->NextParents(), (Strings{"peer-a", "peer-b"}));
+}
+
+}  // namespace
+}  // namespace df::scheduler
+
+namespace df::scheduler {
+namespace {
+
+// Issue 14: any peer saying it finished made a seed take parents instead of the origin, so a
+// liar that "finished" first became the seed's only source.
+TEST_F(SchedulerGrpcTest, APeerClaimingToHaveFinishedDoesNotKeepTheSeedFromTheOrigin) {
+  RecordingDaemon daemon;
+  StartScheduler();
+  AnnounceHost("host-a");
+  AnnounceHost("seed-host", v1::HOST_TYPE_SEED, daemon.port());
+  auto liar = Peer("host-a", "liar");
+  liar->Register();
+  liar->Finished();
+  ASSERT_TRUE(Eventually([&] { return StateOf("liar") == PeerState::kSucceeded; }));
+  auto seed = Peer("seed-host", "seed-1");
+  seed->Register();
+  auto r = seed->Next();
+  ASSERT_TRUE(r && r->has_need_back_to_source()) << (r ? r->ShortDebugString() : "none");
+}
+
+// Children get the digests the seed reported, and learn whether missing ones will come.
+TEST_F(SchedulerGrpcTest, PieceDigestsComeFromTheOriginFetcherOnly) {
+  StartScheduler();
+  AnnounceHost("host-a");
+  AnnounceHost("host-b");
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  a->ReportSize(10 << 20);
+  a->PieceFromOrigin(1);
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  b->PieceFromOrigin(0);  // b was given parents: its "origin" digests are not believed
+  auto ask = b->Request();
+  ask.mutable_piece_digests_request()->set_first_piece(0);
+  ask.mutable_piece_digests_request()->set_count(100);
+  b->Send(ask);
+  std::optional<v1::AnnouncePeerResponse> r;
+  do {
+    r = b->Next();
+  } while (r && !r->has_piece_digests());
+  ASSERT_TRUE(r.has_value());
+  const auto& d = r->piece_digests();
+  EXPECT_TRUE(d.expected());
+  ASSERT_EQ(d.sha256_size(), 3) << "one entry per piece of the task, and no more";
+  EXPECT_EQ(d.sha256(0), "");
+  EXPECT_EQ(d.sha256(1), std::string(32, 'b'));
+  EXPECT_EQ(d.sha256(2), "");
 }
 
 }  // namespace

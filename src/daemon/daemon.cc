@@ -2,6 +2,7 @@
 
 #include <prometheus/gauge.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -99,6 +100,13 @@ Status Daemon::Start() {
     DF_RETURN_IF_ERROR(
         metrics_.Start(config_.listen_ip + ":" + std::to_string(config_.metrics_port)));
   }
+  // /healthz answers 503 with the reason when this peer cannot store what it downloads.
+  metrics_.SetHealthCheck([dir = config_.data_dir]() -> std::string {
+    if (::access(dir.c_str(), W_OK) != 0) return "data dir " + dir + " is not writable";
+    struct statvfs fs {};
+    if (::statvfs(dir.c_str(), &fs) == 0 && fs.f_bavail == 0) return "data dir " + dir + " is full";
+    return "";
+  });
   auto& reg = metrics_.registry();
   running_tasks_ = &prometheus::BuildGauge()
                         .Name("dfdaemon_running_tasks")

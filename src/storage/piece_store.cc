@@ -382,6 +382,16 @@ std::vector<std::pair<uint32_t, uint32_t>> VerifyPieces(
   return kept;
 }
 
+// True when `fd` is no longer the file at `path`: removed (no links left) or replaced by another
+// inode. Other stat errors are not taken as proof, so a transient failure drops nothing.
+bool ContentFileGone(int fd, const std::string& path) {
+  struct stat by_fd {};
+  struct stat by_path {};
+  if (::fstat(fd, &by_fd) == 0 && by_fd.st_nlink == 0) return true;
+  if (::stat(path.c_str(), &by_path) != 0) return errno == ENOENT || errno == ENOTDIR;
+  return by_fd.st_dev != by_path.st_dev || by_fd.st_ino != by_path.st_ino;
+}
+
 bool ContentFileComplete(const std::string& path, int64_t content_length) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && st.st_size >= content_length;
@@ -492,9 +502,14 @@ Result<std::shared_ptr<TaskStorage>> PieceStore::OpenOrCreateTask(const TaskMeta
   int64_t now_ms = NowUnixMs();
   std::lock_guard lock(mu_);
   if (auto it = tasks_.find(meta.task_id); it != tasks_.end()) {
-    it->second->Touch(now_ms);
-    DF_RETURN_IF_ERROR(PersistMetaLocked(it->second->meta()));
-    return it->second;
+    std::shared_ptr<TaskStorage> task = it->second;
+    auto gone = DropIfContentGoneLocked(task);
+    if (!gone.ok()) return gone.status();
+    if (!*gone) {
+      task->Touch(now_ms);
+      DF_RETURN_IF_ERROR(PersistMetaLocked(task->meta()));
+      return task;
+    }
   }
   std::string path = ContentPath(meta.task_id);
   auto fd = OpenContentFile(path);
@@ -516,7 +531,22 @@ Result<std::shared_ptr<TaskStorage>> PieceStore::OpenOrCreateTask(const TaskMeta
 std::shared_ptr<TaskStorage> PieceStore::FindTask(const std::string& task_id) {
   std::lock_guard lock(mu_);
   auto it = tasks_.find(task_id);
-  return it == tasks_.end() ? nullptr : it->second;
+  if (it == tasks_.end()) return nullptr;
+  std::shared_ptr<TaskStorage> task = it->second;
+  auto gone = DropIfContentGoneLocked(task);
+  if (!gone.ok()) DF_LOG_WARN("dropping task {}: {}", task_id, gone.status().ToString());
+  return gone.ok() && !*gone ? task : nullptr;
+}
+
+Result<bool> PieceStore::DropIfContentGoneLocked(const std::shared_ptr<TaskStorage>& task) {
+  if (!ContentFileGone(task->content_fd(), task->content_path())) return false;
+  // Its pieces and CRC32Cs describe bytes that are no longer at the path: serving them or placing
+  // them as an output would hand out the old inode (or fail); forget the task so that the next
+  // download starts fresh. Holders of the old handle see it closed.
+  DF_LOG_WARN("content file removed or replaced behind the store, dropping task task_id={} path={}",
+              task->task_id(), task->content_path());
+  DF_RETURN_IF_ERROR(DeleteTaskLocked(task->task_id()));
+  return true;
 }
 
 Status PieceStore::DeleteTask(const std::string& task_id) {

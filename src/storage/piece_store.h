@@ -115,8 +115,12 @@ class PieceStore {
 
   // Returns the task's storage, creating it (empty content file) when absent. Updates its
   // access time. `meta.task_id` must be non-empty; other fields fill in a new record.
+  // A task whose content file was removed or replaced behind the store's back (see
+  // FindTask) is dropped first and created afresh.
   Result<std::shared_ptr<TaskStorage>> OpenTask(const TaskMeta& meta);
-  // The task's storage if the store has it, else nullptr.
+  // The task's storage if the store has it, else nullptr. When the content file was removed
+  // (the open fd has no links left) or replaced (the path names another inode) by hand, the
+  // task is dropped (metadata, pieces, and the handle, which is closed) and nullptr returned.
   std::shared_ptr<TaskStorage> FindTask(const std::string& task_id);
   // Removes content and metadata. NotFound when absent. Waiters on it are woken.
   Status DeleteTask(const std::string& task_id);
@@ -149,6 +153,9 @@ class PieceStore {
   std::string ContentPath(const std::string& task_id) const;
   // Removes `task_id` from the map, the database and the disk. EXCLUSIVE_LOCKS_REQUIRED(mu_).
   Status DeleteTaskLocked(const std::string& task_id);
+  // Drops `task` when its content file is gone or replaced; true when it did.
+  // EXCLUSIVE_LOCKS_REQUIRED(mu_).
+  Result<bool> DropIfContentGoneLocked(const std::shared_ptr<TaskStorage>& task);
 
   const std::string dir_;
   std::mutex mu_;

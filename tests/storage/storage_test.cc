@@ -148,6 +148,63 @@ TEST(PieceStore, FinishedTaskWithMissingContentIsDropped) {
   EXPECT_TRUE(store->ListTasks().empty());
 }
 
+// Issue: `rm DATA_DIR/content/<task>` broke every later download of the URL until a restart,
+// because the store kept serving the open handle of the deleted file.
+TEST(PieceStore, ContentFileRemovedByHandIsNoticedAndTheTaskStartsFresh) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  std::string path;
+  {
+    auto task = store->OpenTask(MakeMeta("t1", 2 * kPieceLength)).value();
+    for (uint32_t n : {0u, 1u}) WriteAndCommit(*task, n);
+    ASSERT_TRUE(task->done());
+    path = task->content_path();
+  }
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  EXPECT_EQ(store->FindTask("t1"), nullptr);
+
+  {
+    auto task = store->OpenTask(MakeMeta("t1", 2 * kPieceLength));
+    ASSERT_TRUE(task.ok()) << task.status().ToString();
+    EXPECT_FALSE((*task)->done());
+    EXPECT_EQ((*task)->finished_count(), 0u);
+    struct stat by_path {};
+    struct stat by_fd {};
+    ASSERT_EQ(::stat(path.c_str(), &by_path), 0) << "a fresh content file is created";
+    ASSERT_EQ(::fstat((*task)->content_fd(), &by_fd), 0);
+    EXPECT_EQ(by_path.st_ino, by_fd.st_ino);
+    EXPECT_EQ(by_path.st_size, static_cast<off_t>(2 * kPieceLength));
+  }
+  // The drop is recorded: a reopened store does not resurrect the old pieces.
+  store.reset();
+  EXPECT_EQ(OpenStore(dir.path())->FindTask("t1")->finished_count(), 0u);
+}
+
+TEST(PieceStore, ContentFileReplacedByHandIsNoticed) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  std::string path;
+  {
+    auto task = store->OpenTask(MakeMeta("t1", kPieceLength)).value();
+    WriteAndCommit(*task, 0);
+    path = task->content_path();
+  }
+  // Another file now sits at the path (same size, other bytes): the recorded CRC32Cs describe the
+  // old inode, not this one.
+  std::string tmp = path + ".new";
+  std::string other(kPieceLength, 'z');
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, other.data(), other.size()), static_cast<ssize_t>(other.size()));
+  ::close(fd);
+  ASSERT_EQ(::rename(tmp.c_str(), path.c_str()), 0);
+
+  auto task = store->OpenTask(MakeMeta("t1", kPieceLength));
+  ASSERT_TRUE(task.ok()) << task.status().ToString();
+  EXPECT_FALSE((*task)->done());
+  EXPECT_FALSE((*task)->HasPiece(PieceNumber{0}));
+}
+
 TEST(PieceStore, DeleteRemovesContentAndMetadataAndWakesWaiters) {
   TempDir dir;
   auto store = OpenStore(dir.path());

@@ -6,6 +6,16 @@
 // recorded piece of unfinished tasks and drops those whose CRC32C no longer matches, so a peer
 // never reports or serves a piece it has not verified.
 //
+// Durability: piece writes are not synced one by one (a power loss may lose recent bytes; the
+// re-verification above catches that). When the last piece commits, the content file is
+// fdatasync'ed *before* the done flag is persisted, together with content_synced = 1. So a task
+// recorded done and synced has durable bytes and Open() trusts it without reading it (startup
+// stays fast with a large cache). A task recorded done but not synced (a store written before
+// the content_synced column existed, or an fdatasync that failed) is re-verified on Open() like
+// an unfinished one: if every piece still matches, it is synced and marked so; otherwise it
+// becomes unfinished and resumes. (A column rather than comparing mtimes with a recorded sync
+// time: mtime does not say whether the bytes reached the disk, and clocks move.)
+//
 // Layout under `dir`:  dir/metadata.db   dir/content/<task_id>
 #pragma once
 
@@ -34,6 +44,9 @@ struct TaskMeta {
   int64_t created_unix_ms = 0;
   int64_t accessed_unix_ms = 0;
   bool done = false;  // every piece finished
+  // The content was fdatasync'ed after the last piece and before `done` was persisted; done
+  // tasks without it are re-verified on Open().
+  bool content_synced = false;
 };
 
 class PieceStore;
@@ -55,7 +68,9 @@ class TaskStorage {
   Status SetContentLength(int64_t content_length, uint64_t piece_length);
 
   // Records that piece `n` (already written at its offset) has CRC32C `crc`. Idempotent.
-  // Wakes WaitForPieces() callers. When the last piece commits, the task becomes done.
+  // Wakes WaitForPieces() callers. When the last piece commits, the task becomes done: the
+  // content is fdatasync'ed before that is persisted (a failed sync is logged and leaves the
+  // task to be re-verified on the next Open()).
   Status CommitPiece(PieceNumber n, uint32_t crc);
 
   bool HasPiece(PieceNumber n) const;
@@ -82,6 +97,8 @@ class TaskStorage {
   friend class PieceStore;
   // Sets the in-memory access time (persisted by OpenTask).
   void Touch(int64_t now_unix_ms);
+  // Syncs the content, then persists the done task. Called once, by the last CommitPiece.
+  Status SyncAndPersistDone();
   // Sizes the per-piece vectors for `total_pieces`. EXCLUSIVE_LOCKS_REQUIRED(mu_).
   void ResizeLocked(uint32_t total_pieces);
 
@@ -150,6 +167,9 @@ class PieceStore {
   // Helpers of Open(); see piece_store.cc.
   Status InitSchema();
   Status LoadTasks();
+  // Re-verifies a task recorded done but not synced; updates `meta` (content_synced, or done =
+  // false when pieces were lost) and persists it. EXCLUSIVE_LOCKS_REQUIRED(mu_).
+  Status ReverifyUnsyncedDoneTaskLocked(TaskMeta& meta, int fd, size_t verified_pieces);
   std::string ContentPath(const std::string& task_id) const;
   // Removes `task_id` from the map, the database and the disk. EXCLUSIVE_LOCKS_REQUIRED(mu_).
   Status DeleteTaskLocked(const std::string& task_id);

@@ -34,9 +34,13 @@ class TaskManager {
   std::map<std::string, std::shared_ptr<PeerTask>> tasks_;  // GUARDED_BY(mu_)
 };
 
-// Places the task's content at `output_path` atomically: a hard link (or, across filesystems,
-// a copy) under a temporary name in the output's directory, then rename(2). On any failure the
-// temporary is removed and nothing appears at `output_path`.
+// Places a copy of the task's content at `output_path` atomically: an independent copy (a
+// reflink where the filesystem shares extents copy-on-write, else an in-kernel copy; never a
+// hard link, so editing the output cannot change the cache) under a temporary name in the
+// output's directory, fsync'ed, then rename(2). Only a regular file at `output_path` is
+// replaced: a symlink, device, fifo, socket or directory there gives InvalidArgument naming the
+// path and is left alone. On any failure the temporary is removed and nothing appears at
+// `output_path`.
 Status PlaceOutput(const std::string& content_path, uint64_t content_length,
                    const std::string& output_path);
 

@@ -109,6 +109,67 @@ TEST(PlaceOutput, AppearsAtomicallyAndFailsWithoutLeavingFiles) {
   EXPECT_EQ(entries, 1u);
 }
 
+size_t Entries(const std::string& dir) {
+  size_t n = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir)) (void)e, ++n;
+  return n;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Issue: `dfget -O /dev/stdout` as root replaced the system's /dev/stdout symlink with a regular
+// file. Only a regular file (or nothing) may be replaced.
+TEST(PlaceOutput, RefusesToReplaceWhatIsNotARegularFile) {
+  TempDir d;
+  std::string content = d.Write("content", "new bytes");
+  std::string target = d.Write("target", "precious");
+  std::string out = d.path() + "/out";
+  std::filesystem::create_directory(out);
+  ASSERT_EQ(::symlink(target.c_str(), (out + "/link").c_str()), 0);
+  ASSERT_EQ(::mkfifo((out + "/fifo").c_str(), 0644), 0);
+  std::filesystem::create_directory(out + "/dir");
+  for (const char* name : {"link", "fifo", "dir"}) {
+    std::string path = out + "/" + name;
+    Status s = PlaceOutput(content, 9, path);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << name << ": " << s.ToString();
+    EXPECT_NE(s.message().find(path), std::string::npos) << s.message();
+  }
+  EXPECT_TRUE(std::filesystem::is_symlink(out + "/link"));
+  EXPECT_EQ(ReadAll(target), "precious");
+  EXPECT_TRUE(std::filesystem::is_fifo(out + "/fifo"));
+  EXPECT_TRUE(std::filesystem::is_directory(out + "/dir"));
+  EXPECT_EQ(Entries(out), 3u) << "no temporary file is left behind";
+}
+
+// Issue: the output was a hard link to the cache, so editing the downloaded file in place
+// changed what peers were served and what the next dfget of the URL returned.
+TEST(PlaceOutput, OutputIsAnIndependentCopyOfTheContent) {
+  TempDir d;
+  const std::string bytes(100000, 'c');
+  std::string content = d.Write("content", bytes);
+  std::string out = d.path() + "/out";
+  ASSERT_TRUE(PlaceOutput(content, bytes.size(), out).ok());
+  struct stat content_st {};
+  struct stat out_st {};
+  ASSERT_EQ(::stat(content.c_str(), &content_st), 0);
+  ASSERT_EQ(::stat(out.c_str(), &out_st), 0);
+  EXPECT_NE(content_st.st_ino, out_st.st_ino);
+  EXPECT_EQ(content_st.st_nlink, 1u);
+  EXPECT_EQ(out_st.st_size, 100000);
+  {
+    std::fstream edit(out, std::ios::in | std::ios::out | std::ios::binary);
+    edit.seekp(10);
+    edit << "EDITED";
+  }
+  EXPECT_TRUE(ReadAll(content) == bytes) << "editing the output changed the cached content";
+  // Placing again over the edited file replaces it with the content.
+  ASSERT_TRUE(PlaceOutput(content, bytes.size(), out).ok());
+  EXPECT_TRUE(ReadAll(out) == bytes);
+}
+
 TEST(VerifyDigest, MatchesAndMismatches) {
   TempDir d;
   std::string p = d.Write("abc", "abc");

@@ -248,6 +248,28 @@ std::vector<uint32_t> TaskStorage::FinishedPieces() const {
   return order_;
 }
 
+Status TaskStorage::VerifyContent() const {
+  PieceLayout layout;
+  std::vector<std::pair<uint32_t, uint32_t>> finished;
+  {
+    std::lock_guard lock(mu_);
+    layout = PieceLayout{static_cast<uint64_t>(std::max<int64_t>(meta_.content_length, 0)),
+                         meta_.piece_length};
+    finished.reserve(order_.size());
+    for (uint32_t piece : order_) finished.emplace_back(piece, crc_[piece]);
+  }
+  std::vector<char> buf(1 << 20);
+  for (auto [piece, crc] : finished) {
+    PieceNumber n{piece};
+    uint32_t actual = 0;
+    if (!ComputeCrc(fd_.get(), layout.offset(n), layout.length(n), buf, &actual) || actual != crc) {
+      return DataLoss("task " + task_id_ + ": piece " + std::to_string(piece) + " of " + path_ +
+                      " no longer matches its CRC32C");
+    }
+  }
+  return Status::Ok();
+}
+
 size_t TaskStorage::WaitForPieces(size_t cursor, int timeout_ms, std::vector<uint32_t>* out) const {
   std::unique_lock lock(mu_);
   auto ready = [&] { return order_.size() > cursor || meta_.done || closed_; };

@@ -80,6 +80,11 @@ class TaskStorage {
   bool done() const;
   // Finished piece numbers in the order they were committed.
   std::vector<uint32_t> FinishedPieces() const;
+  // Re-reads every finished piece from the content fd and checks it against its recorded
+  // CRC32C. OK when all match; DataLoss naming the first piece that does not (or that the file
+  // is too short for). Changes nothing. Reads the whole content: for rare checks (a digest
+  // mismatch), never per request.
+  Status VerifyContent() const;
 
   // Blocks until more than `cursor` pieces are finished, the task is done, `timeout_ms` passes
   // or Close() is called; appends pieces finished[cursor..] to `out` and returns the new cursor.

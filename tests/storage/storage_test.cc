@@ -316,6 +316,19 @@ TEST(PieceStore, DoneTaskThatPassesReverificationIsSyncedAndTrustedAfterwards) {
   EXPECT_EQ(TaskColumn(dir.path(), "t1", "content_synced"), 1);
 }
 
+TEST(TaskStorage, VerifyContentChecksEveryFinishedPieceAgainstItsCrc) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  auto task = store->OpenTask(MakeMeta("t1", 3 * kPieceLength + 7)).value();
+  for (uint32_t n : {3u, 0u, 1u}) WriteAndCommit(*task, n);
+  EXPECT_TRUE(task->VerifyContent().ok());
+  FlipByte(task->content_path(), kPieceLength + 1);
+  Status s = task->VerifyContent();
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+  EXPECT_NE(s.message().find("piece 1"), std::string::npos) << s.message();
+  EXPECT_EQ(task->finished_count(), 3u) << "verifying changes nothing";
+}
+
 TEST(PieceStore, DeleteRemovesContentAndMetadataAndWakesWaiters) {
   TempDir dir;
   auto store = OpenStore(dir.path());

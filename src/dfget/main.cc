@@ -64,14 +64,24 @@ bool Connected(const std::shared_ptr<grpc::Channel>& ch, int timeout_ms) {
                               std::chrono::milliseconds(timeout_ms));
 }
 
-// Whether a process accepts connections on the unix socket `path` (nothing is sent).
-bool SocketAnswers(const std::string& path) {
+// 0 when a process accepts connections on the unix socket `path` (nothing is sent), else the
+// errno of the connect: ENOENT or ECONNREFUSED when no daemon serves it, EACCES when the
+// socket's mode does not admit this user.
+int ConnectError(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return false;
+  if (path.size() >= sizeof addr.sun_path) return ENAMETOOLONG;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   df::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  return fd && ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+  if (!fd) return errno;
+  return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0 ? 0
+                                                                                         : errno;
+}
+
+std::string PermissionDenied(const std::string& sock) {
+  return "permission denied on " + sock +
+         ": the dfdaemon there does not admit your user (its sock_mode); use one of your own with "
+         "--daemon-sock";
 }
 
 // Why dfget must not talk to the socket at `path`; "" when nothing is there or it is a socket
@@ -135,11 +145,16 @@ bool WaitForDaemon(const AutoStart& a, int exited, const std::string& log, std::
   auto deadline = std::chrono::steady_clock::now() + kDaemonStartTimeout;
   bool spawned_running = true;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (SocketAnswers(a.sock)) return true;
+    int err = ConnectError(a.sock);
+    if (err == 0) return true;
+    if (err == EACCES) {
+      *error = PermissionDenied(a.sock);
+      return false;
+    }
     pollfd p{spawned_running ? exited : -1, POLLIN, 0};
     if (::poll(&p, 1, 50) <= 0) continue;  // poll sleeps 50 ms even when it ignores the fd
     spawned_running = false;
-    if (SocketAnswers(a.sock)) return true;
+    if (ConnectError(a.sock) == 0) return true;
     if (!FlockHeld(a.sock + ".lock") && !FlockHeld(data_dir_lock)) {
       *error = "the dfdaemon it started exited (see " + log + ")";
       return false;
@@ -290,7 +305,9 @@ int main(int argc, char** argv) {
 
   std::string untrusted = UntrustedSocketReason(sock);
   if (!untrusted.empty()) return Fail(kExitNoDaemon, "refusing to use " + untrusted);
-  if (!SocketAnswers(sock)) {
+  int connect_error = ConnectError(sock);
+  if (connect_error == EACCES) return Fail(kExitNoDaemon, PermissionDenied(sock));
+  if (connect_error != 0) {
     std::string err;
     if (!StartDaemon({sock, data_dir, scheduler}, &err)) {
       return Fail(kExitNoDaemon, "dfdaemon not reachable at " + sock + ": " + err);

@@ -432,6 +432,31 @@ TEST_F(BackToSourceTest, DfgetRefusesASocketOwnedByAnotherUser) {
   ::close(impostor);
 }
 
+// The daemon side of the socket issue, end to end: another user cannot use a daemon's socket,
+// even when the daemon was started under umask 0, and dfget says why (rather than starting a
+// daemon of its own on the same path).
+TEST_F(BackToSourceTest, AnotherUserCannotUseTheDaemonSocket) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run dfget as another user";
+  bench::MakeFile(root_ + "/u.bin", 1 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  mode_t old_umask = ::umask(0);
+  Process daemon = StartDaemon();
+  ::umask(old_umask);
+  DaemonsStopper stopper{sock_};
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0711), 0);  // others may reach the socket path itself
+  std::string out;
+  EXPECT_EQ(bench::Run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, "--data-dir",
+                        dir_.path() + "/nobody", origin.Url("u.bin"), "-O", Out("u.bin")},
+                       &out),
+            3)
+      << out;
+  EXPECT_NE(out.find("permission denied on " + sock_), std::string::npos) << out;
+  EXPECT_EQ(OutputEntries(), 0u);
+  EXPECT_EQ(DaemonPids(sock_), std::vector<pid_t>{daemon.pid()});
+}
+
 TEST_F(BackToSourceTest, DfgetRefusesASymlinkAtTheSocketPath) {
   DaemonsStopper stopper{sock_};
   Process daemon = Process::Start(

@@ -133,12 +133,14 @@ const char* FileKind(mode_t mode) {
   return "special file";
 }
 
+}  // namespace
+
 // Only nothing or a regular file may be replaced: rename(2) replaces a symlink itself, not its
 // target (`-O /dev/stdout` as root destroyed the system's /dev/stdout), and devices, fifos,
 // sockets and directories are not downloads. lstat, so that a symlink is seen as one. (Another
 // check before the rename narrows the window; rename never follows a link, so a swap in it can
 // only hurt what the swapper could already change.)
-Status CheckReplaceable(const std::string& output_path) {
+Status CheckOutputReplaceable(const std::string& output_path) {
   struct stat st {};
   if (::lstat(output_path.c_str(), &st) != 0) {
     return errno == ENOENT ? Status::Ok() : ErrnoStatus("lstat " + output_path, errno);
@@ -148,14 +150,12 @@ Status CheckReplaceable(const std::string& output_path) {
                          ", not a regular file: refusing to replace it");
 }
 
-}  // namespace
-
 Status PlaceOutput(const std::string& content_path, uint64_t content_length,
                    const std::string& output_path) {
-  DF_RETURN_IF_ERROR(CheckReplaceable(output_path));
+  DF_RETURN_IF_ERROR(CheckOutputReplaceable(output_path));
   std::string tmp = TempNameFor(output_path);
   DF_RETURN_IF_ERROR(CopyFile(content_path, content_length, tmp));
-  Status s = CheckReplaceable(output_path);  // the copy may have taken a while
+  Status s = CheckOutputReplaceable(output_path);  // the copy may have taken a while
   if (s.ok() && ::rename(tmp.c_str(), output_path.c_str()) != 0) {
     s = ErrnoStatus("rename to " + output_path, errno);
   }

@@ -44,6 +44,11 @@ class TaskManager {
 Status PlaceOutput(const std::string& content_path, uint64_t content_length,
                    const std::string& output_path);
 
+// OK when `output_path` holds nothing or a regular file, i.e. what PlaceOutput may replace;
+// InvalidArgument naming the path and what is there (symlink, directory, device...) otherwise.
+// Lets a request be refused before its download; PlaceOutput checks again.
+Status CheckOutputReplaceable(const std::string& output_path);
+
 // Checks the sha256 of `path` against `digest` ("sha256:HEX"); DataLoss on mismatch.
 Status VerifyDigest(const std::string& path, const std::string& digest);
 

@@ -137,7 +137,10 @@ TEST(PlaceOutput, RefusesToReplaceWhatIsNotARegularFile) {
     Status s = PlaceOutput(content, 9, path);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << name << ": " << s.ToString();
     EXPECT_NE(s.message().find(path), std::string::npos) << s.message();
+    EXPECT_EQ(CheckOutputReplaceable(path).code(), StatusCode::kInvalidArgument) << name;
   }
+  EXPECT_TRUE(CheckOutputReplaceable(out + "/absent").ok());
+  EXPECT_TRUE(CheckOutputReplaceable(content).ok());
   EXPECT_TRUE(std::filesystem::is_symlink(out + "/link"));
   EXPECT_EQ(ReadAll(target), "precious");
   EXPECT_TRUE(std::filesystem::is_fifo(out + "/fifo"));

@@ -67,6 +67,18 @@ Setter StringList(std::vector<std::string>* field) {
   };
 }
 
+// File permission bits written in octal ("0660" or "660"); range-checked by validation.
+Setter Mode(uint32_t* field) {
+  return [field](const YAML::Node& n) {
+    std::string s = n.as<std::string>();
+    if (s.empty() || s.size() > 5 || s.find_first_not_of("01234567") != std::string::npos) {
+      return InvalidArgument("'" + s + "' is not an octal mode such as 0660");
+    }
+    *field = static_cast<uint32_t>(std::stoul(s, nullptr, 8));
+    return Status::Ok();
+  };
+}
+
 std::map<std::string, Setter> Setters(DaemonConfig* c) {
   return {
       {"hostname", Scalar(&c->hostname)},
@@ -76,6 +88,7 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"piece_port", Port(&c->piece_port)},
       {"metrics_port", Port(&c->metrics_port)},
       {"sock", Scalar(&c->sock)},
+      {"sock_mode", Mode(&c->sock_mode)},
       {"data_dir", Scalar(&c->data_dir)},
       {"idc", Scalar(&c->idc)},
       {"location", Scalar(&c->location)},
@@ -153,6 +166,11 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   }
   if (cfg->data_dir.empty()) return InvalidArgument("data_dir must not be empty");
   if (cfg->sock.empty()) return InvalidArgument("sock must not be empty");
+  if (cfg->sock_mode > 0777 || (cfg->sock_mode & 0600) != 0600 || (cfg->sock_mode & 0007) != 0) {
+    // Whoever can connect can make the daemon download and write files as its user.
+    return InvalidArgument(
+        "sock_mode must give the owner read and write and nothing to others (e.g. 0600, 0660)");
+  }
   if (cfg->concurrency == 0 || cfg->concurrency > 256) {
     return InvalidArgument("concurrency must be between 1 and 256");
   }

@@ -18,6 +18,9 @@ struct DaemonConfig {
   uint16_t piece_port = 4005;  // piece data protocol
   uint16_t metrics_port = 4002;             // /metrics and /healthz; 0 disables
   std::string sock = "/tmp/dfdaemon.sock";  // DfdaemonDownload local API
+  // Permission bits of `sock` (octal in YAML: "0660"). Owner read/write always; group bits let
+  // a group of users run dfget against this daemon; bits for others are refused.
+  uint32_t sock_mode = 0600;
   std::string data_dir = "/var/lib/dfdaemon";
   std::string idc;
   std::string location;

@@ -1,6 +1,8 @@
 #include "daemon/daemon.h"
 
+#include <fcntl.h>
 #include <prometheus/gauge.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -19,6 +21,20 @@ namespace {
 // Threads of the upload gRPC server: one per open availability stream (children of this host
 // across its tasks) plus the unary calls.
 constexpr uint32_t kMaxUploadRpcThreads = 512;
+
+// Opens (creating) `path` and takes an exclusive flock on it, held while the fd is open. The
+// kernel drops it when the process dies, so a crash leaves no stale lock; the file itself stays
+// (removing it would let two daemons lock two different inodes of one path).
+Result<UniqueFd> TakeExclusiveLock(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) return ErrnoStatus("open lock file " + path, errno);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return Unavailable("another dfdaemon holds " + path);
+    return ErrnoStatus("lock " + path, errno);
+  }
+  return fd;
+}
+
 }  // namespace
 
 Daemon::Daemon(DaemonConfig config) : config_(std::move(config)) {
@@ -31,11 +47,20 @@ Status Daemon::Start() {
   std::error_code ec;
   std::filesystem::create_directories(config_.data_dir, ec);
   if (ec) return IoError("create data dir " + config_.data_dir + ": " + ec.message());
+  // One daemon per data dir and per socket: concurrent auto-starts (several dfgets at once) race
+  // here, and the losers exit before they touch the store or the socket.
+  auto data_dir_lock = TakeExclusiveLock(config_.data_dir + "/dfdaemon.lock");
+  if (!data_dir_lock.ok()) return data_dir_lock.status();
+  data_dir_lock_ = std::move(data_dir_lock).value();
+  auto sock_lock = TakeExclusiveLock(config_.sock + ".lock");
+  if (!sock_lock.ok()) return sock_lock.status();
+  sock_lock_ = std::move(sock_lock).value();
   auto store = PieceStore::Open(config_.data_dir);
   if (!store.ok()) return store.status();
   store_ = std::move(store.value());
 
-  // The unix socket: refuse to steal it from a live daemon, remove a stale one.
+  // The unix socket: refuse to steal it from a live daemon (one that predates the lock), remove
+  // a stale one.
   {
     auto probe = grpc::CreateChannel("unix:" + config_.sock, grpc::InsecureChannelCredentials());
     if (::access(config_.sock.c_str(), F_OK) == 0) {
@@ -73,9 +98,17 @@ Status Daemon::Start() {
     grpc::ServerBuilder b;
     b.AddListeningPort("unix:" + config_.sock, grpc::InsecureServerCredentials());
     b.RegisterService(download_service_.get());
+    // bind(2) creates the socket with mode 0777 & ~umask: under umask 077 it is the owner's
+    // alone from its first instant, then set to sock_mode. The umask is process-wide, but no
+    // other thread creates files during this call.
+    mode_t old_umask = ::umask(077);
     local_server_ = b.BuildAndStart();
+    ::umask(old_umask);
     if (!local_server_) return Unavailable("cannot listen on unix socket " + config_.sock);
     owns_sock_ = true;
+    if (::chmod(config_.sock.c_str(), config_.sock_mode) != 0) {
+      return ErrnoStatus("chmod " + config_.sock, errno);
+    }
   }
   {
     grpc::ServerBuilder b;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "backend/backend.h"
+#include "common/fd.h"
 #include "common/metrics.h"
 #include "daemon/config.h"
 #include "daemon/piece_server.h"
@@ -28,8 +29,11 @@ class Daemon {
   explicit Daemon(DaemonConfig config);
   ~Daemon();
 
-  // Opens storage, binds every port and the unix socket. Unavailable when a port or the socket
-  // is taken (another dfdaemon runs), IoError when the data dir cannot be used.
+  // Takes the daemon's locks, opens storage, binds every port and the unix socket (mode
+  // sock_mode, 0600 by default, whatever the umask). Unavailable "another dfdaemon holds
+  // <path>" when another process holds <data_dir>/dfdaemon.lock or <sock>.lock (one daemon per
+  // data dir and per socket), Unavailable when a port or the socket is taken, IoError when the
+  // data dir cannot be used.
   Status Start();
   // Blocks until RequestStop().
   void Wait();
@@ -46,6 +50,10 @@ class Daemon {
 
   DaemonConfig config_;
   std::string host_id_;
+  // Exclusive flocks on <data_dir>/dfdaemon.lock and <sock>.lock, held for the daemon's life.
+  // Declared before the components so that they are released after them.
+  UniqueFd data_dir_lock_;
+  UniqueFd sock_lock_;
   std::unique_ptr<PieceStore> store_;
   BackendRegistry backends_;
   ServiceTrust trust_;  // read by the services; set before they start

@@ -153,8 +153,15 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
   if (!req->digest().empty()) {
     Status d = VerifyDigest(storage->content_path(), req->digest());
     if (!d.ok()) {
-      // The content does not match what the user asked for: drop it so a retry starts clean.
-      (void)store_->DeleteTask(treq.task_id);
+      // A wrong --digest must not cost a good cache: delete the content only when it no longer
+      // matches its own per-piece CRC32Cs, so that a retry fetches it again.
+      Status intact = storage->VerifyContent();
+      if (!intact.ok()) {
+        DF_LOG_WARN("deleting corrupt cached content: {}", intact.message());
+        (void)store_->DeleteTask(treq.task_id);
+        d = DataLoss(d.message() + "; the cached copy was corrupt and was deleted (" +
+                     intact.message() + "), a retry downloads it again");
+      }
       return SendFailure(writer, resp, d);
     }
   }

@@ -1,6 +1,8 @@
 #include "daemon/task_manager.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -104,16 +106,28 @@ std::string TempNameFor(const std::string& output_path) {
   return dir + "/." + base + ".dfget-" + std::to_string(rng() % 1000000000) + ".tmp";
 }
 
-Status CopyFile(const std::string& from, uint64_t length, const std::string& to) {
-  UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) return ErrnoStatus("open " + from, errno);
-  UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (!out) return ErrnoStatus("create " + to, errno);
+// Fills `out` with the first `length` bytes of `in`. A reflink (FICLONE) shares extents
+// copy-on-write: instant, yet independent of the cache. Where the filesystem cannot, an
+// in-kernel copy: copy_file_range, or sendfile where that refuses (across filesystems on older
+// kernels).
+Status CopyContent(int in, int out, uint64_t length, const std::string& from,
+                   const std::string& to) {
+  if (::ioctl(out, FICLONE, in) == 0) {
+    struct stat st {};
+    if (::fstat(out, &st) != 0) return ErrnoStatus("stat " + to, errno);
+    if (static_cast<uint64_t>(st.st_size) < length) {
+      return DataLoss(from + " is shorter than expected");
+    }
+    if (::ftruncate(out, static_cast<off_t>(length)) != 0) {
+      return ErrnoStatus("truncate " + to, errno);
+    }
+    return Status::Ok();
+  }
   uint64_t left = length;
   while (left > 0) {
-    ssize_t n = ::copy_file_range(in.get(), nullptr, out.get(), nullptr, left, 0);
-    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) {
-      n = ::sendfile(out.get(), in.get(), nullptr, left);
+    ssize_t n = ::copy_file_range(in, nullptr, out, nullptr, left, 0);
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+      n = ::sendfile(out, in, nullptr, left);
     }
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -122,37 +136,59 @@ Status CopyFile(const std::string& from, uint64_t length, const std::string& to)
     if (n == 0) return DataLoss(from + " is shorter than expected");
     left -= static_cast<uint64_t>(n);
   }
-  if (::fsync(out.get()) != 0) return ErrnoStatus("fsync " + to, errno);
   return Status::Ok();
+}
+
+// Creates `to` (which must not exist) as a durable copy of `from`; removes it on failure.
+Status CopyFile(const std::string& from, uint64_t length, const std::string& to) {
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return ErrnoStatus("open " + from, errno);
+  UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!out) return ErrnoStatus("create " + to, errno);
+  Status s = CopyContent(in.get(), out.get(), length, from, to);
+  if (s.ok() && ::fsync(out.get()) != 0) s = ErrnoStatus("fsync " + to, errno);
+  if (!s.ok()) ::unlink(to.c_str());
+  return s;
+}
+
+const char* FileKind(mode_t mode) {
+  if (S_ISLNK(mode)) return "symlink";
+  if (S_ISDIR(mode)) return "directory";
+  if (S_ISCHR(mode)) return "character device";
+  if (S_ISBLK(mode)) return "block device";
+  if (S_ISFIFO(mode)) return "fifo";
+  if (S_ISSOCK(mode)) return "socket";
+  return "special file";
 }
 
 }  // namespace
 
+// Only nothing or a regular file may be replaced: rename(2) replaces a symlink itself, not its
+// target (`-O /dev/stdout` as root destroyed the system's /dev/stdout), and devices, fifos,
+// sockets and directories are not downloads. lstat, so that a symlink is seen as one. (Another
+// check before the rename narrows the window; rename never follows a link, so a swap in it can
+// only hurt what the swapper could already change.)
+Status CheckOutputReplaceable(const std::string& output_path) {
+  struct stat st {};
+  if (::lstat(output_path.c_str(), &st) != 0) {
+    return errno == ENOENT ? Status::Ok() : ErrnoStatus("lstat " + output_path, errno);
+  }
+  if (S_ISREG(st.st_mode)) return Status::Ok();
+  return InvalidArgument("output path " + output_path + " is a " + FileKind(st.st_mode) +
+                         ", not a regular file: refusing to replace it");
+}
+
 Status PlaceOutput(const std::string& content_path, uint64_t content_length,
                    const std::string& output_path) {
-  struct stat content_st, output_st;
-  if (::stat(content_path.c_str(), &content_st) == 0 &&
-      ::stat(output_path.c_str(), &output_st) == 0 && content_st.st_dev == output_st.st_dev &&
-      content_st.st_ino == output_st.st_ino) {
-    return Status::Ok();  // the output already is a link to this content
-  }
+  DF_RETURN_IF_ERROR(CheckOutputReplaceable(output_path));
   std::string tmp = TempNameFor(output_path);
-  if (::link(content_path.c_str(), tmp.c_str()) != 0) {
-    if (errno != EXDEV && errno != EPERM && errno != EMLINK) {
-      return ErrnoStatus("link " + tmp, errno);
-    }
-    Status s = CopyFile(content_path, content_length, tmp);
-    if (!s.ok()) {
-      ::unlink(tmp.c_str());
-      return s;
-    }
+  DF_RETURN_IF_ERROR(CopyFile(content_path, content_length, tmp));
+  Status s = CheckOutputReplaceable(output_path);  // the copy may have taken a while
+  if (s.ok() && ::rename(tmp.c_str(), output_path.c_str()) != 0) {
+    s = ErrnoStatus("rename to " + output_path, errno);
   }
-  if (::rename(tmp.c_str(), output_path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return ErrnoStatus("rename to " + output_path, err);
-  }
-  return Status::Ok();
+  if (!s.ok()) ::unlink(tmp.c_str());
+  return s;
 }
 
 Status VerifyDigest(const std::string& path, const std::string& digest) {

@@ -44,11 +44,20 @@ class TaskManager {
   std::set<std::string> failed_;  // GUARDED_BY(mu_): reaped tasks whose download failed
 };
 
-// Places the task's content at `output_path` atomically: a hard link (or, across filesystems,
-// a copy) under a temporary name in the output's directory, then rename(2). On any failure the
-// temporary is removed and nothing appears at `output_path`.
+// Places a copy of the task's content at `output_path` atomically: an independent copy (a
+// reflink where the filesystem shares extents copy-on-write, else an in-kernel copy; never a
+// hard link, so editing the output cannot change the cache) under a temporary name in the
+// output's directory, fsync'ed, then rename(2). Only a regular file at `output_path` is
+// replaced: a symlink, device, fifo, socket or directory there gives InvalidArgument naming the
+// path and is left alone. On any failure the temporary is removed and nothing appears at
+// `output_path`.
 Status PlaceOutput(const std::string& content_path, uint64_t content_length,
                    const std::string& output_path);
+
+// OK when `output_path` holds nothing or a regular file, i.e. what PlaceOutput may replace;
+// InvalidArgument naming the path and what is there (symlink, directory, device...) otherwise.
+// Lets a request be refused before its download; PlaceOutput checks again.
+Status CheckOutputReplaceable(const std::string& output_path);
 
 // Checks the sha256 of `path` against `digest` ("sha256:HEX"); DataLoss on mismatch.
 Status VerifyDigest(const std::string& path, const std::string& digest);

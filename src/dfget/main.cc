@@ -5,16 +5,25 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <limits.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "common/digest.h"
+#include "common/fd.h"
 #include "common/piece.h"
 #include "common/units.h"
 #include "dfdaemon.grpc.pb.h"
@@ -55,19 +64,124 @@ bool Connected(const std::shared_ptr<grpc::Channel>& ch, int timeout_ms) {
                               std::chrono::milliseconds(timeout_ms));
 }
 
+// 0 when a process accepts connections on the unix socket `path` (nothing is sent), else the
+// errno of the connect: ENOENT or ECONNREFUSED when no daemon serves it, EACCES when the
+// socket's mode does not admit this user.
+int ConnectError(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return ENAMETOOLONG;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  df::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return errno;
+  return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0 ? 0
+                                                                                         : errno;
+}
+
+std::string PermissionDenied(const std::string& sock) {
+  return "permission denied on " + sock +
+         ": the dfdaemon there does not admit your user (its sock_mode); use one of your own with "
+         "--daemon-sock";
+}
+
+// Why dfget must not talk to the socket at `path`; "" when nothing is there or it is a socket
+// owned by this user or root. dfget sends the origin's request headers (-H Authorization) over
+// it, so a socket that another local user bound first would collect them. lstat: a symlink at
+// the path is refused too. (In a directory that others may write and that is not sticky, the
+// path could still be swapped after this check; /tmp is sticky.)
+std::string UntrustedSocketReason(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return "";
+  if (!S_ISSOCK(st.st_mode)) {
+    return path + " is not a socket" + (S_ISLNK(st.st_mode) ? " but a symlink" : "") +
+           "; pass the daemon's socket itself with --daemon-sock";
+  }
+  uid_t me = ::geteuid();
+  if (st.st_uid != me && st.st_uid != 0) {
+    return path + " is owned by uid " + std::to_string(st.st_uid) + ", not by you (uid " +
+           std::to_string(me) + ") or root; it could be another user's impostor collecting " +
+           "request headers";
+  }
+  return "";
+}
+
+// Whether some process holds a flock on `path`, from /proc/locks ("1: FLOCK ADVISORY WRITE pid
+// maj:min:inode 0 EOF") rather than by trying the lock, which would make a daemon starting at
+// that instant fail. Only the inode is compared: overlay filesystems show other device numbers
+// to stat(2) than in /proc/locks, and a false match only makes dfget wait for the socket longer.
+bool FlockHeld(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;
+  const std::string inode = ":" + std::to_string(st.st_ino);
+  std::ifstream locks("/proc/locks");
+  std::string line;
+  while (std::getline(locks, line)) {
+    if (line.find(" FLOCK ") == std::string::npos || line.find("->") != std::string::npos) {
+      continue;  // not a flock, or a waiter rather than a holder
+    }
+    std::istringstream fields(line);
+    std::string f;
+    while (fields >> f) {
+      if (std::count(f.begin(), f.end(), ':') == 2 && f.ends_with(inode)) return true;
+    }
+  }
+  return false;
+}
+
 struct AutoStart {
   std::string sock;
   std::string data_dir;
   std::string scheduler;
 };
 
-// Starts a detached dfdaemon serving `a.sock` and waits until it answers. Its log goes to
-// <data_dir>/dfdaemon.log.
+constexpr auto kDaemonStartTimeout = std::chrono::seconds(10);
+
+// Waits until a dfdaemon answers on `a.sock`. `exited` reaches EOF when the daemon dfget
+// spawned exits. If it exited because another dfdaemon holds its data dir or socket (several
+// dfgets auto-started at once, and the daemons' locks let one win), dfget waits for that one's
+// socket; otherwise the start failed and dfget says so at once.
+bool WaitForDaemon(const AutoStart& a, int exited, const std::string& log, std::string* error) {
+  const std::string data_dir_lock = a.data_dir + "/dfdaemon.lock";
+  auto deadline = std::chrono::steady_clock::now() + kDaemonStartTimeout;
+  bool spawned_running = true;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int err = ConnectError(a.sock);
+    if (err == 0) return true;
+    if (err == EACCES) {
+      *error = PermissionDenied(a.sock);
+      return false;
+    }
+    pollfd p{spawned_running ? exited : -1, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;  // poll sleeps 50 ms even when it ignores the fd
+    spawned_running = false;
+    if (ConnectError(a.sock) == 0) return true;
+    if (!FlockHeld(a.sock + ".lock") && !FlockHeld(data_dir_lock)) {
+      *error = "the dfdaemon it started exited (see " + log + ")";
+      return false;
+    }
+  }
+  *error = "no dfdaemon answered within " + std::to_string(kDaemonStartTimeout.count()) + " s";
+  if (FlockHeld(data_dir_lock) && !FlockHeld(a.sock + ".lock")) {
+    *error += " (another dfdaemon holds " + data_dir_lock + " but serves another socket)";
+  }
+  *error += " (see " + log + ")";
+  return false;
+}
+
+// Starts a detached dfdaemon serving `a.sock` and waits until a daemon answers there. Its log
+// goes to <data_dir>/dfdaemon.log.
 bool StartDaemon(const AutoStart& a, std::string* error) {
   std::error_code ec;
   std::filesystem::create_directories(a.data_dir, ec);
   std::string log = a.data_dir + "/dfdaemon.log";
   std::string bin = FindDaemonBinary();
+  // The daemon holds the write end for its life: EOF on the read end says it exited.
+  int exited[2];
+  if (::pipe2(exited, O_CLOEXEC) != 0) {
+    *error = "pipe failed";
+    return false;
+  }
+  df::UniqueFd exited_read(exited[0]), exited_write(exited[1]);
   pid_t pid = ::fork();
   if (pid < 0) {
     *error = "fork failed";
@@ -95,19 +209,18 @@ bool StartDaemon(const AutoStart& a, std::string* error) {
     // A grandchild keeps running after dfget exits; the intermediate child exits at once.
     pid_t grandchild = ::fork();
     if (grandchild == 0) {
+      ::fcntl(exited_write.get(), F_SETFD, 0);  // kept across exec
       ::execvp(argv[0], argv.data());
       std::fprintf(stderr, "exec %s failed\n", argv[0]);
       ::_exit(127);
     }
     ::_exit(grandchild < 0 ? 1 : 0);
   }
+  exited_write.Reset();
   int status = 0;
   ::waitpid(pid, &status, 0);
-  auto ch = grpc::CreateChannel("unix:" + a.sock, grpc::InsecureChannelCredentials());
-  for (int i = 0; i < 100; ++i) {
-    if (Connected(ch, 100)) return true;
-  }
-  *error = "started " + bin + " but it did not answer on " + a.sock + " (see " + log + ")";
+  if (WaitForDaemon(a, exited_read.get(), log, error)) return true;
+  *error = "started " + bin + " but " + *error;
   return false;
 }
 
@@ -190,12 +303,21 @@ int main(int argc, char** argv) {
   }
   req.set_disable_back_to_source(disable_back_to_source);
 
-  auto channel = grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials());
-  if (!Connected(channel, 300)) {
+  std::string untrusted = UntrustedSocketReason(sock);
+  if (!untrusted.empty()) return Fail(kExitNoDaemon, "refusing to use " + untrusted);
+  int connect_error = ConnectError(sock);
+  if (connect_error == EACCES) return Fail(kExitNoDaemon, PermissionDenied(sock));
+  if (connect_error != 0) {
     std::string err;
     if (!StartDaemon({sock, data_dir, scheduler}, &err)) {
       return Fail(kExitNoDaemon, "dfdaemon not reachable at " + sock + ": " + err);
     }
+    untrusted = UntrustedSocketReason(sock);  // whoever won the start
+    if (!untrusted.empty()) return Fail(kExitNoDaemon, "refusing to use " + untrusted);
+  }
+  auto channel = grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials());
+  if (!Connected(channel, 5000)) {
+    return Fail(kExitNoDaemon, "dfdaemon at " + sock + " accepts connections but does not answer");
   }
   auto stub = dv1::DfdaemonDownload::NewStub(channel);
   grpc::ClientContext ctx;

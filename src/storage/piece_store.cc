@@ -169,7 +169,7 @@ Status TaskStorage::SetContentLength(int64_t content_length, uint64_t piece_leng
     meta_.piece_length = piece_length;
     PieceLayout geometry{static_cast<uint64_t>(content_length), piece_length};
     ResizeLocked(geometry.total_pieces());
-    if (geometry.total_pieces() == 0) meta_.done = true;
+    if (geometry.total_pieces() == 0) meta_.done = meta_.content_synced = true;  // no bytes
   }
   cv_.notify_all();
   return store_->PersistTask(*this);
@@ -201,8 +201,24 @@ Status TaskStorage::CommitPiece(PieceNumber n, uint32_t crc) {
   }
   cv_.notify_all();
   // If this write is lost in a crash the task is merely re-verified on the next Open().
-  if (became_done) return store_->PersistTask(*this);
+  if (became_done) return SyncAndPersistDone();
   return Status::Ok();
+}
+
+Status TaskStorage::SyncAndPersistDone() {
+  // A persisted done + content_synced lets Open() skip reading the task: the bytes must be on
+  // disk first. The pieces were verified and are in the page cache, so a failed sync does not
+  // fail the download; it leaves the task to be re-verified on the next Open().
+  bool synced = ::fdatasync(fd_.get()) == 0;
+  if (!synced) {
+    DF_LOG_WARN("fdatasync failed, task will be re-verified on restart task_id={} path={}: {}",
+                task_id_, path_, ErrnoStatus("fdatasync", errno).message());
+  }
+  {
+    std::lock_guard lock(mu_);
+    meta_.content_synced = synced;
+  }
+  return store_->PersistTask(*this);
 }
 
 bool TaskStorage::HasPiece(PieceNumber n) const {
@@ -230,6 +246,28 @@ bool TaskStorage::done() const {
 std::vector<uint32_t> TaskStorage::FinishedPieces() const {
   std::lock_guard lock(mu_);
   return order_;
+}
+
+Status TaskStorage::VerifyContent() const {
+  PieceLayout layout;
+  std::vector<std::pair<uint32_t, uint32_t>> finished;
+  {
+    std::lock_guard lock(mu_);
+    layout = PieceLayout{static_cast<uint64_t>(std::max<int64_t>(meta_.content_length, 0)),
+                         meta_.piece_length};
+    finished.reserve(order_.size());
+    for (uint32_t piece : order_) finished.emplace_back(piece, crc_[piece]);
+  }
+  std::vector<char> buf(1 << 20);
+  for (auto [piece, crc] : finished) {
+    PieceNumber n{piece};
+    uint32_t actual = 0;
+    if (!ComputeCrc(fd_.get(), layout.offset(n), layout.length(n), buf, &actual) || actual != crc) {
+      return DataLoss("task " + task_id_ + ": piece " + std::to_string(piece) + " of " + path_ +
+                      " no longer matches its CRC32C");
+    }
+  }
+  return Status::Ok();
 }
 
 size_t TaskStorage::WaitForPieces(size_t cursor, int timeout_ms, std::vector<uint32_t>* out) const {
@@ -312,10 +350,20 @@ Status PieceStore::InitSchema() {
       Exec("CREATE TABLE IF NOT EXISTS tasks ("
            "  task_id TEXT PRIMARY KEY, url TEXT NOT NULL, content_length INTEGER NOT NULL,"
            "  piece_length INTEGER NOT NULL, digest TEXT NOT NULL, created_ms INTEGER NOT NULL,"
-           "  accessed_ms INTEGER NOT NULL, done INTEGER NOT NULL);"
+           "  accessed_ms INTEGER NOT NULL, done INTEGER NOT NULL,"
+           "  content_synced INTEGER NOT NULL DEFAULT 0);"
            "CREATE TABLE IF NOT EXISTS pieces ("
            "  task_id TEXT NOT NULL, piece INTEGER NOT NULL, crc INTEGER NOT NULL,"
            "  UNIQUE (task_id, piece));"));
+  // A store from before content_synced: its done tasks were never synced, so the default (0)
+  // makes the next LoadTasks() re-verify them once.
+  Stmt has_synced(Db(db_),
+                  "SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'content_synced'");
+  if (!has_synced.ok()) return has_synced.Error("inspect tasks table");
+  if (sqlite3_step(has_synced.get()) != SQLITE_ROW) {
+    DF_RETURN_IF_ERROR(
+        Exec("ALTER TABLE tasks ADD COLUMN content_synced INTEGER NOT NULL DEFAULT 0"));
+  }
   auto** stmt = reinterpret_cast<sqlite3_stmt**>(&insert_piece_stmt_);
   if (sqlite3_prepare_v2(Db(db_),
                          "INSERT OR IGNORE INTO pieces (task_id, piece, crc) VALUES (?, ?, ?)", -1,
@@ -331,7 +379,7 @@ std::vector<TaskMeta> ReadTaskRows(sqlite3* db, Status* status) {
   std::vector<TaskMeta> out;
   Stmt q(db,
          "SELECT task_id, url, content_length, piece_length, digest, created_ms, accessed_ms, "
-         "done FROM tasks");
+         "done, content_synced FROM tasks");
   if (!q.ok()) {
     *status = q.Error("select tasks");
     return out;
@@ -346,6 +394,7 @@ std::vector<TaskMeta> ReadTaskRows(sqlite3* db, Status* status) {
     m.created_unix_ms = sqlite3_column_int64(q.get(), 5);
     m.accessed_unix_ms = sqlite3_column_int64(q.get(), 6);
     m.done = sqlite3_column_int(q.get(), 7) != 0;
+    m.content_synced = sqlite3_column_int(q.get(), 8) != 0;
     out.push_back(std::move(m));
   }
   return out;
@@ -382,6 +431,16 @@ std::vector<std::pair<uint32_t, uint32_t>> VerifyPieces(
   return kept;
 }
 
+// True when `fd` is no longer the file at `path`: removed (no links left) or replaced by another
+// inode. Other stat errors are not taken as proof, so a transient failure drops nothing.
+bool ContentFileGone(int fd, const std::string& path) {
+  struct stat by_fd {};
+  struct stat by_path {};
+  if (::fstat(fd, &by_fd) == 0 && by_fd.st_nlink == 0) return true;
+  if (::stat(path.c_str(), &by_path) != 0) return errno == ENOENT || errno == ENOTDIR;
+  return by_fd.st_dev != by_path.st_dev || by_fd.st_ino != by_path.st_ino;
+}
+
 bool ContentFileComplete(const std::string& path, int64_t content_length) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && st.st_size >= content_length;
@@ -395,22 +454,25 @@ Status PieceStore::LoadTasks() {
   DF_RETURN_IF_ERROR(status);
   for (TaskMeta& meta : rows) {
     std::string path = ContentPath(meta.task_id);
+    bool trusted = meta.done && meta.content_synced;  // see the header: durable, not re-read
     if (!IsSafeTaskId(meta.task_id) ||
-        (meta.done && !ContentFileComplete(path, meta.content_length))) {
+        (trusted && !ContentFileComplete(path, meta.content_length))) {
       DF_LOG_WARN("dropping task whose content is missing task_id={} path={}", meta.task_id, path);
       DF_RETURN_IF_ERROR(DeleteTaskLocked(meta.task_id));
       continue;
     }
     auto fd = OpenContentFile(path);
     if (!fd.ok()) return fd.status();
-    if (!meta.done && meta.content_length >= 0 &&
-        ::ftruncate(fd->get(), meta.content_length) != 0) {
+    if (!trusted && meta.content_length >= 0 && ::ftruncate(fd->get(), meta.content_length) != 0) {
       // Restores the size of a partial task whose file was truncated or recreated.
       return ErrnoStatus("ftruncate " + path, errno);
     }
     auto recorded = ReadPieceRows(Db(db_), meta.task_id);
     std::vector<std::pair<uint32_t, uint32_t>> finished =
-        meta.done ? recorded : VerifyPieces(meta, fd->get(), recorded);
+        trusted ? recorded : VerifyPieces(meta, fd->get(), recorded);
+    if (meta.done && !trusted) {
+      DF_RETURN_IF_ERROR(ReverifyUnsyncedDoneTaskLocked(meta, fd->get(), finished.size()));
+    }
     if (finished.size() != recorded.size()) {
       DF_LOG_WARN("dropped unverified pieces task_id={} dropped={} kept={}", meta.task_id,
                   recorded.size() - finished.size(), finished.size());
@@ -426,6 +488,18 @@ Status PieceStore::LoadTasks() {
   }
   // Orphan piece rows (a commit racing a delete) carry no task: drop them.
   return Exec("DELETE FROM pieces WHERE task_id NOT IN (SELECT task_id FROM tasks)");
+}
+
+Status PieceStore::ReverifyUnsyncedDoneTaskLocked(TaskMeta& meta, int fd, size_t verified_pieces) {
+  PieceLayout layout{static_cast<uint64_t>(meta.content_length), meta.piece_length};
+  if (verified_pieces == layout.total_pieces()) {
+    meta.content_synced = ::fdatasync(fd) == 0;
+  } else {
+    DF_LOG_WARN("finished task lost pieces since it was recorded unsynced, resuming task_id={}",
+                meta.task_id);
+    meta.done = false;
+  }
+  return PersistMetaLocked(meta);
 }
 
 Status PieceStore::PersistPiece(const std::string& task_id, uint32_t piece, uint32_t crc) {
@@ -461,7 +535,7 @@ Status PieceStore::PersistTask(const TaskStorage& task) {
 Status PieceStore::PersistMetaLocked(const TaskMeta& meta) {
   Stmt q(Db(db_),
          "INSERT OR REPLACE INTO tasks (task_id, url, content_length, piece_length, digest, "
-         "created_ms, accessed_ms, done) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+         "created_ms, accessed_ms, done, content_synced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (!q.ok()) return q.Error("prepare insert task");
   sqlite3_bind_text(q.get(), 1, meta.task_id.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(q.get(), 2, meta.url.c_str(), -1, SQLITE_TRANSIENT);
@@ -471,6 +545,7 @@ Status PieceStore::PersistMetaLocked(const TaskMeta& meta) {
   sqlite3_bind_int64(q.get(), 6, meta.created_unix_ms);
   sqlite3_bind_int64(q.get(), 7, meta.accessed_unix_ms);
   sqlite3_bind_int(q.get(), 8, meta.done ? 1 : 0);
+  sqlite3_bind_int(q.get(), 9, meta.content_synced ? 1 : 0);
   if (sqlite3_step(q.get()) != SQLITE_DONE) return q.Error("record task " + meta.task_id);
   return Status::Ok();
 }
@@ -492,9 +567,14 @@ Result<std::shared_ptr<TaskStorage>> PieceStore::OpenOrCreateTask(const TaskMeta
   int64_t now_ms = NowUnixMs();
   std::lock_guard lock(mu_);
   if (auto it = tasks_.find(meta.task_id); it != tasks_.end()) {
-    it->second->Touch(now_ms);
-    DF_RETURN_IF_ERROR(PersistMetaLocked(it->second->meta()));
-    return it->second;
+    std::shared_ptr<TaskStorage> task = it->second;
+    auto gone = DropIfContentGoneLocked(task);
+    if (!gone.ok()) return gone.status();
+    if (!*gone) {
+      task->Touch(now_ms);
+      DF_RETURN_IF_ERROR(PersistMetaLocked(task->meta()));
+      return task;
+    }
   }
   std::string path = ContentPath(meta.task_id);
   auto fd = OpenContentFile(path);
@@ -504,6 +584,7 @@ Result<std::shared_ptr<TaskStorage>> PieceStore::OpenOrCreateTask(const TaskMeta
   TaskMeta fresh = meta;
   fresh.content_length = -1;
   fresh.done = false;
+  fresh.content_synced = false;
   fresh.created_unix_ms = now_ms;
   fresh.accessed_unix_ms = now_ms;
   DF_RETURN_IF_ERROR(PersistMetaLocked(fresh));
@@ -516,7 +597,22 @@ Result<std::shared_ptr<TaskStorage>> PieceStore::OpenOrCreateTask(const TaskMeta
 std::shared_ptr<TaskStorage> PieceStore::FindTask(const std::string& task_id) {
   std::lock_guard lock(mu_);
   auto it = tasks_.find(task_id);
-  return it == tasks_.end() ? nullptr : it->second;
+  if (it == tasks_.end()) return nullptr;
+  std::shared_ptr<TaskStorage> task = it->second;
+  auto gone = DropIfContentGoneLocked(task);
+  if (!gone.ok()) DF_LOG_WARN("dropping task {}: {}", task_id, gone.status().ToString());
+  return gone.ok() && !*gone ? task : nullptr;
+}
+
+Result<bool> PieceStore::DropIfContentGoneLocked(const std::shared_ptr<TaskStorage>& task) {
+  if (!ContentFileGone(task->content_fd(), task->content_path())) return false;
+  // Its pieces and CRC32Cs describe bytes that are no longer at the path: serving them or placing
+  // them as an output would hand out the old inode (or fail); forget the task so that the next
+  // download starts fresh. Holders of the old handle see it closed.
+  DF_LOG_WARN("content file removed or replaced behind the store, dropping task task_id={} path={}",
+              task->task_id(), task->content_path());
+  DF_RETURN_IF_ERROR(DeleteTaskLocked(task->task_id()));
+  return true;
 }
 
 Status PieceStore::DeleteTask(const std::string& task_id) {

@@ -6,6 +6,16 @@
 // recorded piece of unfinished tasks and drops those whose CRC32C no longer matches, so a peer
 // never reports or serves a piece it has not verified.
 //
+// Durability: piece writes are not synced one by one (a power loss may lose recent bytes; the
+// re-verification above catches that). When the last piece commits, the content file is
+// fdatasync'ed *before* the done flag is persisted, together with content_synced = 1. So a task
+// recorded done and synced has durable bytes and Open() trusts it without reading it (startup
+// stays fast with a large cache). A task recorded done but not synced (a store written before
+// the content_synced column existed, or an fdatasync that failed) is re-verified on Open() like
+// an unfinished one: if every piece still matches, it is synced and marked so; otherwise it
+// becomes unfinished and resumes. (A column rather than comparing mtimes with a recorded sync
+// time: mtime does not say whether the bytes reached the disk, and clocks move.)
+//
 // Layout under `dir`:  dir/metadata.db   dir/content/<task_id>
 #pragma once
 
@@ -34,6 +44,9 @@ struct TaskMeta {
   int64_t created_unix_ms = 0;
   int64_t accessed_unix_ms = 0;
   bool done = false;  // every piece finished
+  // The content was fdatasync'ed after the last piece and before `done` was persisted; done
+  // tasks without it are re-verified on Open().
+  bool content_synced = false;
 };
 
 class PieceStore;
@@ -55,7 +68,9 @@ class TaskStorage {
   Status SetContentLength(int64_t content_length, uint64_t piece_length);
 
   // Records that piece `n` (already written at its offset) has CRC32C `crc`. Idempotent.
-  // Wakes WaitForPieces() callers. When the last piece commits, the task becomes done.
+  // Wakes WaitForPieces() callers. When the last piece commits, the task becomes done: the
+  // content is fdatasync'ed before that is persisted (a failed sync is logged and leaves the
+  // task to be re-verified on the next Open()).
   Status CommitPiece(PieceNumber n, uint32_t crc);
 
   bool HasPiece(PieceNumber n) const;
@@ -65,6 +80,11 @@ class TaskStorage {
   bool done() const;
   // Finished piece numbers in the order they were committed.
   std::vector<uint32_t> FinishedPieces() const;
+  // Re-reads every finished piece from the content fd and checks it against its recorded
+  // CRC32C. OK when all match; DataLoss naming the first piece that does not (or that the file
+  // is too short for). Changes nothing. Reads the whole content: for rare checks (a digest
+  // mismatch), never per request.
+  Status VerifyContent() const;
 
   // Blocks until more than `cursor` pieces are finished, the task is done, `timeout_ms` passes
   // or Close() is called; appends pieces finished[cursor..] to `out` and returns the new cursor.
@@ -82,6 +102,8 @@ class TaskStorage {
   friend class PieceStore;
   // Sets the in-memory access time (persisted by OpenTask).
   void Touch(int64_t now_unix_ms);
+  // Syncs the content, then persists the done task. Called once, by the last CommitPiece.
+  Status SyncAndPersistDone();
   // Sizes the per-piece vectors for `total_pieces`. EXCLUSIVE_LOCKS_REQUIRED(mu_).
   void ResizeLocked(uint32_t total_pieces);
 
@@ -115,8 +137,12 @@ class PieceStore {
 
   // Returns the task's storage, creating it (empty content file) when absent. Updates its
   // access time. `meta.task_id` must be non-empty; other fields fill in a new record.
+  // A task whose content file was removed or replaced behind the store's back (see
+  // FindTask) is dropped first and created afresh.
   Result<std::shared_ptr<TaskStorage>> OpenTask(const TaskMeta& meta);
-  // The task's storage if the store has it, else nullptr.
+  // The task's storage if the store has it, else nullptr. When the content file was removed
+  // (the open fd has no links left) or replaced (the path names another inode) by hand, the
+  // task is dropped (metadata, pieces, and the handle, which is closed) and nullptr returned.
   std::shared_ptr<TaskStorage> FindTask(const std::string& task_id);
   // Removes content and metadata. NotFound when absent. Waiters on it are woken.
   Status DeleteTask(const std::string& task_id);
@@ -146,9 +172,15 @@ class PieceStore {
   // Helpers of Open(); see piece_store.cc.
   Status InitSchema();
   Status LoadTasks();
+  // Re-verifies a task recorded done but not synced; updates `meta` (content_synced, or done =
+  // false when pieces were lost) and persists it. EXCLUSIVE_LOCKS_REQUIRED(mu_).
+  Status ReverifyUnsyncedDoneTaskLocked(TaskMeta& meta, int fd, size_t verified_pieces);
   std::string ContentPath(const std::string& task_id) const;
   // Removes `task_id` from the map, the database and the disk. EXCLUSIVE_LOCKS_REQUIRED(mu_).
   Status DeleteTaskLocked(const std::string& task_id);
+  // Drops `task` when its content file is gone or replaced; true when it did.
+  // EXCLUSIVE_LOCKS_REQUIRED(mu_).
+  Result<bool> DropIfContentGoneLocked(const std::shared_ptr<TaskStorage>& task);
 
   const std::string dir_;
   std::mutex mu_;

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "daemon/config.h"
+#include "daemon/daemon.h"
 #include "daemon/task_manager.h"
 
 namespace df {
@@ -107,6 +108,161 @@ TEST(PlaceOutput, AppearsAtomicallyAndFailsWithoutLeavingFiles) {
   size_t entries = 0;
   for (auto& e : std::filesystem::directory_iterator(d.path() + "/out")) (void)e, ++entries;
   EXPECT_EQ(entries, 1u);
+}
+
+size_t Entries(const std::string& dir) {
+  size_t n = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir)) (void)e, ++n;
+  return n;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Issue: `dfget -O /dev/stdout` as root replaced the system's /dev/stdout symlink with a regular
+// file. Only a regular file (or nothing) may be replaced.
+TEST(PlaceOutput, RefusesToReplaceWhatIsNotARegularFile) {
+  TempDir d;
+  std::string content = d.Write("content", "new bytes");
+  std::string target = d.Write("target", "precious");
+  std::string out = d.path() + "/out";
+  std::filesystem::create_directory(out);
+  ASSERT_EQ(::symlink(target.c_str(), (out + "/link").c_str()), 0);
+  ASSERT_EQ(::mkfifo((out + "/fifo").c_str(), 0644), 0);
+  std::filesystem::create_directory(out + "/dir");
+  for (const char* name : {"link", "fifo", "dir"}) {
+    std::string path = out + "/" + name;
+    Status s = PlaceOutput(content, 9, path);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << name << ": " << s.ToString();
+    EXPECT_NE(s.message().find(path), std::string::npos) << s.message();
+    EXPECT_EQ(CheckOutputReplaceable(path).code(), StatusCode::kInvalidArgument) << name;
+  }
+  EXPECT_TRUE(CheckOutputReplaceable(out + "/absent").ok());
+  EXPECT_TRUE(CheckOutputReplaceable(content).ok());
+  EXPECT_TRUE(std::filesystem::is_symlink(out + "/link"));
+  EXPECT_EQ(ReadAll(target), "precious");
+  EXPECT_TRUE(std::filesystem::is_fifo(out + "/fifo"));
+  EXPECT_TRUE(std::filesystem::is_directory(out + "/dir"));
+  EXPECT_EQ(Entries(out), 3u) << "no temporary file is left behind";
+}
+
+// Issue: the output was a hard link to the cache, so editing the downloaded file in place
+// changed what peers were served and what the next dfget of the URL returned.
+TEST(PlaceOutput, OutputIsAnIndependentCopyOfTheContent) {
+  TempDir d;
+  const std::string bytes(100000, 'c');
+  std::string content = d.Write("content", bytes);
+  std::string out = d.path() + "/out";
+  ASSERT_TRUE(PlaceOutput(content, bytes.size(), out).ok());
+  struct stat content_st {};
+  struct stat out_st {};
+  ASSERT_EQ(::stat(content.c_str(), &content_st), 0);
+  ASSERT_EQ(::stat(out.c_str(), &out_st), 0);
+  EXPECT_NE(content_st.st_ino, out_st.st_ino);
+  EXPECT_EQ(content_st.st_nlink, 1u);
+  EXPECT_EQ(out_st.st_size, 100000);
+  {
+    std::fstream edit(out, std::ios::in | std::ios::out | std::ios::binary);
+    edit.seekp(10);
+    edit << "EDITED";
+  }
+  EXPECT_TRUE(ReadAll(content) == bytes) << "editing the output changed the cached content";
+  // Placing again over the edited file replaces it with the content.
+  ASSERT_TRUE(PlaceOutput(content, bytes.size(), out).ok());
+  EXPECT_TRUE(ReadAll(out) == bytes);
+}
+
+// A daemon on free loopback ports with its own data dir and socket under `d`.
+DaemonConfig LocalDaemonConfig(const TempDir& d, const std::string& name) {
+  DaemonConfig c;
+  c.data_dir = d.path() + "/" + name;
+  c.sock = d.path() + "/" + name + ".sock";
+  c.listen_ip = "127.0.0.1";
+  c.ip = "127.0.0.1";
+  c.grpc_port = 0;
+  c.piece_port = 0;
+  c.metrics_port = 0;
+  EXPECT_TRUE(ValidateDaemonConfig(&c).ok());
+  return c;
+}
+
+// Issue: three dfgets started at once with no daemon started three daemons on one socket and one
+// data dir. Each daemon holds <data_dir>/dfdaemon.lock and <sock>.lock for its life.
+TEST(Daemon, OneDaemonPerDataDirAndPerSocket) {
+  TempDir d;
+  DaemonConfig a = LocalDaemonConfig(d, "a");
+  {
+    Daemon first(a);
+    ASSERT_TRUE(first.Start().ok());
+
+    DaemonConfig same_dir = a;
+    same_dir.sock = d.path() + "/other.sock";
+    Daemon second(same_dir);
+    Status s = second.Start();
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+    EXPECT_NE(s.message().find("another dfdaemon holds " + a.data_dir + "/dfdaemon.lock"),
+              std::string::npos)
+        << s.message();
+
+    DaemonConfig same_sock = LocalDaemonConfig(d, "b");
+    same_sock.sock = a.sock;
+    Daemon third(same_sock);
+    s = third.Start();
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+    EXPECT_NE(s.message().find("another dfdaemon holds " + a.sock + ".lock"), std::string::npos)
+        << s.message();
+  }
+  // The locks die with their daemon: nothing stale blocks the next one.
+  Daemon again(a);
+  EXPECT_TRUE(again.Start().ok());
+}
+
+mode_t SocketMode(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  EXPECT_TRUE(S_ISSOCK(st.st_mode)) << path;
+  return st.st_mode & 07777;
+}
+
+// Issue: the local socket got the umask's mode, so other local users could connect (and send
+// downloads to a root daemon). It is 0600 from the start, or the operator's sock_mode.
+TEST(Daemon, LocalSocketIsPrivateWhateverTheUmask) {
+  TempDir d;
+  mode_t old_umask = ::umask(0);
+  {
+    Daemon daemon(LocalDaemonConfig(d, "a"));
+    Status s = daemon.Start();
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(SocketMode(d.path() + "/a.sock"), 0600u);
+  }
+  {
+    DaemonConfig group = LocalDaemonConfig(d, "g");
+    group.sock_mode = 0660;
+    Daemon daemon(group);
+    Status s = daemon.Start();
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(SocketMode(d.path() + "/g.sock"), 0660u);
+  }
+  ::umask(old_umask);
+}
+
+TEST(DaemonConfig, SockModeIsOctalAndNeverOpenToOthers) {
+  TempDir d;
+  DaemonConfig c;
+  EXPECT_EQ(c.sock_mode, 0600u);
+  ASSERT_TRUE(LoadDaemonConfig(d.Write("c.yaml", "sock_mode: \"0660\"\n"), &c).ok());
+  EXPECT_EQ(c.sock_mode, 0660u);
+  EXPECT_TRUE(ValidateDaemonConfig(&c).ok());
+  Status s = LoadDaemonConfig(d.Write("c.yaml", "sock_mode: rw-rw----\n"), &c);
+  EXPECT_NE(s.message().find("sock_mode"), std::string::npos) << s.message();
+  for (uint32_t bad : {0666u, 0604u, 0400u, 01600u}) {
+    c = DaemonConfig();
+    c.sock_mode = bad;
+    s = ValidateDaemonConfig(&c);
+    EXPECT_NE(s.message().find("sock_mode"), std::string::npos) << std::oct << bad;
+  }
 }
 
 TEST(VerifyDigest, MatchesAndMismatches) {

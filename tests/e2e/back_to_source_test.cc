@@ -2,10 +2,15 @@
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "common/digest.h"
@@ -59,6 +64,71 @@ class BackToSourceTest : public ::testing::Test {
   TempDir dir_;
   std::string root_, sock_;
 };
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Pids of the dfdaemon processes serving `sock` (argv[0] is dfdaemon and an argument is `sock`).
+// Exited processes (zombies included) have no cmdline and are not listed.
+std::vector<pid_t> DaemonPids(const std::string& sock) {
+  std::vector<pid_t> pids;
+  for (auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::string name = e.path().filename();
+    if (!std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::string cmdline = ReadFile(e.path() / "cmdline");
+    std::vector<std::string> argv;
+    std::istringstream in(cmdline);
+    for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);
+    if (argv.empty() || std::filesystem::path(argv[0]).filename() != "dfdaemon") continue;
+    if (std::find(argv.begin(), argv.end(), sock) != argv.end()) pids.push_back(std::stoi(name));
+  }
+  return pids;
+}
+
+// Gone, or a zombie (the daemons dfget starts are reparented; the test cannot reap them).
+bool Exited(pid_t pid) {
+  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  size_t paren = stat.rfind(')');
+  return stat.empty() || (paren != std::string::npos && stat.substr(paren + 2, 1) == "Z");
+}
+
+// Stops `pid` with SIGTERM, waiting for it to exit; SIGKILL after 10 s. True when SIGTERM did.
+bool StopPid(pid_t pid) {
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 200 && !Exited(pid); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (Exited(pid)) return true;
+  ::kill(pid, SIGKILL);
+  return false;
+}
+
+// Stops, by pid, every dfdaemon serving `sock` when the test ends (daemons that dfget started
+// detached, which the harness does not own).
+struct DaemonsStopper {
+  std::string sock;
+  ~DaemonsStopper() {
+    for (pid_t pid : DaemonPids(sock)) StopPid(pid);
+  }
+};
+
+// Pids holding a flock on `path`, from /proc/locks ("1: FLOCK ADVISORY WRITE pid maj:min:ino").
+std::vector<pid_t> FlockHolders(const std::string& path) {
+  struct stat st {};
+  std::vector<pid_t> pids;
+  if (::stat(path.c_str(), &st) != 0) return pids;
+  std::istringstream locks(ReadFile("/proc/locks"));
+  for (std::string line; std::getline(locks, line);) {
+    std::istringstream in(line);
+    std::string id, kind, advisory, mode, file;
+    pid_t pid = 0;
+    if (!(in >> id >> kind >> advisory >> mode >> pid >> file) || kind != "FLOCK") continue;
+    if (file.ends_with(":" + std::to_string(st.st_ino))) pids.push_back(pid);
+  }
+  return pids;
+}
 
 TEST_F(BackToSourceTest, Downloads256MiBWithTheRightSha256) {
   std::string sha = bench::MakeFile(root_ + "/big.bin", 256 * kMiB);
@@ -222,6 +292,198 @@ TEST_F(BackToSourceTest, StartsADaemonWhenNoneRuns) {
   ASSERT_EQ(rc, 0) << out;
   EXPECT_GT(started, 0) << "no dfdaemon was started";
   EXPECT_TRUE(std::filesystem::exists(Out("s.bin")));
+}
+
+// Issue: the output was a hard link to the cache inode, so editing the downloaded file in place
+// changed what the next dfget of the URL returned (exit 0, wrong bytes) and what peers were
+// served.
+TEST_F(BackToSourceTest, EditingTheOutputInPlaceDoesNotChangeTheCache) {
+  std::string sha = bench::MakeFile(root_ + "/e.bin", 4 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  std::string out;
+  ASSERT_EQ(Dfget({origin.Url("e.bin"), "-O", Out("e1.bin")}, &out), 0) << out;
+  {
+    std::fstream edit(Out("e1.bin"), std::ios::in | std::ios::out | std::ios::binary);
+    edit.seekp(1000);
+    edit << "edited in place";
+  }
+  ASSERT_EQ(Dfget({origin.Url("e.bin"), "-O", Out("e2.bin")}, &out), 0) << out;
+  EXPECT_EQ(Sha256File(Out("e2.bin")).value(), sha);
+  EXPECT_EQ(origin.BytesServed(), 4 * kMiB) << "the second download came from the cache";
+}
+
+// Issue: `dfget -O /dev/stdout` as root replaced the system's /dev/stdout symlink with a regular
+// file. (A symlink in the test's own directory stands in for /dev/stdout.)
+TEST_F(BackToSourceTest, RefusesToReplaceASymlinkAtTheOutputPath) {
+  bench::MakeFile(root_ + "/l.bin", 1 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  std::string target = dir_.path() + "/target";
+  std::ofstream(target) << "precious";
+  ASSERT_EQ(::symlink(target.c_str(), Out("link").c_str()), 0);
+  std::string out;
+  EXPECT_EQ(Dfget({origin.Url("l.bin"), "-O", Out("link")}, &out), 2) << out;
+  EXPECT_NE(out.find(Out("link") + " is a symlink"), std::string::npos) << out;
+  EXPECT_TRUE(std::filesystem::is_symlink(Out("link")));
+  EXPECT_EQ(ReadFile(target), "precious");
+  EXPECT_EQ(OutputEntries(), 1u) << "no temporary file is left behind";
+}
+
+// Issue: a wrong --digest deleted a good cached copy.
+TEST_F(BackToSourceTest, WrongDigestFailsAndKeepsAGoodCache) {
+  std::string sha = bench::MakeFile(root_ + "/w.bin", 4 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  std::string out;
+  ASSERT_EQ(Dfget({origin.Url("w.bin"), "-O", Out("w1.bin")}, &out), 0) << out;
+  std::string wrong = std::string(64, '0');
+  EXPECT_EQ(Dfget({origin.Url("w.bin"), "-O", Out("w2.bin"), "--digest", "sha256:" + wrong}, &out),
+            1);
+  EXPECT_NE(out.find("digest mismatch: want sha256:" + wrong + ", got sha256:" + sha),
+            std::string::npos)
+      << out;
+  EXPECT_FALSE(std::filesystem::exists(Out("w2.bin")));
+  ASSERT_EQ(Dfget({origin.Url("w.bin"), "-O", Out("w3.bin"), "--digest", "sha256:" + sha}, &out), 0)
+      << out;
+  EXPECT_EQ(origin.BytesServed(), 4 * kMiB) << "the good cache was deleted";
+}
+
+// The other side of the digest check: a cache that fails its own CRC32Cs is deleted, so that
+// the retry fetches the file again.
+TEST_F(BackToSourceTest, DigestMismatchOfACorruptCacheDeletesIt) {
+  std::string sha = bench::MakeFile(root_ + "/k.bin", 4 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  std::string out, url = origin.Url("k.bin");
+  ASSERT_EQ(Dfget({url, "-O", Out("k1.bin")}, &out), 0) << out;
+  std::string content = dir_.path() + "/data/content/" + TaskId(TaskIdInput{url, "", "", 0, {}});
+  {
+    std::fstream rot(content, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(rot.good()) << content;
+    rot.seekp(12345);
+    rot << "bit rot";
+  }
+  EXPECT_EQ(Dfget({url, "-O", Out("k2.bin"), "--digest", "sha256:" + sha}, &out), 1);
+  EXPECT_NE(out.find("corrupt"), std::string::npos) << out;
+  ASSERT_EQ(Dfget({url, "-O", Out("k3.bin"), "--digest", "sha256:" + sha}, &out), 0) << out;
+  EXPECT_EQ(origin.BytesServed(), 2 * 4 * kMiB);
+}
+
+// Issue: deleting a content file by hand broke every later download of the URL until a restart.
+TEST_F(BackToSourceTest, ContentFileRemovedByHandIsDownloadedAgain) {
+  std::string sha = bench::MakeFile(root_ + "/r.bin", 4 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  std::string out, url = origin.Url("r.bin");
+  ASSERT_EQ(Dfget({url, "-O", Out("r1.bin")}, &out), 0) << out;
+  std::string content = dir_.path() + "/data/content/" + TaskId(TaskIdInput{url, "", "", 0, {}});
+  ASSERT_EQ(::unlink(content.c_str()), 0) << content;
+  ASSERT_EQ(Dfget({url, "-O", Out("r2.bin")}, &out), 0) << out;
+  EXPECT_EQ(Sha256File(Out("r2.bin")).value(), sha);
+  EXPECT_EQ(origin.BytesServed(), 2 * 4 * kMiB);
+}
+
+// Issue: three dfgets started at once with no daemon running started three daemons on one
+// socket and one data dir. The daemons' locks let one win; the other dfgets use it.
+TEST_F(BackToSourceTest, DfgetsStartedAtOnceShareOneDaemon) {
+  std::string sha = bench::MakeFile(root_ + "/c.bin", 4 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  DaemonsStopper stopper{sock_};
+  std::vector<Process> dfgets;
+  for (int i = 0; i < 3; ++i) {
+    dfgets.push_back(Process::Start(
+        {Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, "--data-dir",
+         dir_.path() + "/autodata", origin.Url("c.bin"), "-O", Out("c" + std::to_string(i))},
+        dir_.path() + "/dfget" + std::to_string(i) + ".log"));
+  }
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(dfgets[i].Wait(60000), 0)
+        << ReadFile(dir_.path() + "/dfget" + std::to_string(i) + ".log");
+    auto got = Sha256File(Out("c" + std::to_string(i)));
+    EXPECT_TRUE(got.ok() && got.value() == sha) << i;
+  }
+  // A daemon that lost the race exits at start, maybe after its dfget already finished.
+  std::vector<pid_t> daemons = DaemonPids(sock_);
+  for (int i = 0; i < 200 && daemons.size() > 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    daemons = DaemonPids(sock_);
+  }
+  ASSERT_EQ(daemons.size(), 1u) << ReadFile(dir_.path() + "/autodata/dfdaemon.log");
+  EXPECT_EQ(FlockHolders(sock_ + ".lock"), daemons);
+  EXPECT_EQ(FlockHolders(dir_.path() + "/autodata/dfdaemon.lock"), daemons);
+  EXPECT_TRUE(StopPid(daemons[0])) << "the daemon did not stop on SIGTERM";
+}
+
+// Issue: another local user could bind the default socket path first and collect the
+// `-H Authorization` headers that dfget sends. dfget refuses a socket that is not its user's or
+// root's, before it connects.
+TEST_F(BackToSourceTest, DfgetRefusesASocketOwnedByAnotherUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make a socket owned by another user";
+  DaemonsStopper stopper{sock_};  // in case a dfget starts one
+  int impostor = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, sock_.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(impostor, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(impostor, 8), 0);
+  ASSERT_EQ(::chown(sock_.c_str(), 65534, 65534), 0);
+  std::string out;
+  EXPECT_EQ(Dfget({"http://127.0.0.1:1/x", "-H", "Authorization: Bearer secret", "--data-dir",
+                   dir_.path() + "/autodata", "-O", Out("x")},
+                  &out),
+            3)
+      << out;
+  EXPECT_NE(out.find(sock_ + " is owned by uid 65534"), std::string::npos) << out;
+  EXPECT_LT(::accept(impostor, nullptr, nullptr), 0) << "dfget connected to the impostor";
+  ::close(impostor);
+}
+
+// The daemon side of the socket issue, end to end: another user cannot use a daemon's socket,
+// even when the daemon was started under umask 0, and dfget says why (rather than starting a
+// daemon of its own on the same path).
+TEST_F(BackToSourceTest, AnotherUserCannotUseTheDaemonSocket) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run dfget as another user";
+  bench::MakeFile(root_ + "/u.bin", 1 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  mode_t old_umask = ::umask(0);
+  Process daemon = StartDaemon();
+  ::umask(old_umask);
+  DaemonsStopper stopper{sock_};
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0711), 0);  // others may reach the socket path itself
+  std::string out;
+  EXPECT_EQ(bench::Run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, "--data-dir",
+                        dir_.path() + "/nobody", origin.Url("u.bin"), "-O", Out("u.bin")},
+                       &out),
+            3)
+      << out;
+  EXPECT_NE(out.find("permission denied on " + sock_), std::string::npos) << out;
+  EXPECT_EQ(OutputEntries(), 0u);
+  EXPECT_EQ(DaemonPids(sock_), std::vector<pid_t>{daemon.pid()});
+}
+
+TEST_F(BackToSourceTest, DfgetRefusesASymlinkAtTheSocketPath) {
+  DaemonsStopper stopper{sock_};
+  Process daemon = Process::Start(
+      {Bin("daemon/dfdaemon"), "--sock", dir_.path() + "/real.sock", "--data-dir",
+       dir_.path() + "/data", "--grpc-port", "0", "--piece-port", "0", "--metrics-port", "0"},
+      dir_.path() + "/dfdaemon.log");
+  ASSERT_TRUE(bench::WaitForUnixSocket(dir_.path() + "/real.sock", 10000));
+  ASSERT_EQ(::symlink((dir_.path() + "/real.sock").c_str(), sock_.c_str()), 0);
+  std::string out;
+  EXPECT_EQ(Dfget({"http://127.0.0.1:1/x", "--data-dir", dir_.path() + "/autodata", "-O", Out("x")},
+                  &out),
+            3)
+      << out;
+  EXPECT_NE(out.find(sock_ + " is not a socket but a symlink"), std::string::npos) << out;
 }
 
 }  // namespace

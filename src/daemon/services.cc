@@ -57,10 +57,7 @@ Status ValidateOutput(const dv1::DownloadRequest& req) {
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return InvalidArgument("output directory " + dir + " does not exist");
   }
-  if (::stat(out.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    return InvalidArgument("output path " + out + " is a directory");
-  }
-  return Status::Ok();
+  return CheckOutputReplaceable(out);  // a directory, symlink or device is refused up front
 }
 
 TaskSpec SpecOf(const dv1::DownloadRequest& req) {

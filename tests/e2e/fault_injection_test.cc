@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -179,6 +180,17 @@ TEST_F(FaultInjectionTest, EveryPeerFinishesThroughKillsRestartsAndALiar) {
   int blocked = 0;
   for (int i = 0; i < kPeers; ++i) {
     blocked += Log("peer" + std::to_string(i)).find("served a corrupt piece") != std::string::npos;
+  }
+  // Where the origin's bytes went: every daemon's origin and summary lines.
+  for (const std::string name :
+       {"seed", "peer0", "peer1", "peer2", "peer3", "peer4", "peer5", "peer6", "peer7"}) {
+    std::istringstream log(Log(name));
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("back to source") != std::string::npos ||
+          line.find(" finished: ") != std::string::npos) {
+        std::printf("%s: %s\n", name.c_str(), line.c_str());
+      }
+    }
   }
   EXPECT_LT(liar.pieces_uploaded(), static_cast<uint64_t>(liar.pieces()))
       << "the liar served the swarm";

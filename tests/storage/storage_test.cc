@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -10,6 +11,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -377,7 +379,7 @@ TEST(PieceStore, GcDeletesExpiredIdleFinishedTasksOnly) {
   EXPECT_EQ(store->CollectGarbage(policy).value(), 0);
 }
 
-TEST(PieceStore, GcAboveHighWatermarkDeletesIdleTasksLeastRecentlyUsedFirst) {
+TEST(PieceStore, GcAboveHighWatermarkSparesTasksInUse) {
   TempDir dir;
   auto store = OpenStore(dir.path());
   { auto a = store->OpenTask(MakeMeta("a", kPieceLength)).value(); }
@@ -389,6 +391,36 @@ TEST(PieceStore, GcAboveHighWatermarkDeletesIdleTasksLeastRecentlyUsedFirst) {
   EXPECT_EQ(store->CollectGarbage(policy).value(), 1);
   EXPECT_EQ(store->FindTask("a"), nullptr);
   EXPECT_NE(store->FindTask("held"), nullptr);
+}
+
+// The order needs a filesystem whose use the test controls: a small tmpfs of its own (root).
+TEST(PieceStore, GcAboveHighWatermarkDeletesIdleTasksLeastRecentlyUsedFirst) {
+  TempDir dir;
+  std::string mnt = dir.path() + "/tmpfs";
+  std::filesystem::create_directories(mnt);
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=100m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << std::strerror(errno);
+  }
+  {
+    auto store = OpenStore(mnt);
+    // Three finished tasks of 16 MiB, used in the order old, middle, new: 48 of 100 MiB, plus
+    // the metadata database (a few MiB at most).
+    const uint64_t pieces = 16 * kMiB / kPieceLength;
+    for (const char* id : {"old", "middle", "new"}) {
+      auto t = store->OpenTask(MakeMeta(id, static_cast<int64_t>(pieces * kPieceLength))).value();
+      for (uint32_t n = 0; n < pieces; ++n) WriteAndCommit(*t, n);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // distinct access times
+    }
+    GcPolicy policy;
+    policy.task_ttl_ms = 3600 * 1000;
+    policy.disk_high_watermark = 0.40;  // 0.48 and more is above
+    policy.disk_low_watermark = 0.42;   // one task less (0.32 and the database) is enough
+    EXPECT_EQ(store->CollectGarbage(policy).value(), 1);
+    EXPECT_EQ(store->FindTask("old"), nullptr) << "the least recently used task goes first";
+    EXPECT_NE(store->FindTask("middle"), nullptr);
+    EXPECT_NE(store->FindTask("new"), nullptr);
+  }
+  ::umount2(mnt.c_str(), MNT_DETACH);
 }
 
 TEST(TaskStorage, WaitForPiecesWakesOnCommit) {

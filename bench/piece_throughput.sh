@@ -154,3 +154,22 @@ echo "storage   nginx(sendfile) -> curl -o FILE      : $best_curl_file MiB/s"
 echo "storage   PieceServer -> PieceClient -> store  : $best_df_store MiB/s"
 echo "storage   ratio                                : $(ratio "$best_df_store" "$best_curl_file")x"
 echo "storage vs curl -o /dev/null                   : $(ratio "$best_df_store" "$best_curl_null")x"
+
+# Origin-digest verification (docs/security.md): the child's CPU per byte with and without the
+# sha256 check of every piece, scaled to one host receiving at 200 Mbit/s (25 MB/s).
+cpu_per_byte() {  # extra flags; prints client CPU seconds per byte
+  "$BIN" "${DF_ARGS[@]}" "$@" |
+    sed -n 's/.*bytes=\([0-9]*\).*client_cpu_seconds=\([0-9.]*\).*/\2 \1/p' |
+    awk '{ printf "%.6e\n", $1 / $2 }'
+}
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b < a ? b : a) }'; }
+plain=1 verified=1
+for run in $(seq "$RUNS"); do
+  plain=$(min "$plain" "$(cpu_per_byte)")
+  verified=$(min "$verified" "$(cpu_per_byte --verify-sha256)")
+done
+awk -v p="$plain" -v v="$verified" 'BEGIN {
+  printf "verify    child CPU at 200 Mbit/s, CRC32C only  : %.1f%% of a core\n", p * 25e6 * 100
+  printf "verify    child CPU at 200 Mbit/s, + sha256     : %.1f%% of a core (target <= 10%%)\n", v * 25e6 * 100
+  printf "verify    extra CPU of the sha256 check          : %.1f%% of a core\n", (v - p) * 25e6 * 100
+}'

@@ -29,6 +29,7 @@ constexpr int kOriginStatAttempts = 4;  // 0.5 + 1 + 2 s of backoff between them
 // How long a worker waits for the origin digest of a piece it received (the seed reports it
 // when it commits the piece, before children can fetch it, so this is one scheduler round trip).
 constexpr auto kDigestWait = std::chrono::seconds(3);
+constexpr auto kDigestRetryInterval = std::chrono::milliseconds(50);
 constexpr uint32_t kDigestsPerRequest = 4096;
 
 bool Known(const PieceDigest& d) {
@@ -75,6 +76,7 @@ struct PeerTask::Parent {
   uint32_t inflight = 0;          // pieces requested from it and not answered yet
   uint32_t connections = 0;       // workers talking to it (each on one connection)
   uint32_t failures = 0;          // consecutive
+  uint32_t unverifiable = 0;      // pieces it served that the origin fetcher never reported
   double rate_bytes_per_sec = 0;  // EWMA of piece throughput; 0 = not measured yet
   bool dead = false;
   bool done = false;  // holds the whole task
@@ -512,17 +514,21 @@ void PeerTask::ReportKnownDigests() {
 
 Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece) {
   if (!ctx_.scheduler || piece >= digests_.size()) return Status::Ok();
-  if (!Known(digests_[piece]) && !announce_lost_) {
-    // Ask, then wait for an answer sent after this piece arrived: the peer that fetched it from
-    // the origin reported its digest before any child could fetch it, so the answer has it.
+  // Ask, then wait for an answer sent after this piece arrived. The peer that fetched the piece
+  // from the origin reports its digest before it commits the piece, so the answer normally has
+  // it; when the report is still on its way, ask again for a little while.
+  const auto deadline = Clock::now() + kDigestWait;
+  while (!Known(digests_[piece]) && !announce_lost_ && !stopping_ && Clock::now() < deadline) {
     const uint64_t asked_at = digest_responses_;
     sv1::AnnouncePeerRequest req;
     req.mutable_piece_digests_request()->set_first_piece(piece);
     req.mutable_piece_digests_request()->set_count(kDigestsPerRequest);
     Send(req);  // takes write_mu_ only: mu_ is never taken under it
-    cv_.wait_for(l, kDigestWait, [&] {
+    cv_.wait_until(l, deadline, [&] {
       return Known(digests_[piece]) || digest_responses_ > asked_at || stopping_ || announce_lost_;
     });
+    if (Known(digests_[piece]) || digest_responses_ == asked_at || !digests_expected_) break;
+    cv_.wait_for(l, kDigestRetryInterval);
   }
   if (!Known(digests_[piece]) && digests_expected_ && !announce_lost_) {
     return NotFound("piece " + std::to_string(piece) + " has no origin digest yet");
@@ -853,6 +859,12 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
                     request_.task_id, p->peer_id, piece);
         p->dead = true;
         if (p->sync_ctx) p->sync_ctx->TryCancel();
+      } else if (!s.ok() && s.code() == StatusCode::kNotFound && ++p->unverifiable >= 2) {
+        // Pieces nobody fetched from the origin: an honest parent cannot have them.
+        DF_LOG_WARN("task {} parent {} serves pieces the origin fetcher never reported; blocked",
+                    request_.task_id, p->peer_id);
+        p->dead = true;
+        if (p->sync_ctx) p->sync_ctx->TryCancel();
       }
     }
     if (s.ok()) {
@@ -912,6 +924,9 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
   std::string parent_id = a.kind == Assignment::kParent ? a.parent->peer_id : std::string();
   if (s.ok()) {
     l.unlock();
+    // Children check this piece against the digest reported here, so the report goes out
+    // before the commit lets any child see the piece.
+    if (origin_digest) ReportPiece(a.piece, parent_id, length, cost_ns, crc, origin_digest);
     s = storage_->CommitPiece(PieceNumber{a.piece}, crc);
     l.lock();
   }
@@ -925,7 +940,7 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
     DF_LOG_DEBUG("piece {} of task {} done source={} bytes={} ms={:.1f}", a.piece,
                  request_.task_id.substr(0, 12), parent_id.empty() ? "origin" : parent_id, length,
                  static_cast<double>(cost_ns) / 1e6);
-    ReportPiece(a.piece, parent_id, length, cost_ns, crc, origin_digest);
+    if (!origin_digest) ReportPiece(a.piece, parent_id, length, cost_ns, crc);
     if (all) Finish(Status::Ok());
     l.lock();
     return;
@@ -1004,9 +1019,11 @@ Status PeerTask::StreamWholeFromOrigin() {
       data += take;
       len -= take;
       if (offset == piece_end) {
-        DF_RETURN_IF_ERROR(storage_->CommitPiece(PieceNumber{piece}, crc));
         PieceDigest sha256 = digest->FinalBytes();
         digest = std::make_unique<Sha256>();
+        // Reported before the commit makes the piece visible to children (they verify it).
+        ReportPiece(piece, "", lay.length(PieceNumber{piece}), 1, crc, &sha256);
+        DF_RETURN_IF_ERROR(storage_->CommitPiece(PieceNumber{piece}, crc));
         {
           std::lock_guard<std::mutex> l(mu_);
           if (pieces_[piece] != PieceState::kDone) {
@@ -1016,7 +1033,6 @@ Status PeerTask::StreamWholeFromOrigin() {
             OnPieceDoneLocked(piece);
           }
         }
-        ReportPiece(piece, "", lay.length(PieceNumber{piece}), 1, crc, &sha256);
         ++piece;
         crc = 0;
       }

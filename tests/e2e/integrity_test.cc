@@ -123,3 +123,42 @@ TEST_F(IntegrityTest, ALyingParentIsCaughtOnItsFirstPieceAndBlocked) {
 
 }  // namespace
 }  // namespace df
+
+namespace df {
+namespace {
+
+// Issue 14: a parent that stays connected but gets no new pieces (its own origin fetch failed)
+// held its children forever. Now its availability streams end when its download fails, and the
+// child moves on: here to the origin, which answers 404, so it fails fast with that error.
+TEST_F(IntegrityTest, AChildOfASeedWhoseOriginFetchFailedIsNotHeldForever) {
+  std::string root = dir_.path() + "/origin";
+  std::filesystem::create_directories(root);
+  bench::MakeFile(root + "/f.bin", 64 * kMiB);
+  bench::NginxOrigin origin(root, "1m");  // the seed needs ~16 s: time to pull the rug
+  ASSERT_TRUE(origin.ok());
+  const std::string url = origin.Url("f.bin");
+  scheduler_port_ = bench::FreePort();
+  Process scheduler =
+      Process::Start({Bin("scheduler/dfscheduler"), "--listen",
+                      "127.0.0.1:" + std::to_string(scheduler_port_), "--metrics", ""},
+                     dir_.path() + "/dfscheduler.log");
+  ASSERT_TRUE(bench::WaitForTcp(scheduler_port_, 10000));
+  Process seed = StartDaemon("seed", true);
+  Process child = StartDaemon("child", false);
+  std::this_thread::sleep_for(700ms);
+
+  std::string out;
+  int rc = -1;
+  auto start = std::chrono::steady_clock::now();
+  std::thread client([&] { rc = Dfget("child", url, dir_.path() + "/child.bin", &out); });
+  std::this_thread::sleep_for(3s);           // the seed is fetching; the child is its child
+  std::filesystem::remove(root + "/f.bin");  // every further origin request is a 404
+  client.join();
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("404"), std::string::npos) << out;
+  EXPECT_LT(took, 60s) << "the child waited on a parent that could get nothing more";
+}
+
+}  // namespace
+}  // namespace df

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "common/crc32c.h"
+#include "common/digest.h"
 #include "common/fd.h"
 #include "common/ids.h"
 #include "common/log.h"
@@ -43,7 +45,17 @@ struct BenchOptions {
   uint64_t rate_limit_bytes_per_sec = 0;
   // Diagnostic: the child writes to /dev/null and commits nothing (what curl -o /dev/null does).
   bool discard = false;
+  // The child checks each piece against its origin sha256 before committing it, as a peer does
+  // with pieces from a parent (docs/security.md); the expected digests are computed untimed.
+  bool verify_sha256 = false;
 };
+
+// Thread CPU time (user + system) of the calling thread, in seconds.
+double ThreadCpuSeconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
 
 // Copies `file` into `task` piece by piece and commits each piece with its CRC32C.
 Status ImportFile(const std::string& file, TaskStorage& task) {
@@ -80,8 +92,8 @@ Result<std::shared_ptr<TaskStorage>> OpenSource(PieceStore& store, const BenchOp
 }
 
 // Fetches pieces handed out by `next` until none is left; returns the first error.
-Status FetchWorker(const BenchOptions& o, uint16_t port, const std::string& task_id,
-                   TaskStorage& dest, std::atomic<uint32_t>& next) {
+Status FetchAll(const BenchOptions& o, uint16_t port, const std::string& task_id, TaskStorage& dest,
+                std::atomic<uint32_t>& next, const std::vector<std::array<uint8_t, 32>>& digests) {
   PieceClientOptions copts;
   copts.chunk_bytes = o.chunk_bytes;
   copts.congestion_control = o.congestion_control;
@@ -93,9 +105,29 @@ Status FetchWorker(const BenchOptions& o, uint16_t port, const std::string& task
     PieceNumber n{i};
     auto r = client.FetchPiece(task_id, n, layout.offset(n), layout.length(n), dest_fd);
     if (!r.ok()) return r.status();
-    if (!o.discard) DF_RETURN_IF_ERROR(dest.CommitPiece(n, r->crc32c));
+    if (o.discard) continue;
+    if (o.verify_sha256) {
+      auto got = Sha256Range(dest_fd, layout.offset(n), layout.length(n));
+      if (!got.ok()) return got.status();
+      if (got.value() != digests[i]) return DataLoss("piece " + std::to_string(i) + " digest");
+    }
+    DF_RETURN_IF_ERROR(dest.CommitPiece(n, r->crc32c));
   }
   return Status::Ok();
+}
+
+// Fetches pieces handed out by `next` until none is left; returns the first error. Adds the
+// thread's CPU time to `cpu_seconds`.
+Status FetchWorker(const BenchOptions& o, uint16_t port, const std::string& task_id,
+                   TaskStorage& dest, std::atomic<uint32_t>& next,
+                   const std::vector<std::array<uint8_t, 32>>& digests,
+                   std::atomic<double>& cpu_seconds) {
+  double cpu_start = ThreadCpuSeconds();
+  Status s = FetchAll(o, port, task_id, dest, next, digests);
+  double used = ThreadCpuSeconds() - cpu_start;
+  for (double cur = cpu_seconds.load(); !cpu_seconds.compare_exchange_weak(cur, cur + used);) {
+  }
+  return s;
 }
 
 Status Run(const BenchOptions& o) {
@@ -128,13 +160,25 @@ Status Run(const BenchOptions& o) {
   auto dest = (*child_store)->OpenTask(meta);
   if (!dest.ok()) return dest.status();
 
+  std::vector<std::array<uint8_t, 32>> digests;  // what the seed reports, computed untimed
+  if (opts.verify_sha256) {
+    PieceLayout layout = (*source)->layout();
+    for (uint32_t i = 0; i < layout.total_pieces(); ++i) {
+      auto d = Sha256Range((*source)->content_fd(), layout.offset(PieceNumber{i}),
+                           layout.length(PieceNumber{i}));
+      if (!d.ok()) return d.status();
+      digests.push_back(d.value());
+    }
+  }
   std::atomic<uint32_t> next{0};
+  std::atomic<double> cpu_seconds{0};
   std::vector<Status> results(static_cast<size_t>(opts.connections));
   std::vector<std::thread> workers;
   auto start = std::chrono::steady_clock::now();
   for (int c = 0; c < opts.connections; ++c) {
     workers.emplace_back([&, c] {
-      results[static_cast<size_t>(c)] = FetchWorker(opts, server.port(), task_id, **dest, next);
+      results[static_cast<size_t>(c)] =
+          FetchWorker(opts, server.port(), task_id, **dest, next, digests, cpu_seconds);
     });
   }
   for (auto& w : workers) w.join();
@@ -144,9 +188,11 @@ Status Run(const BenchOptions& o) {
   if (!opts.discard && !(*dest)->done())
     return Internal("child task not done after fetching every piece");
   auto bytes = static_cast<double>(st.st_size);
-  std::printf("bytes=%lld seconds=%.3f rate_mib_per_sec=%.1f connections=%d piece_length=%llu\n",
-              static_cast<long long>(st.st_size), seconds, bytes / seconds / (1 << 20),
-              opts.connections, static_cast<unsigned long long>(opts.piece_length));
+  std::printf(
+      "bytes=%lld seconds=%.3f rate_mib_per_sec=%.1f connections=%d piece_length=%llu "
+      "client_cpu_seconds=%.3f\n",
+      static_cast<long long>(st.st_size), seconds, bytes / seconds / (1 << 20), opts.connections,
+      static_cast<unsigned long long>(opts.piece_length), cpu_seconds.load());
   (void)(*child_store)->DeleteTask(task_id);
   return Status::Ok();
 }
@@ -166,6 +212,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(size_t{4096}, size_t{1} << 28));
   app.add_option("--congestion-control", o.congestion_control, "per-socket TCP congestion control");
   app.add_option("--rate-limit", o.rate_limit_bytes_per_sec, "server upload limit, bytes/s");
+  app.add_flag("--verify-sha256", o.verify_sha256,
+               "check each piece against its sha256 before committing it (as a peer does)");
   app.add_flag("--discard", o.discard, "diagnostic: write received pieces to /dev/null");
   CLI11_PARSE(app, argc, argv);
   (void)df::InitLogging("df_piece_bench", "warn");

@@ -262,4 +262,28 @@ std::string BuildDir() {
   return d ? d : ".";
 }
 
+std::vector<std::string> DaemonArgv(const std::string& bin_dir, const std::string& name,
+                                    const std::string& work_dir, uint16_t scheduler_port,
+                                    const std::string& announce_interval) {
+  return {bin_dir + "/daemon/dfdaemon",
+          "--hostname",
+          name,
+          "--ip",
+          "127.0.0.1",
+          "--sock",
+          work_dir + "/" + name + ".sock",
+          "--data-dir",
+          work_dir + "/" + name,
+          "--grpc-port",
+          "0",
+          "--piece-port",
+          "0",
+          "--metrics-port",
+          "0",
+          "--scheduler",
+          "127.0.0.1:" + std::to_string(scheduler_port),
+          "--announce-interval",
+          announce_interval};
+}
+
 }  // namespace df::bench

@@ -87,4 +87,11 @@ bool WaitForTcp(uint16_t port, int timeout_ms);
 // Directory of the built binaries (the CMake build tree), from DF_BUILD_DIR.
 std::string BuildDir();
 
+// The command line of a dfdaemon called `name` on 127.0.0.1 (any free ports), with its socket
+// at WORK_DIR/NAME.sock and its data in WORK_DIR/NAME, announcing every `announce_interval` to
+// the scheduler on 127.0.0.1:scheduler_port. `bin_dir` holds daemon/dfdaemon; append flags.
+std::vector<std::string> DaemonArgv(const std::string& bin_dir, const std::string& name,
+                                    const std::string& work_dir, uint16_t scheduler_port,
+                                    const std::string& announce_interval = "500ms");
+
 }  // namespace df::bench

@@ -63,29 +63,9 @@ Status LocalCluster::AddPeer() {
 Status LocalCluster::StartDaemon(const std::string& name, bool seed, Daemon* d) {
   d->name = name;
   d->sock = options_.work_dir + "/" + name + ".sock";
-  std::vector<std::string> argv = {options_.bin_dir + "/daemon/dfdaemon",
-                                   "--hostname",
-                                   name,
-                                   "--ip",
-                                   "127.0.0.1",
-                                   "--listen-ip",
-                                   "127.0.0.1",
-                                   "--sock",
-                                   d->sock,
-                                   "--data-dir",
-                                   options_.work_dir + "/" + name,
-                                   "--grpc-port",
-                                   "0",
-                                   "--piece-port",
-                                   "0",
-                                   "--metrics-port",
-                                   "0",
-                                   "--scheduler",
-                                   "127.0.0.1:" + std::to_string(scheduler_port_),
-                                   "--announce-interval",
-                                   "500ms",
-                                   "--log-level",
-                                   "warn"};
+  std::vector<std::string> argv =
+      DaemonArgv(options_.bin_dir, name, options_.work_dir, scheduler_port_);
+  argv.insert(argv.end(), {"--log-level", "warn"});
   if (seed) argv.push_back("--seed");
   argv.insert(argv.end(), options_.daemon_args.begin(), options_.daemon_args.end());
   d->process = Process::Start(argv, options_.work_dir + "/logs/" + name + ".log");

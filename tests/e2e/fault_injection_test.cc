@@ -52,31 +52,10 @@ class FaultInjectionTest : public ::testing::Test {
   // Every daemon uploads at most 40 MB/s, so that the swarm takes long enough for each fault
   // to land mid-download on two cores.
   Process StartDaemon(const std::string& name, bool seed) {
-    std::vector<std::string> argv = {Bin("daemon/dfdaemon"),
-                                     "--hostname",
-                                     name,
-                                     "--ip",
-                                     "127.0.0.1",
-                                     "--sock",
-                                     Sock(name),
-                                     "--data-dir",
-                                     dir_.path() + "/" + name,
-                                     "--grpc-port",
-                                     "0",
-                                     "--piece-port",
-                                     "0",
-                                     "--metrics-port",
-                                     "0",
-                                     "--scheduler",
-                                     "127.0.0.1:" + std::to_string(scheduler_port_),
-                                     "--announce-interval",
-                                     "300ms",
-                                     "--upload-rate",
-                                     "320mbit",
-                                     "--piece-timeout",
-                                     "10s",
-                                     "--log-level",
-                                     "info"};
+    std::vector<std::string> argv =
+        bench::DaemonArgv(bench::BuildDir() + "/src", name, dir_.path(), scheduler_port_, "300ms");
+    argv.insert(argv.end(),
+                {"--upload-rate", "320mbit", "--piece-timeout", "10s", "--log-level", "info"});
     if (seed) argv.push_back("--seed");
     Process p = Process::Start(argv, dir_.path() + "/" + name + ".log");
     EXPECT_TRUE(bench::WaitForUnixSocket(Sock(name), 10000)) << name;

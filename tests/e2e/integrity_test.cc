@@ -34,27 +34,9 @@ class IntegrityTest : public ::testing::Test {
 
   Process StartDaemon(const std::string& name, bool seed) {
     std::string sock = dir_.path() + "/" + name + ".sock";
-    std::vector<std::string> argv = {Bin("daemon/dfdaemon"),
-                                     "--hostname",
-                                     name,
-                                     "--ip",
-                                     "127.0.0.1",
-                                     "--sock",
-                                     sock,
-                                     "--data-dir",
-                                     dir_.path() + "/" + name,
-                                     "--grpc-port",
-                                     "0",
-                                     "--piece-port",
-                                     "0",
-                                     "--metrics-port",
-                                     "0",
-                                     "--scheduler",
-                                     "127.0.0.1:" + std::to_string(scheduler_port_),
-                                     "--announce-interval",
-                                     "300ms",
-                                     "--log-level",
-                                     "info"};
+    std::vector<std::string> argv =
+        bench::DaemonArgv(bench::BuildDir() + "/src", name, dir_.path(), scheduler_port_, "300ms");
+    argv.insert(argv.end(), {"--log-level", "info"});
     if (seed) argv.push_back("--seed");
     Process p = Process::Start(argv, dir_.path() + "/" + name + ".log");
     EXPECT_TRUE(bench::WaitForUnixSocket(sock, 10000)) << name << " did not start";

@@ -523,7 +523,9 @@ Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t pie
     sv1::AnnouncePeerRequest req;
     req.mutable_piece_digests_request()->set_first_piece(piece);
     req.mutable_piece_digests_request()->set_count(kDigestsPerRequest);
-    Send(req);  // takes write_mu_ only: mu_ is never taken under it
+    l.unlock();  // a write may wait for the scheduler to read: never with mu_ held
+    Send(req);
+    l.lock();
     cv_.wait_until(l, deadline, [&] {
       return Known(digests_[piece]) || digest_responses_ > asked_at || stopping_ || announce_lost_;
     });

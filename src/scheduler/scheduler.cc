@@ -290,6 +290,8 @@ void Scheduler::SendPieceDigests(const Task& task, Peer& peer, const v1::PieceDi
   uint64_t end = std::min<uint64_t>(
       {static_cast<uint64_t>(m.first_piece()) + std::min(m.count(), kMaxDigestsPerResponse),
        task.piece_digests.size()});
+  // Trailing pieces nobody reported yet are left out: an answer costs what is known.
+  while (end > m.first_piece() && task.piece_digests[end - 1].empty()) --end;
   for (uint64_t i = m.first_piece(); i < end; ++i) d->add_sha256(task.piece_digests[i]);
   d->set_expected(task.digests_expected);
   peer.stream->Send(response);

@@ -215,6 +215,10 @@ void Daemon::Housekeeping() {
     if (stop_) break;
     l.unlock();
     manager_->Reap();
+    // Finished downloads are made durable here, off the path that places their output.
+    if (auto synced = store_->SyncFinishedTasks(); !synced.ok()) {
+      DF_LOG_WARN("sync finished tasks: {}", synced.status().ToString());
+    }
     running_tasks_->Set(static_cast<double>(manager_->running()));
     uploaded_bytes_->Set(static_cast<double>(piece_server_->bytes_uploaded()));
     concurrent_uploads_->Set(static_cast<double>(piece_server_->concurrent_uploads()));
@@ -260,6 +264,7 @@ void Daemon::Shutdown() {
   local_server_.reset();
   upload_server_.reset();
   manager_.reset();  // joins the downloads' threads, closing their streams to parents
+  if (store_) (void)store_->SyncFinishedTasks();  // what finished since the last housekeeping
   if (piece_server_) piece_server_->Stop();
   scheduler_.reset();  // LeaveHost
   if (owns_sock_) ::unlink(config_.sock.c_str());

@@ -47,7 +47,7 @@ class TaskManager {
 // Places a copy of the task's content at `output_path` atomically: an independent copy (a
 // reflink where the filesystem shares extents copy-on-write, else an in-kernel copy; never a
 // hard link, so editing the output cannot change the cache) under a temporary name in the
-// output's directory, fsync'ed, then rename(2). Only a regular file at `output_path` is
+// output's directory (not fsynced), then rename(2). Only a regular file at `output_path` is
 // replaced: a symlink, device, fifo, socket or directory there gives InvalidArgument naming the
 // path and is left alone. On any failure the temporary is removed and nothing appears at
 // `output_path`.

@@ -201,24 +201,28 @@ Status TaskStorage::CommitPiece(PieceNumber n, uint32_t crc) {
   }
   cv_.notify_all();
   // If this write is lost in a crash the task is merely re-verified on the next Open().
-  if (became_done) return SyncAndPersistDone();
+  if (became_done) return store_->PersistTask(*this);  // done, not synced yet
   return Status::Ok();
 }
 
-Status TaskStorage::SyncAndPersistDone() {
+Result<bool> TaskStorage::SyncContent() {
+  {
+    std::lock_guard lock(mu_);
+    if (!meta_.done || meta_.content_synced || closed_) return false;
+  }
   // A persisted done + content_synced lets Open() skip reading the task: the bytes must be on
-  // disk first. The pieces were verified and are in the page cache, so a failed sync does not
-  // fail the download; it leaves the task to be re-verified on the next Open().
-  bool synced = ::fdatasync(fd_.get()) == 0;
-  if (!synced) {
+  // disk first. A failed sync changes nothing: the task is re-verified on the next Open().
+  if (::fdatasync(fd_.get()) != 0) {
     DF_LOG_WARN("fdatasync failed, task will be re-verified on restart task_id={} path={}: {}",
                 task_id_, path_, ErrnoStatus("fdatasync", errno).message());
+    return false;
   }
   {
     std::lock_guard lock(mu_);
-    meta_.content_synced = synced;
+    meta_.content_synced = true;
   }
-  return store_->PersistTask(*this);
+  DF_RETURN_IF_ERROR(store_->PersistTask(*this));
+  return true;
 }
 
 bool TaskStorage::HasPiece(PieceNumber n) const {
@@ -456,7 +460,7 @@ Status PieceStore::LoadTasks() {
     std::string path = ContentPath(meta.task_id);
     bool trusted = meta.done && meta.content_synced;  // see the header: durable, not re-read
     if (!IsSafeTaskId(meta.task_id) ||
-        (trusted && !ContentFileComplete(path, meta.content_length))) {
+        (meta.done && !ContentFileComplete(path, meta.content_length))) {
       DF_LOG_WARN("dropping task whose content is missing task_id={} path={}", meta.task_id, path);
       DF_RETURN_IF_ERROR(DeleteTaskLocked(meta.task_id));
       continue;
@@ -646,6 +650,21 @@ std::vector<TaskMeta> PieceStore::ListTasks() {
   out.reserve(tasks_.size());
   for (const auto& [id, task] : tasks_) out.push_back(task->meta());
   return out;
+}
+
+Result<int> PieceStore::SyncFinishedTasks() {
+  std::vector<std::shared_ptr<TaskStorage>> tasks;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, task] : tasks_) tasks.push_back(task);
+  }
+  int synced = 0;
+  for (const auto& task : tasks) {
+    auto s = task->SyncContent();
+    if (!s.ok()) return s.status();
+    synced += s.value() ? 1 : 0;
+  }
+  return synced;
 }
 
 Result<int> PieceStore::CollectGarbage(const GcPolicy& policy) {

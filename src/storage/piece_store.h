@@ -7,13 +7,15 @@
 // never reports or serves a piece it has not verified.
 //
 // Durability: piece writes are not synced one by one (a power loss may lose recent bytes; the
-// re-verification above catches that). When the last piece commits, the content file is
-// fdatasync'ed *before* the done flag is persisted, together with content_synced = 1. So a task
-// recorded done and synced has durable bytes and Open() trusts it without reading it (startup
-// stays fast with a large cache). A task recorded done but not synced (a store written before
-// the content_synced column existed, or an fdatasync that failed) is re-verified on Open() like
-// an unfinished one: if every piece still matches, it is synced and marked so; otherwise it
-// becomes unfinished and resumes. (A column rather than comparing mtimes with a recorded sync
+// re-verification above catches that). When the last piece commits the task is recorded done
+// with content_synced = 0; SyncFinishedTasks() (the daemon calls it in the background and at
+// shutdown) later fdatasyncs the content and only then records content_synced = 1. So finishing
+// a download never waits for a multi-GB flush, and a task recorded done and synced has durable
+// bytes: Open() trusts it without reading it (startup stays fast with a large cache). A task
+// recorded done but not synced (a crash before the background sync, a store written before the
+// content_synced column existed, or an fdatasync that failed) is re-verified on Open() like an
+// unfinished one: if every piece still matches, it is synced and marked so; otherwise it becomes
+// unfinished and resumes. (A column rather than comparing mtimes with a recorded sync
 // time: mtime does not say whether the bytes reached the disk, and clocks move.)
 //
 // Layout under `dir`:  dir/metadata.db   dir/content/<task_id>
@@ -44,8 +46,8 @@ struct TaskMeta {
   int64_t created_unix_ms = 0;
   int64_t accessed_unix_ms = 0;
   bool done = false;  // every piece finished
-  // The content was fdatasync'ed after the last piece and before `done` was persisted; done
-  // tasks without it are re-verified on Open().
+  // The content was fdatasync'ed after the task was done (SyncFinishedTasks); done tasks
+  // without it are re-verified on Open().
   bool content_synced = false;
 };
 
@@ -68,9 +70,8 @@ class TaskStorage {
   Status SetContentLength(int64_t content_length, uint64_t piece_length);
 
   // Records that piece `n` (already written at its offset) has CRC32C `crc`. Idempotent.
-  // Wakes WaitForPieces() callers. When the last piece commits, the task becomes done: the
-  // content is fdatasync'ed before that is persisted (a failed sync is logged and leaves the
-  // task to be re-verified on the next Open()).
+  // Wakes WaitForPieces() callers. When the last piece commits, the task becomes done (recorded
+  // unsynced; see SyncContent).
   Status CommitPiece(PieceNumber n, uint32_t crc);
 
   bool HasPiece(PieceNumber n) const;
@@ -102,8 +103,10 @@ class TaskStorage {
   friend class PieceStore;
   // Sets the in-memory access time (persisted by OpenTask).
   void Touch(int64_t now_unix_ms);
-  // Syncs the content, then persists the done task. Called once, by the last CommitPiece.
-  Status SyncAndPersistDone();
+  // For a done task not synced yet: fdatasync the content, then record content_synced = 1
+  // (a failed sync is logged and leaves the task to be re-verified on the next Open()). Returns
+  // whether it synced anything.
+  Result<bool> SyncContent();
   // Sizes the per-piece vectors for `total_pieces`. EXCLUSIVE_LOCKS_REQUIRED(mu_).
   void ResizeLocked(uint32_t total_pieces);
 
@@ -152,6 +155,11 @@ class PieceStore {
   // expired by TTL or, while disk use is above the high watermark, least recently accessed
   // until below the low watermark. Returns the number of tasks deleted.
   Result<int> CollectGarbage(const GcPolicy& policy);
+
+  // Makes the content of every finished task durable (see Durability above): fdatasync, then
+  // content_synced = 1. Returns how many tasks it synced. Called by the daemon's housekeeping
+  // and at shutdown; the syncs run without the store's lock.
+  Result<int> SyncFinishedTasks();
 
   const std::string& dir() const { return dir_; }
 

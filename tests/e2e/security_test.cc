@@ -205,6 +205,7 @@ TEST_F(SecurityTest, PortsListenOnTheAdvertisedAddressOnly) {
     ::close(fd);
     return ok;
   };
+  ASSERT_TRUE(bench::WaitForTcp(grpc_port_, 10000));  // the TCP servers start after the socket
   EXPECT_TRUE(connects("127.0.0.1", grpc_port_));
   EXPECT_FALSE(connects("127.0.0.2", grpc_port_)) << "the gRPC port listens beyond --ip";
 }

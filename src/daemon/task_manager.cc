@@ -182,8 +182,24 @@ Status CheckOutputReplaceable(const std::string& output_path) {
 Status PlaceOutput(const std::string& content_path, uint64_t content_length,
                    const std::string& output_path) {
   DF_RETURN_IF_ERROR(CheckOutputReplaceable(output_path));
+  struct stat content_st {};
+  struct stat output_st {};
+  if (::stat(content_path.c_str(), &content_st) == 0 &&
+      ::stat(output_path.c_str(), &output_st) == 0 && content_st.st_dev == output_st.st_dev &&
+      content_st.st_ino == output_st.st_ino) {
+    return Status::Ok();  // the output already is this content
+  }
   std::string tmp = TempNameFor(output_path);
-  DF_RETURN_IF_ERROR(CopyFile(content_path, content_length, tmp));
+  // A hard link costs nothing, where a copy writes the whole file again (8 peers copying 1 GiB
+  // each doubled dfbench's time on one disk). An edit of the output in place then changes the
+  // cache too: the store notices (PieceStore: content modified since done) and re-verifies it
+  // before any download hands it out again, and children verify every piece they get.
+  if (::link(content_path.c_str(), tmp.c_str()) != 0) {
+    if (errno != EXDEV && errno != EPERM && errno != EMLINK) {
+      return ErrnoStatus("link " + tmp, errno);
+    }
+    DF_RETURN_IF_ERROR(CopyFile(content_path, content_length, tmp));  // another filesystem
+  }
   Status s = CheckOutputReplaceable(output_path);  // the copy may have taken a while
   if (s.ok() && ::rename(tmp.c_str(), output_path.c_str()) != 0) {
     s = ErrnoStatus("rename to " + output_path, errno);

@@ -44,13 +44,15 @@ class TaskManager {
   std::set<std::string> failed_;  // GUARDED_BY(mu_): reaped tasks whose download failed
 };
 
-// Places a copy of the task's content at `output_path` atomically: an independent copy (a
-// reflink where the filesystem shares extents copy-on-write, else an in-kernel copy; never a
-// hard link, so editing the output cannot change the cache) under a temporary name in the
-// output's directory (not fsynced), then rename(2). Only a regular file at `output_path` is
-// replaced: a symlink, device, fifo, socket or directory there gives InvalidArgument naming the
-// path and is left alone. On any failure the temporary is removed and nothing appears at
-// `output_path`.
+// Places the task's content at `output_path` atomically: a hard link to the content on its
+// filesystem (free, whatever the size), else an in-kernel copy (reflink where the filesystem
+// shares extents), under a temporary name in the output's directory (not fsynced), then
+// rename(2). An edit of a linked output in place writes the cached content too; the store
+// re-verifies such content before a download reuses it (PieceStore::OpenTask) and children
+// verify every piece they fetch, so edited bytes never pass for the task's. Only a regular file at
+// `output_path` is replaced: a symlink, device, fifo, socket or directory there gives
+// InvalidArgument naming the path and is left alone. On any failure the temporary is removed and
+// nothing appears at `output_path`.
 Status PlaceOutput(const std::string& content_path, uint64_t content_length,
                    const std::string& output_path);
 

@@ -104,6 +104,15 @@ Result<double> DiskUsedFraction(const std::string& dir) {
 // ---------------------------------------------------------------------------------------------
 // TaskStorage
 
+namespace {
+// The content file's mtime in ns, or -2 when it cannot be read (never equal to a recorded one).
+int64_t ContentMtimeNs(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return -2;
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+}  // namespace
+
 TaskStorage::TaskStorage(PieceStore* store, TaskMeta meta, std::string path, UniqueFd fd,
                          std::vector<std::pair<uint32_t, uint32_t>> finished)
     : store_(store),
@@ -118,6 +127,17 @@ TaskStorage::TaskStorage(PieceStore* store, TaskMeta meta, std::string path, Uni
     crc_[piece] = crc;
     order_.push_back(piece);
   }
+  if (meta_.done) done_mtime_ns_ = ContentMtimeNs(fd_.get());
+}
+
+bool TaskStorage::ContentModifiedSinceDone() const {
+  std::lock_guard lock(mu_);
+  return done_mtime_ns_ >= 0 && ContentMtimeNs(fd_.get()) != done_mtime_ns_;
+}
+
+void TaskStorage::AcceptContent() {
+  std::lock_guard lock(mu_);
+  if (meta_.done) done_mtime_ns_ = ContentMtimeNs(fd_.get());
 }
 
 void TaskStorage::ResizeLocked(uint32_t total_pieces) {
@@ -197,6 +217,7 @@ Status TaskStorage::CommitPiece(PieceNumber n, uint32_t crc) {
     if (order_.size() == have_.size()) {
       meta_.done = true;
       became_done = true;
+      done_mtime_ns_ = ContentMtimeNs(fd_.get());
     }
   }
   cv_.notify_all();
@@ -574,6 +595,20 @@ Result<std::shared_ptr<TaskStorage>> PieceStore::OpenOrCreateTask(const TaskMeta
     std::shared_ptr<TaskStorage> task = it->second;
     auto gone = DropIfContentGoneLocked(task);
     if (!gone.ok()) return gone.status();
+    if (!*gone && task->ContentModifiedSinceDone()) {
+      // Written after it was done: an output linked to it was edited, say. A download must not
+      // hand out those bytes as the task's: check them all, and start afresh if they changed.
+      if (task->VerifyContent().ok()) {
+        task->AcceptContent();
+      } else {
+        DF_LOG_WARN(
+            "content of finished task changed behind the store (an edited output?), "
+            "downloading it again task_id={} path={}",
+            task->task_id(), task->content_path());
+        DF_RETURN_IF_ERROR(DeleteTaskLocked(task->task_id()));
+        gone = true;
+      }
+    }
     if (!*gone) {
       task->Touch(now_ms);
       DF_RETURN_IF_ERROR(PersistMetaLocked(task->meta()));

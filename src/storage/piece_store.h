@@ -87,6 +87,13 @@ class TaskStorage {
   // mismatch), never per request.
   Status VerifyContent() const;
 
+  // True when the content file was written after the task became done: an output hard-linked
+  // to it (PlaceOutput) was edited in place, say. Compares the file's mtime with the one
+  // recorded when the task became done (or was loaded done). One fstat.
+  bool ContentModifiedSinceDone() const;
+  // Takes the current content as the done content again (after VerifyContent passed).
+  void AcceptContent();
+
   // Blocks until more than `cursor` pieces are finished, the task is done, `timeout_ms` passes
   // or Close() is called; appends pieces finished[cursor..] to `out` and returns the new cursor.
   // A subscriber starts with cursor 0 and passes back what it got.
@@ -121,6 +128,7 @@ class TaskStorage {
   std::vector<bool> have_;       // GUARDED_BY(mu_)
   std::vector<uint32_t> order_;  // GUARDED_BY(mu_); commit order
   bool closed_ = false;          // GUARDED_BY(mu_)
+  int64_t done_mtime_ns_ = -1;   // GUARDED_BY(mu_): content mtime when done; -1 = not done
 };
 
 // Garbage collection policy.

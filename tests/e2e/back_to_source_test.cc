@@ -1,4 +1,5 @@
 // End-to-end: dfget -> dfdaemon -> a real nginx origin, no scheduler (back to source).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -297,7 +298,9 @@ TEST_F(BackToSourceTest, StartsADaemonWhenNoneRuns) {
 // Issue: the output was a hard link to the cache inode, so editing the downloaded file in place
 // changed what the next dfget of the URL returned (exit 0, wrong bytes) and what peers were
 // served.
-TEST_F(BackToSourceTest, EditingTheOutputInPlaceDoesNotChangeTheCache) {
+// The output is a hard link to the cache (no second write of the file): an edit in place changes
+// the cached bytes too, and the store must notice before a download hands them out again.
+TEST_F(BackToSourceTest, EditingTheOutputInPlaceNeverReachesTheNextDownload) {
   std::string sha = bench::MakeFile(root_ + "/e.bin", 4 * kMiB);
   NginxOrigin origin(root_);
   ASSERT_TRUE(origin.ok());
@@ -310,8 +313,14 @@ TEST_F(BackToSourceTest, EditingTheOutputInPlaceDoesNotChangeTheCache) {
     edit << "edited in place";
   }
   ASSERT_EQ(Dfget({origin.Url("e.bin"), "-O", Out("e2.bin")}, &out), 0) << out;
-  EXPECT_EQ(Sha256File(Out("e2.bin")).value(), sha);
-  EXPECT_EQ(origin.BytesServed(), 4 * kMiB) << "the second download came from the cache";
+  EXPECT_EQ(Sha256File(Out("e2.bin")).value(), sha) << "the edit reached the next download";
+  EXPECT_NE(ReadFile(Out("e1.bin")).find("edited in place"), std::string::npos)
+      << "the user's own file keeps the user's edit";
+  EXPECT_LE(origin.BytesServed(), 8 * kMiB) << "fetched again once, no more";
+  // An untouched cache is still reused.
+  ASSERT_EQ(Dfget({origin.Url("e.bin"), "-O", Out("e3.bin")}, &out), 0) << out;
+  EXPECT_EQ(Sha256File(Out("e3.bin")).value(), sha);
+  EXPECT_LE(origin.BytesServed(), 8 * kMiB);
 }
 
 // Issue: `dfget -O /dev/stdout` as root replaced the system's /dev/stdout symlink with a regular
@@ -362,12 +371,17 @@ TEST_F(BackToSourceTest, DigestMismatchOfACorruptCacheDeletesIt) {
   std::string out, url = origin.Url("k.bin");
   ASSERT_EQ(Dfget({url, "-O", Out("k1.bin")}, &out), 0) << out;
   std::string content = dir_.path() + "/data/content/" + TaskId(TaskIdInput{url, "", "", 0, {}});
+  // Bit rot: the bytes change, the mtime does not (a write would be noticed on reuse already).
+  struct stat before {};
+  ASSERT_EQ(::stat(content.c_str(), &before), 0) << content;
   {
     std::fstream rot(content, std::ios::in | std::ios::out | std::ios::binary);
     ASSERT_TRUE(rot.good()) << content;
     rot.seekp(12345);
     rot << "bit rot";
   }
+  timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, content.c_str(), times, 0), 0);
   EXPECT_EQ(Dfget({url, "-O", Out("k2.bin"), "--digest", "sha256:" + sha}, &out), 1);
   EXPECT_NE(out.find("corrupt"), std::string::npos) << out;
   ASSERT_EQ(Dfget({url, "-O", Out("k3.bin"), "--digest", "sha256:" + sha}, &out), 0) << out;

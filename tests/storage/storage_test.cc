@@ -325,6 +325,39 @@ TEST(PieceStore, DoneTaskThatPassesReverificationIsSyncedAndTrustedAfterwards) {
   EXPECT_EQ(TaskColumn(dir.path(), "t1", "content_synced"), 1);
 }
 
+// Outputs are hard links to the content: an edit in place writes the cached file. The next
+// OpenTask (a download reusing the task) checks the content when it changed after the task was
+// done, keeps it when it still matches (touched), and starts afresh when it does not.
+TEST(PieceStore, EditedContentOfAFinishedTaskIsCheckedBeforeReuse) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  std::string path;
+  {
+    auto task = store->OpenTask(MakeMeta("t1", 2 * kPieceLength)).value();
+    for (uint32_t n : {0u, 1u}) WriteAndCommit(*task, n);
+    ASSERT_TRUE(task->done());
+    EXPECT_FALSE(task->ContentModifiedSinceDone());
+    path = task->content_path();
+  }
+  // Touched, bytes unchanged: still the task.
+  timespec later[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), later, 0), 0);
+  {
+    auto task = store->OpenTask(MakeMeta("t1")).value();
+    EXPECT_TRUE(task->done());
+    EXPECT_FALSE(task->ContentModifiedSinceDone()) << "accepted after the check";
+  }
+  // Edited through another name of the file (a linked output): a fresh task.
+  std::string link = dir.path() + "/output";
+  ASSERT_EQ(::link(path.c_str(), link.c_str()), 0);
+  FlipByte(link, kPieceLength + 3);
+  auto task = store->OpenTask(MakeMeta("t1")).value();
+  EXPECT_FALSE(task->done());
+  EXPECT_EQ(task->finished_count(), 0u);
+  EXPECT_EQ(std::filesystem::file_size(link), 2 * kPieceLength) << "the user's file is left alone";
+}
+
 TEST(TaskStorage, VerifyContentChecksEveryFinishedPieceAgainstItsCrc) {
   TempDir dir;
   auto store = OpenStore(dir.path());

@@ -116,16 +116,11 @@ Status SetOption(SchedulerConfig& config, const std::string& name, const std::st
   return Status::Ok();
 }
 
-Result<SchedulerConfig> LoadConfigFile(const std::string& path, SchedulerConfig base) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    return NotFound("config " + path + ": cannot read file");
-  } catch (const YAML::Exception& e) {
-    return InvalidArgument("config " + path + ": " + e.msg + " at line " +
-                           std::to_string(e.mark.line + 1));
-  }
+namespace {
+
+// Applies the mapping `root` (parsed from `path`) on top of `base`.
+Result<SchedulerConfig> ApplyConfig(const YAML::Node& root, const std::string& path,
+                                    SchedulerConfig base) {
   if (root.IsNull()) return base;  // an empty file keeps every default
   if (!root.IsMap()) return InvalidArgument("config " + path + ": top level must be a mapping");
   for (const auto& kv : root) {
@@ -137,6 +132,33 @@ Result<SchedulerConfig> LoadConfigFile(const std::string& path, SchedulerConfig 
     if (!s.ok()) return InvalidArgument("config " + path + ": " + s.message());
   }
   return base;
+}
+
+}  // namespace
+
+Result<SchedulerConfig> LoadConfigFile(const std::string& path, SchedulerConfig base) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return NotFound("config " + path + ": cannot read file");
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config " + path + ": " + e.msg + " at line " +
+                           std::to_string(e.mark.line + 1));
+  }
+  return ApplyConfig(root, path, std::move(base));
+}
+
+Result<SchedulerConfig> LoadConfigFromString(const std::string& yaml, const std::string& source,
+                                             SchedulerConfig base) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config " + source + ": " + e.msg + " at line " +
+                           std::to_string(e.mark.line + 1));
+  }
+  return ApplyConfig(root, source, std::move(base));
 }
 
 Status ValidateConfig(const SchedulerConfig& config) {

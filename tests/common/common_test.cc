@@ -61,6 +61,14 @@ TEST(TaskId, FilteredQueryParamsDoNotChangeTheId) {
   EXPECT_EQ(FilterQueryParams("http://o/f", {"sig"}), "http://o/f");
 }
 
+// Found by fuzz_task_spec: "http://o/f?#x?sig=1" became "http://o/f#x?sig=1", which filtered
+// again to "http://o/f#x": a '?' in the fragment was taken for the query.
+TEST(TaskId, QuestionMarkInFragmentIsNotAQuery) {
+  EXPECT_EQ(FilterQueryParams("http://o/f#x?sig=1", {"sig"}), "http://o/f#x?sig=1");
+  EXPECT_EQ(FilterQueryParams("http://o/f?sig=1#x?sig=2", {"sig"}), "http://o/f#x?sig=2");
+  EXPECT_EQ(FilterQueryParams("http://o/f?#x?sig=1", {"sig"}), "http://o/f#x?sig=1");
+}
+
 TEST(TaskId, FromOciDigest) {
   std::string hex(64, 'a');
   EXPECT_EQ(TaskIdFromDigest("sha256:" + hex), hex);

@@ -111,6 +111,8 @@ Status ApplyConfig(const YAML::Node& root, const std::string& source, DaemonConf
   if (!root.IsMap()) return InvalidArgument("config file " + source + ": top level must be a map");
   auto setters = Setters(cfg);
   for (const auto& kv : root) {
+    // as<std::string>() throws on a sequence or map key ("[a]: 1").
+    if (!kv.first.IsScalar()) return InvalidArgument(source + ": keys must be scalars");
     std::string key = kv.first.as<std::string>();
     auto it = setters.find(key);
     if (it == setters.end()) return InvalidArgument(source + ": unknown key '" + key + "'");

@@ -124,6 +124,8 @@ Result<SchedulerConfig> ApplyConfig(const YAML::Node& root, const std::string& p
   if (root.IsNull()) return base;  // an empty file keeps every default
   if (!root.IsMap()) return InvalidArgument("config " + path + ": top level must be a mapping");
   for (const auto& kv : root) {
+    // as<std::string>() throws on a sequence or map key ("[a]: 1").
+    if (!kv.first.IsScalar()) return InvalidArgument("config " + path + ": keys must be scalars");
     std::string key = kv.first.as<std::string>();
     if (!kv.second.IsScalar()) {
       return InvalidArgument("config " + path + ": " + key + " must be a scalar");

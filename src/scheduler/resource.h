@@ -71,6 +71,10 @@ struct Peer {
   std::string id;
   Dag::Vertex vertex = 0;  // this peer in its Task's dag
   std::shared_ptr<Host> host;
+  // Its host was a seed host when it registered. Fixed for the peer's life, so that the task's
+  // counters it joins as a seed peer (live_seed_peers) or a normal one (back_to_source_peers)
+  // are the ones it leaves, even when the host announces another type meanwhile.
+  bool seed = false;
   PeerState state = PeerState::kPending;
   std::shared_ptr<PeerStream> stream;  // null once the AnnouncePeer stream closed
   FinishedPieces finished;

@@ -322,6 +322,7 @@ Peer& Scheduler::ResetPeer(Task& task, const std::string& peer_id, std::shared_p
   Peer& peer = *slot;
   peer.id = peer_id;
   peer.host = std::move(host);
+  peer.seed = peer.host->is_seed();
   peer.host->peer_count++;
   peer.stream = std::move(stream);
   peer.updated = now;
@@ -341,7 +342,7 @@ void Scheduler::BumpCandidates(Task& task) {
 void Scheduler::SetState(Task& task, Peer& peer, PeerState state) {
   const PeerState old = peer.state;
   if (old == state) return;
-  const bool seed = peer.host->is_seed();
+  const bool seed = peer.seed;
   auto adjust = [&](PeerState s, int delta) {
     if (s == PeerState::kBackToSource && !seed) task.back_to_source_peers += delta;
     if (s == PeerState::kSucceeded) task.succeeded_peers += delta;

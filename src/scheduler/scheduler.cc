@@ -260,13 +260,12 @@ void Scheduler::LearnTaskSize(Task& task, const Peer& from, int64_t content_leng
   task.content_length = content_length;
   task.piece_length = layout.piece_length;
   task.total_pieces = layout.total_pieces();
-  task.piece_digests.resize(task.total_pieces);
   task.info.set_content_length(task.content_length);
 }
 
 void Scheduler::RecordPieceDigest(Task& task, const Peer& from, const v1::PieceFinished& m) {
   if (m.sha256().empty() || !IsSizeAuthority(from)) return;
-  if (m.sha256().size() != 32 || m.piece_number() >= task.piece_digests.size()) {
+  if (m.sha256().size() != 32 || m.piece_number() >= task.total_pieces) {
     DF_LOG_WARN("malformed piece digest ignored task_id={} peer_id={} piece={}", task.id, from.id,
                 m.piece_number());
     return;
@@ -289,8 +288,11 @@ void Scheduler::SendPieceDigests(const Task& task, Peer& peer, const v1::PieceDi
   d->set_first_piece(m.first_piece());
   uint64_t end = std::min<uint64_t>(
       {static_cast<uint64_t>(m.first_piece()) + std::min(m.count(), kMaxDigestsPerResponse),
-       task.piece_digests.size()});
-  for (uint64_t i = m.first_piece(); i < end; ++i) d->add_sha256(task.piece_digests[i]);
+       task.total_pieces});
+  for (uint64_t i = m.first_piece(); i < end; ++i) {
+    auto it = task.piece_digests.find(static_cast<uint32_t>(i));
+    d->add_sha256(it == task.piece_digests.end() ? std::string() : it->second);
+  }
   d->set_expected(task.digests_expected);
   peer.stream->Send(response);
 }

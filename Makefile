@@ -2,8 +2,13 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
+# make fuzz: a separate clang build tree; each target runs FUZZ_SECONDS (docs/fuzzing.md).
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS ?= piece_protocol content_range task_spec daemon_config scheduler_config scheduler
+FUZZ_ARGS ?=
 
-.PHONY: all deps configure build test demo bench clean format
+.PHONY: all deps configure build test demo bench clean format fuzz fuzz-build
 
 all: build
 
@@ -24,6 +29,29 @@ test: build
 # The main job on the embedded default: a local cluster on loopback (see README).
 demo: build
 	$(BUILD_DIR)/src/bench/dfbench $(DEMO_ARGS)
+
+# libFuzzer targets (tests/fuzz), built with clang-14, ASan and UBSan in $(FUZZ_DIR).
+fuzz-build: deps
+	@if [ ! -f $(FUZZ_DIR)/build.ninja ]; then \
+	  CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_DIR) -G Ninja \
+	    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDF_FUZZ=ON; fi
+	cmake --build $(FUZZ_DIR) --target fuzz_targets -j $(JOBS)
+
+# Runs each target for FUZZ_SECONDS from the committed corpus (tests/fuzz/corpus/<target>, only
+# read); new inputs collect in $(FUZZ_DIR)/corpus/<target>, a crash in $(FUZZ_DIR)/artifacts/.
+# Prints libFuzzer's final stats per target; stops at the first finding.
+fuzz: fuzz-build
+	@set -e; mkdir -p $(FUZZ_DIR)/artifacts; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/fuzz-$$t.log)"; \
+	  if ! $(FUZZ_DIR)/tests/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=25 -malloc_limit_mb=256 \
+	      -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- $(FUZZ_ARGS) \
+	      $(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t >$(FUZZ_DIR)/fuzz-$$t.log 2>&1; then \
+	    tail -n 40 $(FUZZ_DIR)/fuzz-$$t.log; echo "fuzz: $$t found something"; exit 1; fi; \
+	  grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec)' \
+	    $(FUZZ_DIR)/fuzz-$$t.log; \
+	done
 
 bench: build
 	bash bench/back_to_source.sh

@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config clang-format git
+  # fuzzing (make fuzz): clang and its libFuzzer/sanitizer runtimes
+  clang-14 libclang-rt-14-dev
   # control plane
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   # origin access, config, CLI, logging, JSON, metadata store, metrics

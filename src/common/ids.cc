@@ -9,9 +9,13 @@ namespace df {
 
 std::string FilterQueryParams(std::string_view url, const std::vector<std::string>& filtered) {
   if (filtered.empty()) return std::string(url);
+  // The query is what lies between the first '?' and the first '#'; a '?' inside the fragment
+  // is part of the fragment (RFC 3986), so its "parameters" are never filtered.
   size_t q = url.find('?');
-  if (q == std::string_view::npos) return std::string(url);
-  size_t frag = url.find('#', q);
+  size_t frag = url.find('#');
+  if (q == std::string_view::npos || (frag != std::string_view::npos && frag < q)) {
+    return std::string(url);
+  }
   std::string_view query = url.substr(q + 1, frag == std::string_view::npos ? frag : frag - q - 1);
   std::string kept;
   size_t pos = 0;

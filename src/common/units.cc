@@ -78,7 +78,10 @@ Result<uint64_t> ParseRateBytesPerSec(std::string_view text) {
     bits_per_sec = v * 8e9;
   else
     return InvalidArgument("unknown rate unit '" + unit + "' (use kbit, mbit, gbit or MB/s)");
-  return static_cast<uint64_t>(bits_per_sec / 8);
+  double bytes_per_sec = bits_per_sec / 8;
+  if (bytes_per_sec > 9.0e18)
+    return InvalidArgument("rate '" + std::string(text) + "' is too large");
+  return static_cast<uint64_t>(bytes_per_sec);
 }
 
 Result<uint64_t> ParseDurationMs(std::string_view text) {
@@ -96,6 +99,11 @@ Result<uint64_t> ParseDurationMs(std::string_view text) {
     ms = v * 3600000;
   else
     return InvalidArgument("unknown duration unit '" + unit + "' (use ms, s, m or h)");
+  // Durations end up added to a clock's time point (int64 nanoseconds, ~292 years): a longer
+  // one would overflow there.
+  if (ms > static_cast<double>(kMaxDurationMs)) {
+    return InvalidArgument("duration '" + std::string(text) + "' is longer than 100 years");
+  }
   return static_cast<uint64_t>(std::llround(ms));
 }
 

@@ -14,10 +14,14 @@ namespace df {
 Result<uint64_t> ParseSize(std::string_view text);
 
 // Parses a rate in bits per second: "200mbit", "1gbit", "500kbit", or bytes with "MB/s".
-// Returns bytes per second.
+// Returns bytes per second; InvalidArgument for other forms and above 9e18 bytes/s.
 Result<uint64_t> ParseRateBytesPerSec(std::string_view text);
 
-// Parses a duration: "30s", "500ms", "2m", "1h", or a bare number of seconds.
+// The longest duration ParseDurationMs accepts: 100 years, in milliseconds.
+constexpr uint64_t kMaxDurationMs = 100ull * 365 * 24 * 3600 * 1000;
+
+// Parses a duration: "30s", "500ms", "2m", "1h", or a bare number of seconds. InvalidArgument
+// for other forms and for more than kMaxDurationMs.
 Result<uint64_t> ParseDurationMs(std::string_view text);
 
 // "1.5 GiB", "12.0 MiB", "512 B".

@@ -118,6 +118,27 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
   };
 }
 
+// Applies the mapping `root` (parsed from `source`, a file name for messages) onto `cfg`.
+Status ApplyConfig(const YAML::Node& root, const std::string& source, DaemonConfig* cfg) {
+  if (root.IsNull()) return Status::Ok();
+  if (!root.IsMap()) return InvalidArgument("config file " + source + ": top level must be a map");
+  auto setters = Setters(cfg);
+  for (const auto& kv : root) {
+    // as<std::string>() throws on a sequence or map key ("[a]: 1").
+    if (!kv.first.IsScalar()) return InvalidArgument(source + ": keys must be scalars");
+    std::string key = kv.first.as<std::string>();
+    auto it = setters.find(key);
+    if (it == setters.end()) return InvalidArgument(source + ": unknown key '" + key + "'");
+    try {
+      Status s = it->second(kv.second);
+      if (!s.ok()) return InvalidArgument(source + ": " + key + ": " + s.message());
+    } catch (const YAML::Exception& e) {
+      return InvalidArgument(source + ": " + key + ": bad value (" + e.msg + ")");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status LoadDaemonConfig(const std::string& path, DaemonConfig* cfg) {
@@ -129,21 +150,18 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* cfg) {
   } catch (const YAML::Exception& e) {
     return InvalidArgument("config file " + path + ": " + e.what());
   }
-  if (root.IsNull()) return Status::Ok();
-  if (!root.IsMap()) return InvalidArgument("config file " + path + ": top level must be a map");
-  auto setters = Setters(cfg);
-  for (const auto& kv : root) {
-    std::string key = kv.first.as<std::string>();
-    auto it = setters.find(key);
-    if (it == setters.end()) return InvalidArgument(path + ": unknown key '" + key + "'");
-    try {
-      Status s = it->second(kv.second);
-      if (!s.ok()) return InvalidArgument(path + ": " + key + ": " + s.message());
-    } catch (const YAML::Exception& e) {
-      return InvalidArgument(path + ": " + key + ": bad value (" + e.msg + ")");
-    }
+  return ApplyConfig(root, path, cfg);
+}
+
+Status LoadDaemonConfigFromString(const std::string& yaml, const std::string& source,
+                                  DaemonConfig* cfg) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config file " + source + ": " + e.what());
   }
-  return Status::Ok();
+  return ApplyConfig(root, source, cfg);
 }
 
 Status ValidateDaemonConfig(DaemonConfig* cfg) {

@@ -68,6 +68,9 @@ struct DaemonConfig {
 // "100MB/s" is not accepted for rates, use "upload_rate: 200mbit"). InvalidArgument names the
 // key and the problem; unknown keys are errors so that typos do not pass silently.
 Status LoadDaemonConfig(const std::string& path, DaemonConfig* cfg);
+// The same for YAML text already in memory; `source` names it in messages (as the path does).
+Status LoadDaemonConfigFromString(const std::string& yaml, const std::string& source,
+                                  DaemonConfig* cfg);
 
 // Checks the values together (ports, watermarks, paths); fills defaults (hostname, ip).
 Status ValidateDaemonConfig(DaemonConfig* cfg);

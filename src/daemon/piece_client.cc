@@ -109,8 +109,7 @@ Status PieceClient::Exchange(const uint8_t* request, size_t request_bytes, uint8
 void PieceClient::EncodeRequest(const Outstanding& o, uint8_t* out) {
   pp::EncodeHeader({.type = pp::FrameType::kRequestPiece, .body_length = pp::kRequestBodyBytes},
                    out);
-  std::memcpy(out + pp::kHeaderBytes, o.task_id.data(), pp::kTaskIdBytes);
-  pp::PutU32(out + pp::kHeaderBytes + pp::kTaskIdBytes, o.piece);
+  pp::EncodePieceRequest(o.task_id, o.piece, out + pp::kHeaderBytes);
 }
 
 Status PieceClient::SendRequest(const std::string& task_id, PieceNumber n) {

@@ -125,6 +125,46 @@ inline PieceHeader DecodePieceHeader(const uint8_t* in /* kPieceBodyBytes */) {
   return PieceHeader{GetU32(in), GetU32(in + 4), GetU64(in + 8), GetU64(in + 16)};
 }
 
+// A REQUEST_PIECE body. `task_id` views the decoded bytes (valid while they are) and is not
+// checked yet: see IsWireTaskId.
+struct PieceRequest {
+  std::string_view task_id;
+  uint32_t piece_number = 0;
+};
+
+// Precondition: `task_id` has kTaskIdBytes bytes.
+inline void EncodePieceRequest(std::string_view task_id, uint32_t piece_number,
+                               uint8_t* out /* kRequestBodyBytes */) {
+  std::memcpy(out, task_id.data(), kTaskIdBytes);
+  PutU32(out + kTaskIdBytes, piece_number);
+}
+
+inline PieceRequest DecodePieceRequest(const uint8_t* in /* kRequestBodyBytes */) {
+  return PieceRequest{std::string_view(reinterpret_cast<const char*>(in), kTaskIdBytes),
+                      GetU32(in + kTaskIdBytes)};
+}
+
+// ---- What a parent accepts from a child.
+enum class RequestHeaderVerdict {
+  kAccept,              // read body_length (<= kRequestBodyBytes) bytes of body next
+  kBadMagic,            // answer BAD_REQUEST, close
+  kUnsupportedVersion,  // answer UNSUPPORTED_VERSION, close
+  kUnexpectedType,      // not REQUEST_PIECE or PING, or a wrong body length: BAD_REQUEST, close
+};
+
+// Checks a header a parent read from a child, before it reads the body: magic, then version,
+// then type and body length (the first problem found is the verdict). A parent accepts only
+// REQUEST_PIECE and PING, each with its exact body length.
+inline RequestHeaderVerdict CheckRequestHeader(const FrameHeader& h) {
+  if (h.magic != kMagic) return RequestHeaderVerdict::kBadMagic;
+  if (h.version != kVersion) return RequestHeaderVerdict::kUnsupportedVersion;
+  bool accepted_type = h.type == FrameType::kRequestPiece || h.type == FrameType::kPing;
+  if (!accepted_type || !BodyLengthValid(h.type, h.body_length)) {
+    return RequestHeaderVerdict::kUnexpectedType;
+  }
+  return RequestHeaderVerdict::kAccept;
+}
+
 // True for exactly 64 lowercase hex characters (a task id).
 inline bool IsWireTaskId(std::string_view id) {
   if (id.size() != kTaskIdBytes) return false;

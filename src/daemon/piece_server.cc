@@ -229,16 +229,18 @@ PieceServer::Next PieceServer::HandleFrame(int fd) {
     protocol_errors_.fetch_add(1, std::memory_order_relaxed);
     return SendError(fd, static_cast<uint16_t>(code), why);
   };
-  if (h.magic != pp::kMagic) return bad(pp::ErrorCode::kBadRequest, "bad magic");
-  if (h.version != pp::kVersion) {
-    return bad(pp::ErrorCode::kUnsupportedVersion,
-               "unsupported version " + std::to_string(h.version));
-  }
-  bool accepted_type = h.type == pp::FrameType::kRequestPiece || h.type == pp::FrameType::kPing;
-  if (!accepted_type || !pp::BodyLengthValid(h.type, h.body_length)) {
-    return bad(pp::ErrorCode::kBadRequest,
-               "unexpected frame type " + std::to_string(static_cast<int>(h.type)) +
-                   " with body length " + std::to_string(h.body_length));
+  switch (pp::CheckRequestHeader(h)) {
+    case pp::RequestHeaderVerdict::kAccept:
+      break;
+    case pp::RequestHeaderVerdict::kBadMagic:
+      return bad(pp::ErrorCode::kBadRequest, "bad magic");
+    case pp::RequestHeaderVerdict::kUnsupportedVersion:
+      return bad(pp::ErrorCode::kUnsupportedVersion,
+                 "unsupported version " + std::to_string(h.version));
+    case pp::RequestHeaderVerdict::kUnexpectedType:
+      return bad(pp::ErrorCode::kBadRequest,
+                 "unexpected frame type " + std::to_string(static_cast<int>(h.type)) +
+                     " with body length " + std::to_string(h.body_length));
   }
   uint8_t body[pp::kRequestBodyBytes];  // the largest body a parent accepts
   static_assert(pp::kRequestBodyBytes >= pp::kPingBodyBytes);
@@ -258,12 +260,13 @@ PieceServer::Next PieceServer::HandleRequestPiece(int fd, const uint8_t* body) {
   // thread_local: the id buffer is reused by every request of this connection thread, so
   // serving a piece allocates nothing.
   thread_local std::string task_id;
-  task_id.assign(reinterpret_cast<const char*>(body), pp::kTaskIdBytes);
+  pp::PieceRequest request = pp::DecodePieceRequest(body);
+  task_id.assign(request.task_id);
   if (!pp::IsWireTaskId(task_id)) {
     protocol_errors_.fetch_add(1, std::memory_order_relaxed);
     return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kBadRequest), "malformed task id");
   }
-  uint32_t piece = pp::GetU32(body + pp::kTaskIdBytes);
+  uint32_t piece = request.piece_number;
   std::shared_ptr<TaskStorage> task = lookup_(task_id);
   if (!task) return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kNotFound), "no such task");
   uint32_t crc = 0;

@@ -116,6 +116,28 @@ Status SetOption(SchedulerConfig& config, const std::string& name, const std::st
   return Status::Ok();
 }
 
+namespace {
+
+// Applies the mapping `root` (parsed from `path`) on top of `base`.
+Result<SchedulerConfig> ApplyConfig(const YAML::Node& root, const std::string& path,
+                                    SchedulerConfig base) {
+  if (root.IsNull()) return base;  // an empty file keeps every default
+  if (!root.IsMap()) return InvalidArgument("config " + path + ": top level must be a mapping");
+  for (const auto& kv : root) {
+    // as<std::string>() throws on a sequence or map key ("[a]: 1").
+    if (!kv.first.IsScalar()) return InvalidArgument("config " + path + ": keys must be scalars");
+    std::string key = kv.first.as<std::string>();
+    if (!kv.second.IsScalar()) {
+      return InvalidArgument("config " + path + ": " + key + " must be a scalar");
+    }
+    Status s = SetOption(base, key, kv.second.as<std::string>());
+    if (!s.ok()) return InvalidArgument("config " + path + ": " + s.message());
+  }
+  return base;
+}
+
+}  // namespace
+
 Result<SchedulerConfig> LoadConfigFile(const std::string& path, SchedulerConfig base) {
   YAML::Node root;
   try {
@@ -126,17 +148,19 @@ Result<SchedulerConfig> LoadConfigFile(const std::string& path, SchedulerConfig 
     return InvalidArgument("config " + path + ": " + e.msg + " at line " +
                            std::to_string(e.mark.line + 1));
   }
-  if (root.IsNull()) return base;  // an empty file keeps every default
-  if (!root.IsMap()) return InvalidArgument("config " + path + ": top level must be a mapping");
-  for (const auto& kv : root) {
-    std::string key = kv.first.as<std::string>();
-    if (!kv.second.IsScalar()) {
-      return InvalidArgument("config " + path + ": " + key + " must be a scalar");
-    }
-    Status s = SetOption(base, key, kv.second.as<std::string>());
-    if (!s.ok()) return InvalidArgument("config " + path + ": " + s.message());
+  return ApplyConfig(root, path, std::move(base));
+}
+
+Result<SchedulerConfig> LoadConfigFromString(const std::string& yaml, const std::string& source,
+                                             SchedulerConfig base) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config " + source + ": " + e.msg + " at line " +
+                           std::to_string(e.mark.line + 1));
   }
-  return base;
+  return ApplyConfig(root, source, std::move(base));
 }
 
 Status ValidateConfig(const SchedulerConfig& config) {

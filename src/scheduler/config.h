@@ -65,6 +65,9 @@ Status SetOption(SchedulerConfig& config, const std::string& name, const std::st
 // Applies a YAML mapping of option -> scalar, read from `path`, on top of `base`. InvalidArgument
 // or NotFound naming the file (and key) on unreadable files, bad YAML, unknown keys or values.
 Result<SchedulerConfig> LoadConfigFile(const std::string& path, SchedulerConfig base);
+// The same for YAML text already in memory; `source` names it in messages (as the path does).
+Result<SchedulerConfig> LoadConfigFromString(const std::string& yaml, const std::string& source,
+                                             SchedulerConfig base);
 
 // Checks cross-field rules and the evaluator name. InvalidArgument with one line on failure.
 Status ValidateConfig(const SchedulerConfig& config);

@@ -71,6 +71,10 @@ struct Peer {
   std::string id;
   Dag::Vertex vertex = 0;  // this peer in its Task's dag
   std::shared_ptr<Host> host;
+  // Its host was a seed host when it registered. Fixed for the peer's life, so that the task's
+  // counters it joins as a seed peer (live_seed_peers) or a normal one (back_to_source_peers)
+  // are the ones it leaves, even when the host announces another type meanwhile.
+  bool seed = false;
   PeerState state = PeerState::kPending;
   std::shared_ptr<PeerStream> stream;  // null once the AnnouncePeer stream closed
   FinishedPieces finished;
@@ -106,8 +110,10 @@ struct Task {
   uint64_t piece_length = 0;         // 0 unknown
   uint32_t total_pieces = 0;         // 0 unknown
   // sha256 of each piece as fetched from the origin by a seed or a peer this scheduler sent
-  // there (empty = not reported yet); sized when the size is known. Children verify against it.
-  std::vector<std::string> piece_digests;
+  // there, by piece number (< total_pieces; no entry = not reported yet). Children verify against
+  // it. A map, not a vector sized to the task: one TaskMetadata for 16 Mi pieces must not cost
+  // 512 MiB before a single digest arrived.
+  std::unordered_map<uint32_t, std::string> piece_digests;
   bool digests_expected = false;  // a size authority registered for the task (see PieceDigests)
   uint32_t origin_digests = 0;    // non-empty entries of piece_digests
   std::unordered_map<std::string, std::unique_ptr<Peer>> peers;

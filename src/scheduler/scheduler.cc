@@ -260,13 +260,12 @@ void Scheduler::LearnTaskSize(Task& task, const Peer& from, int64_t content_leng
   task.content_length = content_length;
   task.piece_length = layout.piece_length;
   task.total_pieces = layout.total_pieces();
-  task.piece_digests.resize(task.total_pieces);
   task.info.set_content_length(task.content_length);
 }
 
 void Scheduler::RecordPieceDigest(Task& task, const Peer& from, const v1::PieceFinished& m) {
   if (m.sha256().empty() || !IsSizeAuthority(from)) return;
-  if (m.sha256().size() != 32 || m.piece_number() >= task.piece_digests.size()) {
+  if (m.sha256().size() != 32 || m.piece_number() >= task.total_pieces) {
     DF_LOG_WARN("malformed piece digest ignored task_id={} peer_id={} piece={}", task.id, from.id,
                 m.piece_number());
     return;
@@ -289,10 +288,14 @@ void Scheduler::SendPieceDigests(const Task& task, Peer& peer, const v1::PieceDi
   d->set_first_piece(m.first_piece());
   uint64_t end = std::min<uint64_t>(
       {static_cast<uint64_t>(m.first_piece()) + std::min(m.count(), kMaxDigestsPerResponse),
-       task.piece_digests.size()});
+       task.total_pieces});
   // Trailing pieces nobody reported yet are left out: an answer costs what is known.
-  while (end > m.first_piece() && task.piece_digests[end - 1].empty()) --end;
-  for (uint64_t i = m.first_piece(); i < end; ++i) d->add_sha256(task.piece_digests[i]);
+  auto known = [&](uint64_t i) { return task.piece_digests.count(static_cast<uint32_t>(i)) > 0; };
+  while (end > m.first_piece() && !known(end - 1)) --end;
+  for (uint64_t i = m.first_piece(); i < end; ++i) {
+    auto it = task.piece_digests.find(static_cast<uint32_t>(i));
+    d->add_sha256(it == task.piece_digests.end() ? std::string() : it->second);
+  }
   d->set_expected(task.digests_expected);
   peer.stream->Send(response);
 }
@@ -324,6 +327,7 @@ Peer& Scheduler::ResetPeer(Task& task, const std::string& peer_id, std::shared_p
   Peer& peer = *slot;
   peer.id = peer_id;
   peer.host = std::move(host);
+  peer.seed = peer.host->is_seed();
   peer.host->peer_count++;
   peer.stream = std::move(stream);
   peer.updated = now;
@@ -343,7 +347,7 @@ void Scheduler::BumpCandidates(Task& task) {
 void Scheduler::SetState(Task& task, Peer& peer, PeerState state) {
   const PeerState old = peer.state;
   if (old == state) return;
-  const bool seed = peer.host->is_seed();
+  const bool seed = peer.seed;
   auto adjust = [&](PeerState s, int delta) {
     if (s == PeerState::kBackToSource && !seed) task.back_to_source_peers += delta;
     if (s == PeerState::kSucceeded) task.succeeded_peers += delta;

@@ -61,6 +61,14 @@ TEST(TaskId, FilteredQueryParamsDoNotChangeTheId) {
   EXPECT_EQ(FilterQueryParams("http://o/f", {"sig"}), "http://o/f");
 }
 
+// Found by fuzz_task_spec: "http://o/f?#x?sig=1" became "http://o/f#x?sig=1", which filtered
+// again to "http://o/f#x": a '?' in the fragment was taken for the query.
+TEST(TaskId, QuestionMarkInFragmentIsNotAQuery) {
+  EXPECT_EQ(FilterQueryParams("http://o/f#x?sig=1", {"sig"}), "http://o/f#x?sig=1");
+  EXPECT_EQ(FilterQueryParams("http://o/f?sig=1#x?sig=2", {"sig"}), "http://o/f#x?sig=2");
+  EXPECT_EQ(FilterQueryParams("http://o/f?#x?sig=1", {"sig"}), "http://o/f#x?sig=1");
+}
+
 TEST(TaskId, FromOciDigest) {
   std::string hex(64, 'a');
   EXPECT_EQ(TaskIdFromDigest("sha256:" + hex), hex);
@@ -117,9 +125,19 @@ TEST(Units, ParsesSizesRatesAndDurations) {
   EXPECT_EQ(ParseRateBytesPerSec("200mbit").value(), 25000000u);
   EXPECT_EQ(ParseRateBytesPerSec("1gbit").value(), 125000000u);
   EXPECT_FALSE(ParseRateBytesPerSec("200").ok());
+  // Found by review, confirmed by fuzz_daemon_config under UBSan: converting 1.25e31 bytes/s to
+  // uint64_t was undefined.
+  EXPECT_FALSE(ParseRateBytesPerSec("99999999999999999999999gbit").ok());
+  EXPECT_EQ(ParseRateBytesPerSec("8000000000000000000bit").value(), 1000000000000000000u);
   EXPECT_EQ(ParseDurationMs("30s").value(), 30000u);
   EXPECT_EQ(ParseDurationMs("250ms").value(), 250u);
   EXPECT_EQ(ParseDurationMs("2m").value(), 120000u);
+  // Found by fuzz_scheduler_config: schedule_timeout=108008008008002 (seconds) overflowed the
+  // nanoseconds of a steady_clock time point it was compared with.
+  EXPECT_EQ(ParseDurationMs("876000h").value(), kMaxDurationMs);
+  EXPECT_FALSE(ParseDurationMs("876001h").ok());
+  EXPECT_FALSE(ParseDurationMs("108008008008002").ok());
+  EXPECT_FALSE(ParseDurationMs(std::string(400, '9')).ok());
 }
 
 TEST(Digest, ParsesSha256AndRejectsTheRest) {

@@ -92,6 +92,16 @@ TEST(SchedulerConfig, FileErrorsAreOneClearLine) {
   std::remove(broken.c_str());
 }
 
+// Found by review, confirmed by fuzz_scheduler_config: a sequence key threw out of the loader.
+TEST(SchedulerConfig, NonScalarKeyIsAnError) {
+  auto c = LoadConfigFromString("[a]: 1\n", "s.yaml", SchedulerConfig{});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("keys must be scalars"), std::string::npos);
+  EXPECT_TRUE(LoadConfigFromString("candidate_parent_limit: 3\n", "s.yaml", SchedulerConfig{})
+                  .value()
+                  .candidate_parent_limit == 3);
+}
+
 TEST(SchedulerConfig, UnknownEvaluatorIsRejected) {
   SchedulerConfig c;
   c.evaluator = "ml";

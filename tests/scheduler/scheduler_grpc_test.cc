@@ -1002,5 +1002,31 @@ TEST_F(SchedulerGrpcTest, PieceDigestsComeFromTheOriginFetcherOnly) {
   EXPECT_EQ(d.sha256(1), std::string(32, 'b'));
 }
 
+// Found by fuzz_scheduler: a peer was counted by its host's type at each state change, so a host
+// that announced another type while its peer ran left the task's counts wrong for good: a seed
+// for ever (later peers wait for it instead of going to the origin), or a count below zero.
+TEST_F(SchedulerGrpcTest, AHostChangingTypeLeavesNoSeedBehind) {
+  StartScheduler();
+  AnnounceHost("host-a", v1::HOST_TYPE_SEED);
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  EXPECT_TRUE(scheduler().StatTask(Id("task-1"))->has_seed());
+  AnnounceHost("host-a", v1::HOST_TYPE_NORMAL);
+  EXPECT_TRUE(a->Close().ok());
+  ASSERT_TRUE(Eventually([&] { return StateOf("peer-a") == PeerState::kLeft; }));
+  EXPECT_FALSE(scheduler().StatTask(Id("task-1"))->has_seed());
+
+  // The other way round: a normal peer sent to the origin, then its host becomes a seed.
+  AnnounceHost("host-b");
+  auto b = Peer("host-b", "peer-b", "task-2");
+  b->Register();
+  ASSERT_TRUE(b->Next()->has_need_back_to_source());
+  AnnounceHost("host-b", v1::HOST_TYPE_SEED, 1);
+  EXPECT_TRUE(b->Close().ok());
+  ASSERT_TRUE(Eventually([&] { return StateOf("peer-b", "task-2") == PeerState::kLeft; }));
+  EXPECT_FALSE(scheduler().StatTask(Id("task-2"))->has_seed());
+}
+
 }  // namespace
 }  // namespace df::scheduler

@@ -175,10 +175,34 @@ void PieceServer::ReapFinishedLocked() {
   }
 }
 
+bool PieceServer::EvictIdleLocked() {
+  const Clock::rep now = Clock::now().time_since_epoch().count();
+  const Clock::rep min_idle =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::milliseconds(options_.evict_idle_ms))
+          .count();
+  Connection* victim = nullptr;
+  for (const auto& c : connections_) {
+    if (c->finished || c->evicted || c->answering.load(std::memory_order_relaxed)) continue;
+    Clock::rep last = c->last_frame.load(std::memory_order_relaxed);
+    if (now - last < min_idle) continue;
+    if (!victim || last < victim->last_frame.load(std::memory_order_relaxed)) victim = c.get();
+  }
+  if (!victim) return false;
+  // Its thread sees EOF and ends; the fd stays open (and its number reserved) until then. If it
+  // started answering since the check above, the child sees a cut piece and reconnects.
+  victim->evicted = true;
+  ::shutdown(victim->fd.get(), SHUT_RDWR);
+  evicted_connections_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 void PieceServer::Admit(UniqueFd fd) {
   std::unique_lock lock(mu_);
   ReapFinishedLocked();
-  if (connections_.size() >= static_cast<size_t>(std::max(options_.max_connections, 1))) {
+  const size_t limit = static_cast<size_t>(std::max(options_.max_connections, 1));
+  size_t evicted = 0;  // shut down, their threads ending: they hold no slot, but bound them too
+  for (const auto& c : connections_) evicted += c->evicted ? 1 : 0;
+  if (connections_.size() - evicted >= limit && (evicted >= limit || !EvictIdleLocked())) {
     lock.unlock();
     SendError(fd.get(), static_cast<uint16_t>(pp::ErrorCode::kBusy), "connection limit reached");
     return;
@@ -187,6 +211,7 @@ void PieceServer::Admit(UniqueFd fd) {
   accepted_connections_.fetch_add(1, std::memory_order_relaxed);
   auto conn = std::make_unique<Connection>();
   conn->fd = std::move(fd);
+  conn->last_frame.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   Connection* raw = conn.get();
   connections_.push_back(std::move(conn));
   raw->thread = std::thread([this, raw] { ServeConnection(raw); });
@@ -200,17 +225,16 @@ void PieceServer::ConfigureSocket(int fd) const {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options_.send_buffer_bytes,
                  sizeof options_.send_buffer_bytes);
   }
-  timeval idle{options_.idle_timeout_ms / 1000, (options_.idle_timeout_ms % 1000) * 1000};
+  // Receive deadlines are enforced with poll() in ReceiveBy(): SO_RCVTIMEO restarts with every
+  // byte, so a 1 byte/s sender would never hit it.
   timeval send{options_.send_timeout_ms / 1000, (options_.send_timeout_ms % 1000) * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send, sizeof send);
 }
 
 void PieceServer::ServeConnection(Connection* conn) {
   BlockSigpipeInThisThread();
   active_connections_.fetch_add(1, std::memory_order_relaxed);
-  while (!stopping_.load(std::memory_order_relaxed) &&
-         HandleFrame(conn->fd.get()) == Next::kContinue) {
+  while (!stopping_.load(std::memory_order_relaxed) && HandleFrame(conn) == Next::kContinue) {
   }
   active_connections_.fetch_sub(1, std::memory_order_relaxed);
   // Close now rather than at reap time so the child sees the close at once. Under mu_: Stop()
@@ -220,10 +244,46 @@ void PieceServer::ServeConnection(Connection* conn) {
   conn->finished = true;
 }
 
-PieceServer::Next PieceServer::HandleFrame(int fd) {
+bool PieceServer::ReceiveBy(int fd, uint8_t* buf, size_t n, Clock::time_point deadline,
+                            bool frame_deadline) {
+  while (n > 0) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) {
+      if (frame_deadline) request_timeouts_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    pollfd p{fd, POLLIN, 0};
+    int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 60'000)));
+    if (ready < 0 && errno != EINTR) return false;
+    if (ready <= 0) continue;
+    ssize_t got = ::recv(fd, buf, n, MSG_DONTWAIT);
+    if (got == 0) return false;  // EOF, or Stop()/eviction shut the socket down
+    if (got < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+      return false;
+    }
+    buf += got;
+    n -= static_cast<size_t>(got);
+  }
+  return true;
+}
+
+PieceServer::Next PieceServer::HandleFrame(Connection* conn) {
+  const int fd = conn->fd.get();
+  const auto request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
+  // Waiting for a frame to start: the idle timeout, except that a connection must open with a
+  // frame soon after the accept. Once it started, the whole frame is due within the request
+  // timeout. Either way a miss simply ends the connection, as EOF, reset and Stop() do.
+  Clock::time_point first_byte_by =
+      conn->had_frame
+          ? Clock::now() + std::chrono::milliseconds(options_.idle_timeout_ms)
+          : Clock::time_point(Clock::duration(conn->last_frame.load())) + request_timeout;
   uint8_t header_bytes[pp::kHeaderBytes];
-  // EOF, reset, idle timeout or Stop(): the connection simply ends.
-  if (!ReadFull(fd, header_bytes, sizeof header_bytes).ok()) return Next::kClose;
+  if (!ReceiveBy(fd, header_bytes, 1, first_byte_by, !conn->had_frame)) return Next::kClose;
+  const Clock::time_point frame_by = Clock::now() + request_timeout;
+  if (!ReceiveBy(fd, header_bytes + 1, sizeof header_bytes - 1, frame_by, true)) {
+    return Next::kClose;
+  }
   pp::FrameHeader h = pp::DecodeHeader(header_bytes);
   auto bad = [&](pp::ErrorCode code, const std::string& why) {
     protocol_errors_.fetch_add(1, std::memory_order_relaxed);
@@ -244,9 +304,13 @@ PieceServer::Next PieceServer::HandleFrame(int fd) {
   }
   uint8_t body[pp::kRequestBodyBytes];  // the largest body a parent accepts
   static_assert(pp::kRequestBodyBytes >= pp::kPingBodyBytes);
-  if (!ReadFull(fd, body, h.body_length).ok()) return Next::kClose;
-  if (h.type == pp::FrameType::kPing) return HandlePing(fd, body);
-  return HandleRequestPiece(fd, body);
+  if (!ReceiveBy(fd, body, h.body_length, frame_by, true)) return Next::kClose;
+  conn->had_frame = true;
+  conn->last_frame.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  conn->answering.store(true, std::memory_order_relaxed);
+  Next next = h.type == pp::FrameType::kPing ? HandlePing(fd, body) : HandleRequestPiece(fd, body);
+  conn->answering.store(false, std::memory_order_relaxed);
+  return next;
 }
 
 PieceServer::Next PieceServer::HandlePing(int fd, const uint8_t* body) {

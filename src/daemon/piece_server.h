@@ -2,7 +2,13 @@
 //
 // Serves finished pieces of local tasks to children over persistent TCP connections, straight
 // from the task's content file with sendfile(2). One thread per connection, at most
-// `max_connections` at a time (more are answered with ERROR BUSY and closed).
+// `max_connections` at a time. A connection slot is a resource strangers can try to hold, so:
+//   - a new connection must send its first complete frame within `request_timeout_ms`, and any
+//     frame must be complete within `request_timeout_ms` of its first byte (half-open and
+//     1 byte/s connections are closed, whatever the idle timeout);
+//   - at `max_connections`, a new connection closes the connection that has gone longest without
+//     completing a frame, if that is at least `evict_idle_ms` and it is not sending an answer;
+//     only when there is none is the newcomer answered ERROR BUSY and closed.
 //
 // Thread-safety: Start()/Stop() from one owner thread; counters may be read from any thread.
 // The TaskLookup function is called from connection threads concurrently and must be
@@ -10,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -36,6 +43,12 @@ struct PieceServerOptions {
   uint64_t upload_rate_bytes_per_sec = 0;
   // A connection with no request for this long is closed.
   int idle_timeout_ms = 120'000;
+  // A frame must arrive whole within this of its first byte, and a new connection's first frame
+  // within this of the accept.
+  int request_timeout_ms = 10'000;
+  // At max_connections, a connection without a complete frame for this long (and not sending
+  // an answer) is closed to admit the new one.
+  int evict_idle_ms = 1'000;
   // A send that makes no progress for this long fails the upload and closes the connection.
   int send_timeout_ms = 30'000;
   // SO_SNDBUF of accepted sockets; 0 = kernel autotuning.
@@ -78,13 +91,25 @@ class PieceServer {
   int active_connections() const { return active_connections_.load(std::memory_order_relaxed); }
   // Connections closed because of a malformed frame.
   uint64_t protocol_errors() const { return protocol_errors_.load(std::memory_order_relaxed); }
+  // Connections closed because a frame (or the first one) did not arrive in request_timeout_ms.
+  uint64_t request_timeouts() const { return request_timeouts_.load(std::memory_order_relaxed); }
+  // Idle connections closed to admit a new one at max_connections.
+  uint64_t evicted_connections() const {
+    return evicted_connections_.load(std::memory_order_relaxed);
+  }
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct Connection {
     // Used by the connection thread; closed by it under mu_ as its last step.
     UniqueFd fd;
     std::thread thread;
     bool finished = false;  // GUARDED_BY(PieceServer::mu_)
+    bool evicted = false;   // GUARDED_BY(PieceServer::mu_): shut down to admit another
+    // Written by the connection thread, read by the accept thread (eviction).
+    std::atomic<Clock::rep> last_frame{0};  // accept or last complete frame (Clock ticks)
+    std::atomic<bool> answering{false};     // sending an answer (a piece) right now
+    bool had_frame = false;                 // connection thread only
   };
   // What a handler tells the connection loop to do next.
   enum class Next { kContinue, kClose };
@@ -92,9 +117,14 @@ class PieceServer {
   void AcceptLoop();
   void Admit(UniqueFd fd);
   void ReapFinishedLocked();  // EXCLUSIVE_LOCKS_REQUIRED(mu_)
+  // Shuts down the connection idle longest (see the class comment); false when none qualifies.
+  bool EvictIdleLocked();  // EXCLUSIVE_LOCKS_REQUIRED(mu_)
   void ConfigureSocket(int fd) const;
   void ServeConnection(Connection* conn);
-  Next HandleFrame(int fd);
+  // Reads `n` bytes by `deadline`. False when the connection must close (EOF, reset, Stop(),
+  // deadline); a missed deadline counts as a request timeout when `frame_deadline`.
+  bool ReceiveBy(int fd, uint8_t* buf, size_t n, Clock::time_point deadline, bool frame_deadline);
+  Next HandleFrame(Connection* conn);
   Next HandleRequestPiece(int fd, const uint8_t* body);
   Next HandlePing(int fd, const uint8_t* body);
   // Sends `length` bytes of `task` at `offset` after the PIECE header. False when the upload
@@ -123,6 +153,8 @@ class PieceServer {
   std::atomic<uint64_t> accepted_connections_{0};
   std::atomic<int> active_connections_{0};
   std::atomic<uint64_t> protocol_errors_{0};
+  std::atomic<uint64_t> request_timeouts_{0};
+  std::atomic<uint64_t> evicted_connections_{0};
 };
 
 }  // namespace df

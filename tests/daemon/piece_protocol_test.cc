@@ -1,5 +1,6 @@
 // Specifications of the piece data protocol: a real PieceServer and PieceClient on loopback,
 // serving from a real PieceStore in a temporary directory.
+#include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -388,6 +389,7 @@ TEST_F(PieceProtocolTest, ConnectionLimitAnswersBusy) {
   server_->Stop();
   PieceServerOptions options;
   options.max_connections = 1;
+  options.evict_idle_ms = 60'000;  // the first connection is never idle enough to be closed
   StartServer(options);
   PieceClient first = MakeClient();
   ASSERT_TRUE(first.Ping().ok());
@@ -398,6 +400,105 @@ TEST_F(PieceProtocolTest, ConnectionLimitAnswersBusy) {
   first.Close();
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_TRUE(second.Ping().ok());  // the slot was freed
+}
+
+// Waits up to `timeout_ms` for the server to close `fd`; true when it did (EOF or reset).
+bool ClosedByServerWithin(int fd, int timeout_ms) {
+  SetSocketTimeouts(fd, timeout_ms);
+  char sink[256];
+  for (;;) {
+    ssize_t r = ::recv(fd, sink, sizeof sink, 0);
+    if (r == 0 || (r < 0 && errno == ECONNRESET)) return true;
+    if (r < 0) return false;  // timed out: still open
+  }
+}
+
+// Half-open: connects and never sends. The idle timeout (120 s) does not protect its slot.
+TEST_F(PieceProtocolTest, ConnectionThatSendsNothingIsClosedAfterTheRequestTimeout) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.request_timeout_ms = 200;
+  StartServer(options);
+  auto silent = ConnectTcp("127.0.0.1", server_->port(), 2000);
+  ASSERT_TRUE(silent.ok());
+  auto start = Clock::now();
+  EXPECT_TRUE(ClosedByServerWithin(silent->get(), 3000));
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(150));
+  EXPECT_EQ(server_->request_timeouts(), 1u);
+}
+
+// Slowloris: a valid PING sent one byte at a time never trips a per-read timeout; the frame
+// deadline closes it. A client that sends whole frames may idle longer than the deadline.
+TEST_F(PieceProtocolTest, SlowSenderIsClosedWhenItsFrameIsLateButAnIdleClientIsNot) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.request_timeout_ms = 300;
+  StartServer(options);
+  PieceClient idle = MakeClient();
+  ASSERT_TRUE(idle.Ping().ok());
+
+  auto slow = ConnectTcp("127.0.0.1", server_->port(), 2000);
+  ASSERT_TRUE(slow.ok());
+  std::string ping = Frame(pp::kMagic, 1, 4, 8, std::string(8, '\x07'));
+  bool cut = false;
+  for (char c : ping) {
+    if (::send(slow->get(), &c, 1, MSG_NOSIGNAL) != 1) {
+      cut = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // 20 bytes: 1 s
+  }
+  EXPECT_TRUE(cut || ClosedByServerWithin(slow->get(), 100));
+  EXPECT_EQ(server_->request_timeouts(), 1u);
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // idle 1.2 s > 300 ms
+  EXPECT_TRUE(idle.Ping().ok());
+  EXPECT_EQ(idle.connects(), 1u);
+}
+
+// Held connections cannot lock children out: at the limit the one idle longest makes room.
+TEST_F(PieceProtocolTest, AtTheLimitANewConnectionClosesTheConnectionIdleLongest) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.max_connections = 2;
+  options.evict_idle_ms = 100;
+  StartServer(options);
+  auto oldest = ConnectTcp("127.0.0.1", server_->port(), 2000);  // never sends
+  ASSERT_TRUE(oldest.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  PieceClient active = MakeClient();
+  ASSERT_TRUE(active.Ping().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ASSERT_TRUE(active.Ping().ok());  // the only frame-less connection is `oldest`
+
+  PieceClient newcomer = MakeClient();
+  auto r = newcomer.Ping();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(server_->evicted_connections(), 1u);
+  EXPECT_TRUE(ClosedByServerWithin(oldest->get(), 1000));
+  EXPECT_TRUE(active.Ping().ok());
+  EXPECT_EQ(active.connects(), 1u);
+}
+
+// A connection in the middle of sending a piece is never the one closed for a newcomer.
+TEST_F(PieceProtocolTest, AtTheLimitAConnectionSendingAPieceIsKept) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.max_connections = 1;
+  options.evict_idle_ms = 0;
+  options.upload_rate_bytes_per_sec = 256 * 1024;  // piece 0 is the burst, piece 1 takes ~1 s
+  StartServer(options);
+  PieceClient downloader = MakeClient();
+  std::thread fetcher([&] { EXPECT_TRUE(Fetch(downloader, 0).ok() && Fetch(downloader, 1).ok()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(server_->concurrent_uploads(), 1);
+  PieceClient newcomer = MakeClient();
+  auto r = newcomer.Ping();
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("BUSY"), std::string::npos);
+  fetcher.join();
+  EXPECT_EQ(server_->evicted_connections(), 0u);
+  EXPECT_EQ(server_->upload_failures(), 0u);
 }
 
 TEST_F(PieceProtocolTest, ClientReconnectsAfterTheParentClosedAnIdleConnection) {

@@ -49,7 +49,7 @@ fuzz: fuzz-build
 	      -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- $(FUZZ_ARGS) \
 	      $(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t >$(FUZZ_DIR)/fuzz-$$t.log 2>&1; then \
 	    tail -n 40 $(FUZZ_DIR)/fuzz-$$t.log; echo "fuzz: $$t found something"; exit 1; fi; \
-	  grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec)' \
+	  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec)' \
 	    $(FUZZ_DIR)/fuzz-$$t.log; \
 	done
 

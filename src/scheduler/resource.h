@@ -114,7 +114,7 @@ struct Task {
   // it. A map, not a vector sized to the task: one TaskMetadata for 16 Mi pieces must not cost
   // 512 MiB before a single digest arrived.
   std::unordered_map<uint32_t, std::string> piece_digests;
-  bool digests_expected = false;  // a size authority registered for the task (see PieceDigests)
+  bool digests_expected = false;  // a seed peer registered: it reports every piece's digest
   uint32_t origin_digests = 0;    // non-empty entries of piece_digests
   std::unordered_map<std::string, std::unique_ptr<Peer>> peers;
   Dag dag;                       // parent -> child edges; acyclic

@@ -824,7 +824,8 @@ void Scheduler::SendBackToSource(Task& task, Peer& peer, const std::string& reas
   RemoveParents(task, peer);
   SetState(task, peer, PeerState::kBackToSource);
   peer.sent_to_source = true;
-  task.digests_expected = true;
+  // Its digests are recorded, but it fetches from the origin only what it still misses: unlike
+  // a seed's, the digests of the other pieces may never come (digests_expected stays as is).
   v1::AnnouncePeerResponse response;
   response.mutable_need_back_to_source()->set_reason(reason);
   if (peer.stream) peer.stream->Send(response);

@@ -54,8 +54,7 @@ class FaultInjectionTest : public ::testing::Test {
   Process StartDaemon(const std::string& name, bool seed) {
     std::vector<std::string> argv =
         bench::DaemonArgv(bench::BuildDir() + "/src", name, dir_.path(), scheduler_port_, "300ms");
-    argv.insert(argv.end(),
-                {"--upload-rate", "320mbit", "--piece-timeout", "10s", "--log-level", "info"});
+    argv.insert(argv.end(), {"--upload-rate", "320mbit", "--log-level", "info"});
     if (seed) argv.push_back("--seed");
     Process p = Process::Start(argv, dir_.path() + "/" + name + ".log");
     EXPECT_TRUE(bench::WaitForUnixSocket(Sock(name), 10000)) << name;

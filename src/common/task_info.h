@@ -1,14 +1,16 @@
-// TaskSpec of a TaskInfo from the network (scheduler.proto): the one conversion used by the
-// scheduler (register) and the seed (TriggerDownloadTask) before they check the task's id.
+// TaskSpec of a TaskInfo (scheduler.proto) or a DownloadRequest (dfdaemon.proto): the one
+// conversion used by the scheduler (register), the seed (TriggerDownloadTask) and dfget's daemon
+// (Download) before they compute or check the task's id.
 // Header-only so that df_common does not depend on the generated protobuf code.
 #pragma once
 
 #include "common/task_spec.h"
-#include "scheduler.pb.h"
 
 namespace df {
 
-inline TaskSpec SpecOf(const df::scheduler::v1::TaskInfo& info) {
+// Works for every message with the TaskInfo fields (TaskInfo, dfdaemon's DownloadRequest).
+template <typename Message>
+TaskSpec SpecOf(const Message& info) {
   TaskSpec spec;
   spec.url = info.url();
   spec.tag = info.tag();

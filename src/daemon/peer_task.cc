@@ -269,9 +269,7 @@ Status PeerTask::EnableOrigin(const std::string& reason) {
   }
   {
     std::lock_guard<std::mutex> l(mu_);
-    uint64_t piece_length =
-        request_.piece_length ? request_.piece_length : ChoosePieceLength(info->content_length);
-    if (!layout_known_) DF_RETURN_IF_ERROR(SetLayoutLocked(info->content_length, piece_length));
+    if (!layout_known_) DF_RETURN_IF_ERROR(SetLayoutFromSizeLocked(info->content_length));
     if (layout_.content_length != static_cast<uint64_t>(info->content_length)) {
       return DataLoss("origin size changed: " + std::to_string(info->content_length) +
                       " != " + std::to_string(layout_.content_length));
@@ -428,8 +426,7 @@ void PeerTask::ReadAnnounce(
       {
         std::lock_guard<std::mutex> l(mu_);
         if (!layout_known_) {
-          empty = SetLayoutLocked(
-              0, request_.piece_length ? request_.piece_length : ChoosePieceLength(0));
+          empty = SetLayoutFromSizeLocked(0);
         } else if (layout_.content_length != 0) {
           empty = DataLoss("scheduler says the task is empty; it has " +
                            std::to_string(layout_.content_length) + " bytes");
@@ -680,6 +677,12 @@ void PeerTask::SyncParent(Parent* p) {
 
 // ---------------------------------------------------------------------------------------------
 // Workers
+
+Status PeerTask::SetLayoutFromSizeLocked(int64_t content_length) {
+  auto layout = ExpectedLayout(request_.piece_length, content_length);
+  if (!layout.ok()) return layout.status();
+  return SetLayoutLocked(content_length, layout->piece_length);
+}
 
 Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) {
   // Sizes come from the origin, a parent or the scheduler: only the layout the task spec

@@ -162,6 +162,8 @@ class PeerTask {
   Status FetchFromOrigin(uint32_t piece, uint32_t* crc, PieceDigest* sha256);
   Status StreamWholeFromOrigin();
   Status SetLayoutLocked(int64_t content_length, uint64_t piece_length);
+  // The layout the task spec implies for a size this peer learned itself (origin, empty task).
+  Status SetLayoutFromSizeLocked(int64_t content_length);
   void OnPieceDoneLocked(uint32_t piece);
   // The layout and the content file for a fetch; both are fixed once a worker runs.
   std::pair<PieceLayout, int> LayoutAndFd() const;

@@ -60,18 +60,6 @@ Status ValidateOutput(const dv1::DownloadRequest& req) {
   return CheckOutputReplaceable(out);  // a directory, symlink or device is refused up front
 }
 
-TaskSpec SpecOf(const dv1::DownloadRequest& req) {
-  TaskSpec spec;
-  spec.url = req.url();
-  spec.tag = req.tag();
-  spec.application = req.application();
-  spec.piece_length = req.piece_length();
-  spec.filtered_query_params.assign(req.filtered_query_params().begin(),
-                                    req.filtered_query_params().end());
-  spec.digest = req.digest();
-  return spec;
-}
-
 void FillProgress(const TaskProgress& p, dv1::DownloadResponse* r) {
   r->set_peer_id(p.peer_id);
   r->set_content_length(p.content_length);

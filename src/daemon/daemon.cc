@@ -9,6 +9,7 @@
 
 #include <filesystem>
 
+#include "common/grpc_limits.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -121,6 +122,7 @@ Status Daemon::Start() {
     grpc::ResourceQuota quota("dfdaemon-upload");
     quota.SetMaxThreads(static_cast<int>(kMaxUploadRpcThreads));
     b.SetResourceQuota(quota);
+    ApplyServerLimits(b);
     upload_server_ = b.BuildAndStart();
     if (!upload_server_ || bound == 0) {
       return Unavailable("cannot listen on " + config_.listen_ip + ":" +

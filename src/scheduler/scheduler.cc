@@ -483,6 +483,10 @@ Result<PeerKey> Scheduler::RegisterPeer(const v1::AnnouncePeerRequest& request,
   std::vector<SeedJob> jobs;
   {
     std::lock_guard lock(mu_);
+    if (hosts_.find(key.host_id) == hosts_.end() && hosts_.size() >= config_.max_hosts) {
+      return Unavailable("register: this scheduler keeps at most " +
+                         std::to_string(config_.max_hosts) + " hosts (max_hosts)");
+    }
     auto host = TouchHost(key.host_id, start);
     if (!host->announced) {
       DF_LOG_WARN(

@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "common/grpc_limits.h"
+
 namespace df::scheduler {
 
 Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
@@ -30,10 +32,9 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   builder.RegisterService(s->service_.get());
   // A second scheduler on a taken port must fail, not silently share it (gRPC's default).
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // Peers keep their streams open for a whole download; keepalive pings find dead ones.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  // Peers keep their streams open for a whole download; keepalive pings find dead ones and
+  // idle connections (a stranger's, or a daemon's between tasks) are closed.
+  ApplyServerLimits(builder);
   s->server_ = builder.BuildAndStart();
   if (!s->server_ || s->port_ == 0) {
     return Unavailable("scheduler: cannot listen on " + config.listen);

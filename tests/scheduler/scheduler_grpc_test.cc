@@ -762,6 +762,39 @@ TEST_F(SchedulerGrpcTest, AnnounceHostWithoutIdIsInvalid) {
   EXPECT_EQ(stub_->AnnounceHost(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_F(SchedulerGrpcTest, OverTheHostAndTaskCapsNewOnesGetAClearErrorAndKnownOnesCarryOn) {
+  StartScheduler([](SchedulerConfig& c) {
+    c.max_hosts = 2;
+    c.max_tasks = 1;
+  });
+  AnnounceHost("host-a");
+  AnnounceHost("host-b");
+  {
+    grpc::ClientContext ctx;
+    v1::AnnounceHostRequest req;
+    req.mutable_host()->set_id("host-c");
+    req.mutable_host()->set_ip("127.0.0.1");
+    v1::AnnounceHostResponse resp;
+    EXPECT_EQ(stub_->AnnounceHost(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  // Registering is the other way a host comes into being: it is capped too.
+  auto c = Peer("host-c", "peer-c");
+  c->Register();
+  EXPECT_EQ(c->Close().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(scheduler().host_count(), 2u);
+
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next().has_value());
+  auto b = Peer("host-b", "peer-b", "task-2");
+  b->Register();
+  EXPECT_EQ(b->Close().error_code(), grpc::StatusCode::UNAVAILABLE);
+  // A known host on a known task is served as before.
+  auto a2 = Peer("host-b", "peer-a2");
+  a2->Register();
+  EXPECT_TRUE(a2->Next().has_value());
+}
+
 TEST_F(SchedulerGrpcTest, MetricsCountRegistrationsAndDecisions) {
   StartScheduler();
   AnnounceHost("host-a");

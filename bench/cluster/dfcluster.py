@@ -895,9 +895,26 @@ def dragonfly_binaries(build_dir):
             "dfget": b / "src/dfget/dfget"}
 
 
-def run_dragonfly(ctx, evaluator):
+def announce_args(args, h, announce):
+    """The link rates a dfdaemon announces: `exact` (its shaping times --upload-rate-factor),
+    `none` (nothing: the scheduler must learn them), or a nominal RATE for every host whatever its
+    shaping (an operator who writes the NIC speed everywhere)."""
+    if announce == "none":
+        return []
+    if announce == "exact":
+        up = int(h.up_bps * args.upload_rate_factor)
+        down = int(h.down_bps * args.upload_rate_factor)
+        return ["--upload-rate", fmt_rate(up), "--download-rate", fmt_rate(down)] if up and down else []
+    return ["--upload-rate", announce, "--download-rate", announce]
+
+
+def dragonfly_name(evaluator, announce):
+    return f"dragonfly-{evaluator}-{announce}"
+
+
+def run_dragonfly(ctx, evaluator, announce="exact"):
     cl, topo, args = ctx.cluster, ctx.topo, ctx.args
-    system = f"dragonfly-{evaluator}"
+    system = dragonfly_name(evaluator, announce)
     bins = dragonfly_binaries(args.build_dir)
     missing = [str(p) for p in bins.values() if not os.access(p, os.X_OK)]
     if missing:
@@ -914,7 +931,7 @@ def run_dragonfly(ctx, evaluator):
         bins[name] = bin_dir / name
     svc = topo.services
     sched_addr = f"{svc.ip}:{SCHEDULER_PORT}"
-    df = cl.work / "df"
+    df = cl.work / "df" / system  # each run starts with empty caches
     started = []
     sched = cl.start(svc, [bins["dfscheduler"], "--listen", sched_addr, "--metrics",
                            f"{svc.ip}:{SCHEDULER_METRICS_PORT}", "--evaluator", evaluator]
@@ -933,8 +950,7 @@ def run_dragonfly(ctx, evaluator):
                 "--scheduler", sched_addr, "--data-dir", hd / "data", "--sock", socks[h.name],
                 "--ip", h.ip, "--hostname", h.name, "--grpc-port", DAEMON_GRPC_PORT, "--piece-port", DAEMON_PIECE_PORT,
                 "--metrics-port", DAEMON_METRICS_PORT, "--idc", h.idc, "--location", h.location,
-                "--upload-rate", fmt_rate(int(h.up_bps * args.upload_rate_factor)),
-                "--download-rate", fmt_rate(int(h.down_bps * args.upload_rate_factor)), "--log-level", args.daemon_log_level]
+                "--log-level", args.daemon_log_level] + announce_args(args, h, announce)
             started.append(cl.start(h, argv + args.daemon_arg, f"{system}-dfdaemon-{h.name}"))
         deadline = time.time() + 30
         while time.time() < deadline and not all(s.exists() for s in socks.values()):
@@ -997,7 +1013,7 @@ def print_table(ctx, results):
             print(f"{r['system']:<22}  skipped: {r['skipped']}")
             continue
         last = f"{r['last_host_seconds']:.2f}" if r["last_host_seconds"] is not None else "DNF"
-        mean = f"{r['mean_host_seconds']:.2f}" if r["mean_host_seconds"] is not None else "-"
+        mean = f"{r['mean_host_seconds']:.2f}" if r.get("mean_host_seconds") is not None else "-"
         ratio = f"{r['ratio_to_bound']:.3f}" if r["ratio_to_bound"] is not None else "-"
         served = r["origin_bytes_served"]
         print(f"{r['system']:<22}{last:>12}{mean:>9}{ratio:>9}"
@@ -1252,10 +1268,11 @@ def cmd_run(args):
             raise RuntimeError("nginx did not start (see logs/nginx-error.log)")
         ctx.calibration = {} if args.no_calibrate else calibrate(ctx)
         for system in systems:
-            evaluators = [e for e in args.evaluators.split(",") if e] if system == "dragonfly" \
-                else [None]
-            for ev in evaluators:
-                name = system if ev is None else f"dragonfly-{ev}"
+            runs = [(e, a) for e in args.evaluators.split(",") if e
+                    for a in args.announce.split(",") if a] if system == "dragonfly" \
+                else [(None, None)]
+            for ev, announce in runs:
+                name = system if ev is None else dragonfly_name(ev, announce)
                 log(f"=== {name} ===")
                 mark = len(cluster.procs)
                 try:
@@ -1264,7 +1281,7 @@ def cmd_run(args):
                     elif system == "bittorrent":
                         rec = run_bittorrent(ctx)
                     else:
-                        rec = run_dragonfly(ctx, ev)
+                        rec = run_dragonfly(ctx, ev, announce)
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:  # noqa: BLE001 - one system failing must not stop the rest
@@ -1386,6 +1403,10 @@ def main(argv=None):
                    help="torrent piece length (default: power of two, <=1000 pieces, 256KiB-4MiB)")
     r.add_argument("--settle", type=float, default=1.0,
                    help="seconds to wait after the daemons are up before dfget (default 1)")
+    r.add_argument("--announce", default="exact",
+                   help="comma list, one dragonfly run per value: exact (each dfdaemon announces "
+                        "its shaped rates), none (no rates: the scheduler learns them), or a RATE "
+                        "such as 1gbit announced by every host (default: exact)")
     r.add_argument("--upload-rate-factor", type=float, default=1.0,
                    help="dfdaemon --upload-rate = this x the host's shaped upload (default 1.0)")
     r.add_argument("--daemon-log-level", default="info")

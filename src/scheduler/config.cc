@@ -51,6 +51,19 @@ Setter Duration(uint64_t SchedulerConfig::*field, uint64_t min_ms) {
   };
 }
 
+Setter Rate(uint64_t SchedulerConfig::*field) {
+  return [=](SchedulerConfig& c, const std::string& v) {
+    if (v == "0") {
+      c.*field = 0;
+      return Status::Ok();
+    }
+    auto rate = ParseRateBytesPerSec(v);
+    if (!rate.ok()) return rate.status();
+    c.*field = rate.value();
+    return Status::Ok();
+  };
+}
+
 const std::map<std::string, Setter>& Setters() {
   using C = SchedulerConfig;
   static const auto* setters = new std::map<std::string, Setter>{
@@ -64,6 +77,8 @@ const std::map<std::string, Setter>& Setters() {
       {"candidate_parent_limit", Count(&C::candidate_parent_limit, 1, 1000)},
       {"filter_parent_limit", Count(&C::filter_parent_limit, 1, 100000)},
       {"cross_idc_children_limit", Count(&C::cross_idc_children_limit, 0, 100000)},
+      {"capacity_prior", Rate(&C::capacity_prior)},
+      {"store", Text(&C::store)},
       {"back_to_source_limit", Count(&C::back_to_source_limit, 0, 100000)},
       {"weak_child_seed_delay", Duration(&C::weak_child_seed_delay_ms, 0)},
       {"schedule_timeout", Duration(&C::schedule_timeout_ms, 0)},
@@ -97,6 +112,8 @@ const std::vector<std::string>& OptionNames() {
                                                           "cross_idc_children_limit",
                                                           "back_to_source_limit",
                                                           "weak_child_seed_delay",
+                                                          "capacity_prior",
+                                                          "store",
                                                           "schedule_timeout",
                                                           "push_interval",
                                                           "seed_trigger_attempts",

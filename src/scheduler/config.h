@@ -41,6 +41,13 @@ struct SchedulerConfig {
   // seed peer as parent for this long after registering, so that children that can pass the
   // seed's new data on at full rate book it first (0 = off). See docs/scheduler.md, "Capacity".
   uint64_t weak_child_seed_delay_ms = 1'000;
+  // Link capacity (bytes/s) assumed for a host that announced none and has shown nothing yet in
+  // its piece records; replaced by what the records show (docs/measurement.md). 0 = no
+  // assumption: such hosts are scheduled without capacity accounting.
+  uint64_t capacity_prior = 12'500'000;  // 100 Mbit/s
+  // Where what schedulers share is kept (store.h): "memory" (this process only) or
+  // "redis://HOST:PORT/DB" (several schedulers).
+  std::string store = "memory";
   // Concurrent back-to-source peers per task on normal hosts (a seed peer is never limited).
   uint32_t back_to_source_limit = 1;
   // A peer with no candidate parents for this long goes back to source (limits permitting).

@@ -43,10 +43,17 @@ struct Host {
   uint64_t upload_failure = 0;  // pieces children failed to get from them
   uint32_t peer_count = 0;      // Peer records referring to this host
 
+  // The link capacities to book with, bytes/s; 0 = unknown (no capacity accounting). What the
+  // host announced, or what the piece records showed (CapacityEstimator::Capacity); the
+  // Scheduler refreshes them.
+  uint64_t upload_capacity_bps = 0;
+  uint64_t download_capacity_bps = 0;
+
   bool is_seed() const { return info.type() == df::scheduler::v1::HOST_TYPE_SEED; }
-  // Announced link capacities in bytes/s; 0 = unknown (no capacity accounting).
-  uint64_t upload_capacity() const { return info.upload_rate_limit_bytes_per_sec(); }
-  uint64_t download_capacity() const { return info.download_rate_limit_bytes_per_sec(); }
+  uint64_t announced_upload() const { return info.upload_rate_limit_bytes_per_sec(); }
+  uint64_t announced_download() const { return info.download_rate_limit_bytes_per_sec(); }
+  uint64_t upload_capacity() const { return upload_capacity_bps; }
+  uint64_t download_capacity() const { return download_capacity_bps; }
   bool reachable() const {
     return announced && !left && !info.ip().empty() && info.piece_port() > 0;
   }

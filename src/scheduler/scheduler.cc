@@ -16,6 +16,11 @@ namespace v1 = df::scheduler::v1;
 // The background thread wakes at least this often to check schedule timeouts.
 constexpr auto kTick = std::chrono::milliseconds(20);
 
+// A piece record claiming more than this (400 Gbit/s) or taking longer than an hour is not a
+// measurement: it is ignored rather than allowed to inflate or deflate learned capacities.
+constexpr double kMaxPlausibleBytesPerSec = 50e9;
+constexpr uint64_t kMaxPlausibleCostNs = 3600ull * 1'000'000'000;
+
 int64_t UnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -124,6 +129,7 @@ Status Scheduler::AnnounceHost(const v1::Host& info, const std::string& caller_i
   host->info = info;
   host->announced = true;
   host->left = false;
+  RefreshHostCapacity(*host);
   if (host->is_seed()) {
     seed_hosts_.insert(info.id());
   } else {
@@ -914,7 +920,10 @@ void Scheduler::OnPieceFinished(Task& task, Peer& peer, const v1::PieceFinished&
   if (!parent) return;
   // A record must be physically possible: some time passed, and no more than a piece moved.
   if (m.cost_ns() == 0 || m.length() == 0 ||
-      (task.piece_length > 0 && m.length() > task.piece_length)) {
+      (task.piece_length > 0 && m.length() > task.piece_length) ||
+      static_cast<double>(m.length()) * 1e9 / static_cast<double>(m.cost_ns()) >
+          kMaxPlausibleBytesPerSec ||
+      m.cost_ns() > kMaxPlausibleCostNs) {
     DF_LOG_DEBUG("implausible piece record ignored task_id={} peer_id={} bytes={} ns={}", task.id,
                  peer.id, m.length(), m.cost_ns());
     return;
@@ -924,6 +933,8 @@ void Scheduler::OnPieceFinished(Task& task, Peer& peer, const v1::PieceFinished&
   parent->host->upload_success++;
   parent->upload_costs.Add(m.cost_ns());
   records_.Add({peer.host->info.id(), parent->host->info.id(), m.length(), m.cost_ns(), UnixMs()});
+  capacity_.AddTransfer(peer.host->info.id(), parent->host->info.id(), m.length(),
+                        std::chrono::nanoseconds(m.cost_ns()), Clock::now());
 }
 
 void Scheduler::OnPieceFailed(Task& task, Peer& peer, const v1::PieceFailed& m) {
@@ -1049,6 +1060,10 @@ void Scheduler::Run() {
     if (stop_) break;
     work_pending_ = false;
     const auto now = Clock::now();
+    if (now >= next_capacity_refresh_) {
+      RefreshCapacitiesLocked(now);
+      next_capacity_refresh_ = now + CapacityEstimator::Options{}.bucket;
+    }
     ServeHungryPeers(lock, now);
     if (now >= next_gc_) {
       CollectGarbageLocked(now);
@@ -1150,6 +1165,7 @@ void Scheduler::CollectGarbageLocked(Clock::time_point now) {
   for (auto h = hosts_.begin(); h != hosts_.end();) {
     if (gone_hosts.contains(h->second.get()) && h->second->peer_count == 0) {
       records_.RemoveHost(h->first);
+      capacity_.RemoveHost(h->first);
       seed_hosts_.erase(h->first);
       h = hosts_.erase(h);
     } else {
@@ -1158,6 +1174,81 @@ void Scheduler::CollectGarbageLocked(Clock::time_point now) {
   }
   if (removed_peers > 0) DF_LOG_DEBUG("gc removed_peers={}", removed_peers);
   UpdateGauges();
+}
+
+bool Scheduler::RefreshHostCapacity(Host& host) {
+  const std::string& id = host.info.id();
+  const bool fully_booked =
+      host.upload_capacity_bps > 0 && host.upload_allotted * 10 >= host.upload_capacity_bps * 9;
+  const uint64_t up =
+      capacity_.UploadCapacity(id, host.announced_upload(), config_.capacity_prior, fully_booked);
+  const uint64_t down =
+      capacity_.DownloadCapacity(id, host.announced_download(), config_.capacity_prior);
+  auto moved = [](uint64_t from, uint64_t to) {
+    const uint64_t diff = from > to ? from - to : to - from;
+    return (from == 0) != (to == 0) || diff * 10 > from;
+  };
+  const bool changed =
+      moved(host.upload_capacity_bps, up) || moved(host.download_capacity_bps, down);
+  host.upload_capacity_bps = up;
+  host.download_capacity_bps = down;
+  return changed;
+}
+
+void Scheduler::RefreshCapacities(Clock::time_point now) {
+  std::lock_guard lock(mu_);
+  RefreshCapacitiesLocked(now);
+}
+
+void Scheduler::RefreshCapacitiesLocked(Clock::time_point now) {
+  capacity_.Advance(now);
+  bool changed = false;
+  std::unordered_map<const Host*, double> overbooked;  // host -> capacity / booked
+  for (auto& [id, host] : hosts_) {
+    changed = RefreshHostCapacity(*host) || changed;
+    if (host->upload_capacity() > 0 && host->upload_allotted > host->upload_capacity()) {
+      overbooked[host.get()] =
+          static_cast<double>(host->upload_capacity()) / static_cast<double>(host->upload_allotted);
+    }
+  }
+  if (!changed) return;
+  // A host that turned out slower than booked: its children's shares shrink in proportion, so
+  // that they become hungry and take the difference elsewhere.
+  for (auto& [task_id, task] : tasks_) {
+    for (auto& [peer_id, peer] : task->peers) {
+      auto it = overbooked.find(peer->host.get());
+      if (it != overbooked.end()) ScaleAllotments(*task, *peer, it->second);
+    }
+  }
+  // Bookings were made with the old values: children re-plan (hunger depends on the child's
+  // download capacity, candidates on their parents' free upload).
+  upload_share_valid_ = false;
+  for (auto& [task_id, task] : tasks_) {
+    for (auto& [peer_id, peer] : task->peers) UpdateHunger(*task, *peer);
+    BumpCandidates(*task);
+  }
+}
+
+void Scheduler::ScaleAllotments(Task& task, Peer& parent, double ratio) {
+  const auto& children = task.dag.Children(parent.vertex);
+  for (Dag::Vertex v : children) {
+    Peer* child = task.PeerAt(v);
+    if (!child) continue;
+    auto it = child->parent_allotments.find(parent.vertex);
+    if (it == child->parent_allotments.end()) continue;
+    SetAllotment(
+        parent, *child,
+        std::max<uint64_t>(1, static_cast<uint64_t>(static_cast<double>(it->second) * ratio)));
+  }
+}
+
+std::optional<Scheduler::HostCapacity> Scheduler::GetHostCapacity(
+    const std::string& host_id) const {
+  std::lock_guard lock(mu_);
+  auto it = hosts_.find(host_id);
+  if (it == hosts_.end()) return std::nullopt;
+  return HostCapacity{capacity_.Get(host_id), it->second->upload_capacity(),
+                      it->second->download_capacity(), it->second->upload_allotted};
 }
 
 void Scheduler::UpdateGauges() {

@@ -35,6 +35,7 @@
 #include "common/status.h"
 #include "scheduler.pb.h"
 #include "scheduler/bandwidth_records.h"
+#include "scheduler/capacity_estimator.h"
 #include "scheduler/config.h"
 #include "scheduler/evaluator.h"
 #include "scheduler/metrics.h"
@@ -114,6 +115,18 @@ class Scheduler {
   };
   std::optional<PeerSnapshot> GetPeer(const std::string& task_id, const std::string& peer_id) const;
   size_t host_count() const;
+  // What the scheduler learned of a host's links and what it books with, bytes/s; nullopt for an
+  // unknown host.
+  struct HostCapacity {
+    CapacityEstimator::Learned learned;
+    uint64_t upload = 0;    // booked with (0 = unknown)
+    uint64_t download = 0;  // booked with (0 = unknown)
+    uint64_t booked = 0;    // upload reserved for children, all tasks
+  };
+  std::optional<HostCapacity> GetHostCapacity(const std::string& host_id) const;
+  // Evaluates the piece records that settled by `now` and refreshes every host's capacities
+  // (the background thread does this every capacity bucket; tests call it with their clock).
+  void RefreshCapacities(Clock::time_point now);
   const BandwidthRecords& records() const { return records_; }
 
  private:
@@ -205,6 +218,13 @@ class Scheduler {
   void HandleWaiting(Task& task, Peer& peer, Clock::time_point now);  // requires mu_
   void CollectGarbageLocked(Clock::time_point now);                   // requires mu_
   void UpdateGauges();                                                // requires mu_
+  // Sets the host's capacities from its announcement and what was learned; true when one of them
+  // moved by more than a tenth (requires mu_).
+  bool RefreshHostCapacity(Host& host);
+  void RefreshCapacitiesLocked(Clock::time_point now);  // requires mu_
+  // Multiplies the allotments of `parent`'s children by `ratio` (its host's capacity over what
+  // is booked on it, after the capacity dropped; requires mu_).
+  void ScaleAllotments(Task& task, Peer& parent, double ratio);
 
   // Seed triggers are queued under mu_ and sent after it is released.
   std::vector<SeedJob> TakeSeedJobs();           // requires mu_
@@ -216,6 +236,8 @@ class Scheduler {
   std::unique_ptr<SeedTrigger> seed_trigger_;  // reset first in the destructor
   SchedulerMetrics& metrics_;
   BandwidthRecords records_;
+  CapacityEstimator capacity_;               // GUARDED_BY(mu_)
+  Clock::time_point next_capacity_refresh_;  // GUARDED_BY(mu_)
 
   mutable std::mutex mu_;
   std::condition_variable wake_;  // signalled when hungry peers may have new candidates, or stop

@@ -229,6 +229,10 @@ class SchedulerGrpcTest : public ::testing::Test {
     config.listen = "127.0.0.1:0";
     config.push_interval_ms = 20;
     config.gc_interval_ms = 3600'000;  // tests run GC explicitly
+    // Hosts in these tests announce no rates; without a prior they are scheduled without
+    // capacity accounting, so the protocol tests see every good candidate. Tests of the prior
+    // and of learned capacities set it.
+    config.capacity_prior = 0;
     if (tweak) tweak(config);
     auto server = SchedulerServer::Start(config, registry_);
     ASSERT_TRUE(server.ok()) << server.status().ToString();
@@ -971,7 +975,59 @@ TEST_F(SchedulerIdcLimitTest, LimitZeroLetsOneIdcServeEveryOther) {
   EXPECT_EQ(ParentsOfThirdRack(0), (Strings{"peer-a1"}));
 }
 
-TEST_F(SchedulerCapacityTest, WithoutRatesEveryGoodCandidateIsOffered) {
+TEST_F(SchedulerCapacityTest, WithoutRatesThePriorBuildsAChainAsEqualLinksDo) {
+  StartScheduler([](SchedulerConfig& c) { c.capacity_prior = 12'500'000; });
+  for (const char* h : {"host-a", "host-b", "host-c", "host-d"}) AnnounceRates(h, 0, 0);
+  auto a = Registered("host-a", "peer-a");
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Registered("host-b", "peer-b");
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  auto c = Registered("host-c", "peer-c");
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-b"}));
+  auto d = Registered("host-d", "peer-d");
+  EXPECT_EQ(d->NextParents(), (Strings{"peer-c"}));
+  auto cap = scheduler().GetHostCapacity("host-a");
+  ASSERT_TRUE(cap.has_value());
+  EXPECT_EQ(cap->upload, 12'500'000u);
+}
+
+TEST_F(SchedulerCapacityTest, PieceRecordsLowerTheAssumedUploadOfAFullyBookedSlowHost) {
+  StartScheduler([](SchedulerConfig& c) { c.capacity_prior = 12'500'000; });
+  for (const char* h : {"host-a", "host-b"}) AnnounceRates(h, 0, 0);
+  auto a = Registered("host-a", "peer-a");
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Registered("host-b", "peer-b");
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  ASSERT_EQ(scheduler().GetHostCapacity("host-a")->booked, 12'500'000u);
+  // peer-b reports 100 KiB pieces from peer-a back to back at 2.5 MB/s, paced as a real
+  // transfer would report them (the scheduler times records by their arrival): a fifth of the
+  // prior, from a host booked in full.
+  const auto step = std::chrono::nanoseconds(40'960'000);  // 100 KiB at 2.5 MB/s
+  auto next = std::chrono::steady_clock::now();
+  bool lowered = false;
+  for (uint32_t i = 0; i < 150 && !lowered; ++i) {
+    next += step;
+    std::this_thread::sleep_until(next);
+    auto r = b->Request();
+    auto* p = r.mutable_piece_finished();
+    p->set_piece_number(i);
+    p->set_parent_id("peer-a");
+    p->set_length(102'400);
+    p->set_cost_ns(static_cast<uint64_t>(step.count()));
+    b->Send(r);
+    scheduler().RefreshCapacities(std::chrono::steady_clock::now());
+    lowered = scheduler().GetHostCapacity("host-a")->upload < 5'000'000;
+  }
+  auto cap = scheduler().GetHostCapacity("host-a");
+  EXPECT_TRUE(lowered) << "upload of host-a still " << cap->upload;
+  EXPECT_NEAR(static_cast<double>(cap->learned.upload_active), 2.5e6, 0.5e6);
+  // The child's booking shrank with it, so it is hungry for the difference.
+  EXPECT_LE(cap->booked, cap->upload);
+  // The child's download is not lowered by what a slow parent gave it.
+  EXPECT_EQ(scheduler().GetHostCapacity("host-b")->download, 12'500'000u);
+}
+
+TEST_F(SchedulerCapacityTest, WithoutRatesOrPriorEveryGoodCandidateIsOffered) {
   StartScheduler();
   for (const char* h : {"host-a", "host-b", "host-c"}) AnnounceRates(h, 0, 0);
   auto a = Registered("host-a", "peer-a");

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
+
+#include "common/digest.h"
 
 #include "daemon/scheduler_client.h"
 #include "e2e/lying_parent.h"
@@ -98,6 +101,38 @@ TEST_F(PeerTaskTest, LosingTheSchedulerKeepsTheParentsAndRegistersAgainAfterABac
   EXPECT_EQ(p.bytes_from_peers, size_);
   EXPECT_EQ(p.bytes_from_origin, 0u);
   EXPECT_EQ(origin_->Requests(), 0) << "the lost scheduler sent the peer to the origin";
+}
+
+// Endgame on the engine's clock: a parent that trickles the pieces it was asked for holds the
+// last ones until the clock says they are overdue; then the other parent's copy wins, and every
+// piece counts once in the progress however many copies arrived.
+TEST_F(PeerTaskTest, AnOverduePieceIsFetchedAgainFromAnotherParentAndCountedOnce) {
+  StartOrigin(8 * kPiece);
+  // The fast parent is limited too (~1.5 s for the task), so the slow one surely gets requests.
+  testing::FakeParent fast = MakeParent("fast", {.upload_rate_bytes_per_sec = 24'000'000});
+  testing::FakeParent slow = MakeParent("slow", {.upload_rate_bytes_per_sec = 32 * 1024});
+  ASSERT_TRUE(fast.ok() && slow.ok());
+  scheduler_.SetParents({Candidate(slow), Candidate(fast)}, static_cast<int64_t>(size_), kPiece);
+  config_.piece_timeout_ms = 600'000;  // only endgame can get past the slow parent
+  PeerTask task(ctx_, Request());
+  task.Start();
+  bool finished = false;
+  for (int i = 0; i < 60 && !finished; ++i) {
+    finished = task.WaitFinished(500);
+    clock_.Advance(std::chrono::seconds(1));
+  }
+  ASSERT_TRUE(finished) << "the slow parent held the last pieces";
+  TaskProgress p = task.Progress();
+  EXPECT_TRUE(p.status.ok()) << p.status.ToString();
+  EXPECT_EQ(Sha256File(task.storage()->content_path()).value(), sha256_);
+  EXPECT_EQ(p.bytes_from_peers, size_) << "a piece was counted twice";
+  EXPECT_EQ(p.completed_length, size_);
+  EXPECT_GE(p.endgame_duplicates, 1u);
+  EXPECT_GE(p.endgame_duplicate_bytes, kPiece);
+  EXPECT_LE(p.endgame_duplicates, config_.piece_pipeline_depth) << "more duplicates than needed";
+  EXPECT_EQ(slow.pieces_uploaded(), 0u);
+  std::printf("endgame: %u duplicates, %llu duplicate bytes\n", p.endgame_duplicates,
+              static_cast<unsigned long long>(p.endgame_duplicate_bytes));
 }
 
 }  // namespace

@@ -105,6 +105,7 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"origin_concurrency", Scalar(&c->origin_concurrency)},
       {"piece_timeout", Duration(&c->piece_timeout_ms)},
       {"piece_retry_limit", Scalar(&c->piece_retry_limit)},
+      {"endgame", Scalar(&c->endgame)},
       {"upload_rate", Rate(&c->upload_rate_bytes_per_sec)},
       {"download_rate", Rate(&c->download_rate_bytes_per_sec)},
       {"concurrent_upload_limit", Scalar(&c->concurrent_upload_limit)},

@@ -47,6 +47,9 @@ struct DaemonConfig {
   uint32_t origin_concurrency = 4;      // ranged GETs in flight to the origin per task
   uint64_t piece_timeout_ms = 60000;
   uint32_t piece_retry_limit = 5;  // attempts per piece before the task fails
+  // Endgame: when every missing piece is in flight, one far past its expected time is
+  // requested again from a second parent and the first verified copy wins (PeerTask).
+  bool endgame = true;
 
   // Uploads.
   uint64_t upload_rate_bytes_per_sec = 0;    // 0 = unlimited; advertised as capacity

@@ -91,6 +91,11 @@ Status Daemon::Start() {
                                                    [this](sv1::Host* h) { FillHost(h); });
   }
   DaemonContext ctx{&config_, store_.get(), &backends_, scheduler_.get(), &trust_.token, host_id_};
+  ctx.endgame_duplicate_bytes = &prometheus::BuildCounter()
+                                     .Name("dfdaemon_endgame_duplicate_bytes_total")
+                                     .Help("Piece bytes received a second time by endgame")
+                                     .Register(metrics_.registry())
+                                     .Add({});
   manager_ = std::make_unique<TaskManager>(ctx);
   download_service_ = std::make_unique<DownloadService>(manager_.get(), store_.get(), &trust_);
   upload_service_ = std::make_unique<UploadService>(manager_.get(), store_.get(), &trust_);

@@ -121,6 +121,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--piece-retry-limit", cfg.piece_retry_limit, "Attempts per piece")
       ->capture_default_str();
+  app.add_option("--endgame", cfg.endgame,
+                 "Re-request the last, overdue pieces from a second parent (true/false)")
+      ->capture_default_str();
   app.add_option("--upload-rate", durations.upload_rate,
                  "Upload capacity to advertise and enforce, e.g. 200mbit (0 = unlimited)");
   app.add_option("--download-rate", durations.download_rate,

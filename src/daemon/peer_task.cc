@@ -1,5 +1,6 @@
 #include "daemon/peer_task.h"
 
+#include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 
 #include "common/crc32c.h"
 #include "common/digest.h"
+#include "common/fd.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/task_spec.h"
@@ -19,7 +21,6 @@ namespace df {
 
 namespace sv1 = df::scheduler::v1;
 namespace dv1 = df::dfdaemon::v1;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 constexpr uint32_t kParentFailureLimit = 3;       // consecutive failures before a parent is dropped
@@ -31,6 +32,10 @@ constexpr int kOriginStatAttempts = 4;  // 0.5 + 1 + 2 s of backoff between them
 constexpr auto kDigestWait = std::chrono::seconds(3);
 constexpr auto kDigestRetryInterval = std::chrono::milliseconds(50);
 constexpr uint32_t kDigestsPerRequest = 4096;
+// Endgame: a piece is overdue once its copy has been arriving for kEndgameSlowdown x what its
+// parent's rate predicts, and at least kEndgameMinWait (jitter on fast links is not a tail).
+constexpr double kEndgameSlowdown = 2.0;
+constexpr auto kEndgameMinWait = std::chrono::seconds(1);
 
 bool Known(const PieceDigest& d) {
   return std::any_of(d.begin(), d.end(), [](uint8_t b) { return b != 0; });
@@ -47,6 +52,54 @@ Status PwriteAll(int fd, const char* data, size_t len, uint64_t* offset) {
     data += w;
     len -= static_cast<size_t>(w);
     *offset += static_cast<uint64_t>(w);
+  }
+  return Status::Ok();
+}
+
+// The directory of `path` ("." when it has none).
+std::string DirOf(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+// An unnamed file in `dir` (O_TMPFILE; else created and unlinked at once), removed on close.
+Result<UniqueFd> OpenTempFile(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0) return UniqueFd(fd);
+  std::string name = dir + "/.endgame-XXXXXX";
+  fd = ::mkostemp(name.data(), O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("temporary file in " + dir, errno);
+  ::unlink(name.c_str());
+  return UniqueFd(fd);
+}
+
+// Copies [offset, offset + length) of `from` to the same range of `to`, in the kernel where it
+// can (copy_file_range), else through a buffer.
+Status CopyRange(int from, int to, uint64_t offset, uint64_t length) {
+  auto in = static_cast<loff_t>(offset), out = static_cast<loff_t>(offset);
+  while (length > 0) {
+    ssize_t n = ::copy_file_range(from, &in, to, &out, length, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) {
+      break;
+    }
+    if (n < 0) return ErrnoStatus("copy piece into place", errno);
+    if (n == 0) return DataLoss("the received copy of the piece is short");
+    length -= static_cast<uint64_t>(n);
+  }
+  std::vector<char> buf(length > 0 ? 1 << 20 : 0);
+  uint64_t pos = static_cast<uint64_t>(in);
+  while (length > 0) {
+    ssize_t n =
+        ::pread(from, buf.data(), std::min<uint64_t>(length, buf.size()), static_cast<off_t>(pos));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      return n == 0 ? DataLoss("the received copy of the piece is short")
+                    : ErrnoStatus("read received piece", errno);
+    uint64_t at = pos;
+    DF_RETURN_IF_ERROR(PwriteAll(to, buf.data(), static_cast<size_t>(n), &at));
+    pos += static_cast<uint64_t>(n);
+    length -= static_cast<uint64_t>(n);
   }
   return Status::Ok();
 }
@@ -86,7 +139,10 @@ struct PeerTask::Parent {
 };
 
 PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
-    : ctx_(ctx), request_(std::move(request)), peer_id_(NewPeerId(ctx.host_id)) {}
+    : ctx_(ctx),
+      clock_(ctx.clock ? *ctx.clock : SteadyClock::Instance()),
+      request_(std::move(request)),
+      peer_id_(NewPeerId(ctx.host_id)) {}
 
 PeerTask::~PeerTask() {
   Cancel();
@@ -129,6 +185,8 @@ TaskProgress PeerTask::Progress() const {
   p.finished_pieces = done_count_;
   p.bytes_from_origin = bytes_from_origin_;
   p.bytes_from_peers = bytes_from_peers_;
+  p.endgame_duplicates = endgame_duplicates_;
+  p.endgame_duplicate_bytes = endgame_duplicate_bytes_;
   p.finished = finished_;
   p.status = status_;
   return p;
@@ -161,7 +219,7 @@ void PeerTask::Run() {
     while (!finished_ && !stopping_) {
       cv_.wait_for(l, std::chrono::milliseconds(200));
       if (finished_ || stopping_) break;
-      if (announce_lost_ && Clock::now() >= next_reconnect_) {
+      if (announce_lost_ && Now() >= next_reconnect_) {
         l.unlock();
         Reconnect();
         l.lock();
@@ -170,8 +228,8 @@ void PeerTask::Run() {
       DropStaleParentsLocked();
       bool have_parent = std::any_of(parents_.begin(), parents_.end(),
                                      [](const auto& kv) { return !kv.second->dead; });
-      bool stalled = Clock::now() - last_progress_ >
-                     std::chrono::milliseconds(ctx_.config->schedule_timeout_ms);
+      bool stalled =
+          Now() - last_progress_ > std::chrono::milliseconds(ctx_.config->schedule_timeout_ms);
       if (!origin_enabled_ && (want_origin_ || (!have_parent && stalled))) {
         std::string reason = want_origin_ ? want_origin_reason_ : "no parent in time";
         l.unlock();
@@ -229,7 +287,7 @@ Status PeerTask::Prepare() {
   if (!st.ok()) return st.status();
   std::lock_guard<std::mutex> l(mu_);
   storage_ = st.value();
-  last_progress_ = Clock::now();
+  last_progress_ = Now();
   TaskMeta m = storage_->meta();
   if (m.content_length >= 0 && m.piece_length > 0) {
     DF_RETURN_IF_ERROR(SetLayoutLocked(m.content_length, m.piece_length));
@@ -300,7 +358,7 @@ Status PeerTask::EnableOrigin(const std::string& reason) {
 void PeerTask::Finish(Status status) {
   bool report = false;
   PieceLayout lay;
-  uint64_t from_origin = 0, from_peers = 0;
+  uint64_t from_origin = 0, from_peers = 0, duplicate_bytes = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (finished_) return;
@@ -311,11 +369,14 @@ void PeerTask::Finish(Status status) {
     lay = layout_;
     from_origin = bytes_from_origin_;
     from_peers = bytes_from_peers_;
+    duplicate_bytes = endgame_duplicate_bytes_;
   }
   WakeAll();
   if (status.ok()) {
-    DF_LOG_INFO("task {} finished: {} bytes, {} from origin, {} from peers",
-                request_.task_id.substr(0, 12), lay.content_length, from_origin, from_peers);
+    DF_LOG_INFO(
+        "task {} finished: {} bytes, {} from origin, {} from peers, {} endgame duplicate bytes",
+        request_.task_id.substr(0, 12), lay.content_length, from_origin, from_peers,
+        duplicate_bytes);
   } else {
     DF_LOG_WARN("task {} failed: {}", request_.task_id.substr(0, 12), status.ToString());
   }
@@ -394,7 +455,7 @@ void PeerTask::Reconnect() {
   std::lock_guard<std::mutex> l(mu_);
   announce_lost_ = true;
   reconnect_backoff_ = std::min(reconnect_backoff_ * 2, std::chrono::milliseconds(5000));
-  next_reconnect_ = Clock::now() + reconnect_backoff_;
+  next_reconnect_ = Now() + reconnect_backoff_;
 }
 
 void PeerTask::ReadAnnounce(
@@ -450,7 +511,7 @@ void PeerTask::ReadAnnounce(
                 request_.task_id, parents_.size());
     announce_lost_ = true;
     reconnect_backoff_ = std::chrono::milliseconds(500);
-    next_reconnect_ = Clock::now() + reconnect_backoff_;
+    next_reconnect_ = Now() + reconnect_backoff_;
     WakeAll();
   }
 }
@@ -509,13 +570,14 @@ void PeerTask::ReportKnownDigests() {
   for (const auto& k : known) ReportPiece(k.piece, "", k.length, 1, 0, &k.digest);
 }
 
-Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece) {
+Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int fd) {
   if (!ctx_.scheduler || piece >= digests_.size()) return Status::Ok();
   // Ask, then wait for an answer sent after this piece arrived. The peer that fetched the piece
   // from the origin reports its digest before it commits the piece, so the answer normally has
   // it; when the report is still on its way, ask again for a little while.
-  const auto deadline = Clock::now() + kDigestWait;
-  while (!Known(digests_[piece]) && !announce_lost_ && !stopping_ && Clock::now() < deadline) {
+  const auto deadline = std::chrono::steady_clock::now() + kDigestWait;
+  while (!Known(digests_[piece]) && !announce_lost_ && !stopping_ &&
+         std::chrono::steady_clock::now() < deadline) {
     const uint64_t asked_at = digest_responses_;
     sv1::AnnouncePeerRequest req;
     req.mutable_piece_digests_request()->set_first_piece(piece);
@@ -542,7 +604,7 @@ Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t pie
     return Status::Ok();
   }
   PieceDigest want = digests_[piece];
-  auto [lay, fd] = std::make_pair(layout_, storage_->content_fd());
+  const PieceLayout lay = layout_;
   l.unlock();
   auto got = Sha256Range(fd, lay.offset(PieceNumber{piece}), lay.length(PieceNumber{piece}));
   l.lock();
@@ -566,7 +628,7 @@ void PeerTask::ReportPieceFailed(uint32_t piece, const std::string& parent_id, b
 }
 
 void PeerTask::DropStaleParentsLocked() {
-  auto idle = Clock::now() - last_progress_;
+  auto idle = Now() - last_progress_;
   if (origin_enabled_ || !layout_known_ ||
       idle < std::chrono::milliseconds(ctx_.config->piece_timeout_ms)) {
     return;
@@ -588,15 +650,15 @@ void PeerTask::DropStaleParentsLocked() {
   if (stale.empty()) return;
   DF_LOG_WARN("task {} made no progress for {} ms; dropping {} parents that have nothing new",
               request_.task_id, ctx_.config->piece_timeout_ms, stale.size());
-  last_progress_ = Clock::now();  // a new wait for replacements starts
-  last_reschedule_ = Clock::time_point();
+  last_progress_ = Now();  // a new wait for replacements starts
+  last_reschedule_ = Clock::TimePoint();
   MaybeRescheduleLocked();
 }
 
 void PeerTask::MaybeRescheduleLocked() {
-  if (!announce_ || Clock::now() - last_reschedule_ < kRescheduleInterval) return;
+  if (!announce_ || Now() - last_reschedule_ < kRescheduleInterval) return;
   if (parents_.empty()) return;  // still waiting for the first answer
-  last_reschedule_ = Clock::now();
+  last_reschedule_ = Now();
   sv1::AnnouncePeerRequest req;
   auto* r = req.mutable_reschedule();
   for (const auto& [id, p] : parents_) {
@@ -699,6 +761,7 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
   pieces_.assign(n, PieceState::kMissing);
   attempts_.assign(n, 0);
   digests_.assign(n, PieceDigest{});
+  fetches_.assign(n, PieceFetch{});
   for (auto& [id, p] : parents_) p->has.assign(n, false);
   done_count_ = 0;
   completed_bytes_ = 0;
@@ -774,8 +837,13 @@ void PeerTask::Worker() {
   std::unique_lock<std::mutex> l(mu_);
   while (!stopping_ && !finished_) {
     Assignment a = PickLocked(nullptr);
+    if (a.kind == Assignment::kNone) a = PickEndgameLocked();
     if (a.kind == Assignment::kNone) {
       work_cv_.wait_for(l, std::chrono::milliseconds(500));
+      continue;
+    }
+    if (a.kind == Assignment::kDuplicate) {
+      FetchDuplicateLocked(l, a.piece, a.parent);
       continue;
     }
     if (a.kind == Assignment::kParent) {
@@ -797,13 +865,14 @@ void PeerTask::Worker() {
     }
     pieces_[a.piece] = PieceState::kInFlight;
     uint32_t crc = 0;
-    auto start = Clock::now();
+    auto start = std::chrono::steady_clock::now();
     ++origin_inflight_;
     l.unlock();
     PieceDigest digest{};
     Status s = FetchFromOrigin(a.piece, &crc, &digest);
-    auto cost_ns = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+    auto cost_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::steady_clock::now() - start)
+                                             .count());
     l.lock();
     --origin_inflight_;
     CompletePieceLocked(l, a, s, crc, cost_ns, &digest);
@@ -846,51 +915,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
       if (!broken.ok()) break;
     }
     if (!broken.ok()) break;
-    uint32_t piece = queue.front();
-    l.unlock();
-    auto [lay, fd] = LayoutAndFd();
-    PieceNumber n{piece};
-    auto r = client->ReceivePiece(n, lay.offset(n), lay.length(n), fd);
-    l.lock();
-    queue.pop_front();
-    --p->inflight;
-    Status s = r.ok() ? Status::Ok() : r.status();
-    if (s.ok()) {
-      s = VerifyPieceLocked(l, piece);
-      if (!s.ok() && s.code() == StatusCode::kDataLoss) {
-        // The parent served bytes that are not the origin's: it is a liar or broken, and
-        // either way it serves nothing more to this peer. The scheduler hears of it below.
-        DF_LOG_WARN("task {} parent {} served a corrupt piece {}; blocked for this task",
-                    request_.task_id, p->peer_id, piece);
-        p->dead = true;
-        if (p->sync_ctx) p->sync_ctx->TryCancel();
-      } else if (!s.ok() && s.code() == StatusCode::kNotFound && ++p->unverifiable >= 2) {
-        // Pieces nobody fetched from the origin: an honest parent cannot have them.
-        DF_LOG_WARN("task {} parent {} serves pieces the origin fetcher never reported; blocked",
-                    request_.task_id, p->peer_id);
-        p->dead = true;
-        if (p->sync_ctx) p->sync_ctx->TryCancel();
-      }
-    }
-    if (s.ok()) {
-      p->failures = 0;
-      double rate = static_cast<double>(r->length) * 1e9 /
-                    static_cast<double>(std::max<uint64_t>(r->cost_ns, 1));
-      p->rate_bytes_per_sec =
-          p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
-    } else if (s.code() == StatusCode::kNotFound) {
-      if (piece < p->has.size()) p->has[piece] = false;  // it no longer has it
-    } else {
-      // DataLoss leaves the connection usable; anything else dropped it with every request
-      // queued on it.
-      if (s.code() != StatusCode::kDataLoss) {
-        broken = s;
-        broken_counted = true;
-      }
-      CountParentFailureLocked(p);
-    }
-    Assignment a{Assignment::kParent, piece, p};
-    CompletePieceLocked(l, a, s, r.ok() ? r->crc32c : 0, r.ok() ? r->cost_ns : 0);
+    if (!ReceiveHeadLocked(l, p, client.get(), queue, broken, broken_counted)) break;
     if (stopping_ || finished_) break;
   }
   // Requests that were never answered go back to the pool without counting as attempts, except
@@ -913,6 +938,249 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
       p->idle_clients.size() < ctx_.config->per_parent_concurrency) {
     p->idle_clients.push_back(std::move(client));
   }
+}
+
+bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, PieceClient* client,
+                                 std::deque<uint32_t>& queue, Status& broken,
+                                 bool& broken_counted) {
+  const uint32_t piece = queue.front();
+  BeginReceiveLocked(piece, p, client);
+  const PieceLayout lay = layout_;
+  const int fd = storage_->content_fd();
+  l.unlock();
+  PieceNumber n{piece};
+  auto r = client->ReceivePiece(n, lay.offset(n), lay.length(n), fd);
+  l.lock();
+  queue.pop_front();
+  --p->inflight;
+  fetches_[piece].writing = false;
+  if (fetches_[piece].dup_parent) cv_.notify_all();  // a winning duplicate waits for this
+  if (fetches_[piece].cut) {
+    // The endgame duplicate won and cut this connection: the parent was slow, not faulty. What
+    // it achieved at best becomes its rate, so that the requeued pieces go elsewhere.
+    auto took = std::chrono::duration<double>(Now() - fetches_[piece].since).count();
+    double bound = static_cast<double>(lay.length(n)) / std::max(took, 1e-3);
+    p->rate_bytes_per_sec =
+        p->rate_bytes_per_sec > 0 ? std::min(p->rate_bytes_per_sec, bound) : bound;
+    EndOriginalLocked(piece);
+    broken = Status(StatusCode::kCancelled,
+                    "endgame: a duplicate of piece " + std::to_string(piece) + " won");
+    broken_counted = true;
+    return false;
+  }
+  Status s = r.ok() ? Status::Ok() : r.status();
+  if (s.ok() && !ClaimPieceLocked(l, piece, Copy::kOriginal)) {  // the duplicate committed it
+    EndOriginalLocked(piece);
+    return true;
+  }
+  if (s.ok()) s = VerifyFromParentLocked(l, p, piece, fd);
+  UpdateParentLocked(p, piece, s, r.ok() ? r->length : 0, r.ok() ? r->cost_ns : 0);
+  // NotFound and DataLoss leave the connection usable; anything else dropped it with every
+  // request queued on it.
+  if (!s.ok() && s.code() != StatusCode::kNotFound && s.code() != StatusCode::kDataLoss) {
+    broken = s;
+    broken_counted = true;
+  }
+  // A failed original leaves the piece to its duplicate, when there is one.
+  if (s.ok() || !fetches_[piece].dup_parent) {
+    CompletePieceLocked(l, Assignment{Assignment::kParent, piece, p}, s, r.ok() ? r->crc32c : 0,
+                        r.ok() ? r->cost_ns : 0);
+  }
+  EndOriginalLocked(piece);
+  return broken.ok();
+}
+
+Status PeerTask::VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t piece,
+                                        int fd) {
+  Status s = VerifyPieceLocked(l, piece, fd);
+  if (s.code() == StatusCode::kDataLoss) {
+    // The parent served bytes that are not the origin's: it is a liar or broken, and either
+    // way it serves nothing more to this peer. The scheduler hears of it (CompletePieceLocked).
+    DF_LOG_WARN("task {} parent {} served a corrupt piece {}; blocked for this task",
+                request_.task_id, p->peer_id, piece);
+    p->dead = true;
+    if (p->sync_ctx) p->sync_ctx->TryCancel();
+  } else if (s.code() == StatusCode::kNotFound && ++p->unverifiable >= 2) {
+    // Pieces nobody fetched from the origin: an honest parent cannot have them.
+    DF_LOG_WARN("task {} parent {} serves pieces the origin fetcher never reported; blocked",
+                request_.task_id, p->peer_id);
+    p->dead = true;
+    if (p->sync_ctx) p->sync_ctx->TryCancel();
+  }
+  return s;
+}
+
+void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, uint64_t length,
+                                  uint64_t cost_ns) {
+  if (s.ok()) {
+    p->failures = 0;
+    double rate =
+        static_cast<double>(length) * 1e9 / static_cast<double>(std::max<uint64_t>(cost_ns, 1));
+    p->rate_bytes_per_sec =
+        p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
+  } else if (s.code() == StatusCode::kNotFound) {
+    if (piece < p->has.size()) p->has[piece] = false;  // it no longer has it
+  } else {
+    CountParentFailureLocked(p);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endgame
+
+PeerTask::Assignment PeerTask::PickEndgameLocked() {
+  Assignment a;
+  if (!ctx_.config->endgame || !layout_known_ || endgame_active_ >= ctx_.config->concurrency ||
+      std::find(pieces_.begin(), pieces_.end(), PieceState::kMissing) != pieces_.end()) {
+    return a;
+  }
+  const auto now = Now();
+  double most_overdue = 1.0;  // elapsed / allowed wait of the piece picked so far
+  for (uint32_t i = 0; i < pieces_.size(); ++i) {
+    const PieceFetch& f = fetches_[i];
+    if (pieces_[i] != PieceState::kInFlight || !f.writing || f.cut || f.dup_parent ||
+        f.claim != Copy::kNone) {
+      continue;
+    }
+    double overdue = std::chrono::duration<double>(now - f.since) /
+                     std::chrono::duration<double>(EndgameWaitLocked(i, *f.parent));
+    if (overdue <= most_overdue) continue;
+    if (Parent* d = EndgameParentLocked(i, f.parent)) {
+      most_overdue = overdue;
+      a = Assignment{Assignment::kDuplicate, i, d};
+    }
+  }
+  return a;
+}
+
+std::chrono::nanoseconds PeerTask::EndgameWaitLocked(uint32_t piece, const Parent& p) const {
+  double rate = p.rate_bytes_per_sec > 0 ? p.rate_bytes_per_sec : kUnknownRateBytesPerSec;
+  auto expected = std::chrono::duration<double>(
+      kEndgameSlowdown * static_cast<double>(layout_.length(PieceNumber{piece})) / rate);
+  return std::max<std::chrono::nanoseconds>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(expected), kEndgameMinWait);
+}
+
+PeerTask::Parent* PeerTask::EndgameParentLocked(uint32_t piece, const Parent* slow) {
+  Parent* best = nullptr;
+  for (auto& [id, p] : parents_) {
+    if (p.get() == slow || p->dead || piece >= p->has.size() || !p->has[piece] ||
+        p->connections >= ctx_.config->per_parent_concurrency) {
+      continue;
+    }
+    if (!best || p->rate_bytes_per_sec > best->rate_bytes_per_sec) best = p.get();
+  }
+  return best;
+}
+
+void PeerTask::FetchDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Parent* d) {
+  PieceClientOptions opts;  // a connection of its own: cutting it cuts nothing else
+  opts.read_timeout_ms = static_cast<int>(ctx_.config->piece_timeout_ms);
+  opts.congestion_control = ctx_.config->congestion_control;
+  auto client = std::make_unique<PieceClient>(d->ip, d->piece_port, opts);
+  PieceFetch& f = fetches_[piece];
+  f.dup_parent = d;
+  f.dup_client = client.get();
+  f.dup_cut = false;
+  ++d->connections;
+  ++d->inflight;
+  ++endgame_active_;
+  ++endgame_duplicates_;
+  const PieceLayout lay = layout_;
+  const std::string dir = DirOf(storage_->content_path());
+  l.unlock();
+  DF_LOG_DEBUG("task {} endgame: piece {} again from {}", request_.task_id.substr(0, 12), piece,
+               d->peer_id);
+  PieceNumber n{piece};
+  auto tmp = OpenTempFile(dir);  // the original still writes the content file
+  Result<FetchedPiece> r = tmp.status();
+  if (tmp.ok()) {
+    r = client->FetchPiece(request_.task_id, n, lay.offset(n), lay.length(n), tmp->get());
+  }
+  l.lock();
+  --d->inflight;
+  --d->connections;
+  --endgame_active_;
+  if (r.ok()) {
+    endgame_duplicate_bytes_ += r->length;
+    if (ctx_.endgame_duplicate_bytes) {
+      ctx_.endgame_duplicate_bytes->Increment(static_cast<double>(r->length));
+    }
+  }
+  if (r.ok() && !ClaimPieceLocked(l, piece, Copy::kDuplicate)) {
+    return EndDuplicateLocked(l, piece, d, Status(StatusCode::kCancelled, "the original won"));
+  }
+  Status s = r.ok() ? VerifyFromParentLocked(l, d, piece, tmp->get()) : r.status();
+  if (s.ok()) s = TakeOverPieceLocked(l, piece, tmp->get());
+  if (!s.ok()) return EndDuplicateLocked(l, piece, d, s);
+  UpdateParentLocked(d, piece, s, r->length, r->cost_ns);
+  CompletePieceLocked(l, Assignment{Assignment::kParent, piece, d}, s, r->crc32c, r->cost_ns);
+  EndDuplicateLocked(l, piece, d, s);
+}
+
+void PeerTask::EndDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Parent* d,
+                                  const Status& s) {
+  PieceFetch& f = fetches_[piece];
+  // Cut because the original won, or lost to it, or the task stops: not the parent's fault.
+  bool ours = f.dup_cut || pieces_[piece] == PieceState::kDone ||
+              s.code() == StatusCode::kCancelled || stopping_;
+  if (!s.ok() && !ours) UpdateParentLocked(d, piece, s, 0, 0);
+  if (f.claim == Copy::kDuplicate) f.claim = Copy::kNone;
+  f.dup_parent = nullptr;
+  f.dup_client = nullptr;
+  f.dup_cut = false;
+  cv_.notify_all();  // an original waiting for the claim
+  // The original failed (or was cut) meanwhile and left the piece to this copy: requeue it.
+  if (!s.ok() && pieces_[piece] == PieceState::kInFlight && !f.parent) {
+    CompletePieceLocked(l, Assignment{Assignment::kParent, piece, d}, s, 0, 0);
+  }
+}
+
+Status PeerTask::TakeOverPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int from_fd) {
+  if (fetches_[piece].writing && !fetches_[piece].cut) {
+    fetches_[piece].cut = true;
+    fetches_[piece].client->Interrupt();
+  }
+  // Until the original's receive returned, it may still write into the content file.
+  cv_.wait(l, [&] { return !fetches_[piece].writing || stopping_; });
+  if (fetches_[piece].writing) return Status(StatusCode::kCancelled, "download cancelled");
+  const PieceLayout lay = layout_;
+  const int fd = storage_->content_fd();
+  l.unlock();
+  PieceNumber n{piece};
+  Status s = CopyRange(from_fd, fd, lay.offset(n), lay.length(n));
+  l.lock();
+  return s;
+}
+
+bool PeerTask::ClaimPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Copy who) {
+  cv_.wait(l, [&] { return fetches_[piece].claim == Copy::kNone || stopping_; });
+  if (stopping_ || pieces_[piece] != PieceState::kInFlight) return false;
+  fetches_[piece].claim = who;
+  return true;
+}
+
+void PeerTask::BeginReceiveLocked(uint32_t piece, Parent* p, PieceClient* client) {
+  PieceFetch& f = fetches_[piece];
+  f.since = Now();
+  f.parent = p;
+  f.client = client;
+  f.writing = true;
+}
+
+void PeerTask::EndOriginalLocked(uint32_t piece) {
+  PieceFetch& f = fetches_[piece];
+  const bool endgame = f.dup_parent != nullptr || f.cut;
+  if (f.claim == Copy::kOriginal) f.claim = Copy::kNone;
+  f.parent = nullptr;
+  f.client = nullptr;
+  f.writing = false;
+  f.cut = false;
+  if (f.dup_parent && !f.dup_cut && pieces_[piece] == PieceState::kDone) {
+    f.dup_cut = true;  // the original won: the duplicate is of no use any more
+    f.dup_client->Interrupt();
+  }
+  if (endgame) cv_.notify_all();
 }
 
 void PeerTask::CountParentFailureLocked(Parent* p) {
@@ -967,7 +1235,7 @@ void PeerTask::OnPieceDoneLocked(uint32_t piece) {
   // and Finish() wakes the waiters on completion.
   ++done_count_;
   completed_bytes_ += layout_.length(PieceNumber{piece});
-  last_progress_ = Clock::now();
+  last_progress_ = Now();
 }
 
 std::pair<PieceLayout, int> PeerTask::LayoutAndFd() const {

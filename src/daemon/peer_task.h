@@ -10,6 +10,20 @@
 // scheduler says so, or when no parent shows up in time, it goes back to the origin with ranged
 // GETs: the system degrades, never fails.
 //
+// Endgame: once no missing piece is left to assign (everything remaining is in flight), a piece
+// whose copy has been arriving for more than max(2x the time its parent's measured rate predicts,
+// 1 s) is requested again from a second parent that holds it and has a free connection. At most
+// one duplicate per piece and `concurrency` at once. The duplicate is received on a connection of
+// its own into a temporary file (never into the content file, where the original is still being
+// written); the first copy to arrive and verify commits, once. When the duplicate wins, the
+// original's connection is cut (not counted against its parent) and the duplicate is copied into
+// place only after the original's receive has returned; when the original wins, the duplicate is
+// cut and discarded. Received duplicate bytes are counted (TaskProgress, and the daemon's
+// dfdaemon_endgame_duplicate_bytes_total).
+//
+// Time: liveness timers (stall detection, reschedule interval, reconnect backoff, schedule
+// timeout, endgame) read DaemonContext::clock; tests drive them with a ManualClock.
+//
 // Threads: a controller, one reader of the scheduler stream, one availability reader per parent
 // and `concurrency` workers, all owned and joined by the PeerTask.
 #pragma once
@@ -20,6 +34,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,8 +42,11 @@
 #include <thread>
 #include <vector>
 
+#include <prometheus/counter.h>
+
 #include "backend/backend.h"
 #include "common/auth.h"
+#include "common/clock.h"
 #include "common/piece.h"
 #include "common/status.h"
 #include "daemon/config.h"
@@ -49,6 +67,10 @@ struct DaemonContext {
   SchedulerClient* scheduler = nullptr;  // null: no scheduler, always back to source
   const AuthToken* token = nullptr;      // attached to every control RPC this daemon makes
   std::string host_id;
+  // The time of the engine's liveness timers; null: the steady clock. Tests pass a ManualClock.
+  const Clock* clock = nullptr;
+  // Piece bytes received a second time by endgame, summed over tasks; null: not exported.
+  prometheus::Counter* endgame_duplicate_bytes = nullptr;
 };
 
 // The task to download, as asked by a client (or by the scheduler, for a seed).
@@ -76,6 +98,10 @@ struct TaskProgress {
   uint32_t total_pieces = 0;
   uint64_t bytes_from_origin = 0;
   uint64_t bytes_from_peers = 0;
+  // Endgame duplicates requested, and the bytes they received (a completed duplicate counts its
+  // piece length whether it won or lost; a cut one counts nothing). Not in the two above.
+  uint32_t endgame_duplicates = 0;
+  uint64_t endgame_duplicate_bytes = 0;
   bool finished = false;
   Status status;  // meaningful once finished
 };
@@ -103,9 +129,27 @@ class PeerTask {
   struct Parent;
   enum class PieceState : uint8_t { kMissing, kInFlight, kDone };
   struct Assignment {
-    enum Kind { kNone, kParent, kOrigin } kind = kNone;
+    // kDuplicate: an endgame duplicate of an in-flight piece from `parent`.
+    enum Kind { kNone, kParent, kOrigin, kDuplicate } kind = kNone;
     uint32_t piece = 0;
     Parent* parent = nullptr;
+  };
+  // Which copy of a piece may commit it: the first to arrive takes the claim; the other waits
+  // for its verdict (ClaimPieceLocked).
+  enum class Copy : uint8_t { kNone, kOriginal, kDuplicate };
+  // A piece being received from a parent (the original, written in place) and its endgame
+  // duplicate, if any (written into a temporary file). The clients are owned by their workers
+  // and are set here only while those hold them.
+  struct PieceFetch {
+    Clock::TimePoint since;             // the original started to arrive
+    Parent* parent = nullptr;           // the original's parent; null: none in flight
+    PieceClient* client = nullptr;      // the original's connection
+    bool writing = false;               // the original's receive may still write in place
+    bool cut = false;                   // the duplicate won and interrupted the original
+    Parent* dup_parent = nullptr;       // null: no duplicate
+    PieceClient* dup_client = nullptr;  // the duplicate's connection (its own)
+    bool dup_cut = false;               // the original won and interrupted the duplicate
+    Copy claim = Copy::kNone;
   };
 
   // Controller.
@@ -144,6 +188,42 @@ class PeerTask {
   // Fetches `first` and whatever else `p` holds that is missing, over one pipelined connection,
   // until `p` has nothing more to offer. Called and returns with `l` locked.
   void FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t first);
+  // Receives the piece at the head of `client`'s queue from `p` into place and settles it
+  // (verify, commit or requeue; endgame-aware). False when the connection is unusable after it
+  // (`broken` says why; `broken_counted`: already charged to the parent).
+  bool ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, PieceClient* client,
+                         std::deque<uint32_t>& queue, Status& broken, bool& broken_counted);
+  // Verifies a piece `p` served (its bytes at their offset in `fd`) against its origin digest;
+  // blocks `p` for this task when it lied (DataLoss) or keeps serving pieces nobody fetched.
+  Status VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t piece, int fd);
+  // Parent bookkeeping after a piece from `p` settled with `s`: failures, rate, availability.
+  void UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, uint64_t length,
+                          uint64_t cost_ns);
+
+  // Endgame (see the top of this file).
+  // An overdue in-flight piece and the second parent to ask for it; kNone when none or disabled.
+  Assignment PickEndgameLocked();
+  // How long `piece` may take from `p` before it is overdue.
+  std::chrono::nanoseconds EndgameWaitLocked(uint32_t piece, const Parent& p) const;
+  // The parent for a duplicate of `piece`: alive, holds it, has a free connection, not `slow`.
+  Parent* EndgameParentLocked(uint32_t piece, const Parent* slow);
+  // Fetches a duplicate of in-flight `piece` from `d` into a temporary file and, when it wins,
+  // commits it. Called and returns with `l` locked.
+  void FetchDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Parent* d);
+  // The end of a duplicate that did not commit (`s`: why); requeues the piece when no copy of it
+  // is left in flight.
+  void EndDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Parent* d,
+                          const Status& s);
+  // The duplicate won: cuts the original (when still writing), waits until its receive returned,
+  // then copies the duplicate from `from_fd` into place.
+  Status TakeOverPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int from_fd);
+  // Waits while the other copy of `piece` holds the commit claim; takes it unless the piece is
+  // no longer in flight (the other copy committed it) or the task stops. True when taken.
+  bool ClaimPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Copy who);
+  // The original's receive of `piece` starts / is over (committed, failed, lost or cut).
+  void BeginReceiveLocked(uint32_t piece, Parent* p, PieceClient* client);
+  void EndOriginalLocked(uint32_t piece);
+  Clock::TimePoint Now() const { return clock_.Now(); }
   // One more consecutive failure of `p`; the parent is dropped at kParentFailureLimit.
   void CountParentFailureLocked(Parent* p);
   // Commits (or requeues, or fails the task on) one fetched piece and reports it.
@@ -151,12 +231,13 @@ class PeerTask {
   void CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
                            uint32_t crc, uint64_t cost_ns,
                            const PieceDigest* origin_digest = nullptr);
-  // Checks a piece a parent served against its origin digest, asking the scheduler for it
+  // Checks a piece a parent served (its bytes at their offset in `fd`) against its origin
+  // digest, asking the scheduler for it
   // when needed (waits at most kDigestWait). Ok when it matches, or when the scheduler says no
   // digest can be had for the task (counted, see docs/security.md); DataLoss when it does not
   // match; NotFound when the piece has no digest yet although one is expected (no honest parent
   // can hold a piece the origin fetcher has not fetched).
-  Status VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece);
+  Status VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int fd);
   // After registering again: tells the new scheduler the origin digests this peer holds.
   void ReportKnownDigests();
   Status FetchFromOrigin(uint32_t piece, uint32_t* crc, PieceDigest* sha256);
@@ -171,6 +252,7 @@ class PeerTask {
   void WakeAll() const;
 
   const DaemonContext ctx_;
+  const Clock& clock_;
   const TaskRequest request_;
   const std::string peer_id_;
   std::thread controller_;
@@ -191,22 +273,26 @@ class PeerTask {
   uint64_t completed_bytes_ = 0;             // GUARDED_BY(mu_)
   uint64_t bytes_from_origin_ = 0;           // GUARDED_BY(mu_)
   uint64_t bytes_from_peers_ = 0;            // GUARDED_BY(mu_)
+  std::vector<PieceFetch> fetches_;          // GUARDED_BY(mu_): by piece number
+  uint32_t endgame_active_ = 0;              // GUARDED_BY(mu_): duplicates in flight
+  uint32_t endgame_duplicates_ = 0;          // GUARDED_BY(mu_)
+  uint64_t endgame_duplicate_bytes_ = 0;     // GUARDED_BY(mu_)
   std::map<std::string, std::unique_ptr<Parent>> parents_;  // GUARDED_BY(mu_), by peer id
   bool origin_enabled_ = false;                             // GUARDED_BY(mu_)
   bool origin_sequential_ = false;                          // GUARDED_BY(mu_): origin has no ranges
-  bool want_origin_ = false;        // GUARDED_BY(mu_): scheduler said back to source
-  std::string want_origin_reason_;  // GUARDED_BY(mu_)
-  uint32_t origin_inflight_ = 0;    // GUARDED_BY(mu_)
-  bool content_on_tmpfs_ = false;   // GUARDED_BY(mu_): receive pieces into a mapping
-  bool finished_ = false;           // GUARDED_BY(mu_)
-  bool stopping_ = false;           // GUARDED_BY(mu_)
-  Status status_;                   // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point last_progress_;    // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point last_reschedule_;  // GUARDED_BY(mu_)
-  bool announce_lost_ = false;  // GUARDED_BY(mu_): the scheduler stream ended under us
-  bool reader_done_ = false;    // GUARDED_BY(mu_): the stream's reader thread returned
-  std::chrono::milliseconds reconnect_backoff_{500};      // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point next_reconnect_;  // GUARDED_BY(mu_)
+  bool want_origin_ = false;          // GUARDED_BY(mu_): scheduler said back to source
+  std::string want_origin_reason_;    // GUARDED_BY(mu_)
+  uint32_t origin_inflight_ = 0;      // GUARDED_BY(mu_)
+  bool content_on_tmpfs_ = false;     // GUARDED_BY(mu_): receive pieces into a mapping
+  bool finished_ = false;             // GUARDED_BY(mu_)
+  bool stopping_ = false;             // GUARDED_BY(mu_)
+  Status status_;                     // GUARDED_BY(mu_)
+  Clock::TimePoint last_progress_;    // GUARDED_BY(mu_)
+  Clock::TimePoint last_reschedule_;  // GUARDED_BY(mu_)
+  bool announce_lost_ = false;        // GUARDED_BY(mu_): the scheduler stream ended under us
+  bool reader_done_ = false;          // GUARDED_BY(mu_): the stream's reader thread returned
+  std::chrono::milliseconds reconnect_backoff_{500};  // GUARDED_BY(mu_)
+  Clock::TimePoint next_reconnect_;                   // GUARDED_BY(mu_)
   std::vector<std::thread> workers_;
 
   // Scheduler stream: one writer at a time (write_mu_), one reader thread. The controller

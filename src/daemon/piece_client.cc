@@ -66,16 +66,29 @@ PieceClient::PieceClient(std::string ip, uint16_t port, PieceClientOptions optio
 
 std::string PieceClient::Where() const { return "parent " + ip_ + ":" + std::to_string(port_); }
 
+void PieceClient::SetFd(UniqueFd fd) {
+  std::lock_guard<std::mutex> l(fd_mu_);
+  fd_ = std::move(fd);
+  if (fd_ && interrupted_.load()) ::shutdown(fd_.get(), SHUT_RDWR);
+}
+
+void PieceClient::Interrupt() {
+  std::lock_guard<std::mutex> l(fd_mu_);
+  interrupted_.store(true);
+  if (fd_) ::shutdown(fd_.get(), SHUT_RDWR);
+}
+
 Status PieceClient::Fail(const Status& s) {
-  fd_.Reset();
+  SetFd(UniqueFd());
   outstanding_.clear();
   return Status(s.code(), Where() + ": " + s.message());
 }
 
 Status PieceClient::Connect() {
+  if (interrupted_.load()) return Status(StatusCode::kCancelled, "interrupted");
   auto fd = ConnectTcp(ip_, port_, options_.connect_timeout_ms);
   if (!fd.ok()) return fd.status();
-  fd_ = std::move(fd).value();
+  SetFd(std::move(fd).value());
   ++connects_;
   SetSocketTimeouts(fd_.get(), options_.read_timeout_ms);
   if (!options_.congestion_control.empty())
@@ -99,7 +112,7 @@ Status PieceClient::Exchange(const uint8_t* request, size_t request_bytes, uint8
     if (s.ok()) return s;
     // A parent closes idle connections; the first request on a stale one fails at once.
     if (reused && attempt == 0 && s.code() == StatusCode::kUnavailable) {
-      fd_.Reset();
+      SetFd(UniqueFd());
       continue;
     }
     return Fail(s);
@@ -133,7 +146,7 @@ Status PieceClient::SendRequest(const std::string& task_id, PieceNumber n) {
 
 Status PieceClient::Resend() {
   stale_possible_ = false;
-  fd_.Reset();
+  SetFd(UniqueFd());
   DF_RETURN_IF_ERROR(Connect());
   for (auto& o : outstanding_) {
     uint8_t request[pp::kHeaderBytes + pp::kRequestBodyBytes];

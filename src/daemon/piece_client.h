@@ -5,13 +5,15 @@
 // chunk and pwrite()n; optionally (receive_into_mapping) they are received straight into a
 // shared mapping of the destination file instead, one copy less.
 //
-// Thread-safety: none. One request at a time per client; keep a small pool of clients per
-// parent for parallel fetches. Nothing outside the client must outlive it.
+// Thread-safety: none, except Interrupt(). One request at a time per client; keep a small pool of
+// clients per parent for parallel fetches. Nothing outside the client must outlive it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "common/fd.h"
@@ -85,9 +87,15 @@ class PieceClient {
 
   // Closes the connection, dropping any outstanding requests (the next request reconnects).
   void Close() {
-    fd_.Reset();
+    SetFd(UniqueFd());
     outstanding_.clear();
   }
+  // The one thread-safe method: shuts the connection down so that a request blocked on another
+  // thread fails promptly (the receive returns Unavailable), and makes every later request fail
+  // without connecting again (Cancelled). Bytes already received are written before the blocked
+  // call returns; none after. For a caller that no longer wants what is arriving (endgame:
+  // another copy of the piece won). The client is of no further use: destroy it.
+  void Interrupt();
   bool connected() const { return static_cast<bool>(fd_); }
   // TCP connections opened so far.
   uint64_t connects() const { return connects_; }
@@ -96,6 +104,9 @@ class PieceClient {
 
  private:
   Status Connect();
+  // Replaces (closing) the connection; under fd_mu_ so that Interrupt() never shuts down a
+  // descriptor number that was closed and reused meanwhile.
+  void SetFd(UniqueFd fd);
   // Sends `request` and reads the response's frame header into `response`; retries once on a
   // fresh connection when a reused one is found closed. `header` is kHeaderBytes long.
   Status Exchange(const uint8_t* request, size_t request_bytes, uint8_t* header);
@@ -117,7 +128,9 @@ class PieceClient {
   const std::string ip_;
   const uint16_t port_;
   const PieceClientOptions options_;
-  UniqueFd fd_;
+  UniqueFd fd_;  // written by the owner under fd_mu_; read by the owner without it
+  std::mutex fd_mu_;
+  std::atomic<bool> interrupted_{false};
   std::unique_ptr<uint8_t[]> buffer_;  // chunk_bytes, allocated on first fetch
   uint64_t connects_ = 0;
   std::deque<Outstanding> outstanding_;  // in request order

@@ -12,7 +12,7 @@
 namespace df {
 
 namespace dv1 = df::dfdaemon::v1;
-using Clock = std::chrono::steady_clock;
+using std::chrono::steady_clock;
 
 dv1::ErrorCode ErrorCodeOf(const Status& s) {
   switch (s.code()) {
@@ -112,8 +112,9 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
   auto acquired = manager_->Acquire(treq);
   if (!acquired.ok()) return SendFailure(writer, resp, acquired.status());
   auto task = std::move(acquired).value();
-  auto deadline = req->timeout_ms() ? Clock::now() + std::chrono::milliseconds(req->timeout_ms())
-                                    : Clock::time_point::max();
+  auto deadline = req->timeout_ms()
+                      ? steady_clock::now() + std::chrono::milliseconds(req->timeout_ms())
+                      : steady_clock::time_point::max();
   resp.set_state(dv1::DOWNLOAD_STATE_STARTED);
   writer->Write(resp);
   for (;;) {
@@ -125,7 +126,7 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
       break;
     }
     if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-    if (Clock::now() > deadline) {
+    if (steady_clock::now() > deadline) {
       return SendFailure(
           writer, resp,
           Status(StatusCode::kDeadlineExceeded,

@@ -371,6 +371,35 @@ TEST_F(PieceProtocolTest, StopCutsARateLimitedUploadPromptly) {
   EXPECT_EQ(server_->upload_failures(), 1u);
 }
 
+// Endgame cuts the slow copy of a piece from another thread: the blocked receive returns at once
+// and the client never reconnects (a reconnect would resume writing where the winner wrote).
+TEST_F(PieceProtocolTest, InterruptCutsABlockedReceiveAndTheClientStaysDown) {
+  server_->Stop();
+  PieceServerOptions options;
+  options.upload_rate_bytes_per_sec = 16 * 1024;  // past the burst (piece 0) a piece takes ~16 s
+  StartServer(options);
+  PieceClient client = MakeClient();
+  Result<FetchedPiece> slow = Status(StatusCode::kInternal, "not run");
+  std::thread fetcher([&] {
+    ASSERT_TRUE(Fetch(client, 0).ok());
+    slow = Fetch(client, 1);
+  });
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (server_->pieces_uploaded() < 1 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls for the event
+  }
+  ASSERT_EQ(server_->pieces_uploaded(), 1u);
+  auto start = Clock::now();
+  client.Interrupt();
+  fetcher.join();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+  EXPECT_FALSE(slow.ok());
+  auto again = Fetch(client, 0);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().code(), StatusCode::kCancelled) << again.status().ToString();
+  EXPECT_FALSE(client.connected());
+}
+
 TEST_F(PieceProtocolTest, RateLimitPacesUploads) {
   server_->Stop();
   PieceServerOptions options;

@@ -1,14 +1,21 @@
-// A lying parent for end-to-end tests: a real PieceStore whose content is the origin's bytes
-// with one byte in every 4 KiB flipped and whose CRC32Cs match the flipped bytes, served by the
+// A misbehaving parent for end-to-end tests: a real PieceStore holding the task, served by the
 // real PieceServer, with an availability service that claims every piece, announced to a real
-// dfscheduler as a host whose peer finished the task. Only the origin digests can catch it.
+// dfscheduler as a host whose peer finished the task.
+//   - A liar (the default): the content is the origin's bytes with one byte in every 4 KiB
+//     flipped and CRC32Cs that match the flipped bytes. Only the origin digests can catch it.
+//   - A slow parent (lie = false, upload_rate_bytes_per_sec > 0): the origin's bytes, trickled
+//     at that rate over connections that stay open. Only endgame gets a child past it.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <fstream>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -21,12 +28,25 @@
 
 namespace df::testing {
 
-class LyingParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
+struct FakeParentOptions {
+  bool lie = true;                         // flip bytes (with matching CRCs)
+  uint64_t upload_rate_bytes_per_sec = 0;  // shared by all connections; 0 = unlimited
+  std::string name = "liar";               // host name; the host id is NAME-127.0.0.1
+  // False: availability streams carry the layout and no piece, and stay open until the child
+  // cancels them (a parent whose own download stalled).
+  bool announce_pieces = true;
+};
+
+class FakeParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
  public:
-  // Builds the corrupted copy of `origin_file` (task `task_id` of `url`) under `dir`.
-  LyingParent(const std::string& dir, const std::string& origin_file, std::string task_id,
-              std::string url, uint64_t size, uint64_t piece_length)
-      : task_id_(std::move(task_id)), url_(std::move(url)), size_(size), piece_(piece_length) {
+  // Builds its copy of `origin_file` (task `task_id` of `url`) under `dir`.
+  FakeParent(const std::string& dir, const std::string& origin_file, std::string task_id,
+             std::string url, uint64_t size, uint64_t piece_length, FakeParentOptions options = {})
+      : task_id_(std::move(task_id)),
+        url_(std::move(url)),
+        size_(size),
+        piece_(piece_length),
+        options_(std::move(options)) {
     store_ = PieceStore::Open(dir).value();
     TaskMeta meta;
     meta.task_id = task_id_;
@@ -38,7 +58,7 @@ class LyingParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
     for (uint32_t i = 0; ok_ && i < pieces(); ++i) {
       uint64_t len = std::min<uint64_t>(piece_, size_ - i * piece_);
       in.read(buf.data(), static_cast<std::streamsize>(len));
-      for (size_t b = 0; b < len; b += 4096) buf[b] ^= 0x5a;
+      for (size_t b = 0; options_.lie && b < len; b += 4096) buf[b] ^= 0x5a;
       ok_ = ::pwrite(storage->content_fd(), buf.data(), len, static_cast<off_t>(i * piece_)) ==
                 static_cast<ssize_t>(len) &&
             storage->CommitPiece(PieceNumber{i}, Crc32c(buf.data(), len)).ok();
@@ -46,6 +66,7 @@ class LyingParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
     PieceServerOptions popts;
     popts.ip = "127.0.0.1";
     popts.port = 0;
+    popts.upload_rate_bytes_per_sec = options_.upload_rate_bytes_per_sec;
     PieceStore* store = store_.get();
     pieces_ = std::make_unique<PieceServer>(
         popts, [store](const std::string& id) { return store->FindTask(id); });
@@ -57,7 +78,7 @@ class LyingParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
     ok_ = ok_ && server_ != nullptr;
   }
 
-  ~LyingParent() override {
+  ~FakeParent() override {
     if (peer_) {
       peer_->WritesDone();
       peer_ctx_.TryCancel();
@@ -70,6 +91,15 @@ class LyingParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
   bool ok() const { return ok_; }
   uint32_t pieces() const { return static_cast<uint32_t>((size_ + piece_ - 1) / piece_); }
   uint64_t pieces_uploaded() const { return pieces_->pieces_uploaded(); }
+  uint16_t grpc_port() const { return static_cast<uint16_t>(grpc_port_); }
+  uint16_t piece_port() const { return pieces_->port(); }
+  std::string peer_id() const { return options_.name + "-peer"; }
+  std::string host_id() const { return options_.name + "-127.0.0.1"; }
+  // Waits until `n` availability streams were opened (`ended`: ended) or `timeout` passes.
+  bool WaitStreams(int n, bool ended, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, timeout, [&] { return (ended ? streams_ended_ : streams_) >= n; });
+  }
 
   // Announces the host and a peer that finished the task to the scheduler at 127.0.0.1:port,
   // so that the scheduler offers it as a parent.
@@ -78,8 +108,8 @@ class LyingParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
         "127.0.0.1:" + std::to_string(scheduler_port), grpc::InsecureChannelCredentials()));
     df::scheduler::v1::AnnounceHostRequest host;
     auto* h = host.mutable_host();
-    h->set_id("liar-127.0.0.1");
-    h->set_hostname("liar");
+    h->set_id(host_id());
+    h->set_hostname(options_.name);
     h->set_ip("127.0.0.1");
     h->set_grpc_port(grpc_port_);
     h->set_piece_port(pieces_->port());
@@ -91,19 +121,19 @@ class LyingParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
     if (!s.ok()) return Unavailable("announce: " + s.error_message());
     peer_ = stub_->AnnouncePeer(&peer_ctx_);
     df::scheduler::v1::AnnouncePeerRequest r;
-    r.set_host_id("liar-127.0.0.1");
-    r.set_peer_id("liar-peer");
+    r.set_host_id(host_id());
+    r.set_peer_id(options_.name + "-peer");
     r.set_task_id(task_id_);
     auto* reg = r.mutable_register_();
-    reg->set_host_id("liar-127.0.0.1");
-    reg->set_peer_id("liar-peer");
+    reg->set_host_id(host_id());
+    reg->set_peer_id(options_.name + "-peer");
     reg->mutable_task()->set_task_id(task_id_);
     reg->mutable_task()->set_url(url_);
     for (uint32_t i = 0; i < pieces(); ++i) reg->add_finished_pieces(i);
     if (!peer_->Write(r)) return Unavailable("register");
     df::scheduler::v1::AnnouncePeerRequest done;
-    done.set_host_id("liar-127.0.0.1");
-    done.set_peer_id("liar-peer");
+    done.set_host_id(host_id());
+    done.set_peer_id(options_.name + "-peer");
     done.set_task_id(task_id_);
     done.mutable_peer_finished()->set_content_length(static_cast<int64_t>(size_));
     done.mutable_peer_finished()->set_total_pieces(pieces());
@@ -111,21 +141,38 @@ class LyingParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
     return Status::Ok();
   }
 
-  grpc::Status SyncPieces(grpc::ServerContext*, const df::dfdaemon::v1::SyncPiecesRequest*,
+  grpc::Status SyncPieces(grpc::ServerContext* ctx, const df::dfdaemon::v1::SyncPiecesRequest*,
                           grpc::ServerWriter<df::dfdaemon::v1::PieceAvailability>* w) override {
     df::dfdaemon::v1::PieceAvailability a;
     a.set_content_length(static_cast<int64_t>(size_));
     a.set_piece_length(piece_);
     a.set_total_pieces(pieces());
-    for (uint32_t i = 0; i < pieces(); ++i) a.add_piece_numbers(i);
-    a.set_done(true);
+    for (uint32_t i = 0; options_.announce_pieces && i < pieces(); ++i) a.add_piece_numbers(i);
+    a.set_done(options_.announce_pieces);
     w->Write(a);
+    Count(streams_);
+    // Polls: the synchronous server has no wake-up for a cancelled call.
+    while (!options_.announce_pieces && !ctx->IsCancelled()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    Count(streams_ended_);
     return grpc::Status::OK;
   }
 
  private:
+  void Count(int& counter) {
+    std::lock_guard<std::mutex> l(mu_);
+    ++counter;
+    cv_.notify_all();
+  }
+
   const std::string task_id_, url_;
   const uint64_t size_, piece_;
+  const FakeParentOptions options_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int streams_ = 0;        // GUARDED_BY(mu_)
+  int streams_ended_ = 0;  // GUARDED_BY(mu_)
   bool ok_ = false;
   std::unique_ptr<PieceStore> store_;
   std::unique_ptr<PieceServer> pieces_;
@@ -137,5 +184,7 @@ class LyingParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
                                            df::scheduler::v1::AnnouncePeerResponse>>
       peer_;
 };
+
+using LyingParent = FakeParent;
 
 }  // namespace df::testing

@@ -1,0 +1,139 @@
+// PeerTask's liveness, driven by a ManualClock: an in-process scheduler (fake_scheduler.h), real
+// parents (a real PieceServer over a real PieceStore, e2e/lying_parent.h) and a real nginx origin.
+// No test sleeps for a timer: each advances the clock and waits for the event it causes, bounded.
+#include "daemon/peer_task.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "common/digest.h"
+
+#include "daemon/scheduler_client.h"
+#include "e2e/lying_parent.h"
+#include "engine_fixture.h"
+#include "fake_scheduler.h"
+
+namespace df {
+namespace {
+
+using namespace std::chrono_literals;
+namespace sv1 = df::scheduler::v1;
+
+class PeerTaskTest : public testing::EngineTest {
+ protected:
+  void SetUp() override {
+    EngineTest::SetUp();
+    ASSERT_TRUE(scheduler_.ok());
+    client_ = std::make_unique<SchedulerClient>(scheduler_.address(), &token_, [](sv1::Host*) {});
+    ctx_.scheduler = client_.get();
+  }
+
+  static sv1::CandidateParent Candidate(const testing::FakeParent& p) {
+    sv1::CandidateParent c;
+    c.set_peer_id(p.peer_id());
+    c.mutable_host()->set_id(p.host_id());
+    c.mutable_host()->set_ip("127.0.0.1");
+    c.mutable_host()->set_grpc_port(p.grpc_port());
+    c.mutable_host()->set_piece_port(p.piece_port());
+    return c;
+  }
+
+  testing::FakeParent MakeParent(const std::string& name, testing::FakeParentOptions options) {
+    options.name = name;
+    options.lie = false;
+    return testing::FakeParent(dir_.path() + "/" + name, origin_file(), Request().task_id, url(),
+                               size_, kPiece, options);
+  }
+
+  testing::FakeScheduler scheduler_;
+  std::unique_ptr<SchedulerClient> client_;
+};
+
+// Issue 14: a parent that stays connected but has nothing to give held its children forever.
+// After piece_timeout without progress it is dropped (its availability stream cancelled), and
+// after schedule_timeout without a replacement the origin serves the task.
+TEST_F(PeerTaskTest, AParentThatGivesNothingIsDroppedAfterPieceTimeout) {
+  StartOrigin(2 * kPiece);
+  testing::FakeParent stalled(dir_.path() + "/stalled", origin_file(), Request().task_id, url(),
+                              size_, kPiece,
+                              {.lie = false, .name = "stalled", .announce_pieces = false});
+  ASSERT_TRUE(stalled.ok());
+  scheduler_.SetParents({Candidate(stalled)}, static_cast<int64_t>(size_), kPiece);
+  PeerTask task(ctx_, Request());
+  task.Start();
+  ASSERT_TRUE(stalled.WaitStreams(1, /*ended=*/false, 10s)) << "the child never subscribed";
+
+  clock_.Advance(std::chrono::milliseconds(config_.piece_timeout_ms) + 1s);
+  ASSERT_TRUE(stalled.WaitStreams(1, /*ended=*/true, 10s)) << "the stalled parent was kept";
+  EXPECT_FALSE(task.Progress().finished);
+
+  clock_.Advance(std::chrono::milliseconds(config_.schedule_timeout_ms) + 1s);
+  ASSERT_TRUE(task.WaitFinished(30000)) << "the origin was never tried";
+  TaskProgress p = task.Progress();
+  EXPECT_TRUE(p.status.ok()) << p.status.ToString();
+  EXPECT_EQ(p.bytes_from_origin, size_);
+  EXPECT_EQ(p.bytes_from_peers, 0u);
+}
+
+// Issue 14: when the scheduler stream closed, every peer went to the origin at once. Now a peer
+// keeps its parents and registers again, after a backoff measured on the engine's clock.
+TEST_F(PeerTaskTest, LosingTheSchedulerKeepsTheParentsAndRegistersAgainAfterABackoff) {
+  StartOrigin(4 * kPiece);
+  // About 4 s for the whole task: the stream is lost and found again in the middle of it.
+  testing::FakeParent parent = MakeParent("parent", {.upload_rate_bytes_per_sec = 4'000'000});
+  ASSERT_TRUE(parent.ok());
+  scheduler_.SetParents({Candidate(parent)}, static_cast<int64_t>(size_), kPiece);
+  PeerTask task(ctx_, Request());
+  task.Start();
+  ASSERT_TRUE(scheduler_.WaitRegistrations(1, 10s));
+
+  scheduler_.DropStreams();
+  // The engine's clock has not moved: no new registration, however long the real wait.
+  EXPECT_FALSE(scheduler_.WaitRegistrations(2, 1500ms)) << "registered again without a backoff";
+  clock_.Advance(600ms);  // past the first backoff (500 ms)
+  EXPECT_TRUE(scheduler_.WaitRegistrations(2, 10s)) << "never registered again";
+
+  ASSERT_TRUE(task.WaitFinished(60000));
+  TaskProgress p = task.Progress();
+  EXPECT_TRUE(p.status.ok()) << p.status.ToString();
+  EXPECT_EQ(p.bytes_from_peers, size_);
+  EXPECT_EQ(p.bytes_from_origin, 0u);
+  EXPECT_EQ(origin_->Requests(), 0) << "the lost scheduler sent the peer to the origin";
+}
+
+// Endgame on the engine's clock: a parent that trickles the pieces it was asked for holds the
+// last ones until the clock says they are overdue; then the other parent's copy wins, and every
+// piece counts once in the progress however many copies arrived.
+TEST_F(PeerTaskTest, AnOverduePieceIsFetchedAgainFromAnotherParentAndCountedOnce) {
+  StartOrigin(8 * kPiece);
+  // The fast parent is limited too (~1.5 s for the task), so the slow one surely gets requests.
+  testing::FakeParent fast = MakeParent("fast", {.upload_rate_bytes_per_sec = 24'000'000});
+  testing::FakeParent slow = MakeParent("slow", {.upload_rate_bytes_per_sec = 32 * 1024});
+  ASSERT_TRUE(fast.ok() && slow.ok());
+  scheduler_.SetParents({Candidate(slow), Candidate(fast)}, static_cast<int64_t>(size_), kPiece);
+  config_.piece_timeout_ms = 600'000;  // only endgame can get past the slow parent
+  PeerTask task(ctx_, Request());
+  task.Start();
+  bool finished = false;
+  for (int i = 0; i < 60 && !finished; ++i) {
+    finished = task.WaitFinished(500);
+    clock_.Advance(std::chrono::seconds(1));
+  }
+  ASSERT_TRUE(finished) << "the slow parent held the last pieces";
+  TaskProgress p = task.Progress();
+  EXPECT_TRUE(p.status.ok()) << p.status.ToString();
+  EXPECT_EQ(Sha256File(task.storage()->content_path()).value(), sha256_);
+  EXPECT_EQ(p.bytes_from_peers, size_) << "a piece was counted twice";
+  EXPECT_EQ(p.completed_length, size_);
+  EXPECT_GE(p.endgame_duplicates, 1u);
+  EXPECT_GE(p.endgame_duplicate_bytes, kPiece);
+  EXPECT_LE(p.endgame_duplicates, config_.piece_pipeline_depth) << "more duplicates than needed";
+  EXPECT_EQ(slow.pieces_uploaded(), 0u);
+  std::printf("endgame: %u duplicates, %llu duplicate bytes\n", p.endgame_duplicates,
+              static_cast<unsigned long long>(p.endgame_duplicate_bytes));
+}
+
+}  // namespace
+}  // namespace df

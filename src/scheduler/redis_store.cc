@@ -99,38 +99,48 @@ return n
 // ARGV: host id. The keys to delete depend on the index sets, so the script builds them itself
 // (fine on one Redis; Redis Cluster would need hash tags). Atomic: a concurrent AddProbe on an
 // edge of the host lands either before (and is deleted) or after (and stays, as it should).
+// Every command is a pcall: a key of the wrong type (written by someone else) does not stop the
+// rest of the deletion, which a script error would (Redis does not roll a script back); the
+// first error is returned once all the rest is done.
 const LuaScript& DeleteHostScript() {
   static const LuaScript script = MakeScript(R"lua(
 local h = ARGV[1]
 local p = 'scheduler:'
-redis.call('DEL', p .. 'hosts:' .. h, p .. 'probed-count:' .. h, p .. 'capacity:' .. h)
-redis.call('SREM', p .. 'host-ids', h)
-redis.call('SREM', p .. 'capacity-ids', h)
-for _, dst in ipairs(redis.call('SMEMBERS', p .. 'network-topology-ids:' .. h)) do
-  redis.call('DEL', p .. 'network-topology:' .. h .. ':' .. dst, p .. 'probes:' .. h .. ':' .. dst)
-  redis.call('SREM', p .. 'network-topology-in:' .. dst, h)
+local first_err = nil
+local function call(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then
+    first_err = first_err or r.err
+    return {}
+  end
+  return r
 end
-redis.call('DEL', p .. 'network-topology-ids:' .. h)
-redis.call('SREM', p .. 'network-topology-srcs', h)
-for _, src in ipairs(redis.call('SMEMBERS', p .. 'network-topology-in:' .. h)) do
-  redis.call('DEL', p .. 'network-topology:' .. src .. ':' .. h, p .. 'probes:' .. src .. ':' .. h)
-  redis.call('SREM', p .. 'network-topology-ids:' .. src, h)
-  if redis.call('SCARD', p .. 'network-topology-ids:' .. src) == 0 then
-    redis.call('SREM', p .. 'network-topology-srcs', src)
+call('DEL', p .. 'hosts:' .. h, p .. 'probed-count:' .. h, p .. 'capacity:' .. h)
+call('SREM', p .. 'host-ids', h)
+call('SREM', p .. 'capacity-ids', h)
+for _, dst in ipairs(call('SMEMBERS', p .. 'network-topology-ids:' .. h)) do
+  call('DEL', p .. 'network-topology:' .. h .. ':' .. dst, p .. 'probes:' .. h .. ':' .. dst)
+  call('SREM', p .. 'network-topology-in:' .. dst, h)
+end
+call('DEL', p .. 'network-topology-ids:' .. h)
+call('SREM', p .. 'network-topology-srcs', h)
+for _, src in ipairs(call('SMEMBERS', p .. 'network-topology-in:' .. h)) do
+  call('DEL', p .. 'network-topology:' .. src .. ':' .. h, p .. 'probes:' .. src .. ':' .. h)
+  call('SREM', p .. 'network-topology-ids:' .. src, h)
+  if call('SCARD', p .. 'network-topology-ids:' .. src) == 0 then
+    call('SREM', p .. 'network-topology-srcs', src)
   end
 end
-redis.call('DEL', p .. 'network-topology-in:' .. h)
-for _, key in ipairs(redis.call('SMEMBERS', p .. 'bandwidth-of:' .. h)) do
-  local pair = redis.pcall('HMGET', key, 'child', 'parent')
-  if type(pair) == 'table' and pair.err == nil then
-    for _, other in ipairs(pair) do
-      if other and other ~= h then redis.call('SREM', p .. 'bandwidth-of:' .. other, key) end
-    end
+call('DEL', p .. 'network-topology-in:' .. h)
+for _, key in ipairs(call('SMEMBERS', p .. 'bandwidth-of:' .. h)) do
+  for _, other in ipairs(call('HMGET', key, 'child', 'parent')) do
+    if other and other ~= h then call('SREM', p .. 'bandwidth-of:' .. other, key) end
   end
-  redis.call('DEL', key)
-  redis.call('SREM', p .. 'bandwidth-keys', key)
+  call('DEL', key)
+  call('SREM', p .. 'bandwidth-keys', key)
 end
-redis.call('DEL', p .. 'bandwidth-of:' .. h)
+call('DEL', p .. 'bandwidth-of:' .. h)
+if first_err then return redis.error_reply(first_err) end
 return 1
 )lua");
   return script;

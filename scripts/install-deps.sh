@@ -13,6 +13,8 @@ PACKAGES=(
   # origin access, config, CLI, logging, JSON, metadata store, metrics
   libcurl4-openssl-dev libssl-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libsqlite3-dev prometheus-cpp-dev
+  # shared scheduler state (the Redis store): client library, and the server the tests start
+  libhiredis-dev redis-server redis-tools
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev nginx-light curl python3 python3-yaml iproute2 procps bc
   aria2 opentracker gnuplot-nox
@@ -39,4 +41,7 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian's nginx package starts a service on :80; we only use the binary with our own configs.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
 if command -v service >/dev/null 2>&1; then $SUDO service nginx stop >/dev/null 2>&1 || true; fi
+# Likewise redis-server's service on :6379: tests and benchmarks start their own on free ports.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+if command -v service >/dev/null 2>&1; then $SUDO service redis-server stop >/dev/null 2>&1 || true; fi
 echo "install-deps: done"

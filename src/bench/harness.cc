@@ -189,6 +189,26 @@ NginxOrigin::NginxOrigin(const std::string& root, const std::string& limit_rate)
 
 NginxOrigin::~NginxOrigin() { proc_.Stop(); }
 
+RedisServer::RedisServer() : port_(FreePort()) { ok_ = Start(); }
+
+RedisServer::~RedisServer() { proc_.Stop(); }
+
+bool RedisServer::Start() {
+  proc_.Stop();
+  std::vector<std::string> argv{
+      "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
+      "--save",       "",       "--appendonly",        "no",     "--dir",
+      dir_.path()};
+  argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  proc_ = Process::Start(argv, dir_.path() + "/redis.log");
+  ok_ = WaitForTcp(port_, 5000);
+  return ok_;
+}
+
+std::string RedisServer::Url(int db) const {
+  return "redis://127.0.0.1:" + std::to_string(port_) + "/" + std::to_string(db);
+}
+
 std::string NginxOrigin::Url(const std::string& name) const {
   return "http://127.0.0.1:" + std::to_string(port_) + "/" + name;
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace df::bench {
@@ -75,6 +76,29 @@ class NginxOrigin {
  private:
   TempDir dir_;
   uint16_t port_ = 0;
+  Process proc_;
+  bool ok_ = false;
+};
+
+// redis-server on 127.0.0.1 at a free port, without persistence (--save '' --appendonly no),
+// in its own temp dir; stopped by pid in the destructor. Kill() and Start() again keep the port,
+// so a client can be shown to reconnect to the same address.
+class RedisServer {
+ public:
+  RedisServer();
+  ~RedisServer();
+  bool Start();  // starts it (again) on port(); true once it accepts connections
+  bool ok() const { return ok_; }
+  uint16_t port() const { return port_; }
+  std::string Url(int db = 0) const;  // redis://127.0.0.1:PORT/DB
+  Process& process() { return proc_; }
+  // Extra redis-server arguments for the next Start() (e.g. {"--requirepass", "x"}).
+  void set_extra_args(std::vector<std::string> args) { extra_args_ = std::move(args); }
+
+ private:
+  TempDir dir_;
+  uint16_t port_ = 0;
+  std::vector<std::string> extra_args_;
   Process proc_;
   bool ok_ = false;
 };

@@ -68,6 +68,102 @@ Result<UniqueFd> ConnectTcp(const std::string& ip, uint16_t port, int timeout_ms
   return fd;
 }
 
+namespace {
+
+// An IPv4 or IPv6 literal as a socket address; false for anything else (names included).
+bool ParseIpLiteral(const std::string& ip, uint16_t port, sockaddr_storage* out, socklen_t* len) {
+  *out = {};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(out);
+  if (inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    *len = sizeof(sockaddr_in);
+    return true;
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(out);
+  if (inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    *len = sizeof(sockaddr_in6);
+    return true;
+  }
+  return false;
+}
+
+// Waits up to `timeout_ms` for `fd` to become writable, or `cancel_fd` (when >= 0) readable.
+// Returns 1 when writable, 0 on timeout, -1 when cancelled; retries EINTR with the time left.
+int WaitWritable(int fd, int cancel_fd, int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    pollfd p[2] = {{fd, POLLOUT, 0}, {cancel_fd, POLLIN, 0}};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    int n = ::poll(p, cancel_fd >= 0 ? 2 : 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return 1;  // let SO_ERROR tell what happened
+    if (cancel_fd >= 0 && (p[1].revents & POLLIN)) return -1;
+    return n == 0 ? 0 : 1;
+  }
+}
+
+// One handshake: the time from connect(2) to an established connection.
+Result<std::chrono::nanoseconds> TimeOneHandshake(const sockaddr_storage& addr, socklen_t len,
+                                                  const std::string& where,
+                                                  const TcpRttOptions& options) {
+  UniqueFd fd(::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return ErrnoStatus("socket", errno);
+  const auto start = std::chrono::steady_clock::now();
+  int rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len);
+  if (rc != 0 && errno != EINPROGRESS) {
+    return Unavailable("connect " + where + ": " + std::strerror(errno));
+  }
+  if (rc != 0) {
+    int w = WaitWritable(fd.get(), options.cancel_fd, options.timeout_ms);
+    if (w < 0) return Status(StatusCode::kCancelled, "connect " + where + ": cancelled");
+    if (w == 0) {
+      return Status(StatusCode::kDeadlineExceeded, "connect " + where + ": no answer within " +
+                                                       std::to_string(options.timeout_ms) + " ms");
+    }
+  }
+  const auto end = std::chrono::steady_clock::now();
+  int err = 0;
+  socklen_t err_len = sizeof err;
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &err_len) != 0) err = errno;
+  if (err != 0) return Unavailable("connect " + where + ": " + std::strerror(err));
+  return std::max(end - start, std::chrono::nanoseconds(1));
+}
+
+}  // namespace
+
+Result<std::chrono::nanoseconds> MeasureTcpRtt(const std::string& ip, uint16_t port,
+                                               const TcpRttOptions& options) {
+  sockaddr_storage addr;
+  socklen_t len = 0;
+  if (!ParseIpLiteral(ip, port, &addr, &len)) {
+    return InvalidArgument("'" + ip + "' is not an IP address");
+  }
+  if (port == 0) return InvalidArgument("port 0");
+  const std::string where =
+      (addr.ss_family == AF_INET6 ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
+  std::chrono::nanoseconds best = std::chrono::nanoseconds::max();
+  for (int i = 0; i < std::max(options.handshakes, 1); ++i) {
+    if (i > 0 && options.spacing_ms > 0) {
+      // The pause doubles as a cancellation point: poll on the cancel fd alone.
+      pollfd p{options.cancel_fd, POLLIN, 0};
+      if (::poll(&p, options.cancel_fd >= 0 ? 1 : 0, options.spacing_ms) > 0) {
+        return Status(StatusCode::kCancelled, "connect " + where + ": cancelled");
+      }
+    }
+    auto rtt = TimeOneHandshake(addr, len, where, options);
+    if (!rtt.ok()) {
+      if (best != std::chrono::nanoseconds::max()) break;
+      return rtt.status();
+    }
+    best = std::min(best, rtt.value());
+  }
+  return best;
+}
+
 void SetSocketTimeouts(int fd, int timeout_ms) {
   timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

@@ -1,6 +1,7 @@
 // Small TCP helpers for the data plane: listen, connect with a timeout, socket options.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,6 +16,31 @@ Result<UniqueFd> ListenTcp(const std::string& ip, uint16_t port, uint16_t* bound
 
 // Connects to ip:port within `timeout_ms`; the returned socket is blocking with TCP_NODELAY.
 Result<UniqueFd> ConnectTcp(const std::string& ip, uint16_t port, int timeout_ms);
+
+// How MeasureTcpRtt measures: `handshakes` connects, `spacing_ms` apart, each given `timeout_ms`.
+struct TcpRttOptions {
+  int handshakes = 3;
+  int timeout_ms = 2000;
+  int spacing_ms = 5;
+  // When >= 0, an fd (eventfd, pipe) that becomes readable to abandon the measurement at once:
+  // the owner's shutdown. Never read here.
+  int cancel_fd = -1;
+};
+
+// Round-trip time to ip:port without privileges: the TCP handshake time, from a non-blocking
+// connect(2) until the socket is writable with SO_ERROR 0 (SYN out, SYN-ACK back: one RTT plus
+// the target kernel's SYN handling, nothing of the target's application). Each socket is
+// closed (normally) as soon as it connected. The minimum over the handshakes filters queueing
+// noise. `ip` must be an IPv4 or IPv6 literal: no name is ever resolved.
+//
+// Stops at the first handshake that fails. Returns the minimum over the handshakes that
+// succeeded (> 0) when at least one did. Otherwise: InvalidArgument for an `ip` that is not a
+// literal or port 0; DeadlineExceeded when the handshake did not complete within timeout_ms;
+// Unavailable with the reason (refused, unreachable) when it failed; Cancelled when cancel_fd
+// became readable. Blocks the calling thread at most handshakes x (timeout_ms + spacing_ms).
+// Thread-safe.
+Result<std::chrono::nanoseconds> MeasureTcpRtt(const std::string& ip, uint16_t port,
+                                               const TcpRttOptions& options);
 
 // Sets SO_RCVTIMEO and SO_SNDTIMEO (0 = none).
 void SetSocketTimeouts(int fd, int timeout_ms);

@@ -99,6 +99,8 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"scheduler", Scalar(&c->scheduler)},
       {"announce_interval", Duration(&c->announce_interval_ms)},
       {"schedule_timeout", Duration(&c->schedule_timeout_ms)},
+      {"probe_interval", Duration(&c->probe_interval_ms)},
+      {"probe_timeout", Duration(&c->probe_timeout_ms)},
       {"concurrency", Scalar(&c->concurrency)},
       {"per_parent_concurrency", Scalar(&c->per_parent_concurrency)},
       {"piece_pipeline_depth", Scalar(&c->piece_pipeline_depth)},
@@ -202,6 +204,12 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   if (!(cfg->disk_low_watermark > 0 && cfg->disk_low_watermark < cfg->disk_high_watermark &&
         cfg->disk_high_watermark <= 1.0)) {
     return InvalidArgument("need 0 < disk_low_watermark < disk_high_watermark <= 1");
+  }
+  if (cfg->probe_interval_ms != 0 && cfg->probe_interval_ms < 100) {
+    return InvalidArgument("probe_interval must be 0 (off) or at least 100ms");
+  }
+  if (cfg->probe_timeout_ms == 0 || cfg->probe_timeout_ms > 60000) {
+    return InvalidArgument("probe_timeout must be between 1ms and 60s");
   }
   if (!cfg->scheduler.empty() && cfg->scheduler.find(':') == std::string::npos) {
     return InvalidArgument("scheduler must be HOST:PORT, got '" + cfg->scheduler + "'");

@@ -39,6 +39,11 @@ struct DaemonConfig {
   uint64_t announce_interval_ms = 2000;
   uint64_t schedule_timeout_ms =
       30000;  // waiting with no parent and no source this long -> back to source
+  // Latency probes (docs/measurement.md): every probe_interval (+-10%) the daemon asks the
+  // scheduler whom to probe and reports the RTTs; 0 disables probing. Each TCP handshake of a
+  // probe gets probe_timeout.
+  uint64_t probe_interval_ms = 5 * 60 * 1000;
+  uint64_t probe_timeout_ms = 2000;
 
   // Download engine.
   uint32_t concurrency = 8;             // workers per task (one connection or origin GET each)

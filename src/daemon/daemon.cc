@@ -165,6 +165,7 @@ Status Daemon::Start() {
                              .Add({});
 
   if (scheduler_) scheduler_->Start(config_.announce_interval_ms);
+  StartProber();
   housekeeping_ = std::thread([this] { Housekeeping(); });
   DF_LOG_INFO("dfdaemon started: host_id={} seed={} sock={} grpc={}:{} piece={}:{} scheduler={}",
               host_id_, config_.seed, config_.sock, config_.ip, config_.grpc_port, config_.ip,
@@ -191,6 +192,18 @@ Status Daemon::LoadTrust() {
     }
   }
   return Status::Ok();
+}
+
+void Daemon::StartProber() {
+  if (!scheduler_ || config_.probe_interval_ms == 0) return;
+  ProberOptions o;
+  o.host_id = host_id_;
+  o.interval_ms = config_.probe_interval_ms;
+  o.timeout_ms = config_.probe_timeout_ms;
+  // The scheduler assigns probes to hosts it knows: wait for it to acknowledge this one.
+  o.ready = [scheduler = scheduler_.get()] { return scheduler->announced(); };
+  prober_ = std::make_unique<Prober>(std::move(o), scheduler_.get(), &metrics_.registry());
+  prober_->Start();
 }
 
 void Daemon::FillHost(sv1::Host* h) {
@@ -261,6 +274,7 @@ void Daemon::Shutdown() {
   RequestStop();
   metrics_.SetHealthy(false);
   if (housekeeping_.joinable()) housekeeping_.join();
+  prober_.reset();  // cancels a round in flight (its RPC and handshakes) and joins
   // Servers stop before what they call into: no RPC may reach the task manager or the store
   // after they are gone. Running downloads are cancelled first so that Download RPCs waiting on
   // them return, letting the servers' Shutdown finish within its deadline.

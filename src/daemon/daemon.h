@@ -16,6 +16,7 @@
 #include "common/metrics.h"
 #include "daemon/config.h"
 #include "daemon/piece_server.h"
+#include "daemon/prober.h"
 #include "daemon/scheduler_client.h"
 #include "daemon/services.h"
 #include "daemon/task_manager.h"
@@ -46,6 +47,8 @@ class Daemon {
   // Fills trust_ from the config: token, file:// directories, the scheduler's addresses.
   Status LoadTrust();
   void FillHost(df::scheduler::v1::Host* host);
+  // Creates and starts prober_ when there is a scheduler and probing is on.
+  void StartProber();
   void Housekeeping();
 
   DaemonConfig config_;
@@ -58,6 +61,8 @@ class Daemon {
   BackendRegistry backends_;
   ServiceTrust trust_;  // read by the services; set before they start
   std::unique_ptr<SchedulerClient> scheduler_;
+  // Latency probes; null without a scheduler or with probe_interval 0. Stopped before scheduler_.
+  std::unique_ptr<Prober> prober_;
   std::unique_ptr<PieceServer> piece_server_;
   std::unique_ptr<TaskManager> manager_;
   std::unique_ptr<DownloadService> download_service_;

@@ -12,8 +12,8 @@ namespace {
 
 // Sizes, rates and durations are taken as strings and parsed with units after CLI11.
 struct DurationFlags {
-  std::string announce_interval, schedule_timeout, piece_timeout, gc_interval, task_ttl,
-      upload_rate, download_rate;
+  std::string announce_interval, schedule_timeout, probe_interval, probe_timeout, piece_timeout,
+      gc_interval, task_ttl, upload_rate, download_rate;
 };
 
 df::Status ApplyDurations(const DurationFlags& f, df::DaemonConfig* c) {
@@ -26,6 +26,8 @@ df::Status ApplyDurations(const DurationFlags& f, df::DaemonConfig* c) {
   };
   DF_RETURN_IF_ERROR(dur(f.announce_interval, &c->announce_interval_ms));
   DF_RETURN_IF_ERROR(dur(f.schedule_timeout, &c->schedule_timeout_ms));
+  DF_RETURN_IF_ERROR(dur(f.probe_interval, &c->probe_interval_ms));
+  DF_RETURN_IF_ERROR(dur(f.probe_timeout, &c->probe_timeout_ms));
   DF_RETURN_IF_ERROR(dur(f.piece_timeout, &c->piece_timeout_ms));
   DF_RETURN_IF_ERROR(dur(f.gc_interval, &c->gc_interval_ms));
   DF_RETURN_IF_ERROR(dur(f.task_ttl, &c->task_ttl_ms));
@@ -138,6 +140,10 @@ int main(int argc, char** argv) {
                  "Host announce interval, e.g. 2s");
   app.add_option("--schedule-timeout", durations.schedule_timeout,
                  "Back to source after this long without a parent, e.g. 30s");
+  app.add_option("--probe-interval", durations.probe_interval,
+                 "Latency probe round interval, e.g. 5m (default 5m; 0 = no probing)");
+  app.add_option("--probe-timeout", durations.probe_timeout,
+                 "Timeout of one probe TCP handshake, e.g. 2s (default 2s)");
   app.add_option("--piece-timeout", durations.piece_timeout,
                  "Timeout of one piece transfer, e.g. 60s");
   app.add_option("--gc-interval", durations.gc_interval, "Storage GC interval, e.g. 60s");

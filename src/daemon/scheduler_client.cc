@@ -55,6 +55,7 @@ void SchedulerClient::Loop(uint64_t interval_ms) {
       DF_LOG_INFO("announce host to scheduler {} recovered", address_);
     }
     was_ok = s.ok();
+    if (s.ok()) announced_.store(true, std::memory_order_release);
     l.lock();
     cv_.wait_for(l, std::chrono::milliseconds(interval_ms), [this] { return stop_; });
   }

@@ -4,6 +4,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -28,6 +29,8 @@ class SchedulerClient {
   void Start(uint64_t interval_ms);
   df::scheduler::v1::Scheduler::Stub* stub() { return stub_.get(); }
   const std::string& address() const { return address_; }
+  // True once an AnnounceHost succeeded: the scheduler knows this host (the prober waits for it).
+  bool announced() const { return announced_.load(std::memory_order_acquire); }
   // Adds what every call to the scheduler carries (the auth token) to `context`.
   void Prepare(grpc::ClientContext* context) const { token_->Attach(context); }
 
@@ -42,6 +45,7 @@ class SchedulerClient {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;  // GUARDED_BY(mu_)
+  std::atomic<bool> announced_{false};
   std::string host_id_;
   std::thread thread_;
 };

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -263,6 +265,68 @@ TEST(DaemonConfig, SockModeIsOctalAndNeverOpenToOthers) {
     s = ValidateDaemonConfig(&c);
     EXPECT_NE(s.message().find("sock_mode"), std::string::npos) << std::oct << bad;
   }
+}
+
+TEST(DaemonConfig, ProbeIntervalAndTimeoutAreDurations) {
+  TempDir d;
+  DaemonConfig c;
+  EXPECT_EQ(c.probe_interval_ms, 5u * 60 * 1000) << "default 5m";
+  EXPECT_EQ(c.probe_timeout_ms, 2000u) << "default 2s";
+  ASSERT_TRUE(
+      LoadDaemonConfig(d.Write("c.yaml", "probe_interval: 30s\nprobe_timeout: 500ms\n"), &c).ok());
+  EXPECT_EQ(c.probe_interval_ms, 30000u);
+  EXPECT_EQ(c.probe_timeout_ms, 500u);
+  EXPECT_TRUE(ValidateDaemonConfig(&c).ok());
+  ASSERT_TRUE(LoadDaemonConfig(d.Write("c.yaml", "probe_interval: 0\n"), &c).ok());
+  EXPECT_EQ(c.probe_interval_ms, 0u);
+  EXPECT_TRUE(ValidateDaemonConfig(&c).ok()) << "0 turns probing off";
+  Status s = LoadDaemonConfig(d.Write("c.yaml", "probe_interval: often\n"), &c);
+  EXPECT_NE(s.message().find("probe_interval"), std::string::npos) << s.message();
+  struct Case {
+    uint64_t interval_ms, timeout_ms;
+    const char* expect;
+  } cases[] = {
+      {50, 2000, "probe_interval"}, {60000, 0, "probe_timeout"}, {60000, 61000, "probe_timeout"}};
+  for (const auto& tc : cases) {
+    c = DaemonConfig();
+    c.probe_interval_ms = tc.interval_ms;
+    c.probe_timeout_ms = tc.timeout_ms;
+    s = ValidateDaemonConfig(&c);
+    EXPECT_NE(s.message().find(tc.expect), std::string::npos) << s.message();
+  }
+}
+
+// Runs the built dfdaemon with `args` (values that fail validation: no daemon starts); returns
+// its exit code and stderr+stdout.
+std::pair<int, std::string> RunDfdaemon(const std::string& args) {
+  const char* build = std::getenv("DF_BUILD_DIR");
+  std::string cmd = std::string(build ? build : ".") + "/src/daemon/dfdaemon " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while (p && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int rc = p ? ::pclose(p) : -1;
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+}
+
+TEST(DaemonConfig, ProbeFlagsOverrideTheConfig) {
+  if (std::getenv("DF_BUILD_DIR") == nullptr) GTEST_SKIP() << "DF_BUILD_DIR not set";
+  auto [rc, help] = RunDfdaemon("--help");
+  EXPECT_EQ(rc, 0);
+  EXPECT_NE(help.find("--probe-interval"), std::string::npos) << help;
+  EXPECT_NE(help.find("--probe-timeout"), std::string::npos);
+  TempDir d;
+  // A valid file value is overridden by an invalid flag value, which validation then refuses.
+  std::string cfg = d.Write("c.yaml", "probe_interval: 1m\nprobe_timeout: 1s\n");
+  auto [rc1, out1] = RunDfdaemon("--config " + cfg + " --probe-interval 50ms");
+  EXPECT_EQ(rc1, 2);
+  EXPECT_NE(out1.find("probe_interval must be"), std::string::npos) << out1;
+  auto [rc2, out2] = RunDfdaemon("--config " + cfg + " --probe-timeout 0");
+  EXPECT_EQ(rc2, 2);
+  EXPECT_NE(out2.find("probe_timeout must be"), std::string::npos) << out2;
+  auto [rc3, out3] = RunDfdaemon("--probe-interval soon");
+  EXPECT_EQ(rc3, 2) << out3;
 }
 
 TEST(VerifyDigest, MatchesAndMismatches) {

@@ -30,8 +30,10 @@ void CheckValid(const df::DaemonConfig& c) {
   DF_FUZZ_CHECK(c.disk_low_watermark > 0 && c.disk_low_watermark < c.disk_high_watermark &&
                 c.disk_high_watermark <= 1.0);
   for (const std::string& dir : c.allow_file_dirs) DF_FUZZ_CHECK(!dir.empty() && dir[0] == '/');
-  for (uint64_t ms : {c.announce_interval_ms, c.schedule_timeout_ms, c.piece_timeout_ms,
-                      c.gc_interval_ms, c.task_ttl_ms}) {
+  DF_FUZZ_CHECK(c.probe_interval_ms == 0 || c.probe_interval_ms >= 100);
+  DF_FUZZ_CHECK(c.probe_timeout_ms >= 1 && c.probe_timeout_ms <= 60000);
+  for (uint64_t ms : {c.announce_interval_ms, c.schedule_timeout_ms, c.probe_interval_ms,
+                      c.probe_timeout_ms, c.piece_timeout_ms, c.gc_interval_ms, c.task_ttl_ms}) {
     CheckDuration(ms);
   }
 }

@@ -47,7 +47,7 @@ struct DaemonContext {
   PieceStore* store = nullptr;
   BackendRegistry* backends = nullptr;
   SchedulerClient* scheduler = nullptr;  // null: no scheduler, always back to source
-  const AuthToken* token = nullptr;      // attached to every control RPC this daemon makes
+  const ControlAuth* auth = nullptr;     // credentials and token of every control RPC it makes
   std::string host_id;
 };
 

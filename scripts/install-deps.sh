@@ -11,7 +11,7 @@ PACKAGES=(
   # control plane
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   # origin access, config, CLI, logging, JSON, metadata store, metrics
-  libcurl4-openssl-dev libssl-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
+  libcurl4-openssl-dev libssl-dev openssl libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libsqlite3-dev prometheus-cpp-dev
   # shared scheduler state (the Redis store): client library, and the server the tests start
   libhiredis-dev redis-server redis-tools

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -304,6 +305,45 @@ std::vector<std::string> DaemonArgv(const std::string& bin_dir, const std::strin
           "127.0.0.1:" + std::to_string(scheduler_port),
           "--announce-interval",
           announce_interval};
+}
+
+std::vector<std::string> TestPki::Flags() const {
+  return {"--tls-cert", cert_file, "--tls-key", key_file, "--tls-ca", ca_file};
+}
+
+TestPki MakeTestPki(const std::string& dir, const std::string& name) {
+  TestPki pki;
+  const std::string base = dir + "/" + name;
+  pki.ca_file = base + "-ca.crt";
+  pki.cert_file = base + ".crt";
+  pki.key_file = base + ".key";
+  const std::string ext_file = base + ".ext";
+  {
+    std::ofstream ext(ext_file);
+    ext << "basicConstraints=CA:FALSE\n"
+           "keyUsage=digitalSignature\n"
+           "extendedKeyUsage=serverAuth,clientAuth\n"
+           "subjectAltName=IP:127.0.0.1\n";
+  }
+  const std::vector<std::vector<std::string>> steps = {
+      {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+       "-nodes", "-keyout", base + "-ca.key", "-out", pki.ca_file, "-days", "1", "-subj",
+       "/CN=" + name + "-ca"},
+      {"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+       "-keyout", pki.key_file, "-out", base + ".csr", "-subj", "/CN=" + name},
+      {"openssl", "x509", "-req", "-in", base + ".csr", "-CA", pki.ca_file, "-CAkey",
+       base + "-ca.key", "-CAcreateserial", "-out", pki.cert_file, "-days", "1", "-extfile",
+       ext_file},
+  };
+  for (const auto& argv : steps) {
+    std::string out;
+    if (Run(argv, &out, 30000) != 0) {
+      pki.error = "openssl failed: " + out;
+      return pki;
+    }
+  }
+  ::chmod(pki.key_file.c_str(), 0600);
+  return pki;
 }
 
 }  // namespace df::bench

@@ -118,4 +118,19 @@ std::vector<std::string> DaemonArgv(const std::string& bin_dir, const std::strin
                                     const std::string& work_dir, uint16_t scheduler_port,
                                     const std::string& announce_interval = "500ms");
 
+// A test PKI made with the openssl CLI (docs/security.md shows the same commands): a CA and one
+// node certificate it signs, usable as server and client, with IP SAN 127.0.0.1 (every node of
+// a loopback cluster) and CN `name`. ECDSA P-256, valid for a day, key mode 0600.
+struct TestPki {
+  std::string ca_file;    // DIR/NAME-ca.crt
+  std::string cert_file;  // DIR/NAME.crt
+  std::string key_file;   // DIR/NAME.key
+  std::string error;      // openssl's output when it failed; empty on success
+  bool ok() const { return error.empty(); }
+  // --tls-cert FILE --tls-key FILE --tls-ca FILE
+  std::vector<std::string> Flags() const;
+};
+// Two calls with different names give two unrelated CAs.
+TestPki MakeTestPki(const std::string& dir, const std::string& name);
+
 }  // namespace df::bench

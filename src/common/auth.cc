@@ -70,6 +70,24 @@ grpc::Status AuthToken::Check(const grpc::ServerContextBase& context) const {
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong auth token");
 }
 
+Result<ControlAuth> ControlAuth::Load(const std::string& token_file, const TlsFiles& tls_files) {
+  ControlAuth auth;
+  if (!token_file.empty()) {
+    auto token = AuthToken::LoadFile(token_file);
+    if (!token.ok()) return token.status();
+    auth.token_ = std::move(token).value();
+  }
+  auto tls = MutualTls::Load(tls_files);
+  if (!tls.ok()) return tls.status();
+  auth.tls_ = std::move(tls).value();
+  return auth;
+}
+
+grpc::Status ControlAuth::Check(const grpc::ServerContextBase& context) const {
+  if (grpc::Status s = tls_.CheckPeer(context); !s.ok()) return s;
+  return token_.Check(context);
+}
+
 std::string PeerIp(const std::string& peer) {
   if (peer.rfind("ipv4:", 0) == 0) {
     std::string rest = peer.substr(5);

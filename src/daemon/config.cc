@@ -94,6 +94,9 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"location", Scalar(&c->location)},
       {"seed", Scalar(&c->seed)},
       {"auth_token_file", Scalar(&c->auth_token_file)},
+      {"tls_cert_file", Scalar(&c->tls_cert_file)},
+      {"tls_key_file", Scalar(&c->tls_key_file)},
+      {"tls_ca_file", Scalar(&c->tls_ca_file)},
       {"allow_file_dirs", StringList(&c->allow_file_dirs)},
       {"max_running_tasks", Scalar(&c->max_running_tasks)},
       {"scheduler", Scalar(&c->scheduler)},
@@ -210,6 +213,15 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   }
   if (cfg->probe_timeout_ms == 0 || cfg->probe_timeout_ms > 60000) {
     return InvalidArgument("probe_timeout must be between 1ms and 60s");
+  }
+  const bool tls_any =
+      !cfg->tls_cert_file.empty() || !cfg->tls_key_file.empty() || !cfg->tls_ca_file.empty();
+  const bool tls_all =
+      !cfg->tls_cert_file.empty() && !cfg->tls_key_file.empty() && !cfg->tls_ca_file.empty();
+  if (tls_any && !tls_all) {
+    return InvalidArgument(
+        "tls_cert_file, tls_key_file and tls_ca_file (--tls-cert, --tls-key, --tls-ca) must be "
+        "set together");
   }
   if (!cfg->scheduler.empty() && cfg->scheduler.find(':') == std::string::npos) {
     return InvalidArgument("scheduler must be HOST:PORT, got '" + cfg->scheduler + "'");

@@ -29,6 +29,13 @@ struct DaemonConfig {
   // Trust (docs/security.md). A file holding the cluster's shared token: every control RPC this
   // daemon makes carries it and every one it serves must (empty: none, see auth.h).
   std::string auth_token_file;
+  // Mutual TLS on the control plane (docs/security.md, "Mutual TLS"): this daemon's certificate
+  // chain (with an IP SAN of `ip`), its key (mode 0600) and the cluster's CA, all PEM. All three
+  // set: the gRPC port requires client certificates of the CA and every call to the scheduler
+  // and to parents presents this certificate. All empty: no TLS. Anything else is an error.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_ca_file;
   // file:// URLs may be fetched only under these directories (empty: file:// is refused).
   std::vector<std::string> allow_file_dirs;
   // Downloads running at once (dfget requests and seed triggers); more get a clear error.

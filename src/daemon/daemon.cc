@@ -45,6 +45,8 @@ Daemon::Daemon(DaemonConfig config) : config_(std::move(config)) {
 Daemon::~Daemon() { Shutdown(); }
 
 Status Daemon::Start() {
+  // Bad credentials are a configuration error: refuse them before touching storage or ports.
+  DF_RETURN_IF_ERROR(LoadTrust());
   std::error_code ec;
   std::filesystem::create_directories(config_.data_dir, ec);
   if (ec) return IoError("create data dir " + config_.data_dir + ": " + ec.message());
@@ -85,12 +87,11 @@ Status Daemon::Start() {
   DF_RETURN_IF_ERROR(piece_server_->Start());
   config_.piece_port = piece_server_->port();
 
-  DF_RETURN_IF_ERROR(LoadTrust());
   if (!config_.scheduler.empty()) {
-    scheduler_ = std::make_unique<SchedulerClient>(config_.scheduler, &trust_.token,
+    scheduler_ = std::make_unique<SchedulerClient>(config_.scheduler, &trust_.auth,
                                                    [this](sv1::Host* h) { FillHost(h); });
   }
-  DaemonContext ctx{&config_, store_.get(), &backends_, scheduler_.get(), &trust_.token, host_id_};
+  DaemonContext ctx{&config_, store_.get(), &backends_, scheduler_.get(), &trust_.auth, host_id_};
   ctx.endgame_duplicate_bytes = &prometheus::BuildCounter()
                                      .Name("dfdaemon_endgame_duplicate_bytes_total")
                                      .Help("Piece bytes received a second time by endgame")
@@ -120,7 +121,7 @@ Status Daemon::Start() {
     grpc::ServerBuilder b;
     int bound = 0;
     b.AddListeningPort(config_.listen_ip + ":" + std::to_string(config_.grpc_port),
-                       grpc::InsecureServerCredentials(), &bound);
+                       trust_.auth.ServerCredentials(), &bound);
     b.RegisterService(upload_service_.get());
     // Each availability stream holds a thread of the synchronous server for its life: cap them,
     // so that a flood of streams gets RESOURCE_EXHAUSTED instead of exhausting the process.
@@ -176,13 +177,18 @@ Status Daemon::Start() {
 Status Daemon::LoadTrust() {
   trust_.url_policy.file_dirs = config_.allow_file_dirs;
   trust_.seed = config_.seed;
-  if (!config_.auth_token_file.empty()) {
-    auto token = AuthToken::LoadFile(config_.auth_token_file);
-    if (!token.ok()) return token.status();
-    trust_.token = std::move(token).value();
-  } else {
+  auto auth =
+      ControlAuth::Load(config_.auth_token_file,
+                        TlsFiles{config_.tls_cert_file, config_.tls_key_file, config_.tls_ca_file});
+  if (!auth.ok()) return auth.status();
+  trust_.auth = std::move(auth).value();
+  // Children and the scheduler dial this daemon at its advertised address: a certificate that
+  // does not name it would make every one of their calls fail after start.
+  DF_RETURN_IF_ERROR(trust_.auth.tls().CheckCoversIp(config_.ip));
+  if (!trust_.auth.authenticates_callers()) {
     DF_LOG_WARN(
-        "no auth_token_file: control RPCs are not authenticated{} (see docs/security.md)",
+        "no auth_token_file and no TLS: control RPCs are not authenticated{} (see "
+        "docs/security.md)",
         config_.seed ? "; seed triggers are accepted from the scheduler's address only" : "");
   }
   if (!config_.scheduler.empty()) {

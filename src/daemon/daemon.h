@@ -34,7 +34,8 @@ class Daemon {
   // sock_mode, 0600 by default, whatever the umask). Unavailable "another dfdaemon holds
   // <path>" when another process holds <data_dir>/dfdaemon.lock or <sock>.lock (one daemon per
   // data dir and per socket), Unavailable when a port or the socket is taken, IoError when the
-  // data dir cannot be used.
+  // data dir cannot be used; before any of that, the errors of ControlAuth::Load for a bad token
+  // or TLS files, and InvalidArgument for a TLS certificate that does not name config.ip.
   Status Start();
   // Blocks until RequestStop().
   void Wait();
@@ -44,7 +45,7 @@ class Daemon {
   void Shutdown();
 
  private:
-  // Fills trust_ from the config: token, file:// directories, the scheduler's addresses.
+  // Fills trust_ from the config: token, TLS, file:// directories, the scheduler's addresses.
   Status LoadTrust();
   void FillHost(df::scheduler::v1::Host* host);
   // Creates and starts prober_ when there is a scheduler and probing is on.

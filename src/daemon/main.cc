@@ -95,6 +95,13 @@ int main(int argc, char** argv) {
                  "Address the gRPC and piece servers bind (default: --ip; 0.0.0.0 = every one)");
   app.add_option("--auth-token-file", cfg.auth_token_file,
                  "File with the cluster's shared token for control RPCs (docs/security.md)");
+  app.add_option("--tls-cert,--tls-cert-file", cfg.tls_cert_file,
+                 "Mutual TLS: PEM certificate of this daemon, with an IP SAN of --ip "
+                 "(with --tls-key, --tls-ca; docs/security.md)");
+  app.add_option("--tls-key,--tls-key-file", cfg.tls_key_file,
+                 "Mutual TLS: PEM private key of the certificate (mode 0600)");
+  app.add_option("--tls-ca,--tls-ca-file", cfg.tls_ca_file,
+                 "Mutual TLS: PEM CA that signs every node of the cluster");
   app.add_option("--allow-file-dir", cfg.allow_file_dirs,
                  "Directory under which file:// URLs may be read (repeatable; default: none)");
   app.add_option("--max-running-tasks", cfg.max_running_tasks, "Downloads running at once")

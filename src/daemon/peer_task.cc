@@ -684,15 +684,16 @@ void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   p->piece_port = static_cast<uint16_t>(c.host().piece_port());
   if (layout_known_) p->has.assign(layout_.total_pieces(), false);
   p->sync_ctx = std::make_unique<grpc::ClientContext>();
-  if (ctx_.token) ctx_.token->Attach(p->sync_ctx.get());
+  if (ctx_.auth) ctx_.auth->Attach(p->sync_ctx.get());
   Parent* raw = p.get();
   parents_[c.peer_id()] = std::move(p);
   raw->sync_thread = std::thread([this, raw] { SyncParent(raw); });
 }
 
 void PeerTask::SyncParent(Parent* p) {
-  auto channel = grpc::CreateChannel(p->ip + ":" + std::to_string(p->grpc_port),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel(
+      p->ip + ":" + std::to_string(p->grpc_port),
+      ctx_.auth ? ctx_.auth->ChannelCredentials() : grpc::InsecureChannelCredentials());
   auto stub = dv1::DfdaemonUpload::NewStub(channel);
   dv1::SyncPiecesRequest req;
   req.set_task_id(request_.task_id);

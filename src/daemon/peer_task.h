@@ -65,7 +65,7 @@ struct DaemonContext {
   PieceStore* store = nullptr;
   BackendRegistry* backends = nullptr;
   SchedulerClient* scheduler = nullptr;  // null: no scheduler, always back to source
-  const AuthToken* token = nullptr;      // attached to every control RPC this daemon makes
+  const ControlAuth* auth = nullptr;     // credentials and token of every control RPC it makes
   std::string host_id;
   // The time of the engine's liveness timers; null: the steady clock. Tests pass a ManualClock.
   const Clock* clock = nullptr;

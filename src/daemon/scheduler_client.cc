@@ -6,12 +6,12 @@ namespace df {
 
 namespace sv1 = df::scheduler::v1;
 
-SchedulerClient::SchedulerClient(std::string address, const AuthToken* token,
+SchedulerClient::SchedulerClient(std::string address, const ControlAuth* auth,
                                  std::function<void(sv1::Host*)> refresh)
     : address_(std::move(address)),
-      token_(token),
+      auth_(auth),
       refresh_(std::move(refresh)),
-      channel_(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials())),
+      channel_(grpc::CreateChannel(address_, auth_->ChannelCredentials())),
       stub_(sv1::Scheduler::NewStub(channel_)) {}
 
 SchedulerClient::~SchedulerClient() {

@@ -21,8 +21,9 @@ namespace df {
 class SchedulerClient {
  public:
   // `address` is "ip:port". `host` is filled in by `refresh` before each announce (live load).
-  // `token` (outlives the client) is attached to every call.
-  SchedulerClient(std::string address, const AuthToken* token,
+  // `auth` (outlives the client) gives the channel its credentials (mutual TLS) and every call
+  // its token.
+  SchedulerClient(std::string address, const ControlAuth* auth,
                   std::function<void(df::scheduler::v1::Host*)> refresh);
   ~SchedulerClient();
 
@@ -32,13 +33,13 @@ class SchedulerClient {
   // True once an AnnounceHost succeeded: the scheduler knows this host (the prober waits for it).
   bool announced() const { return announced_.load(std::memory_order_acquire); }
   // Adds what every call to the scheduler carries (the auth token) to `context`.
-  void Prepare(grpc::ClientContext* context) const { token_->Attach(context); }
+  void Prepare(grpc::ClientContext* context) const { auth_->Attach(context); }
 
  private:
   void Loop(uint64_t interval_ms);
 
   const std::string address_;
-  const AuthToken* const token_;
+  const ControlAuth* const auth_;
   std::function<void(df::scheduler::v1::Host*)> refresh_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<df::scheduler::v1::Scheduler::Stub> stub_;

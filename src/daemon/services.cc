@@ -191,7 +191,7 @@ grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::Delete
 
 grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::SyncPiecesRequest* req,
                                        grpc::ServerWriter<dv1::PieceAvailability>* writer) {
-  if (grpc::Status auth = trust_->token.Check(*ctx); !auth.ok()) return auth;
+  if (grpc::Status auth = trust_->auth.Check(*ctx); !auth.ok()) return auth;
   auto storage = store_->FindTask(req->task_id());
   if (!storage) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not here");
@@ -243,8 +243,8 @@ grpc::Status UploadService::CheckTrigger(const grpc::ServerContext& ctx) const {
   if (!trust_->seed) {
     return {grpc::StatusCode::FAILED_PRECONDITION, "this daemon is not a seed peer"};
   }
-  if (trust_->token.enabled()) return trust_->token.Check(ctx);
-  // No token: the scheduler is recognised by its address, the narrowest check left.
+  if (trust_->auth.authenticates_callers()) return trust_->auth.Check(ctx);
+  // No token, no TLS: the scheduler is recognised by its address, the narrowest check left.
   std::string ip = PeerIp(ctx.peer());
   for (const std::string& allowed : trust_->scheduler_ips) {
     if (ip == allowed) return grpc::Status::OK;

@@ -16,10 +16,10 @@ namespace df {
 // What the services need to decide who may do what; outlives the services.
 struct ServiceTrust {
   UrlPolicy url_policy;  // which URLs this daemon fetches
-  AuthToken token;       // checked on every DfdaemonUpload RPC (no-op without a token)
+  ControlAuth auth;      // checked on every DfdaemonUpload RPC (token and/or mutual TLS)
   bool seed = false;     // only a seed accepts TriggerDownloadTask
-  // Without a token, TriggerDownloadTask is accepted only from these addresses: the IPs of the
-  // configured scheduler. Empty (no scheduler): nobody may trigger.
+  // Without a token or TLS, TriggerDownloadTask is accepted only from these addresses: the IPs
+  // of the configured scheduler. Empty (no scheduler): nobody may trigger.
   std::vector<std::string> scheduler_ips;
 };
 

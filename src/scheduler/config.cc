@@ -72,6 +72,9 @@ const std::map<std::string, Setter>& Setters() {
       {"evaluator", Text(&C::evaluator)},
       {"log_level", Text(&C::log_level)},
       {"auth_token_file", Text(&C::auth_token_file)},
+      {"tls_cert_file", Text(&C::tls_cert_file)},
+      {"tls_key_file", Text(&C::tls_key_file)},
+      {"tls_ca_file", Text(&C::tls_ca_file)},
       {"max_tasks", Count(&C::max_tasks, 1, 100'000'000)},
       {"max_hosts", Count(&C::max_hosts, 1, 100'000'000)},
       {"candidate_parent_limit", Count(&C::candidate_parent_limit, 1, 1000)},
@@ -105,6 +108,9 @@ const std::vector<std::string>& OptionNames() {
                                                           "evaluator",
                                                           "log_level",
                                                           "auth_token_file",
+                                                          "tls_cert_file",
+                                                          "tls_key_file",
+                                                          "tls_ca_file",
                                                           "max_tasks",
                                                           "max_hosts",
                                                           "candidate_parent_limit",
@@ -185,6 +191,15 @@ Status ValidateConfig(const SchedulerConfig& config) {
   if (!IsKnownEvaluator(config.evaluator)) {
     return InvalidArgument("evaluator: unknown evaluator '" + config.evaluator +
                            "' (available: " + KnownEvaluatorNames() + ")");
+  }
+  const bool tls_any =
+      !config.tls_cert_file.empty() || !config.tls_key_file.empty() || !config.tls_ca_file.empty();
+  const bool tls_all =
+      !config.tls_cert_file.empty() && !config.tls_key_file.empty() && !config.tls_ca_file.empty();
+  if (tls_any && !tls_all) {
+    return InvalidArgument(
+        "tls_cert_file, tls_key_file and tls_ca_file (--tls-cert, --tls-key, --tls-ca) must be "
+        "set together");
   }
   if (config.filter_parent_limit < config.candidate_parent_limit) {
     return InvalidArgument("filter_parent_limit (" + std::to_string(config.filter_parent_limit) +

@@ -22,6 +22,12 @@ struct SchedulerConfig {
   // A file holding the cluster's shared token (docs/security.md): every RPC must carry it, and
   // seed triggers send it. Empty: RPCs are not authenticated.
   std::string auth_token_file;
+  // Mutual TLS (docs/security.md, "Mutual TLS"): this scheduler's certificate chain, its key and
+  // the cluster's CA, all PEM. All three set: the gRPC server requires client certificates of the
+  // CA and seed triggers present this certificate. All empty: no TLS. Anything else is an error.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_ca_file;
   // Resource caps: a register for a new task, or an announce of a new host, beyond these gets
   // RESOURCE_EXHAUSTED instead of growing the scheduler's memory without bound.
   uint32_t max_tasks = 100'000;

@@ -18,6 +18,7 @@ using df::scheduler::SchedulerConfig;
 struct FlagHelp {
   const char* name;  // snake_case option name
   const char* help;
+  const char* alias = nullptr;  // a shorter flag, e.g. "--tls-cert" for --tls-cert-file
 };
 
 constexpr FlagHelp kFlags[] = {
@@ -26,6 +27,10 @@ constexpr FlagHelp kFlags[] = {
     {"evaluator", "parent-selection algorithm: default"},
     {"log_level", "trace, debug, info, warn, error, critical or off"},
     {"auth_token_file", "file with the cluster's shared token for every RPC (docs/security.md)"},
+    {"tls_cert_file", "mutual TLS: PEM certificate of this scheduler (with --tls-key, --tls-ca)",
+     "--tls-cert"},
+    {"tls_key_file", "mutual TLS: PEM private key of the certificate (mode 0600)", "--tls-key"},
+    {"tls_ca_file", "mutual TLS: PEM CA that signs every node of the cluster", "--tls-ca"},
     {"max_tasks", "tasks this scheduler keeps at most"},
     {"max_hosts", "hosts this scheduler keeps at most"},
     {"candidate_parent_limit", "most parents offered to one peer"},
@@ -61,6 +66,9 @@ std::string DefaultText(const std::string& name) {
       {"evaluator", d.evaluator},
       {"log_level", d.log_level},
       {"auth_token_file", d.auth_token_file},
+      {"tls_cert_file", d.tls_cert_file},
+      {"tls_key_file", d.tls_key_file},
+      {"tls_ca_file", d.tls_ca_file},
       {"max_tasks", std::to_string(d.max_tasks)},
       {"max_hosts", std::to_string(d.max_hosts)},
       {"candidate_parent_limit", std::to_string(d.candidate_parent_limit)},
@@ -105,8 +113,9 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "YAML config file (keys = flag names in snake_case)");
   std::map<std::string, std::string> values;
   for (const auto& flag : kFlags) {
-    app.add_option("--" + Kebab(flag.name), values[flag.name], flag.help)
-        ->default_str(DefaultText(flag.name));
+    std::string names = "--" + Kebab(flag.name);
+    if (flag.alias != nullptr) names += std::string(",") + flag.alias;
+    app.add_option(names, values[flag.name], flag.help)->default_str(DefaultText(flag.name));
   }
   try {
     app.parse(argc, argv);

@@ -24,8 +24,8 @@ GrpcSeedTrigger::~GrpcSeedTrigger() {
 df::dfdaemon::v1::DfdaemonUpload::Stub* GrpcSeedTrigger::StubFor(const std::string& address) {
   auto& stub = stubs_[address];
   if (!stub) {
-    stub = df::dfdaemon::v1::DfdaemonUpload::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    stub = df::dfdaemon::v1::DfdaemonUpload::NewStub(grpc::CreateChannel(
+        address, auth_ ? auth_->ChannelCredentials() : grpc::InsecureChannelCredentials()));
   }
   return stub.get();
 }
@@ -42,7 +42,7 @@ void GrpcSeedTrigger::Trigger(const df::scheduler::v1::Host& seed,
   *call->request.mutable_task() = task;
   call->context.set_deadline(std::chrono::system_clock::now() +
                              std::chrono::milliseconds(timeout_ms_));
-  if (token_) token_->Attach(&call->context);
+  if (auth_) auth_->Attach(&call->context);
   df::dfdaemon::v1::DfdaemonUpload::Stub* stub;
   {
     std::lock_guard lock(mu_);

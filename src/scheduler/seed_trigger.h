@@ -34,9 +34,10 @@ class SeedTrigger {
 // bounded by `timeout_ms`), so `done` callbacks never outlive this object.
 class GrpcSeedTrigger : public SeedTrigger {
  public:
-  // `token` (null: none; outlives this object) is attached to every call.
-  explicit GrpcSeedTrigger(const AuthToken* token = nullptr, uint64_t timeout_ms = 5000)
-      : token_(token), timeout_ms_(timeout_ms) {}
+  // `auth` (null: none; outlives this object) gives every channel its credentials (mutual TLS)
+  // and every call its token.
+  explicit GrpcSeedTrigger(const ControlAuth* auth = nullptr, uint64_t timeout_ms = 5000)
+      : auth_(auth), timeout_ms_(timeout_ms) {}
   ~GrpcSeedTrigger() override;
 
   void Trigger(const df::scheduler::v1::Host& seed, const df::scheduler::v1::TaskInfo& task,
@@ -46,7 +47,7 @@ class GrpcSeedTrigger : public SeedTrigger {
   df::dfdaemon::v1::DfdaemonUpload::Stub* StubFor(const std::string& address);
   void CallDone();
 
-  const AuthToken* const token_;
+  const ControlAuth* const auth_;
   const uint64_t timeout_ms_;
   std::mutex mu_;
   std::condition_variable idle_;

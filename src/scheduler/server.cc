@@ -15,20 +15,20 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   auto evaluator = NewEvaluator(config.evaluator);
   if (!evaluator.ok()) return evaluator.status();
   std::unique_ptr<SchedulerServer> s(new SchedulerServer());
-  if (!config.auth_token_file.empty()) {
-    auto token = AuthToken::LoadFile(config.auth_token_file);
-    if (!token.ok()) return token.status();
-    s->token_ = std::move(token).value();
-  }
-  if (!seed_trigger) seed_trigger = std::make_unique<GrpcSeedTrigger>(&s->token_);
+  auto auth =
+      ControlAuth::Load(config.auth_token_file,
+                        TlsFiles{config.tls_cert_file, config.tls_key_file, config.tls_ca_file});
+  if (!auth.ok()) return auth.status();
+  s->auth_ = std::move(auth).value();
+  if (!seed_trigger) seed_trigger = std::make_unique<GrpcSeedTrigger>(&s->auth_);
 
   s->metrics_ = std::make_unique<SchedulerMetrics>(registry);
   s->scheduler_ = std::make_unique<Scheduler>(config, std::move(evaluator).value(),
                                               std::move(seed_trigger), s->metrics_.get());
-  s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->token_);
+  s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->auth_);
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(config.listen, s->auth_.ServerCredentials(), &s->port_);
   builder.RegisterService(s->service_.get());
   // A second scheduler on a taken port must fail, not silently share it (gRPC's default).
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

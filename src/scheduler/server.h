@@ -20,8 +20,8 @@ class SchedulerServer {
  public:
   // Builds everything from `config` and listens on config.listen (port 0 = any free port).
   // `seed_trigger` null = GrpcSeedTrigger. InvalidArgument for a bad config or evaluator name;
-  // the errors of AuthToken::LoadFile for a bad auth_token_file; Unavailable when the address
-  // cannot be bound.
+  // the errors of ControlAuth::Load for a bad auth_token_file or TLS files; Unavailable when the
+  // address cannot be bound.
   static Result<std::unique_ptr<SchedulerServer>> Start(
       const SchedulerConfig& config, prometheus::Registry& registry,
       std::unique_ptr<SeedTrigger> seed_trigger = nullptr);
@@ -38,7 +38,7 @@ class SchedulerServer {
  private:
   SchedulerServer() = default;
 
-  AuthToken token_;  // before everything that borrows it
+  ControlAuth auth_;  // before everything that borrows it
   std::unique_ptr<SchedulerMetrics> metrics_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<SchedulerService> service_;

@@ -155,7 +155,7 @@ grpc::Status ToGrpcStatus(const Status& status) {
 
 namespace {
 
-// An AnnouncePeer stream refused before its first read (no token): it ends at once.
+// An AnnouncePeer stream refused before its first read (not authenticated): it ends at once.
 class RejectedStream final
     : public grpc::ServerBidiReactor<v1::AnnouncePeerRequest, v1::AnnouncePeerResponse> {
  public:
@@ -166,7 +166,7 @@ class RejectedStream final
 }  // namespace
 
 std::string SchedulerService::CallerIp(const grpc::CallbackServerContext& context) const {
-  if (token_.enabled()) return "";  // authenticated by Check before this is called
+  if (auth_.authenticates_callers()) return "";  // authenticated by Check before this is called
   std::string ip = PeerIp(context.peer());
   // A transport without an address (in-process, unix socket) is local: treated as trusted.
   return ip;
@@ -176,7 +176,7 @@ grpc::ServerUnaryReactor* SchedulerService::AnnounceHost(grpc::CallbackServerCon
                                                          const v1::AnnounceHostRequest* request,
                                                          v1::AnnounceHostResponse*) {
   auto* reactor = context->DefaultReactor();
-  grpc::Status auth = token_.Check(*context);
+  grpc::Status auth = auth_.Check(*context);
   reactor->Finish(auth.ok()
                       ? ToGrpcStatus(scheduler_.AnnounceHost(request->host(), CallerIp(*context)))
                       : auth);
@@ -187,7 +187,7 @@ grpc::ServerUnaryReactor* SchedulerService::LeaveHost(grpc::CallbackServerContex
                                                       const v1::LeaveHostRequest* request,
                                                       v1::LeaveHostResponse*) {
   auto* reactor = context->DefaultReactor();
-  grpc::Status auth = token_.Check(*context);
+  grpc::Status auth = auth_.Check(*context);
   reactor->Finish(auth.ok()
                       ? ToGrpcStatus(scheduler_.LeaveHost(request->host_id(), CallerIp(*context)))
                       : auth);
@@ -196,7 +196,7 @@ grpc::ServerUnaryReactor* SchedulerService::LeaveHost(grpc::CallbackServerContex
 
 grpc::ServerBidiReactor<v1::AnnouncePeerRequest, v1::AnnouncePeerResponse>*
 SchedulerService::AnnouncePeer(grpc::CallbackServerContext* context) {
-  grpc::Status auth = token_.Check(*context);
+  grpc::Status auth = auth_.Check(*context);
   if (!auth.ok()) return new RejectedStream(auth);  // deletes itself in OnDone
   return AnnouncePeerStream::Start(&scheduler_);
 }
@@ -205,7 +205,7 @@ grpc::ServerUnaryReactor* SchedulerService::StatTask(grpc::CallbackServerContext
                                                      const v1::StatTaskRequest* request,
                                                      v1::StatTaskResponse* response) {
   auto* reactor = context->DefaultReactor();
-  grpc::Status auth = token_.Check(*context);
+  grpc::Status auth = auth_.Check(*context);
   if (!auth.ok()) {
     reactor->Finish(auth);
     return reactor;

@@ -7,8 +7,9 @@
 // for an unknown task is NOT_FOUND. Bad input never crashes the process.
 //
 // Trust: with a token configured every RPC without it is UNAUTHENTICATED before its request is
-// looked at. Without one, a caller is known only by its address, which is what AnnounceHost and
-// LeaveHost check (scheduler.h).
+// looked at; with mutual TLS the handshake already refused clients without a certificate of the
+// cluster's CA. With neither, a caller is known only by its address, which is what AnnounceHost
+// and LeaveHost check (scheduler.h).
 #pragma once
 
 #include "common/auth.h"
@@ -21,9 +22,9 @@ namespace df::scheduler {
 // gRPC server this service is registered with (shut the server down first).
 class SchedulerService final : public df::scheduler::v1::Scheduler::CallbackService {
  public:
-  // `token` (outlives the service) is checked on every RPC.
-  SchedulerService(Scheduler* scheduler, const AuthToken* token)
-      : scheduler_(*scheduler), token_(*token) {}
+  // `auth` (outlives the service) is checked on every RPC.
+  SchedulerService(Scheduler* scheduler, const ControlAuth* auth)
+      : scheduler_(*scheduler), auth_(*auth) {}
 
   grpc::ServerUnaryReactor* AnnounceHost(
       grpc::CallbackServerContext* context, const df::scheduler::v1::AnnounceHostRequest* request,
@@ -39,11 +40,12 @@ class SchedulerService final : public df::scheduler::v1::Scheduler::CallbackServ
                                      df::scheduler::v1::StatTaskResponse* response) override;
 
  private:
-  // "" for a caller that carried the token; its address otherwise (see scheduler.h).
+  // "" for an authenticated caller (token or client certificate); its address otherwise (see
+  // scheduler.h).
   std::string CallerIp(const grpc::CallbackServerContext& context) const;
 
   Scheduler& scheduler_;
-  const AuthToken& token_;
+  const ControlAuth& auth_;
 };
 
 // Maps a Status to a gRPC status with the same meaning.

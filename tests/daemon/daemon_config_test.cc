@@ -99,6 +99,23 @@ TEST(DaemonConfig, ValidationRejectsInconsistentValues) {
   }
 }
 
+TEST(DaemonConfig, TlsFilesAreReadFromYamlAndMustComeTogether) {
+  TempDir d;
+  std::string p = d.Write("c.yaml",
+                          "tls_cert_file: /etc/df/node.crt\n"
+                          "tls_key_file: /etc/df/node.key\n"
+                          "tls_ca_file: /etc/df/ca.crt\n");
+  DaemonConfig c;
+  ASSERT_TRUE(LoadDaemonConfig(p, &c).ok());
+  EXPECT_EQ(c.tls_cert_file, "/etc/df/node.crt");
+  EXPECT_EQ(c.tls_key_file, "/etc/df/node.key");
+  EXPECT_EQ(c.tls_ca_file, "/etc/df/ca.crt");
+  EXPECT_TRUE(ValidateDaemonConfig(&c).ok());
+  c.tls_key_file.clear();
+  Status s = ValidateDaemonConfig(&c);
+  EXPECT_NE(s.message().find("must be set together"), std::string::npos) << s.message();
+}
+
 TEST(PlaceOutput, AppearsAtomicallyAndFailsWithoutLeavingFiles) {
   TempDir d;
   std::string content = d.Write("content", std::string(1000, 'x'));

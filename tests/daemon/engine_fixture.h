@@ -31,7 +31,7 @@ class EngineTest : public ::testing::Test {
     ctx_.config = &config_;
     ctx_.store = store_.get();
     ctx_.backends = &backends_;
-    ctx_.token = &token_;
+    ctx_.auth = &auth_;
     ctx_.host_id = HostId("child", "127.0.0.1");
     ctx_.clock = &clock_;
   }
@@ -58,7 +58,7 @@ class EngineTest : public ::testing::Test {
   DaemonConfig config_;
   std::unique_ptr<PieceStore> store_;
   BackendRegistry backends_;
-  AuthToken token_;
+  ControlAuth auth_;
   ManualClock clock_;
   DaemonContext ctx_;
   std::string root_;

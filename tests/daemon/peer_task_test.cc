@@ -26,7 +26,7 @@ class PeerTaskTest : public testing::EngineTest {
   void SetUp() override {
     EngineTest::SetUp();
     ASSERT_TRUE(scheduler_.ok());
-    client_ = std::make_unique<SchedulerClient>(scheduler_.address(), &token_, [](sv1::Host*) {});
+    client_ = std::make_unique<SchedulerClient>(scheduler_.address(), &auth_, [](sv1::Host*) {});
     ctx_.scheduler = client_.get();
   }
 

@@ -230,7 +230,7 @@ double Metric(prometheus::Registry& registry, const std::string& name, const std
 
 class ProberTest : public ::testing::Test {
  protected:
-  const AuthToken no_token_;
+  const ControlAuth no_token_;
   Listener a_{"127.0.0.2"};
   Listener b_{"127.0.0.3"};
   ClosedPort closed_{"127.0.0.4"};
@@ -329,13 +329,14 @@ TEST_F(ProberTest, AttachesTheTokenWhenConfigured) {
   auto token = AuthToken::FromString(kToken);
   ASSERT_TRUE(token.ok());
   FakeScheduler scheduler(Targets(), token.value());
-  SchedulerClient with_token(scheduler.address(), &token.value(), nullptr);
+  const ControlAuth auth(token.value());
+  SchedulerClient with_token(scheduler.address(), &auth, nullptr);
   Prober prober(Options(60'000), &with_token, nullptr);
   ASSERT_TRUE(prober.RunRound().ok());
   EXPECT_EQ(scheduler.WaitRounds(1).size(), 1u);
   EXPECT_EQ(scheduler.rejected(), 0);
 
-  AuthToken none;
+  ControlAuth none;
   SchedulerClient without(scheduler.address(), &none, nullptr);
   Prober unauthenticated(Options(60'000), &without, nullptr);
   EXPECT_EQ(unauthenticated.RunRound().code(), StatusCode::kPermissionDenied);

@@ -102,6 +102,16 @@ TEST(SchedulerConfig, NonScalarKeyIsAnError) {
                   .candidate_parent_limit == 3);
 }
 
+TEST(SchedulerConfig, TlsFilesMustComeTogether) {
+  SchedulerConfig c;
+  ASSERT_TRUE(SetOption(c, "tls-cert-file", "/etc/df/sched.crt").ok());
+  Status s = ValidateConfig(c);
+  EXPECT_NE(s.message().find("must be set together"), std::string::npos) << s.message();
+  ASSERT_TRUE(SetOption(c, "tls_key_file", "/etc/df/sched.key").ok());
+  ASSERT_TRUE(SetOption(c, "tls_ca_file", "/etc/df/ca.crt").ok());
+  EXPECT_TRUE(ValidateConfig(c).ok());
+}
+
 TEST(SchedulerConfig, UnknownEvaluatorIsRejected) {
   SchedulerConfig c;
   c.evaluator = "ml";

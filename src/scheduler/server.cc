@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "common/grpc_limits.h"
+#include "common/log.h"
 
 namespace df::scheduler {
 
@@ -22,9 +23,16 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   s->auth_ = std::move(auth).value();
   if (!seed_trigger) seed_trigger = std::make_unique<GrpcSeedTrigger>(&s->auth_);
 
+  auto store = NewStore(config.store);
+  if (!store.ok()) return store.status();
+  if (Status up = store.value()->Ping(); !up.ok()) {
+    DF_LOG_WARN("store {} does not answer yet; scheduling from memory until it does: {}",
+                config.store, up.ToString());
+  }
   s->metrics_ = std::make_unique<SchedulerMetrics>(registry);
-  s->scheduler_ = std::make_unique<Scheduler>(config, std::move(evaluator).value(),
-                                              std::move(seed_trigger), s->metrics_.get());
+  s->scheduler_ =
+      std::make_unique<Scheduler>(config, std::move(evaluator).value(), std::move(seed_trigger),
+                                  s->metrics_.get(), std::move(store).value());
   s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->auth_);
 
   grpc::ServerBuilder builder;

@@ -1,6 +1,7 @@
 // Several schedulers (issue 15): daemons given "--scheduler a,b" announce to both, every task
-// goes to one of them by rendezvous hashing, and when that one is SIGKILLed mid-download its
-// peers move to the other and every copy finishes with the origin's sha256.
+// goes to one of them by rendezvous hashing, and when that one is SIGKILLed mid-download (with
+// their Redis, restarted a second later) its peers move to the other and every copy finishes
+// with the origin's sha256.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -91,7 +92,7 @@ class MultiSchedulerTest : public ::testing::Test {
   std::string url_, task_id_;
 };
 
-TEST_F(MultiSchedulerTest, WhenTheTasksSchedulerDiesItsPeersFinishThroughTheOther) {
+TEST_F(MultiSchedulerTest, WhenTheTasksSchedulerAndRedisDieThePeersFinishThroughTheOther) {
   const std::string root = dir_.path() + "/origin";
   std::filesystem::create_directories(root);
   std::filesystem::create_directories(dir_.path() + "/out");
@@ -134,8 +135,14 @@ TEST_F(MultiSchedulerTest, WhenTheTasksSchedulerDiesItsPeersFinishThroughTheOthe
   for (int i = 0; i < 600 && FinishedPieces("peer0") < 8; ++i) std::this_thread::sleep_for(50ms);
   ASSERT_GE(FinishedPieces("peer0"), 8u);
   ASSERT_LT(FinishedPieces("peer0"), kSize / (4 * kMiB)) << "the download ended too soon";
+  // Redis dies too, and comes back empty while the peers finish: the surviving scheduler
+  // schedules from memory meanwhile.
+  redis.process().Kill(SIGKILL);
+  redis.process().Wait(5000);
   schedulers[owner].Kill(SIGKILL);
   schedulers[owner].Wait();
+  std::this_thread::sleep_for(1s);
+  ASSERT_TRUE(redis.Start());
 
   for (auto& c : clients) c.join();
   for (int i = 0; i < kPeers; ++i) {

@@ -178,8 +178,12 @@ CapacityEstimator::Learned CapacityEstimator::Get(const std::string& host) const
 }
 
 uint64_t CapacityEstimator::Capacity(const Link& link) const {
+  // Headroom is for uploads, where it lets a parent take one more child and show more. A
+  // child's download booked above what it showed would only make it hungry for parents it
+  // cannot use, pulling them from children that can.
+  const double headroom = link.may_lower ? options_.headroom : 1.0;
   const auto learned = static_cast<uint64_t>(
-      static_cast<double>(std::max({link.peak, link.busy, link.active})) * options_.headroom);
+      static_cast<double>(std::max({link.peak, link.busy, link.active})) * headroom);
   if (link.base == 0) return learned;
   auto below = [&](uint64_t rate) {
     return rate > 0 && static_cast<double>(rate) <

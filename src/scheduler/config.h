@@ -50,7 +50,10 @@ struct SchedulerConfig {
   // Link capacity (bytes/s) assumed for a host that announced none and has shown nothing yet in
   // its piece records; replaced by what the records show (docs/measurement.md). 0 = no
   // assumption: such hosts are scheduled without capacity accounting.
-  uint64_t capacity_prior = 12'500'000;  // 100 Mbit/s
+  // 1 Gbit/s: a nominal NIC. Measured on the rig (docs/measurement.md): a high prior that busy
+  // links correct downwards keeps the chains booking builds on equal links, while a low one
+  // that records must raise made every child book the first parent that showed more.
+  uint64_t capacity_prior = 125'000'000;
   // Where what schedulers share is kept (store.h): "memory" (this process only) or
   // "redis://HOST:PORT/DB" (several schedulers).
   std::string store = "memory";

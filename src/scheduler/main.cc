@@ -40,7 +40,7 @@ constexpr FlagHelp kFlags[] = {
      "children whose uplink is below what they book wait this long before a seed is their parent"},
     {"capacity_prior",
      "link rate assumed for a host that announced none until its piece records show one "
-     "(e.g. 100mbit; 0: none)"},
+     "(e.g. 1gbit; 0: none)"},
     {"store", "what schedulers share: memory, or redis://HOST:PORT/DB for several schedulers"},
     {"back_to_source_limit", "concurrent back-to-source peers per task (seed peers not counted)"},
     {"schedule_timeout", "a peer without parents this long goes back to source"},
@@ -76,7 +76,7 @@ std::string DefaultText(const std::string& name) {
       {"cross_idc_children_limit", std::to_string(d.cross_idc_children_limit)},
       {"back_to_source_limit", std::to_string(d.back_to_source_limit)},
       {"weak_child_seed_delay", "1s"},
-      {"capacity_prior", "100mbit"},
+      {"capacity_prior", "1gbit"},
       {"store", d.store},
       {"schedule_timeout", "10s"},
       {"push_interval", "200ms"},

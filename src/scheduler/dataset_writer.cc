@@ -40,10 +40,14 @@ int64_t UnixMs() {
       .count();
 }
 
-// Appends ",<field>" (the first field of a line is written without the comma).
+// Appends ",<field>"; EndLine drops the first comma and ends the line.
 void Put(std::string& line, std::string_view field) {
-  if (!line.empty()) line += ',';
+  line += ',';
   line += CsvField(field);
+}
+void EndLine(std::string& line) {
+  line.erase(0, 1);
+  line += '\n';
 }
 void Put(std::string& line, uint64_t n) { Put(line, std::to_string(n)); }
 void Put(std::string& line, int64_t n) { Put(line, std::to_string(n)); }
@@ -82,7 +86,7 @@ std::string TopologyLine(int64_t now_ms, const ProbeEdge& e,
   Put(line, static_cast<uint64_t>(e.samples.size()));
   Put(line, e.created_unix_ms);
   Put(line, e.updated_unix_ms);
-  line += '\n';
+  EndLine(line);
   return line;
 }
 
@@ -140,7 +144,7 @@ std::string DownloadCsvLine(const DownloadRow& row) {
                                             : static_cast<double>(row.piece_length_bytes) * 1e9 /
                                                   static_cast<double>(row.cost_ns);
   Put(line, static_cast<uint64_t>(bandwidth));
-  line += '\n';
+  EndLine(line);
   return line;
 }
 
@@ -152,9 +156,9 @@ DatasetWriter::RotatingFile::RotatingFile(const Options& options, std::string ki
     : options_(options), kind_(std::move(kind)), header_(std::string(header) + "\n") {}
 
 Status DatasetWriter::RotatingFile::Open() {
-  if (::mkdir(options_.dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return ErrnoStatus("mkdir " + options_.dir, errno);
-  }
+  std::error_code ec;
+  std::filesystem::create_directories(options_.dir, ec);
+  if (ec) return IoError("create " + options_.dir + ": " + ec.message());
   const std::string path = options_.dir + "/" + kind_ + ".csv";
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   if (!fd) return ErrnoStatus("open " + path, errno);
@@ -270,6 +274,7 @@ void DatasetWriter::Stop() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  (void)Flush();  // rows queued after the thread's last round, or with no thread at all
   std::lock_guard round(round_mu_);
   download_.Close();
   topology_.Close();
@@ -282,7 +287,7 @@ bool DatasetWriter::Add(DownloadRow row) {
     return false;
   }
   queue_.push_back(std::move(row));
-  if (queue_.size() == options_.max_queued_rows / 2) wake_.notify_one();
+  if (queue_.size() == WakeAt()) wake_.notify_one();
   return true;
 }
 
@@ -291,8 +296,7 @@ void DatasetWriter::Run() {
   std::unique_lock lock(mu_);
   while (true) {
     const auto deadline = std::min(Clock::now() + options_.flush_interval, next_topology);
-    wake_.wait_until(lock, deadline,
-                     [this] { return stop_ || queue_.size() >= options_.max_queued_rows / 2; });
+    wake_.wait_until(lock, deadline, [this] { return stop_ || queue_.size() >= WakeAt(); });
     const bool stopping = stop_;
     lock.unlock();
     (void)Flush();

@@ -25,6 +25,7 @@
 // metrics must outlive the writer.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -79,7 +80,7 @@ std::string DownloadCsvLine(const DownloadRow& row);
 class DatasetWriter {
  public:
   struct Options {
-    std::string dir;  // created (one level) when missing
+    std::string dir;  // created, with its parents, when missing
     uint64_t max_file_size_bytes = 64ull << 20;
     uint32_t max_files = 10;  // rotated files kept per kind
     std::chrono::milliseconds topology_interval{60'000};
@@ -142,6 +143,8 @@ class DatasetWriter {
   };
 
   void Run();
+  // Queue length at which the thread is woken before its flush interval.
+  size_t WakeAt() const { return std::max<size_t>(1, options_.max_queued_rows / 2); }
   void CountError(const Status& status);  // requires round_mu_
   void Recovered();                       // requires round_mu_
 

@@ -931,7 +931,8 @@ def start_redis(ctx, system):
 
 
 def scheduler_counters(ctx, metrics_addr):
-    """What one dfscheduler did, from its /metrics: peers registered and piece reports."""
+    """What one dfscheduler did, from its /metrics: host announces (every host announces to every
+    scheduler), peers registered and piece reports (only for the tasks that hash to it)."""
     code = (f"import urllib.request\n"
             f"print(urllib.request.urlopen('http://{metrics_addr}/metrics', timeout=5)"
             f".read().decode())")
@@ -939,7 +940,8 @@ def scheduler_counters(ctx, metrics_addr):
         r = ctx.cluster.run_in(ctx.topo.services, ["/usr/bin/python3", "-c", code], timeout=15)
     except subprocess.TimeoutExpired:
         return {}
-    wanted = {"df_scheduler_registered_peers_total": "registered_peers",
+    wanted = {"df_scheduler_host_announces_total": "host_announces",
+              "df_scheduler_registered_peers_total": "registered_peers",
               'df_scheduler_peer_announces_total{type="piece_finished"}': "piece_reports"}
     counters = {}
     for line in r.stdout.splitlines():

@@ -64,6 +64,8 @@ BT_LISTEN_PORT = 6881
 SEEDER_RPC_PORT = 6800
 SCHEDULER_PORT = 8002
 SCHEDULER_METRICS_PORT = 8003
+SCHEDULER_PORT_STEP = 100  # with --schedulers N, scheduler i listens on SCHEDULER_PORT + i * step
+REDIS_PORT = 6379
 DAEMON_GRPC_PORT = 4000
 DAEMON_METRICS_PORT = 4002
 DAEMON_PIECE_PORT = 4005
@@ -908,13 +910,51 @@ def announce_args(args, h, announce):
     return ["--upload-rate", announce, "--download-rate", announce]
 
 
-def dragonfly_name(evaluator, announce):
-    return f"dragonfly-{evaluator}-{announce}"
+def dragonfly_name(evaluator, announce, schedulers=1):
+    suffix = f"-s{schedulers}" if schedulers > 1 else ""
+    return f"dragonfly-{evaluator}-{announce}{suffix}"
+
+
+def start_redis(ctx, system):
+    """One redis-server in the services namespace for --schedulers N > 1: no persistence, its own
+    dir under the work dir, stopped by pid with the rest. Returns (proc, redis:// url)."""
+    cl, svc = ctx.cluster, ctx.topo.services
+    rdir = cl.work / "redis" / system
+    rdir.mkdir(parents=True, exist_ok=True)
+    proc = cl.start(svc, ["redis-server", "--bind", svc.ip, "--port", REDIS_PORT, "--save", "",
+                          "--appendonly", "no", "--dir", rdir, "--daemonize", "no",
+                          "--protected-mode", "no", "--logfile", ""], f"{system}-redis")
+    if not cl.wait_tcp(svc, svc.ip, REDIS_PORT, timeout=10):
+        raise RuntimeError(f"redis-server did not listen on {svc.ip}:{REDIS_PORT} "
+                           f"(see logs/{system}-redis.log)")
+    return proc, f"redis://{svc.ip}:{REDIS_PORT}/0"
+
+
+def scheduler_counters(ctx, metrics_addr):
+    """What one dfscheduler did, from its /metrics: host announces (every host announces to every
+    scheduler), peers registered and piece reports (only for the tasks that hash to it)."""
+    code = (f"import urllib.request\n"
+            f"print(urllib.request.urlopen('http://{metrics_addr}/metrics', timeout=5)"
+            f".read().decode())")
+    try:
+        r = ctx.cluster.run_in(ctx.topo.services, ["/usr/bin/python3", "-c", code], timeout=15)
+    except subprocess.TimeoutExpired:
+        return {}
+    wanted = {"df_scheduler_host_announces_total": "host_announces",
+              "df_scheduler_registered_peers_total": "registered_peers",
+              'df_scheduler_peer_announces_total{type="piece_finished"}': "piece_reports"}
+    counters = {}
+    for line in r.stdout.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            counters[wanted[name]] = int(float(value))
+    return counters
 
 
 def run_dragonfly(ctx, evaluator, announce="exact"):
     cl, topo, args = ctx.cluster, ctx.topo, ctx.args
-    system = dragonfly_name(evaluator, announce)
+    n_sched = args.schedulers
+    system = dragonfly_name(evaluator, announce, n_sched)
     bins = dragonfly_binaries(args.build_dir)
     missing = [str(p) for p in bins.values() if not os.access(p, os.X_OK)]
     if missing:
@@ -930,17 +970,28 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
         shutil.copy2(path, bin_dir / name)
         bins[name] = bin_dir / name
     svc = topo.services
-    sched_addr = f"{svc.ip}:{SCHEDULER_PORT}"
+    ports = [SCHEDULER_PORT + i * SCHEDULER_PORT_STEP for i in range(n_sched)]
+    metrics_addrs = [f"{svc.ip}:{SCHEDULER_METRICS_PORT + i * SCHEDULER_PORT_STEP}"
+                     for i in range(n_sched)]
+    sched_addr = ",".join(f"{svc.ip}:{p}" for p in ports)  # dfdaemon --scheduler a:p1,a:p2,...
     df = cl.work / "df" / system  # each run starts with empty caches
     started = []
-    sched = cl.start(svc, [bins["dfscheduler"], "--listen", sched_addr, "--metrics",
-                           f"{svc.ip}:{SCHEDULER_METRICS_PORT}", "--evaluator", evaluator]
-                     + args.scheduler_arg, f"{system}-scheduler")
-    started.append(sched)
+    sched_counters = []
     try:
-        if not cl.wait_tcp(svc, svc.ip, SCHEDULER_PORT, timeout=20):
-            raise RuntimeError(f"dfscheduler did not listen on {sched_addr} "
-                               f"(see logs/{system}-scheduler.log)")
+        store_args = []
+        if n_sched > 1:
+            redis, url = start_redis(ctx, system)
+            started.append(redis)
+            store_args = ["--store", url]
+        for i, port in enumerate(ports):
+            log_name = f"{system}-scheduler" + (f"-{i}" if n_sched > 1 else "")
+            started.append(cl.start(svc, [bins["dfscheduler"], "--listen", f"{svc.ip}:{port}",
+                                          "--metrics", metrics_addrs[i], "--evaluator", evaluator]
+                                    + store_args + args.scheduler_arg, log_name))
+        for i, port in enumerate(ports):
+            if not cl.wait_tcp(svc, svc.ip, port, timeout=20):
+                raise RuntimeError(f"dfscheduler did not listen on {svc.ip}:{port} "
+                                   f"(see logs/{system}-scheduler*.log)")
         socks = {}
         for h in topo.receivers:
             hd = df / h.name
@@ -978,6 +1029,8 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
         cl.stop_all(procs.values())
         times = {n: p.end_time - t0 for n, p in procs.items() if p.returncode == 0}
         failures = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
+        sched_counters = [dict(addr=a, **scheduler_counters(ctx, m))
+                          for a, m in zip(sched_addr.split(","), metrics_addrs)]
         cl.stop_all(started)
         started = []
         time.sleep(0.3)
@@ -990,7 +1043,8 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
         shutil.rmtree(df, ignore_errors=True)
     return result_record(ctx, system, times, ok, served, reqs, tx,
                          {"timed_out": not finished, "failures": failures,
-                          "evaluator": evaluator})
+                          "evaluator": evaluator, "schedulers": n_sched,
+                          "scheduler_counters": sched_counters})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1216,6 +1270,10 @@ def cmd_run(args):
     for s in systems:
         if s not in ALL_SYSTEMS:
             raise SystemExit(f"unknown system {s!r}; choose from {', '.join(ALL_SYSTEMS)}")
+    if args.schedulers < 1:
+        raise SystemExit("--schedulers must be at least 1")
+    if args.schedulers > 1 and "dragonfly" in systems and not shutil.which("redis-server"):
+        raise SystemExit("--schedulers > 1 needs redis-server (apt-get install redis-server)")
     file_bytes = parse_size(args.size)
     prefix = f"dfb{os.getpid()}-"
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix=prefix,
@@ -1272,7 +1330,7 @@ def cmd_run(args):
                     for a in args.announce.split(",") if a] if system == "dragonfly" \
                 else [(None, None)]
             for ev, announce in runs:
-                name = system if ev is None else dragonfly_name(ev, announce)
+                name = system if ev is None else dragonfly_name(ev, announce, args.schedulers)
                 log(f"=== {name} ===")
                 mark = len(cluster.procs)
                 try:
@@ -1407,6 +1465,10 @@ def main(argv=None):
                    help="comma list, one dragonfly run per value: exact (each dfdaemon announces "
                         "its shaped rates), none (no rates: the scheduler learns them), or a RATE "
                         "such as 1gbit announced by every host (default: exact)")
+    r.add_argument("--schedulers", type=int, default=1,
+                   help="dragonfly: run N dfschedulers sharing one redis-server in the services "
+                        "namespace; every dfdaemon gets all N (rows named ...-sN when N > 1; "
+                        "default 1: one scheduler, memory store)")
     r.add_argument("--upload-rate-factor", type=float, default=1.0,
                    help="dfdaemon --upload-rate = this x the host's shaped upload (default 1.0)")
     r.add_argument("--daemon-log-level", default="info")

@@ -192,7 +192,11 @@ Status Daemon::LoadTrust() {
         config_.seed ? "; seed triggers are accepted from the scheduler's address only" : "");
   }
   if (!config_.scheduler.empty()) {
-    trust_.scheduler_ips = ResolveHostIps(config_.scheduler);
+    // Every scheduler of a --scheduler list may trigger this seed.
+    auto addresses = ParseSchedulerAddresses(config_.scheduler);
+    for (const auto& address : addresses.ok() ? addresses.value() : std::vector<std::string>{}) {
+      for (auto& ip : ResolveHostIps(address)) trust_.scheduler_ips.push_back(std::move(ip));
+    }
     if (trust_.scheduler_ips.empty()) {
       DF_LOG_WARN("scheduler {} does not resolve", config_.scheduler);
     }

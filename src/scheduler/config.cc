@@ -52,6 +52,18 @@ Setter Duration(uint64_t SchedulerConfig::*field, uint64_t min_ms) {
   };
 }
 
+Setter Size(uint64_t SchedulerConfig::*field, uint64_t min) {
+  return [=](SchedulerConfig& c, const std::string& v) {
+    auto size = ParseSize(v);
+    if (!size.ok()) return size.status();
+    if (size.value() < min) {
+      return InvalidArgument("'" + v + "' is smaller than " + std::to_string(min) + " bytes");
+    }
+    c.*field = size.value();
+    return Status::Ok();
+  };
+}
+
 Setter Rate(uint64_t SchedulerConfig::*field) {
   return [=](SchedulerConfig& c, const std::string& v) {
     if (v == "0") {
@@ -83,6 +95,10 @@ const std::map<std::string, Setter>& Setters() {
       {"cross_idc_children_limit", Count(&C::cross_idc_children_limit, 0, 100000)},
       {"capacity_prior", Rate(&C::capacity_prior)},
       {"store", Text(&C::store)},
+      {"dataset_dir", Text(&C::dataset_dir)},
+      {"dataset_max_file_size", Size(&C::dataset_max_file_size, 4096)},
+      {"dataset_max_files", Count(&C::dataset_max_files, 0, 100000)},
+      {"dataset_topology_interval", Duration(&C::dataset_topology_interval_ms, 100)},
       {"back_to_source_limit", Count(&C::back_to_source_limit, 0, 100000)},
       {"weak_child_seed_delay", Duration(&C::weak_child_seed_delay_ms, 0)},
       {"schedule_timeout", Duration(&C::schedule_timeout_ms, 0)},
@@ -121,6 +137,10 @@ const std::vector<std::string>& OptionNames() {
                                                           "weak_child_seed_delay",
                                                           "capacity_prior",
                                                           "store",
+                                                          "dataset_dir",
+                                                          "dataset_max_file_size",
+                                                          "dataset_max_files",
+                                                          "dataset_topology_interval",
                                                           "schedule_timeout",
                                                           "push_interval",
                                                           "seed_trigger_attempts",

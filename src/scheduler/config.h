@@ -57,6 +57,14 @@ struct SchedulerConfig {
   // Where what schedulers share is kept (store.h): "memory" (this process only) or
   // "redis://HOST:PORT/DB" (several schedulers).
   std::string store = "memory";
+  // The records dataset (docs/measurement.md, "Records dataset"): rotating CSV files of piece
+  // records and probe-graph snapshots in this directory. Empty: not written.
+  std::string dataset_dir;
+  // The live file of each kind is rotated when a row would take it past this size, and at most
+  // dataset_max_files rotated files of each kind are kept (oldest deleted).
+  uint64_t dataset_max_file_size = 64ull << 20;
+  uint32_t dataset_max_files = 10;
+  uint64_t dataset_topology_interval_ms = 60'000;  // how often the probe graph is written
   // Concurrent back-to-source peers per task on normal hosts (a seed peer is never limited).
   uint32_t back_to_source_limit = 1;
   // A peer with no candidate parents for this long goes back to source (limits permitting).

@@ -42,6 +42,12 @@ constexpr FlagHelp kFlags[] = {
      "link rate assumed for a host that announced none until its piece records show one "
      "(e.g. 1gbit; 0: none)"},
     {"store", "what schedulers share: memory, or redis://HOST:PORT/DB for several schedulers"},
+    {"dataset_dir",
+     "directory of the records dataset: rotating download.csv and networktopology.csv "
+     "(docs/measurement.md; \"\" disables)"},
+    {"dataset_max_file_size", "a dataset file is rotated before it grows past this (e.g. 64MiB)"},
+    {"dataset_max_files", "rotated dataset files kept per kind (the oldest are deleted)"},
+    {"dataset_topology_interval", "how often the probe graph is written to networktopology.csv"},
     {"back_to_source_limit", "concurrent back-to-source peers per task (seed peers not counted)"},
     {"schedule_timeout", "a peer without parents this long goes back to source"},
     {"push_interval", "minimum time between parent pushes to one peer"},
@@ -78,6 +84,10 @@ std::string DefaultText(const std::string& name) {
       {"weak_child_seed_delay", "1s"},
       {"capacity_prior", "1gbit"},
       {"store", d.store},
+      {"dataset_dir", d.dataset_dir},
+      {"dataset_max_file_size", "64MiB"},
+      {"dataset_max_files", std::to_string(d.dataset_max_files)},
+      {"dataset_topology_interval", "1m"},
       {"schedule_timeout", "10s"},
       {"push_interval", "200ms"},
       {"seed_trigger_attempts", std::to_string(d.seed_trigger_attempts)},

@@ -28,6 +28,14 @@ prometheus::Counter& SeedTriggers(prometheus::Registry& r, const std::string& re
       .Add({{"result", result}});
 }
 
+prometheus::Counter& DatasetRows(prometheus::Registry& r, const std::string& file) {
+  return BuildCounter()
+      .Name("df_scheduler_dataset_rows_total")
+      .Help("Rows written to the records dataset, by file")
+      .Register(r)
+      .Add({{"file", file}});
+}
+
 prometheus::Gauge& Gauge(prometheus::Registry& r, const std::string& name,
                          const std::string& help) {
   return BuildGauge().Name(name).Help(help).Register(r).Add({});
@@ -64,6 +72,13 @@ SchedulerMetrics::SchedulerMetrics(prometheus::Registry& r)
                      "memory alone")),
       store_errors(Counter(r, "df_scheduler_store_errors_total",
                            "Store calls that failed (their work is retried next round)")),
+      dataset_download_rows(DatasetRows(r, "download")),
+      dataset_topology_rows(DatasetRows(r, "networktopology")),
+      dataset_errors(Counter(r, "df_scheduler_dataset_errors_total",
+                             "Records dataset writes (or store reads) that failed; their rows are "
+                             "dropped")),
+      dataset_dropped(Counter(r, "df_scheduler_dataset_dropped_rows_total",
+                              "Records dataset rows dropped because the writer fell behind")),
       peer_messages_(BuildCounter()
                          .Name("df_scheduler_peer_announces_total")
                          .Help("AnnouncePeer messages received, by type")

@@ -34,6 +34,11 @@ struct SchedulerMetrics {
   prometheus::Gauge& peers;
   prometheus::Gauge& store_up;        // 1 while the shared store answers (store_sync.h)
   prometheus::Counter& store_errors;  // store calls that failed
+  // The records dataset (dataset_writer.h).
+  prometheus::Counter& dataset_download_rows;  // rows written to download*.csv
+  prometheus::Counter& dataset_topology_rows;  // rows written to networktopology*.csv
+  prometheus::Counter& dataset_errors;         // failed file writes or store reads
+  prometheus::Counter& dataset_dropped;        // rows dropped: the writer's queue was full
 
  private:
   prometheus::Family<prometheus::Counter>& peer_messages_;

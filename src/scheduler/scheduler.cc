@@ -59,6 +59,19 @@ ParentInfo MakeParentInfo(const Peer& p, const Task& task) {
   return info;
 }
 
+// What the records dataset says of `host` now (requires the Scheduler's mutex).
+DatasetHost DatasetHostOf(const Host& host) {
+  return DatasetHost{host.info.id(),
+                     host.info.ip(),
+                     host.info.idc(),
+                     host.info.location(),
+                     host.is_seed(),
+                     host.announced_upload(),
+                     host.announced_download(),
+                     host.upload_capacity(),
+                     host.download_capacity()};
+}
+
 }  // namespace
 
 bool FinishedPieces::Add(uint32_t piece_number) {
@@ -89,10 +102,22 @@ Scheduler::Scheduler(SchedulerConfig config, std::unique_ptr<Evaluator> evaluato
   hooks.import_capacities = [this](const auto& theirs) { ImportCapacities(theirs); };
   sync_ = std::make_unique<StoreSync>(store_.get(), std::move(hooks), StoreSync::Options{},
                                       metrics_.store_up, metrics_.store_errors);
+  if (!config_.dataset_dir.empty()) {
+    DatasetWriter::Options options;
+    options.dir = config_.dataset_dir;
+    options.max_file_size_bytes = config_.dataset_max_file_size;
+    options.max_files = config_.dataset_max_files;
+    options.topology_interval = std::chrono::milliseconds(config_.dataset_topology_interval_ms);
+    dataset_ = std::make_unique<DatasetWriter>(
+        std::move(options), store_.get(),
+        DatasetWriter::Metrics{metrics_.dataset_download_rows, metrics_.dataset_topology_rows,
+                               metrics_.dataset_errors, metrics_.dataset_dropped});
+  }
 }
 
 Scheduler::~Scheduler() {
   Stop();
+  dataset_.reset();
   sync_.reset();
   // Waits for in-flight triggers; their callbacks still find this object alive.
   seed_trigger_.reset();
@@ -101,6 +126,7 @@ Scheduler::~Scheduler() {
 void Scheduler::Start() {
   worker_ = std::thread([this] { Run(); });
   sync_->Start();
+  if (dataset_) dataset_->Start();
 }
 
 void Scheduler::Stop() {
@@ -111,6 +137,7 @@ void Scheduler::Stop() {
   wake_.notify_all();
   if (worker_.joinable()) worker_.join();
   if (sync_) sync_->Stop();
+  if (dataset_) dataset_->Stop();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -948,6 +975,10 @@ void Scheduler::OnPieceFinished(Task& task, Peer& peer, const v1::PieceFinished&
   parent->upload_costs.Add(m.cost_ns());
   BandwidthRecord record{peer.host->info.id(), parent->host->info.id(), m.length(), m.cost_ns(),
                          UnixMs()};
+  if (dataset_) {
+    dataset_->Add(DownloadRow{record.unix_ms, task.id, DatasetHostOf(*peer.host),
+                              DatasetHostOf(*parent->host), m.length(), m.cost_ns()});
+  }
   records_.Add(record);
   sync_->AddRecord(std::move(record));
   capacity_.AddTransfer(peer.host->info.id(), parent->host->info.id(), m.length(),

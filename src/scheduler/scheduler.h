@@ -37,6 +37,7 @@
 #include "scheduler/bandwidth_records.h"
 #include "scheduler/capacity_estimator.h"
 #include "scheduler/config.h"
+#include "scheduler/dataset_writer.h"
 #include "scheduler/evaluator.h"
 #include "scheduler/metrics.h"
 #include "scheduler/peer_stream.h"
@@ -136,6 +137,8 @@ class Scheduler {
   // (the background thread does this every capacity bucket; tests call it with their clock).
   void RefreshCapacities(Clock::time_point now);
   const BandwidthRecords& records() const { return records_; }
+  // The records dataset's writer; null when config.dataset_dir is empty.
+  DatasetWriter* dataset() { return dataset_.get(); }
 
  private:
   struct SeedJob {
@@ -246,7 +249,8 @@ class Scheduler {
   BandwidthRecords records_;
   CapacityEstimator capacity_;  // GUARDED_BY(mu_)
   const std::unique_ptr<Store> store_;
-  std::unique_ptr<StoreSync> sync_;  // uses store_ and takes mu_ in its hooks
+  std::unique_ptr<StoreSync> sync_;         // uses store_ and takes mu_ in its hooks
+  std::unique_ptr<DatasetWriter> dataset_;  // uses store_; null when off
   // Store hooks (sync thread; take mu_).
   std::vector<LearnedCapacity> ExportCapacities();
   std::vector<PairEstimate> ExportPairs();

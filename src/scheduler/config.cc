@@ -82,6 +82,10 @@ const std::map<std::string, Setter>& Setters() {
       {"cross_idc_children_limit", Count(&C::cross_idc_children_limit, 0, 100000)},
       {"capacity_prior", Rate(&C::capacity_prior)},
       {"store", Text(&C::store)},
+      // The daemon probes at most 32 hosts per round (prober.h, kMaxProbeTargets).
+      {"probe_count", Count(&C::probe_count, 1, 32)},
+      {"probe_queue_length", Count(&C::probe_queue_length, 1, 1000)},
+      {"probe_sample_size", Count(&C::probe_sample_size, 1, 10000)},
       {"back_to_source_limit", Count(&C::back_to_source_limit, 0, 100000)},
       {"weak_child_seed_delay", Duration(&C::weak_child_seed_delay_ms, 0)},
       {"schedule_timeout", Duration(&C::schedule_timeout_ms, 0)},
@@ -120,6 +124,9 @@ const std::vector<std::string>& OptionNames() {
                                                           "weak_child_seed_delay",
                                                           "capacity_prior",
                                                           "store",
+                                                          "probe_count",
+                                                          "probe_queue_length",
+                                                          "probe_sample_size",
                                                           "schedule_timeout",
                                                           "push_interval",
                                                           "seed_trigger_attempts",
@@ -205,6 +212,10 @@ Status ValidateConfig(const SchedulerConfig& config) {
     return InvalidArgument("filter_parent_limit (" + std::to_string(config.filter_parent_limit) +
                            ") must be >= candidate_parent_limit (" +
                            std::to_string(config.candidate_parent_limit) + ")");
+  }
+  if (config.probe_sample_size < config.probe_count) {
+    return InvalidArgument("probe_sample_size (" + std::to_string(config.probe_sample_size) +
+                           ") must be >= probe_count (" + std::to_string(config.probe_count) + ")");
   }
   return Status::Ok();
 }

@@ -54,6 +54,12 @@ struct SchedulerConfig {
   // Where what schedulers share is kept (store.h): "memory" (this process only) or
   // "redis://HOST:PORT/DB" (several schedulers).
   std::string store = "memory";
+  // Latency probes (docs/measurement.md, "Probes (scheduler side)"): each SyncProbes round gets
+  // the probe_count least probed among a random sample of probe_sample_size other hosts; the last
+  // probe_queue_length samples of each (src, dst) pair are kept.
+  uint32_t probe_count = 5;
+  uint32_t probe_queue_length = 5;
+  uint32_t probe_sample_size = 50;
   // Concurrent back-to-source peers per task on normal hosts (a seed peer is never limited).
   uint32_t back_to_source_limit = 1;
   // A peer with no candidate parents for this long goes back to source (limits permitting).

@@ -25,7 +25,9 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   s->metrics_ = std::make_unique<SchedulerMetrics>(registry);
   s->scheduler_ = std::make_unique<Scheduler>(config, std::move(evaluator).value(),
                                               std::move(seed_trigger), s->metrics_.get());
-  s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->auth_);
+  DF_RETURN_IF_ERROR(s->StartNetworkTopology(config));
+  s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->auth_,
+                                                   s->topology_.get(), config.probe_sample_size);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen, s->auth_.ServerCredentials(), &s->port_);
@@ -52,6 +54,21 @@ void SchedulerServer::Shutdown(uint64_t grace_ms) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
   }
   if (scheduler_) scheduler_->Stop();
+  if (topology_) topology_->Stop();
+}
+
+Status SchedulerServer::StartNetworkTopology(const SchedulerConfig& config) {
+  auto store = NewStore(config.store);
+  if (!store.ok()) return store.status();
+  probe_store_ = std::move(store).value();
+  NetworkTopologyOptions options;
+  options.probe_count = config.probe_count;
+  options.probe_queue_length = config.probe_queue_length;
+  options.probe_sample_size = config.probe_sample_size;
+  topology_ = std::make_unique<NetworkTopology>(probe_store_.get(), options);
+  scheduler_->SetNetworkTopology(topology_.get());
+  topology_->Start();
+  return Status::Ok();
 }
 
 }  // namespace df::scheduler

@@ -323,7 +323,8 @@ void NetworkTopology::RunBackground() {
     lock.unlock();
     // Deletions first, so that the reload cannot bring a removed host's probes back.
     DeleteRemoved();
-    (void)Refresh();
+    // A memory store is this process's own: everything in it is already here.
+    if (store_->name() != "memory") (void)Refresh();
     lock.lock();
     run_cv_.wait_for(lock, options_.refresh_interval, [this] { return stop_; });
   }

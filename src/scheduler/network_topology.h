@@ -14,8 +14,11 @@
 //     probed counts last seen (the fallback when the store fails), and per target the failures
 //     since its last success. Evaluators read only this copy (AverageRtt, ProbeFailures): no I/O
 //     on the scheduling path.
-// A background thread reloads every edge from the Store every `refresh_interval` (the probes
-// reported through other schedulers) and deletes the probes of removed hosts from the Store.
+// A background thread reloads every edge from a shared Store (not the memory store, which only
+// this process writes) every `refresh_interval` (the probes reported through other schedulers)
+// and deletes the probes of removed hosts from the Store. A reload copies every edge: O(edges)
+// every interval, fine for thousands of hosts; beyond, reload only what changed (a stream of
+// updated keys).
 //
 // Invariants: an edge never has src == dst; a removed host has no edge in either direction here,
 // and its edges are deleted from the Store by the background thread before its next reload, so

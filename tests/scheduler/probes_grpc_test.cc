@@ -22,8 +22,10 @@
 
 #include "bench/harness.h"
 #include "common/fd.h"
+#include "common/ids.h"
 #include "common/metrics.h"
 #include "scheduler.grpc.pb.h"
+#include "scheduler/default_evaluator.h"
 #include "scheduler/scheduler_api.h"
 #include "scheduler/server.h"
 
@@ -299,6 +301,75 @@ TEST(SyncProbes, AHostThatLeavesLosesItsProbesBothWays) {
   c.scheduler().CollectGarbage();
   EXPECT_TRUE(c.topology().Edges().empty());
   EXPECT_EQ(c.topology().AverageRtt("b", "c"), std::nullopt);
+}
+
+// Records what the scheduler tells an evaluator about candidates, then ranks like "default".
+class SpyEvaluator final : public Evaluator {
+ public:
+  std::string_view name() const override { return "spy"; }
+  std::vector<ScoredParent> Evaluate(const ChildInfo& child,
+                                     const std::vector<ParentInfo>& candidates,
+                                     const TaskView& task) const override {
+    std::lock_guard lock(mu_);
+    if (candidates.size() > seen_.size()) seen_ = candidates;
+    return DefaultEvaluator().Evaluate(child, candidates, task);
+  }
+  std::vector<ParentInfo> seen() const {
+    std::lock_guard lock(mu_);
+    return seen_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::vector<ParentInfo> seen_;  // the largest candidate list evaluated
+};
+
+class DroppingStream final : public PeerStream {
+ public:
+  bool Send(const v1::AnnouncePeerResponse&) override { return true; }
+};
+
+TEST(SyncProbes, EvaluatorsSeeTheProbedRttAndFailuresOfEachCandidate) {
+  prometheus::Registry registry;
+  SchedulerMetrics metrics(registry);
+  auto spy_owned = std::make_unique<SpyEvaluator>();
+  SpyEvaluator* spy = spy_owned.get();
+  Scheduler scheduler(SchedulerConfig{}, std::move(spy_owned), nullptr, &metrics);
+  auto store = NewStore("memory").value();
+  NetworkTopology topology(store.get(), {});
+  scheduler.SetNetworkTopology(&topology);
+  for (const char* id : {"child", "near", "far"}) {
+    ASSERT_TRUE(scheduler.AnnounceHost(HostNamed(id)).ok());
+  }
+  auto probe = [](const std::string& dst, int64_t rtt_ns) {
+    v1::Probe p;
+    p.set_host_id(dst);
+    p.set_rtt_ns(rtt_ns);
+    return p;
+  };
+  topology.Record("child", {probe("near", 100'000)});
+  topology.Record("far", {probe("child", 20'000'000)});  // the reverse direction counts too
+  topology.RecordFailure("near", "far", "timeout");
+
+  const std::string url = "http://origin/probed";
+  const std::string task_id = TaskId(TaskIdInput{url, "", "", 0, {}});
+  for (const char* host : {"near", "far", "child"}) {  // near goes to the origin, far to near
+    v1::AnnouncePeerRequest r;
+    auto* reg = r.mutable_register_();
+    reg->set_host_id(host);
+    reg->set_peer_id(std::string(host) + "-peer");
+    reg->mutable_task()->set_task_id(task_id);
+    reg->mutable_task()->set_url(url);
+    reg->mutable_task()->set_content_length(-1);
+    ASSERT_TRUE(scheduler.RegisterPeer(r, std::make_shared<DroppingStream>()).ok());
+  }
+  std::map<std::string, ParentInfo> seen;
+  for (const auto& p : spy->seen()) seen[p.peer_id] = p;
+  ASSERT_EQ(seen.size(), 2u) << "the child's candidates: near-peer and far-peer";
+  EXPECT_EQ(seen["near-peer"].rtt_ns, 100'000);
+  EXPECT_EQ(seen["near-peer"].probe_failures, 0u);
+  EXPECT_EQ(seen["far-peer"].rtt_ns, 20'000'000);
+  EXPECT_EQ(seen["far-peer"].probe_failures, 1u);
 }
 
 TEST(SchedulerApi, ServesHostsProbesAndBandwidthAsJson) {

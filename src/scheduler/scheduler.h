@@ -135,7 +135,8 @@ class Scheduler {
   // set before Start(); without one, evaluators see no RTTs. The Scheduler tells it of hosts it
   // removes (LeaveHost, GC) and reads its in-memory RTTs and failures for ParentInfo.
   void SetNetworkTopology(NetworkTopology* topology) { topology_ = topology; }
-  // A uniform random sample of at most `sample_size` reachable hosts other than `src_host_id`
+  // A uniform random sample of at most `sample_size` reachable hosts (announced, not left, with
+  // an address and a piece port, seen within host_ttl) other than `src_host_id`
   // (full announced records), for NetworkTopology::AssignTargets. NotFound when src is not an
   // announced host; PermissionDenied when `caller_ip` (non-empty: unauthenticated caller) is not
   // the address src announced. O(hosts) under the mutex (a reservoir sample); no I/O.

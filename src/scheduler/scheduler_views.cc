@@ -22,8 +22,11 @@ Result<std::vector<v1::Host>> Scheduler::ProbeCandidates(const std::string& src_
   std::vector<const Host*> sample;
   sample.reserve(std::min(sample_size, hosts_.size()));
   size_t seen = 0;
+  const auto now = Clock::now();
+  const auto host_ttl = std::chrono::milliseconds(config_.host_ttl_ms);
   for (const auto& [id, host] : hosts_) {
-    if (id == src_host_id || !host->reachable()) continue;
+    // A host past its TTL is gone, whether or not GC has run yet.
+    if (id == src_host_id || !host->reachable() || now - host->last_seen > host_ttl) continue;
     ++seen;
     if (sample.size() < sample_size) {
       sample.push_back(host.get());

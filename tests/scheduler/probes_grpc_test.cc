@@ -298,6 +298,9 @@ TEST(SyncProbes, AHostThatLeavesLosesItsProbesBothWays) {
   // Host GC: c stops announcing; b keeps announcing.
   std::this_thread::sleep_for(400ms);
   ASSERT_TRUE(c.scheduler().AnnounceHost(HostNamed("b")).ok());
+  Round r = PlayRound(c.stub.get(), "b", FakeRtt);
+  ASSERT_TRUE(r.status.ok());
+  EXPECT_TRUE(r.targets.empty()) << "a left and c is past its TTL: neither is a target";
   c.scheduler().CollectGarbage();
   EXPECT_TRUE(c.topology().Edges().empty());
   EXPECT_EQ(c.topology().AverageRtt("b", "c"), std::nullopt);

@@ -96,12 +96,14 @@ int WaitWritable(int fd, int cancel_fd, int timeout_ms) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     pollfd p[2] = {{fd, POLLOUT, 0}, {cancel_fd, POLLIN, 0}};
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+    // Rounded up: poll's millisecond timeout must not end the wait before the deadline.
+    auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     int n = ::poll(p, cancel_fd >= 0 ? 2 : 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return 1;  // let SO_ERROR tell what happened
     if (cancel_fd >= 0 && (p[1].revents & POLLIN)) return -1;
+    if (n == 0 && std::chrono::steady_clock::now() < deadline) continue;
     return n == 0 ? 0 : 1;
   }
 }

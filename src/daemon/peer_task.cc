@@ -397,7 +397,10 @@ void PeerTask::Finish(Status status) {
 bool PeerTask::OpenAnnounce() {
   auto context = std::make_unique<grpc::ClientContext>();
   ctx_.scheduler->Prepare(context.get());
-  auto stream = ctx_.scheduler->stub()->AnnouncePeer(context.get());
+  // The task's scheduler: the same one for every peer of the task (scheduler_client.h).
+  SchedulerClient::Endpoint& scheduler = ctx_.scheduler->ForTask(request_.task_id);
+  announce_scheduler_ = &scheduler;
+  auto stream = scheduler.stub()->AnnouncePeer(context.get());
   sv1::AnnouncePeerRequest req;
   auto* reg = req.mutable_register_();
   reg->set_host_id(ctx_.host_id);
@@ -424,8 +427,8 @@ bool PeerTask::OpenAnnounce() {
   req.set_peer_id(peer_id_);
   if (!stream->Write(req)) {
     grpc::Status s = stream->Finish();
-    DF_LOG_WARN("register with scheduler {} failed: {}", ctx_.scheduler->address(),
-                s.error_message());
+    DF_LOG_WARN("register with scheduler {} failed: {}", scheduler.address(), s.error_message());
+    scheduler.MarkFailed();
     return false;
   }
   auto* reader = stream.get();
@@ -448,7 +451,7 @@ void PeerTask::Reconnect() {
   if (announce_reader_.joinable()) announce_reader_.join();  // it ended: that is how we know
   if (OpenAnnounce()) {
     DF_LOG_INFO("task {} registered again with scheduler {}", request_.task_id,
-                ctx_.scheduler->address());
+                announce_scheduler_->address());
     ReportKnownDigests();
     return;
   }
@@ -507,8 +510,10 @@ void PeerTask::ReadAnnounce(
     // The scheduler went away (restart, crash, GC): keep the parents we have and register again
     // when it is back. Going to the origin here would send every peer of the swarm there at
     // once; only a peer left without parents for schedule_timeout does (see Run).
-    DF_LOG_WARN("task {} lost its scheduler stream; keeping {} parents and registering again",
-                request_.task_id, parents_.size());
+    DF_LOG_WARN("task {} lost its scheduler stream ({}); keeping {} parents and registering again",
+                request_.task_id, announce_scheduler_->address(), parents_.size());
+    // With several schedulers, the task moves to the next one until this one answers again.
+    announce_scheduler_->MarkFailed();
     announce_lost_ = true;
     reconnect_backoff_ = std::chrono::milliseconds(500);
     next_reconnect_ = Now() + reconnect_backoff_;

@@ -51,13 +51,12 @@
 #include "common/status.h"
 #include "daemon/config.h"
 #include "daemon/piece_client.h"
+#include "daemon/scheduler_client.h"
 #include "dfdaemon.grpc.pb.h"
 #include "scheduler.grpc.pb.h"
 #include "storage/piece_store.h"
 
 namespace df {
-
-class SchedulerClient;
 
 // What a PeerTask needs from its daemon; everything here outlives every PeerTask.
 struct DaemonContext {
@@ -304,6 +303,9 @@ class PeerTask {
                                            df::scheduler::v1::AnnouncePeerResponse>>
       announce_;
   std::thread announce_reader_;
+  // The scheduler the current stream goes to; set by OpenAnnounce (controller) before the
+  // reader starts, read by the reader.
+  SchedulerClient::Endpoint* announce_scheduler_ = nullptr;
 };
 
 }  // namespace df

@@ -1,18 +1,53 @@
 #include "daemon/scheduler_client.h"
 
+#include <algorithm>
+
 #include "common/log.h"
+#include "daemon/config.h"
 
 namespace df {
 
 namespace sv1 = df::scheduler::v1;
 
-SchedulerClient::SchedulerClient(std::string address, const ControlAuth* auth,
+namespace {
+
+// FNV-1a, 64 bits: the same value in every process and on every machine, unlike std::hash.
+uint64_t StableHash(const std::string& a, const std::string& b) {
+  uint64_t h = 14695981039346656037ull;
+  auto mix = [&](const std::string& s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+  };
+  mix(a);
+  mix(std::string(1, '\0'));
+  mix(b);
+  // FNV's low bits mix poorly for similar inputs; a final avalanche (splitmix64) fixes that.
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h;
+}
+
+}  // namespace
+
+SchedulerClient::SchedulerClient(std::string addresses, const ControlAuth* auth,
                                  std::function<void(sv1::Host*)> refresh)
-    : address_(std::move(address)),
-      auth_(auth),
-      refresh_(std::move(refresh)),
-      channel_(grpc::CreateChannel(address_, auth_->ChannelCredentials())),
-      stub_(sv1::Scheduler::NewStub(channel_)) {}
+    : addresses_(std::move(addresses)), auth_(auth), refresh_(std::move(refresh)) {
+  auto parsed = ParseSchedulerAddresses(addresses_);
+  std::vector<std::string> list =
+      parsed.ok() ? parsed.value() : std::vector<std::string>{addresses_};
+  for (auto& a : list) {
+    auto e = std::make_unique<Endpoint>();
+    e->address_ = a;
+    e->channel_ = grpc::CreateChannel(a, auth_->ChannelCredentials());
+    e->stub_ = sv1::Scheduler::NewStub(e->channel_);
+    endpoints_.push_back(std::move(e));
+  }
+}
 
 SchedulerClient::~SchedulerClient() {
   {
@@ -21,41 +56,73 @@ SchedulerClient::~SchedulerClient() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  if (!host_id_.empty()) {
+  if (host_id_.empty()) return;
+  for (auto& e : endpoints_) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
     Prepare(&ctx);
     sv1::LeaveHostRequest req;
     req.set_host_id(host_id_);
     sv1::LeaveHostResponse resp;
-    (void)stub_->LeaveHost(&ctx, req, &resp);
+    (void)e->stub_->LeaveHost(&ctx, req, &resp);
   }
+}
+
+const std::string& SchedulerClient::address() const { return addresses_; }
+
+SchedulerClient::Endpoint& SchedulerClient::ForTask(const std::string& task_id) {
+  Endpoint* best = nullptr;
+  Endpoint* best_healthy = nullptr;
+  uint64_t best_score = 0, best_healthy_score = 0;
+  for (auto& e : endpoints_) {
+    const uint64_t score = StableHash(e->address_, task_id);
+    if (!best || score > best_score) {
+      best = e.get();
+      best_score = score;
+    }
+    if (e->healthy() && (!best_healthy || score > best_healthy_score)) {
+      best_healthy = e.get();
+      best_healthy_score = score;
+    }
+  }
+  return best_healthy ? *best_healthy : *best;
+}
+
+SchedulerClient::Endpoint& SchedulerClient::Any() {
+  for (auto& e : endpoints_) {
+    if (e->healthy()) return *e;
+  }
+  return *endpoints_.front();
 }
 
 void SchedulerClient::Start(uint64_t interval_ms) {
   thread_ = std::thread([this, interval_ms] { Loop(interval_ms); });
 }
 
+void SchedulerClient::Announce(Endpoint& e, const sv1::AnnounceHostRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  Prepare(&ctx);
+  sv1::AnnounceHostResponse resp;
+  grpc::Status s = e.stub_->AnnounceHost(&ctx, req, &resp);
+  if (!s.ok() && e.was_ok_) {
+    DF_LOG_WARN("announce host to scheduler {} failed: {}", e.address_, s.error_message());
+  } else if (s.ok() && !e.was_ok_) {
+    DF_LOG_INFO("announce host to scheduler {} recovered", e.address_);
+  }
+  e.was_ok_ = s.ok();
+  e.healthy_.store(s.ok(), std::memory_order_release);
+  if (s.ok()) announced_.store(true, std::memory_order_release);
+}
+
 void SchedulerClient::Loop(uint64_t interval_ms) {
-  bool was_ok = true;
   std::unique_lock<std::mutex> l(mu_);
   while (!stop_) {
     l.unlock();
     sv1::AnnounceHostRequest req;
     refresh_(req.mutable_host());
     host_id_ = req.host().id();
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    Prepare(&ctx);
-    sv1::AnnounceHostResponse resp;
-    grpc::Status s = stub_->AnnounceHost(&ctx, req, &resp);
-    if (!s.ok() && was_ok) {
-      DF_LOG_WARN("announce host to scheduler {} failed: {}", address_, s.error_message());
-    } else if (s.ok() && !was_ok) {
-      DF_LOG_INFO("announce host to scheduler {} recovered", address_);
-    }
-    was_ok = s.ok();
-    if (s.ok()) announced_.store(true, std::memory_order_release);
+    for (auto& e : endpoints_) Announce(*e, req);
     l.lock();
     cv_.wait_for(l, std::chrono::milliseconds(interval_ms), [this] { return stop_; });
   }

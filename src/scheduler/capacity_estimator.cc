@@ -44,8 +44,14 @@ void CapacityEstimator::AddTransfer(const std::string& child_host, const std::st
   if (bytes == 0 || cost <= std::chrono::nanoseconds::zero()) return;
   now_ = std::max(now_, end);
   const Clock::time_point start = end - std::chrono::duration_cast<Clock::duration>(cost);
-  Spread(SeriesOf(upload_, parent_host), bytes, start, end);
-  Spread(SeriesOf(download_, child_host), bytes, start, end);
+  Series& up = SeriesOf(upload_, parent_host);
+  Series& down = SeriesOf(download_, child_host);
+  for (Series* s : {&up, &down}) {
+    if (s->remote) *s = Series{std::vector<uint64_t>(ring_, 0), std::vector<uint64_t>(ring_, 0)};
+    s->remote = false;
+  }
+  Spread(up, bytes, start, end);
+  Spread(down, bytes, start, end);
   PairState& p = pairs_[{child_host, parent_host}];
   const double rate = static_cast<double>(bytes) * 1e9 / static_cast<double>(cost.count());
   p.rate = p.records == 0 ? rate : (1 - kPairAlpha) * p.rate + kPairAlpha * rate;
@@ -207,21 +213,26 @@ std::pair<double, uint64_t> CapacityEstimator::Pair(const std::string& child_hos
   return {it->second.rate, it->second.records};
 }
 
-void CapacityEstimator::Merge(const std::string& host, const Learned& learned,
-                              Clock::time_point now) {
-  auto merge = [&](std::unordered_map<std::string, Series>& map, uint64_t peak, uint64_t busy,
-                   uint64_t active) {
-    if (peak == 0 && busy == 0 && active == 0) return;
-    Series& s = SeriesOf(map, host);
-    if (static_cast<double>(peak) > DecayedPeak(s, now)) {
-      s.peak = static_cast<double>(peak);
-      s.peak_at = now;
-    }
-    s.busy = std::max(s.busy, static_cast<double>(busy));
-    s.active = std::max(s.active, static_cast<double>(active));
+std::pair<uint64_t, uint64_t> CapacityEstimator::SharedRates(const std::string& host) const {
+  const Learned l = Get(host);
+  auto rate = [](uint64_t peak, uint64_t busy, uint64_t active) {
+    return busy > 0 ? busy : std::max(peak, active);
   };
-  merge(upload_, learned.upload_peak, learned.upload_busy, learned.upload_active);
-  merge(download_, learned.download_peak, learned.download_busy, learned.download_active);
+  return {rate(l.upload_peak, l.upload_busy, l.upload_active),
+          rate(l.download_peak, l.download_busy, l.download_active)};
+}
+
+void CapacityEstimator::MergeRemote(const std::string& host, uint64_t upload, uint64_t download,
+                                    Clock::time_point now) {
+  auto merge = [&](std::unordered_map<std::string, Series>& map, uint64_t rate) {
+    if (rate == 0) return;
+    Series& s = SeriesOf(map, host);
+    if (!s.remote) return;
+    s.peak = s.active = static_cast<double>(rate);
+    s.peak_at = now;
+  };
+  merge(upload_, upload);
+  merge(download_, download);
 }
 
 void CapacityEstimator::RemoveHost(const std::string& host) {

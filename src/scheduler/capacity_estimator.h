@@ -109,8 +109,13 @@ class CapacityEstimator {
   std::pair<double, uint64_t> Pair(const std::string& child_host,
                                    const std::string& parent_host) const;
 
-  // Takes what another scheduler learned: keeps the larger peak and busy rates.
-  void Merge(const std::string& host, const Learned& learned, Clock::time_point now);
+  // One rate per direction to share with other schedulers (bytes/s; 0 = nothing learned): the
+  // busy rate when there is one (the link measured under load), else max(peak, active).
+  std::pair<uint64_t, uint64_t> SharedRates(const std::string& host) const;
+  // Adopts what another scheduler learned of a host (`upload`, `download`: SharedRates) unless
+  // this one has records of the host itself, which are fresher for its decisions.
+  void MergeRemote(const std::string& host, uint64_t upload, uint64_t download,
+                   Clock::time_point now);
 
   // Forgets a host (it left): its series, and the pairs it is in.
   void RemoveHost(const std::string& host);
@@ -136,6 +141,7 @@ class CapacityEstimator {
     double busy = 0;            // bytes/s, mean of busy windows (EWMA)
     double active = 0;          // bytes/s, mean of windows with a transfer throughout (EWMA)
     double recent_cost_ns = 0;  // longest recent transfer, decaying by 10% per record
+    bool remote = true;         // learned only from other schedulers (MergeRemote)
   };
   struct PairState {
     double rate = 0;

@@ -9,6 +9,7 @@
 
 #include "common/units.h"
 #include "scheduler/evaluator.h"
+#include "scheduler/redis_store.h"
 
 namespace df::scheduler {
 namespace {
@@ -195,6 +196,11 @@ Result<SchedulerConfig> LoadConfigFromString(const std::string& yaml, const std:
 
 Status ValidateConfig(const SchedulerConfig& config) {
   if (config.listen.empty()) return InvalidArgument("listen: address must not be empty");
+  if (config.store != "memory" && !config.store.empty()) {
+    if (auto redis = ParseRedisUrl(config.store); !redis.ok()) {
+      return InvalidArgument("store: " + redis.status().message());
+    }
+  }
   if (!IsKnownEvaluator(config.evaluator)) {
     return InvalidArgument("evaluator: unknown evaluator '" + config.evaluator +
                            "' (available: " + KnownEvaluatorNames() + ")");

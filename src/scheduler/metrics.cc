@@ -59,6 +59,11 @@ SchedulerMetrics::SchedulerMetrics(prometheus::Registry& r)
       hosts(Gauge(r, "df_scheduler_hosts", "Hosts known to the scheduler")),
       tasks(Gauge(r, "df_scheduler_tasks", "Tasks known to the scheduler")),
       peers(Gauge(r, "df_scheduler_peers", "Peers known to the scheduler")),
+      store_up(Gauge(r, "df_scheduler_store_up",
+                     "1 while the shared store answers; 0 while this scheduler works from its "
+                     "memory alone")),
+      store_errors(Counter(r, "df_scheduler_store_errors_total",
+                           "Store calls that failed (their work is retried next round)")),
       peer_messages_(BuildCounter()
                          .Name("df_scheduler_peer_announces_total")
                          .Help("AnnouncePeer messages received, by type")

@@ -32,6 +32,8 @@ struct SchedulerMetrics {
   prometheus::Gauge& hosts;
   prometheus::Gauge& tasks;
   prometheus::Gauge& peers;
+  prometheus::Gauge& store_up;        // 1 while the shared store answers (store_sync.h)
+  prometheus::Counter& store_errors;  // store calls that failed
 
  private:
   prometheus::Family<prometheus::Counter>& peer_messages_;

@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "common/task_info.h"
 #include "common/task_spec.h"
+#include "scheduler/memory_store.h"
 #include "scheduler/network_topology.h"
 
 namespace df::scheduler {
@@ -74,22 +75,33 @@ bool FinishedPieces::Add(uint32_t piece_number) {
 }
 
 Scheduler::Scheduler(SchedulerConfig config, std::unique_ptr<Evaluator> evaluator,
-                     std::unique_ptr<SeedTrigger> seed_trigger, SchedulerMetrics* metrics)
+                     std::unique_ptr<SeedTrigger> seed_trigger, SchedulerMetrics* metrics,
+                     std::unique_ptr<Store> store)
     : config_(std::move(config)),
       evaluator_(std::move(evaluator)),
       seed_trigger_(std::move(seed_trigger)),
       metrics_(*metrics),
+      store_(store ? std::move(store) : std::make_unique<MemoryStore>()),
       rng_(std::random_device{}()),
-      next_gc_(Clock::now() + std::chrono::milliseconds(config_.gc_interval_ms)) {}
+      next_gc_(Clock::now() + std::chrono::milliseconds(config_.gc_interval_ms)) {
+  StoreSync::Hooks hooks;
+  hooks.export_capacities = [this] { return ExportCapacities(); };
+  hooks.export_pairs = [this] { return ExportPairs(); };
+  hooks.import_capacities = [this](const auto& theirs) { ImportCapacities(theirs); };
+  sync_ = std::make_unique<StoreSync>(store_.get(), std::move(hooks), StoreSync::Options{},
+                                      metrics_.store_up, metrics_.store_errors);
+}
 
 Scheduler::~Scheduler() {
   Stop();
+  sync_.reset();
   // Waits for in-flight triggers; their callbacks still find this object alive.
   seed_trigger_.reset();
 }
 
 void Scheduler::Start() {
   worker_ = std::thread([this] { Run(); });
+  sync_->Start();
 }
 
 void Scheduler::Stop() {
@@ -99,6 +111,7 @@ void Scheduler::Stop() {
   }
   wake_.notify_all();
   if (worker_.joinable()) worker_.join();
+  if (sync_) sync_->Stop();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -131,6 +144,7 @@ Status Scheduler::AnnounceHost(const v1::Host& info, const std::string& caller_i
   host->announced = true;
   host->left = false;
   RefreshHostCapacity(*host);
+  sync_->PutHost(info);
   if (host->is_seed()) {
     seed_hosts_.insert(info.id());
   } else {
@@ -941,7 +955,10 @@ void Scheduler::OnPieceFinished(Task& task, Peer& peer, const v1::PieceFinished&
   parent->upload_success++;
   parent->host->upload_success++;
   parent->upload_costs.Add(m.cost_ns());
-  records_.Add({peer.host->info.id(), parent->host->info.id(), m.length(), m.cost_ns(), UnixMs()});
+  BandwidthRecord record{peer.host->info.id(), parent->host->info.id(), m.length(), m.cost_ns(),
+                         UnixMs()};
+  records_.Add(record);
+  sync_->AddRecord(std::move(record));
   capacity_.AddTransfer(peer.host->info.id(), parent->host->info.id(), m.length(),
                         std::chrono::nanoseconds(m.cost_ns()), Clock::now());
 }
@@ -1175,6 +1192,7 @@ void Scheduler::CollectGarbageLocked(Clock::time_point now) {
     if (gone_hosts.contains(h->second.get()) && h->second->peer_count == 0) {
       records_.RemoveHost(h->first);
       capacity_.RemoveHost(h->first);
+      sync_->DeleteHost(h->first);
       if (topology_) topology_->RemoveHost(h->first);  // no I/O: store deletion is queued
       seed_hosts_.erase(h->first);
       h = hosts_.erase(h);
@@ -1249,6 +1267,36 @@ void Scheduler::ScaleAllotments(Task& task, Peer& parent, double ratio) {
     SetAllotment(
         parent, *child,
         std::max<uint64_t>(1, static_cast<uint64_t>(static_cast<double>(it->second) * ratio)));
+  }
+}
+
+std::vector<LearnedCapacity> Scheduler::ExportCapacities() {
+  std::lock_guard lock(mu_);
+  std::vector<LearnedCapacity> out;
+  const int64_t now = UnixMs();
+  for (const auto& [host, learned] : capacity_.Snapshot()) {
+    auto [up, down] = capacity_.SharedRates(host);
+    if (up > 0 || down > 0) out.push_back({host, up, down, now});
+  }
+  return out;
+}
+
+std::vector<PairEstimate> Scheduler::ExportPairs() {
+  std::lock_guard lock(mu_);
+  std::vector<PairEstimate> out;
+  const int64_t now = UnixMs();
+  for (const auto& p : capacity_.Pairs()) {
+    out.push_back({p.child_host, p.parent_host, p.bytes_per_sec, p.records, now});
+  }
+  return out;
+}
+
+void Scheduler::ImportCapacities(const std::vector<LearnedCapacity>& theirs) {
+  std::lock_guard lock(mu_);
+  const auto now = Clock::now();
+  for (const auto& c : theirs) {
+    if (!hosts_.contains(c.host_id)) continue;  // only hosts this scheduler schedules
+    capacity_.MergeRemote(c.host_id, c.upload_bytes_per_sec, c.download_bytes_per_sec, now);
   }
 }
 

@@ -42,6 +42,8 @@
 #include "scheduler/peer_stream.h"
 #include "scheduler/resource.h"
 #include "scheduler/seed_trigger.h"
+#include "scheduler/store.h"
+#include "scheduler/store_sync.h"
 
 namespace df::scheduler {
 
@@ -58,18 +60,24 @@ class Scheduler {
  public:
   // `metrics` is borrowed and must outlive the Scheduler. `seed_trigger` may be null (seed hosts
   // are then never triggered; their dfdaemons may still register seed peers on their own).
+  // `store` holds what schedulers share (null: an in-memory store of this process alone).
   Scheduler(SchedulerConfig config, std::unique_ptr<Evaluator> evaluator,
-            std::unique_ptr<SeedTrigger> seed_trigger, SchedulerMetrics* metrics);
+            std::unique_ptr<SeedTrigger> seed_trigger, SchedulerMetrics* metrics,
+            std::unique_ptr<Store> store = nullptr);
   // Stops the background thread, then waits for in-flight seed triggers.
   ~Scheduler();
 
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Starts the background thread (pushes, schedule timeouts, GC). Call once.
+  // Starts the background threads (pushes, schedule timeouts, GC; store sync). Call once.
   void Start();
-  // Joins the background thread; idempotent.
+  // Joins the background threads; idempotent.
   void Stop();
+
+  Store& store() { return *store_; }
+  // Runs one store round now (tests): writes what was learned, reads what others learned.
+  bool SyncStore() { return sync_->SyncOnce(); }
 
   // Adds or refreshes a host. InvalidArgument when the id is empty; ResourceExhausted-like
   // Unavailable when max_hosts hosts are known. `caller_ip` is the address of an
@@ -259,7 +267,13 @@ class Scheduler {
   std::unique_ptr<SeedTrigger> seed_trigger_;  // reset first in the destructor
   SchedulerMetrics& metrics_;
   BandwidthRecords records_;
-  CapacityEstimator capacity_;               // GUARDED_BY(mu_)
+  CapacityEstimator capacity_;  // GUARDED_BY(mu_)
+  const std::unique_ptr<Store> store_;
+  std::unique_ptr<StoreSync> sync_;  // uses store_ and takes mu_ in its hooks
+  // Store hooks (sync thread; take mu_).
+  std::vector<LearnedCapacity> ExportCapacities();
+  std::vector<PairEstimate> ExportPairs();
+  void ImportCapacities(const std::vector<LearnedCapacity>& theirs);
   Clock::time_point next_capacity_refresh_;  // GUARDED_BY(mu_)
 
   mutable std::mutex mu_;

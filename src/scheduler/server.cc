@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "common/grpc_limits.h"
+#include "common/log.h"
 
 namespace df::scheduler {
 
@@ -22,10 +23,17 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   s->auth_ = std::move(auth).value();
   if (!seed_trigger) seed_trigger = std::make_unique<GrpcSeedTrigger>(&s->auth_);
 
+  auto store = NewStore(config.store);
+  if (!store.ok()) return store.status();
+  if (Status up = store.value()->Ping(); !up.ok()) {
+    DF_LOG_WARN("store {} does not answer yet; scheduling from memory until it does: {}",
+                config.store, up.ToString());
+  }
   s->metrics_ = std::make_unique<SchedulerMetrics>(registry);
-  s->scheduler_ = std::make_unique<Scheduler>(config, std::move(evaluator).value(),
-                                              std::move(seed_trigger), s->metrics_.get());
-  DF_RETURN_IF_ERROR(s->StartNetworkTopology(config));
+  s->scheduler_ =
+      std::make_unique<Scheduler>(config, std::move(evaluator).value(), std::move(seed_trigger),
+                                  s->metrics_.get(), std::move(store).value());
+  s->StartNetworkTopology(config);
   s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->auth_,
                                                    s->topology_.get(), config.probe_sample_size);
 
@@ -57,18 +65,15 @@ void SchedulerServer::Shutdown(uint64_t grace_ms) {
   if (topology_) topology_->Stop();
 }
 
-Status SchedulerServer::StartNetworkTopology(const SchedulerConfig& config) {
-  auto store = NewStore(config.store);
-  if (!store.ok()) return store.status();
-  probe_store_ = std::move(store).value();
+void SchedulerServer::StartNetworkTopology(const SchedulerConfig& config) {
   NetworkTopologyOptions options;
   options.probe_count = config.probe_count;
   options.probe_queue_length = config.probe_queue_length;
   options.probe_sample_size = config.probe_sample_size;
-  topology_ = std::make_unique<NetworkTopology>(probe_store_.get(), options);
+  // Probes live in the scheduler's store; Shutdown() stops the topology before either goes.
+  topology_ = std::make_unique<NetworkTopology>(&scheduler_->store(), options);
   scheduler_->SetNetworkTopology(topology_.get());
   topology_->Start();
-  return Status::Ok();
 }
 
 }  // namespace df::scheduler

@@ -39,13 +39,13 @@ class SchedulerServer {
 
  private:
   SchedulerServer() = default;
-  // Opens config.store for probes and starts the NetworkTopology the scheduler reads RTTs from.
-  Status StartNetworkTopology(const SchedulerConfig& config);
+  // Starts the NetworkTopology (over the scheduler's store) the scheduler reads RTTs from.
+  void StartNetworkTopology(const SchedulerConfig& config);
 
   ControlAuth auth_;  // before everything that borrows it
   std::unique_ptr<SchedulerMetrics> metrics_;
-  // The store probes are kept in (config.store) and the topology: both outlive the scheduler.
-  std::unique_ptr<Store> probe_store_;
+  // Latency probes: borrows the scheduler's store and is stopped by Shutdown() (before the
+  // scheduler and its store are destroyed); destroyed after the scheduler, which points to it.
   std::unique_ptr<NetworkTopology> topology_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<SchedulerService> service_;

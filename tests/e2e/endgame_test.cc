@@ -88,7 +88,10 @@ TEST_F(EndgameTest, ASlowParentDoesNotHoldTheLastPieces) {
   scheduler_port_ = bench::FreePort();
   Process scheduler =
       Process::Start({Bin("scheduler/dfscheduler"), "--listen",
-                      "127.0.0.1:" + std::to_string(scheduler_port_), "--metrics", ""},
+                      "127.0.0.1:" + std::to_string(scheduler_port_), "--metrics", "",
+                      // No capacity assumption: the child is offered every parent, the slow
+                      // one included (with one, one good parent would cover its booking).
+                      "--capacity-prior", "0"},
                      dir_.path() + "/dfscheduler.log");
   ASSERT_TRUE(bench::WaitForTcp(scheduler_port_, 10000));
 

@@ -117,14 +117,22 @@ TEST(CapacityEstimatorTest, ARecordLongerThanTheRingIsCountedOnceAndNothingCrash
   EXPECT_EQ(e.Pair("a", "p").second, 0u);
 }
 
-TEST(CapacityEstimatorTest, MergeKeepsTheLargerOfTwoSchedulersViews) {
+TEST(CapacityEstimatorTest, AnotherSchedulersViewIsAdoptedOnlyForHostsNotSeenHere) {
   CapacityEstimator e;
   const auto now = Clock::now();
-  e.Merge("p", {30'000'000, 25'000'000, 0, 0, 0, 0}, now);
-  EXPECT_EQ(e.Get("p").upload_busy, 25'000'000u);
-  e.Merge("p", {10'000'000, 5'000'000, 0, 0, 0, 0}, now);
-  EXPECT_EQ(e.Get("p").upload_busy, 25'000'000u);
-  ASSERT_EQ(e.Snapshot().size(), 1u);
+  e.MergeRemote("p", 25'000'000, 0, now);
+  EXPECT_EQ(e.Get("p").upload_peak, 25'000'000u);
+  EXPECT_EQ(e.SharedRates("p").first, 25'000'000u);
+  e.MergeRemote("p", 5'000'000, 0, now);  // a newer remote view replaces the older
+  EXPECT_EQ(e.Get("p").upload_peak, 5'000'000u);
+  // Records of its own: the remote view no longer applies.
+  auto t = Feed(e, "q", {"a", "b"}, kMiB, 10e6, 8, now);
+  e.Advance(t + 4s);
+  const auto own = e.SharedRates("q").first;
+  EXPECT_NEAR(static_cast<double>(own), 20e6, 2e6);
+  e.MergeRemote("q", 1'000, 0, t);
+  EXPECT_EQ(e.SharedRates("q").first, own);
+  ASSERT_EQ(e.Snapshot().size(), 4u);  // p, q, a, b
 }
 
 }  // namespace

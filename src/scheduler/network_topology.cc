@@ -293,10 +293,15 @@ Status NetworkTopology::Refresh() {
     it->second = std::move(edge);
     if (inserted) in_[dst].insert(src);
   }
+  return Status::Ok();
+}
+
+void NetworkTopology::ForgetOldTombstones() {
+  std::unique_lock lock(mu_);
+  const auto now = clock_.Now();
   for (auto t = tombstones_.begin(); t != tombstones_.end();) {
     t = now - t->second >= kTombstoneTtl ? tombstones_.erase(t) : std::next(t);
   }
-  return Status::Ok();
 }
 
 void NetworkTopology::DeleteRemoved() {
@@ -325,6 +330,7 @@ void NetworkTopology::RunBackground() {
     DeleteRemoved();
     // A memory store is this process's own: everything in it is already here.
     if (store_->name() != "memory") (void)Refresh();
+    ForgetOldTombstones();
     lock.lock();
     run_cv_.wait_for(lock, options_.refresh_interval, [this] { return stop_; });
   }

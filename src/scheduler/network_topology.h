@@ -148,6 +148,7 @@ class NetworkTopology {
   std::vector<uint64_t> Counts(const std::vector<std::string>& ids);
   void RunBackground();
   void DeleteRemoved();
+  void ForgetOldTombstones();
 
   Store* const store_;
   const NetworkTopologyOptions options_;

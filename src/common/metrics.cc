@@ -793,7 +793,30 @@ MetricsServer::Reply MetricsServer::Respond(const std::string& method, const std
   }
   if (path == "/metrics") return MetricsReply();
   if (path == "/healthz") return HealthReply();
+  std::shared_ptr<const std::function<HttpBody()>> handler;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = handlers_.find(path);
+    if (it != handlers_.end()) handler = it->second;
+  }
+  if (handler) {
+    HttpBody body = (*handler)();  // a throw is answered 500 by Loop::Answer
+    return {200, std::move(body.content_type), std::move(body.body)};
+  }
   return {404, kTextContentType, "not found; try /metrics or /healthz\n"};
+}
+
+Status MetricsServer::SetHandler(const std::string& path, std::function<HttpBody()> handler) {
+  if (path.empty() || path[0] != '/' || path == "/metrics" || path == "/healthz") {
+    return InvalidArgument("metrics server: cannot register a handler for '" + path + "'");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (handler) {
+    handlers_[path] = std::make_shared<const std::function<HttpBody()>>(std::move(handler));
+  } else {
+    handlers_.erase(path);
+  }
+  return Status::Ok();
 }
 
 MetricsServer::Reply MetricsServer::MetricsReply() {

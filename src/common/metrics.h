@@ -21,6 +21,7 @@
 //   GET /metrics  200 "text/plain; version=0.0.4": the registry, plus a df_healthy gauge
 //                 (1 while /healthz would answer 200, else 0)
 //   GET /healthz  200 "ok\n" when healthy; 503 with the reason as a one-line body when not
+//   GET <path>    200 with what the handler registered for <path> (SetHandler) returns
 //   other path 404; other method 405; malformed request 400 (then close); request head over
 //   kMaxHeadBytes 431 (then close); HTTP version other than 1.x 505 (then close). A request
 //   that carries a body (Content-Length > 0, Transfer-Encoding) is answered, then the connection
@@ -30,6 +31,7 @@
 #include <prometheus/registry.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -84,6 +86,20 @@ class MetricsServer {
   // client of the server waits for it. Replaces any earlier check; an empty function removes it.
   void SetHealthCheck(std::function<std::string()> check);
 
+  // A reply body and its Content-Type, as a registered handler produces it.
+  struct HttpBody {
+    std::string content_type;  // e.g. "application/json"
+    std::string body;
+  };
+  // Serves GET/HEAD `path` (exact match, query ignored) with what `handler` returns, 200, so a
+  // component can expose its state (the scheduler's /api/v1/...) without this class knowing it.
+  // The handler runs on the server thread for every request: like the health check it must be
+  // thread-safe and must not block (no I/O); a throw becomes a 500. Replaces an earlier handler
+  // of the path; an empty function removes it (once SetHandler returns, a removed handler is not
+  // started again, though a call in progress may still finish). InvalidArgument for "/metrics",
+  // "/healthz" or a path not starting with '/'.
+  Status SetHandler(const std::string& path, std::function<HttpBody()> handler);
+
  private:
   class Loop;
   struct Reply;
@@ -100,6 +116,8 @@ class MetricsServer {
   std::mutex mu_;
   bool healthy_ = true;                                        // GUARDED_BY(mu_)
   std::shared_ptr<const std::function<std::string()>> check_;  // GUARDED_BY(mu_)
+  std::map<std::string, std::shared_ptr<const std::function<HttpBody()>>>
+      handlers_;  // GUARDED_BY(mu_)
   int port_ = 0;
   std::unique_ptr<Loop> loop_;  // null until Start() succeeds
 };

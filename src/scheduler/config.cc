@@ -99,6 +99,10 @@ const std::map<std::string, Setter>& Setters() {
       {"dataset_max_file_size", Size(&C::dataset_max_file_size, 4096)},
       {"dataset_max_files", Count(&C::dataset_max_files, 0, 100000)},
       {"dataset_topology_interval", Duration(&C::dataset_topology_interval_ms, 100)},
+      // The daemon probes at most 32 hosts per round (prober.h, kMaxProbeTargets).
+      {"probe_count", Count(&C::probe_count, 1, 32)},
+      {"probe_queue_length", Count(&C::probe_queue_length, 1, 1000)},
+      {"probe_sample_size", Count(&C::probe_sample_size, 1, 10000)},
       {"back_to_source_limit", Count(&C::back_to_source_limit, 0, 100000)},
       {"weak_child_seed_delay", Duration(&C::weak_child_seed_delay_ms, 0)},
       {"schedule_timeout", Duration(&C::schedule_timeout_ms, 0)},
@@ -141,6 +145,9 @@ const std::vector<std::string>& OptionNames() {
                                                           "dataset_max_file_size",
                                                           "dataset_max_files",
                                                           "dataset_topology_interval",
+                                                          "probe_count",
+                                                          "probe_queue_length",
+                                                          "probe_sample_size",
                                                           "schedule_timeout",
                                                           "push_interval",
                                                           "seed_trigger_attempts",
@@ -231,6 +238,10 @@ Status ValidateConfig(const SchedulerConfig& config) {
     return InvalidArgument("filter_parent_limit (" + std::to_string(config.filter_parent_limit) +
                            ") must be >= candidate_parent_limit (" +
                            std::to_string(config.candidate_parent_limit) + ")");
+  }
+  if (config.probe_sample_size < config.probe_count) {
+    return InvalidArgument("probe_sample_size (" + std::to_string(config.probe_sample_size) +
+                           ") must be >= probe_count (" + std::to_string(config.probe_count) + ")");
   }
   return Status::Ok();
 }

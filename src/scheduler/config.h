@@ -65,6 +65,12 @@ struct SchedulerConfig {
   uint64_t dataset_max_file_size = 64ull << 20;
   uint32_t dataset_max_files = 10;
   uint64_t dataset_topology_interval_ms = 60'000;  // how often the probe graph is written
+  // Latency probes (docs/measurement.md, "Probes (scheduler side)"): each SyncProbes round gets
+  // the probe_count least probed among a random sample of probe_sample_size other hosts; the last
+  // probe_queue_length samples of each (src, dst) pair are kept.
+  uint32_t probe_count = 5;
+  uint32_t probe_queue_length = 5;
+  uint32_t probe_sample_size = 50;
   // Concurrent back-to-source peers per task on normal hosts (a seed peer is never limited).
   uint32_t back_to_source_limit = 1;
   // A peer with no candidate parents for this long goes back to source (limits permitting).

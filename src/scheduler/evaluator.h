@@ -6,8 +6,9 @@
 // which order the good ones are offered. Implementations:
 //   "default"  rule based: free upload capacity, finished pieces, upload success rate, host
 //              type, IDC and location affinity (default_evaluator.h).
-// Later: "latency" (default + probed RTT) and "ml" (predicted bandwidth); they must never block
-// a scheduling decision (answer from caches, fall back to default).
+//   "latency"  default + probed RTT and probe failures (latency_evaluator.h).
+// Later: "ml" (predicted bandwidth); it must never block a scheduling decision (answer from
+// caches, fall back to default).
 #pragma once
 
 #include <cstdint>
@@ -52,6 +53,11 @@ struct ParentInfo {
   uint64_t upload_failure = 0;
   // Costs of the pieces this parent served, oldest first (see CostHistory).
   std::vector<uint64_t> piece_costs_ns;
+  // Probed RTT between the child's host and this parent's host (mean of the kept samples, either
+  // direction), ns; 0 = never probed.
+  int64_t rtt_ns = 0;
+  // Failed probes of this parent's host since its last successful one (distinct probers).
+  uint32_t probe_failures = 0;
 };
 
 // What an evaluator knows about the child it schedules for.
@@ -91,6 +97,6 @@ class Evaluator {
 // The evaluator named `name`; InvalidArgument naming the known ones for an unknown name.
 Result<std::unique_ptr<Evaluator>> NewEvaluator(std::string_view name);
 bool IsKnownEvaluator(std::string_view name);
-std::string KnownEvaluatorNames();  // "default"
+std::string KnownEvaluatorNames();  // "default, latency"
 
 }  // namespace df::scheduler

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "scheduler/config.h"
+#include "scheduler/scheduler_api.h"
 #include "scheduler/server.h"
 
 namespace {
@@ -23,8 +24,8 @@ struct FlagHelp {
 
 constexpr FlagHelp kFlags[] = {
     {"listen", "gRPC address of the Scheduler service"},
-    {"metrics", "address serving /metrics and /healthz (\"\" disables)"},
-    {"evaluator", "parent-selection algorithm: default"},
+    {"metrics", "address serving /metrics, /healthz and /api/v1/... (\"\" disables)"},
+    {"evaluator", "parent-selection algorithm: default or latency"},
     {"log_level", "trace, debug, info, warn, error, critical or off"},
     {"auth_token_file", "file with the cluster's shared token for every RPC (docs/security.md)"},
     {"tls_cert_file", "mutual TLS: PEM certificate of this scheduler (with --tls-key, --tls-ca)",
@@ -48,6 +49,9 @@ constexpr FlagHelp kFlags[] = {
     {"dataset_max_file_size", "a dataset file is rotated before it grows past this (e.g. 64MiB)"},
     {"dataset_max_files", "rotated dataset files kept per kind (the oldest are deleted)"},
     {"dataset_topology_interval", "how often the probe graph is written to networktopology.csv"},
+    {"probe_count", "hosts each daemon probes per probe round (the least probed of a sample)"},
+    {"probe_queue_length", "latency samples kept per (src, dst) host pair"},
+    {"probe_sample_size", "random sample of hosts the probe targets are chosen from"},
     {"back_to_source_limit", "concurrent back-to-source peers per task (seed peers not counted)"},
     {"schedule_timeout", "a peer without parents this long goes back to source"},
     {"push_interval", "minimum time between parent pushes to one peer"},
@@ -88,6 +92,9 @@ std::string DefaultText(const std::string& name) {
       {"dataset_max_file_size", "64MiB"},
       {"dataset_max_files", std::to_string(d.dataset_max_files)},
       {"dataset_topology_interval", "1m"},
+      {"probe_count", std::to_string(d.probe_count)},
+      {"probe_queue_length", std::to_string(d.probe_queue_length)},
+      {"probe_sample_size", std::to_string(d.probe_sample_size)},
       {"schedule_timeout", "10s"},
       {"push_interval", "200ms"},
       {"seed_trigger_attempts", std::to_string(d.seed_trigger_attempts)},
@@ -159,6 +166,11 @@ int main(int argc, char** argv) {
   }
   auto server = df::scheduler::SchedulerServer::Start(config, metrics.registry());
   if (!server.ok()) return Fail(server.status().message());
+  if (!config.metrics.empty()) {
+    df::Status s = df::scheduler::RegisterSchedulerApi(metrics, server.value()->scheduler(),
+                                                       server.value()->network_topology());
+    if (!s.ok()) return Fail(s.message());
+  }
   DF_LOG_INFO("dfscheduler listening listen={} port={} metrics={} evaluator={}", config.listen,
               server.value()->port(), config.metrics, config.evaluator);
 
@@ -166,6 +178,7 @@ int main(int argc, char** argv) {
   sigwait(&stop_signals, &signal);
   DF_LOG_INFO("dfscheduler stopping signal={}", signal);
   metrics.SetHealthy(false);
+  df::scheduler::UnregisterSchedulerApi(metrics);
   server.value()->Shutdown();
   return 0;
 }

@@ -8,6 +8,7 @@
 #include "common/task_info.h"
 #include "common/task_spec.h"
 #include "scheduler/memory_store.h"
+#include "scheduler/network_topology.h"
 
 namespace df::scheduler {
 namespace {
@@ -203,6 +204,7 @@ Status Scheduler::LeaveHost(const std::string& host_id, const std::string& calle
     jobs = TakeSeedJobs();
   }
   SendSeedJobs(std::move(jobs));
+  if (topology_) topology_->RemoveHost(host_id);  // its probes, both ways
   return Status::Ok();
 }
 
@@ -685,6 +687,13 @@ std::vector<std::pair<Peer*, uint64_t>> Scheduler::RankCandidates(
   std::vector<ParentInfo> infos;
   infos.reserve(candidates.size());
   for (Peer* p : candidates) infos.push_back(MakeParentInfo(*p, task));
+  if (topology_) {  // in-memory lookups only (network_topology.h): no I/O under mu_
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const std::string& parent_host = candidates[i]->host->info.id();
+      infos[i].rtt_ns = topology_->AverageRtt(child.host->info.id(), parent_host).value_or(0);
+      infos[i].probe_failures = topology_->ProbeFailures(parent_host);
+    }
+  }
   auto ranked = evaluator_->Evaluate(child_info, infos, TaskView{task.total_pieces});
   std::vector<Peer*> order;
   for (const auto& r : ranked) {
@@ -1215,6 +1224,7 @@ void Scheduler::CollectGarbageLocked(Clock::time_point now) {
       records_.RemoveHost(h->first);
       capacity_.RemoveHost(h->first);
       sync_->DeleteHost(h->first);
+      if (topology_) topology_->RemoveHost(h->first);  // no I/O: store deletion is queued
       seed_hosts_.erase(h->first);
       h = hosts_.erase(h);
     } else {

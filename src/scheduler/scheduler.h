@@ -55,6 +55,8 @@ struct PeerKey {
   std::string host_id;
 };
 
+class NetworkTopology;
+
 class Scheduler {
  public:
   // `metrics` is borrowed and must outlive the Scheduler. `seed_trigger` may be null (seed hosts
@@ -139,6 +141,27 @@ class Scheduler {
   const BandwidthRecords& records() const { return records_; }
   // The records dataset's writer; null when config.dataset_dir is empty.
   DatasetWriter* dataset() { return dataset_.get(); }
+
+  // Latency probes (network_topology.h). The topology is borrowed (outlives the Scheduler) and
+  // set before Start(); without one, evaluators see no RTTs. The Scheduler tells it of hosts it
+  // removes (LeaveHost, GC) and reads its in-memory RTTs and failures for ParentInfo.
+  void SetNetworkTopology(NetworkTopology* topology) { topology_ = topology; }
+  // A uniform random sample of at most `sample_size` reachable hosts (announced, not left, with
+  // an address and a piece port, seen within host_ttl) other than `src_host_id`
+  // (full announced records), for NetworkTopology::AssignTargets. NotFound when src is not an
+  // announced host; PermissionDenied when `caller_ip` (non-empty: unauthenticated caller) is not
+  // the address src announced. O(hosts) under the mutex (a reservoir sample); no I/O.
+  Result<std::vector<df::scheduler::v1::Host>> ProbeCandidates(const std::string& src_host_id,
+                                                               const std::string& caller_ip,
+                                                               size_t sample_size);
+  // A snapshot of every host (announced record and capacities), for the HTTP API.
+  struct HostView {
+    df::scheduler::v1::Host info;
+    HostCapacity capacity;
+  };
+  std::vector<HostView> ListHosts() const;
+  // Learned bandwidth of each (child host, parent host) pair, for the HTTP API.
+  std::vector<CapacityEstimator::PairRate> PairRates() const;
 
  private:
   struct SeedJob {
@@ -273,6 +296,7 @@ class Scheduler {
   bool stop_ = false;                   // GUARDED_BY(mu_)
   Clock::time_point next_gc_;           // GUARDED_BY(mu_)
   std::thread worker_;
+  NetworkTopology* topology_ = nullptr;  // set before Start(); thread-safe on its own
 };
 
 }  // namespace df::scheduler

@@ -33,7 +33,9 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   s->scheduler_ =
       std::make_unique<Scheduler>(config, std::move(evaluator).value(), std::move(seed_trigger),
                                   s->metrics_.get(), std::move(store).value());
-  s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->auth_);
+  s->StartNetworkTopology(config);
+  s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->auth_,
+                                                   s->topology_.get(), config.probe_sample_size);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen, s->auth_.ServerCredentials(), &s->port_);
@@ -60,6 +62,18 @@ void SchedulerServer::Shutdown(uint64_t grace_ms) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
   }
   if (scheduler_) scheduler_->Stop();
+  if (topology_) topology_->Stop();
+}
+
+void SchedulerServer::StartNetworkTopology(const SchedulerConfig& config) {
+  NetworkTopologyOptions options;
+  options.probe_count = config.probe_count;
+  options.probe_queue_length = config.probe_queue_length;
+  options.probe_sample_size = config.probe_sample_size;
+  // Probes live in the scheduler's store; Shutdown() stops the topology before either goes.
+  topology_ = std::make_unique<NetworkTopology>(&scheduler_->store(), options);
+  scheduler_->SetNetworkTopology(topology_.get());
+  topology_->Start();
 }
 
 }  // namespace df::scheduler

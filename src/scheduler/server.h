@@ -9,6 +9,7 @@
 #include "common/status.h"
 #include "scheduler/config.h"
 #include "scheduler/metrics.h"
+#include "scheduler/network_topology.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/seed_trigger.h"
 #include "scheduler/service.h"
@@ -34,12 +35,18 @@ class SchedulerServer {
 
   int port() const { return port_; }
   Scheduler& scheduler() { return *scheduler_; }
+  NetworkTopology& network_topology() { return *topology_; }
 
  private:
   SchedulerServer() = default;
+  // Starts the NetworkTopology (over the scheduler's store) the scheduler reads RTTs from.
+  void StartNetworkTopology(const SchedulerConfig& config);
 
   ControlAuth auth_;  // before everything that borrows it
   std::unique_ptr<SchedulerMetrics> metrics_;
+  // Latency probes: borrows the scheduler's store and is stopped by Shutdown() (before the
+  // scheduler and its store are destroyed); destroyed after the scheduler, which points to it.
+  std::unique_ptr<NetworkTopology> topology_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<SchedulerService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -14,6 +14,7 @@
 
 #include "common/auth.h"
 #include "scheduler.grpc.pb.h"
+#include "scheduler/network_topology.h"
 #include "scheduler/scheduler.h"
 
 namespace df::scheduler {
@@ -22,9 +23,14 @@ namespace df::scheduler {
 // gRPC server this service is registered with (shut the server down first).
 class SchedulerService final : public df::scheduler::v1::Scheduler::CallbackService {
  public:
-  // `auth` (outlives the service) is checked on every RPC.
-  SchedulerService(Scheduler* scheduler, const ControlAuth* auth)
-      : scheduler_(*scheduler), auth_(*auth) {}
+  // `auth` (outlives the service) is checked on every RPC. `topology` (may be null: SyncProbes
+  // is then UNIMPLEMENTED) is borrowed like `scheduler`.
+  SchedulerService(Scheduler* scheduler, const ControlAuth* auth,
+                   NetworkTopology* topology = nullptr, size_t probe_sample_size = 50)
+      : scheduler_(*scheduler),
+        auth_(*auth),
+        topology_(topology),
+        probe_sample_size_(probe_sample_size) {}
 
   grpc::ServerUnaryReactor* AnnounceHost(
       grpc::CallbackServerContext* context, const df::scheduler::v1::AnnounceHostRequest* request,
@@ -38,6 +44,17 @@ class SchedulerService final : public df::scheduler::v1::Scheduler::CallbackServ
   grpc::ServerUnaryReactor* StatTask(grpc::CallbackServerContext* context,
                                      const df::scheduler::v1::StatTaskRequest* request,
                                      df::scheduler::v1::StatTaskResponse* response) override;
+  // Latency probes (sync_probes.cc): one round per stream. ProbeStarted (first, once) is answered
+  // with the hosts to probe; ProbeFinished / ProbeFailed report on those hosts only (reports on
+  // hosts not assigned in this stream are ignored); the stream ends OK when the client
+  // half-closes. NOT_FOUND when the host is not announced, PERMISSION_DENIED when an
+  // unauthenticated caller is not at the host's address, INVALID_ARGUMENT for a message naming
+  // another host or a second ProbeStarted, RESOURCE_EXHAUSTED past kMaxProbeMessages messages.
+  // Messages of unknown type are ignored.
+  static constexpr int kMaxProbeMessages = 16;
+  grpc::ServerBidiReactor<df::scheduler::v1::SyncProbesRequest,
+                          df::scheduler::v1::SyncProbesResponse>*
+  SyncProbes(grpc::CallbackServerContext* context) override;
 
  private:
   // "" for an authenticated caller (token or client certificate); its address otherwise (see
@@ -46,6 +63,8 @@ class SchedulerService final : public df::scheduler::v1::Scheduler::CallbackServ
 
   Scheduler& scheduler_;
   const ControlAuth& auth_;
+  NetworkTopology* const topology_;
+  const size_t probe_sample_size_;
 };
 
 // Maps a Status to a gRPC status with the same meaning.

@@ -229,6 +229,31 @@ TEST(MetricsServer, UnknownPathIs404AndHeadHasNoBody) {
   EXPECT_EQ(client.Get("/healthz").body, "ok\n");
 }
 
+TEST(MetricsServer, ServesRegisteredHandlersUntilRemoved) {
+  auto server = StartServer();
+  EXPECT_FALSE(server->SetHandler("/metrics", [] { return MetricsServer::HttpBody{}; }).ok());
+  EXPECT_FALSE(server->SetHandler("/healthz", [] { return MetricsServer::HttpBody{}; }).ok());
+  EXPECT_FALSE(server->SetHandler("api", [] { return MetricsServer::HttpBody{}; }).ok());
+  ASSERT_TRUE(server
+                  ->SetHandler("/api/v1/things",
+                               [] {
+                                 return MetricsServer::HttpBody{"application/json", "[]"};
+                               })
+                  .ok());
+  ASSERT_TRUE(server
+                  ->SetHandler("/api/v1/boom",
+                               []() -> MetricsServer::HttpBody { throw std::runtime_error("x"); })
+                  .ok());
+  TestClient client(server->port());
+  Reply r = client.Get("/api/v1/things?limit=3");
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_TRUE(Has(r.head, "Content-Type: application/json")) << r.head;
+  EXPECT_EQ(r.body, "[]");
+  EXPECT_EQ(client.Get("/api/v1/boom").status, 500);
+  ASSERT_TRUE(server->SetHandler("/api/v1/things", nullptr).ok());
+  EXPECT_EQ(client.Get("/api/v1/things").status, 404);
+}
+
 TEST(MetricsServer, OtherMethodsAre405AndTheConnectionStaysUsable) {
   auto server = StartServer();
   TestClient client(server->port());

@@ -1,8 +1,8 @@
 // Specifications of dfscheduler's configuration: defaults, one parser for YAML and flags, errors.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -118,6 +118,27 @@ TEST(SchedulerConfig, UnknownEvaluatorIsRejected) {
   Status s = ValidateConfig(c);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("default"), std::string::npos) << "names the known evaluators";
+}
+
+TEST(SchedulerConfig, ProbeOptions) {
+  SchedulerConfig c;
+  EXPECT_EQ(c.probe_count, 5u);
+  EXPECT_EQ(c.probe_queue_length, 5u);
+  EXPECT_EQ(c.probe_sample_size, 50u);
+  EXPECT_TRUE(SetOption(c, "probe-count", "8").ok());
+  EXPECT_TRUE(SetOption(c, "probe_queue_length", "10").ok());
+  EXPECT_TRUE(SetOption(c, "probe-sample-size", "100").ok());
+  EXPECT_EQ(c.probe_count, 8u);
+  EXPECT_EQ(c.probe_queue_length, 10u);
+  EXPECT_EQ(c.probe_sample_size, 100u);
+  EXPECT_FALSE(SetOption(c, "probe-count", "0").ok());
+  EXPECT_FALSE(SetOption(c, "probe-count", "33").ok()) << "a daemon probes at most 32";
+  EXPECT_FALSE(SetOption(c, "probe-queue-length", "0").ok());
+  ASSERT_TRUE(SetOption(c, "probe-sample-size", "4").ok());
+  EXPECT_FALSE(ValidateConfig(c).ok()) << "a sample smaller than probe_count";
+  for (const char* name : {"probe_count", "probe_queue_length", "probe_sample_size"}) {
+    EXPECT_NE(std::find(OptionNames().begin(), OptionNames().end(), name), OptionNames().end());
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_set>
 
 namespace df::scheduler {
 namespace {
@@ -249,11 +250,11 @@ void CapacityEstimator::RemoveHost(const std::string& host) {
 std::vector<std::pair<std::string, CapacityEstimator::Learned>> CapacityEstimator::Snapshot()
     const {
   std::vector<std::pair<std::string, Learned>> out;
+  std::unordered_set<std::string> seen;
   for (const auto* map : {&upload_, &download_}) {
-    for (const auto& [host, s] : *map) {
-      if (std::any_of(out.begin(), out.end(), [&](const auto& e) { return e.first == host; })) {
-        continue;
-      }
+    for (const auto& entry : *map) {
+      const std::string& host = entry.first;
+      if (!seen.insert(host).second) continue;
       Learned l = Get(host);
       if (l.upload_peak || l.upload_busy || l.upload_active || l.download_peak || l.download_busy ||
           l.download_active) {

@@ -4,8 +4,6 @@
 
 namespace df::scheduler {
 
-namespace v1 = df::scheduler::v1;
-
 Result<std::vector<v1::Host>> Scheduler::ProbeCandidates(const std::string& src_host_id,
                                                          const std::string& caller_ip,
                                                          size_t sample_size) {

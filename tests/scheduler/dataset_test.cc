@@ -212,6 +212,15 @@ class DatasetGrpcTest : public ::testing::Test {
     a.Register();
     PeerConn b(stub_.get(), child_host, "peer-b");
     b.Register();
+    // The two streams are independent: a record naming peer-a before its register was handled
+    // would be dropped (unknown parent), so wait until both are known.
+    for (int i = 0; i < 500; ++i) {
+      if (scheduler().GetPeer(TaskIdOf("task-1"), "peer-a") &&
+          scheduler().GetPeer(TaskIdOf("task-1"), "peer-b")) {
+        break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
     for (uint32_t i = 0; i < n; ++i) b.PieceFinished(i, "peer-a", 1 << 20, 10'000'000 + i);
     for (int i = 0; i < 500; ++i) {
       if (scheduler().records().record_count() >= n) break;

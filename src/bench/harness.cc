@@ -1,5 +1,9 @@
 #include "bench/harness.h"
 
+#include <grpcpp/grpcpp.h>
+
+#include "dfdaemon.grpc.pb.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -281,6 +285,18 @@ bool WaitForTcp(uint16_t port, int timeout_ms) {
 std::string BuildDir() {
   const char* d = std::getenv("DF_BUILD_DIR");
   return d ? d : ".";
+}
+
+uint32_t DaemonFinishedPieces(const std::string& sock, const std::string& task_id) {
+  namespace dv1 = df::dfdaemon::v1;
+  auto stub = dv1::DfdaemonDownload::NewStub(
+      grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  dv1::StatTaskRequest req;
+  req.set_task_id(task_id);
+  dv1::StatTaskResponse resp;
+  return stub->StatTask(&ctx, req, &resp).ok() ? resp.finished_pieces() : 0;
 }
 
 std::vector<std::string> DaemonArgv(const std::string& bin_dir, const std::string& name,

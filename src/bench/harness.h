@@ -103,6 +103,10 @@ class RedisServer {
   bool ok_ = false;
 };
 
+// Pieces of `task_id` the dfdaemon on unix socket `sock` holds (its StatTask); 0 when it does not
+// answer within 2 s or does not know the task.
+uint32_t DaemonFinishedPieces(const std::string& sock, const std::string& task_id);
+
 // Waits until `path` exists (a socket) and a connect to it succeeds, up to timeout_ms.
 bool WaitForUnixSocket(const std::string& path, int timeout_ms);
 // Waits until 127.0.0.1:port accepts, up to timeout_ms.

@@ -62,14 +62,7 @@ class FaultInjectionTest : public ::testing::Test {
   }
 
   uint32_t FinishedPieces(const std::string& name) {
-    auto stub = dv1::DfdaemonDownload::NewStub(
-        grpc::CreateChannel("unix:" + Sock(name), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 2s);
-    dv1::StatTaskRequest req;
-    req.set_task_id(task_id_);
-    dv1::StatTaskResponse resp;
-    return stub->StatTask(&ctx, req, &resp).ok() ? resp.finished_pieces() : 0;
+    return bench::DaemonFinishedPieces(Sock(name), task_id_);
   }
 
   // Waits until `name` holds at least `pieces` pieces (or 120 s pass).

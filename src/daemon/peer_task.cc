@@ -132,6 +132,9 @@ struct PeerTask::Parent {
   uint32_t unverifiable = 0;      // pieces it served that the origin fetcher never reported
   double rate_bytes_per_sec = 0;  // EWMA of piece throughput; 0 = not measured yet
   bool dead = false;
+  // The scheduler took it away (NormalTaskResponse.removed_parent_ids): no new requests, the
+  // ones in flight finish. Cleared when the scheduler offers it again.
+  bool removed = false;
   bool done = false;  // holds the whole task
   std::vector<std::unique_ptr<PieceClient>> idle_clients;
   std::unique_ptr<grpc::ClientContext> sync_ctx;
@@ -226,8 +229,9 @@ void PeerTask::Run() {
         continue;
       }
       DropStaleParentsLocked();
-      bool have_parent = std::any_of(parents_.begin(), parents_.end(),
-                                     [](const auto& kv) { return !kv.second->dead; });
+      bool have_parent = std::any_of(parents_.begin(), parents_.end(), [](const auto& kv) {
+        return !kv.second->dead && !kv.second->removed;
+      });
       bool stalled =
           Now() - last_progress_ > std::chrono::milliseconds(ctx_.config->schedule_timeout_ms);
       if (!origin_enabled_ && (want_origin_ || (!have_parent && stalled))) {
@@ -530,6 +534,14 @@ void PeerTask::HandleCandidates(const sv1::NormalTaskResponse& resp) {
                   layout.ToString());
     }
   }
+  // Removals first: a parent in both lists stays (see the proto).
+  for (const std::string& id : resp.removed_parent_ids()) {
+    auto it = parents_.find(id);
+    if (it == parents_.end() || it->second->dead || it->second->removed) continue;
+    it->second->removed = true;
+    DF_LOG_DEBUG("task {} scheduler took parent {} away ({} pieces in flight finish)",
+                 request_.task_id, id, it->second->inflight);
+  }
   for (const auto& c : resp.candidate_parents()) AddParentLocked(c);
   WakeAll();
 }
@@ -642,7 +654,7 @@ void PeerTask::DropStaleParentsLocked() {
   // peer misses and have nothing in flight will not help (their own download stalled or failed).
   std::vector<std::string> stale;
   for (auto& [id, p] : parents_) {
-    if (p->dead || p->inflight > 0) continue;
+    if (p->dead || p->removed || p->inflight > 0) continue;
     bool useful = false;
     for (uint32_t i = 0; i < pieces_.size() && !useful; ++i) {
       useful = pieces_[i] == PieceState::kMissing && i < p->has.size() && p->has[i];
@@ -680,7 +692,11 @@ void PeerTask::MaybeRescheduleLocked() {
 void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   if (c.peer_id() == peer_id_ || stopping_) return;
   auto it = parents_.find(c.peer_id());
-  if (it != parents_.end()) return;  // known (alive or dead: a dead parent is not retried)
+  if (it != parents_.end()) {
+    // Known. A parent the scheduler took away comes back; a dead one (failed) is not retried.
+    it->second->removed = false;
+    return;
+  }
   auto p = std::make_unique<Parent>();
   p->peer_id = c.peer_id();
   p->host_id = c.host().id();
@@ -800,7 +816,7 @@ PeerTask::Assignment PeerTask::PickLocked(Parent* only) {
     Parent* choice = nullptr;
     double choice_cost = 0;
     for (auto& [id, p] : parents_) {
-      if (p->dead || i >= p->has.size() || !p->has[i]) continue;
+      if (p->dead || p->removed || i >= p->has.size() || !p->has[i]) continue;
       ++count;
       if (only ? p.get() != only : p->connections >= ctx_.config->per_parent_concurrency) continue;
       double rate = p->rate_bytes_per_sec > 0 ? p->rate_bytes_per_sec : kUnknownRateBytesPerSec;
@@ -914,7 +930,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
   Status broken = request(first);
   bool broken_counted = false;  // the failure that broke the connection was counted already
   while (broken.ok() && !queue.empty()) {
-    while (queue.size() < pipeline && !stopping_ && !p->dead) {
+    while (queue.size() < pipeline && !stopping_ && !p->dead && !p->removed) {
       Assignment next = PickLocked(p);
       if (next.kind == Assignment::kNone) break;
       broken = request(next.piece);
@@ -1070,7 +1086,7 @@ std::chrono::nanoseconds PeerTask::EndgameWaitLocked(uint32_t piece, const Paren
 PeerTask::Parent* PeerTask::EndgameParentLocked(uint32_t piece, const Parent* slow) {
   Parent* best = nullptr;
   for (auto& [id, p] : parents_) {
-    if (p.get() == slow || p->dead || piece >= p->has.size() || !p->has[piece] ||
+    if (p.get() == slow || p->dead || p->removed || piece >= p->has.size() || !p->has[piece] ||
         p->connections >= ctx_.config->per_parent_concurrency) {
       continue;
     }

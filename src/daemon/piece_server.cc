@@ -330,6 +330,7 @@ PieceServer::Next PieceServer::HandleRequestPiece(int fd, const uint8_t* body) {
     protocol_errors_.fetch_add(1, std::memory_order_relaxed);
     return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kBadRequest), "malformed task id");
   }
+  pieces_requested_.fetch_add(1, std::memory_order_relaxed);
   uint32_t piece = request.piece_number;
   std::shared_ptr<TaskStorage> task = lookup_(task_id);
   if (!task) return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kNotFound), "no such task");

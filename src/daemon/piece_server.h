@@ -81,6 +81,8 @@ class PieceServer {
   // Counters since Start(). Monotonic except the two "current" gauges.
   uint64_t bytes_uploaded() const { return bytes_uploaded_.load(std::memory_order_relaxed); }
   uint64_t pieces_uploaded() const { return pieces_uploaded_.load(std::memory_order_relaxed); }
+  // Well-formed piece requests received (answered or not).
+  uint64_t pieces_requested() const { return pieces_requested_.load(std::memory_order_relaxed); }
   // Uploads that started sending a piece and did not finish it.
   uint64_t upload_failures() const { return upload_failures_.load(std::memory_order_relaxed); }
   // Pieces being sent right now.
@@ -148,6 +150,7 @@ class PieceServer {
 
   std::atomic<uint64_t> bytes_uploaded_{0};
   std::atomic<uint64_t> pieces_uploaded_{0};
+  std::atomic<uint64_t> pieces_requested_{0};
   std::atomic<uint64_t> upload_failures_{0};
   std::atomic<int> concurrent_uploads_{0};
   std::atomic<uint64_t> accepted_connections_{0};

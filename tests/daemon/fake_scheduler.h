@@ -2,7 +2,8 @@
 // AnnouncePeer streams the test controls. On each registration it offers the parents the test
 // set (with the task's layout); it answers digest requests with "no digest to be had" (pieces are
 // accepted on CRC32C, see PeerTask::VerifyPieceLocked) and otherwise stays silent, so reschedule
-// requests get no new parent. DropStreams() ends every open stream, as a scheduler crash does.
+// requests get no new parent. DropStreams() ends every open stream, as a scheduler crash does;
+// Push() sends a response of the test's own (re-planning) on every open stream.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -51,6 +52,14 @@ class FakeScheduler final : public df::scheduler::v1::Scheduler::Service {
     ++generation_;
     cv_.notify_all();
   }
+  // Sends `resp` on every open stream that registered; the number of streams it went to.
+  int Push(const df::scheduler::v1::AnnouncePeerResponse& resp) {
+    std::lock_guard<std::mutex> l(mu_);
+    std::lock_guard<std::mutex> wl(write_mu_);
+    int sent = 0;
+    for (Stream* stream : registered_) sent += stream->Write(resp) ? 1 : 0;
+    return sent;
+  }
   // Waits until `n` registrations arrived or `timeout` passes.
   bool WaitRegistrations(int n, std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> l(mu_);
@@ -94,6 +103,7 @@ class FakeScheduler final : public df::scheduler::v1::Scheduler::Service {
       if (req.has_register_()) {
         std::lock_guard<std::mutex> l(mu_);
         ++registrations_;
+        registered_.insert(stream);
         cv_.notify_all();
         auto* normal = resp.mutable_normal_task();
         for (const auto& p : parents_) *normal->add_candidate_parents() = p;
@@ -109,6 +119,7 @@ class FakeScheduler final : public df::scheduler::v1::Scheduler::Service {
       stream->Write(resp);
     }
     std::lock_guard<std::mutex> l(mu_);
+    registered_.erase(stream);
     reader_done_.insert(stream);
     cv_.notify_all();
   }
@@ -124,6 +135,7 @@ class FakeScheduler final : public df::scheduler::v1::Scheduler::Service {
   uint64_t generation_ = 0;                                  // GUARDED_BY(mu_)
   int registrations_ = 0;                                    // GUARDED_BY(mu_)
   std::set<Stream*> reader_done_;                            // GUARDED_BY(mu_)
+  std::set<Stream*> registered_;  // GUARDED_BY(mu_) open streams that registered
 };
 
 }  // namespace df::testing

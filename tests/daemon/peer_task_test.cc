@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "common/digest.h"
 
@@ -133,6 +134,84 @@ TEST_F(PeerTaskTest, AnOverduePieceIsFetchedAgainFromAnotherParentAndCountedOnce
   EXPECT_EQ(slow.pieces_uploaded(), 0u);
   std::printf("endgame: %u duplicates, %llu duplicate bytes\n", p.endgame_duplicates,
               static_cast<unsigned long long>(p.endgame_duplicate_bytes));
+}
+
+// Issue 16 (re-planning): the scheduler can take a parent away. The child asks it for no new
+// piece from then on (the pieces in flight finish) and goes on with the parent it got instead;
+// offered again, the parent is used again.
+TEST_F(PeerTaskTest, AParentTheSchedulerTakesAwayIsAskedForNothingMore) {
+  StartOrigin(24 * kPiece);
+  // 4 MiB pieces: the slow parent takes about 1.3 s a piece, the fast one 0.17 s.
+  testing::FakeParent slow = MakeParent("slow", {.upload_rate_bytes_per_sec = 3 * kMiB});
+  testing::FakeParent fast = MakeParent("fast", {.upload_rate_bytes_per_sec = 24 * kMiB});
+  ASSERT_TRUE(slow.ok() && fast.ok());
+  scheduler_.SetParents({Candidate(slow)}, static_cast<int64_t>(size_), kPiece);
+  // One request at a time per connection, so that the parent reads each request as it is sent
+  // (a pipelined request waits in its socket until the piece before it is out) and its count
+  // says exactly what the child asked.
+  config_.piece_pipeline_depth = 1;
+  PeerTask task(ctx_, Request());
+  task.Start();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (slow.pieces_uploaded() < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GE(slow.pieces_uploaded(), 1u) << "the slow parent never served";
+
+  sv1::AnnouncePeerResponse swap;
+  *swap.mutable_normal_task()->add_candidate_parents() = Candidate(fast);
+  swap.mutable_normal_task()->add_removed_parent_ids(slow.peer_id());
+  ASSERT_EQ(scheduler_.Push(swap), 1);
+  // Both changes arrive in one message: once the fast parent serves, the slow one is removed.
+  while (fast.pieces_uploaded() < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GE(fast.pieces_uploaded(), 1u) << "the new parent was never used";
+  const uint64_t asked_of_slow = slow.pieces_requested();
+
+  ASSERT_TRUE(task.WaitFinished(60000));
+  TaskProgress p = task.Progress();
+  ASSERT_TRUE(p.status.ok()) << p.status.ToString();
+  EXPECT_EQ(Sha256File(task.storage()->content_path()).value(), sha256_);
+  EXPECT_EQ(slow.pieces_requested(), asked_of_slow) << "a removed parent was asked for more";
+  EXPECT_LE(slow.pieces_uploaded(), asked_of_slow);
+  EXPECT_EQ(p.bytes_from_origin, 0u);
+  std::printf("slow parent: %llu pieces requested, %llu served; fast parent: %llu served\n",
+              static_cast<unsigned long long>(asked_of_slow),
+              static_cast<unsigned long long>(slow.pieces_uploaded()),
+              static_cast<unsigned long long>(fast.pieces_uploaded()));
+}
+
+// A parent taken away and then offered again is used again (a removal is not a verdict).
+TEST_F(PeerTaskTest, AParentOfferedAgainAfterItsRemovalIsUsedAgain) {
+  StartOrigin(16 * kPiece);
+  testing::FakeParent only = MakeParent("only", {.upload_rate_bytes_per_sec = 8 * kMiB});
+  ASSERT_TRUE(only.ok());
+  scheduler_.SetParents({Candidate(only)}, static_cast<int64_t>(size_), kPiece);
+  config_.endgame = false;
+  PeerTask task(ctx_, Request());
+  task.Start();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (only.pieces_uploaded() < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  sv1::AnnouncePeerResponse remove;
+  remove.mutable_normal_task()->add_removed_parent_ids(only.peer_id());
+  ASSERT_EQ(scheduler_.Push(remove), 1);
+  // With its only parent taken away the peer waits (its clock does not move: no origin).
+  EXPECT_FALSE(task.WaitFinished(2000)) << "finished without its only parent";
+  const uint64_t before = only.pieces_requested();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(only.pieces_requested(), before) << "asked a removed parent";
+
+  sv1::AnnouncePeerResponse again;
+  *again.mutable_normal_task()->add_candidate_parents() = Candidate(only);
+  ASSERT_EQ(scheduler_.Push(again), 1);
+  ASSERT_TRUE(task.WaitFinished(60000));
+  TaskProgress p = task.Progress();
+  ASSERT_TRUE(p.status.ok()) << p.status.ToString();
+  EXPECT_EQ(p.bytes_from_peers, size_);
+  EXPECT_GT(only.pieces_requested(), before);
 }
 
 }  // namespace

@@ -91,6 +91,7 @@ class FakeParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
   bool ok() const { return ok_; }
   uint32_t pieces() const { return static_cast<uint32_t>((size_ + piece_ - 1) / piece_); }
   uint64_t pieces_uploaded() const { return pieces_->pieces_uploaded(); }
+  uint64_t pieces_requested() const { return pieces_->pieces_requested(); }
   uint16_t grpc_port() const { return static_cast<uint16_t>(grpc_port_); }
   uint16_t piece_port() const { return pieces_->port(); }
   std::string peer_id() const { return options_.name + "-peer"; }

@@ -161,8 +161,18 @@ void PeerTask::Cancel() {
   if (!finished_) {
     stopping_ = true;
     status_ = Status(StatusCode::kCancelled, "download cancelled");
+    InterruptReceivesLocked();
   }
   WakeAll();
+}
+
+void PeerTask::InterruptReceivesLocked() {
+  // A worker receiving a piece from a slow parent would otherwise hold the cancel (and the
+  // threads joined after it) until the piece arrived or piece_timeout passed.
+  for (PieceFetch& f : fetches_) {
+    if (f.writing && f.client) f.client->Interrupt();
+    if (f.dup_client && !f.dup_cut) f.dup_client->Interrupt();
+  }
 }
 
 bool PeerTask::cancelled() const {
@@ -249,6 +259,7 @@ void PeerTask::Run() {
   {
     std::lock_guard<std::mutex> l(mu_);
     stopping_ = true;
+    InterruptReceivesLocked();
     for (auto& [id, p] : parents_) {
       if (p->sync_ctx) p->sync_ctx->TryCancel();
     }

@@ -221,6 +221,8 @@ class PeerTask {
   bool ClaimPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Copy who);
   // The original's receive of `piece` starts / is over (committed, failed, lost or cut).
   void BeginReceiveLocked(uint32_t piece, Parent* p, PieceClient* client);
+  // Cuts every piece being received (from parents, originals and duplicates): the task stops.
+  void InterruptReceivesLocked();
   void EndOriginalLocked(uint32_t piece);
   Clock::TimePoint Now() const { return clock_.Now(); }
   // One more consecutive failure of `p`; the parent is dropped at kParentFailureLimit.

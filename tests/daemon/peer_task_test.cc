@@ -214,5 +214,32 @@ TEST_F(PeerTaskTest, AParentOfferedAgainAfterItsRemovalIsUsedAgain) {
   EXPECT_GT(only.pieces_requested(), before);
 }
 
+// Issue 14: a cancel waited for a worker receiving a piece from a slow parent (until the piece
+// arrived or piece_timeout passed). The receive is cut, and the task ends at once.
+TEST_F(PeerTaskTest, ACancelCutsAPieceBeingReceivedFromASlowParent) {
+  StartOrigin(4 * kPiece);
+  // 32 KiB/s: one 4 MiB piece takes two minutes.
+  testing::FakeParent slow = MakeParent("slow", {.upload_rate_bytes_per_sec = 32 * 1024});
+  ASSERT_TRUE(slow.ok());
+  scheduler_.SetParents({Candidate(slow)}, static_cast<int64_t>(size_), kPiece);
+  config_.piece_timeout_ms = 600'000;
+  PeerTask task(ctx_, Request());
+  task.Start();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (slow.pieces_requested() < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GE(slow.pieces_requested(), 1u) << "the child never asked the parent";
+  std::this_thread::sleep_for(200ms);  // well into the piece's body
+  const auto cancelled_at = std::chrono::steady_clock::now();
+  task.Cancel();
+  ASSERT_TRUE(task.WaitFinished(5000)) << "the cancel waited for the slow piece";
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - cancelled_at).count();
+  EXPECT_EQ(task.Progress().status.code(), StatusCode::kCancelled);
+  EXPECT_EQ(slow.pieces_uploaded(), 0u);
+  std::printf("cancel took %.3f s\n", seconds);
+}
+
 }  // namespace
 }  // namespace df

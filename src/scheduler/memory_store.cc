@@ -45,9 +45,7 @@ Status MemoryStore::AddProbe(const std::string& src_host_id, const std::string& 
   if (e.samples.size() > keep) {
     e.samples.erase(e.samples.begin(), e.samples.end() - static_cast<ptrdiff_t>(keep));
   }
-  int64_t sum = 0;
-  for (const auto& s : e.samples) sum += s.rtt_ns;
-  e.average_rtt_ns = sum / static_cast<int64_t>(e.samples.size());
+  e.average_rtt_ns = MovingAverageRtt(e.samples);
   e.updated_unix_ms = sample.created_unix_ms;
   return Status::Ok();
 }

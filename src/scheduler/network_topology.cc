@@ -14,13 +14,6 @@ namespace v1 = df::scheduler::v1;
 // A reported sample time further than this from ours is the reporter's clock, not the time.
 constexpr int64_t kMaxClockSkewMs = 60'000;
 
-int64_t Mean(const std::vector<ProbeSample>& samples) {
-  if (samples.empty()) return 0;
-  __int128 sum = 0;
-  for (const auto& s : samples) sum += s.rtt_ns;
-  return static_cast<int64_t>(sum / static_cast<__int128>(samples.size()));
-}
-
 }  // namespace
 
 NetworkTopology::NetworkTopology(Store* store, NetworkTopologyOptions options)
@@ -158,7 +151,7 @@ void NetworkTopology::AddLocal(const std::string& src, const std::string& dst,
   e.samples.push_back(sample);
   const size_t keep = std::max<size_t>(options_.probe_queue_length, 1);
   if (e.samples.size() > keep) e.samples.erase(e.samples.begin(), e.samples.end() - keep);
-  e.average_rtt_ns = Mean(e.samples);
+  e.average_rtt_ns = MovingAverageRtt(e.samples);
   e.updated_unix_ms = std::max(e.updated_unix_ms, sample.created_unix_ms);
 }
 
@@ -289,7 +282,7 @@ Status NetworkTopology::Refresh() {
     if (edge.samples.size() > options_.probe_queue_length) {
       edge.samples.erase(edge.samples.begin(), edge.samples.end() - options_.probe_queue_length);
     }
-    edge.average_rtt_ns = Mean(edge.samples);
+    edge.average_rtt_ns = MovingAverageRtt(edge.samples);
     it->second = std::move(edge);
     if (inserted) in_[dst].insert(src);
   }

@@ -10,7 +10,8 @@
 // What is kept, and where:
 //   - the Store (shared by the schedulers of a cluster): every sample (AddProbe, Dragonfly's key
 //     layout), the probed counts;
-//   - here, in memory: the last `probe_queue_length` samples and their mean per (src, dst), the
+//   - here, in memory: the last `probe_queue_length` samples and their moving average
+//     (MovingAverageRtt, store.h) per (src, dst), the
 //     probed counts last seen (the fallback when the store fails), and per target the failures
 //     since its last success. Evaluators read only this copy (AverageRtt, ProbeFailures): no I/O
 //     on the scheduling path.
@@ -112,7 +113,7 @@ class NetworkTopology {
   // may call it under its mutex). Unknown ids are fine.
   void RemoveHost(const std::string& host_id);
 
-  // Mean of the kept samples of (src, dst); when that pair has none, of (dst, src) (an RTT is
+  // Moving average of the kept samples of (src, dst); when that pair has none, of (dst, src) (an RTT is
   // symmetric); nullopt when neither was probed.
   std::optional<int64_t> AverageRtt(const std::string& src_host_id,
                                     const std::string& dst_host_id) const;

@@ -68,24 +68,25 @@ LuaScript MakeScript(std::string source) {
 }
 
 // KEYS: probes list, topology hash, srcs set, out set of src, in set of dst.
-// ARGV: sample JSON, queue length, sample time (RFC 3339), src id, dst id.
-// The average is recomputed from the list (malformed samples skipped), so two schedulers adding
-// to one edge at once both leave a consistent edge: the script runs atomically. The RTT is
-// formatted with %.0f because Lua would print a large number as "1.5e+12".
+// ARGV: sample JSON, queue length, sample time (RFC 3339), src id, dst id, average weight.
+// The average is recomputed from the list (malformed samples skipped) by MovingAverageRtt's rule
+// (store.h; ARGV[6] is its weight), so two schedulers adding to one edge at once both leave a
+// consistent edge: the script runs atomically. The RTT is formatted with %.0f because Lua would
+// print a large number as "1.5e+12".
 const LuaScript& AddProbeScript() {
   static const LuaScript script = MakeScript(R"lua(
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-local sum, n = 0, 0
+local w = tonumber(ARGV[6])
+local avg, n = 0, 0
 for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local ok, s = pcall(cjson.decode, raw)
   if ok and type(s) == 'table' and type(s.rtt) == 'number' then
-    sum = sum + s.rtt
+    if n == 0 then avg = s.rtt else avg = avg * w + s.rtt * (1 - w) end
     n = n + 1
   end
 end
-local avg = 0
-if n > 0 then avg = math.floor(sum / n) end
+avg = math.floor(avg)
 redis.call('HSET', KEYS[2], 'averageRTT', string.format('%.0f', avg), 'updatedAt', ARGV[3])
 redis.call('HSETNX', KEYS[2], 'createdAt', ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
@@ -597,7 +598,7 @@ Status RedisStore::AddProbe(const std::string& src_host_id, const std::string& d
                   {ProbesKey(src_host_id, dst_host_id), TopologyKey(src_host_id, dst_host_id),
                    kTopologySrcs, TopologyOutKey(src_host_id), TopologyInKey(dst_host_id)},
                   {SampleJson(sample), std::to_string(keep), FormatRfc3339(sample.created_unix_ms),
-                   src_host_id, dst_host_id});
+                   src_host_id, dst_host_id, std::to_string(kRttAverageWeight)});
   return r.ok() ? Status::Ok() : r.status();
 }
 

@@ -37,11 +37,18 @@ struct ProbeSample {
   int64_t created_unix_ms = 0;
 };
 
+// The average RTT of an edge's samples (oldest first), as Dragonfly computes it so that its
+// tools and ours read the same value: the first sample, then each later one weighted 1 - w
+// against w for the average so far (w = kRttAverageWeight). A recent sample counts most: a
+// route change shows at the next probe, and the older samples only damp a one-off outlier.
+inline constexpr double kRttAverageWeight = 0.1;
+int64_t MovingAverageRtt(const std::vector<ProbeSample>& samples);
+
 // The probes of one (src, dst) pair: Dragonfly's "network topology" edge.
 struct ProbeEdge {
   std::string src_host_id;
   std::string dst_host_id;
-  int64_t average_rtt_ns = 0;        // mean of `samples`
+  int64_t average_rtt_ns = 0;        // MovingAverageRtt(samples)
   std::vector<ProbeSample> samples;  // the last probe_queue_length, oldest first
   int64_t created_unix_ms = 0;       // first sample
   int64_t updated_unix_ms = 0;       // last sample

@@ -463,7 +463,7 @@ TEST_F(DatasetWriterTest, TopologySnapshotHasOneRowPerProbedEdgeWithHostFeatures
   EXPECT_EQ(ab.at("dst_host_id"), "host-b");
   EXPECT_EQ(ab.at("dst_ip"), "10.0.0.2");
   EXPECT_EQ(ab.at("dst_idc"), "idc-2");
-  EXPECT_EQ(ab.at("average_rtt_ns"), "2000000");
+  EXPECT_EQ(ab.at("average_rtt_ns"), "2800000");  // 0.1 x 1 ms + 0.9 x 3 ms
   EXPECT_EQ(ab.at("samples"), "2");
   EXPECT_EQ(ab.at("created_unix_ms"), "10");
   EXPECT_EQ(ab.at("updated_unix_ms"), "20");

@@ -89,20 +89,21 @@ TEST(NetworkTopology, EveryHostIsProbedAndNobodyTwiceAsOftenAsNeeded) {
   EXPECT_LE(max, 20u);  // 10 on average
 }
 
-TEST(NetworkTopology, KeepsTheLastSamplesAndTheirMean) {
+TEST(NetworkTopology, KeepsTheLastSamplesAndTheirMovingAverage) {
   NetworkTopologyOptions o;
   o.probe_queue_length = 3;
   Fixture f(o);
   for (int64_t rtt : {100, 200, 300, 400, 500}) {
     EXPECT_EQ(f.topology.Record("a", {ProbeOf("b", rtt * 1000)}), 1u);
   }
-  EXPECT_EQ(f.topology.AverageRtt("a", "b"), 400'000);
-  EXPECT_EQ(f.topology.AverageRtt("b", "a"), 400'000) << "the reverse direction answers";
+  // 300, 400, 500 µs kept: 300, then 0.1 x 300 + 0.9 x 400 = 390, then 489 µs.
+  EXPECT_EQ(f.topology.AverageRtt("a", "b"), 489'000);
+  EXPECT_EQ(f.topology.AverageRtt("b", "a"), 489'000) << "the reverse direction answers";
   EXPECT_EQ(f.topology.AverageRtt("a", "c"), std::nullopt);
   auto stored = f.store->ListProbes("a").value();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].samples.size(), 3u);
-  EXPECT_EQ(stored[0].average_rtt_ns, 400'000);
+  EXPECT_EQ(stored[0].average_rtt_ns, 489'000);
 }
 
 TEST(NetworkTopology, IgnoresInvalidProbes) {

@@ -174,7 +174,7 @@ TYPED_TEST(StoreConformance, PutHostAddsAndReplacesById) {
   }
 }
 
-TYPED_TEST(StoreConformance, AddProbeKeepsTheLastQueueLengthSamplesAndTheirMean) {
+TYPED_TEST(StoreConformance, AddProbeKeepsTheLastQueueLengthSamplesAndTheirMovingAverage) {
   auto& s = *this->store_;
   for (int i = 1; i <= 7; ++i) {
     ASSERT_TRUE(s.AddProbe("a", "b", {i * 1'000'000LL, 1'700'000'000'000LL + i}, 5).ok());
@@ -189,7 +189,9 @@ TYPED_TEST(StoreConformance, AddProbeKeepsTheLastQueueLengthSamplesAndTheirMean)
     EXPECT_EQ(e.samples[i].rtt_ns, static_cast<int64_t>(i + 3) * 1'000'000);
     EXPECT_EQ(e.samples[i].created_unix_ms, 1'700'000'000'000LL + static_cast<int64_t>(i) + 3);
   }
-  EXPECT_EQ(e.average_rtt_ns, 5'000'000);             // mean of 3..7 ms
+  // 3 ms, then each later sample weighs 0.9 against 0.1 for the average so far (Dragonfly's
+  // rule): 3.9, 4.89, 5.889, 6.8889 ms. The plain mean would be 5 ms.
+  EXPECT_EQ(e.average_rtt_ns, 6'888'900);
   EXPECT_EQ(e.created_unix_ms, 1'700'000'000'001LL);  // the first sample ever
   EXPECT_EQ(e.updated_unix_ms, 1'700'000'000'007LL);  // the last one
 }
@@ -377,9 +379,8 @@ TYPED_TEST(StoreConformance, ConcurrentProbesOnOneEdgeLeaveItConsistent) {
   auto edges = this->Probes();
   ASSERT_EQ(edges.size(), 1u);
   ASSERT_EQ(edges[0].samples.size(), 5u);
-  int64_t sum = 0;
-  for (const auto& x : edges[0].samples) sum += x.rtt_ns;
-  EXPECT_EQ(edges[0].average_rtt_ns, sum / 5);
+  // The average is of the samples that were kept, in their order, whoever wrote them.
+  EXPECT_EQ(edges[0].average_rtt_ns, MovingAverageRtt(edges[0].samples));
   EXPECT_EQ(s.ProbedCounts({"b"}).value()[0], 200u);
 }
 
@@ -461,7 +462,7 @@ TEST_F(RedisStoreTest, TwoStoresSeeEachOthersWritesImmediately) {
   ASSERT_TRUE(edges.ok());
   ASSERT_EQ(edges->size(), 1u);
   EXPECT_EQ((*edges)[0].samples.size(), 2u);
-  EXPECT_EQ((*edges)[0].average_rtt_ns, 6000);
+  EXPECT_EQ((*edges)[0].average_rtt_ns, 6800);  // 0.1 x 5000 + 0.9 x 7000
   EXPECT_EQ(a->ListRecords(10)->size(), 2u);  // one dataset from both
   EXPECT_EQ(a->ProbedCounts({"h2"}).value()[0], 2u);
 
@@ -600,7 +601,7 @@ TEST_F(RedisStoreTest, MalformedValuesAreSkippedNotFatal) {
   EXPECT_EQ((*edges)[0].samples.size(), 1u);
   // Writing on: the script's average skips the bad samples too.
   ASSERT_TRUE(store->AddProbe("good", "x", {300, 2}, 5).ok());
-  EXPECT_EQ(store->ListProbes("good").value()[0].average_rtt_ns, 200);
+  EXPECT_EQ(store->ListProbes("good").value()[0].average_rtt_ns, 280);  // 0.1 x 100 + 0.9 x 300
 
   auto records = store->ListRecords(10);
   ASSERT_TRUE(records.ok());
@@ -638,7 +639,7 @@ TEST_F(RedisStoreTest, ProbeKeysAreDragonflys) {
   ASSERT_TRUE(store->AddProbedCount("dst", 3).ok());
 
   EXPECT_EQ(raw.Run({"TYPE", "scheduler:network-topology:src:dst"}), "hash");
-  EXPECT_EQ(raw.Run({"HGET", "scheduler:network-topology:src:dst", "averageRTT"}), "2000000");
+  EXPECT_EQ(raw.Run({"HGET", "scheduler:network-topology:src:dst", "averageRTT"}), "2400000");
   EXPECT_EQ(raw.Run({"HGET", "scheduler:network-topology:src:dst", "createdAt"}),
             "2023-11-14T22:13:20.123Z");
   EXPECT_EQ(raw.Run({"HGET", "scheduler:network-topology:src:dst", "updatedAt"}),

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -291,6 +292,42 @@ TEST_F(ServicesTest, DownloadOfBadInputGetsInvalidArgumentAndStartsNoTask) {
   EXPECT_EQ(origin_->Requests(), 0) << "bad input reached the origin";
 }
 
+// Request headers go to the origin as they are: one carrying CR LF would add headers of the
+// caller's choosing to the origin request (or end it and smuggle another).
+TEST_F(ServicesTest, DownloadWithHeadersThatCannotBeSentAsTheyAreIsInvalidArgument) {
+  StartOrigin(kPiece);
+  StartServices();
+  std::vector<std::pair<std::string, std::map<std::string, std::string>>> cases = {
+      {"CR LF in a value", {{"X-Forwarded", "a\r\nX-Test: injected"}}},
+      {"LF in a value", {{"X-Forwarded", "a\nX-Test: injected"}}},
+      {"NUL in a value", {{"X-Forwarded", std::string("a\0b", 3)}}},
+      {"empty name", {{"", "v"}}},
+      {"colon in a name", {{"X-Test: injected\r\nX-A", "v"}}},
+      {"space in a name", {{"X Test", "v"}}},
+      {"one value beyond kMaxRequestHeaderBytes",
+       {{"X-Big", std::string(kMaxRequestHeaderBytes + 1, 'v')}}},
+  };
+  std::map<std::string, std::string> many;
+  for (size_t i = 0; i <= kMaxRequestHeaders; ++i) many["X-H" + std::to_string(i)] = "v";
+  cases.emplace_back("more than kMaxRequestHeaders", many);
+  for (const auto& [name, headers] : cases) {
+    SCOPED_TRACE(name);
+    auto req = DownloadOf(url());
+    req.mutable_request_headers()->insert(headers.begin(), headers.end());
+    ExpectRefused(req, dv1::ERROR_INVALID_ARGUMENT);
+  }
+  EXPECT_EQ(origin_->Requests(), 0) << "a bad header reached the origin";
+
+  // Within the limits, headers reach the origin.
+  auto req = DownloadOf(url());
+  (*req.mutable_request_headers())["X-Test"] = "from dfget\twith tab";
+  DownloadResult r = Download(req);
+  ASSERT_EQ(r.last().state(), dv1::DOWNLOAD_STATE_SUCCEEDED) << r.last().error_message();
+  auto logged = origin_->LoggedHeader();
+  ASSERT_FALSE(logged.empty());
+  for (const auto& h : logged) EXPECT_EQ(h, "from dfget\\x09with tab");
+}
+
 // ---- StatTask / DeleteTask ----
 
 TEST_F(ServicesTest, StatAndDeleteOfAnUnknownTaskAreNotFound) {
@@ -468,6 +505,18 @@ TEST_F(ServicesTest, TriggerOfBadInputIsInvalidArgument) {
   EXPECT_EQ(manager_->running(), 0u);
   EXPECT_TRUE(store_->ListTasks().empty());
   EXPECT_EQ(origin_->Requests(), 0);
+}
+
+TEST_F(ServicesTest, TriggerWithAHeaderThatWouldAddAnotherIsInvalidArgument) {
+  BecomeSeedOfLoopbackScheduler();
+  StartOrigin(kPiece);
+  StartServices();
+  auto req = TriggerOf(url());
+  (*req.mutable_task()->mutable_request_headers())["X-Forwarded"] = "a\r\nX-Test: injected";
+  grpc::Status s = Trigger(req);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(manager_->running(), 0u);
+  EXPECT_EQ(origin_->Requests(), 0) << "the injected header reached the origin";
 }
 
 TEST_F(ServicesTest, TriggerOverMaxRunningTasksIsResourceExhausted) {

@@ -84,6 +84,17 @@ std::string Printable(const std::string& s) {
   return out;
 }
 
+// Every task id is 64 lowercase hex digits (ids.h). Anything else is refused before a lookup,
+// and never echoed: an unbounded id quoted in the status would overflow the caller's metadata.
+grpc::Status CheckTaskIdFormat(const std::string& id) {
+  bool hex = id.size() == 64 && std::all_of(id.begin(), id.end(), [](char c) {
+               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+             });
+  if (hex) return grpc::Status::OK;
+  return {grpc::StatusCode::INVALID_ARGUMENT,
+          "task id of " + std::to_string(id.size()) + " bytes is not 64 lowercase hex digits"};
+}
+
 void FillProgress(const TaskProgress& p, dv1::DownloadResponse* r) {
   r->set_peer_id(p.peer_id);
   r->set_content_length(p.content_length);
@@ -212,6 +223,7 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
 
 grpc::Status DownloadService::StatTask(grpc::ServerContext*, const dv1::StatTaskRequest* req,
                                        dv1::StatTaskResponse* resp) {
+  if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
   auto t = store_->FindTask(req->task_id());
   if (!t) return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not found");
   TaskMeta m = t->meta();
@@ -229,6 +241,7 @@ grpc::Status DownloadService::StatTask(grpc::ServerContext*, const dv1::StatTask
 
 grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::DeleteTaskRequest* req,
                                          dv1::DeleteTaskResponse*) {
+  if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
   manager_->Cancel(req->task_id());
   Status s = store_->DeleteTask(req->task_id());
   if (s.code() == StatusCode::kNotFound)
@@ -240,6 +253,7 @@ grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::Delete
 grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::SyncPiecesRequest* req,
                                        grpc::ServerWriter<dv1::PieceAvailability>* writer) {
   if (grpc::Status auth = trust_->auth.Check(*ctx); !auth.ok()) return auth;
+  if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
   auto storage = store_->FindTask(req->task_id());
   if (!storage) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not here");

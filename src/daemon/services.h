@@ -37,7 +37,9 @@ Status ValidateRequestHeaders(const std::map<std::string, std::string>& headers)
 // A TaskRequest for a spec whose id was computed (never taken from the wire).
 TaskRequest RequestOf(const TaskSpec& spec, std::map<std::string, std::string> headers);
 
-// Thread-safe; `manager` and `store` outlive the service.
+// Thread-safe; `manager` and `store` outlive the service. StatTask, DeleteTask (and
+// UploadService::SyncPieces) refuse a task id that is not 64 lowercase hex digits with
+// INVALID_ARGUMENT before they look it up; an unknown one is NOT_FOUND.
 class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service {
  public:
   DownloadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust)

@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -38,6 +39,11 @@ void SetDeadline(grpc::ClientContext* c, int secs = 60) {
 // Attaches `token` as every client of the cluster does ("": none).
 void AttachToken(const std::string& token, grpc::ClientContext* c) {
   if (!token.empty()) AuthToken::FromString(token).value().Attach(c);
+}
+
+std::string Upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
 }
 
 // What one Download call returned: every progress message and the RPC's status.
@@ -363,6 +369,37 @@ TEST_F(ServicesTest, StatReportsADownloadedTaskAndDeleteRemovesIt) {
   EXPECT_EQ(DeleteTask(id).error_code(), grpc::StatusCode::NOT_FOUND);
   // The placed output is the user's, not the cache's.
   EXPECT_EQ(Sha256File(dir_.path() + "/out.bin").value(), sha256_);
+}
+
+// Found here: a 100000-byte id was looked up and echoed whole in the NOT_FOUND status, which
+// the client could not even receive (RESOURCE_EXHAUSTED on its metadata limit).
+TEST_F(ServicesTest, MalformedTaskIdsAreRefusedWithoutTouchingTheStore) {
+  StartOrigin(kPiece);
+  StartServices();
+  DownloadOriginFile();
+  const std::string id = Request().task_id;
+  auto before = store_->ListTasks();
+  ASSERT_EQ(before.size(), 1u);
+  for (const std::string& bad :
+       {std::string(), std::string("../../etc/passwd"), std::string("."), std::string("a/b"),
+        id + "/..", id.substr(0, 63), Upper(id), std::string(100000, 'a'), std::string("\0x", 2)}) {
+    SCOPED_TRACE(bad.substr(0, 80));
+    dv1::StatTaskResponse stat;
+    grpc::Status s = StatTask(bad, &stat);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    s = DeleteTask(bad);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    std::vector<dv1::PieceAvailability> got;
+    s = SyncPieces(bad, "", &got);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_TRUE(got.empty());
+  }
+  auto after = store_->ListTasks();
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].task_id, id);
+  ASSERT_NE(store_->FindTask(id), nullptr);
+  EXPECT_TRUE(store_->FindTask(id)->done());
+  EXPECT_TRUE(std::filesystem::exists("/etc/passwd"));
 }
 
 // ---- SyncPieces ----

@@ -2,7 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <string_view>
 #include <thread>
 
 #include "common/digest.h"
@@ -60,6 +63,38 @@ Status ValidateOutput(const dv1::DownloadRequest& req) {
   return CheckOutputReplaceable(out);  // a directory, symlink or device is refused up front
 }
 
+// RFC 9110 tchar.
+bool IsTokenChar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+// A field value byte: visible, space, tab or obs-text; never CR, LF, NUL or DEL.
+bool IsValueChar(char c) {
+  auto u = static_cast<unsigned char>(c);
+  return u == '\t' || (u >= 0x20 && u != 0x7f);
+}
+
+// At most 64 bytes of `s`, control characters replaced, to quote in a message.
+std::string Printable(const std::string& s) {
+  std::string out = s.substr(0, 64);
+  for (char& c : out) {
+    if (!IsValueChar(c)) c = '?';
+  }
+  return out;
+}
+
+// Every task id is 64 lowercase hex digits (ids.h). Anything else is refused before a lookup,
+// and never echoed: an unbounded id quoted in the status would overflow the caller's metadata.
+grpc::Status CheckTaskIdFormat(const std::string& id) {
+  bool hex = id.size() == 64 && std::all_of(id.begin(), id.end(), [](char c) {
+               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+             });
+  if (hex) return grpc::Status::OK;
+  return {grpc::StatusCode::INVALID_ARGUMENT,
+          "task id of " + std::to_string(id.size()) + " bytes is not 64 lowercase hex digits"};
+}
+
 void FillProgress(const TaskProgress& p, dv1::DownloadResponse* r) {
   r->set_peer_id(p.peer_id);
   r->set_content_length(p.content_length);
@@ -83,6 +118,28 @@ grpc::Status SendFailure(grpc::ServerWriter<dv1::DownloadResponse>* writer,
 
 }  // namespace
 
+Status ValidateRequestHeaders(const std::map<std::string, std::string>& headers) {
+  if (headers.size() > kMaxRequestHeaders) {
+    return InvalidArgument(std::to_string(headers.size()) + " request headers; at most " +
+                           std::to_string(kMaxRequestHeaders) + " are allowed");
+  }
+  size_t bytes = 0;
+  for (const auto& [name, value] : headers) {
+    bytes += name.size() + value.size();
+    if (bytes > kMaxRequestHeaderBytes) {
+      return InvalidArgument("request headers exceed " + std::to_string(kMaxRequestHeaderBytes) +
+                             " bytes");
+    }
+    if (name.empty() || !std::all_of(name.begin(), name.end(), IsTokenChar)) {
+      return InvalidArgument("request header name '" + Printable(name) + "' is not a token");
+    }
+    if (!std::all_of(value.begin(), value.end(), IsValueChar)) {
+      return InvalidArgument("request header " + name + " has a control character in its value");
+    }
+  }
+  return Status::Ok();
+}
+
 TaskRequest RequestOf(const TaskSpec& spec, std::map<std::string, std::string> headers) {
   TaskRequest req;
   req.task_id = TaskSpecId(spec);
@@ -100,12 +157,14 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
                                        grpc::ServerWriter<dv1::DownloadResponse>* writer) {
   dv1::DownloadResponse resp;
   TaskSpec spec = SpecOf(*req);
+  std::map<std::string, std::string> headers(req->request_headers().begin(),
+                                             req->request_headers().end());
   Status valid = ValidateTaskSpec(spec, trust_->url_policy);
+  if (valid.ok()) valid = ValidateRequestHeaders(headers);
   if (valid.ok()) valid = ValidateOutput(*req);
   if (!valid.ok()) return SendFailure(writer, resp, valid);
 
-  TaskRequest treq =
-      RequestOf(spec, {req->request_headers().begin(), req->request_headers().end()});
+  TaskRequest treq = RequestOf(spec, std::move(headers));
   treq.disable_back_to_source = req->disable_back_to_source();
   resp.set_task_id(treq.task_id);
 
@@ -164,6 +223,7 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
 
 grpc::Status DownloadService::StatTask(grpc::ServerContext*, const dv1::StatTaskRequest* req,
                                        dv1::StatTaskResponse* resp) {
+  if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
   auto t = store_->FindTask(req->task_id());
   if (!t) return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not found");
   TaskMeta m = t->meta();
@@ -181,6 +241,7 @@ grpc::Status DownloadService::StatTask(grpc::ServerContext*, const dv1::StatTask
 
 grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::DeleteTaskRequest* req,
                                          dv1::DeleteTaskResponse*) {
+  if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
   manager_->Cancel(req->task_id());
   Status s = store_->DeleteTask(req->task_id());
   if (s.code() == StatusCode::kNotFound)
@@ -192,6 +253,7 @@ grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::Delete
 grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::SyncPiecesRequest* req,
                                        grpc::ServerWriter<dv1::PieceAvailability>* writer) {
   if (grpc::Status auth = trust_->auth.Check(*ctx); !auth.ok()) return auth;
+  if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
   auto storage = store_->FindTask(req->task_id());
   if (!storage) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not here");
@@ -262,12 +324,14 @@ grpc::Status UploadService::TriggerDownloadTask(grpc::ServerContext* ctx,
   }
   const auto& info = req->task();
   TaskSpec spec = SpecOf(info);
+  std::map<std::string, std::string> headers(info.request_headers().begin(),
+                                             info.request_headers().end());
   Status s = ValidateTaskSpec(spec, trust_->url_policy);
+  if (s.ok()) s = ValidateRequestHeaders(headers);
   if (!s.ok()) return {grpc::StatusCode::INVALID_ARGUMENT, s.message()};
   s = CheckTaskId(spec, info.task_id());
   if (!s.ok()) return {grpc::StatusCode::PERMISSION_DENIED, s.message()};
-  TaskRequest treq =
-      RequestOf(spec, {info.request_headers().begin(), info.request_headers().end()});
+  TaskRequest treq = RequestOf(spec, std::move(headers));
   DF_LOG_INFO("seed download triggered for task {} ({})", treq.task_id, treq.url);
   auto task = manager_->Acquire(treq);
   if (!task.ok()) return {grpc::StatusCode::RESOURCE_EXHAUSTED, task.status().message()};

@@ -23,10 +23,23 @@ struct ServiceTrust {
   std::vector<std::string> scheduler_ips;
 };
 
+// Request headers of a download (DownloadRequest, TriggerDownloadTask's TaskInfo) are sent to
+// the origin as-is, so they are bounded like the origin's answers are (http_backend.cc).
+constexpr size_t kMaxRequestHeaders = 256;
+constexpr size_t kMaxRequestHeaderBytes = 64 * 1024;  // names and values summed
+
+// OK when `headers` can be sent to an origin as they are: each name an HTTP token (RFC 9110),
+// each value free of CR, LF and other control characters but tab (so that no header can add
+// another header or end the request), within kMaxRequestHeaders and kMaxRequestHeaderBytes.
+// InvalidArgument naming the first offending header otherwise.
+Status ValidateRequestHeaders(const std::map<std::string, std::string>& headers);
+
 // A TaskRequest for a spec whose id was computed (never taken from the wire).
 TaskRequest RequestOf(const TaskSpec& spec, std::map<std::string, std::string> headers);
 
-// Thread-safe; `manager` and `store` outlive the service.
+// Thread-safe; `manager` and `store` outlive the service. StatTask, DeleteTask (and
+// UploadService::SyncPieces) refuse a task id that is not 64 lowercase hex digits with
+// INVALID_ARGUMENT before they look it up; an unknown one is NOT_FOUND.
 class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service {
  public:
   DownloadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust)

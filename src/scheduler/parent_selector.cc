@@ -10,6 +10,7 @@ namespace {
 ParentInfo MakeParentInfo(const Peer& p, const Task& task) {
   ParentInfo info;
   info.peer_id = p.id;
+  info.host_id = p.host->info.id();
   info.state = p.state;
   info.finished_pieces = ReportedPieces(p, task);
   info.is_seed = p.host->is_seed();
@@ -28,6 +29,7 @@ ParentInfo MakeParentInfo(const Peer& p, const Task& task) {
 ChildInfo MakeChildInfo(const Peer& child) {
   ChildInfo info;
   info.peer_id = child.id;
+  info.host_id = child.host->info.id();
   info.idc = child.host->info.idc();
   info.location = child.host->info.location();
   info.download_capacity = child.host->download_capacity();

@@ -201,9 +201,9 @@ std::vector<ChosenParent> ParentSelector::SelectByCapacity(Task& task, Peer& chi
     // spread the way a mesh spreads it instead of landing on one parent.
     auto load = [](const Ranked& r) {
       const uint64_t cap = r.peer->host->upload_capacity();
-      return cap == 0 ? 0.0
-                      : static_cast<double>(r.peer->host->upload_allotted) /
-                            static_cast<double>(cap);
+      return cap == 0
+                 ? 0.0
+                 : static_cast<double>(r.peer->host->upload_allotted) / static_cast<double>(cap);
     };
     std::vector<Ranked> least(ranked.begin(), ranked.end());
     std::stable_sort(least.begin(), least.end(),

@@ -2,8 +2,8 @@
 // (resource_model.h) and touched only under the Scheduler's mutex (none of these types is
 // thread-safe on its own).
 //
-// Ownership: the ResourceModel owns hosts (shared_ptr, because every peer on a host refers to it and
-// a host outlives its last peer until GC) and tasks (unique_ptr); a Task owns its peers
+// Ownership: the ResourceModel owns hosts (shared_ptr, because every peer on a host refers to it
+// and a host outlives its last peer until GC) and tasks (unique_ptr); a Task owns its peers
 // (unique_ptr) and its Dag over their ids.
 #pragma once
 

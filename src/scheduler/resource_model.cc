@@ -27,8 +27,7 @@ bool FinishedPieces::Add(uint32_t piece_number) {
 // ---------------------------------------------------------------------------------------------
 // Hosts
 
-std::shared_ptr<Host> ResourceModel::TouchHost(const std::string& host_id,
-                                               Clock::time_point now) {
+std::shared_ptr<Host> ResourceModel::TouchHost(const std::string& host_id, Clock::time_point now) {
   auto& host = hosts_[host_id];
   if (!host) {
     host = std::make_shared<Host>();

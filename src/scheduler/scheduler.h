@@ -275,14 +275,14 @@ class Scheduler {
   std::unique_ptr<DatasetWriter> dataset_;  // uses store_; null when off
 
   mutable std::mutex mu_;
-  std::condition_variable wake_;  // signalled when hungry peers may have new candidates, or stop
-  ResourceModel model_;           // GUARDED_BY(mu_)
-  ParentSelector selector_;       // GUARDED_BY(mu_); reads model_
-  std::vector<SeedJob> seed_jobs_;           // GUARDED_BY(mu_)
-  std::mt19937_64 rng_;                      // GUARDED_BY(mu_)
-  bool work_pending_ = false;                // GUARDED_BY(mu_)
-  bool stop_ = false;                        // GUARDED_BY(mu_)
-  Clock::time_point next_gc_;                // GUARDED_BY(mu_)
+  std::condition_variable wake_;    // signalled when hungry peers may have new candidates, or stop
+  ResourceModel model_;             // GUARDED_BY(mu_)
+  ParentSelector selector_;         // GUARDED_BY(mu_); reads model_
+  std::vector<SeedJob> seed_jobs_;  // GUARDED_BY(mu_)
+  std::mt19937_64 rng_;             // GUARDED_BY(mu_)
+  bool work_pending_ = false;       // GUARDED_BY(mu_)
+  bool stop_ = false;               // GUARDED_BY(mu_)
+  Clock::time_point next_gc_;       // GUARDED_BY(mu_)
   Clock::time_point next_capacity_refresh_;  // GUARDED_BY(mu_)
   std::thread worker_;
   NetworkTopology* topology_ = nullptr;  // set before Start(); thread-safe on its own

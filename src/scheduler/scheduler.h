@@ -23,10 +23,10 @@
 // and the decisions; each critical section is O(filter_parent_limit) plus O(peers of the task)
 // for candidate collection, so one lock is simpler and fast enough at thousands of peers. Lock
 // order: mu_ before the leaf locks of PeerStream, BandwidthRecords, StoreSync's and
-// DatasetWriter's queues and NetworkTopology. No network or Store I/O happens
-// under mu_: Store writes are queued to StoreSync, whose thread calls the Store without mu_ and
-// takes mu_ only inside its hooks; the SeedTrigger is only called without mu_. A background
-// thread pushes parents, times out waiting peers and runs GC; Stop() (or the destructor) joins it.
+// DatasetWriter's queues and NetworkTopology. No network or Store I/O happens under mu_: Store
+// writes are queued to StoreSync, whose thread calls the Store without mu_ and takes mu_ only in
+// its hooks (which copy and return); the SeedTrigger is only called without mu_. A background
+// thread pushes parents, times out waiting peers and runs GC; Stop() or the destructor joins it.
 //
 // Time: every decision reads the injected df::Clock (default SteadyClock), so that tests can
 // drive timeouts and TTLs with a ManualClock and RunBackgroundRound(). The background thread

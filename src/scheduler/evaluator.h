@@ -35,6 +35,7 @@ const char* PeerStateName(PeerState state);
 // What an evaluator knows about one candidate parent. Plain data, copied per decision.
 struct ParentInfo {
   std::string peer_id;
+  std::string host_id;  // with ChildInfo::host_id, the (child host, parent host) pair
   PeerState state = PeerState::kRunning;
   uint32_t finished_pieces = 0;
   bool is_seed = false;  // its host is HOST_TYPE_SEED
@@ -63,6 +64,7 @@ struct ParentInfo {
 // What an evaluator knows about the child it schedules for.
 struct ChildInfo {
   std::string peer_id;
+  std::string host_id;
   std::string idc;
   std::string location;
   uint64_t download_capacity = 0;  // bytes/s the child can receive; 0 = unknown

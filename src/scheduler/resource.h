@@ -1,8 +1,9 @@
-// The scheduler's in-memory model: hosts, tasks, peers. Plain data owned by the Scheduler and
-// touched only under its mutex (none of these types is thread-safe on its own).
+// The scheduler's in-memory model: hosts, tasks, peers. Plain data owned by the ResourceModel
+// (resource_model.h) and touched only under the Scheduler's mutex (none of these types is
+// thread-safe on its own).
 //
-// Ownership: the Scheduler owns hosts (shared_ptr, because every peer on a host refers to it and
-// a host outlives its last peer until GC) and tasks (unique_ptr); a Task owns its peers
+// Ownership: the ResourceModel owns hosts (shared_ptr, because every peer on a host refers to it
+// and a host outlives its last peer until GC) and tasks (unique_ptr); a Task owns its peers
 // (unique_ptr) and its Dag over their ids.
 #pragma once
 
@@ -142,5 +143,18 @@ struct Task {
 
   Peer* PeerAt(Dag::Vertex v) const { return v < by_vertex.size() ? by_vertex[v] : nullptr; }
 };
+
+// Parent and child announced different IDCs (a host without one is in every IDC).
+inline bool CrossIdc(const Peer& parent, const Peer& child) {
+  const std::string& a = parent.host->info.idc();
+  const std::string& b = child.host->info.idc();
+  return !a.empty() && !b.empty() && a != b;
+}
+
+// The pieces a peer holds: what it reported, or every piece once it succeeded.
+inline uint32_t ReportedPieces(const Peer& p, const Task& task) {
+  return p.state == PeerState::kSucceeded && task.total_pieces > 0 ? task.total_pieces
+                                                                   : p.finished.count();
+}
 
 }  // namespace df::scheduler

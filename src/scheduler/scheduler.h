@@ -1,6 +1,6 @@
-// The scheduler's brain: hosts, tasks, peers, the parent DAG of each task, and the decisions of
-// the AnnouncePeer protocol (candidate parents, back to source, empty task). No gRPC server types
-// here: the service (service.h) feeds it messages and gives it a PeerStream per peer.
+// The scheduler's entry point: the AnnouncePeer protocol over a model of hosts, tasks, peers and
+// the parent DAG of each task (candidate parents, back to source, empty task). No gRPC server
+// types here: the service (service.h) feeds it messages and gives it a PeerStream per peer.
 //
 // Announce semantics (docs/scheduler.md has the full story):
 //   register   -> EmptyTask when the task is known to be empty;
@@ -13,12 +13,25 @@
 //   While a peer has fewer than candidate_parent_limit parents, new candidates are pushed to it
 //   as a full NormalTaskResponse, at most once per push_interval.
 //
-// Threading: every public method is thread-safe. One mutex (mu_) guards the whole model; each
-// critical section is O(filter_parent_limit) plus O(peers of the task) for candidate collection,
-// so one lock is simpler and fast enough at thousands of peers. Lock order: mu_ before the leaf
-// locks of PeerStream and BandwidthRecords; the SeedTrigger is only called without mu_. A
-// background thread pushes parents, times out waiting peers and runs GC; Stop() (or the
-// destructor) joins it.
+// Code layout: the model (ResourceModel, resource_model.h) and the choice of parents
+// (ParentSelector, parent_selector.h) are plain classes without locks; this class owns both and
+// the protocol: scheduler.cc (public API, register decisions, responses), scheduler_messages.cc
+// (messages after register), scheduler_background.cc (the background thread, GC, capacities,
+// store hooks), scheduler_views.cc (read-only views).
+//
+// Threading: every public method is thread-safe. One mutex (mu_) guards the model, the selector
+// and the decisions; each critical section is O(filter_parent_limit) plus O(peers of the task)
+// for candidate collection, so one lock is simpler and fast enough at thousands of peers. Lock
+// order: mu_ before the leaf locks of PeerStream, BandwidthRecords, StoreSync's and
+// DatasetWriter's queues and NetworkTopology. No network or Store I/O happens under mu_: Store
+// writes are queued to StoreSync, whose thread calls the Store without mu_ and takes mu_ only in
+// its hooks (which copy and return); the SeedTrigger is only called without mu_. A background
+// thread pushes parents, times out waiting peers and runs GC; Stop() or the destructor joins it.
+//
+// Time: every decision reads the injected df::Clock (default SteadyClock), so that tests can
+// drive timeouts and TTLs with a ManualClock and RunBackgroundRound(). The background thread
+// still wakes on real time (every 20 ms or when woken); the decision latency histogram measures
+// real elapsed time (steady_clock).
 #pragma once
 
 #include <condition_variable>
@@ -26,12 +39,11 @@
 #include <mutex>
 #include <optional>
 #include <random>
-#include <set>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/status.h"
 #include "scheduler.pb.h"
 #include "scheduler/bandwidth_records.h"
@@ -40,8 +52,10 @@
 #include "scheduler/dataset_writer.h"
 #include "scheduler/evaluator.h"
 #include "scheduler/metrics.h"
+#include "scheduler/parent_selector.h"
 #include "scheduler/peer_stream.h"
 #include "scheduler/resource.h"
+#include "scheduler/resource_model.h"
 #include "scheduler/seed_trigger.h"
 #include "scheduler/store.h"
 #include "scheduler/store_sync.h"
@@ -62,9 +76,11 @@ class Scheduler {
   // `metrics` is borrowed and must outlive the Scheduler. `seed_trigger` may be null (seed hosts
   // are then never triggered; their dfdaemons may still register seed peers on their own).
   // `store` holds what schedulers share (null: an in-memory store of this process alone).
+  // `clock` (null: SteadyClock::Instance()) is what every decision reads the time from
+  // (timeouts, TTLs, push intervals, capacity buckets); borrowed, it must outlive the Scheduler.
   Scheduler(SchedulerConfig config, std::unique_ptr<Evaluator> evaluator,
             std::unique_ptr<SeedTrigger> seed_trigger, SchedulerMetrics* metrics,
-            std::unique_ptr<Store> store = nullptr);
+            std::unique_ptr<Store> store = nullptr, const df::Clock* clock = nullptr);
   // Stops the background thread, then waits for in-flight seed triggers.
   ~Scheduler();
 
@@ -115,8 +131,14 @@ class Scheduler {
   // Counts of one task; NotFound for an unknown task.
   Result<df::scheduler::v1::StatTaskResponse> StatTask(const std::string& task_id) const;
 
-  // Runs one garbage collection pass now (the background thread runs it every gc_interval).
+  // Runs one garbage collection pass now, at the clock's time (the background thread runs it
+  // every gc_interval).
   void CollectGarbage();
+  // Runs one round of the background thread's work now, on the caller's thread, at the clock's
+  // time: a capacity refresh and GC when they are due, pushes to hungry peers, schedule
+  // timeouts, then the seed triggers this queued. For tests with a ManualClock (Start() need not
+  // be called); the background thread runs the same round at every wake-up.
+  void RunBackgroundRound();
 
   // A copy of one peer's scheduling state, for tests and debugging; nullopt when unknown.
   struct PeerSnapshot {
@@ -145,7 +167,7 @@ class Scheduler {
   // Latency probes (network_topology.h). The topology is borrowed (outlives the Scheduler) and
   // set before Start(); without one, evaluators see no RTTs. The Scheduler tells it of hosts it
   // removes (LeaveHost, GC) and reads its in-memory RTTs and failures for ParentInfo.
-  void SetNetworkTopology(NetworkTopology* topology) { topology_ = topology; }
+  void SetNetworkTopology(NetworkTopology* topology);
   // A uniform random sample of at most `sample_size` reachable hosts (announced, not left, with
   // an address and a piece port, seen within host_ttl) other than `src_host_id`
   // (full announced records), for NetworkTopology::AssignTargets. NotFound when src is not an
@@ -170,10 +192,12 @@ class Scheduler {
   };
   enum class ScheduleOutcome { kNoCandidates, kUnchanged, kSent };
 
-  // Model updates (all require mu_).
-  std::shared_ptr<Host> TouchHost(const std::string& host_id, Clock::time_point now);
-  Task& FindOrCreateTask(const std::string& task_id, const df::scheduler::v1::TaskInfo& info,
-                         Clock::time_point now);
+  // Wakes the background thread: hungry peers may have new candidates (requires mu_).
+  void WakeBackground();
+  // Wall-clock milliseconds since the epoch, for records other processes read.
+  static int64_t UnixMs();
+
+  // What a peer may tell about its task (scheduler_messages.cc; require mu_).
   // Records the task's size when `from` may tell it (IsSizeAuthority) and it fits the task
   // spec (task_spec.h); a conflicting or malformed size is logged and ignored.
   void LearnTaskSize(Task& task, const Peer& from, int64_t content_length, uint64_t piece_length,
@@ -188,55 +212,23 @@ class Scheduler {
   static constexpr uint32_t kMaxDigestsPerResponse = 4096;
   // True for peers whose size comes from the origin: seed peers and peers this scheduler sent
   // back to source.
-  bool IsSizeAuthority(const Peer& peer) const;
+  static bool IsSizeAuthority(const Peer& peer);
   // The piece length the task's spec implies for `content_length`; 0 when none is valid.
   static uint64_t ExpectedPieceLength(const Task& task, int64_t content_length);
-  Peer& ResetPeer(Task& task, const std::string& peer_id, std::shared_ptr<Host> host,
-                  std::shared_ptr<PeerStream> stream, Clock::time_point now);
-  void SetState(Task& task, Peer& peer, PeerState state);
-  void BumpCandidates(Task& task);
-  void UpdateHunger(Task& task, Peer& peer);
-  Peer* FindPeer(Task& task, const std::string& peer_id);
-  Task* FindTask(const std::string& task_id);
 
-  // DAG edges, keeping Host::upload_children in step (require mu_).
-  void Link(Task& task, Peer& parent, Peer& child, uint64_t allotment);
-  // Sets the upload bandwidth reserved on parent's host for the edge parent -> child.
-  void SetAllotment(Peer& parent, Peer& child, uint64_t allotment);
-  void Unlink(Task& task, Peer& parent, Peer& child);
-  void RemoveParents(Task& task, Peer& child);
-  void DetachPeer(Task& task, Peer& peer);
-  void RemovePeer(Task& task, Peer& peer);
-
-  // Decisions (require mu_).
+  // Decisions (scheduler.cc; require mu_).
   void DecideOnRegister(Task& task, Peer& peer, Clock::time_point now);
+  // Selects the child's parents, applies them to the DAG and sends them when they changed (or
+  // always with `force_send`).
   ScheduleOutcome ScheduleParents(Task& task, Peer& child, Clock::time_point now, bool force_send);
-  std::vector<Peer*> CollectCandidates(Task& task, Peer& child);
-  // Ranked parents for `child` with the upload bandwidth to reserve on each (0 = no accounting).
-  std::vector<std::pair<Peer*, uint64_t>> RankCandidates(Task& task, Peer& child,
-                                                         const std::vector<Peer*>& candidates);
-  // Keeps the evaluator's order but takes parents only while their free upload adds up to the
-  // child's download capacity (see docs/scheduler.md, "Capacity").
-  std::vector<std::pair<Peer*, uint64_t>> SelectByCapacity(Task& task, Peer& child,
-                                                           const std::vector<Peer*>& evaluated);
-  // Upload bandwidth to book for `child`: its download rate, or the fair share of the cluster's
-  // uplinks per downloading host when that is lower; 0 when the child's rate is unknown.
-  uint64_t BookingNeedLocked(const Peer& child);
-  // The parents of `ranked` in the child's IDC (in order); when there are none, those of other
-  // IDCs that serve fewer than cross_idc_children_limit children outside their IDC.
-  std::vector<Peer*> PreferOwnIdc(Task& task, Peer& child, const std::vector<Peer*>& ranked) const;
-  void SendParents(Task& task, Peer& child, const std::vector<Peer*>& parents,
-                   const std::vector<double>& scores);
   void SendBackToSource(Task& task, Peer& peer, const std::string& reason,
                         prometheus::Counter& counter);
   void SendEmptyTask(Task& task, Peer& peer);
   bool CanBackToSource(const Task& task, const Peer& peer) const;
-  bool SeedHostAvailable(Clock::time_point now) const;
   bool SeedUsableFor(const Task& task, Clock::time_point now) const;
-  const Host* PickSeedHost(const std::string& task_id, Clock::time_point now) const;
   void MaybeTriggerSeed(Task& task, Clock::time_point now);
 
-  // Messages after register (require mu_).
+  // Messages after register (scheduler_messages.cc; require mu_).
   void OnPieceFinished(Task& task, Peer& peer, const df::scheduler::v1::PieceFinished& m);
   void OnPieceFailed(Task& task, Peer& peer, const df::scheduler::v1::PieceFailed& m);
   void OnPeerFinished(Task& task, Peer& peer, const df::scheduler::v1::PeerFinished& m);
@@ -245,27 +237,34 @@ class Scheduler {
   void OnReschedule(Task& task, Peer& peer, const df::scheduler::v1::RescheduleRequest& m,
                     Clock::time_point now);
 
-  // Background work.
+  // Background work (scheduler_background.cc).
   void Run();
+  // One round at `now`; requires mu_ (held by `lock`), which it releases between decisions and
+  // around seed triggers.
+  void BackgroundRoundLocked(std::unique_lock<std::mutex>& lock, Clock::time_point now);
   // Requires mu_ (held by `lock`); releases it between decisions.
   void ServeHungryPeers(std::unique_lock<std::mutex>& lock, Clock::time_point now);
   void HandleWaiting(Task& task, Peer& peer, Clock::time_point now);  // requires mu_
-  void CollectGarbageLocked(Clock::time_point now);                   // requires mu_
-  void UpdateGauges();                                                // requires mu_
+  // The model's GC, then forgets what else is known of the removed hosts (requires mu_).
+  void CollectGarbageLocked(Clock::time_point now);
+  void UpdateGauges();  // requires mu_
   // Sets the host's capacities from its announcement and what was learned; true when one of them
   // moved by more than a tenth (requires mu_).
   bool RefreshHostCapacity(Host& host);
   void RefreshCapacitiesLocked(Clock::time_point now);  // requires mu_
-  // Multiplies the allotments of `parent`'s children by `ratio` (its host's capacity over what
-  // is booked on it, after the capacity dropped; requires mu_).
-  void ScaleAllotments(Task& task, Peer& parent, double ratio);
 
   // Seed triggers are queued under mu_ and sent after it is released.
   std::vector<SeedJob> TakeSeedJobs();           // requires mu_
   void SendSeedJobs(std::vector<SeedJob> jobs);  // excludes mu_
   void OnSeedTriggerDone(const std::string& task_id, const Status& status);
 
+  // Store hooks (sync thread, called without any lock; they take mu_ and return copies).
+  std::vector<LearnedCapacity> ExportCapacities();
+  std::vector<PairEstimate> ExportPairs();
+  void ImportCapacities(const std::vector<LearnedCapacity>& theirs);
+
   const SchedulerConfig config_;
+  const df::Clock& clock_;
   const std::unique_ptr<Evaluator> evaluator_;
   std::unique_ptr<SeedTrigger> seed_trigger_;  // reset first in the destructor
   SchedulerMetrics& metrics_;
@@ -274,27 +273,17 @@ class Scheduler {
   const std::unique_ptr<Store> store_;
   std::unique_ptr<StoreSync> sync_;         // uses store_ and takes mu_ in its hooks
   std::unique_ptr<DatasetWriter> dataset_;  // uses store_; null when off
-  // Store hooks (sync thread; take mu_).
-  std::vector<LearnedCapacity> ExportCapacities();
-  std::vector<PairEstimate> ExportPairs();
-  void ImportCapacities(const std::vector<LearnedCapacity>& theirs);
-  Clock::time_point next_capacity_refresh_;  // GUARDED_BY(mu_)
 
   mutable std::mutex mu_;
-  std::condition_variable wake_;  // signalled when hungry peers may have new candidates, or stop
-  std::unordered_map<std::string, std::shared_ptr<Host>> hosts_;  // GUARDED_BY(mu_)
-  std::set<std::string> seed_hosts_;                              // GUARDED_BY(mu_)
-  // Cache of BookingNeedLocked's fair upload share (bytes/s; 0 = unknown).
-  uint64_t upload_share_ = 0;                                     // GUARDED_BY(mu_)
-  Clock::time_point upload_share_at_;                             // GUARDED_BY(mu_)
-  bool upload_share_valid_ = false;                               // GUARDED_BY(mu_)
-  std::unordered_map<std::string, std::unique_ptr<Task>> tasks_;  // GUARDED_BY(mu_)
-  std::set<std::string> hungry_tasks_;  // GUARDED_BY(mu_) tasks with Task::hungry non-empty
-  std::vector<SeedJob> seed_jobs_;      // GUARDED_BY(mu_)
-  std::mt19937_64 rng_;                 // GUARDED_BY(mu_)
-  bool work_pending_ = false;           // GUARDED_BY(mu_)
-  bool stop_ = false;                   // GUARDED_BY(mu_)
-  Clock::time_point next_gc_;           // GUARDED_BY(mu_)
+  std::condition_variable wake_;    // signalled when hungry peers may have new candidates, or stop
+  ResourceModel model_;             // GUARDED_BY(mu_)
+  ParentSelector selector_;         // GUARDED_BY(mu_); reads model_
+  std::vector<SeedJob> seed_jobs_;  // GUARDED_BY(mu_)
+  std::mt19937_64 rng_;             // GUARDED_BY(mu_)
+  bool work_pending_ = false;       // GUARDED_BY(mu_)
+  bool stop_ = false;               // GUARDED_BY(mu_)
+  Clock::time_point next_gc_;       // GUARDED_BY(mu_)
+  Clock::time_point next_capacity_refresh_;  // GUARDED_BY(mu_)
   std::thread worker_;
   NetworkTopology* topology_ = nullptr;  // set before Start(); thread-safe on its own
 };

@@ -8,21 +8,21 @@ Result<std::vector<v1::Host>> Scheduler::ProbeCandidates(const std::string& src_
                                                          const std::string& caller_ip,
                                                          size_t sample_size) {
   std::lock_guard lock(mu_);
-  auto src = hosts_.find(src_host_id);
-  if (src_host_id.empty() || src == hosts_.end() || !src->second->announced || src->second->left) {
+  const Host* src = model_.FindHost(src_host_id);
+  if (src_host_id.empty() || !src || !src->announced || src->left) {
     return NotFound("sync probes: host " + src_host_id + " is not announced");
   }
-  if (!caller_ip.empty() && src->second->info.ip() != caller_ip) {
+  if (!caller_ip.empty() && src->info.ip() != caller_ip) {
     return Status(StatusCode::kPermissionDenied,
                   "sync probes: host " + src_host_id + " may only probe from its own address");
   }
   // Reservoir sampling (Algorithm R): one pass, uniform, no index of hosts to keep in step.
   std::vector<const Host*> sample;
-  sample.reserve(std::min(sample_size, hosts_.size()));
+  sample.reserve(std::min(sample_size, model_.hosts().size()));
   size_t seen = 0;
-  const auto now = Clock::now();
+  const auto now = clock_.Now();
   const auto host_ttl = std::chrono::milliseconds(config_.host_ttl_ms);
-  for (const auto& [id, host] : hosts_) {
+  for (const auto& [id, host] : model_.hosts()) {
     // A host past its TTL is gone, whether or not GC has run yet.
     if (id == src_host_id || !host->reachable() || now - host->last_seen > host_ttl) continue;
     ++seen;
@@ -42,8 +42,8 @@ Result<std::vector<v1::Host>> Scheduler::ProbeCandidates(const std::string& src_
 std::vector<Scheduler::HostView> Scheduler::ListHosts() const {
   std::lock_guard lock(mu_);
   std::vector<HostView> out;
-  out.reserve(hosts_.size());
-  for (const auto& [id, host] : hosts_) {
+  out.reserve(model_.hosts().size());
+  for (const auto& [id, host] : model_.hosts()) {
     out.push_back({host->info, HostCapacity{capacity_.Get(id), host->upload_capacity(),
                                             host->download_capacity(), host->upload_allotted}});
   }

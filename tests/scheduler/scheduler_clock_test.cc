@@ -1,0 +1,161 @@
+// The Scheduler's timers on an injected ManualClock: schedule timeouts and TTLs move only when the
+// test advances the clock, and the background round is run by the test (RunBackgroundRound),
+// so nothing here sleeps. The Scheduler is driven through its public API, without gRPC.
+//
+// Each test first advances the clock by a day: a timer that read the real steady clock instead
+// of the injected one would then see a peer or host a day old, and fire too early.
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/ids.h"
+#include "scheduler/scheduler.h"
+
+namespace df::scheduler {
+namespace {
+
+namespace v1 = df::scheduler::v1;
+using namespace std::chrono_literals;
+
+constexpr char kUrl[] = "http://origin/task-1";
+
+// Records what the scheduler sends to one peer.
+class RecordingStream final : public PeerStream {
+ public:
+  bool Send(const v1::AnnouncePeerResponse& response) override {
+    std::lock_guard lock(mu_);
+    sent_.push_back(response);
+    return true;
+  }
+  std::vector<v1::AnnouncePeerResponse> sent() const {
+    std::lock_guard lock(mu_);
+    return sent_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<v1::AnnouncePeerResponse> sent_;
+};
+
+// A seed host that accepts every trigger and never registers its seed peer.
+class SilentSeedTrigger final : public SeedTrigger {
+ public:
+  void Trigger(const v1::Host&, const v1::TaskInfo&, DoneCallback) override {}
+};
+
+class SchedulerClockTest : public ::testing::Test {
+ protected:
+  void StartScheduler(SchedulerConfig config, std::unique_ptr<SeedTrigger> seed_trigger) {
+    clock_.Advance(24h);
+    scheduler_ = std::make_unique<Scheduler>(std::move(config), NewEvaluator("default").value(),
+                                             std::move(seed_trigger), &metrics_, nullptr, &clock_);
+  }
+
+  void AnnounceHost(const std::string& id, v1::HostType type = v1::HOST_TYPE_NORMAL) {
+    v1::Host host;
+    host.set_id(id);
+    host.set_ip("127.0.0.1");
+    host.set_grpc_port(4000);
+    host.set_piece_port(4005);
+    host.set_type(type);
+    ASSERT_TRUE(scheduler_->AnnounceHost(host).ok());
+  }
+
+  v1::AnnouncePeerRequest Request(const std::string& host_id, const std::string& peer_id) const {
+    v1::AnnouncePeerRequest r;
+    r.set_host_id(host_id);
+    r.set_peer_id(peer_id);
+    r.set_task_id(task_id_);
+    return r;
+  }
+
+  PeerKey Register(const std::string& host_id, const std::string& peer_id,
+                   std::shared_ptr<PeerStream> stream) {
+    v1::AnnouncePeerRequest r = Request(host_id, peer_id);
+    v1::RegisterPeerRequest* reg = r.mutable_register_();
+    reg->set_host_id(host_id);
+    reg->set_peer_id(peer_id);
+    reg->mutable_task()->set_task_id(task_id_);
+    reg->mutable_task()->set_url(kUrl);
+    auto key = scheduler_->RegisterPeer(r, std::move(stream));
+    EXPECT_TRUE(key.ok()) << key.status().ToString();
+    return key.ok() ? key.value() : PeerKey{};
+  }
+
+  PeerState StateOf(const std::string& peer_id) {
+    auto p = scheduler_->GetPeer(task_id_, peer_id);
+    return p ? p->state : PeerState::kPending;
+  }
+
+  const std::string task_id_ = TaskId(TaskIdInput{kUrl, "", "", 0, {}});
+  ManualClock clock_;
+  prometheus::Registry registry_;
+  SchedulerMetrics metrics_{registry_};
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+TEST_F(SchedulerClockTest, AWaitingPeerGoesBackToSourceOnlyAfterTheScheduleTimeout) {
+  SchedulerConfig config;
+  config.schedule_timeout_ms = 10'000;
+  config.gc_interval_ms = 7 * 24 * 3600'000ull;  // no GC in this test
+  StartScheduler(config, std::make_unique<SilentSeedTrigger>());
+  AnnounceHost("seed-host", v1::HOST_TYPE_SEED);
+  AnnounceHost("host-a");
+  auto stream = std::make_shared<RecordingStream>();
+  Register("host-a", "peer-a", stream);
+  // The seed was triggered and has not registered: no parent, so the peer waits.
+  EXPECT_TRUE(stream->sent().empty());
+  EXPECT_EQ(StateOf("peer-a"), PeerState::kRunning);
+
+  clock_.Advance(9'900ms);
+  scheduler_->RunBackgroundRound();
+  EXPECT_TRUE(stream->sent().empty());
+  EXPECT_EQ(StateOf("peer-a"), PeerState::kRunning);
+
+  clock_.Advance(200ms);
+  scheduler_->RunBackgroundRound();
+  const auto sent = stream->sent();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_TRUE(sent[0].has_need_back_to_source()) << sent[0].ShortDebugString();
+  EXPECT_EQ(StateOf("peer-a"), PeerState::kBackToSource);
+}
+
+TEST_F(SchedulerClockTest, PeersAndHostsAreCollectedOnlyAfterTheirTtl) {
+  SchedulerConfig config;
+  config.peer_ttl_ms = 60'000;
+  config.host_ttl_ms = 120'000;
+  config.gc_interval_ms = 7 * 24 * 3600'000ull;  // GC runs when the test calls it
+  StartScheduler(config, nullptr);
+  AnnounceHost("host-a");
+  auto stream = std::make_shared<RecordingStream>();
+  const PeerKey key = Register("host-a", "peer-a", stream);
+  ASSERT_EQ(StateOf("peer-a"), PeerState::kBackToSource);  // no seed host: the origin at once
+  v1::AnnouncePeerRequest finished = Request("host-a", "peer-a");
+  finished.mutable_peer_finished()->set_content_length(100 << 20);
+  ASSERT_TRUE(scheduler_->HandlePeerMessage(key, finished).ok());
+  // A succeeded peer whose stream closed stays a parent until it has been idle for peer_ttl.
+  scheduler_->StreamClosed(key, stream.get());
+  ASSERT_EQ(StateOf("peer-a"), PeerState::kSucceeded);
+
+  clock_.Advance(59s);
+  scheduler_->CollectGarbage();
+  EXPECT_TRUE(scheduler_->GetPeer(task_id_, "peer-a").has_value());
+
+  clock_.Advance(2s);  // 61 s idle: the peer goes; its host was seen 61 s ago and stays
+  scheduler_->CollectGarbage();
+  EXPECT_FALSE(scheduler_->GetPeer(task_id_, "peer-a").has_value());
+  EXPECT_EQ(scheduler_->host_count(), 1u);
+
+  clock_.Advance(60s);  // 121 s since the host was last seen
+  scheduler_->CollectGarbage();
+  EXPECT_EQ(scheduler_->host_count(), 0u);
+}
+
+}  // namespace
+}  // namespace df::scheduler

@@ -54,8 +54,8 @@ struct ParentInfo {
   uint64_t upload_failure = 0;
   // Costs of the pieces this parent served, oldest first (see CostHistory).
   std::vector<uint64_t> piece_costs_ns;
-  // Probed RTT between the child's host and this parent's host (mean of the kept samples, either
-  // direction), ns; 0 = never probed.
+  // Probed RTT between the child's host and this parent's host (moving average of the kept
+  // samples, either direction), ns; 0 = never probed.
   int64_t rtt_ns = 0;
   // Failed probes of this parent's host since its last successful one (distinct probers).
   uint32_t probe_failures = 0;

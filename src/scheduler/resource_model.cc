@@ -187,9 +187,13 @@ void ResourceModel::SetState(Task& task, Peer& peer, PeerState state) {
 void ResourceModel::UpdateHunger(Task& task, Peer& peer) {
   const size_t parents = task.dag.Parents(peer.vertex).size();
   const uint64_t need = peer.host->download_capacity();
-  const bool hungry = peer.state == PeerState::kRunning && peer.stream != nullptr &&
-                      parents < config_.candidate_parent_limit &&
-                      (need == 0 || parents == 0 || peer.allotted() < need);
+  // Without accounting (need 0) a peer wants parents up to the limit. With it, a peer whose
+  // parents carry less than it books stays hungry even at the limit: when a better parent
+  // appears, a re-plan may replace one of them (the dropped one is taken back, see
+  // Scheduler::ScheduleParents).
+  const bool wants_more =
+      need == 0 ? parents < config_.candidate_parent_limit : parents == 0 || peer.allotted() < need;
+  const bool hungry = peer.state == PeerState::kRunning && peer.stream != nullptr && wants_more;
   if (hungry) {
     if (task.hungry.insert(peer.id).second) hungry_tasks_.insert(task.id);
     if (parents == 0 && !peer.waiting) {

@@ -948,6 +948,37 @@ TEST_F(SchedulerCapacityTest, AWeakChildLeavesTheSeedToAWideOneThatCameLater) {
   EXPECT_EQ(weak->NextParents(2s), (Strings{"peer-wide"}));
 }
 
+// Re-planning: a child whose parent cannot carry what it books is given a better parent when one
+// appears, and the parent that plan drops is taken back from it in the same response (issue 16:
+// without that, the child kept fetching from a parent the scheduler had booked for others).
+TEST_F(SchedulerCapacityTest, AParentDroppedByARePlanIsTakenBackFromTheChild) {
+  StartScheduler([](SchedulerConfig& c) {
+    c.candidate_parent_limit = 1;
+    c.weak_child_seed_delay_ms = 0;
+  });
+  AnnounceRates("thin", 20, 200);
+  AnnounceRates("child", 200, 200);
+  auto thin = Registered("thin", "peer-thin");
+  ASSERT_TRUE(thin->Next()->has_need_back_to_source()) << "no seed host: the first peer goes";
+  auto child = Registered("child", "peer-child");
+  auto first = child->Next();
+  ASSERT_TRUE(first.has_value() && first->has_normal_task());
+  ASSERT_EQ(first->normal_task().candidate_parents_size(), 1);
+  EXPECT_EQ(first->normal_task().candidate_parents(0).peer_id(), "peer-thin");
+  EXPECT_EQ(first->normal_task().removed_parent_ids_size(), 0);
+
+  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  auto seed = Registered("seed-host", "peer-seed");
+  ASSERT_TRUE(seed->Next()->has_need_back_to_source());
+  auto replan = child->Next(3s);
+  ASSERT_TRUE(replan.has_value() && replan->has_normal_task()) << "the hungry child was not re-planned";
+  ASSERT_EQ(replan->normal_task().candidate_parents_size(), 1);
+  EXPECT_EQ(replan->normal_task().candidate_parents(0).peer_id(), "peer-seed");
+  ASSERT_EQ(replan->normal_task().removed_parent_ids_size(), 1);
+  EXPECT_EQ(replan->normal_task().removed_parent_ids(0), "peer-thin");
+  EXPECT_EQ(scheduler().GetPeer(Id("task-1"), "peer-child")->parents, (Strings{"peer-seed"}));
+}
+
 // rack-a has a wide uplink and serves rack-b; rack-b's only peer has almost no uplink. With the
 // default limit rack-c must still chain off rack-b (its link is the one to spare); with the
 // limit off it takes rack-a's free upload.

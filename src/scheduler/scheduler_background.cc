@@ -35,6 +35,7 @@ void Scheduler::BackgroundRoundLocked(std::unique_lock<std::mutex>& lock, Clock:
     RefreshCapacitiesLocked(now);
     next_capacity_refresh_ = now + CapacityEstimator::Options{}.bucket;
   }
+  model_.RefreshHungerOnShareChange(now);
   ServeHungryPeers(lock, now);
   if (now >= next_gc_) {
     CollectGarbageLocked(now);

@@ -948,6 +948,32 @@ TEST_F(SchedulerCapacityTest, AWeakChildLeavesTheSeedToAWideOneThatCameLater) {
   EXPECT_EQ(weak->NextParents(2s), (Strings{"peer-wide"}));
 }
 
+// The fair share grows as hosts finish: a host whose peers all succeeded only uploads, so the
+// children still downloading book more (here 40 each while three hosts download, 60 once thin1
+// is done), and a child whose parents carry the old share is re-planned for the new one.
+TEST_F(SchedulerCapacityTest, TheFairShareGrowsAsHostsFinishAndChildrenBookIt) {
+  StartScheduler();
+  AnnounceRates("wide", 100, 100);
+  AnnounceRates("thin1", 10, 100);
+  AnnounceRates("thin2", 10, 100);
+  auto w = Registered("wide", "peer-wide");
+  ASSERT_TRUE(w->Next()->has_need_back_to_source());
+  auto t1 = Registered("thin1", "peer-thin1");
+  EXPECT_EQ(t1->NextParents(), (Strings{"peer-wide"}));
+  auto t2 = Registered("thin2", "peer-thin2");
+  EXPECT_EQ(t2->NextParents(), (Strings{"peer-wide"}));
+  ASSERT_EQ(scheduler().GetHostCapacity("wide")->booked, 80u) << "40 for each thin child";
+
+  t1->Finished();
+  // thin2 now books 60, from wide and from thin1 (which finished and only uploads now).
+  auto booked = [&] {
+    return scheduler().GetHostCapacity("wide")->booked +
+           scheduler().GetHostCapacity("thin1")->booked;
+  };
+  EXPECT_TRUE(Eventually([&] { return booked() == 60u; }))
+      << "thin2 still books " << booked() << ": the share did not grow when thin1 finished";
+}
+
 // Re-planning: a child whose parent cannot carry what it books is given a better parent when one
 // appears, and the parent that plan drops is taken back from it in the same response (issue 16:
 // without that, the child kept fetching from a parent the scheduler had booked for others).

@@ -102,7 +102,15 @@ std::vector<ParentSelector::Ranked> ParentSelector::RankCandidates(
 }
 
 uint64_t ParentSelector::BookingNeed(const Peer& child) const {
-  return model_.BookingNeed(child, clock_.Now());
+  const uint64_t download = child.host->download_capacity();
+  if (download == 0) return 0;
+  // When the uplinks of the cluster add up to less than its downlinks (hetero links), a child
+  // that booked its whole downlink would leave the children after it nothing, and which children
+  // starve would depend on who registered first. Each child books the fair share instead: the
+  // sum of the announced uplinks over the hosts that download (seeds only upload). Equal links:
+  // the share is at least the downlink and nothing changes.
+  const uint64_t share = model_.UploadShare(clock_.Now());
+  return share == 0 ? download : std::min(download, share);
 }
 
 std::vector<ParentSelector::Ranked> ParentSelector::PreferOwnIdc(

@@ -80,20 +80,6 @@ uint64_t ResourceModel::UploadShare(Clock::time_point now) const {
   if (upload_share_valid_ && now - upload_share_at_ < std::chrono::seconds(1)) {
     return upload_share_;
   }
-  // Hosts whose peers all finished only upload now; every other host may still download (one
-  // that announced and has not registered yet counts too: it is likely on its way, and the
-  // share must not depend on who in a burst registers first).
-  std::unordered_set<const Host*> downloading, finished;
-  for (const auto& [task_id, task] : tasks_) {
-    for (const auto& [peer_id, peer] : task->peers) {
-      const PeerState s = peer->state;
-      if (s == PeerState::kPending || s == PeerState::kRunning || s == PeerState::kBackToSource) {
-        downloading.insert(peer->host.get());
-      } else if (s == PeerState::kSucceeded) {
-        finished.insert(peer->host.get());
-      }
-    }
-  }
   uint64_t supply = 0, downloaders = 0;
   bool unknown = false;
   for (const auto& [id, host] : hosts_) {
@@ -104,36 +90,12 @@ uint64_t ResourceModel::UploadShare(Clock::time_point now) const {
       break;
     }
     supply += up;
-    const bool done = finished.contains(host.get()) && !downloading.contains(host.get());
-    if (!host->is_seed() && !done) ++downloaders;
+    if (!host->is_seed()) ++downloaders;
   }
   upload_share_ = unknown || downloaders == 0 ? 0 : supply / downloaders;
   upload_share_at_ = now;
   upload_share_valid_ = true;
   return upload_share_;
-}
-
-uint64_t ResourceModel::BookingNeed(const Peer& child, Clock::time_point now) const {
-  const uint64_t download = child.host->download_capacity();
-  if (download == 0) return 0;
-  // When the uplinks of the cluster add up to less than its downlinks (hetero links), a child
-  // that booked its whole downlink would leave the children after it nothing, and which children
-  // starve would depend on who registered first. Each child books the fair share instead.
-  // Equal links: the share is at least the downlink and nothing changes.
-  const uint64_t share = UploadShare(now);
-  return share == 0 ? download : std::min(download, share);
-}
-
-void ResourceModel::RefreshHungerOnShareChange(Clock::time_point now) {
-  const uint64_t share = UploadShare(now);
-  const uint64_t diff = share > hunger_share_ ? share - hunger_share_ : hunger_share_ - share;
-  if (diff * 10 <= hunger_share_) return;
-  hunger_share_ = share;
-  for (auto& [task_id, task] : tasks_) {
-    for (auto& [peer_id, peer] : task->peers) {
-      if (peer->state == PeerState::kRunning) UpdateHunger(*task, *peer);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,14 +186,10 @@ void ResourceModel::SetState(Task& task, Peer& peer, PeerState state) {
 
 void ResourceModel::UpdateHunger(Task& task, Peer& peer) {
   const size_t parents = task.dag.Parents(peer.vertex).size();
-  const uint64_t need = BookingNeed(peer, clock_.Now());
-  // Without accounting (need 0) a peer wants parents up to the limit. With it, a peer whose
-  // parents carry less than it books stays hungry even at the limit: when a better parent
-  // appears, a re-plan may replace one of them (the dropped one is taken back, see
-  // Scheduler::ScheduleParents).
-  const bool wants_more =
-      need == 0 ? parents < config_.candidate_parent_limit : parents == 0 || peer.allotted() < need;
-  const bool hungry = peer.state == PeerState::kRunning && peer.stream != nullptr && wants_more;
+  const uint64_t need = peer.host->download_capacity();
+  const bool hungry = peer.state == PeerState::kRunning && peer.stream != nullptr &&
+                      parents < config_.candidate_parent_limit &&
+                      (need == 0 || parents == 0 || peer.allotted() < need);
   if (hungry) {
     if (task.hungry.insert(peer.id).second) hungry_tasks_.insert(task.id);
     if (parents == 0 && !peer.waiting) {

@@ -59,19 +59,11 @@ class ResourceModel {
   // An alive seed host (announced address, not left, seen within host_ttl) for the task, the
   // same one for the same task while the set of seeds is stable; null when there is none.
   const Host* PickSeedHost(const std::string& task_id, Clock::time_point now) const;
-  // The fair upload share per downloading host: the uplinks of the reachable hosts over the
-  // non-seed hosts that may still download (all but those whose every peer succeeded), bytes/s;
-  // 0 = unknown. Hosts that finished keep uploading and stop counting as downloaders, so the
-  // share grows as a swarm completes. Cached, recomputed at most once a second or after
-  // InvalidateUploadShare; O(peers) when recomputed.
+  // The fair upload share per downloading host: the announced uplinks of the reachable hosts
+  // over the hosts that download (bytes/s; 0 = unknown). Cached, recomputed at most once a
+  // second or after InvalidateUploadShare.
   uint64_t UploadShare(Clock::time_point now) const;
   void InvalidateUploadShare() { upload_share_valid_ = false; }
-  // What a child books in upload from its parents: its download capacity, or the fair upload
-  // share when that is lower; 0 when its download capacity is unknown (no accounting).
-  uint64_t BookingNeed(const Peer& child, Clock::time_point now) const;
-  // When the fair share moved by more than a tenth since the last call that acted, re-evaluates
-  // the hunger of every running peer (their need follows the share). O(peers) then.
-  void RefreshHungerOnShareChange(Clock::time_point now);
 
   // ---- Tasks and peers
   const Tasks& tasks() const { return tasks_; }
@@ -128,7 +120,6 @@ class ResourceModel {
   mutable uint64_t upload_share_ = 0;
   mutable Clock::time_point upload_share_at_;
   mutable bool upload_share_valid_ = false;
-  uint64_t hunger_share_ = 0;  // the share the last RefreshHungerOnShareChange acted on
 };
 
 }  // namespace df::scheduler

@@ -312,22 +312,17 @@ Scheduler::ScheduleOutcome Scheduler::ScheduleParents(Task& task, Peer& child,
     model_.UpdateHunger(task, child);
     return ScheduleOutcome::kUnchanged;
   }
-  v1::AnnouncePeerResponse response;
-  v1::NormalTaskResponse* normal = response.mutable_normal_task();
-  // Parents the new plan drops are taken back from the child, so that the upload they were
-  // booked for is not still spent on it while this plan books it for others (re-planning).
   for (Dag::Vertex v : old_parents) {
     if (chosen(v)) continue;
-    Peer* p = task.PeerAt(v);
-    if (!p) continue;
-    model_.Unlink(task, *p, child);
-    normal->add_removed_parent_ids(p->id);
+    if (Peer* p = task.PeerAt(v)) model_.Unlink(task, *p, child);
   }
   for (const ChosenParent& p : parents) {
     model_.Link(task, *p.peer, child, p.allotment_bytes_per_sec);
   }
   model_.UpdateHunger(task, child);
 
+  v1::AnnouncePeerResponse response;
+  v1::NormalTaskResponse* normal = response.mutable_normal_task();
   for (const ChosenParent& p : parents) {
     v1::CandidateParent* c = normal->add_candidate_parents();
     c->set_peer_id(p.peer->id);

@@ -35,7 +35,6 @@ void Scheduler::BackgroundRoundLocked(std::unique_lock<std::mutex>& lock, Clock:
     RefreshCapacitiesLocked(now);
     next_capacity_refresh_ = now + CapacityEstimator::Options{}.bucket;
   }
-  model_.RefreshHungerOnShareChange(now);
   ServeHungryPeers(lock, now);
   if (now >= next_gc_) {
     CollectGarbageLocked(now);

@@ -948,63 +948,6 @@ TEST_F(SchedulerCapacityTest, AWeakChildLeavesTheSeedToAWideOneThatCameLater) {
   EXPECT_EQ(weak->NextParents(2s), (Strings{"peer-wide"}));
 }
 
-// The fair share grows as hosts finish: a host whose peers all succeeded only uploads, so the
-// children still downloading book more (here 40 each while three hosts download, 60 once thin1
-// is done), and a child whose parents carry the old share is re-planned for the new one.
-TEST_F(SchedulerCapacityTest, TheFairShareGrowsAsHostsFinishAndChildrenBookIt) {
-  StartScheduler();
-  AnnounceRates("wide", 100, 100);
-  AnnounceRates("thin1", 10, 100);
-  AnnounceRates("thin2", 10, 100);
-  auto w = Registered("wide", "peer-wide");
-  ASSERT_TRUE(w->Next()->has_need_back_to_source());
-  auto t1 = Registered("thin1", "peer-thin1");
-  EXPECT_EQ(t1->NextParents(), (Strings{"peer-wide"}));
-  auto t2 = Registered("thin2", "peer-thin2");
-  EXPECT_EQ(t2->NextParents(), (Strings{"peer-wide"}));
-  ASSERT_EQ(scheduler().GetHostCapacity("wide")->booked, 80u) << "40 for each thin child";
-
-  t1->Finished();
-  // thin2 now books 60, from wide and from thin1 (which finished and only uploads now).
-  auto booked = [&] {
-    return scheduler().GetHostCapacity("wide")->booked +
-           scheduler().GetHostCapacity("thin1")->booked;
-  };
-  EXPECT_TRUE(Eventually([&] { return booked() == 60u; }))
-      << "thin2 still books " << booked() << ": the share did not grow when thin1 finished";
-}
-
-// Re-planning: a child whose parent cannot carry what it books is given a better parent when one
-// appears, and the parent that plan drops is taken back from it in the same response (issue 16:
-// without that, the child kept fetching from a parent the scheduler had booked for others).
-TEST_F(SchedulerCapacityTest, AParentDroppedByARePlanIsTakenBackFromTheChild) {
-  StartScheduler([](SchedulerConfig& c) {
-    c.candidate_parent_limit = 1;
-    c.weak_child_seed_delay_ms = 0;
-  });
-  AnnounceRates("thin", 20, 200);
-  AnnounceRates("child", 200, 200);
-  auto thin = Registered("thin", "peer-thin");
-  ASSERT_TRUE(thin->Next()->has_need_back_to_source()) << "no seed host: the first peer goes";
-  auto child = Registered("child", "peer-child");
-  auto first = child->Next();
-  ASSERT_TRUE(first.has_value() && first->has_normal_task());
-  ASSERT_EQ(first->normal_task().candidate_parents_size(), 1);
-  EXPECT_EQ(first->normal_task().candidate_parents(0).peer_id(), "peer-thin");
-  EXPECT_EQ(first->normal_task().removed_parent_ids_size(), 0);
-
-  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
-  auto seed = Registered("seed-host", "peer-seed");
-  ASSERT_TRUE(seed->Next()->has_need_back_to_source());
-  auto replan = child->Next(3s);
-  ASSERT_TRUE(replan.has_value() && replan->has_normal_task()) << "the hungry child was not re-planned";
-  ASSERT_EQ(replan->normal_task().candidate_parents_size(), 1);
-  EXPECT_EQ(replan->normal_task().candidate_parents(0).peer_id(), "peer-seed");
-  ASSERT_EQ(replan->normal_task().removed_parent_ids_size(), 1);
-  EXPECT_EQ(replan->normal_task().removed_parent_ids(0), "peer-thin");
-  EXPECT_EQ(scheduler().GetPeer(Id("task-1"), "peer-child")->parents, (Strings{"peer-seed"}));
-}
-
 // rack-a has a wide uplink and serves rack-b; rack-b's only peer has almost no uplink. With the
 // default limit rack-c must still chain off rack-b (its link is the one to spare); with the
 // limit off it takes rack-a's free upload.

@@ -113,8 +113,8 @@ class NetworkTopology {
   // may call it under its mutex). Unknown ids are fine.
   void RemoveHost(const std::string& host_id);
 
-  // Moving average of the kept samples of (src, dst); when that pair has none, of (dst, src) (an RTT is
-  // symmetric); nullopt when neither was probed.
+  // Moving average of the kept samples of (src, dst); when that pair has none, of (dst, src) (an
+  // RTT is symmetric); nullopt when neither was probed.
   std::optional<int64_t> AverageRtt(const std::string& src_host_id,
                                     const std::string& dst_host_id) const;
   // Failures of `host_id` as a target since its last successful probe (distinct sources).

@@ -272,9 +272,8 @@ TEST_F(ServicesTest, DownloadOfBadInputGetsInvalidArgumentAndStartsNoTask) {
   };
   add("empty request", [](dv1::DownloadRequest& r) { r.Clear(); });
   add("empty url", [](dv1::DownloadRequest& r) { r.set_url(""); });
-  add("url beyond kMaxUrlBytes", [&](dv1::DownloadRequest& r) {
-    r.set_url(url() + "?q=" + std::string(kMaxUrlBytes, 'a'));
-  });
+  add("url beyond kMaxUrlBytes",
+      [&](dv1::DownloadRequest& r) { r.set_url(url() + "?q=" + std::string(kMaxUrlBytes, 'a')); });
   add("url with a newline", [&](dv1::DownloadRequest& r) { r.set_url(url() + "\nHost: x"); });
   add("piece length not a power of two",
       [](dv1::DownloadRequest& r) { r.set_piece_length(3 * 1024 * 1024); });

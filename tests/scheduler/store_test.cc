@@ -463,7 +463,7 @@ TEST_F(RedisStoreTest, TwoStoresSeeEachOthersWritesImmediately) {
   ASSERT_EQ(edges->size(), 1u);
   EXPECT_EQ((*edges)[0].samples.size(), 2u);
   EXPECT_EQ((*edges)[0].average_rtt_ns, 6800);  // 0.1 x 5000 + 0.9 x 7000
-  EXPECT_EQ(a->ListRecords(10)->size(), 2u);  // one dataset from both
+  EXPECT_EQ(a->ListRecords(10)->size(), 2u);    // one dataset from both
   EXPECT_EQ(a->ProbedCounts({"h2"}).value()[0], 2u);
 
   ASSERT_TRUE(b->DeleteHost("h1").ok());

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/fd.h"
+#include "common/http_syntax.h"
 #include "common/log.h"
 
 namespace df {
@@ -70,27 +71,10 @@ struct ParsedHead {
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
-bool IsTokenChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) ||
-         std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
-
-bool IsToken(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), IsTokenChar);
-}
-
 // Visible ASCII only: no spaces, controls or bytes >= 0x80 in a request target.
 bool IsTarget(std::string_view s) {
   return !s.empty() && s[0] == '/' &&
          std::all_of(s.begin(), s.end(), [](char c) { return c > 0x20 && c < 0x7f; });
-}
-
-// Field values may hold spaces, tabs and obs-text, but no other control bytes.
-bool IsFieldValue(std::string_view s) {
-  return std::none_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return (u < 0x20 && c != '\t') || u == 0x7f;
-  });
 }
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
@@ -139,7 +123,7 @@ HeadState ParseRequestLine(std::string_view line, Request* request, int* minor_v
   std::string_view method = line.substr(0, sp1);
   std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::string_view version = line.substr(sp2 + 1);
-  if (!IsToken(method) || !IsTarget(target)) return HeadState::kMalformed;
+  if (!http::IsToken(method) || !IsTarget(target)) return HeadState::kMalformed;
   if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || !IsDigit(version[5]) ||
       version[6] != '.' || !IsDigit(version[7])) {
     return HeadState::kMalformed;
@@ -157,7 +141,7 @@ bool ParseHeader(std::string_view line, Request* request, bool* close, bool* kee
   if (colon == std::string_view::npos) return false;
   std::string_view name = line.substr(0, colon);
   std::string_view value = Trim(line.substr(colon + 1));
-  if (!IsToken(name) || !IsFieldValue(value)) return false;
+  if (!http::IsToken(name) || !http::IsFieldValue(value)) return false;
   if (EqualsIgnoreCase(name, "Connection")) {
     while (!value.empty()) {
       size_t comma = value.find(',');

@@ -3,14 +3,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
-#include <string_view>
 #include <thread>
 
 #include "common/digest.h"
+#include "common/http_syntax.h"
 #include "common/task_info.h"
 #include "common/log.h"
+#include "daemon/piece_protocol.h"
 
 namespace df {
 
@@ -63,23 +63,11 @@ Status ValidateOutput(const dv1::DownloadRequest& req) {
   return CheckOutputReplaceable(out);  // a directory, symlink or device is refused up front
 }
 
-// RFC 9110 tchar.
-bool IsTokenChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-// A field value byte: visible, space, tab or obs-text; never CR, LF, NUL or DEL.
-bool IsValueChar(char c) {
-  auto u = static_cast<unsigned char>(c);
-  return u == '\t' || (u >= 0x20 && u != 0x7f);
-}
-
 // At most 64 bytes of `s`, control characters replaced, to quote in a message.
 std::string Printable(const std::string& s) {
   std::string out = s.substr(0, 64);
   for (char& c : out) {
-    if (!IsValueChar(c)) c = '?';
+    if (!http::IsFieldValueChar(c)) c = '?';
   }
   return out;
 }
@@ -87,10 +75,7 @@ std::string Printable(const std::string& s) {
 // Every task id is 64 lowercase hex digits (ids.h). Anything else is refused before a lookup,
 // and never echoed: an unbounded id quoted in the status would overflow the caller's metadata.
 grpc::Status CheckTaskIdFormat(const std::string& id) {
-  bool hex = id.size() == 64 && std::all_of(id.begin(), id.end(), [](char c) {
-               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-             });
-  if (hex) return grpc::Status::OK;
+  if (piece_protocol::IsWireTaskId(id)) return grpc::Status::OK;
   return {grpc::StatusCode::INVALID_ARGUMENT,
           "task id of " + std::to_string(id.size()) + " bytes is not 64 lowercase hex digits"};
 }
@@ -130,10 +115,10 @@ Status ValidateRequestHeaders(const std::map<std::string, std::string>& headers)
       return InvalidArgument("request headers exceed " + std::to_string(kMaxRequestHeaderBytes) +
                              " bytes");
     }
-    if (name.empty() || !std::all_of(name.begin(), name.end(), IsTokenChar)) {
+    if (!http::IsToken(name)) {
       return InvalidArgument("request header name '" + Printable(name) + "' is not a token");
     }
-    if (!std::all_of(value.begin(), value.end(), IsValueChar)) {
+    if (!http::IsFieldValue(value)) {
       return InvalidArgument("request header " + name + " has a control character in its value");
     }
   }

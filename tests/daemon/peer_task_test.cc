@@ -214,6 +214,27 @@ TEST_F(PeerTaskTest, AParentOfferedAgainAfterItsRemovalIsUsedAgain) {
   EXPECT_GT(only.pieces_requested(), before);
 }
 
+// Removals naming parents the peer does not have (unknown, empty, a megabyte long) change nothing.
+TEST_F(PeerTaskTest, RemovalsOfUnknownParentsAreIgnored) {
+  StartOrigin(4 * kPiece);
+  testing::FakeParent parent = MakeParent("parent", {.upload_rate_bytes_per_sec = 8 * kMiB});
+  ASSERT_TRUE(parent.ok());
+  scheduler_.SetParents({Candidate(parent)}, static_cast<int64_t>(size_), kPiece);
+  PeerTask task(ctx_, Request());
+  task.Start();
+  ASSERT_TRUE(scheduler_.WaitRegistrations(1, 10s));
+  sv1::AnnouncePeerResponse removal;
+  removal.mutable_normal_task()->add_removed_parent_ids("nobody");
+  removal.mutable_normal_task()->add_removed_parent_ids("");
+  removal.mutable_normal_task()->add_removed_parent_ids(std::string(1 << 20, 'x'));
+  ASSERT_EQ(scheduler_.Push(removal), 1);
+  ASSERT_TRUE(task.WaitFinished(60000));
+  TaskProgress p = task.Progress();
+  ASSERT_TRUE(p.status.ok()) << p.status.ToString();
+  EXPECT_EQ(p.bytes_from_peers, size_);
+  EXPECT_EQ(p.bytes_from_origin, 0u);
+}
+
 // Issue 14: a cancel waited for a worker receiving a piece from a slow parent (until the piece
 // arrived or piece_timeout passed). The receive is cut, and the task ends at once.
 TEST_F(PeerTaskTest, ACancelCutsAPieceBeingReceivedFromASlowParent) {

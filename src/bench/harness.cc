@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -145,6 +146,10 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  if (const char* keep = std::getenv("DF_KEEP_TEST_DIR"); keep && *keep && *keep != '0') {
+    std::fprintf(stderr, "kept %s (DF_KEEP_TEST_DIR)\n", path_.c_str());
+    return;
+  }
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

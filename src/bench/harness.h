@@ -41,7 +41,8 @@ int Run(const std::vector<std::string>& argv, std::string* output, int timeout_m
 // A free TCP port on 127.0.0.1 (bound and released; racy only against other tests).
 uint16_t FreePort();
 
-// A fresh temp directory removed (recursively) by the destructor.
+// A fresh temp directory removed (recursively) by the destructor; with DF_KEEP_TEST_DIR=1 in the
+// environment it is kept (the logs of a failed test) and its path printed.
 class TempDir {
  public:
   TempDir();

@@ -31,6 +31,8 @@ const char* StatusCodeName(StatusCode code) {
       return "Internal";
     case StatusCode::kHttpError:
       return "HttpError";
+    case StatusCode::kAborted:
+      return "Aborted";
   }
   return "Unknown";
 }

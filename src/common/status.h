@@ -25,6 +25,7 @@ enum class StatusCode {
   kCancelled,
   kInternal,
   kHttpError,  // origin answered with another non-2xx status
+  kAborted,    // cut short by someone else's failure (a parent's upstream), not the callee's
 };
 
 const char* StatusCodeName(StatusCode code);

@@ -62,6 +62,10 @@ struct DaemonConfig {
   // Endgame: when every missing piece is in flight, one far past its expected time is
   // requested again from a second parent and the first verified copy wins (PeerTask).
   bool endgame = true;
+  // Cut-through: ask parents for pieces they are still receiving, and forward pieces still
+  // arriving here to children that ask so (docs/piece_protocol.md). A hop then costs a few
+  // milliseconds instead of a piece time.
+  bool cut_through = true;
 
   // Uploads.
   uint64_t upload_rate_bytes_per_sec = 0;    // 0 = unlimited; advertised as capacity

@@ -80,6 +80,7 @@ Status Daemon::Start() {
   popts.port = config_.piece_port;
   popts.congestion_control = config_.congestion_control;
   popts.upload_rate_bytes_per_sec = config_.upload_rate_bytes_per_sec;
+  popts.cut_through = config_.cut_through;
   popts.max_connections = std::max<uint32_t>(config_.concurrent_upload_limit * 4, 64);
   PieceStore* store_ptr = store_.get();
   piece_server_ = std::make_unique<PieceServer>(
@@ -159,6 +160,11 @@ Status Daemon::Start() {
                          .Help("Piece bytes served to children")
                          .Register(reg)
                          .Add({});
+  forwarded_pieces_ = &prometheus::BuildGauge()
+                           .Name("dfdaemon_forwarded_pieces_total")
+                           .Help("Pieces served while still arriving here (cut-through)")
+                           .Register(reg)
+                           .Add({});
   concurrent_uploads_ = &prometheus::BuildGauge()
                              .Name("dfdaemon_concurrent_uploads")
                              .Help("Pieces being served now")
@@ -252,6 +258,7 @@ void Daemon::Housekeeping() {
     running_tasks_->Set(static_cast<double>(manager_->running()));
     uploaded_bytes_->Set(static_cast<double>(piece_server_->bytes_uploaded()));
     concurrent_uploads_->Set(static_cast<double>(piece_server_->concurrent_uploads()));
+    forwarded_pieces_->Set(static_cast<double>(piece_server_->pieces_forwarded()));
     if (std::chrono::steady_clock::now() - last_gc >
         std::chrono::milliseconds(config_.gc_interval_ms)) {
       last_gc = std::chrono::steady_clock::now();

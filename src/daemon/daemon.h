@@ -74,6 +74,7 @@ class Daemon {
   prometheus::Gauge* running_tasks_ = nullptr;
   prometheus::Gauge* uploaded_bytes_ = nullptr;
   prometheus::Gauge* concurrent_uploads_ = nullptr;
+  prometheus::Gauge* forwarded_pieces_ = nullptr;
 
   bool shut_down_ = false;  // Shutdown() ran
   bool owns_sock_ = false;  // we bound config_.sock and remove it on shutdown

@@ -126,9 +126,12 @@ struct PeerTask::Parent {
   uint16_t grpc_port = 0;
   uint16_t piece_port = 0;
   std::vector<bool> has;          // by piece number; sized when the layout is known
+  // Pieces it began to receive (cut-through: they may be asked for before they are done).
+  std::vector<bool> receiving;
   uint32_t inflight = 0;          // pieces requested from it and not answered yet
   uint32_t connections = 0;       // workers talking to it (each on one connection)
   uint32_t failures = 0;          // consecutive
+  uint32_t aborted = 0;           // consecutive forwarded pieces it cut (its upstream failed)
   uint32_t unverifiable = 0;      // pieces it served that the origin fetcher never reported
   double rate_bytes_per_sec = 0;  // EWMA of piece throughput; 0 = not measured yet
   bool dead = false;
@@ -140,6 +143,11 @@ struct PeerTask::Parent {
   std::unique_ptr<grpc::ClientContext> sync_ctx;
   std::thread sync_thread;
 };
+
+bool PeerTask::HoldsLocked(const Parent& p, uint32_t piece) const {
+  if (piece >= p.has.size()) return false;
+  return p.has[piece] || (ctx_.config->cut_through && p.receiving[piece]);
+}
 
 PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
     : ctx_(ctx),
@@ -714,7 +722,10 @@ void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   p->ip = c.host().ip();
   p->grpc_port = static_cast<uint16_t>(c.host().grpc_port());
   p->piece_port = static_cast<uint16_t>(c.host().piece_port());
-  if (layout_known_) p->has.assign(layout_.total_pieces(), false);
+  if (layout_known_) {
+    p->has.assign(layout_.total_pieces(), false);
+    p->receiving.assign(layout_.total_pieces(), false);
+  }
   p->sync_ctx = std::make_unique<grpc::ClientContext>();
   if (ctx_.auth) ctx_.auth->Attach(p->sync_ctx.get());
   Parent* raw = p.get();
@@ -753,8 +764,14 @@ void PeerTask::SyncParent(Parent* p) {
     uint32_t useful = 0;
     for (uint32_t n : msg.piece_numbers()) {
       if (n >= p->has.size() || p->has[n]) continue;
+      bool was_askable = HoldsLocked(*p, n);
       p->has[n] = true;
-      if (pieces_[n] == PieceState::kMissing) ++useful;
+      if (pieces_[n] == PieceState::kMissing && !was_askable) ++useful;
+    }
+    for (uint32_t n : msg.receiving_piece_numbers()) {
+      if (n >= p->receiving.size() || p->has[n] || p->receiving[n]) continue;
+      p->receiving[n] = true;
+      if (ctx_.config->cut_through && pieces_[n] == PieceState::kMissing) ++useful;
     }
     p->done = p->done || msg.done();
     for (uint32_t i = 0; i < useful && i < ctx_.config->concurrency; ++i) work_cv_.notify_one();
@@ -795,7 +812,10 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
   attempts_.assign(n, 0);
   digests_.assign(n, PieceDigest{});
   fetches_.assign(n, PieceFetch{});
-  for (auto& [id, p] : parents_) p->has.assign(n, false);
+  for (auto& [id, p] : parents_) {
+    p->has.assign(n, false);
+    p->receiving.assign(n, false);
+  }
   done_count_ = 0;
   completed_bytes_ = 0;
   for (uint32_t i : storage_->FinishedPieces()) {
@@ -827,7 +847,7 @@ PeerTask::Assignment PeerTask::PickLocked(Parent* only) {
     Parent* choice = nullptr;
     double choice_cost = 0;
     for (auto& [id, p] : parents_) {
-      if (p->dead || p->removed || i >= p->has.size() || !p->has[i]) continue;
+      if (p->dead || p->removed || !HoldsLocked(*p, i)) continue;
       ++count;
       if (only ? p.get() != only : p->connections >= ctx_.config->per_parent_concurrency) continue;
       double rate = p->rate_bytes_per_sec > 0 ? p->rate_bytes_per_sec : kUnknownRateBytesPerSec;
@@ -925,6 +945,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
     opts.read_timeout_ms = static_cast<int>(ctx_.config->piece_timeout_ms);
     opts.congestion_control = ctx_.config->congestion_control;
     opts.receive_into_mapping = content_on_tmpfs_;
+    opts.accept_cut_through = ctx_.config->cut_through;
     client = std::make_unique<PieceClient>(p->ip, p->piece_port, opts);
   }
   ++p->connections;
@@ -978,15 +999,24 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
                                  bool& broken_counted) {
   const uint32_t piece = queue.front();
   BeginReceiveLocked(piece, p, client);
+  // Asked while the parent was still receiving it (cut-through).
+  const bool forwarded = piece < p->has.size() && !p->has[piece];
   const PieceLayout lay = layout_;
   const int fd = storage_->content_fd();
+  TaskStorage* storage = storage_.get();
   l.unlock();
   PieceNumber n{piece};
-  auto r = client->ReceivePiece(n, lay.offset(n), lay.length(n), fd);
+  // Received in place: children may have the bytes as they land (cut-through).
+  storage->BeginReceive(n);
+  auto r = client->ReceivePiece(n, lay.offset(n), lay.length(n), fd,
+                                [storage, n](uint64_t in_place) {
+                                  storage->AdvanceReceive(n, in_place);
+                                });
   l.lock();
   queue.pop_front();
   --p->inflight;
   fetches_[piece].writing = false;
+  if (!r.ok() || fetches_[piece].cut) storage_->AbandonReceive(n);
   if (fetches_[piece].dup_parent) cv_.notify_all();  // a winning duplicate waits for this
   if (fetches_[piece].cut) {
     // The endgame duplicate won and cut this connection: the parent was slow, not faulty. What
@@ -1016,7 +1046,8 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
   }
   // A failed original leaves the piece to its duplicate, when there is one.
   if (s.ok() || !fetches_[piece].dup_parent) {
-    CompletePieceLocked(l, Assignment{Assignment::kParent, piece, p}, s, r.ok() ? r->crc32c : 0,
+    CompletePieceLocked(l, Assignment{Assignment::kParent, piece, p, forwarded}, s,
+                        r.ok() ? r->crc32c : 0,
                         r.ok() ? r->cost_ns : 0);
   }
   EndOriginalLocked(piece);
@@ -1047,12 +1078,21 @@ void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, ui
                                   uint64_t cost_ns) {
   if (s.ok()) {
     p->failures = 0;
+    p->aborted = 0;
     double rate =
         static_cast<double>(length) * 1e9 / static_cast<double>(std::max<uint64_t>(cost_ns, 1));
     p->rate_bytes_per_sec =
         p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
-  } else if (s.code() == StatusCode::kNotFound) {
-    if (piece < p->has.size()) p->has[piece] = false;  // it no longer has it
+  } else if (s.code() == StatusCode::kNotFound || s.code() == StatusCode::kAborted) {
+    // It no longer has the piece, or it was still receiving it (cut-through) and that receive
+    // failed: not its fault, unless it keeps happening (a parent could claim so to waste our
+    // time).
+    bool forwarded = piece < p->has.size() && !p->has[piece];
+    if (piece < p->has.size()) {
+      p->has[piece] = false;
+      p->receiving[piece] = false;
+    }
+    if (forwarded && ++p->aborted >= kParentFailureLimit) CountParentFailureLocked(p);
   } else {
     CountParentFailureLocked(p);
   }
@@ -1179,8 +1219,10 @@ Status PeerTask::TakeOverPieceLocked(std::unique_lock<std::mutex>& l, uint32_t p
   if (fetches_[piece].writing) return Status(StatusCode::kCancelled, "download cancelled");
   const PieceLayout lay = layout_;
   const int fd = storage_->content_fd();
-  l.unlock();
   PieceNumber n{piece};
+  // Children following the original's bytes must not take the copy's for them.
+  storage_->AbandonReceive(n);
+  l.unlock();
   Status s = CopyRange(from_fd, fd, lay.offset(n), lay.length(n));
   l.lock();
   return s;
@@ -1251,12 +1293,21 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
     l.lock();
     return;
   }
+  storage_->AbandonReceive(PieceNumber{a.piece});  // children forwarded its bytes: void
   pieces_[a.piece] = PieceState::kMissing;
   bool from_origin = a.kind == Assignment::kOrigin;
+  // A piece asked for while its parent was still receiving it, that did not come because that
+  // receive failed, costs no attempt: the parent's own retry is on its way.
+  bool counts = !(a.forwarded && (s.code() == StatusCode::kNotFound ||
+                                  s.code() == StatusCode::kAborted));
   bool fatal = (from_origin && IsPermanent(s)) || s.code() == StatusCode::kNoSpace ||
-               ++attempts_[a.piece] >= ctx_.config->piece_retry_limit * (from_origin ? 1 : 4);
+               (counts &&
+                ++attempts_[a.piece] >= ctx_.config->piece_retry_limit * (from_origin ? 1 : 4));
   l.unlock();
-  if (!from_origin) ReportPieceFailed(a.piece, parent_id, s.code() == StatusCode::kNotFound, s);
+  if (!from_origin) {
+    bool temporary = s.code() == StatusCode::kNotFound || s.code() == StatusCode::kAborted;
+    ReportPieceFailed(a.piece, parent_id, temporary, s);
+  }
   DF_LOG_DEBUG("piece {} of task {} failed: {}", a.piece, request_.task_id.substr(0, 12),
                s.ToString());
   if (fatal) Finish(s);
@@ -1289,10 +1340,20 @@ Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc, PieceDigest* sha
   uint64_t offset = lay.offset(n);
   uint32_t c = 0;
   Sha256 digest;  // the origin digest children verify this piece against
+  const uint64_t start = offset;
+  TaskStorage* storage = nullptr;  // fixed once workers run
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    storage = storage_.get();
+  }
+  // Written in place: children may have the bytes as they land (cut-through). A failure
+  // abandons the receive (CompletePieceLocked).
+  storage->BeginReceive(n);
   ByteSink sink = [&](const char* data, size_t len) -> Status {
     c = Crc32cExtend(c, data, len);
     digest.Update(data, len);
     DF_RETURN_IF_ERROR(PwriteAll(fd, data, len, &offset));
+    storage->AdvanceReceive(n, offset - start);
     std::lock_guard<std::mutex> l(mu_);
     return stopping_ ? Status(StatusCode::kCancelled, "cancelled") : Status::Ok();
   };

@@ -132,6 +132,8 @@ class PeerTask {
     enum Kind { kNone, kParent, kOrigin, kDuplicate } kind = kNone;
     uint32_t piece = 0;
     Parent* parent = nullptr;
+    // kParent: asked while the parent was still receiving it (cut-through).
+    bool forwarded = false;
   };
   // Which copy of a piece may commit it: the first to arrive takes the claim; the other waits
   // for its verdict (ClaimPieceLocked).
@@ -176,6 +178,8 @@ class PeerTask {
   void MaybeRescheduleLocked();
 
   // Parents.
+  // Whether `p` can be asked for `piece`: it has it, or it is receiving it and cut-through is on.
+  bool HoldsLocked(const Parent& p, uint32_t piece) const;
   void AddParentLocked(const df::scheduler::v1::CandidateParent& c);
   void SyncParent(Parent* p);
 

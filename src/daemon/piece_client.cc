@@ -119,8 +119,10 @@ Status PieceClient::Exchange(const uint8_t* request, size_t request_bytes, uint8
   }
 }
 
-void PieceClient::EncodeRequest(const Outstanding& o, uint8_t* out) {
-  pp::EncodeHeader({.type = pp::FrameType::kRequestPiece, .body_length = pp::kRequestBodyBytes},
+void PieceClient::EncodeRequest(const Outstanding& o, uint8_t* out) const {
+  pp::EncodeHeader({.type = pp::FrameType::kRequestPiece,
+                    .flags = options_.accept_cut_through ? pp::kRequestFlagCutThrough : 0,
+                    .body_length = pp::kRequestBodyBytes},
                    out);
   pp::EncodePieceRequest(o.task_id, o.piece, out + pp::kHeaderBytes);
 }
@@ -183,7 +185,8 @@ Result<FetchedPiece> PieceClient::FetchPiece(const std::string& task_id, PieceNu
 }
 
 Result<FetchedPiece> PieceClient::ReceivePiece(PieceNumber n, uint64_t expected_offset,
-                                               uint64_t expected_length, int dest_fd) {
+                                               uint64_t expected_length, int dest_fd,
+                                               const ReceiveProgress& progress) {
   if (outstanding_.empty() || outstanding_.front().piece != n.value) {
     return Internal("piece " + std::to_string(n.value) + " is not the next answer expected from " +
                     Where());
@@ -229,9 +232,21 @@ Result<FetchedPiece> PieceClient::ReceivePiece(PieceNumber n, uint64_t expected_
         std::to_string(expected_length)));
   }
   FetchedPiece out;
-  DF_RETURN_IF_ERROR(ReceivePayload(piece.offset, piece.length, dest_fd, &out.crc32c));
-  last_answer_end_ns_ = NowNs();
+  out.cut_through = (h.flags & pp::kPieceFlagCutThrough) != 0;
+  if (out.cut_through && (!options_.accept_cut_through || piece.crc32c != 0)) {
+    return Fail(ProtocolViolation("cut-through piece not asked for, or with a CRC32C"));
+  }
+  Status received = ReceivePayload(piece.offset, piece.length, dest_fd, &out.crc32c, progress);
+  if (!received.ok()) {
+    // A forwarded piece cut in the middle: the parent's own receive of it failed.
+    if (out.cut_through && received.code() == StatusCode::kUnavailable) {
+      return Status(StatusCode::kAborted, received.message());
+    }
+    return received;
+  }
   out.parent_crc32c = piece.crc32c;
+  if (out.cut_through) DF_RETURN_IF_ERROR(ReadPieceEnd(n, &out.parent_crc32c));
+  last_answer_end_ns_ = NowNs();
   out.length = piece.length;
   out.cost_ns = last_answer_end_ns_ - start_ns;
   if (out.crc32c != out.parent_crc32c) {
@@ -240,7 +255,31 @@ Result<FetchedPiece> PieceClient::ReceivePiece(PieceNumber n, uint64_t expected_
   return out;
 }
 
-Status PieceClient::ReceivePayload(uint64_t offset, uint64_t length, int dest_fd, uint32_t* crc) {
+Status PieceClient::ReadPieceEnd(PieceNumber n, uint32_t* crc) {
+  uint8_t frame[pp::kHeaderBytes + pp::kPieceEndBodyBytes];
+  Status s = ReadFull(fd_.get(), frame, sizeof frame);
+  if (!s.ok()) {
+    // The payload is all here but the parent never confirmed it: it may have failed to verify
+    // its own copy. Not the parent's fault, like a cut in the middle.
+    return Fail(s.code() == StatusCode::kUnavailable ? Status(StatusCode::kAborted, s.message())
+                                                     : s);
+  }
+  pp::FrameHeader h = pp::DecodeHeader(frame);
+  if (h.magic != pp::kMagic || h.version != pp::kVersion || h.type != pp::FrameType::kPieceEnd ||
+      h.body_length != pp::kPieceEndBodyBytes) {
+    return Fail(ProtocolViolation("expected PIECE_END after a cut-through piece"));
+  }
+  pp::PieceEnd end = pp::DecodePieceEnd(frame + pp::kHeaderBytes);
+  if (end.piece_number != n.value) {
+    return Fail(ProtocolViolation("PIECE_END for piece " + std::to_string(end.piece_number) +
+                                  ", expected " + std::to_string(n.value)));
+  }
+  *crc = end.crc32c;
+  return Status::Ok();
+}
+
+Status PieceClient::ReceivePayload(uint64_t offset, uint64_t length, int dest_fd, uint32_t* crc,
+                                   const ReceiveProgress& progress) {
   uint8_t* mapped = nullptr;
   size_t map_bytes = 0;
   size_t skip = 0;
@@ -291,6 +330,7 @@ Status PieceClient::ReceivePayload(uint64_t offset, uint64_t length, int dest_fd
       if (!s.ok()) return Fail(s);  // the rest of the payload is unread: drop the connection
     }
     done += static_cast<uint64_t>(r);
+    if (progress) progress(done);
   }
   *crc = c;
   return Status::Ok();

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,7 +39,14 @@ struct PieceClientOptions {
   // Faster on tmpfs; on ext4 under writeback pressure much slower than pwrite() (measured in
   // docs/piece_protocol.md), so the engine turns it on only for files on tmpfs.
   bool receive_into_mapping = false;
+  // Ask for pieces with cut-through (docs/piece_protocol.md): a parent may forward a piece it
+  // is still receiving; the client then checks the PIECE_END that follows it.
+  bool accept_cut_through = false;
 };
+
+// Called after each chunk of a piece lands at its offset, with the bytes in place so far
+// (counted from the piece's start).
+using ReceiveProgress = std::function<void(uint64_t bytes_in_place)>;
 
 // Outcome of one successful fetch. The bytes are already at their offset in the destination.
 struct FetchedPiece {
@@ -46,6 +54,7 @@ struct FetchedPiece {
   uint32_t parent_crc32c = 0;  // announced by the parent (equal to crc32c on success)
   uint64_t length = 0;         // bytes received
   uint64_t cost_ns = 0;        // request sent .. last byte written
+  bool cut_through = false;    // the parent forwarded it while still receiving it
 };
 
 class PieceClient {
@@ -63,6 +72,9 @@ class PieceClient {
   //   DeadlineExceeded  no progress for read_timeout_ms.
   //   Unavailable       cannot connect, or the connection closed/reset (after one retry when a
   //                     reused connection turned out to be stale), or the parent is busy.
+  //   Aborted           a piece the parent was forwarding while still receiving it (cut-through)
+  //                     was cut in the middle: the parent's own receive failed. The connection
+  //                     is closed; the parent is not at fault.
   //   Internal          the parent broke the protocol (unexpected frame or piece header).
   //   NoSpace/IoError   writing to dest_fd failed.
   // Every error except NotFound and DataLoss closes the connection.
@@ -76,8 +88,10 @@ class PieceClient {
   // parent's uplink between two half-speed transfers. Errors as FetchPiece; an error other than
   // NotFound or DataLoss drops every outstanding request with the connection.
   Status SendRequest(const std::string& task_id, PieceNumber n);
+  // `progress` (optional) follows the bytes as they land.
   Result<FetchedPiece> ReceivePiece(PieceNumber n, uint64_t expected_offset,
-                                    uint64_t expected_length, int dest_fd);
+                                    uint64_t expected_length, int dest_fd,
+                                    const ReceiveProgress& progress = nullptr);
   // Requests sent and not yet answered.
   size_t outstanding() const { return outstanding_.size(); }
 
@@ -115,12 +129,15 @@ class PieceClient {
     uint32_t piece = 0;
     uint64_t sent_ns = 0;
   };
-  static void EncodeRequest(const Outstanding& o, uint8_t* out);
+  void EncodeRequest(const Outstanding& o, uint8_t* out) const;
   // Reconnects and sends every outstanding request again (the old connection was stale).
   Status Resend();
   // Reads the body of an ERROR frame of `body_length` bytes and maps it to a Status.
   Status ReadErrorFrame(uint32_t body_length);
-  Status ReceivePayload(uint64_t offset, uint64_t length, int dest_fd, uint32_t* crc);
+  Status ReceivePayload(uint64_t offset, uint64_t length, int dest_fd, uint32_t* crc,
+                        const ReceiveProgress& progress);
+  // Reads the PIECE_END that follows a cut-through piece `n`; its CRC32C into `crc`.
+  Status ReadPieceEnd(PieceNumber n, uint32_t* crc);
   // Closes the connection and returns `s`, prefixed with the parent's address.
   Status Fail(const Status& s);
   std::string Where() const;

@@ -18,7 +18,17 @@ enum class FrameType : uint8_t {
   kError = 3,
   kPing = 4,
   kPong = 5,
+  kPieceEnd = 6,  // ends a cut-through PIECE (see kPieceFlagCutThrough)
 };
+
+// Frame header flags.
+// REQUEST_PIECE: the child accepts the piece while the parent is still receiving it.
+constexpr uint32_t kRequestFlagCutThrough = 1;
+// PIECE: the payload is forwarded as it arrives at the parent, not yet verified there; the
+// header's crc32c is 0, and a PIECE_END frame follows the payload with the CRC32C of the piece
+// the parent verified and committed. If the parent's own receive fails, it closes the
+// connection in the middle of the payload instead.
+constexpr uint32_t kPieceFlagCutThrough = 1;
 
 enum class ErrorCode : uint16_t {
   kNotFound = 1,            // no such task or piece; connection stays open
@@ -34,6 +44,7 @@ constexpr size_t kTaskIdBytes = 64;
 constexpr size_t kRequestBodyBytes = kTaskIdBytes + 4;  // task id + piece number
 constexpr size_t kPieceBodyBytes = 24;                  // number, crc32c, offset, length
 constexpr size_t kPingBodyBytes = 8;
+constexpr size_t kPieceEndBodyBytes = 8;                // number, crc32c
 constexpr size_t kErrorFixedBytes = 4;  // code + reserved
 constexpr size_t kMaxErrorMessageBytes = 1024;
 constexpr size_t kMaxBodyBytes = 4096;  // no frame body is ever larger
@@ -99,6 +110,8 @@ inline bool BodyLengthValid(FrameType type, uint32_t body_length) {
     case FrameType::kPing:
     case FrameType::kPong:
       return body_length == kPingBodyBytes;
+    case FrameType::kPieceEnd:
+      return body_length == kPieceEndBodyBytes;
     case FrameType::kError:
       return body_length >= kErrorFixedBytes &&
              body_length <= kErrorFixedBytes + kMaxErrorMessageBytes;
@@ -123,6 +136,21 @@ inline void EncodePieceHeader(const PieceHeader& p, uint8_t* out /* kPieceBodyBy
 
 inline PieceHeader DecodePieceHeader(const uint8_t* in /* kPieceBodyBytes */) {
   return PieceHeader{GetU32(in), GetU32(in + 4), GetU64(in + 8), GetU64(in + 16)};
+}
+
+// A PIECE_END body: the piece number and the CRC32C of the piece as the parent committed it.
+struct PieceEnd {
+  uint32_t piece_number = 0;
+  uint32_t crc32c = 0;
+};
+
+inline void EncodePieceEnd(const PieceEnd& e, uint8_t* out /* kPieceEndBodyBytes */) {
+  PutU32(out, e.piece_number);
+  PutU32(out + 4, e.crc32c);
+}
+
+inline PieceEnd DecodePieceEnd(const uint8_t* in /* kPieceEndBodyBytes */) {
+  return PieceEnd{GetU32(in), GetU32(in + 4)};
 }
 
 // A REQUEST_PIECE body. `task_id` views the decoded bytes (valid while they are) and is not

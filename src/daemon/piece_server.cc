@@ -69,6 +69,13 @@ namespace {
 
 constexpr uint64_t kRateLimitedChunkBytes = 256 * 1024;
 constexpr uint64_t kMaxSendfileBytes = 1ull << 30;  // below sendfile's 0x7ffff000 cap
+// How often a thread waiting on a piece still arriving (cut-through) looks at Stop().
+constexpr auto kStopPollInterval = std::chrono::milliseconds(200);
+// How long a cut-through request waits for the first bytes of a piece this parent began to
+// receive before it answers NOT_READY. Short: a child should rather ask someone else, and two
+// peers that each wait for the other's first byte (parents taken from two schedulers' DAGs)
+// must not hold each other for long.
+constexpr auto kFirstByteWait = std::chrono::seconds(2);
 
 // sendfile(2) has no MSG_NOSIGNAL: a connection thread blocks SIGPIPE for itself so that a
 // child that hangs up yields EPIPE instead of killing the daemon.
@@ -308,7 +315,8 @@ PieceServer::Next PieceServer::HandleFrame(Connection* conn) {
   conn->had_frame = true;
   conn->last_frame.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   conn->answering.store(true, std::memory_order_relaxed);
-  Next next = h.type == pp::FrameType::kPing ? HandlePing(fd, body) : HandleRequestPiece(fd, body);
+  Next next = h.type == pp::FrameType::kPing ? HandlePing(fd, body)
+                                              : HandleRequestPiece(fd, h.flags, body);
   conn->answering.store(false, std::memory_order_relaxed);
   return next;
 }
@@ -320,7 +328,7 @@ PieceServer::Next PieceServer::HandlePing(int fd, const uint8_t* body) {
   return SendAll(fd, frame, sizeof frame, 0) ? Next::kContinue : Next::kClose;
 }
 
-PieceServer::Next PieceServer::HandleRequestPiece(int fd, const uint8_t* body) {
+PieceServer::Next PieceServer::HandleRequestPiece(int fd, uint32_t flags, const uint8_t* body) {
   // thread_local: the id buffer is reused by every request of this connection thread, so
   // serving a piece allocates nothing.
   thread_local std::string task_id;
@@ -336,6 +344,20 @@ PieceServer::Next PieceServer::HandleRequestPiece(int fd, const uint8_t* body) {
   if (!task) return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kNotFound), "no such task");
   uint32_t crc = 0;
   if (!task->PieceCrc(PieceNumber{piece}, &crc)) {
+    if (options_.cut_through && (flags & pp::kRequestFlagCutThrough) != 0) {
+      TaskStorage::ReceiveView r = task->CurrentReceive(PieceNumber{piece});
+      if (r.state == TaskStorage::ReceiveView::kReceiving) {
+        return ForwardPiece(fd, *task, piece, r.generation);
+      }
+      // Committed between the two looks: served whole below.
+      if (task->PieceCrc(PieceNumber{piece}, &crc)) {
+        PieceLayout layout = task->layout();
+        PieceNumber n{piece};
+        return SendPiece(fd, *task, piece, crc, layout.offset(n), layout.length(n))
+                   ? Next::kContinue
+                   : Next::kClose;
+      }
+    }
     PieceLayout layout = task->layout();
     bool known = layout.piece_length > 0 && task->meta().content_length >= 0;
     if (known && piece >= layout.total_pieces()) {
@@ -369,6 +391,93 @@ bool PieceServer::SendPiece(int fd, const TaskStorage& task, uint32_t piece, uin
                  std::strerror(errno));
   }
   return ok;
+}
+
+PieceServer::Next PieceServer::ForwardPiece(int fd, const TaskStorage& task, uint32_t piece,
+                                            uint32_t generation) {
+  using View = TaskStorage::ReceiveView;
+  const PieceNumber n{piece};
+  const PieceLayout layout = task.layout();  // known: a receive began
+  const uint64_t offset = layout.offset(n);
+  const uint64_t length = layout.length(n);
+  const auto stall = std::chrono::milliseconds(options_.send_timeout_ms);
+  // Waits (in short slices, so Stop() is never held up) for receive `generation` to move past
+  // `have` bytes or end; gives up after `stall` without progress.
+  auto wait = [&](uint64_t have) {
+    const auto give_up = std::chrono::steady_clock::now() +
+                         (have == 0 ? std::min<std::chrono::milliseconds>(stall, kFirstByteWait)
+                                    : stall);
+    for (;;) {
+      auto slice = std::min(give_up, std::chrono::steady_clock::now() + kStopPollInterval);
+      View v = task.WaitReceive(n, generation, have, slice);
+      bool moved = v.generation != generation || v.state != View::kReceiving || v.bytes > have;
+      if (moved || stopping_.load(std::memory_order_relaxed) ||
+          std::chrono::steady_clock::now() >= give_up) {
+        return v;
+      }
+    }
+  };
+  auto committed_here = [&](const View& v) {
+    return v.generation == generation && v.state == View::kCommitted;
+  };
+  // Nothing goes out until the first bytes are in: a receive that ends before is NOT_READY and
+  // the connection stays usable.
+  View v = wait(0);
+  if (!committed_here(v) && (v.generation != generation || v.state != View::kReceiving ||
+                             v.bytes == 0 || stopping_.load(std::memory_order_relaxed))) {
+    return SendError(fd, static_cast<uint16_t>(pp::ErrorCode::kNotReady),
+                     "piece " + std::to_string(piece) + " not ready");
+  }
+  uint8_t frame[pp::kHeaderBytes + pp::kPieceBodyBytes];
+  pp::EncodeHeader({.type = pp::FrameType::kPiece,
+                    .flags = pp::kPieceFlagCutThrough,
+                    .body_length = pp::kPieceBodyBytes},
+                   frame);
+  pp::EncodePieceHeader({piece, 0, offset, length}, frame + pp::kHeaderBytes);
+  concurrent_uploads_.fetch_add(1, std::memory_order_relaxed);
+  bool ok = SendAll(fd, frame, sizeof frame, MSG_MORE);
+  uint64_t sent = 0;
+  while (ok) {
+    if (!committed_here(v) && (v.generation != generation || v.state != View::kReceiving)) {
+      // The receive here failed or was cut: what went out is void. Closing in the middle of the
+      // payload tells the child so; it asks someone else without blaming this parent.
+      forwards_abandoned_.fetch_add(1, std::memory_order_relaxed);
+      ok = false;
+      break;
+    }
+    uint64_t in_place = committed_here(v) ? length : std::min(v.bytes, length);
+    if (in_place > sent) {
+      ok = SendFileRange(fd, task.content_fd(), offset + sent, in_place - sent);
+      sent = in_place;
+      continue;  // look again before waiting: more may have landed meanwhile
+    }
+    if (committed_here(v) && sent == length) break;
+    View next = wait(sent);
+    if (next.generation == generation && next.state == View::kReceiving && next.bytes <= sent) {
+      ok = false;  // stalled, or Stop()
+      break;
+    }
+    v = next;
+  }
+  uint32_t crc = 0;
+  if (ok) ok = task.PieceCrc(n, &crc);
+  if (ok) {
+    uint8_t end[pp::kHeaderBytes + pp::kPieceEndBodyBytes];
+    pp::EncodeHeader({.type = pp::FrameType::kPieceEnd, .body_length = pp::kPieceEndBodyBytes},
+                     end);
+    pp::EncodePieceEnd({piece, crc}, end + pp::kHeaderBytes);
+    ok = SendAll(fd, end, sizeof end, 0);
+  }
+  concurrent_uploads_.fetch_sub(1, std::memory_order_relaxed);
+  if (ok) {
+    pieces_uploaded_.fetch_add(1, std::memory_order_relaxed);
+    pieces_forwarded_.fetch_add(1, std::memory_order_relaxed);
+    return Next::kContinue;
+  }
+  upload_failures_.fetch_add(1, std::memory_order_relaxed);
+  DF_LOG_DEBUG("forwarding piece {} of task {} ended after {} of {} bytes", piece,
+               task.task_id().substr(0, 12), sent, length);
+  return Next::kClose;
 }
 
 bool PieceServer::SendFileRange(int sock, int file_fd, uint64_t offset, uint64_t length) {

@@ -53,6 +53,10 @@ struct PieceServerOptions {
   int send_timeout_ms = 30'000;
   // SO_SNDBUF of accepted sockets; 0 = kernel autotuning.
   int send_buffer_bytes = 0;
+  // Forward a piece that is still arriving here to a child that asks for it with cut-through
+  // (docs/piece_protocol.md). A forwarded piece whose own receive makes no progress for
+  // send_timeout_ms closes the connection.
+  bool cut_through = true;
 };
 
 // Returns the storage of a task the peer has, or nullptr.
@@ -85,6 +89,12 @@ class PieceServer {
   uint64_t pieces_requested() const { return pieces_requested_.load(std::memory_order_relaxed); }
   // Uploads that started sending a piece and did not finish it.
   uint64_t upload_failures() const { return upload_failures_.load(std::memory_order_relaxed); }
+  // Pieces forwarded while still arriving here (cut-through), and those of them cut because
+  // the receive here failed.
+  uint64_t pieces_forwarded() const { return pieces_forwarded_.load(std::memory_order_relaxed); }
+  uint64_t forwards_abandoned() const {
+    return forwards_abandoned_.load(std::memory_order_relaxed);
+  }
   // Pieces being sent right now.
   int concurrent_uploads() const { return concurrent_uploads_.load(std::memory_order_relaxed); }
   uint64_t accepted_connections() const {
@@ -127,13 +137,18 @@ class PieceServer {
   // deadline); a missed deadline counts as a request timeout when `frame_deadline`.
   bool ReceiveBy(int fd, uint8_t* buf, size_t n, Clock::time_point deadline, bool frame_deadline);
   Next HandleFrame(Connection* conn);
-  Next HandleRequestPiece(int fd, const uint8_t* body);
+  Next HandleRequestPiece(int fd, uint32_t flags, const uint8_t* body);
   Next HandlePing(int fd, const uint8_t* body);
   // Sends `length` bytes of `task` at `offset` after the PIECE header. False when the upload
   // broke in the middle (the connection must close).
   bool SendPiece(int fd, const TaskStorage& task, uint32_t piece, uint32_t crc, uint64_t offset,
                  uint64_t length);
   bool SendFileRange(int sock, int file_fd, uint64_t offset, uint64_t length);
+  // Cut-through: forwards piece `piece` of `task` while it is being received here (receive
+  // `generation`), then PIECE_END once it committed. kContinue after a whole piece; kClose when
+  // the receive was abandoned or stalled after the header went out, or the upload broke.
+  // NOT_READY (connection kept) when the receive ends before its first byte was forwarded.
+  Next ForwardPiece(int fd, const TaskStorage& task, uint32_t piece, uint32_t generation);
   // Sends an ERROR frame (best effort) and returns what the code implies for the connection.
   Next SendError(int fd, uint16_t code, const std::string& message);
 
@@ -152,6 +167,8 @@ class PieceServer {
   std::atomic<uint64_t> pieces_uploaded_{0};
   std::atomic<uint64_t> pieces_requested_{0};
   std::atomic<uint64_t> upload_failures_{0};
+  std::atomic<uint64_t> pieces_forwarded_{0};
+  std::atomic<uint64_t> forwards_abandoned_{0};
   std::atomic<int> concurrent_uploads_{0};
   std::atomic<uint64_t> accepted_connections_{0};
   std::atomic<int> active_connections_{0};

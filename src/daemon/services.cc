@@ -42,6 +42,7 @@ dv1::ErrorCode ErrorCodeOf(const Status& s) {
     case StatusCode::kCancelled:
       return dv1::ERROR_CANCELLED;
     case StatusCode::kInternal:
+    case StatusCode::kAborted:
       return dv1::ERROR_INTERNAL;
   }
   return dv1::ERROR_INTERNAL;
@@ -260,16 +261,22 @@ grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::Sync
   msg.set_content_length(m.content_length);
   msg.set_piece_length(m.piece_length);
   msg.set_total_pieces(storage->layout().total_pieces());
-  size_t cursor = 0;
+  TaskStorage::AvailabilityCursor cursor;
   std::vector<uint32_t> batch;
+  std::vector<uint32_t> receiving;
   bool first = true;
   for (;;) {
     batch.clear();
-    cursor = storage->WaitForPieces(cursor, first ? 0 : 500, &batch);
+    receiving.clear();
+    storage->WaitForAvailability(&cursor, first ? 0 : 500, &batch, &receiving);
     bool done = storage->done();
-    if (first || !batch.empty() || done) {
+    if (first || !batch.empty() || !receiving.empty() || done) {
       msg.clear_piece_numbers();
+      msg.clear_receiving_piece_numbers();
       for (uint32_t n : batch) msg.add_piece_numbers(n);
+      if (!done) {
+        for (uint32_t n : receiving) msg.add_receiving_piece_numbers(n);
+      }
       msg.set_done(done);
       if (!writer->Write(msg)) return grpc::Status::OK;  // child went away
       first = false;

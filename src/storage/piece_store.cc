@@ -143,6 +143,8 @@ void TaskStorage::AcceptContent() {
 void TaskStorage::ResizeLocked(uint32_t total_pieces) {
   have_.assign(total_pieces, false);
   crc_.assign(total_pieces, 0);
+  receives_.assign(total_pieces, Receive{});
+  begun_.clear();
   order_.clear();
   order_.reserve(total_pieces);
 }
@@ -213,6 +215,9 @@ Status TaskStorage::CommitPiece(PieceNumber n, uint32_t crc) {
     if (have_[n.value]) return Status::Ok();  // a concurrent commit of the same piece won
     have_[n.value] = true;
     crc_[n.value] = crc;
+    if (Receive& r = receives_[n.value]; r.state == ReceiveView::kReceiving) {
+      r.state = ReceiveView::kCommitted;
+    }
     order_.push_back(n.value);
     if (order_.size() == have_.size()) {
       meta_.done = true;
@@ -221,6 +226,7 @@ Status TaskStorage::CommitPiece(PieceNumber n, uint32_t crc) {
     }
   }
   cv_.notify_all();
+  receive_cv_.notify_all();  // a server forwarding this piece sends its end
   // If this write is lost in a crash the task is merely re-verified on the next Open().
   if (became_done) return store_->PersistTask(*this);  // done, not synced yet
   return Status::Ok();
@@ -313,6 +319,87 @@ void TaskStorage::Close() {
     closed_ = true;
   }
   cv_.notify_all();
+  receive_cv_.notify_all();
+}
+
+void TaskStorage::BeginReceive(PieceNumber n) {
+  {
+    std::lock_guard lock(mu_);
+    if (n.value >= receives_.size() || have_[n.value]) return;
+    Receive& r = receives_[n.value];
+    r = Receive{0, next_generation_++, ReceiveView::kReceiving};
+    if (next_generation_ == 0) next_generation_ = 1;
+    begun_.push_back(n.value);
+  }
+  cv_.notify_all();          // availability streams announce it
+  receive_cv_.notify_all();  // followers of an older receive of the piece
+}
+
+void TaskStorage::AdvanceReceive(PieceNumber n, uint64_t bytes_in_place) {
+  std::lock_guard lock(mu_);
+  if (n.value >= receives_.size()) return;
+  Receive& r = receives_[n.value];
+  if (r.state != ReceiveView::kReceiving || bytes_in_place <= r.bytes) return;
+  r.bytes = bytes_in_place;
+  // Notified under the lock only when someone waits: this runs once per received chunk.
+  if (receive_waiters_ > 0) receive_cv_.notify_all();
+}
+
+void TaskStorage::AbandonReceive(PieceNumber n) {
+  {
+    std::lock_guard lock(mu_);
+    if (n.value >= receives_.size()) return;
+    Receive& r = receives_[n.value];
+    if (r.state != ReceiveView::kReceiving) return;
+    r.state = ReceiveView::kAbandoned;
+  }
+  receive_cv_.notify_all();
+}
+
+TaskStorage::ReceiveView TaskStorage::CurrentReceive(PieceNumber n) const {
+  std::lock_guard lock(mu_);
+  if (n.value >= receives_.size()) return {};
+  const Receive& r = receives_[n.value];
+  return ReceiveView{r.state, r.generation, r.bytes};
+}
+
+TaskStorage::ReceiveView TaskStorage::WaitReceive(
+    PieceNumber n, uint32_t generation, uint64_t have,
+    std::chrono::steady_clock::time_point deadline) const {
+  std::unique_lock lock(mu_);
+  if (n.value >= receives_.size()) return {};
+  auto view = [&] {
+    const Receive& r = receives_[n.value];
+    return ReceiveView{r.state, r.generation, r.bytes};
+  };
+  auto ready = [&] {
+    const Receive& r = receives_[n.value];
+    return closed_ || r.generation != generation || r.state != ReceiveView::kReceiving ||
+           r.bytes > have;
+  };
+  ++receive_waiters_;
+  receive_cv_.wait_until(lock, deadline, ready);
+  --receive_waiters_;
+  return view();
+}
+
+void TaskStorage::WaitForAvailability(AvailabilityCursor* cursor, int timeout_ms,
+                                      std::vector<uint32_t>* finished,
+                                      std::vector<uint32_t>* receiving) const {
+  std::unique_lock lock(mu_);
+  auto ready = [&] {
+    return order_.size() > cursor->finished || begun_.size() > cursor->receiving || meta_.done ||
+           closed_;
+  };
+  cv_.wait_for(lock, std::chrono::milliseconds(std::max(timeout_ms, 0)), ready);
+  if (cursor->finished < order_.size()) {
+    finished->insert(finished->end(), order_.begin() + cursor->finished, order_.end());
+    cursor->finished = order_.size();
+  }
+  if (cursor->receiving < begun_.size()) {
+    receiving->insert(receiving->end(), begun_.begin() + cursor->receiving, begun_.end());
+    cursor->receiving = begun_.size();
+  }
 }
 
 void TaskStorage::Touch(int64_t now_unix_ms) {

@@ -21,6 +21,7 @@
 // Layout under `dir`:  dir/metadata.db   dir/content/<task_id>
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -99,6 +100,38 @@ class TaskStorage {
   // A subscriber starts with cursor 0 and passes back what it got.
   size_t WaitForPieces(size_t cursor, int timeout_ms, std::vector<uint32_t>* out) const;
 
+  // ---- Cut-through forwarding (docs/piece_protocol.md, "Forwarding a piece still arriving").
+  // The one writer of a piece's bytes in place (the downloader) announces the receive
+  // (BeginReceive), moves its watermark as bytes land (AdvanceReceive: bytes in place counted
+  // from the piece's start, never decreasing), and ends it: CommitPiece when the piece verified,
+  // AbandonReceive otherwise (failed, cut, or about to be overwritten by another copy). The
+  // piece server follows a receive with WaitReceive and forwards what is in place; a retry of
+  // the piece is a new receive with a new generation, so a follower never mixes two.
+  struct ReceiveView {
+    enum State : uint8_t { kNone, kReceiving, kCommitted, kAbandoned };
+    State state = kNone;
+    uint32_t generation = 0;  // 0: no receive of the piece began since the task was opened
+    uint64_t bytes = 0;       // in place (the piece's length once committed)
+  };
+  void BeginReceive(PieceNumber n);
+  void AdvanceReceive(PieceNumber n, uint64_t bytes_in_place);
+  void AbandonReceive(PieceNumber n);
+  // The piece's latest receive, at once.
+  ReceiveView CurrentReceive(PieceNumber n) const;
+  // Waits until receive `generation` of piece `n` has more than `have` bytes in place, or is
+  // over (committed, abandoned, or replaced by a newer one), or `deadline` passes, or Close().
+  ReceiveView WaitReceive(PieceNumber n, uint32_t generation, uint64_t have,
+                          std::chrono::steady_clock::time_point deadline) const;
+
+  // Availability for a child: like WaitForPieces, and also the pieces that began to be received
+  // in place since the last call (see BeginReceive), which a child may ask for with cut-through.
+  struct AvailabilityCursor {
+    size_t finished = 0;
+    size_t receiving = 0;
+  };
+  void WaitForAvailability(AvailabilityCursor* cursor, int timeout_ms,
+                           std::vector<uint32_t>* finished, std::vector<uint32_t>* receiving) const;
+
   // Wakes every waiter; later waits return at once. Called when the task is deleted.
   void Close();
 
@@ -127,6 +160,18 @@ class TaskStorage {
   std::vector<uint32_t> crc_;    // GUARDED_BY(mu_); index = piece number
   std::vector<bool> have_;       // GUARDED_BY(mu_)
   std::vector<uint32_t> order_;  // GUARDED_BY(mu_); commit order
+  struct Receive {
+    uint64_t bytes = 0;
+    uint32_t generation = 0;
+    ReceiveView::State state = ReceiveView::kNone;
+  };
+  std::vector<Receive> receives_;   // GUARDED_BY(mu_); index = piece number
+  std::vector<uint32_t> begun_;     // GUARDED_BY(mu_); BeginReceive order (availability)
+  uint32_t next_generation_ = 1;    // GUARDED_BY(mu_)
+  mutable int receive_waiters_ = 0;  // GUARDED_BY(mu_): WaitReceive callers waiting
+  // Receive progress and ends; separate from cv_ so that the watermark moving every chunk does
+  // not wake availability streams.
+  mutable std::condition_variable receive_cv_;
   bool closed_ = false;          // GUARDED_BY(mu_)
   int64_t done_mtime_ns_ = -1;   // GUARDED_BY(mu_): content mtime when done; -1 = not done
 };

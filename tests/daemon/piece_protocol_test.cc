@@ -567,6 +567,11 @@ TEST_F(PieceProtocolTest, PipelinedRequestsAreAnsweredInOrderOnOneConnection) {
   }
   EXPECT_EQ(client.outstanding(), 0u);
   EXPECT_EQ(client.connects(), 1u);
+  // The parent counts a piece after its last byte left, which may be after the child read it.
+  auto deadline = Clock::now() + std::chrono::seconds(2);
+  while (server_->pieces_uploaded() < 3u && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   EXPECT_EQ(server_->pieces_uploaded(), 3u);
 }
 
@@ -607,6 +612,156 @@ TEST_F(PieceProtocolTest, SilentParentIsDeadlineExceeded) {
   auto r = Fetch(client, 0);
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+}
+
+// ---- Cut-through: a piece the parent is still receiving (docs/piece_protocol.md).
+
+// Plays the parent's own download of piece `n`: announces the receive, then makes `bytes` of
+// it land in `steps` equal steps, `pause` apart (the bytes are already in the parent's file).
+void Trickle(TaskStorage& task, uint32_t n, uint64_t bytes, int steps,
+             std::chrono::milliseconds pause) {
+  for (int i = 1; i <= steps; ++i) {
+    std::this_thread::sleep_for(pause);
+    task.AdvanceReceive(PieceNumber{n}, bytes * static_cast<uint64_t>(i) / steps);
+  }
+}
+
+TEST_F(PieceProtocolTest, CutThroughForwardsAPieceAsItArrivesThenConfirmsIt) {
+  const uint32_t n = kPieces - 2;
+  const std::string bytes = SourceBytes(n);
+  source_->BeginReceive(PieceNumber{n});
+  std::thread parent([&] {
+    Trickle(*source_, n, bytes.size(), 8, std::chrono::milliseconds(30));
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));  // the parent's own verify
+    ASSERT_TRUE(source_->CommitPiece(PieceNumber{n}, Crc32c(bytes.data(), bytes.size())).ok());
+  });
+  PieceClient client = MakeClient({.chunk_bytes = 16 * 1024, .accept_cut_through = true});
+  std::vector<uint64_t> progress;
+  PieceLayout layout = source_->layout();
+  auto start = Clock::now();
+  ASSERT_TRUE(client.SendRequest(kTaskId, PieceNumber{n}).ok());
+  auto r = client.ReceivePiece(PieceNumber{n}, layout.offset(PieceNumber{n}), bytes.size(),
+                               dest_->content_fd(), [&](uint64_t b) { progress.push_back(b); });
+  parent.join();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->cut_through);
+  EXPECT_EQ(r->crc32c, r->parent_crc32c);
+  EXPECT_EQ(DestBytes(n), bytes);
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(240));  // paced by the parent
+  // The bytes came as they landed at the parent, not in one piece at the end.
+  ASSERT_GE(progress.size(), 4u);
+  EXPECT_LT(progress.front(), bytes.size());
+  EXPECT_EQ(progress.back(), bytes.size());
+  // Counted once PIECE_END left, which may be after the child read it.
+  auto deadline = Clock::now() + std::chrono::seconds(2);
+  while (server_->pieces_forwarded() < 1u && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(server_->pieces_forwarded(), 1u);
+  // The connection carries on: a finished piece next.
+  ASSERT_TRUE(Fetch(client, 0).ok());
+  EXPECT_EQ(client.connects(), 1u);
+}
+
+TEST_F(PieceProtocolTest, CutThroughOfAReceiveThatFailsIsAbortedAndNotTheParentsFault) {
+  const uint32_t n = kPieces - 2;
+  const std::string bytes = SourceBytes(n);
+  source_->BeginReceive(PieceNumber{n});
+  std::thread parent([&] {
+    Trickle(*source_, n, bytes.size() / 2, 4, std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    source_->AbandonReceive(PieceNumber{n});  // its parent lied, say
+  });
+  PieceClient client = MakeClient({.accept_cut_through = true});
+  auto r = Fetch(client, n);
+  parent.join();
+  EXPECT_EQ(r.status().code(), StatusCode::kAborted) << r.status().ToString();
+  EXPECT_FALSE(client.connected());
+  EXPECT_EQ(server_->forwards_abandoned(), 1u);
+  EXPECT_FALSE(source_->HasPiece(PieceNumber{n}));
+  // A retry of the piece is a new receive; this one completes.
+  source_->BeginReceive(PieceNumber{n});
+  std::thread retry([&] {
+    Trickle(*source_, n, bytes.size(), 2, std::chrono::milliseconds(20));
+    ASSERT_TRUE(source_->CommitPiece(PieceNumber{n}, Crc32c(bytes.data(), bytes.size())).ok());
+  });
+  auto again = Fetch(client, n);
+  retry.join();
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(DestBytes(n), bytes);
+}
+
+TEST_F(PieceProtocolTest, CutThroughPieceWhoseCommitDiffersIsDataLoss) {
+  // The parent forwards bytes, then commits a CRC32C that is not theirs (its bytes changed
+  // under it): the child must not take the piece.
+  const uint32_t n = kPieces - 2;
+  const std::string bytes = SourceBytes(n);
+  source_->BeginReceive(PieceNumber{n});
+  std::thread parent([&] {
+    Trickle(*source_, n, bytes.size(), 2, std::chrono::milliseconds(20));
+    ASSERT_TRUE(source_->CommitPiece(PieceNumber{n}, Crc32c(bytes.data(), bytes.size()) ^ 1).ok());
+  });
+  PieceClient client = MakeClient({.accept_cut_through = true});
+  auto r = Fetch(client, n);
+  parent.join();
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
+}
+
+TEST_F(PieceProtocolTest, APieceBeingReceivedIsNotReadyWithoutCutThrough) {
+  const uint32_t n = kPieces - 2;
+  source_->BeginReceive(PieceNumber{n});
+  source_->AdvanceReceive(PieceNumber{n}, 1000);
+  PieceClient plain = MakeClient();  // an older child: never asks for cut-through
+  auto r = Fetch(plain, n);
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  EXPECT_TRUE(plain.connected());
+  // A parent with cut-through off answers the same to a child that asks for it.
+  server_->Stop();
+  PieceServerOptions off;
+  off.cut_through = false;
+  StartServer(off);
+  source_->BeginReceive(PieceNumber{n});
+  source_->AdvanceReceive(PieceNumber{n}, 1000);
+  PieceClient asking = MakeClient({.accept_cut_through = true});
+  auto refused = Fetch(asking, n);
+  EXPECT_EQ(refused.status().code(), StatusCode::kNotFound) << refused.status().ToString();
+  EXPECT_EQ(server_->pieces_forwarded(), 0u);
+}
+
+TEST_F(PieceProtocolTest, CutThroughReceiveWithNoByteIsNotReadyAndTheConnectionStays) {
+  const uint32_t n = kPieces - 2;
+  source_->BeginReceive(PieceNumber{n});
+  std::thread parent([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    source_->AbandonReceive(PieceNumber{n});
+  });
+  PieceClient client = MakeClient({.accept_cut_through = true});
+  auto start = Clock::now();
+  auto r = Fetch(client, n);
+  parent.join();
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(1));
+  EXPECT_TRUE(client.connected());
+  ASSERT_TRUE(Fetch(client, 0).ok());
+}
+
+TEST_F(PieceProtocolTest, StopCutsAForwardWaitingForBytesPromptly) {
+  const uint32_t n = kPieces - 2;
+  source_->BeginReceive(PieceNumber{n});
+  source_->AdvanceReceive(PieceNumber{n}, 1000);  // then nothing more arrives
+  std::thread child([&] {
+    PieceClient client = MakeClient({.accept_cut_through = true});
+    auto r = Fetch(client, n);
+    EXPECT_FALSE(r.ok());
+  });
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (server_->concurrent_uploads() == 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto start = Clock::now();
+  server_->Stop();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+  child.join();
 }
 
 }  // namespace

@@ -491,6 +491,68 @@ TEST(TaskStorage, WaitForPiecesWakesOnCommit) {
   EXPECT_EQ(task->WaitForPieces(cursor, -1, &got), 3u);
 }
 
+TEST(TaskStorage, AReceiveInPlaceIsFollowedUntilItCommitsOrIsAbandoned) {
+  using View = TaskStorage::ReceiveView;
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  auto task = store->OpenTask(MakeMeta("t1", 3 * kPieceLength)).value();
+  const auto soon = [] { return std::chrono::steady_clock::now() + std::chrono::milliseconds(20); };
+  EXPECT_EQ(task->CurrentReceive(PieceNumber{1}).state, View::kNone);
+
+  // Announced to availability streams as receiving, not as finished.
+  task->BeginReceive(PieceNumber{1});
+  TaskStorage::AvailabilityCursor cursor;
+  std::vector<uint32_t> finished, receiving;
+  task->WaitForAvailability(&cursor, 10'000, &finished, &receiving);
+  EXPECT_TRUE(finished.empty());
+  EXPECT_EQ(receiving, (std::vector<uint32_t>{1}));
+
+  View first = task->CurrentReceive(PieceNumber{1});
+  ASSERT_EQ(first.state, View::kReceiving);
+  EXPECT_EQ(first.bytes, 0u);
+  // A waiter wakes when bytes land; the watermark never goes back.
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    task->AdvanceReceive(PieceNumber{1}, 4096);
+  });
+  View v = task->WaitReceive(PieceNumber{1}, first.generation, 0,
+                             std::chrono::steady_clock::now() + std::chrono::seconds(10));
+  writer.join();
+  EXPECT_EQ(v.bytes, 4096u);
+  task->AdvanceReceive(PieceNumber{1}, 100);
+  EXPECT_EQ(task->CurrentReceive(PieceNumber{1}).bytes, 4096u);
+  // Nothing new: the wait times out with the same view.
+  EXPECT_EQ(task->WaitReceive(PieceNumber{1}, first.generation, 4096, soon()).bytes, 4096u);
+
+  // Abandoned, then received again: a new generation, so a follower of the first sees it end.
+  task->AbandonReceive(PieceNumber{1});
+  EXPECT_EQ(task->CurrentReceive(PieceNumber{1}).state, View::kAbandoned);
+  task->BeginReceive(PieceNumber{1});
+  View second = task->CurrentReceive(PieceNumber{1});
+  EXPECT_NE(second.generation, first.generation);
+  EXPECT_EQ(second.bytes, 0u);
+  EXPECT_NE(task->WaitReceive(PieceNumber{1}, first.generation, 4096, soon()).generation,
+            first.generation);
+
+  // The commit ends the receive that wrote the piece; a committed piece never begins again.
+  WriteAndCommit(*task, 1);
+  View done = task->CurrentReceive(PieceNumber{1});
+  EXPECT_EQ(done.state, View::kCommitted);
+  EXPECT_EQ(done.generation, second.generation);
+  task->BeginReceive(PieceNumber{1});
+  task->AbandonReceive(PieceNumber{1});
+  EXPECT_EQ(task->CurrentReceive(PieceNumber{1}).state, View::kCommitted);
+  finished.clear();
+  receiving.clear();
+  task->WaitForAvailability(&cursor, 10'000, &finished, &receiving);
+  EXPECT_EQ(finished, (std::vector<uint32_t>{1}));
+  EXPECT_EQ(receiving, (std::vector<uint32_t>{1}));  // the second receive
+  // Out of range: nothing happens.
+  task->BeginReceive(PieceNumber{7});
+  task->AdvanceReceive(PieceNumber{7}, 1);
+  EXPECT_EQ(task->CurrentReceive(PieceNumber{7}).state, View::kNone);
+}
+
 TEST(TaskStorage, SetContentLengthTruncatesAndRejectsContradictions) {
   TempDir dir;
   auto store = OpenStore(dir.path());

@@ -71,11 +71,12 @@ constexpr uint64_t kRateLimitedChunkBytes = 256 * 1024;
 constexpr uint64_t kMaxSendfileBytes = 1ull << 30;  // below sendfile's 0x7ffff000 cap
 // How often a thread waiting on a piece still arriving (cut-through) looks at Stop().
 constexpr auto kStopPollInterval = std::chrono::milliseconds(200);
-// How long a cut-through request waits for the first bytes of a piece this parent began to
-// receive before it answers NOT_READY. Short: a child should rather ask someone else, and two
-// peers that each wait for the other's first byte (parents taken from two schedulers' DAGs)
-// must not hold each other for long.
-constexpr auto kFirstByteWait = std::chrono::seconds(2);
+// How long a cut-through request waits for the first bytes of a piece this parent is receiving
+// before it answers NOT_READY. Receives are announced only once they have bytes, so a receive
+// without any is a retry that just began (or the child's view is stale): short, the child does
+// better asking someone else than waiting; and two peers that each ask the other for a piece
+// both are retrying never hold each other for long.
+constexpr auto kFirstByteWait = std::chrono::milliseconds(500);
 
 // sendfile(2) has no MSG_NOSIGNAL: a connection thread blocks SIGPIPE for itself so that a
 // child that hangs up yields EPIPE instead of killing the daemon.

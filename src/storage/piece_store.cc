@@ -329,20 +329,27 @@ void TaskStorage::BeginReceive(PieceNumber n) {
     Receive& r = receives_[n.value];
     r = Receive{0, next_generation_++, ReceiveView::kReceiving};
     if (next_generation_ == 0) next_generation_ = 1;
-    begun_.push_back(n.value);
   }
-  cv_.notify_all();          // availability streams announce it
   receive_cv_.notify_all();  // followers of an older receive of the piece
 }
 
 void TaskStorage::AdvanceReceive(PieceNumber n, uint64_t bytes_in_place) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (n.value >= receives_.size()) return;
   Receive& r = receives_[n.value];
   if (r.state != ReceiveView::kReceiving || bytes_in_place <= r.bytes) return;
+  const bool first_bytes = r.bytes == 0;
   r.bytes = bytes_in_place;
   // Notified under the lock only when someone waits: this runs once per received chunk.
   if (receive_waiters_ > 0) receive_cv_.notify_all();
+  if (first_bytes) {
+    // Announced once bytes are here, not when the receive begins: bytes come only from a
+    // source that has them, so peers that follow each other's receives (a cycle of parents)
+    // never wait on each other for bytes none of them will get.
+    begun_.push_back(n.value);
+    lock.unlock();
+    cv_.notify_all();
+  }
 }
 
 void TaskStorage::AbandonReceive(PieceNumber n) {

@@ -123,8 +123,8 @@ class TaskStorage {
   ReceiveView WaitReceive(PieceNumber n, uint32_t generation, uint64_t have,
                           std::chrono::steady_clock::time_point deadline) const;
 
-  // Availability for a child: like WaitForPieces, and also the pieces that began to be received
-  // in place since the last call (see BeginReceive), which a child may ask for with cut-through.
+  // Availability for a child: like WaitForPieces, and also the pieces whose receive in place got
+  // its first bytes since the last call, which a child may ask for with cut-through.
   struct AvailabilityCursor {
     size_t finished = 0;
     size_t receiving = 0;
@@ -166,7 +166,7 @@ class TaskStorage {
     ReceiveView::State state = ReceiveView::kNone;
   };
   std::vector<Receive> receives_;   // GUARDED_BY(mu_); index = piece number
-  std::vector<uint32_t> begun_;     // GUARDED_BY(mu_); BeginReceive order (availability)
+  std::vector<uint32_t> begun_;     // GUARDED_BY(mu_); receives' first bytes, in order
   uint32_t next_generation_ = 1;    // GUARDED_BY(mu_)
   mutable int receive_waiters_ = 0;  // GUARDED_BY(mu_): WaitReceive callers waiting
   // Receive progress and ends; separate from cv_ so that the watermark moving every chunk does

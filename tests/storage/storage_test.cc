@@ -499,17 +499,17 @@ TEST(TaskStorage, AReceiveInPlaceIsFollowedUntilItCommitsOrIsAbandoned) {
   const auto soon = [] { return std::chrono::steady_clock::now() + std::chrono::milliseconds(20); };
   EXPECT_EQ(task->CurrentReceive(PieceNumber{1}).state, View::kNone);
 
-  // Announced to availability streams as receiving, not as finished.
   task->BeginReceive(PieceNumber{1});
-  TaskStorage::AvailabilityCursor cursor;
-  std::vector<uint32_t> finished, receiving;
-  task->WaitForAvailability(&cursor, 10'000, &finished, &receiving);
-  EXPECT_TRUE(finished.empty());
-  EXPECT_EQ(receiving, (std::vector<uint32_t>{1}));
-
   View first = task->CurrentReceive(PieceNumber{1});
   ASSERT_EQ(first.state, View::kReceiving);
   EXPECT_EQ(first.bytes, 0u);
+  // Not announced before its first bytes are in.
+  TaskStorage::AvailabilityCursor cursor;
+  std::vector<uint32_t> finished, receiving;
+  task->WaitForAvailability(&cursor, 10, &finished, &receiving);
+  EXPECT_TRUE(finished.empty());
+  EXPECT_TRUE(receiving.empty());
+
   // A waiter wakes when bytes land; the watermark never goes back.
   std::thread writer([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -519,6 +519,10 @@ TEST(TaskStorage, AReceiveInPlaceIsFollowedUntilItCommitsOrIsAbandoned) {
                              std::chrono::steady_clock::now() + std::chrono::seconds(10));
   writer.join();
   EXPECT_EQ(v.bytes, 4096u);
+  // Now announced to availability streams as receiving, not as finished.
+  task->WaitForAvailability(&cursor, 10'000, &finished, &receiving);
+  EXPECT_TRUE(finished.empty());
+  EXPECT_EQ(receiving, (std::vector<uint32_t>{1}));
   task->AdvanceReceive(PieceNumber{1}, 100);
   EXPECT_EQ(task->CurrentReceive(PieceNumber{1}).bytes, 4096u);
   // Nothing new: the wait times out with the same view.
@@ -535,6 +539,7 @@ TEST(TaskStorage, AReceiveInPlaceIsFollowedUntilItCommitsOrIsAbandoned) {
             first.generation);
 
   // The commit ends the receive that wrote the piece; a committed piece never begins again.
+  task->AdvanceReceive(PieceNumber{1}, 10);
   WriteAndCommit(*task, 1);
   View done = task->CurrentReceive(PieceNumber{1});
   EXPECT_EQ(done.state, View::kCommitted);

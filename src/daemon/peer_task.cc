@@ -839,26 +839,37 @@ PeerTask::Assignment PeerTask::PickLocked(Parent* only) {
   // Rarest first among what live parents hold; among equally rare pieces the lowest number.
   // The seed fetches from the origin in piece order, so in-order requests let a chain of peers
   // forward each piece one hop per piece time, instead of leaving it in a random backlog.
+  // Pieces a parent holds finished go before pieces it is still receiving (cut-through): those
+  // arrive only as fast as its own source sends them, which for a seed fetching several pieces
+  // from the origin at once is a fraction of the link, while a finished piece comes at the full
+  // rate of the parent's uplink.
+  bool best_finished = false;
   uint32_t best_count = UINT32_MAX;
   Parent* best_parent = nullptr;
   for (uint32_t i = 0; i < pieces_.size(); ++i) {
     if (pieces_[i] != PieceState::kMissing) continue;
     uint32_t count = 0;
     Parent* choice = nullptr;
+    bool choice_finished = false;
     double choice_cost = 0;
     for (auto& [id, p] : parents_) {
       if (p->dead || p->removed || !HoldsLocked(*p, i)) continue;
       ++count;
       if (only ? p.get() != only : p->connections >= ctx_.config->per_parent_concurrency) continue;
+      const bool finished = p->has[i];
       double rate = p->rate_bytes_per_sec > 0 ? p->rate_bytes_per_sec : kUnknownRateBytesPerSec;
       double cost = (p->inflight + 1) / rate;
-      if (!choice || cost < choice_cost) {
+      if (!choice || (finished && !choice_finished) ||
+          (finished == choice_finished && cost < choice_cost)) {
         choice = p.get();
+        choice_finished = finished;
         choice_cost = cost;
       }
     }
     if (!choice) continue;
-    if (count < best_count) {
+    if ((choice_finished && !best_finished) ||
+        (choice_finished == best_finished && count < best_count)) {
+      best_finished = choice_finished;
       best_count = count;
       best_parent = choice;
       a.piece = i;

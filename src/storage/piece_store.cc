@@ -387,7 +387,9 @@ TaskStorage::ReceiveView TaskStorage::WaitReceive(
   ++receive_waiters_;
   receive_cv_.wait_until(lock, deadline, ready);
   --receive_waiters_;
-  return view();
+  ReceiveView v = view();
+  if (closed_ && v.state == ReceiveView::kReceiving) v.state = ReceiveView::kAbandoned;  // deleted
+  return v;
 }
 
 void TaskStorage::WaitForAvailability(AvailabilityCursor* cursor, int timeout_ms,

@@ -119,7 +119,8 @@ class TaskStorage {
   // The piece's latest receive, at once.
   ReceiveView CurrentReceive(PieceNumber n) const;
   // Waits until receive `generation` of piece `n` has more than `have` bytes in place, or is
-  // over (committed, abandoned, or replaced by a newer one), or `deadline` passes, or Close().
+  // over (committed, abandoned, or replaced by a newer one), or `deadline` passes, or Close()
+  // (a receive still going then reads as abandoned: the task was deleted).
   ReceiveView WaitReceive(PieceNumber n, uint32_t generation, uint64_t have,
                           std::chrono::steady_clock::time_point deadline) const;
 

@@ -552,6 +552,15 @@ TEST(TaskStorage, AReceiveInPlaceIsFollowedUntilItCommitsOrIsAbandoned) {
   task->WaitForAvailability(&cursor, 10'000, &finished, &receiving);
   EXPECT_EQ(finished, (std::vector<uint32_t>{1}));
   EXPECT_EQ(receiving, (std::vector<uint32_t>{1}));  // the second receive
+  // A deleted task ends every receive for its followers at once.
+  task->BeginReceive(PieceNumber{2});
+  View third = task->CurrentReceive(PieceNumber{2});
+  task->Close();
+  auto start = std::chrono::steady_clock::now();
+  View closed = task->WaitReceive(PieceNumber{2}, third.generation, 0,
+                                  std::chrono::steady_clock::now() + std::chrono::seconds(10));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(closed.state, View::kAbandoned);
   // Out of range: nothing happens.
   task->BeginReceive(PieceNumber{7});
   task->AdvanceReceive(PieceNumber{7}, 1);

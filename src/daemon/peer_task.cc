@@ -1357,8 +1357,9 @@ Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc, PieceDigest* sha
     std::lock_guard<std::mutex> l(mu_);
     storage = storage_.get();
   }
-  // Written in place: children may have the bytes as they land (cut-through). A failure
-  // abandons the receive (CompletePieceLocked).
+  // Written in place: children may have the bytes as they land (cut-through; the piece server
+  // forwards only while this is the task's one receive). A failure abandons the receive
+  // (CompletePieceLocked).
   storage->BeginReceive(n);
   ByteSink sink = [&](const char* data, size_t len) -> Status {
     c = Crc32cExtend(c, data, len);

@@ -346,8 +346,12 @@ PieceServer::Next PieceServer::HandleRequestPiece(int fd, uint32_t flags, const 
   uint32_t crc = 0;
   if (!task->PieceCrc(PieceNumber{piece}, &crc)) {
     if (options_.cut_through && (flags & pp::kRequestFlagCutThrough) != 0) {
+      // Only a parent receiving this one piece forwards it: with several receives at once
+      // (several parents, or several ranged GETs to the origin) each arrives at a fraction of
+      // its link, and the child would be held to that fraction on this connection while
+      // finished pieces wait behind it (docs/piece_protocol.md).
       TaskStorage::ReceiveView r = task->CurrentReceive(PieceNumber{piece});
-      if (r.state == TaskStorage::ReceiveView::kReceiving) {
+      if (r.state == TaskStorage::ReceiveView::kReceiving && task->ActiveReceives() == 1) {
         return ForwardPiece(fd, *task, piece, r.generation);
       }
       // Committed between the two looks: served whole below.

@@ -145,6 +145,7 @@ void TaskStorage::ResizeLocked(uint32_t total_pieces) {
   crc_.assign(total_pieces, 0);
   receives_.assign(total_pieces, Receive{});
   begun_.clear();
+  active_receives_ = 0;
   order_.clear();
   order_.reserve(total_pieces);
 }
@@ -217,6 +218,7 @@ Status TaskStorage::CommitPiece(PieceNumber n, uint32_t crc) {
     crc_[n.value] = crc;
     if (Receive& r = receives_[n.value]; r.state == ReceiveView::kReceiving) {
       r.state = ReceiveView::kCommitted;
+      --active_receives_;
     }
     order_.push_back(n.value);
     if (order_.size() == have_.size()) {
@@ -327,6 +329,7 @@ void TaskStorage::BeginReceive(PieceNumber n) {
     std::lock_guard lock(mu_);
     if (n.value >= receives_.size() || have_[n.value]) return;
     Receive& r = receives_[n.value];
+    if (r.state != ReceiveView::kReceiving) ++active_receives_;
     r = Receive{0, next_generation_++, ReceiveView::kReceiving};
     if (next_generation_ == 0) next_generation_ = 1;
   }
@@ -359,6 +362,7 @@ void TaskStorage::AbandonReceive(PieceNumber n) {
     Receive& r = receives_[n.value];
     if (r.state != ReceiveView::kReceiving) return;
     r.state = ReceiveView::kAbandoned;
+    --active_receives_;
   }
   receive_cv_.notify_all();
 }
@@ -368,6 +372,11 @@ TaskStorage::ReceiveView TaskStorage::CurrentReceive(PieceNumber n) const {
   if (n.value >= receives_.size()) return {};
   const Receive& r = receives_[n.value];
   return ReceiveView{r.state, r.generation, r.bytes};
+}
+
+int TaskStorage::ActiveReceives() const {
+  std::lock_guard lock(mu_);
+  return active_receives_;
 }
 
 TaskStorage::ReceiveView TaskStorage::WaitReceive(

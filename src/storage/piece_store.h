@@ -118,6 +118,8 @@ class TaskStorage {
   void AbandonReceive(PieceNumber n);
   // The piece's latest receive, at once.
   ReceiveView CurrentReceive(PieceNumber n) const;
+  // Receives in place going on now (begun, not committed or abandoned), over all pieces.
+  int ActiveReceives() const;
   // Waits until receive `generation` of piece `n` has more than `have` bytes in place, or is
   // over (committed, abandoned, or replaced by a newer one), or `deadline` passes, or Close()
   // (a receive still going then reads as abandoned: the task was deleted).
@@ -169,6 +171,7 @@ class TaskStorage {
   std::vector<Receive> receives_;   // GUARDED_BY(mu_); index = piece number
   std::vector<uint32_t> begun_;     // GUARDED_BY(mu_); receives' first bytes, in order
   uint32_t next_generation_ = 1;    // GUARDED_BY(mu_)
+  int active_receives_ = 0;         // GUARDED_BY(mu_): receives_ in state kReceiving
   mutable int receive_waiters_ = 0;  // GUARDED_BY(mu_): WaitReceive callers waiting
   // Receive progress and ends; separate from cv_ so that the watermark moving every chunk does
   // not wake availability streams.

@@ -728,6 +728,48 @@ TEST_F(PieceProtocolTest, APieceBeingReceivedIsNotReadyWithoutCutThrough) {
   EXPECT_EQ(server_->pieces_forwarded(), 0u);
 }
 
+TEST_F(PieceProtocolTest, APieceIsForwardedOnlyWhileItIsTheParentsOneReceive) {
+  // Two pieces arriving at once (two parents, or ranged GETs to the origin): each comes at a
+  // fraction of the link, so neither is forwarded; once one is done the other is. A second task
+  // of the parent, with nothing committed yet.
+  TaskMeta meta{.task_id = kOtherTaskId,
+                .content_length = static_cast<int64_t>(kContentLength),
+                .piece_length = kPieceLength};
+  std::shared_ptr<TaskStorage> other = parent_store_->OpenTask(meta).value();
+  ASSERT_EQ(::pwrite(other->content_fd(), content_.data(), content_.size(), 0),
+            static_cast<ssize_t>(content_.size()));
+  const uint32_t n = 3, m = 1;
+  for (uint32_t p : {n, m}) {
+    other->BeginReceive(PieceNumber{p});
+    other->AdvanceReceive(PieceNumber{p}, 1000);
+  }
+  EXPECT_EQ(other->ActiveReceives(), 2);
+  PieceClient client = MakeClient({.accept_cut_through = true});
+  PieceLayout layout = other->layout();
+  auto fetch = [&](uint32_t piece) {
+    PieceNumber pn{piece};
+    return client.FetchPiece(kOtherTaskId, pn, layout.offset(pn), layout.length(pn),
+                             dest_->content_fd());
+  };
+  auto refused = fetch(n);
+  EXPECT_EQ(refused.status().code(), StatusCode::kNotFound) << refused.status().ToString();
+  EXPECT_TRUE(client.connected());
+  const std::string bytes_m = SourceBytes(m);
+  ASSERT_TRUE(other->CommitPiece(PieceNumber{m}, Crc32c(bytes_m.data(), bytes_m.size())).ok());
+  EXPECT_EQ(other->ActiveReceives(), 1);
+  const std::string bytes = SourceBytes(n);
+  std::thread parent([&] {
+    Trickle(*other, n, bytes.size(), 2, std::chrono::milliseconds(20));
+    ASSERT_TRUE(other->CommitPiece(PieceNumber{n}, Crc32c(bytes.data(), bytes.size())).ok());
+  });
+  auto r = fetch(n);
+  parent.join();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->cut_through);
+  EXPECT_EQ(DestBytes(n), bytes);
+  EXPECT_EQ(other->ActiveReceives(), 0);
+}
+
 TEST_F(PieceProtocolTest, CutThroughReceiveWithNoByteIsNotReadyAndTheConnectionStays) {
   const uint32_t n = kPieces - 2;
   source_->BeginReceive(PieceNumber{n});

@@ -1,6 +1,7 @@
 // End-to-end cut-through forwarding (docs/piece_protocol.md, "Forwarding a piece still
 // arriving"; issue 16): real nginx, dfscheduler, a seed and two peers on loopback. The origin is
-// slow, so the seed is still receiving most pieces when the peers ask for them: with cut-through
+// slow and the seed fetches one piece at a time (--origin-concurrency 1: only then does it
+// forward what it fetches), so it is still receiving most pieces when the peers ask for them: with cut-through
 // (the default) pieces are forwarded while they arrive, every copy is right, and the origin serves
 // the file once; with --cut-through=false on every daemon nothing is forwarded, the same swarm
 // still completes.
@@ -82,9 +83,9 @@ TEST_P(CutThroughTest, PiecesStillArrivingAreForwardedOnlyWhenOn) {
   std::string root = dir_.path() + "/origin";
   std::filesystem::create_directories(root);
   std::string sha = bench::MakeFile(root + "/f.bin", kSize);
-  // 4 origin connections of the seed at 2 MB/s each: ~8 s for the file, so the peers ask for
-  // pieces the seed is still receiving.
-  bench::NginxOrigin origin(root, "2m");
+  // One origin connection (the seed forwards what it fetches from the origin only then) at
+  // 8 MB/s: ~8 s for the file, so the peers ask for pieces the seed is still receiving.
+  bench::NginxOrigin origin(root, "8m");
   ASSERT_TRUE(origin.ok());
   const std::string url = origin.Url("f.bin");
 
@@ -100,7 +101,7 @@ TEST_P(CutThroughTest, PiecesStillArrivingAreForwardedOnlyWhenOn) {
   for (const std::string& name : names) {
     metrics.push_back(bench::FreePort());
     std::vector<std::string> extra;
-    if (name == "seed") extra.push_back("--seed");
+    if (name == "seed") extra = {"--seed", "--origin-concurrency", "1"};
     daemons.push_back(StartDaemon(name, extra, metrics.back()));
   }
   std::this_thread::sleep_for(700ms);  // every host announced (no event to wait on)

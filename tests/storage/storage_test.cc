@@ -499,7 +499,9 @@ TEST(TaskStorage, AReceiveInPlaceIsFollowedUntilItCommitsOrIsAbandoned) {
   const auto soon = [] { return std::chrono::steady_clock::now() + std::chrono::milliseconds(20); };
   EXPECT_EQ(task->CurrentReceive(PieceNumber{1}).state, View::kNone);
 
+  EXPECT_EQ(task->ActiveReceives(), 0);
   task->BeginReceive(PieceNumber{1});
+  EXPECT_EQ(task->ActiveReceives(), 1);
   View first = task->CurrentReceive(PieceNumber{1});
   ASSERT_EQ(first.state, View::kReceiving);
   EXPECT_EQ(first.bytes, 0u);
@@ -531,6 +533,7 @@ TEST(TaskStorage, AReceiveInPlaceIsFollowedUntilItCommitsOrIsAbandoned) {
   // Abandoned, then received again: a new generation, so a follower of the first sees it end.
   task->AbandonReceive(PieceNumber{1});
   EXPECT_EQ(task->CurrentReceive(PieceNumber{1}).state, View::kAbandoned);
+  EXPECT_EQ(task->ActiveReceives(), 0);
   task->BeginReceive(PieceNumber{1});
   View second = task->CurrentReceive(PieceNumber{1});
   EXPECT_NE(second.generation, first.generation);
@@ -543,6 +546,7 @@ TEST(TaskStorage, AReceiveInPlaceIsFollowedUntilItCommitsOrIsAbandoned) {
   WriteAndCommit(*task, 1);
   View done = task->CurrentReceive(PieceNumber{1});
   EXPECT_EQ(done.state, View::kCommitted);
+  EXPECT_EQ(task->ActiveReceives(), 0);
   EXPECT_EQ(done.generation, second.generation);
   task->BeginReceive(PieceNumber{1});
   task->AbandonReceive(PieceNumber{1});

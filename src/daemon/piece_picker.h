@@ -123,8 +123,9 @@ class PiecePicker {
   // The next piece to fetch and its parent, by the rule at the top of this file; nullopt when
   // no candidate holds a missing piece. Candidates: the usable parents in `loads` that have a
   // free connection (connections < per_parent_concurrency), or, with `only`, just `only`
-  // (usable, whatever its connections: the caller queues on a connection it has open).
-  // `loads` may leave parents out (they are no candidates); its order breaks cost ties.
+  // when usable and in `loads`, whatever its connections (the caller queues on a connection it
+  // has open). `loads` may leave parents out (they are no candidates; they still count as
+  // holders); its order breaks cost ties.
   std::optional<Pick> PickPiece(std::span<const ParentLoad> loads,
                                 std::optional<ParentIndex> only = std::nullopt);
 

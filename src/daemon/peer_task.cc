@@ -23,8 +23,7 @@ namespace sv1 = df::scheduler::v1;
 namespace dv1 = df::dfdaemon::v1;
 
 namespace {
-constexpr uint32_t kParentFailureLimit = 3;       // consecutive failures before a parent is dropped
-constexpr double kUnknownRateBytesPerSec = 50e6;  // prior for a parent not yet measured
+constexpr uint32_t kParentFailureLimit = 3;  // consecutive failures before a parent is dropped
 constexpr auto kRescheduleInterval = std::chrono::seconds(1);
 constexpr int kOriginStatAttempts = 4;  // 0.5 + 1 + 2 s of backoff between them
 // How long a worker waits for the origin digest of a piece it received (the seed reports it
@@ -125,9 +124,7 @@ struct PeerTask::Parent {
   std::string ip;
   uint16_t grpc_port = 0;
   uint16_t piece_port = 0;
-  std::vector<bool> has;          // by piece number; sized when the layout is known
-  // Pieces it began to receive (cut-through: they may be asked for before they are done).
-  std::vector<bool> receiving;
+  ParentIndex index;              // in the picker, which knows what it holds
   uint32_t inflight = 0;          // pieces requested from it and not answered yet
   uint32_t connections = 0;       // workers talking to it (each on one connection)
   uint32_t failures = 0;          // consecutive
@@ -144,16 +141,13 @@ struct PeerTask::Parent {
   std::thread sync_thread;
 };
 
-bool PeerTask::HoldsLocked(const Parent& p, uint32_t piece) const {
-  if (piece >= p.has.size()) return false;
-  return p.has[piece] || (ctx_.config->cut_through && p.receiving[piece]);
-}
-
 PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
     : ctx_(ctx),
       clock_(ctx.clock ? *ctx.clock : SteadyClock::Instance()),
       request_(std::move(request)),
-      peer_id_(NewPeerId(ctx.host_id)) {}
+      peer_id_(NewPeerId(ctx.host_id)),
+      picker_({.cut_through = ctx.config->cut_through,
+               .per_parent_concurrency = ctx.config->per_parent_concurrency}) {}
 
 PeerTask::~PeerTask() {
   Cancel();
@@ -441,8 +435,8 @@ bool PeerTask::OpenAnnounce() {
   {
     std::lock_guard<std::mutex> l(mu_);
     task->set_content_length(layout_known_ ? static_cast<int64_t>(layout_.content_length) : -1);
-    for (uint32_t i = 0; i < pieces_.size(); ++i) {
-      if (pieces_[i] == PieceState::kDone) reg->add_finished_pieces(i);
+    for (uint32_t i = 0; i < picker_.total_pieces(); ++i) {
+      if (StateLocked(i) == PieceState::kDone) reg->add_finished_pieces(i);
     }
   }
   req.set_host_id(ctx_.host_id);
@@ -558,6 +552,7 @@ void PeerTask::HandleCandidates(const sv1::NormalTaskResponse& resp) {
     auto it = parents_.find(id);
     if (it == parents_.end() || it->second->dead || it->second->removed) continue;
     it->second->removed = true;
+    UpdateUsableLocked(*it->second);
     DF_LOG_DEBUG("task {} scheduler took parent {} away ({} pieces in flight finish)",
                  request_.task_id, id, it->second->inflight);
   }
@@ -598,7 +593,7 @@ void PeerTask::ReportKnownDigests() {
     std::lock_guard<std::mutex> l(mu_);
     if (!origin_enabled_ && !ctx_.config->seed) return;
     for (uint32_t i = 0; i < digests_.size(); ++i) {
-      if (pieces_[i] == PieceState::kDone && Known(digests_[i])) {
+      if (StateLocked(i) == PieceState::kDone && Known(digests_[i])) {
         known.push_back({i, layout_.length(PieceNumber{i}), digests_[i]});
       }
     }
@@ -674,13 +669,8 @@ void PeerTask::DropStaleParentsLocked() {
   std::vector<std::string> stale;
   for (auto& [id, p] : parents_) {
     if (p->dead || p->removed || p->inflight > 0) continue;
-    bool useful = false;
-    for (uint32_t i = 0; i < pieces_.size() && !useful; ++i) {
-      useful = pieces_[i] == PieceState::kMissing && i < p->has.size() && p->has[i];
-    }
-    if (useful) continue;
-    p->dead = true;
-    if (p->sync_ctx) p->sync_ctx->TryCancel();
+    if (picker_.MissingFinishedHeldBy(p->index) > 0) continue;
+    DropParentLocked(p.get());
     stale.push_back(id);
   }
   if (stale.empty()) return;
@@ -714,6 +704,7 @@ void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   if (it != parents_.end()) {
     // Known. A parent the scheduler took away comes back; a dead one (failed) is not retried.
     it->second->removed = false;
+    UpdateUsableLocked(*it->second);
     return;
   }
   auto p = std::make_unique<Parent>();
@@ -722,13 +713,11 @@ void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   p->ip = c.host().ip();
   p->grpc_port = static_cast<uint16_t>(c.host().grpc_port());
   p->piece_port = static_cast<uint16_t>(c.host().piece_port());
-  if (layout_known_) {
-    p->has.assign(layout_.total_pieces(), false);
-    p->receiving.assign(layout_.total_pieces(), false);
-  }
+  p->index = picker_.AddParent();
   p->sync_ctx = std::make_unique<grpc::ClientContext>();
   if (ctx_.auth) ctx_.auth->Attach(p->sync_ctx.get());
   Parent* raw = p.get();
+  parent_at_.push_back(raw);
   parents_[c.peer_id()] = std::move(p);
   raw->sync_thread = std::thread([this, raw] { SyncParent(raw); });
 }
@@ -751,8 +740,7 @@ void PeerTask::SyncParent(Parent* p) {
       if (!layout.ok()) {
         DF_LOG_WARN("task {} parent {} sent a bad layout, dropped: {}", request_.task_id,
                     p->peer_id, layout.ToString());
-        p->dead = true;
-        p->sync_ctx->TryCancel();
+        DropParentLocked(p);
         continue;
       }
     }
@@ -762,16 +750,9 @@ void PeerTask::SyncParent(Parent* p) {
     // Wake one worker per piece it can now fetch, not all of them for every message: with one
     // message per verified piece, waking every worker each time costs more CPU than the data.
     uint32_t useful = 0;
-    for (uint32_t n : msg.piece_numbers()) {
-      if (n >= p->has.size() || p->has[n]) continue;
-      bool was_askable = HoldsLocked(*p, n);
-      p->has[n] = true;
-      if (pieces_[n] == PieceState::kMissing && !was_askable) ++useful;
-    }
+    for (uint32_t n : msg.piece_numbers()) useful += picker_.SetHas(p->index, PieceNumber{n});
     for (uint32_t n : msg.receiving_piece_numbers()) {
-      if (n >= p->receiving.size() || p->has[n] || p->receiving[n]) continue;
-      p->receiving[n] = true;
-      if (ctx_.config->cut_through && pieces_[n] == PieceState::kMissing) ++useful;
+      useful += picker_.SetReceiving(p->index, PieceNumber{n});
     }
     p->done = p->done || msg.done();
     for (uint32_t i = 0; i < useful && i < ctx_.config->concurrency; ++i) work_cv_.notify_one();
@@ -783,8 +764,21 @@ void PeerTask::SyncParent(Parent* p) {
                 p->peer_id, s.error_message());
   }
   // A parent that finished and closed its stream can still serve what it announced.
-  if (!p->done) p->dead = true;
+  if (!p->done) {
+    p->dead = true;
+    UpdateUsableLocked(*p);
+  }
   WakeAll();
+}
+
+void PeerTask::DropParentLocked(Parent* p) {
+  p->dead = true;
+  if (p->sync_ctx) p->sync_ctx->TryCancel();
+  UpdateUsableLocked(*p);
+}
+
+void PeerTask::UpdateUsableLocked(const Parent& p) {
+  picker_.SetUsable(p.index, !p.dead && !p.removed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -808,19 +802,15 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
   content_on_tmpfs_ =
       ::fstatfs(storage_->content_fd(), &fs) == 0 && fs.f_type == static_cast<long>(TMPFS_MAGIC);
   uint32_t n = layout_.total_pieces();
-  pieces_.assign(n, PieceState::kMissing);
+  picker_.Reset(n);
   attempts_.assign(n, 0);
   digests_.assign(n, PieceDigest{});
   fetches_.assign(n, PieceFetch{});
-  for (auto& [id, p] : parents_) {
-    p->has.assign(n, false);
-    p->receiving.assign(n, false);
-  }
   done_count_ = 0;
   completed_bytes_ = 0;
   for (uint32_t i : storage_->FinishedPieces()) {
-    if (i < n && pieces_[i] != PieceState::kDone) {
-      pieces_[i] = PieceState::kDone;
+    if (i < n && StateLocked(i) != PieceState::kDone) {
+      SetStateLocked(i, PieceState::kDone);
       ++done_count_;
       completed_bytes_ += layout_.length(PieceNumber{i});
     }
@@ -836,48 +826,18 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
 PeerTask::Assignment PeerTask::PickLocked(Parent* only) {
   Assignment a;
   if (!layout_known_) return a;
-  // Rarest first among what live parents hold; among equally rare pieces the lowest number.
-  // The seed fetches from the origin in piece order, so in-order requests let a chain of peers
-  // forward each piece one hop per piece time, instead of leaving it in a random backlog.
-  // Pieces a parent holds finished go before pieces it is still receiving (cut-through): those
-  // arrive only as fast as its own source sends them, which for a seed fetching several pieces
-  // from the origin at once is a fraction of the link, while a finished piece comes at the full
-  // rate of the parent's uplink.
-  bool best_finished = false;
-  uint32_t best_count = UINT32_MAX;
-  Parent* best_parent = nullptr;
-  for (uint32_t i = 0; i < pieces_.size(); ++i) {
-    if (pieces_[i] != PieceState::kMissing) continue;
-    uint32_t count = 0;
-    Parent* choice = nullptr;
-    bool choice_finished = false;
-    double choice_cost = 0;
-    for (auto& [id, p] : parents_) {
-      if (p->dead || p->removed || !HoldsLocked(*p, i)) continue;
-      ++count;
-      if (only ? p.get() != only : p->connections >= ctx_.config->per_parent_concurrency) continue;
-      const bool finished = p->has[i];
-      double rate = p->rate_bytes_per_sec > 0 ? p->rate_bytes_per_sec : kUnknownRateBytesPerSec;
-      double cost = (p->inflight + 1) / rate;
-      if (!choice || (finished && !choice_finished) ||
-          (finished == choice_finished && cost < choice_cost)) {
-        choice = p.get();
-        choice_finished = finished;
-        choice_cost = cost;
-      }
-    }
-    if (!choice) continue;
-    if ((choice_finished && !best_finished) ||
-        (choice_finished == best_finished && count < best_count)) {
-      best_finished = choice_finished;
-      best_count = count;
-      best_parent = choice;
-      a.piece = i;
-    }
+  // Rarest first, pieces held finished before pieces still being received: see
+  // piece_picker.h. The parents in peer id order, as ties between them always went.
+  loads_.clear();
+  for (const auto& [id, p] : parents_) {
+    loads_.push_back({p->index, p->connections, p->inflight, p->rate_bytes_per_sec});
   }
-  if (best_parent) {
+  auto pick =
+      picker_.PickPiece(loads_, only ? std::optional<ParentIndex>(only->index) : std::nullopt);
+  if (pick) {
     a.kind = Assignment::kParent;
-    a.parent = best_parent;
+    a.piece = pick->piece.value;
+    a.parent = parent_at_[pick->parent.value];
     return a;
   }
   if (only || !origin_enabled_) return a;
@@ -887,12 +847,9 @@ PeerTask::Assignment PeerTask::PickLocked(Parent* only) {
     return a;
   }
   if (origin_inflight_ >= ctx_.config->origin_concurrency) return a;
-  for (uint32_t i = 0; i < pieces_.size(); ++i) {
-    if (pieces_[i] == PieceState::kMissing) {
-      a.kind = Assignment::kOrigin;
-      a.piece = i;
-      return a;
-    }
+  if (auto first = picker_.FirstMissing()) {
+    a.kind = Assignment::kOrigin;
+    a.piece = first->value;
   }
   return a;
 }
@@ -927,7 +884,7 @@ void PeerTask::Worker() {
       }
       continue;
     }
-    pieces_[a.piece] = PieceState::kInFlight;
+    SetStateLocked(a.piece, PieceState::kInFlight);
     uint32_t crc = 0;
     auto start = std::chrono::steady_clock::now();
     ++origin_inflight_;
@@ -962,7 +919,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
   ++p->connections;
   std::deque<uint32_t> queue;           // requested on this connection, in order
   auto request = [&](uint32_t piece) {  // called locked; returns locked
-    pieces_[piece] = PieceState::kInFlight;
+    SetStateLocked(piece, PieceState::kInFlight);
     ++p->inflight;
     queue.push_back(piece);
     l.unlock();
@@ -995,7 +952,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
       CompletePieceLocked(l, Assignment{Assignment::kParent, piece, p}, broken, 0, 0);
       continue;
     }
-    if (pieces_[piece] == PieceState::kInFlight) pieces_[piece] = PieceState::kMissing;
+    if (StateLocked(piece) == PieceState::kInFlight) SetStateLocked(piece, PieceState::kMissing);
   }
   if (!queue.empty()) work_cv_.notify_all();
   --p->connections;
@@ -1011,7 +968,7 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
   const uint32_t piece = queue.front();
   BeginReceiveLocked(piece, p, client);
   // Asked while the parent was still receiving it (cut-through).
-  const bool forwarded = piece < p->has.size() && !p->has[piece];
+  const bool forwarded = !picker_.has(p->index, PieceNumber{piece});
   const PieceLayout lay = layout_;
   const int fd = storage_->content_fd();
   TaskStorage* storage = storage_.get();
@@ -1019,10 +976,9 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
   PieceNumber n{piece};
   // Received in place: children may have the bytes as they land (cut-through).
   storage->BeginReceive(n);
-  auto r = client->ReceivePiece(n, lay.offset(n), lay.length(n), fd,
-                                [storage, n](uint64_t in_place) {
-                                  storage->AdvanceReceive(n, in_place);
-                                });
+  auto r = client->ReceivePiece(
+      n, lay.offset(n), lay.length(n), fd,
+      [storage, n](uint64_t in_place) { storage->AdvanceReceive(n, in_place); });
   l.lock();
   queue.pop_front();
   --p->inflight;
@@ -1058,8 +1014,7 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
   // A failed original leaves the piece to its duplicate, when there is one.
   if (s.ok() || !fetches_[piece].dup_parent) {
     CompletePieceLocked(l, Assignment{Assignment::kParent, piece, p, forwarded}, s,
-                        r.ok() ? r->crc32c : 0,
-                        r.ok() ? r->cost_ns : 0);
+                        r.ok() ? r->crc32c : 0, r.ok() ? r->cost_ns : 0);
   }
   EndOriginalLocked(piece);
   return broken.ok();
@@ -1073,14 +1028,12 @@ Status PeerTask::VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent*
     // way it serves nothing more to this peer. The scheduler hears of it (CompletePieceLocked).
     DF_LOG_WARN("task {} parent {} served a corrupt piece {}; blocked for this task",
                 request_.task_id, p->peer_id, piece);
-    p->dead = true;
-    if (p->sync_ctx) p->sync_ctx->TryCancel();
+    DropParentLocked(p);
   } else if (s.code() == StatusCode::kNotFound && ++p->unverifiable >= 2) {
     // Pieces nobody fetched from the origin: an honest parent cannot have them.
     DF_LOG_WARN("task {} parent {} serves pieces the origin fetcher never reported; blocked",
                 request_.task_id, p->peer_id);
-    p->dead = true;
-    if (p->sync_ctx) p->sync_ctx->TryCancel();
+    DropParentLocked(p);
   }
   return s;
 }
@@ -1098,11 +1051,8 @@ void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, ui
     // It no longer has the piece, or it was still receiving it (cut-through) and that receive
     // failed: not its fault, unless it keeps happening (a parent could claim so to waste our
     // time).
-    bool forwarded = piece < p->has.size() && !p->has[piece];
-    if (piece < p->has.size()) {
-      p->has[piece] = false;
-      p->receiving[piece] = false;
-    }
+    bool forwarded = !picker_.has(p->index, PieceNumber{piece});
+    picker_.Forget(p->index, PieceNumber{piece});
     if (forwarded && ++p->aborted >= kParentFailureLimit) CountParentFailureLocked(p);
   } else {
     CountParentFailureLocked(p);
@@ -1115,14 +1065,14 @@ void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, ui
 PeerTask::Assignment PeerTask::PickEndgameLocked() {
   Assignment a;
   if (!ctx_.config->endgame || !layout_known_ || endgame_active_ >= ctx_.config->concurrency ||
-      std::find(pieces_.begin(), pieces_.end(), PieceState::kMissing) != pieces_.end()) {
+      picker_.missing_count() > 0) {
     return a;
   }
   const auto now = Now();
   double most_overdue = 1.0;  // elapsed / allowed wait of the piece picked so far
-  for (uint32_t i = 0; i < pieces_.size(); ++i) {
+  for (uint32_t i = 0; i < picker_.total_pieces(); ++i) {
     const PieceFetch& f = fetches_[i];
-    if (pieces_[i] != PieceState::kInFlight || !f.writing || f.cut || f.dup_parent ||
+    if (StateLocked(i) != PieceState::kInFlight || !f.writing || f.cut || f.dup_parent ||
         f.claim != Copy::kNone) {
       continue;
     }
@@ -1138,7 +1088,8 @@ PeerTask::Assignment PeerTask::PickEndgameLocked() {
 }
 
 std::chrono::nanoseconds PeerTask::EndgameWaitLocked(uint32_t piece, const Parent& p) const {
-  double rate = p.rate_bytes_per_sec > 0 ? p.rate_bytes_per_sec : kUnknownRateBytesPerSec;
+  double rate =
+      p.rate_bytes_per_sec > 0 ? p.rate_bytes_per_sec : PiecePicker::kUnknownRateBytesPerSec;
   auto expected = std::chrono::duration<double>(
       kEndgameSlowdown * static_cast<double>(layout_.length(PieceNumber{piece})) / rate);
   return std::max<std::chrono::nanoseconds>(
@@ -1148,7 +1099,7 @@ std::chrono::nanoseconds PeerTask::EndgameWaitLocked(uint32_t piece, const Paren
 PeerTask::Parent* PeerTask::EndgameParentLocked(uint32_t piece, const Parent* slow) {
   Parent* best = nullptr;
   for (auto& [id, p] : parents_) {
-    if (p.get() == slow || p->dead || p->removed || piece >= p->has.size() || !p->has[piece] ||
+    if (p.get() == slow || p->dead || p->removed || !picker_.has(p->index, PieceNumber{piece}) ||
         p->connections >= ctx_.config->per_parent_concurrency) {
       continue;
     }
@@ -1206,7 +1157,7 @@ void PeerTask::EndDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piec
                                   const Status& s) {
   PieceFetch& f = fetches_[piece];
   // Cut because the original won, or lost to it, or the task stops: not the parent's fault.
-  bool ours = f.dup_cut || pieces_[piece] == PieceState::kDone ||
+  bool ours = f.dup_cut || StateLocked(piece) == PieceState::kDone ||
               s.code() == StatusCode::kCancelled || stopping_;
   if (!s.ok() && !ours) UpdateParentLocked(d, piece, s, 0, 0);
   if (f.claim == Copy::kDuplicate) f.claim = Copy::kNone;
@@ -1215,7 +1166,7 @@ void PeerTask::EndDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piec
   f.dup_cut = false;
   cv_.notify_all();  // an original waiting for the claim
   // The original failed (or was cut) meanwhile and left the piece to this copy: requeue it.
-  if (!s.ok() && pieces_[piece] == PieceState::kInFlight && !f.parent) {
+  if (!s.ok() && StateLocked(piece) == PieceState::kInFlight && !f.parent) {
     CompletePieceLocked(l, Assignment{Assignment::kParent, piece, d}, s, 0, 0);
   }
 }
@@ -1241,7 +1192,7 @@ Status PeerTask::TakeOverPieceLocked(std::unique_lock<std::mutex>& l, uint32_t p
 
 bool PeerTask::ClaimPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Copy who) {
   cv_.wait(l, [&] { return fetches_[piece].claim == Copy::kNone || stopping_; });
-  if (stopping_ || pieces_[piece] != PieceState::kInFlight) return false;
+  if (stopping_ || StateLocked(piece) != PieceState::kInFlight) return false;
   fetches_[piece].claim = who;
   return true;
 }
@@ -1262,7 +1213,7 @@ void PeerTask::EndOriginalLocked(uint32_t piece) {
   f.client = nullptr;
   f.writing = false;
   f.cut = false;
-  if (f.dup_parent && !f.dup_cut && pieces_[piece] == PieceState::kDone) {
+  if (f.dup_parent && !f.dup_cut && StateLocked(piece) == PieceState::kDone) {
     f.dup_cut = true;  // the original won: the duplicate is of no use any more
     f.dup_client->Interrupt();
   }
@@ -1270,10 +1221,7 @@ void PeerTask::EndOriginalLocked(uint32_t piece) {
 }
 
 void PeerTask::CountParentFailureLocked(Parent* p) {
-  if (++p->failures >= kParentFailureLimit) {
-    p->dead = true;
-    if (p->sync_ctx) p->sync_ctx->TryCancel();
-  }
+  if (++p->failures >= kParentFailureLimit) DropParentLocked(p);
 }
 
 void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
@@ -1290,11 +1238,11 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
     l.lock();
   }
   if (s.ok()) {
-    pieces_[a.piece] = PieceState::kDone;
+    SetStateLocked(a.piece, PieceState::kDone);
     if (origin_digest) digests_[a.piece] = *origin_digest;
     (a.kind == Assignment::kParent ? bytes_from_peers_ : bytes_from_origin_) += length;
     OnPieceDoneLocked(a.piece);
-    bool all = done_count_ == pieces_.size();
+    bool all = done_count_ == picker_.total_pieces();
     l.unlock();
     DF_LOG_DEBUG("piece {} of task {} done source={} bytes={} ms={:.1f}", a.piece,
                  request_.task_id.substr(0, 12), parent_id.empty() ? "origin" : parent_id, length,
@@ -1305,15 +1253,15 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
     return;
   }
   storage_->AbandonReceive(PieceNumber{a.piece});  // children forwarded its bytes: void
-  pieces_[a.piece] = PieceState::kMissing;
+  SetStateLocked(a.piece, PieceState::kMissing);
   bool from_origin = a.kind == Assignment::kOrigin;
   // A piece asked for while its parent was still receiving it, that did not come because that
   // receive failed, costs no attempt: the parent's own retry is on its way.
-  bool counts = !(a.forwarded && (s.code() == StatusCode::kNotFound ||
-                                  s.code() == StatusCode::kAborted));
-  bool fatal = (from_origin && IsPermanent(s)) || s.code() == StatusCode::kNoSpace ||
-               (counts &&
-                ++attempts_[a.piece] >= ctx_.config->piece_retry_limit * (from_origin ? 1 : 4));
+  bool counts =
+      !(a.forwarded && (s.code() == StatusCode::kNotFound || s.code() == StatusCode::kAborted));
+  bool fatal =
+      (from_origin && IsPermanent(s)) || s.code() == StatusCode::kNoSpace ||
+      (counts && ++attempts_[a.piece] >= ctx_.config->piece_retry_limit * (from_origin ? 1 : 4));
   l.unlock();
   if (!from_origin) {
     bool temporary = s.code() == StatusCode::kNotFound || s.code() == StatusCode::kAborted;
@@ -1405,8 +1353,8 @@ Status PeerTask::StreamWholeFromOrigin() {
         DF_RETURN_IF_ERROR(storage_->CommitPiece(PieceNumber{piece}, crc));
         {
           std::lock_guard<std::mutex> l(mu_);
-          if (pieces_[piece] != PieceState::kDone) {
-            pieces_[piece] = PieceState::kDone;
+          if (StateLocked(piece) != PieceState::kDone) {
+            SetStateLocked(piece, PieceState::kDone);
             digests_[piece] = sha256;
             bytes_from_origin_ += lay.length(PieceNumber{piece});
             OnPieceDoneLocked(piece);

@@ -3,12 +3,12 @@
 // It registers with the scheduler over the AnnouncePeer stream, subscribes to the piece
 // availability of every parent the scheduler names, and runs `concurrency` workers. A worker
 // takes the rarest piece some parent with a free connection holds (the parent with the least
-// in-flight work over measured rate), then keeps `piece_pipeline_depth` requests queued on that
-// one connection for as long as the parent holds pieces this peer misses. Each piece is
-// CRC32C-verified, written at its offset, committed to storage (from then on this peer serves it),
-// and reported to the scheduler with (parent, size, duration). Without a scheduler, when the
-// scheduler says so, or when no parent shows up in time, it goes back to the origin with ranged
-// GETs: the system degrades, never fails.
+// in-flight work over measured rate; see PiecePicker), then keeps `piece_pipeline_depth`
+// requests queued on that one connection for as long as the parent holds pieces this peer
+// misses. Each piece is CRC32C-verified, written at its offset, committed to storage (from then
+// on this peer serves it), and reported to the scheduler with (parent, size, duration). Without
+// a scheduler, when the scheduler says so, or when no parent shows up in time, it goes back to
+// the origin with ranged GETs: the system degrades, never fails.
 //
 // Endgame: once no missing piece is left to assign (everything remaining is in flight), a piece
 // whose copy has been arriving for more than max(2x the time its parent's measured rate predicts,
@@ -51,6 +51,7 @@
 #include "common/status.h"
 #include "daemon/config.h"
 #include "daemon/piece_client.h"
+#include "daemon/piece_picker.h"
 #include "daemon/scheduler_client.h"
 #include "dfdaemon.grpc.pb.h"
 #include "scheduler.grpc.pb.h"
@@ -126,7 +127,6 @@ class PeerTask {
 
  private:
   struct Parent;
-  enum class PieceState : uint8_t { kMissing, kInFlight, kDone };
   struct Assignment {
     // kDuplicate: an endgame duplicate of an in-flight piece from `parent`.
     enum Kind { kNone, kParent, kOrigin, kDuplicate } kind = kNone;
@@ -178,16 +178,22 @@ class PeerTask {
   void MaybeRescheduleLocked();
 
   // Parents.
-  // Whether `p` can be asked for `piece`: it has it, or it is receiving it and cut-through is on.
-  bool HoldsLocked(const Parent& p, uint32_t piece) const;
   void AddParentLocked(const df::scheduler::v1::CandidateParent& c);
   void SyncParent(Parent* p);
+  // `p` serves nothing more to this task: dead, its availability stream cancelled.
+  void DropParentLocked(Parent* p);
+  // Tells the picker whether `p` counts (after a change of `dead` or `removed`).
+  void UpdateUsableLocked(const Parent& p);
 
   // Workers.
   void Worker();
   // The next piece to fetch: from a parent with a free connection (rarest first), else from the
   // origin when allowed. With `only`, a piece that parent holds, to queue on its connection.
   Assignment PickLocked(Parent* only);
+  PieceState StateLocked(uint32_t piece) const { return picker_.state(PieceNumber{piece}); }
+  void SetStateLocked(uint32_t piece, PieceState state) {
+    picker_.SetState(PieceNumber{piece}, state);
+  }
   // Fetches `first` and whatever else `p` holds that is missing, over one pipelined connection,
   // until `p` has nothing more to offer. Called and returns with `l` locked.
   void FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t first);
@@ -268,7 +274,6 @@ class PeerTask {
   std::shared_ptr<TaskStorage> storage_;     // GUARDED_BY(mu_)
   bool layout_known_ = false;                // GUARDED_BY(mu_)
   PieceLayout layout_;                       // GUARDED_BY(mu_)
-  std::vector<PieceState> pieces_;           // GUARDED_BY(mu_)
   std::vector<uint32_t> attempts_;           // GUARDED_BY(mu_)
   std::vector<PieceDigest> digests_;         // GUARDED_BY(mu_): origin digests by piece
   uint64_t digest_responses_ = 0;            // GUARDED_BY(mu_): PieceDigests answers received
@@ -282,6 +287,12 @@ class PeerTask {
   uint32_t endgame_active_ = 0;              // GUARDED_BY(mu_): duplicates in flight
   uint32_t endgame_duplicates_ = 0;          // GUARDED_BY(mu_)
   uint64_t endgame_duplicate_bytes_ = 0;     // GUARDED_BY(mu_)
+
+  // The state of every piece and what every parent holds (empty until the layout is known).
+  PiecePicker picker_;                          // GUARDED_BY(mu_)
+  std::vector<Parent*> parent_at_;              // GUARDED_BY(mu_): by the picker's ParentIndex
+  std::vector<PiecePicker::ParentLoad> loads_;  // GUARDED_BY(mu_): PickLocked's scratch space
+
   std::map<std::string, std::unique_ptr<Parent>> parents_;  // GUARDED_BY(mu_), by peer id
   bool origin_enabled_ = false;                             // GUARDED_BY(mu_)
   bool origin_sequential_ = false;                          // GUARDED_BY(mu_): origin has no ranges

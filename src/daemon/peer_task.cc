@@ -1047,13 +1047,15 @@ void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, ui
         static_cast<double>(length) * 1e9 / static_cast<double>(std::max<uint64_t>(cost_ns, 1));
     p->rate_bytes_per_sec =
         p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
-  } else if (s.code() == StatusCode::kNotFound || s.code() == StatusCode::kAborted) {
-    // It no longer has the piece, or it was still receiving it (cut-through) and that receive
-    // failed: not its fault, unless it keeps happening (a parent could claim so to waste our
-    // time).
-    bool forwarded = !picker_.has(p->index, PieceNumber{piece});
+  } else if (s.code() == StatusCode::kNotFound) {
+    // It no longer has the piece, or it does not forward the piece it is receiving (another
+    // child follows it, or it receives several at once): ask elsewhere, or again once finished.
     picker_.Forget(p->index, PieceNumber{piece});
-    if (forwarded && ++p->aborted >= kParentFailureLimit) CountParentFailureLocked(p);
+  } else if (s.code() == StatusCode::kAborted) {
+    // It was forwarding the piece and its own receive failed: not its fault, unless it keeps
+    // happening (a parent could claim so to waste our time).
+    picker_.Forget(p->index, PieceNumber{piece});
+    if (++p->aborted >= kParentFailureLimit) CountParentFailureLocked(p);
   } else {
     CountParentFailureLocked(p);
   }

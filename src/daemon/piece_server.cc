@@ -350,9 +350,24 @@ PieceServer::Next PieceServer::HandleRequestPiece(int fd, uint32_t flags, const 
       // (several parents, or several ranged GETs to the origin) each arrives at a fraction of
       // its link, and the child would be held to that fraction on this connection while
       // finished pieces wait behind it (docs/piece_protocol.md).
+      // And to one child at a time: children that all follow the parent's freshest piece split
+      // its uplink between copies of the same bytes, where one of them could pass it on to the
+      // others while they fetch something else (on `racks`, a rack's children all followed
+      // their entry peer).
       TaskStorage::ReceiveView r = task->CurrentReceive(PieceNumber{piece});
       if (r.state == TaskStorage::ReceiveView::kReceiving && task->ActiveReceives() == 1) {
-        return ForwardPiece(fd, *task, piece, r.generation);
+        auto key = std::make_pair(task_id, piece);
+        bool first;
+        {
+          std::lock_guard lock(forwarding_mu_);
+          first = forwarding_.insert(key).second;
+        }
+        if (first) {
+          Next next = ForwardPiece(fd, *task, piece, r.generation);
+          std::lock_guard lock(forwarding_mu_);
+          forwarding_.erase(key);
+          return next;
+        }
       }
       // Committed between the two looks: served whole below.
       if (task->PieceCrc(PieceNumber{piece}, &crc)) {

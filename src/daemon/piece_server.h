@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -162,6 +163,9 @@ class PieceServer {
 
   std::mutex mu_;
   std::list<std::unique_ptr<Connection>> connections_;  // GUARDED_BY(mu_)
+  // Pieces being forwarded while they arrive, as (task id, piece): each to one child at a time.
+  std::mutex forwarding_mu_;
+  std::set<std::pair<std::string, uint32_t>> forwarding_;  // GUARDED_BY(forwarding_mu_)
 
   std::atomic<uint64_t> bytes_uploaded_{0};
   std::atomic<uint64_t> pieces_uploaded_{0};

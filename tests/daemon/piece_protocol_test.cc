@@ -770,6 +770,32 @@ TEST_F(PieceProtocolTest, APieceIsForwardedOnlyWhileItIsTheParentsOneReceive) {
   EXPECT_EQ(other->ActiveReceives(), 0);
 }
 
+TEST_F(PieceProtocolTest, APieceStillArrivingIsForwardedToOneChildAtATime) {
+  const uint32_t n = kPieces - 2;
+  const std::string bytes = SourceBytes(n);
+  source_->BeginReceive(PieceNumber{n});
+  source_->AdvanceReceive(PieceNumber{n}, 1000);
+  PieceClient first = MakeClient({.accept_cut_through = true});
+  std::thread following([&] {
+    auto r = Fetch(first, n);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_TRUE(r->cut_through);
+  });
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (server_->concurrent_uploads() == 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  // A second child gets NOT_READY (and takes the piece once it is finished, or from the first).
+  PieceClient second = MakeClient({.accept_cut_through = true});
+  auto refused = Fetch(second, n);
+  EXPECT_EQ(refused.status().code(), StatusCode::kNotFound) << refused.status().ToString();
+  EXPECT_TRUE(second.connected());
+  Trickle(*source_, n, bytes.size(), 2, std::chrono::milliseconds(10));
+  ASSERT_TRUE(source_->CommitPiece(PieceNumber{n}, Crc32c(bytes.data(), bytes.size())).ok());
+  following.join();
+  ASSERT_TRUE(Fetch(second, n).ok());
+}
+
 TEST_F(PieceProtocolTest, CutThroughReceiveWithNoByteIsNotReadyAndTheConnectionStays) {
   const uint32_t n = kPieces - 2;
   source_->BeginReceive(PieceNumber{n});

@@ -16,12 +16,15 @@ struct PieceNumber {
 };
 
 constexpr uint64_t kMiB = 1024ull * 1024;
-constexpr uint64_t kMinPieceLength = 4 * kMiB;
+constexpr uint64_t kMinPieceLength = 1 * kMiB;
 constexpr uint64_t kMaxPieceLength = 64 * kMiB;
 constexpr uint64_t kTargetPieceCount = 500;
 
-// The piece length rule: a power of two in [4 MiB, 64 MiB] close to content_length / 500
-// (rounded to the nearest power of two). Unknown or small sizes get 4 MiB.
+// The piece length rule: a power of two in [1 MiB, 64 MiB] close to content_length / 500
+// (rounded to the nearest power of two). Unknown or small sizes get 1 MiB. The floor was 4 MiB
+// until the swarm measurements of docs/benchmarks.md ("Piece length"): on `hetero`, 512 MiB in
+// 1 MiB pieces finished in 79 s against 99 s in 4 MiB pieces (slow uplinks hold a piece 4x
+// shorter), and `flat` did not get slower.
 uint64_t ChoosePieceLength(int64_t content_length);
 
 // True when `piece_length` is an accepted override: a power of two between 64 KiB and 1 GiB.

@@ -1004,7 +1004,7 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
     return true;
   }
   if (s.ok()) s = VerifyFromParentLocked(l, p, piece, fd);
-  UpdateParentLocked(p, piece, s, r.ok() ? r->length : 0, r.ok() ? r->cost_ns : 0);
+  UpdateParentLocked(p, piece, s, forwarded, r.ok() ? r->length : 0, r.ok() ? r->cost_ns : 0);
   // NotFound and DataLoss leave the connection usable; anything else dropped it with every
   // request queued on it.
   if (!s.ok() && s.code() != StatusCode::kNotFound && s.code() != StatusCode::kDataLoss) {
@@ -1038,7 +1038,8 @@ Status PeerTask::VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent*
   return s;
 }
 
-void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, uint64_t length,
+void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, bool forwarded,
+                                  uint64_t length,
                                   uint64_t cost_ns) {
   if (s.ok()) {
     p->failures = 0;
@@ -1047,14 +1048,17 @@ void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, ui
         static_cast<double>(length) * 1e9 / static_cast<double>(std::max<uint64_t>(cost_ns, 1));
     p->rate_bytes_per_sec =
         p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
+  } else if (s.code() == StatusCode::kNotFound && !forwarded) {
+    picker_.Forget(p->index, PieceNumber{piece});  // it no longer has the piece
   } else if (s.code() == StatusCode::kNotFound) {
-    // It no longer has the piece, or it does not forward the piece it is receiving (another
-    // child follows it, or it receives several at once): ask elsewhere, or again once finished.
-    picker_.Forget(p->index, PieceNumber{piece});
+    // It does not forward the piece it is receiving (another child follows it, or it receives
+    // several at once): ask again once it has it. Only the receiving mark goes: the stream may
+    // have announced the piece finished while this answer was on its way, and it says so once.
+    picker_.StopReceiving(p->index, PieceNumber{piece});
   } else if (s.code() == StatusCode::kAborted) {
     // It was forwarding the piece and its own receive failed: not its fault, unless it keeps
     // happening (a parent could claim so to waste our time).
-    picker_.Forget(p->index, PieceNumber{piece});
+    picker_.StopReceiving(p->index, PieceNumber{piece});
     if (++p->aborted >= kParentFailureLimit) CountParentFailureLocked(p);
   } else {
     CountParentFailureLocked(p);
@@ -1150,7 +1154,7 @@ void PeerTask::FetchDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t pi
   Status s = r.ok() ? VerifyFromParentLocked(l, d, piece, tmp->get()) : r.status();
   if (s.ok()) s = TakeOverPieceLocked(l, piece, tmp->get());
   if (!s.ok()) return EndDuplicateLocked(l, piece, d, s);
-  UpdateParentLocked(d, piece, s, r->length, r->cost_ns);
+  UpdateParentLocked(d, piece, s, false, r->length, r->cost_ns);
   CompletePieceLocked(l, Assignment{Assignment::kParent, piece, d}, s, r->crc32c, r->cost_ns);
   EndDuplicateLocked(l, piece, d, s);
 }
@@ -1161,7 +1165,7 @@ void PeerTask::EndDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piec
   // Cut because the original won, or lost to it, or the task stops: not the parent's fault.
   bool ours = f.dup_cut || StateLocked(piece) == PieceState::kDone ||
               s.code() == StatusCode::kCancelled || stopping_;
-  if (!s.ok() && !ours) UpdateParentLocked(d, piece, s, 0, 0);
+  if (!s.ok() && !ours) UpdateParentLocked(d, piece, s, false, 0, 0);
   if (f.claim == Copy::kDuplicate) f.claim = Copy::kNone;
   f.dup_parent = nullptr;
   f.dup_client = nullptr;

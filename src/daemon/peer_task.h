@@ -206,7 +206,9 @@ class PeerTask {
   // blocks `p` for this task when it lied (DataLoss) or keeps serving pieces nobody fetched.
   Status VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t piece, int fd);
   // Parent bookkeeping after a piece from `p` settled with `s`: failures, rate, availability.
-  void UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, uint64_t length,
+  // `forwarded`: it was asked for while the parent was still receiving it (cut-through).
+  void UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, bool forwarded,
+                          uint64_t length,
                           uint64_t cost_ns);
 
   // Endgame (see the top of this file).

@@ -110,6 +110,15 @@ void PiecePicker::Forget(ParentIndex parent, PieceNumber piece) {
   if (held && p.usable) AddHolder(i, -1);
 }
 
+void PiecePicker::StopReceiving(ParentIndex parent, PieceNumber piece) {
+  const uint32_t i = piece.value;
+  ParentState& p = parents_[parent.value];
+  if (i >= total_pieces()) return;
+  const bool held = HoldsBit(p, i);
+  p.receiving.Clear(i);
+  if (held && !HoldsBit(p, i) && p.usable) AddHolder(i, -1);
+}
+
 bool PiecePicker::has(ParentIndex parent, PieceNumber piece) const {
   return parents_[parent.value].has.Test(piece.value);
 }

@@ -110,8 +110,12 @@ class PiecePicker {
   // piece a worker may fetch from it). SetReceiving does nothing for a piece it has finished.
   bool SetHas(ParentIndex parent, PieceNumber piece);
   bool SetReceiving(ParentIndex parent, PieceNumber piece);
-  // It no longer has the piece nor is receiving it (it said NOT_FOUND, or its receive failed).
+  // It no longer has the piece nor is receiving it (it said NOT_FOUND for a piece it had).
   void Forget(ParentIndex parent, PieceNumber piece);
+  // It is not (or no longer) forwarding the piece it is receiving (NOT_READY to a cut-through
+  // request, or its receive failed); whether it has the piece finished is left as it is: the
+  // availability stream may have said so while the answer was on its way.
+  void StopReceiving(ParentIndex parent, PieceNumber piece);
   bool has(ParentIndex parent, PieceNumber piece) const;
   bool receiving(ParentIndex parent, PieceNumber piece) const;
   bool holds(ParentIndex parent, PieceNumber piece) const;

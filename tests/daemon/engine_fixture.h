@@ -47,10 +47,12 @@ class EngineTest : public ::testing::Test {
   }
   std::string origin_file() const { return root_ + "/f.bin"; }
   std::string url() const { return origin_->Url("f.bin"); }
+  // Asks for kPiece pieces (the fake parents cut the file so), whatever the default rule.
   TaskRequest Request() const {
     TaskRequest r;
     r.url = url();
-    r.task_id = TaskId(TaskIdInput{r.url, "", "", 0, {}});
+    r.piece_length = kPiece;
+    r.task_id = TaskId(TaskIdInput{r.url, "", "", kPiece, {}});
     return r;
   }
 

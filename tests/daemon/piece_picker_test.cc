@@ -234,6 +234,20 @@ TEST(PiecePickerTest, CountsFollowAvailabilityDeathAndReturn) {
   EXPECT_EQ(s.picker.FirstMissing()->value, 1u);
 }
 
+// NOT_READY to a cut-through request takes back only the receiving mark: the parent may have
+// announced the piece finished while the answer was on its way, and it announces it once.
+TEST(PiecePickerTest, StopReceivingKeepsAFinishedMark) {
+  Swarm s("...", {"RR."});
+  EXPECT_EQ(s.Holders(), "110");
+  s.picker.SetHas(ParentIndex{0}, PieceNumber{0});  // the stream said it finished piece 0
+  s.picker.StopReceiving(ParentIndex{0}, PieceNumber{0});
+  s.picker.StopReceiving(ParentIndex{0}, PieceNumber{1});
+  EXPECT_EQ(s.Holders(), "100");
+  EXPECT_TRUE(s.picker.has(ParentIndex{0}, PieceNumber{0}));
+  EXPECT_FALSE(s.picker.receiving(ParentIndex{0}, PieceNumber{1}));
+  EXPECT_EQ(s.Pick(), "0@0");
+}
+
 TEST(PiecePickerTest, MissingFinishedHeldBy) {
   Swarm s("DI...", {"XXXRX", "RRRRR"});
   EXPECT_EQ(s.picker.MissingFinishedHeldBy(ParentIndex{0}), 2u);  // pieces 2 and 4

@@ -84,10 +84,12 @@ class ServicesTest : public testing::EngineTest {
 
   void UseToken() { trust_.auth = ControlAuth(AuthToken::FromString(kToken).value()); }
 
+  // In kPiece pieces, as Request() (engine_fixture.h) asks, whatever the default rule.
   dv1::DownloadRequest DownloadOf(const std::string& url) const {
     dv1::DownloadRequest req;
     req.set_url(url);
     req.set_output_path(dir_.path() + "/out.bin");
+    req.set_piece_length(kPiece);
     return req;
   }
 

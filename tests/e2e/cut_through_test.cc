@@ -51,7 +51,7 @@ class CutThroughTest : public ::testing::TestWithParam<bool> {
   int Dfget(const std::string& name, const std::string& url, std::string* output) {
     return bench::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock",
                        dir_.path() + "/" + name + ".sock", url, "-O",
-                       dir_.path() + "/" + name + ".bin", "--timeout", "120s"},
+                       dir_.path() + "/" + name + ".bin", "--timeout", "120s", "--piece-length", "4MiB"},
                       output, 150000);
   }
 

@@ -56,7 +56,7 @@ class EndgameTest : public ::testing::Test {
   int Dfget(const std::string& name, const std::string& url, const std::string& out,
             const std::string& timeout, std::string* output) {
     return bench::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock",
-                       dir_.path() + "/" + name + ".sock", url, "-O", out, "--timeout", timeout},
+                       dir_.path() + "/" + name + ".sock", url, "-O", out, "--timeout", timeout, "--piece-length", "4MiB"},
                       output, 180000);
   }
 
@@ -83,7 +83,7 @@ TEST_F(EndgameTest, ASlowParentDoesNotHoldTheLastPieces) {
   bench::NginxOrigin origin(root);
   ASSERT_TRUE(origin.ok());
   const std::string url = origin.Url("f.bin");
-  const std::string task_id = TaskId(TaskIdInput{url, "", "", 0, {}});
+  const std::string task_id = TaskId(TaskIdInput{url, "", "", kPiece, {}});
 
   scheduler_port_ = bench::FreePort();
   Process scheduler =

@@ -76,7 +76,7 @@ class FaultInjectionTest : public ::testing::Test {
 
   int Dfget(const std::string& name, std::string* out) {
     return bench::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock", Sock(name), url_, "-O",
-                       dir_.path() + "/out/" + name, "--timeout", "300s"},
+                       dir_.path() + "/out/" + name, "--timeout", "300s", "--piece-length", "4MiB"},
                       out, 400000);
   }
 
@@ -98,7 +98,7 @@ TEST_F(FaultInjectionTest, EveryPeerFinishesThroughKillsRestartsAndALiar) {
   bench::NginxOrigin origin(root, "60m");  // a seed's 4 origin connections: up to 240 MB/s
   ASSERT_TRUE(origin.ok());
   url_ = origin.Url("f.bin");
-  task_id_ = TaskId(TaskIdInput{url_, "", "", 0, {}});
+  task_id_ = TaskId(TaskIdInput{url_, "", "", kPiece, {}});
   scheduler_port_ = bench::FreePort();
 
   Process scheduler = StartScheduler();

@@ -46,7 +46,7 @@ class IntegrityTest : public ::testing::Test {
   int Dfget(const std::string& name, const std::string& url, const std::string& out,
             std::string* output) {
     return bench::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock",
-                       dir_.path() + "/" + name + ".sock", url, "-O", out, "--timeout", "120s"},
+                       dir_.path() + "/" + name + ".sock", url, "-O", out, "--timeout", "120s", "--piece-length", "4MiB"},
                       output, 180000);
   }
 
@@ -66,7 +66,7 @@ TEST_F(IntegrityTest, ALyingParentIsCaughtOnItsFirstPieceAndBlocked) {
   bench::NginxOrigin origin(root);
   ASSERT_TRUE(origin.ok());
   const std::string url = origin.Url("f.bin");
-  const std::string task_id = TaskId(TaskIdInput{url, "", "", 0, {}});
+  const std::string task_id = TaskId(TaskIdInput{url, "", "", kPiece, {}});
 
   scheduler_port_ = bench::FreePort();
   Process scheduler = Process::Start(

@@ -920,6 +920,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
   std::deque<uint32_t> queue;           // requested on this connection, in order
   auto request = [&](uint32_t piece) {  // called locked; returns locked
     SetStateLocked(piece, PieceState::kInFlight);
+    fetches_[piece].asked_receiving = !picker_.has(p->index, PieceNumber{piece});
     ++p->inflight;
     queue.push_back(piece);
     l.unlock();
@@ -967,8 +968,7 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
                                  bool& broken_counted) {
   const uint32_t piece = queue.front();
   BeginReceiveLocked(piece, p, client);
-  // Asked while the parent was still receiving it (cut-through).
-  const bool forwarded = !picker_.has(p->index, PieceNumber{piece});
+  const bool forwarded = fetches_[piece].asked_receiving;
   const PieceLayout lay = layout_;
   const int fd = storage_->content_fd();
   TaskStorage* storage = storage_.get();

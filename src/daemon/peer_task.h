@@ -151,6 +151,9 @@ class PeerTask {
     PieceClient* dup_client = nullptr;  // the duplicate's connection (its own)
     bool dup_cut = false;               // the original won and interrupted the duplicate
     Copy claim = Copy::kNone;
+    // The original was asked for while its parent was still receiving it (cut-through), as the
+    // parent saw it when the request was sent (pipelined requests wait on the connection).
+    bool asked_receiving = false;
   };
 
   // Controller.

@@ -58,7 +58,7 @@ void ReadAsParent(df::fuzz::FuzzInput in) {
   }
 }
 
-// The child's side: answers to its requests (PIECE with a payload, ERROR, PONG).
+// The child's side: answers to its requests (PIECE with a payload, PIECE_END, ERROR, PONG).
 void ReadAsChild(df::fuzz::FuzzInput in) {
   while (in.remaining() >= pp::kHeaderBytes) {
     const auto* header = reinterpret_cast<const uint8_t*>(in.Bytes(pp::kHeaderBytes).data());
@@ -86,6 +86,14 @@ void ReadAsChild(df::fuzz::FuzzInput in) {
         DF_FUZZ_CHECK(h.body_length >= pp::kErrorFixedBytes &&
                       h.body_length <= pp::kErrorFixedBytes + pp::kMaxErrorMessageBytes);
         break;
+      case pp::FrameType::kPieceEnd: {
+        // PieceClient::ReadPieceEnd reads exactly this body after a cut-through payload.
+        DF_FUZZ_CHECK(h.body_length == pp::kPieceEndBodyBytes);
+        uint8_t again[pp::kPieceEndBodyBytes];
+        pp::EncodePieceEnd(pp::DecodePieceEnd(body), again);
+        DF_FUZZ_CHECK(std::memcmp(again, body, pp::kPieceEndBodyBytes) == 0);
+        break;
+      }
       case pp::FrameType::kPing:
       case pp::FrameType::kPong:
       case pp::FrameType::kRequestPiece:

@@ -1039,8 +1039,7 @@ Status PeerTask::VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent*
 }
 
 void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, bool forwarded,
-                                  uint64_t length,
-                                  uint64_t cost_ns) {
+                                  uint64_t length, uint64_t cost_ns) {
   if (s.ok()) {
     p->failures = 0;
     p->aborted = 0;

@@ -211,8 +211,7 @@ class PeerTask {
   // Parent bookkeeping after a piece from `p` settled with `s`: failures, rate, availability.
   // `forwarded`: it was asked for while the parent was still receiving it (cut-through).
   void UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, bool forwarded,
-                          uint64_t length,
-                          uint64_t cost_ns);
+                          uint64_t length, uint64_t cost_ns);
 
   // Endgame (see the top of this file).
   // An overdue in-flight piece and the second parent to ask for it; kNone when none or disabled.

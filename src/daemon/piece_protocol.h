@@ -44,8 +44,8 @@ constexpr size_t kTaskIdBytes = 64;
 constexpr size_t kRequestBodyBytes = kTaskIdBytes + 4;  // task id + piece number
 constexpr size_t kPieceBodyBytes = 24;                  // number, crc32c, offset, length
 constexpr size_t kPingBodyBytes = 8;
-constexpr size_t kPieceEndBodyBytes = 8;                // number, crc32c
-constexpr size_t kErrorFixedBytes = 4;  // code + reserved
+constexpr size_t kPieceEndBodyBytes = 8;  // number, crc32c
+constexpr size_t kErrorFixedBytes = 4;    // code + reserved
 constexpr size_t kMaxErrorMessageBytes = 1024;
 constexpr size_t kMaxBodyBytes = 4096;  // no frame body is ever larger
 

@@ -316,8 +316,8 @@ PieceServer::Next PieceServer::HandleFrame(Connection* conn) {
   conn->had_frame = true;
   conn->last_frame.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   conn->answering.store(true, std::memory_order_relaxed);
-  Next next = h.type == pp::FrameType::kPing ? HandlePing(fd, body)
-                                              : HandleRequestPiece(fd, h.flags, body);
+  Next next =
+      h.type == pp::FrameType::kPing ? HandlePing(fd, body) : HandleRequestPiece(fd, h.flags, body);
   conn->answering.store(false, std::memory_order_relaxed);
   return next;
 }
@@ -424,9 +424,9 @@ PieceServer::Next PieceServer::ForwardPiece(int fd, const TaskStorage& task, uin
   // Waits (in short slices, so Stop() is never held up) for receive `generation` to move past
   // `have` bytes or end; gives up after `stall` without progress.
   auto wait = [&](uint64_t have) {
-    const auto give_up = std::chrono::steady_clock::now() +
-                         (have == 0 ? std::min<std::chrono::milliseconds>(stall, kFirstByteWait)
-                                    : stall);
+    const auto give_up =
+        std::chrono::steady_clock::now() +
+        (have == 0 ? std::min<std::chrono::milliseconds>(stall, kFirstByteWait) : stall);
     for (;;) {
       auto slice = std::min(give_up, std::chrono::steady_clock::now() + kStopPollInterval);
       View v = task.WaitReceive(n, generation, have, slice);

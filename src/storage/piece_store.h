@@ -168,16 +168,16 @@ class TaskStorage {
     uint32_t generation = 0;
     ReceiveView::State state = ReceiveView::kNone;
   };
-  std::vector<Receive> receives_;   // GUARDED_BY(mu_); index = piece number
-  std::vector<uint32_t> begun_;     // GUARDED_BY(mu_); receives' first bytes, in order
-  uint32_t next_generation_ = 1;    // GUARDED_BY(mu_)
-  int active_receives_ = 0;         // GUARDED_BY(mu_): receives_ in state kReceiving
+  std::vector<Receive> receives_;    // GUARDED_BY(mu_); index = piece number
+  std::vector<uint32_t> begun_;      // GUARDED_BY(mu_); receives' first bytes, in order
+  uint32_t next_generation_ = 1;     // GUARDED_BY(mu_)
+  int active_receives_ = 0;          // GUARDED_BY(mu_): receives_ in state kReceiving
   mutable int receive_waiters_ = 0;  // GUARDED_BY(mu_): WaitReceive callers waiting
   // Receive progress and ends; separate from cv_ so that the watermark moving every chunk does
   // not wake availability streams.
   mutable std::condition_variable receive_cv_;
-  bool closed_ = false;          // GUARDED_BY(mu_)
-  int64_t done_mtime_ns_ = -1;   // GUARDED_BY(mu_): content mtime when done; -1 = not done
+  bool closed_ = false;         // GUARDED_BY(mu_)
+  int64_t done_mtime_ns_ = -1;  // GUARDED_BY(mu_): content mtime when done; -1 = not done
 };
 
 // Garbage collection policy.

@@ -79,10 +79,10 @@ TEST(TaskId, FromOciDigest) {
 TEST(PieceLength, PowerOfTwoBetween1And64MiB) {
   EXPECT_EQ(ChoosePieceLength(-1), 1 * kMiB);
   EXPECT_EQ(ChoosePieceLength(0), 1 * kMiB);
-  EXPECT_EQ(ChoosePieceLength(100 * kMiB), 1 * kMiB);   // 0.2 MiB -> floor 1
-  EXPECT_EQ(ChoosePieceLength(512 * kMiB), 1 * kMiB);   // 1.02 MiB
-  EXPECT_EQ(ChoosePieceLength(1024 * kMiB), 2 * kMiB);  // 2.05 MiB
-  EXPECT_EQ(ChoosePieceLength(2048 * kMiB), 4 * kMiB);  // 4.1 MiB
+  EXPECT_EQ(ChoosePieceLength(100 * kMiB), 1 * kMiB);    // 0.2 MiB -> floor 1
+  EXPECT_EQ(ChoosePieceLength(512 * kMiB), 1 * kMiB);    // 1.02 MiB
+  EXPECT_EQ(ChoosePieceLength(1024 * kMiB), 2 * kMiB);   // 2.05 MiB
+  EXPECT_EQ(ChoosePieceLength(2048 * kMiB), 4 * kMiB);   // 4.1 MiB
   EXPECT_EQ(ChoosePieceLength(4096 * kMiB), 8 * kMiB);   // 8.2 MiB
   EXPECT_EQ(ChoosePieceLength(8000 * kMiB), 16 * kMiB);  // 16 MiB
   EXPECT_EQ(ChoosePieceLength(100000 * kMiB), 64 * kMiB);

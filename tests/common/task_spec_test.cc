@@ -96,13 +96,13 @@ TEST(TaskSpec, MalformedSpecsAreRejected) {
 // Issue 14: a parent or the scheduler could set piece_length=1 (GBs of bookkeeping) or a piece
 // count that wraps total_pieces() to 0 (the task was then "done").
 TEST(TaskSpec, OnlyTheLayoutTheSpecImpliesIsAccepted) {
-  EXPECT_TRUE(CheckLayout(0, 10 * kMiB, 4 * kMiB, 3).ok());
+  EXPECT_TRUE(CheckLayout(0, 10 * kMiB, 1 * kMiB, 10).ok());
   EXPECT_TRUE(CheckLayout(kMiB, 10 * kMiB, kMiB).ok());
   EXPECT_TRUE(CheckLayout(0, 0, ChoosePieceLength(0), 0).ok());
   EXPECT_FALSE(CheckLayout(0, 10 * kMiB, 1).ok());
-  EXPECT_FALSE(CheckLayout(0, 10 * kMiB, kMiB).ok()) << "the spec leaves it to the size rule";
+  EXPECT_FALSE(CheckLayout(0, 10 * kMiB, 4 * kMiB).ok()) << "the spec leaves it to the size rule";
   EXPECT_FALSE(CheckLayout(kMiB, 10 * kMiB, 4 * kMiB).ok());
-  EXPECT_FALSE(CheckLayout(0, 10 * kMiB, 4 * kMiB, 7).ok());
+  EXPECT_FALSE(CheckLayout(0, 10 * kMiB, 1 * kMiB, 7).ok());
   EXPECT_FALSE(CheckLayout(0, -1, 4 * kMiB).ok());
   // 2^32 pieces of 64 KiB would wrap a uint32_t count to 0; far beyond the cap anyway.
   EXPECT_FALSE(CheckLayout(64 * 1024, int64_t{1} << 48, 64 * 1024).ok());

@@ -169,7 +169,8 @@ class ServicesTest : public testing::EngineTest {
   dv1::TriggerDownloadTaskRequest TriggerOf(const std::string& url) const {
     dv1::TriggerDownloadTaskRequest req;
     req.mutable_task()->set_url(url);
-    req.mutable_task()->set_task_id(TaskId(TaskIdInput{url, "", "", 0, {}}));
+    req.mutable_task()->set_piece_length(kPiece);  // as Request() (engine_fixture.h)
+    req.mutable_task()->set_task_id(TaskId(TaskIdInput{url, "", "", kPiece, {}}));
     req.mutable_task()->set_content_length(-1);
     return req;
   }

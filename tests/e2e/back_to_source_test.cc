@@ -16,6 +16,7 @@
 
 #include "common/digest.h"
 #include "common/ids.h"
+#include "common/piece.h"
 #include "dfdaemon.grpc.pb.h"
 #include "bench/harness.h"
 
@@ -150,7 +151,7 @@ TEST_F(BackToSourceTest, Downloads256MiBWithTheRightSha256) {
 }
 
 TEST_F(BackToSourceTest, ResumesAfterKillWithoutRefetchingFinishedPieces) {
-  const uint64_t size = 256 * kMiB, piece = 4 * kMiB;
+  const uint64_t size = 256 * kMiB, piece = ChoosePieceLength(static_cast<int64_t>(size));
   std::string sha = bench::MakeFile(root_ + "/big.bin", size);
   NginxOrigin origin(root_, "16m");  // 8 connections x 16 MB/s: about 2 s for the whole file
   ASSERT_TRUE(origin.ok());
@@ -160,7 +161,7 @@ TEST_F(BackToSourceTest, ResumesAfterKillWithoutRefetchingFinishedPieces) {
       {Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, url, "-O", Out("big.bin")},
       dir_.path() + "/dfget1.log");
 
-  // Wait until about a third of the pieces are finished, then kill the daemon hard.
+  // Wait until 20 pieces are finished, then kill the daemon hard.
   auto stub = dfdaemon::v1::DfdaemonDownload::NewStub(
       grpc::CreateChannel("unix:" + sock_, grpc::InsecureChannelCredentials()));
   std::string task_id = TaskId(TaskIdInput{url, "", "", 0, {}});

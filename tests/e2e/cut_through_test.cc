@@ -1,10 +1,10 @@
 // End-to-end cut-through forwarding (docs/piece_protocol.md, "Forwarding a piece still
 // arriving"; issue 16): real nginx, dfscheduler, a seed and two peers on loopback. The origin is
 // slow and the seed fetches one piece at a time (--origin-concurrency 1: only then does it
-// forward what it fetches), so it is still receiving most pieces when the peers ask for them: with cut-through
-// (the default) pieces are forwarded while they arrive, every copy is right, and the origin serves
-// the file once; with --cut-through=false on every daemon nothing is forwarded, the same swarm
-// still completes.
+// forward what it fetches), so it is still receiving most pieces when the peers ask for them: with
+// cut-through (the default) pieces are forwarded while they arrive, every copy is right, and the
+// origin serves the file once; with --cut-through=false on every daemon nothing is forwarded, the
+// same swarm still completes.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -41,7 +41,8 @@ class CutThroughTest : public ::testing::TestWithParam<bool> {
     for (size_t i = 0; i + 1 < argv.size(); ++i) {
       if (argv[i] == "--metrics-port") argv[i + 1] = std::to_string(metrics_port);
     }
-    argv.insert(argv.end(), {"--log-level", "info", "--cut-through", GetParam() ? "true" : "false"});
+    argv.insert(argv.end(),
+                {"--log-level", "info", "--cut-through", GetParam() ? "true" : "false"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     Process p = Process::Start(argv, dir_.path() + "/" + name + ".log");
     EXPECT_TRUE(bench::WaitForUnixSocket(dir_.path() + "/" + name + ".sock", 10000)) << name;
@@ -49,10 +50,11 @@ class CutThroughTest : public ::testing::TestWithParam<bool> {
   }
 
   int Dfget(const std::string& name, const std::string& url, std::string* output) {
-    return bench::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock",
-                       dir_.path() + "/" + name + ".sock", url, "-O",
-                       dir_.path() + "/" + name + ".bin", "--timeout", "120s", "--piece-length", "4MiB"},
-                      output, 150000);
+    return bench::Run(
+        {Bin("dfget/dfget"), "--no-progress", "--daemon-sock", dir_.path() + "/" + name + ".sock",
+         url, "-O", dir_.path() + "/" + name + ".bin", "--timeout", "120s", "--piece-length",
+         "4MiB"},
+        output, 150000);
   }
 
   // An unlabelled metric scraped from 127.0.0.1:port; -1 when absent. The daemon refreshes its
@@ -63,8 +65,8 @@ class CutThroughTest : public ::testing::TestWithParam<bool> {
     for (int i = 0; i < 50; ++i) {
       std::string out;
       std::smatch m;
-      if (bench::Run({"curl", "-s", "http://127.0.0.1:" + std::to_string(port) + "/metrics"},
-                     &out, 10000) == 0 &&
+      if (bench::Run({"curl", "-s", "http://127.0.0.1:" + std::to_string(port) + "/metrics"}, &out,
+                     10000) == 0 &&
           std::regex_search(out, m, std::regex("\n" + name + " ([0-9.e+]+)"))) {
         v = std::stod(m[1]);
         if (until(v)) return v;
@@ -90,10 +92,10 @@ TEST_P(CutThroughTest, PiecesStillArrivingAreForwardedOnlyWhenOn) {
   const std::string url = origin.Url("f.bin");
 
   scheduler_port_ = bench::FreePort();
-  Process scheduler = Process::Start({Bin("scheduler/dfscheduler"), "--listen",
-                                      "127.0.0.1:" + std::to_string(scheduler_port_), "--metrics",
-                                      ""},
-                                     dir_.path() + "/dfscheduler.log");
+  Process scheduler =
+      Process::Start({Bin("scheduler/dfscheduler"), "--listen",
+                      "127.0.0.1:" + std::to_string(scheduler_port_), "--metrics", ""},
+                     dir_.path() + "/dfscheduler.log");
   ASSERT_TRUE(bench::WaitForTcp(scheduler_port_, 10000));
   const std::vector<std::string> names = {"seed", "a", "b"};
   std::vector<uint16_t> metrics;

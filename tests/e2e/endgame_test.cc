@@ -55,9 +55,10 @@ class EndgameTest : public ::testing::Test {
 
   int Dfget(const std::string& name, const std::string& url, const std::string& out,
             const std::string& timeout, std::string* output) {
-    return bench::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock",
-                       dir_.path() + "/" + name + ".sock", url, "-O", out, "--timeout", timeout, "--piece-length", "4MiB"},
-                      output, 180000);
+    return bench::Run(
+        {Bin("dfget/dfget"), "--no-progress", "--daemon-sock", dir_.path() + "/" + name + ".sock",
+         url, "-O", out, "--timeout", timeout, "--piece-length", "4MiB"},
+        output, 180000);
   }
 
   // The value of an unlabelled metric scraped from 127.0.0.1:port; -1 when absent.

@@ -45,9 +45,10 @@ class IntegrityTest : public ::testing::Test {
 
   int Dfget(const std::string& name, const std::string& url, const std::string& out,
             std::string* output) {
-    return bench::Run({Bin("dfget/dfget"), "--no-progress", "--daemon-sock",
-                       dir_.path() + "/" + name + ".sock", url, "-O", out, "--timeout", "120s", "--piece-length", "4MiB"},
-                      output, 180000);
+    return bench::Run(
+        {Bin("dfget/dfget"), "--no-progress", "--daemon-sock", dir_.path() + "/" + name + ".sock",
+         url, "-O", out, "--timeout", "120s", "--piece-length", "4MiB"},
+        output, 180000);
   }
 
   std::string Log(const std::string& name) {

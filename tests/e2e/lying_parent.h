@@ -39,7 +39,8 @@ struct FakeParentOptions {
 
 class FakeParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
  public:
-  // Builds its copy of `origin_file` (task `task_id` of `url`) under `dir`.
+  // Builds its copy of `origin_file` (task `task_id` of `url`, computed with `piece_length`)
+  // under `dir`.
   FakeParent(const std::string& dir, const std::string& origin_file, std::string task_id,
              std::string url, uint64_t size, uint64_t piece_length, FakeParentOptions options = {})
       : task_id_(std::move(task_id)),
@@ -130,6 +131,9 @@ class FakeParent final : public df::dfdaemon::v1::DfdaemonUpload::Service {
     reg->set_peer_id(options_.name + "-peer");
     reg->mutable_task()->set_task_id(task_id_);
     reg->mutable_task()->set_url(url_);
+    // The task id must be the one this spec implies (the scheduler recomputes it): callers
+    // compute it with this piece length.
+    reg->mutable_task()->set_piece_length(piece_);
     for (uint32_t i = 0; i < pieces(); ++i) reg->add_finished_pieces(i);
     if (!peer_->Write(r)) return Unavailable("register");
     df::scheduler::v1::AnnouncePeerRequest done;

@@ -246,12 +246,15 @@ TEST_F(SecurityTest, DownloadsBeyondTheCapGetAClearError) {
   NginxOrigin origin(root_, "1m");
   Process daemon = StartDaemon({"--max-running-tasks", "1"});
   std::string url = origin.Url("slow.bin");
-  Process first = Process::Start(
-      {Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, url, "-O", Out("first.bin")},
-      dir_.path() + "/dfget1.log");
+  // 4 MiB pieces: nginx paces each response only after its first chunk, so 1 MiB ranges (the
+  // default for this size) would come at full speed and the download end before the second.
+  Process first = Process::Start({Bin("dfget/dfget"), "--no-progress", "--daemon-sock", sock_, url,
+                                  "-O", Out("first.bin"), "--piece-length", "4MiB"},
+                                 dir_.path() + "/dfget1.log");
+  const std::string first_id = TaskId(TaskIdInput{url, "", "", 4 * kMiB, {}});
   bool started = false;
   for (int i = 0; i < 500 && !started; ++i) {
-    started = Stat(Id(url)).has_value();
+    started = Stat(first_id).has_value();
     if (!started) std::this_thread::sleep_for(20ms);
   }
   ASSERT_TRUE(started);

@@ -320,7 +320,7 @@ TEST_F(SchedulerGrpcTest, RegisterReturnsCandidateParentsWithTheirHosts) {
   // Once a peer reports the size, later answers carry it.
   auto meta = a->Request();
   meta.mutable_task_metadata()->set_content_length(10 << 20);
-  meta.mutable_task_metadata()->set_piece_length(4 << 20);
+  meta.mutable_task_metadata()->set_piece_length(1 << 20);  // the spec's rule for 10 MiB
   a->Send(meta);
   ASSERT_TRUE(Eventually([&] {
     auto s = scheduler().StatTask(Id("task-1"));
@@ -332,7 +332,7 @@ TEST_F(SchedulerGrpcTest, RegisterReturnsCandidateParentsWithTheirHosts) {
   ASSERT_TRUE(rc && rc->has_normal_task());
   EXPECT_EQ(rc->normal_task().candidate_parents_size(), 2);
   EXPECT_EQ(rc->normal_task().task().content_length(), 10 << 20);
-  EXPECT_EQ(rc->normal_task().task().total_pieces(), 3u);
+  EXPECT_EQ(rc->normal_task().task().total_pieces(), 10u);  // 1 MiB pieces
   // The DAG: c downloads from a and b; b from a.
   EXPECT_EQ(scheduler().GetPeer(Id("task-1"), "peer-c")->parents, (Strings{"peer-a", "peer-b"}));
   EXPECT_EQ(scheduler().GetPeer(Id("task-1"), "peer-b")->parents, (Strings{"peer-a"}));
@@ -602,7 +602,7 @@ TEST_F(SchedulerGrpcTest, ASizeThatDoesNotFitTheSpecIsIgnored) {
   ASSERT_TRUE(a->Next()->has_need_back_to_source());
   auto bad = a->Request();
   bad.mutable_task_metadata()->set_content_length(10 << 20);
-  bad.mutable_task_metadata()->set_piece_length(1);  // not the spec's rule (4 MiB)
+  bad.mutable_task_metadata()->set_piece_length(1);  // not the spec's rule (1 MiB)
   a->Send(bad);
   auto huge = a->Request();
   huge.mutable_task_metadata()->set_content_length(int64_t{1} << 62);  // far too many pieces
@@ -612,7 +612,7 @@ TEST_F(SchedulerGrpcTest, ASizeThatDoesNotFitTheSpecIsIgnored) {
     auto s = scheduler().StatTask(Id("task-1"));
     return s.ok() && s->content_length() == (10 << 20);
   }));
-  EXPECT_EQ(scheduler().StatTask(Id("task-1"))->total_pieces(), 3u);
+  EXPECT_EQ(scheduler().StatTask(Id("task-1"))->total_pieces(), 10u);
 }
 
 // Issue 14: the scheduler trusted the task id a peer sent, so the first registrant decided what

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -108,6 +109,17 @@ void Process::Stop() {
   }
   pid_ = -1;
   reaped_ = false;
+}
+
+double ScrapeMetric(uint16_t port, const std::string& name) {
+  std::string out;
+  if (Run({"curl", "-s", "http://127.0.0.1:" + std::to_string(port) + "/metrics"}, &out, 10000) !=
+      0) {
+    return -1;
+  }
+  std::smatch m;
+  if (!std::regex_search(out, m, std::regex("\n" + name + " ([0-9.e+]+)"))) return -1;
+  return std::stod(m[1]);
 }
 
 int Run(const std::vector<std::string>& argv, std::string* output, int timeout_ms) {

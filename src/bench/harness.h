@@ -38,6 +38,10 @@ class Process {
 // Runs a command to completion; returns its exit code and fills `output` (stdout+stderr).
 int Run(const std::vector<std::string>& argv, std::string* output, int timeout_ms = 600000);
 
+// The value of an unlabelled metric scraped (with curl) from http://127.0.0.1:port/metrics;
+// -1 when the scrape fails or the metric is absent.
+double ScrapeMetric(uint16_t port, const std::string& name);
+
 // A free TCP port on 127.0.0.1 (bound and released; racy only against other tests).
 uint16_t FreePort();
 

@@ -101,20 +101,19 @@ bool PiecePicker::SetReceiving(ParentIndex parent, PieceNumber piece) {
 }
 
 void PiecePicker::Forget(ParentIndex parent, PieceNumber piece) {
-  const uint32_t i = piece.value;
-  ParentState& p = parents_[parent.value];
-  if (i >= total_pieces()) return;
-  const bool held = HoldsBit(p, i);
-  p.has.Clear(i);
-  p.receiving.Clear(i);
-  if (held && p.usable) AddHolder(i, -1);
+  ClearAvailability(parent, piece, /*keep_finished=*/false);
 }
 
 void PiecePicker::StopReceiving(ParentIndex parent, PieceNumber piece) {
+  ClearAvailability(parent, piece, /*keep_finished=*/true);
+}
+
+void PiecePicker::ClearAvailability(ParentIndex parent, PieceNumber piece, bool keep_finished) {
   const uint32_t i = piece.value;
   ParentState& p = parents_[parent.value];
   if (i >= total_pieces()) return;
   const bool held = HoldsBit(p, i);
+  if (!keep_finished) p.has.Clear(i);
   p.receiving.Clear(i);
   if (held && !HoldsBit(p, i) && p.usable) AddHolder(i, -1);
 }

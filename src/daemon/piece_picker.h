@@ -134,6 +134,9 @@ class PiecePicker {
                                 std::optional<ParentIndex> only = std::nullopt);
 
  private:
+  // Clears what `parent` is receiving of `piece`, and what it has finished unless
+  // `keep_finished`; updates the holder count.
+  void ClearAvailability(ParentIndex parent, PieceNumber piece, bool keep_finished);
   struct ParentState {
     PieceBitset has;        // finished
     PieceBitset receiving;  // being received (never set together with `has` by SetReceiving)

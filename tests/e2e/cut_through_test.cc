@@ -63,12 +63,9 @@ class CutThroughTest : public ::testing::TestWithParam<bool> {
                        const std::function<bool(double)>& until) {
     double v = -1;
     for (int i = 0; i < 50; ++i) {
-      std::string out;
-      std::smatch m;
-      if (bench::Run({"curl", "-s", "http://127.0.0.1:" + std::to_string(port) + "/metrics"}, &out,
-                     10000) == 0 &&
-          std::regex_search(out, m, std::regex("\n" + name + " ([0-9.e+]+)"))) {
-        v = std::stod(m[1]);
+      double got = bench::ScrapeMetric(port, name);
+      if (got >= 0) {
+        v = got;
         if (until(v)) return v;
       }
       std::this_thread::sleep_for(100ms);

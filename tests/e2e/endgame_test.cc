@@ -61,16 +61,8 @@ class EndgameTest : public ::testing::Test {
         output, 180000);
   }
 
-  // The value of an unlabelled metric scraped from 127.0.0.1:port; -1 when absent.
   static double Metric(uint16_t port, const std::string& name) {
-    std::string out;
-    if (bench::Run({"curl", "-s", "http://127.0.0.1:" + std::to_string(port) + "/metrics"}, &out,
-                   10000) != 0) {
-      return -1;
-    }
-    std::smatch m;
-    if (!std::regex_search(out, m, std::regex("\n" + name + " ([0-9.e+]+)"))) return -1;
-    return std::stod(m[1]);
+    return bench::ScrapeMetric(port, name);
   }
 
   bench::TempDir dir_;

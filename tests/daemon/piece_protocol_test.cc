@@ -600,6 +600,36 @@ TEST_F(PieceProtocolTest, UnreachableParentIsUnavailable) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
 }
 
+// A parent that answers with a cut-through PIECE the child never asked for (or with a CRC in
+// it) breaks the protocol: the child refuses it and drops the connection.
+TEST_F(PieceProtocolTest, AnUnrequestedCutThroughPieceIsAProtocolViolation) {
+  for (bool asked : {false, true}) {
+    uint16_t port = 0;
+    auto listener = ListenTcp("127.0.0.1", 0, &port);
+    ASSERT_TRUE(listener.ok());
+    std::thread parent([&] {
+      int fd = ::accept(listener->get(), nullptr, nullptr);
+      ASSERT_GE(fd, 0);
+      uint8_t request[pp::kHeaderBytes + pp::kRequestBodyBytes];
+      ASSERT_TRUE(ReadFull(fd, request, sizeof request).ok());
+      uint8_t frame[pp::kHeaderBytes + pp::kPieceBodyBytes];
+      pp::EncodeHeader({.type = pp::FrameType::kPiece,
+                        .flags = pp::kPieceFlagCutThrough,
+                        .body_length = pp::kPieceBodyBytes},
+                       frame);
+      // Asked with cut-through: a CRC where 0 is due. Not asked: any cut-through answer.
+      pp::EncodePieceHeader({0, asked ? 1234u : 0u, 0, kPieceLength}, frame + pp::kHeaderBytes);
+      (void)WriteFull(fd, frame, sizeof frame);
+      ::close(fd);
+    });
+    PieceClient client("127.0.0.1", port, {.accept_cut_through = asked});
+    auto r = Fetch(client, 0);
+    parent.join();
+    EXPECT_EQ(r.status().code(), StatusCode::kInternal) << r.status().ToString();
+    EXPECT_FALSE(client.connected());
+  }
+}
+
 TEST_F(PieceProtocolTest, SilentParentIsDeadlineExceeded) {
   // A listener that accepts (backlog) but never answers.
   uint16_t port = 0;

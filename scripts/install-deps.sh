@@ -15,6 +15,8 @@ PACKAGES=(
   nlohmann-json3-dev libsqlite3-dev prometheus-cpp-dev
   # shared scheduler state (the Redis store): client library, and the server the tests start
   libhiredis-dev redis-server redis-tools
+  # learning loop: libtorch for dftrainer and dfinference only (no other target links it)
+  libtorch-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev nginx-light curl python3 python3-yaml iproute2 procps bc
   aria2 opentracker gnuplot-nox

@@ -334,6 +334,15 @@ Scheduler::ScheduleOutcome Scheduler::ScheduleParents(Task& task, Peer& child,
     normal->mutable_task()->set_piece_length(task.piece_length);
     normal->mutable_task()->set_total_pieces(task.total_pieces);
   }
+  if (spdlog::should_log(spdlog::level::debug)) {
+    std::string list;
+    for (const ChosenParent& p : parents) {
+      list += fmt::format("{}{}:{}", list.empty() ? "" : ",", p.peer->host->info.id(),
+                          p.allotment_bytes_per_sec);
+    }
+    DF_LOG_DEBUG("parents task_id={} peer_id={} hungry={} parents={}", task.id, child.id,
+                 task.hungry.contains(child.id), list);
+  }
   if (child.stream) child.stream->Send(response);
   child.sent_parents = true;
   child.last_push = now;

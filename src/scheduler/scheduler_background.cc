@@ -117,8 +117,16 @@ void Scheduler::CollectGarbageLocked(Clock::time_point now) {
 
 bool Scheduler::RefreshHostCapacity(Host& host) {
   const std::string& id = host.info.id();
-  const bool fully_booked =
-      host.upload_capacity_bps > 0 && host.upload_allotted * 10 >= host.upload_capacity_bps * 9;
+  // The active rate counts against the base only when the link was asked for (nearly) all it
+  // was thought to have. A capacity already lowered below the base keeps its evidence: lowering
+  // it releases the bookings that proved it (children move to hosts that look free), and
+  // judging it again on what is left booked made it jump back to the base and be lowered again
+  // on every refresh. It rises when the link shows more (the headroom lets it).
+  const uint64_t base =
+      host.announced_upload() > 0 ? host.announced_upload() : config_.capacity_prior;
+  const bool lowered = host.upload_capacity_bps > 0 && host.upload_capacity_bps < base;
+  const bool fully_booked = host.upload_capacity_bps > 0 &&
+                            (lowered || host.upload_allotted * 10 >= host.upload_capacity_bps * 9);
   const uint64_t up =
       capacity_.UploadCapacity(id, host.announced_upload(), config_.capacity_prior, fully_booked);
   const uint64_t down =
@@ -129,6 +137,14 @@ bool Scheduler::RefreshHostCapacity(Host& host) {
   };
   const bool changed =
       moved(host.upload_capacity_bps, up) || moved(host.download_capacity_bps, down);
+  if (changed && spdlog::should_log(spdlog::level::debug)) {
+    const CapacityEstimator::Learned l = capacity_.Get(id);
+    DF_LOG_DEBUG(
+        "capacity host_id={} up={} down={} booked_up={} up_peak={} up_busy={} up_active={} "
+        "down_peak={} down_busy={}",
+        id, up, down, host.upload_allotted, l.upload_peak, l.upload_busy, l.upload_active,
+        l.download_peak, l.download_busy);
+  }
   host.upload_capacity_bps = up;
   host.download_capacity_bps = down;
   return changed;

@@ -1025,6 +1025,17 @@ TEST_F(SchedulerCapacityTest, PieceRecordsLowerTheAssumedUploadOfAFullyBookedSlo
   EXPECT_LE(cap->booked, cap->upload);
   // The child's download is not lowered by what a slow parent gave it.
   EXPECT_EQ(scheduler().GetHostCapacity("host-b")->download, 12'500'000u);
+
+  // The lowering stays when the bookings that proved it go: the child leaves (on the rig its
+  // children moved to hosts that looked free), and the evidence of the records still holds.
+  // Before, host-a then looked free again at the prior, took children, was lowered again, and
+  // so on every 250 ms refresh.
+  b->Close();
+  ASSERT_TRUE(Eventually([&] { return scheduler().GetHostCapacity("host-a")->booked == 0; }));
+  for (int i = 0; i < 3; ++i) {
+    scheduler().RefreshCapacities(std::chrono::steady_clock::now());
+    EXPECT_LT(scheduler().GetHostCapacity("host-a")->upload, 5'000'000u) << "refresh " << i;
+  }
 }
 
 TEST_F(SchedulerCapacityTest, WithoutRatesOrPriorEveryGoodCandidateIsOffered) {

@@ -951,6 +951,39 @@ def scheduler_counters(ctx, metrics_addr):
     return counters
 
 
+def proc_usage(pid):
+    """(user+system CPU seconds, peak RSS bytes) of a live process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/status") as f:
+            hwm = next((int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:")), 0)
+        return cpu, hwm
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def daemon_usage(daemons, hosts_done, file_bytes):
+    """CPU and peak RSS of the dfdaemons (read before they are stopped; `ip netns exec` execs,
+    so each process is the daemon itself). CPU per delivered GiB divides all daemons' CPU by
+    the bytes the hosts received (hosts that finished x file size)."""
+    per = {}
+    for p in daemons:
+        u = proc_usage(p.pid)
+        if u:
+            per[p.name.split("-dfdaemon-")[-1]] = {"cpu_seconds": round(u[0], 2),
+                                                   "peak_rss_bytes": u[1]}
+    if not per:
+        return {}
+    cpu = sum(v["cpu_seconds"] for v in per.values())
+    delivered_gib = hosts_done * file_bytes / 2**30
+    return {"cpu_seconds_total": round(cpu, 2),
+            "cpu_seconds_per_delivered_gib": round(cpu / delivered_gib, 3) if delivered_gib else None,
+            "peak_rss_bytes_max": max(v["peak_rss_bytes"] for v in per.values()),
+            "per_daemon": per}
+
+
 def run_dragonfly(ctx, evaluator, announce="exact"):
     cl, topo, args = ctx.cluster, ctx.topo, ctx.args
     n_sched = args.schedulers
@@ -1031,6 +1064,8 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
         failures = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
         sched_counters = [dict(addr=a, **scheduler_counters(ctx, m))
                           for a, m in zip(sched_addr.split(","), metrics_addrs)]
+        usage = daemon_usage([p for p in started if "-dfdaemon-" in p.name], len(times),
+                             ctx.file_bytes)
         cl.stop_all(started)
         started = []
         time.sleep(0.3)
@@ -1044,7 +1079,7 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
     return result_record(ctx, system, times, ok, served, reqs, tx,
                          {"timed_out": not finished, "failures": failures,
                           "evaluator": evaluator, "schedulers": n_sched,
-                          "scheduler_counters": sched_counters})
+                          "scheduler_counters": sched_counters, "daemon_usage": usage})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1074,6 +1109,12 @@ def print_table(ctx, results):
               f"{fmt_bytes(served) if served is not None and served >= 0 else '?':>15}"
               f"{r.get('origin_copies_served', 0):>8.2f}  "
               f"{'ok' if r['sha256_ok'] else 'MISMATCH/MISSING'}")
+    for r in results:
+        u = r.get("daemon_usage")
+        if u and u.get("cpu_seconds_per_delivered_gib") is not None:
+            print(f"{r['system']}: dfdaemon CPU {u['cpu_seconds_total']:.1f} s in all, "
+                  f"{u['cpu_seconds_per_delivered_gib']:.2f} s per delivered GiB; "
+                  f"peak RSS {u['peak_rss_bytes_max'] / 2**20:.0f} MiB (largest daemon)")
     print()
 
 

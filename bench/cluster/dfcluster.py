@@ -951,6 +951,29 @@ def scheduler_counters(ctx, metrics_addr):
     return counters
 
 
+def daemon_counters(ctx, hosts):
+    """Counters summed over the dfdaemons' /metrics (read before they stop): pieces forwarded
+    while still arriving (cut-through) and endgame duplicate bytes."""
+    wanted = {"dfdaemon_forwarded_pieces_total": "forwarded_pieces",
+              "dfdaemon_endgame_duplicate_bytes_total": "endgame_duplicate_bytes",
+              "dfdaemon_upload_bytes_total": "upload_bytes"}
+    totals = {}
+    for h in hosts:
+        code = (f"import urllib.request\n"
+                f"print(urllib.request.urlopen('http://{h.ip}:{DAEMON_METRICS_PORT}/metrics', "
+                f"timeout=5).read().decode())")
+        try:
+            r = ctx.cluster.run_in(h, ["/usr/bin/python3", "-c", code], timeout=15)
+        except subprocess.TimeoutExpired:
+            continue
+        for line in r.stdout.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name in wanted:
+                key = wanted[name]
+                totals[key] = totals.get(key, 0) + int(float(value))
+    return totals
+
+
 def proc_usage(pid):
     """(user+system CPU seconds, peak RSS bytes) of a live process, or None when it is gone."""
     try:
@@ -1066,6 +1089,7 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
                           for a, m in zip(sched_addr.split(","), metrics_addrs)]
         usage = daemon_usage([p for p in started if "-dfdaemon-" in p.name], len(times),
                              ctx.file_bytes)
+        usage["counters"] = daemon_counters(ctx, topo.receivers)
         cl.stop_all(started)
         started = []
         time.sleep(0.3)
@@ -1114,7 +1138,8 @@ def print_table(ctx, results):
         if u and u.get("cpu_seconds_per_delivered_gib") is not None:
             print(f"{r['system']}: dfdaemon CPU {u['cpu_seconds_total']:.1f} s in all, "
                   f"{u['cpu_seconds_per_delivered_gib']:.2f} s per delivered GiB; "
-                  f"peak RSS {u['peak_rss_bytes_max'] / 2**20:.0f} MiB (largest daemon)")
+                  f"peak RSS {u['peak_rss_bytes_max'] / 2**20:.0f} MiB (largest daemon); "
+                  f"{u.get('counters', {})}")
     print()
 
 

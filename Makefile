@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 120
 FUZZ_TARGETS ?= piece_protocol content_range task_spec daemon_config scheduler_config scheduler
 FUZZ_ARGS ?=
 
-.PHONY: all deps configure build test demo bench clean format fuzz fuzz-build
+.PHONY: all deps configure build test demo bench clean format fuzz fuzz-build tsan
 
 all: build
 
@@ -29,6 +29,23 @@ test: build
 # The main job on the embedded default: a local cluster on loopback (see README).
 demo: build
 	$(BUILD_DIR)/src/bench/dfbench $(DEMO_ARGS)
+
+# The engine's tests under ThreadSanitizer (README, "Tests"): a separate tree, build-tsan. Debian's
+# gRPC, protobuf and absl are not instrumented; tests/tsan.supp names them, never our code.
+TSAN_DIR ?= build-tsan
+TSAN_TESTS ?= tests/storage/storage_test tests/daemon/piece_picker_test \
+  tests/daemon/piece_protocol_test tests/daemon/engine_test tests/daemon/daemon_test \
+  tests/daemon/prober_test
+tsan: deps
+	@if [ ! -f $(TSAN_DIR)/build.ninja ]; then \
+	  cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDF_TSAN=ON; fi
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target $(notdir $(TSAN_TESTS))
+	@set -e; for t in $(TSAN_TESTS); do \
+	  echo "== $$t"; \
+	  DF_BUILD_DIR=$(CURDIR)/$(TSAN_DIR) \
+	  TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp ignore_noninstrumented_modules=1 halt_on_error=1 exitcode=66" \
+	    $(TSAN_DIR)/$$t; \
+	done
 
 # libFuzzer targets (tests/fuzz), built with clang-14, ASan and UBSan in $(FUZZ_DIR).
 fuzz-build: deps

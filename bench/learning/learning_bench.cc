@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "bench/harness.h"
 #include "learning/dataset.h"
 #include "learning/synthetic.h"
 #include "trainer/trainer.h"

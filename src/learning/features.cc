@@ -98,7 +98,7 @@ void FeatureBuilder::HostFeatures(HostIndex v, HostIndex c, HostIndex p, float* 
 }
 
 void FeatureBuilder::EdgeFeatures(HostIndex a, HostIndex b, HostIndex c, HostIndex p,
-                                  float* out) const {
+                                  HostIndex other, float* out) const {
   std::fill(out, out + kEdgeFeatures, 0.0f);
   const GraphHost& ha = graph_.host(a);
   const GraphHost& hb = graph_.host(b);
@@ -113,7 +113,10 @@ void FeatureBuilder::EdgeFeatures(HostIndex a, HostIndex b, HostIndex c, HostInd
     if (down > 0) out[5] = 1, out[6] = LogRate(down);
     if (up > 0) out[7] = 1, out[8] = LogRate(up);
   }
-  out[9] = 1;
+  const GraphHost& ho = graph_.host(other);
+  out[9] = b == other || (!hb.record.idc.empty() && hb.record.idc == ho.record.idc) ? 1 : 0;
+  out[10] = b == other || SamePrefix(hb, ho) ? 1 : 0;
+  out[11] = 1;
 }
 
 std::vector<HostIndex> FeatureBuilder::SampleNeighbours(HostIndex v, HostIndex c, HostIndex p,
@@ -149,24 +152,25 @@ void FeatureBuilder::Append(HostIndex child, HostIndex parent, InputBatch* batch
   const HostIndex c = child, p = parent;
   for (int side = 0; side < 2; ++side) {
     const HostIndex v = side == 0 ? child : parent;
+    const HostIndex other = side == 0 ? parent : child;
     HostFeatures(v, c, p, at[0] + side * kHostFeatures);
     const auto hop1 = SampleNeighbours(v, c, p, kHop1);
     for (size_t j = 0; j < hop1.size(); ++j) {
       const size_t slot1 = static_cast<size_t>(side) * kHop1 + j;
       const HostIndex u = hop1[j];
       HostFeatures(u, c, p, at[1] + slot1 * kHostFeatures);
-      EdgeFeatures(v, u, c, p, at[2] + slot1 * kEdgeFeatures);
+      EdgeFeatures(v, u, c, p, other, at[2] + slot1 * kEdgeFeatures);
       at[3][slot1] = 1;
       const auto hop2 = SampleNeighbours(u, c, p, kHop2);
       for (size_t k = 0; k < hop2.size(); ++k) {
         const size_t slot2 = slot1 * kHop2 + k;
         HostFeatures(hop2[k], c, p, at[4] + slot2 * kHostFeatures);
-        EdgeFeatures(u, hop2[k], c, p, at[5] + slot2 * kEdgeFeatures);
+        EdgeFeatures(u, hop2[k], c, p, other, at[5] + slot2 * kEdgeFeatures);
         at[6][slot2] = 1;
       }
     }
   }
-  EdgeFeatures(child, parent, c, p, at[7]);
+  EdgeFeatures(child, parent, c, p, parent, at[7]);
   // The pair's own transfers are hidden whatever EdgeFeatures found: slots 5-8 stay 0.
   ++batch->batch;
 }

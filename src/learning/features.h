@@ -37,7 +37,13 @@
 //   4        1 when both addresses are in the same /24 (IPv4) or /64 (IPv6)
 //   5, 6     a downloaded from b (1/0), LogRate of that bandwidth
 //   7, 8     b downloaded from a (1/0), LogRate of that bandwidth
-//   9        1 (a real edge; padding slots are all 0)
+//   9        1 when b is the pair's *other end* or announces its non-empty idc
+//   10       1 when b is in the same /24 (/64) as the pair's other end
+//   11       1 (a real edge; padding slots are all 0)
+// The pair's other end is the parent for the edges in the child's tree (INPUT__2/5 row 0) and
+// the child for those in the parent's tree (row 1), and the parent for INPUT__7. Slots 9 and 10
+// let the encoder tell, among what the child got from its neighbours, what came from the
+// parent's rack: the neighbourhood says what the features of two hosts alone cannot.
 //
 // LogRate(x) = (ln x - 16) / 4 for x > 0 (ln 1 MB/s ≈ 13.8, ln 1 GB/s ≈ 20.7), 0 for x = 0.
 // LogRtt(ns) = (ln(1 + ns / 1000) - 5) / 3.
@@ -61,9 +67,9 @@
 
 namespace df::learning {
 
-inline constexpr int kFeatureVersion = 1;
+inline constexpr int kFeatureVersion = 2;
 inline constexpr int kHostFeatures = 24;  // F
-inline constexpr int kEdgeFeatures = 10;  // E
+inline constexpr int kEdgeFeatures = 12;  // E
 inline constexpr int kHop1 = 8;           // K1
 inline constexpr int kHop2 = 4;           // K2
 inline constexpr int kIdcBuckets = 8;
@@ -104,9 +110,11 @@ class FeatureBuilder {
   void Append(HostIndex child, HostIndex parent, InputBatch* batch) const;
 
   // Pieces of the contract, exposed for tests: the host features of `v` with the transfers of
-  // the unordered pair {c, p} hidden; the edge features of a -> b with the same pair hidden.
+  // the unordered pair {c, p} hidden; the edge features of a -> b with the same pair hidden,
+  // `other` being the pair's other end for the tree the edge is in.
   void HostFeatures(HostIndex v, HostIndex c, HostIndex p, float* out) const;
-  void EdgeFeatures(HostIndex a, HostIndex b, HostIndex c, HostIndex p, float* out) const;
+  void EdgeFeatures(HostIndex a, HostIndex b, HostIndex c, HostIndex p, HostIndex other,
+                    float* out) const;
   // Up to k neighbours of v (never the other end of the pair {c, p} when v is one of them).
   std::vector<HostIndex> SampleNeighbours(HostIndex v, HostIndex c, HostIndex p, int k) const;
 

@@ -23,14 +23,16 @@ def agg(self, x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask.unsqueeze(-1)).sum(-2) / mask.sum(-1, True).clamp_min(1.0)
 
 def layer1(self, x: Tensor, nx: Tensor, ne: Tensor, m: Tensor) -> Tensor:
-    nb = self.agg(torch.cat([nx, ne], -1), m)
+    msg = torch.relu(torch.matmul(torch.cat([nx, ne], -1), self.l1_msg_w) + self.l1_msg_b)
+    nb = self.agg(msg, m)
     return torch.relu(torch.matmul(x, self.l1_self_w) + torch.matmul(nb, self.l1_nb_w) + self.l1_b)
 
 def forward(self, INPUT__0: Tensor, INPUT__1: Tensor, INPUT__2: Tensor, INPUT__3: Tensor,
             INPUT__4: Tensor, INPUT__5: Tensor, INPUT__6: Tensor, INPUT__7: Tensor) -> Tensor:
     h1v = self.layer1(INPUT__0, INPUT__1, INPUT__2, INPUT__3)
     h1u = self.layer1(INPUT__1, INPUT__4, INPUT__5, INPUT__6)
-    nb = self.agg(torch.cat([h1u, INPUT__2], -1), INPUT__3)
+    msg = torch.relu(torch.matmul(torch.cat([h1u, INPUT__2], -1), self.l2_msg_w) + self.l2_msg_b)
+    nb = self.agg(msg, INPUT__3)
     h2 = torch.relu(torch.matmul(h1v, self.l2_self_w) + torch.matmul(nb, self.l2_nb_w) + self.l2_b)
     z = torch.cat([h2[:, 0], h2[:, 1], INPUT__0[:, 0], INPUT__0[:, 1], INPUT__7], -1)
     y = torch.relu(torch.matmul(z, self.m1_w) + self.m1_b)
@@ -84,11 +86,15 @@ BandwidthModel::BandwidthModel(ModelKind kind, uint64_t seed) : kind_(kind) {
   const int64_t f = kHostFeatures, e = kEdgeFeatures;
   int64_t head_in = 2 * f + e;
   if (kind == ModelKind::kGnn) {
+    init("l1_msg_w", {f + e, H}, f + e);
+    zeros("l1_msg_b", H);
     init("l1_self_w", {f, H}, f);
-    init("l1_nb_w", {f + e, H}, f + e);
+    init("l1_nb_w", {H, H}, H);
     zeros("l1_b", H);
+    init("l2_msg_w", {H + e, H}, H + e);
+    zeros("l2_msg_b", H);
     init("l2_self_w", {H, H}, H);
-    init("l2_nb_w", {H + e, H}, H + e);
+    init("l2_nb_w", {H, H}, H);
     zeros("l2_b", H);
     head_in += 2 * H;
   }
@@ -114,13 +120,17 @@ torch::Tensor BandwidthModel::Forward(const Inputs& in) const {
   }
   auto layer1 = [&](const torch::Tensor& x, const torch::Tensor& nx, const torch::Tensor& ne,
                     const torch::Tensor& m) {
-    auto nb = Agg(torch::cat({nx, ne}, -1), m);
+    auto msg = torch::relu(torch::matmul(torch::cat({nx, ne}, -1), params_.at("l1_msg_w")) +
+                           params_.at("l1_msg_b"));
+    auto nb = Agg(msg, m);
     return torch::relu(torch::matmul(x, params_.at("l1_self_w")) +
                        torch::matmul(nb, params_.at("l1_nb_w")) + params_.at("l1_b"));
   };
   auto h1v = layer1(x0, in[1], in[2], in[3]);
   auto h1u = layer1(in[1], in[4], in[5], in[6]);
-  auto nb = Agg(torch::cat({h1u, in[2]}, -1), in[3]);
+  auto msg = torch::relu(torch::matmul(torch::cat({h1u, in[2]}, -1), params_.at("l2_msg_w")) +
+                         params_.at("l2_msg_b"));
+  auto nb = Agg(msg, in[3]);
   auto h2 = torch::relu(torch::matmul(h1v, params_.at("l2_self_w")) +
                         torch::matmul(nb, params_.at("l2_nb_w")) + params_.at("l2_b"));
   return Head(torch::cat({h2.select(1, 0), h2.select(1, 1), x0.select(1, 0), x0.select(1, 1), in[7]},

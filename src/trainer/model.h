@@ -4,11 +4,12 @@
 // (child, parent) pair of the batch, the log of its bandwidth, standardised with the training
 // labels' mean and standard deviation (y_mean, y_std):
 //
-//   kGnn        GraphSAGE, 2 layers, mean aggregation over the sampled neighbours, edge features
-//               concatenated to each neighbour's message:
+//   kGnn        GraphSAGE, 2 layers, mean aggregation over the sampled neighbours of messages
+//               computed from each neighbour and its edge (a one-layer ReLU message function,
+//               so that an edge's features can gate what its neighbour says):
 //                 agg(X, M)  = sum_k X_k M_k / max(1, sum_k M_k)
-//                 h1(v)      = relu(x_v W1s + agg([x_u, e_vu], m) W1n + b1)
-//                 h2(v)      = relu(h1(v) W2s + agg([h1(u), e_vu], m) W2n + b2)
+//                 h1(v)      = relu(x_v W1s + agg(relu([x_u, e_vu] W1m + b1m), m) W1n + b1)
+//                 h2(v)      = relu(h1(v) W2s + agg(relu([h1(u), e_vu] W2m + b2m), m) W2n + b2)
 //               then an MLP over [h2(child), h2(parent), x_child, x_parent, e_pair]
 //   kFeatureMlp the same MLP over [x_child, x_parent, e_pair] only (no neighbours): baseline (b)
 //

@@ -223,6 +223,16 @@ TEST(FeatureBuilder, ShapesFollowTheContract) {
   EXPECT_EQ(pair[3], 1.0f);
   EXPECT_EQ(pair[4], 1.0f);
   EXPECT_EQ(pair[5] + pair[6] + pair[7] + pair[8], 0.0f);
+  EXPECT_EQ(pair[9], 1.0f);  // b is the other end
+  EXPECT_EQ(pair[kEdgeFeatures - 1], 1.0f);
+  // c's neighbours x and y sit in another rack than p (the other end): slots 9 and 10 are 0;
+  // p's neighbours x and y, seen from p's tree, are not in c's rack either.
+  const float* edges = b.data[2].data();
+  for (int j = 0; j < 2; ++j) {
+    EXPECT_EQ(edges[j * kEdgeFeatures + 9], 0.0f);
+    EXPECT_EQ(edges[j * kEdgeFeatures + 10], 0.0f);
+    EXPECT_EQ(edges[j * kEdgeFeatures + kEdgeFeatures - 1], 1.0f);
+  }
 }
 
 TEST(FeatureBuilder, DeterministicForASeed) {

@@ -108,6 +108,7 @@ TEST(ModelRepository, ConfigDescribesTheContract) {
   size_t fp32 = 0;
   for (size_t at = 0; (at = text.find("TYPE_FP32", at)) != std::string::npos; ++at) ++fp32;
   EXPECT_EQ(fp32, 9u);
+  EXPECT_NE(text.find("dims: [ 12 ]"), std::string::npos);
 }
 
 TEST(ModelRepository, AFailedPublishLeavesNothingAndVersionsCount) {

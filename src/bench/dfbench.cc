@@ -48,6 +48,10 @@ int main(int argc, char** argv) {
   app.add_option("--origin-rate", origin_rate, "nginx per-connection rate limit, e.g. 50m (MB/s)");
   app.add_option("--work-dir", work_dir,
                  "Directory for the cluster's files (default: a new temp dir)");
+  std::vector<std::string> scheduler_args;
+  app.add_option("--scheduler-arg", scheduler_args,
+                 "Extra dfscheduler flag, repeatable; give it with '=' when it starts with '-' "
+                 "(--scheduler-arg=--dataset-dir=DIR)");
   app.add_flag("--keep", keep, "Keep the work dir (logs, storage) afterwards");
   app.add_flag("--json", json, "Print the summary as one JSON object on the last line");
   try {
@@ -78,6 +82,8 @@ int main(int argc, char** argv) {
   }
   df::bench::ClusterOptions opts;
   opts.bin_dir = SelfSrcDir();
+  opts.scheduler_args.insert(opts.scheduler_args.end(), scheduler_args.begin(),
+                             scheduler_args.end());
   opts.work_dir = work_dir;
   opts.peers = peers;
   opts.evaluator = evaluator;

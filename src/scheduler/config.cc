@@ -99,6 +99,8 @@ const std::map<std::string, Setter>& Setters() {
       {"dataset_max_file_size", Size(&C::dataset_max_file_size, 4096)},
       {"dataset_max_files", Count(&C::dataset_max_files, 0, 100000)},
       {"dataset_topology_interval", Duration(&C::dataset_topology_interval_ms, 100)},
+      {"trainer", Text(&C::trainer)},
+      {"trainer_interval", Duration(&C::trainer_interval_ms, 1000)},
       // The daemon probes at most 32 hosts per round (prober.h, kMaxProbeTargets).
       {"probe_count", Count(&C::probe_count, 1, 32)},
       {"probe_queue_length", Count(&C::probe_queue_length, 1, 1000)},
@@ -145,6 +147,8 @@ const std::vector<std::string>& OptionNames() {
                                                           "dataset_max_file_size",
                                                           "dataset_max_files",
                                                           "dataset_topology_interval",
+                                                          "trainer",
+                                                          "trainer_interval",
                                                           "probe_count",
                                                           "probe_queue_length",
                                                           "probe_sample_size",
@@ -220,6 +224,14 @@ Status ValidateConfig(const SchedulerConfig& config) {
     if (auto redis = ParseRedisUrl(config.store); !redis.ok()) {
       return InvalidArgument("store: " + redis.status().message());
     }
+  }
+  if (!config.trainer.empty() && config.dataset_dir.empty()) {
+    return InvalidArgument(
+        "trainer: the dataset sent to the trainer is the records dataset: set dataset_dir "
+        "(--dataset-dir) too");
+  }
+  if (!config.trainer.empty() && config.trainer.find(':') == std::string::npos) {
+    return InvalidArgument("trainer: '" + config.trainer + "' is not HOST:PORT");
   }
   if (!IsKnownEvaluator(config.evaluator)) {
     return InvalidArgument("evaluator: unknown evaluator '" + config.evaluator +

@@ -65,6 +65,10 @@ struct SchedulerConfig {
   uint64_t dataset_max_file_size = 64ull << 20;
   uint32_t dataset_max_files = 10;
   uint64_t dataset_topology_interval_ms = 60'000;  // how often the probe graph is written
+  // dftrainer's HOST:PORT (docs/learning.md): every trainer_interval the dataset of dataset_dir
+  // is streamed to it (dataset_uploader.h). Empty: no trainer. Needs dataset_dir.
+  std::string trainer;
+  uint64_t trainer_interval_ms = 600'000;
   // Latency probes (docs/measurement.md, "Probes (scheduler side)"): each SyncProbes round gets
   // the probe_count least probed among a random sample of probe_sample_size other hosts; the last
   // probe_queue_length samples of each (src, dst) pair are kept.

@@ -2,6 +2,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <unistd.h>
+
 #include <chrono>
 
 #include "common/grpc_limits.h"
@@ -50,6 +52,22 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
     return Unavailable("scheduler: cannot listen on " + config.listen);
   }
   s->scheduler_->Start();
+  if (!config.trainer.empty()) {
+    DatasetUploader::Options o;
+    o.target = config.trainer;
+    o.dataset_dir = config.dataset_dir;
+    o.interval = std::chrono::milliseconds(config.trainer_interval_ms);
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+    o.hostname = host;
+    // One dataset per scheduler on the trainer: the same scheduler restarted replaces its own.
+    o.scheduler_id = std::string(host) + ":" + std::to_string(s->port_);
+    s->uploader_ =
+        std::make_unique<DatasetUploader>(o, s->scheduler_->dataset(), &s->auth_, registry);
+    s->uploader_->Start();
+    DF_LOG_INFO("records dataset goes to trainer {} every {} s", config.trainer,
+                config.trainer_interval_ms / 1000);
+  }
   return s;
 }
 
@@ -61,6 +79,7 @@ void SchedulerServer::Shutdown(uint64_t grace_ms) {
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
   }
+  if (uploader_) uploader_->Stop();
   if (scheduler_) scheduler_->Stop();
   if (topology_) topology_->Stop();
 }

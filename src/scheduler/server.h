@@ -8,6 +8,7 @@
 
 #include "common/status.h"
 #include "scheduler/config.h"
+#include "scheduler/dataset_uploader.h"
 #include "scheduler/metrics.h"
 #include "scheduler/network_topology.h"
 #include "scheduler/scheduler.h"
@@ -36,6 +37,8 @@ class SchedulerServer {
   int port() const { return port_; }
   Scheduler& scheduler() { return *scheduler_; }
   NetworkTopology& network_topology() { return *topology_; }
+  // Streams the dataset to dftrainer (config.trainer); null when no trainer is configured.
+  DatasetUploader* dataset_uploader() { return uploader_.get(); }
 
  private:
   SchedulerServer() = default;
@@ -48,6 +51,7 @@ class SchedulerServer {
   // scheduler and its store are destroyed); destroyed after the scheduler, which points to it.
   std::unique_ptr<NetworkTopology> topology_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<DatasetUploader> uploader_;  // borrows the scheduler's DatasetWriter
   std::unique_ptr<SchedulerService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -2,8 +2,9 @@
 // seen in training), side by side: the synthetic generator (1,000+ hosts with hidden racks) with
 // and without IDC names, and any records dataset directory given with --dataset (rig runs).
 //
-//   learning_bench [--epochs 30] [--threads 2] [--dataset DIR]... [--no-synthetic]
-//                  [--hosts-per-rack 32] [--seed 1]
+//   learning_bench [--epochs 30] [--threads 1] [--dataset DIR]... [--no-synthetic]
+//                  [--synthetic named|hidden|both] [--hosts-per-rack 32] [--seed 1]
+//                  [--learning-rate 0.003] [--batch-size 256]
 //
 // Prints one line per dataset: MAPE (and MAE, RMSE) of the GNN, the feature MLP and the
 // per-pair history baseline, and GNN MAPE / the better baseline's MAPE (target <= 0.7).
@@ -47,11 +48,15 @@ int main(int argc, char** argv) {
   df::trainer::TrainOptions options;
   std::vector<std::string> dirs;
   bool no_synthetic = false;
+  std::string variants = "both";
   df::learning::SyntheticOptions synthetic;
   app.add_option("--epochs", options.epochs, "training epochs (every model)");
   app.add_option("--threads", options.threads, "torch threads");
   app.add_option("--dataset", dirs, "records dataset directory (repeatable)");
   app.add_flag("--no-synthetic", no_synthetic, "skip the synthetic datasets");
+  app.add_option("--synthetic", variants, "synthetic variants: named, hidden or both");
+  app.add_option("--learning-rate", options.learning_rate, "Adam learning rate (every model)");
+  app.add_option("--batch-size", options.batch_size, "training batch size (every model)");
   app.add_option("--hosts-per-rack", synthetic.hosts_per_rack, "synthetic: hosts per rack");
   app.add_option("--seed", synthetic.seed, "synthetic: generator seed");
   CLI11_PARSE(app, argc, argv);
@@ -64,6 +69,7 @@ int main(int argc, char** argv) {
   int failures = 0;
   if (!no_synthetic) {
     for (bool hide : {false, true}) {
+      if (variants != "both" && (variants == "hidden") != hide) continue;
       df::learning::SyntheticOptions o = synthetic;
       o.hide_idc = hide;
       const auto data = df::learning::GenerateSynthetic(o);

@@ -68,14 +68,16 @@ void TrainingLoop::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void TrainingLoop::Submit(const std::string& scheduler_id,
+bool TrainingLoop::Submit(const std::string& scheduler_id,
                           std::unique_ptr<learning::Dataset> dataset) {
   {
     std::lock_guard lock(mu_);
+    if (!datasets_.contains(scheduler_id) && datasets_.size() >= kMaxSchedulers) return false;
     datasets_[scheduler_id] = std::move(dataset);
     dirty_ = true;
   }
   wake_.notify_all();
+  return true;
 }
 
 uint64_t TrainingLoop::runs() const {
@@ -201,7 +203,9 @@ grpc::Status TrainerService::Train(grpc::ServerContext* /*context*/,
   metrics_.dataset_rows.Increment(static_cast<double>(stats.download_rows + stats.topology_rows));
   metrics_.dataset_bad_rows.Increment(static_cast<double>(stats.bad_rows));
   const bool useful = !dataset->transfers().empty();
-  if (useful) loop_.Submit(scheduler_id, std::move(dataset));
+  if (useful && !loop_.Submit(scheduler_id, std::move(dataset))) {
+    return Reject(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many schedulers");
+  }
   response->set_queued(useful);
   DF_LOG_INFO("dataset received scheduler={} bytes={} download_rows={} topology_rows={} bad_rows={}",
               scheduler_id, bytes, stats.download_rows, stats.topology_rows, stats.bad_rows);

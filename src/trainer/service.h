@@ -54,7 +54,10 @@ class TrainingLoop {
   void Start();
   // Waits for a run in progress to end, then joins the thread; idempotent.
   void Stop();
-  void Submit(const std::string& scheduler_id, std::unique_ptr<learning::Dataset> dataset);
+  // Replaces the scheduler's dataset and wakes the thread. False (nothing kept) when the dataset
+  // comes from a new scheduler and kMaxSchedulers datasets are already held.
+  static constexpr size_t kMaxSchedulers = 256;
+  bool Submit(const std::string& scheduler_id, std::unique_ptr<learning::Dataset> dataset);
   uint64_t runs() const;
 
  private:

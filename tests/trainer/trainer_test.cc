@@ -90,7 +90,8 @@ TEST_P(ModelTest, SavedTorchScriptEqualsTheCppModel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, ModelTest,
-                         ::testing::Values(ModelKind::kGnn, ModelKind::kFeatureMlp));
+                         ::testing::Values(ModelKind::kGnn, ModelKind::kFeatureMlp),
+                         [](const auto& info) { return std::string(ModelKindName(info.param)); });
 
 TEST(ModelRepository, ConfigDescribesTheContract) {
   bench::TempDir dir;

@@ -92,10 +92,15 @@ void Print(const char* what, const Percentiles& p, const Percentiles* base) {
 }
 
 // forward alone, in-process: the model's share of the ModelInfer latency.
-std::vector<double> TimeForward(const std::string& model_path, const std::string& config_text,
+std::vector<double> TimeForward(const std::string& model_path, const std::string& model_name,
+                                const std::string& config_text,
                                 const std::vector<Fp32Tensor>& inputs, int n) {
   auto parsed = df::inference::ParseModelConfig(config_text, "bench");
-  auto serving = df::inference::MakeServingConfig(parsed.value(), "bench");
+  auto serving = df::inference::MakeServingConfig(parsed.value(), model_name);
+  if (!serving.ok()) {
+    std::fprintf(stderr, "dfinference_bench: %s\n", serving.status().message().c_str());
+    std::exit(1);
+  }
   auto config = std::make_shared<const df::inference::ServingConfig>(serving.value());
   auto model = df::inference::TorchModel::Load(config, 1, model_path);
   if (!model.ok()) {
@@ -198,7 +203,7 @@ int main(int argc, char** argv) {
   Print("ServerLive (baseline)", base, nullptr);
   Print("ModelInfer batch", p, &base);
   if (local) {
-    Print("forward only (no gRPC)", Summarize(TimeForward(model_path, config_text, inputs, requests)),
+    Print("forward only (no gRPC)", Summarize(TimeForward(model_path, model_name, config_text, inputs, requests)),
           &base);
   }
   std::printf("target: ModelInfer p99 <= %.2f ms: %s\n", target_p99_ms,

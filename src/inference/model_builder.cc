@@ -22,7 +22,9 @@ Status SaveScript(const ScriptSpec& spec, const std::string& path) {
     module.save(path);
   } catch (const std::exception& e) {
     std::string what = e.what();
-    return Internal("save " + path + ": " + what.substr(0, what.find('\n')));
+    what = what.substr(0, 800);
+    for (char& c : what) c = c == '\n' ? ' ' : c;
+    return Internal("save " + path + ": " + what);
   }
   return Status::Ok();
 }

@@ -223,7 +223,8 @@ std::shared_ptr<const TorchModel> ModelRepository::LoadVersion(
     return nullptr;
   }
   failed.reset();
-  DF_LOG_INFO("model version loaded model={} version={} load_ms={:.1f}", name, v.version, ms);
+  DF_LOG_INFO("model version loaded model={} version={} load_ms={:.1f} onednn={}", name, v.version,
+              ms, loaded.value()->accelerated());
   return loaded.value();
 }
 

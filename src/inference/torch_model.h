@@ -1,9 +1,11 @@
 // One loaded version of a model: a TorchScript module (libtorch, CPU) with the config it was
 // loaded under. The only place that includes libtorch, behind this torch-free header.
 //
-// Loading checks the module the way a request would use it: a test forward with zeros (batch
-// 1, -1 dims as 1) must return as many tensors as the config has outputs, each of the config's
-// data type and shape. A version that fails is never served.
+// Loading checks the module the way a request would use it: a test forward (batch 2, or 1 when
+// max_batch_size is 1; -1 dims as 1; uniform [0, 1) floats, zero integers) must return as many
+// tensors as the config has outputs, each of the config's data type and shape. A version that
+// fails is never served. A second copy of the module with its linear layers routed to oneDNN
+// (torch_model.cc, UseOneDnn) serves instead when it gives the same test answers.
 #pragma once
 
 #include <cstdint>
@@ -45,9 +47,12 @@ class TorchModel {
 
   int64_t version() const { return version_; }
   const ServingConfig& config() const { return *config_; }
+  // Whether the oneDNN copy of the module serves (else the module as loaded).
+  bool accelerated() const;
+
+  struct Module;  // the TorchScript modules (opaque; torch_model.cc)
 
  private:
-  struct Module;
   TorchModel(std::shared_ptr<const ServingConfig> config, int64_t version,
              std::unique_ptr<Module> module);
 

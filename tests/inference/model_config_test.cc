@@ -4,6 +4,7 @@
 #include "inference/datatype.h"
 #include "inference/infer_request.h"
 #include "inference/model_config.h"
+#include "grpc_service.grpc.pb.h"
 
 namespace df::inference {
 namespace {
@@ -190,6 +191,41 @@ TEST_F(InferRequestTest, RawWithTypedContentsIsRefused) {
   request_.add_raw_input_contents()->assign(16 * 3 * 4, '\0');
   request_.add_raw_input_contents()->assign(2 * 8, '\0');
   EXPECT_NE(Check().message().find("contents given with raw"), std::string::npos);
+}
+
+// The wire format is Triton's: a renumbered field would silently break a real Triton client or
+// server. Numbers from triton-inference-server/common protobuf/grpc_service.proto.
+TEST(WireFormatTest, FieldNumbersAreTheSpecs) {
+  auto number = [](const google::protobuf::Descriptor* d, const char* field) {
+    const auto* f = d->FindFieldByName(field);
+    return f == nullptr ? -1 : f->number();
+  };
+  const auto* request = ::inference::ModelInferRequest::descriptor();
+  EXPECT_EQ(request->full_name(), "inference.ModelInferRequest");
+  const std::pair<const char*, int> request_fields[] = {
+      {"model_name", 1}, {"model_version", 2}, {"id", 3},           {"parameters", 4},
+      {"inputs", 5},     {"outputs", 6},       {"raw_input_contents", 7}};
+  for (const auto& [field, n] : request_fields) EXPECT_EQ(number(request, field), n) << field;
+  const auto* input = ::inference::ModelInferRequest::InferInputTensor::descriptor();
+  EXPECT_EQ(number(input, "name"), 1);
+  EXPECT_EQ(number(input, "datatype"), 2);
+  EXPECT_EQ(number(input, "shape"), 3);
+  EXPECT_EQ(number(input, "contents"), 5);
+  const auto* response = ::inference::ModelInferResponse::descriptor();
+  EXPECT_EQ(number(response, "outputs"), 5);
+  EXPECT_EQ(number(response, "raw_output_contents"), 6);
+  const auto* contents = ::inference::InferTensorContents::descriptor();
+  EXPECT_EQ(number(contents, "int64_contents"), 3);
+  EXPECT_EQ(number(contents, "fp32_contents"), 6);
+  EXPECT_EQ(number(contents, "fp64_contents"), 7);
+  EXPECT_EQ(number(::inference::RepositoryIndexResponse::ModelIndex::descriptor(), "reason"), 4);
+  EXPECT_EQ(number(::inference::ModelConfig::descriptor(), "max_batch_size"), 4);
+  EXPECT_EQ(number(::inference::ModelConfig::descriptor(), "backend"), 17);
+  EXPECT_EQ(number(::inference::ModelInput::descriptor(), "dims"), 4);
+  EXPECT_EQ(number(::inference::ModelOutput::descriptor(), "dims"), 3);
+  EXPECT_EQ(::inference::TYPE_FP32, 11);
+  EXPECT_EQ(std::string(::inference::GRPCInferenceService::service_full_name()),
+            "inference.GRPCInferenceService");
 }
 
 }  // namespace

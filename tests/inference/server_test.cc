@@ -9,6 +9,8 @@
 #include <fstream>
 #include <thread>
 
+#include <prometheus/text_serializer.h>
+
 #include "bench/harness.h"
 #include "grpc_service.grpc.pb.h"
 #include "inference/kserve_client.h"
@@ -114,7 +116,8 @@ class ServerTest : public ::testing::Test {
   }
 
   std::string IndexState(const std::string& model, const std::string& version) {
-    for (const auto& m : Index().models()) {
+    const auto index = Index();
+    for (const auto& m : index.models()) {
       if (m.name() == model && m.version() == version) return m.state();
     }
     return "";
@@ -292,6 +295,8 @@ TEST_F(ServerTest, TwoInputsInt64AndTupleOutputs) {
 
 TEST_F(ServerTest, MalformedRequestsGetErrorsAndTheServerKeepsAnswering) {
   StartWithScale();
+  // Waiting for the first poll asked for "scale" before it was known: those count as unknown.
+  const double unknown_before = Counter("df_inference_requests_total", {{"model", "_unknown"}});
   using Mutation = std::function<void(::inference::ModelInferRequest&)>;
   const std::tuple<const char*, grpc::StatusCode, Mutation> cases[] = {
       {"unknown model", grpc::StatusCode::NOT_FOUND, [](auto& r) { r.set_model_name("nope"); }},
@@ -340,7 +345,8 @@ TEST_F(ServerTest, MalformedRequestsGetErrorsAndTheServerKeepsAnswering) {
   EXPECT_EQ(ServedVersion("scale"), "1");
   EXPECT_GE(Counter("df_inference_requests_total", {{"model", "scale"}, {"code", "INVALID_ARGUMENT"}}),
             8);
-  EXPECT_EQ(Counter("df_inference_requests_total", {{"model", "_unknown"}}), 1);
+  EXPECT_EQ(Counter("df_inference_requests_total", {{"model", "_unknown"}}), unknown_before + 1)
+      << prometheus::TextSerializer().Serialize(registry_.Collect());
 }
 
 TEST_F(ServerTest, ExceptionInForwardIsInternal) {
@@ -348,7 +354,7 @@ TEST_F(ServerTest, ExceptionInForwardIsInternal) {
   ::inference::ModelInferResponse response;
   grpc::Status s = Infer(ScaleRequest("scale", {1000, 1000, 1, 1}), response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
-  EXPECT_NE(s.error_message().find("input too large"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("invalid for input of size"), std::string::npos) << s.error_message();
   EXPECT_EQ(ServedVersion("scale"), "1");
 }
 
@@ -405,8 +411,11 @@ TEST_F(ServerTest, VersionThatDoesNotFitItsConfigIsSkipped) {
   narrow.source = "def forward(self, x: Tensor) -> Tensor:\n    return x[:, :2]\n";
   PublishVersion(repo_, "scale", 2, narrow);
   ASSERT_TRUE(WaitFor([&] { return IndexState("scale", "2") == "UNAVAILABLE"; }));
-  for (const auto& m : Index().models()) {
-    if (m.version() == "2") EXPECT_NE(m.reason().find("OUTPUT__0"), std::string::npos) << m.reason();
+  const auto index = Index();
+  for (const auto& m : index.models()) {
+    if (m.version() == "2") {
+      EXPECT_NE(m.reason().find("OUTPUT__0"), std::string::npos) << m.reason();
+    }
   }
   EXPECT_EQ(ServedVersion("scale"), "1");
 }
@@ -444,7 +453,8 @@ TEST_F(ServerTest, BrokenConfigKeepsTheLoadedVersionServing) {
   StartWithScale();
   WriteConfig(repo_, "scale", "platform: \"pytorch_libtorch\" input [ {");
   ASSERT_TRUE(WaitFor([&] {
-    for (const auto& m : Index().models()) {
+    const auto index = Index();
+    for (const auto& m : index.models()) {
       if (m.name() == "scale" && m.state() == "READY") return true;
     }
     return false;

@@ -23,7 +23,7 @@ inline std::string ScaleConfig(const std::string& extra = "") {
          extra;
 }
 
-// forward(x) = x * k; raises when the input sums over 1000 (a failure inside torch).
+// forward(x) = x * k; fails inside torch (an impossible reshape) when the input sums over 1000.
 inline ScriptSpec ScaleScript(float k) {
   ScriptSpec spec;
   spec.params = {{"k", {1}}};
@@ -31,7 +31,7 @@ inline ScriptSpec ScaleScript(float k) {
   spec.source =
       "def forward(self, x: Tensor) -> Tensor:\n"
       "    if bool(x.sum() > 1000.0):\n"
-      "        raise Exception('input too large')\n"
+      "        return x.reshape(7, -1)\n"
       "    return x * self.k\n";
   return spec;
 }

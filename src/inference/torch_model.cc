@@ -258,7 +258,7 @@ void UseOneDnn(torch::jit::Module& module) {
       return (%y))",
                                   R"(
     graph(%x, %w, %b):
-      %none = prim::Constant()
+      %none : NoneType = prim::Constant()
       %xm = aten::to_mkldnn(%x, %none)
       %ym = aten::mkldnn_linear(%xm, %w, %b)
       %y = aten::to_dense(%ym, %none)
@@ -269,8 +269,8 @@ void UseOneDnn(torch::jit::Module& module) {
       return (%y))",
                                   R"(
     graph(%x, %w):
-      %none = prim::Constant()
-      %format = prim::Constant[value=0]()
+      %none : NoneType = prim::Constant()
+      %format : int = prim::Constant[value=0]()
       %wt = aten::t(%w)
       %wc = aten::contiguous(%wt, %format)
       %xm = aten::to_mkldnn(%x, %none)

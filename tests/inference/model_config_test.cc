@@ -34,7 +34,7 @@ ServingConfig Serving(const std::string& text, const std::string& name = "bandwi
   return serving.ok() ? serving.value() : ServingConfig();
 }
 
-TEST(ModelConfigTest, ParsesTritonConfigAndSkipsUnknownFields) {
+TEST(InferenceModelConfigTest, ParsesTritonConfigAndSkipsUnknownFields) {
   ServingConfig c = Serving(kTritonConfig);
   EXPECT_EQ(c.config.max_batch_size(), 64);
   ASSERT_EQ(c.config.input_size(), 2);
@@ -48,7 +48,7 @@ TEST(ModelConfigTest, ParsesTritonConfigAndSkipsUnknownFields) {
   EXPECT_EQ(c.output_order, (std::vector<int>{0}));
 }
 
-TEST(ModelConfigTest, NamesWithoutIndexKeepConfigOrder) {
+TEST(InferenceModelConfigTest, NamesWithoutIndexKeepConfigOrder) {
   ServingConfig c = Serving(R"pb(platform: "pytorch_libtorch"
     input [ { name: "b" data_type: TYPE_FP32 dims: [1] }, { name: "a" data_type: TYPE_FP32 dims: [1] } ]
     output [ { name: "y" data_type: TYPE_FP32 dims: [1] } ])pb", "m");
@@ -56,7 +56,7 @@ TEST(ModelConfigTest, NamesWithoutIndexKeepConfigOrder) {
   EXPECT_EQ(c.input_order, (std::vector<int>{0, 1}));
 }
 
-TEST(ModelConfigTest, VersionPolicies) {
+TEST(InferenceModelConfigTest, VersionPolicies) {
   const std::string io = R"pb(platform: "pytorch_libtorch"
     input [ { name: "x" data_type: TYPE_FP32 dims: [1] } ]
     output [ { name: "y" data_type: TYPE_FP32 dims: [1] } ])pb";
@@ -66,7 +66,7 @@ TEST(ModelConfigTest, VersionPolicies) {
   EXPECT_EQ(specific.specific, (std::set<int64_t>{2, 5}));
 }
 
-TEST(ModelConfigTest, RejectsWhatCannotBeServed) {
+TEST(InferenceModelConfigTest, RejectsWhatCannotBeServed) {
   struct Case {
     const char* text;
     const char* error;  // part of the message
@@ -105,7 +105,7 @@ TEST(ModelConfigTest, RejectsWhatCannotBeServed) {
   }
 }
 
-TEST(DatatypeTest, NamesAndSizes) {
+TEST(InferenceDatatypeTest, NamesAndSizes) {
   EXPECT_EQ(DatatypeName(::inference::TYPE_FP32), "FP32");
   EXPECT_EQ(DatatypeName(::inference::TYPE_STRING), "BYTES");
   EXPECT_EQ(ParseDatatypeName("INT64"), ::inference::TYPE_INT64);
@@ -195,7 +195,7 @@ TEST_F(InferRequestTest, RawWithTypedContentsIsRefused) {
 
 // The wire format is Triton's: a renumbered field would silently break a real Triton client or
 // server. Numbers from triton-inference-server/common protobuf/grpc_service.proto.
-TEST(WireFormatTest, FieldNumbersAreTheSpecs) {
+TEST(KServeWireFormatTest, FieldNumbersAreTheSpecs) {
   auto number = [](const google::protobuf::Descriptor* d, const char* field) {
     const auto* f = d->FindFieldByName(field);
     return f == nullptr ? -1 : f->number();

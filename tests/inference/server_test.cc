@@ -31,7 +31,7 @@ KServeClient::Deadline In(std::chrono::milliseconds d) {
   return std::chrono::system_clock::now() + d;
 }
 
-class ServerTest : public ::testing::Test {
+class InferenceServerTest : public ::testing::Test {
  protected:
   void SetUp() override { repo_ = dir_.path() + "/repo"; std::filesystem::create_directories(repo_); }
   void TearDown() override {
@@ -148,7 +148,7 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<KServeClient> client_;
 };
 
-TEST_F(ServerTest, ServerLiveReadyAndMetadata) {
+TEST_F(InferenceServerTest, ServerLiveReadyAndMetadata) {
   WriteConfig(repo_, "scale", ScaleConfig());
   StartServer();
   auto live = client_->ServerLive(In(2s));
@@ -181,7 +181,7 @@ TEST_F(ServerTest, ServerLiveReadyAndMetadata) {
   EXPECT_EQ(IndexState("scale", "1"), "READY");
 }
 
-TEST_F(ServerTest, ModelMetadataAndConfigMatchTheConfig) {
+TEST_F(InferenceServerTest, ModelMetadataAndConfigMatchTheConfig) {
   StartWithScale();
   grpc::ClientContext ctx;
   ::inference::ModelMetadataRequest request;
@@ -214,7 +214,7 @@ TEST_F(ServerTest, ModelMetadataAndConfigMatchTheConfig) {
             grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(ServerTest, InfersRawAndTypedBatches) {
+TEST_F(InferenceServerTest, InfersRawAndTypedBatches) {
   StartWithScale();
   // Raw, through the client library: a batch of three rows.
   std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8, -1, -2, -3, -4};
@@ -245,7 +245,7 @@ TEST_F(ServerTest, InfersRawAndTypedBatches) {
   EXPECT_EQ(RawFloats(response), (std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7}));
 }
 
-TEST_F(ServerTest, TwoInputsInt64AndTupleOutputs) {
+TEST_F(InferenceServerTest, TwoInputsInt64AndTupleOutputs) {
   // forward(x: FP32 [-1], y: INT64 [2]) -> (x * 3, y + 1); config lists INPUT__1 first.
   WriteConfig(repo_, "pair",
               "platform: \"pytorch_libtorch\" max_batch_size: 4\n"
@@ -293,7 +293,7 @@ TEST_F(ServerTest, TwoInputsInt64AndTupleOutputs) {
   EXPECT_EQ(RawFloats(response, 1), (std::vector<float>{3, 6, 9, 12, 15, 18}));
 }
 
-TEST_F(ServerTest, MalformedRequestsGetErrorsAndTheServerKeepsAnswering) {
+TEST_F(InferenceServerTest, MalformedRequestsGetErrorsAndTheServerKeepsAnswering) {
   StartWithScale();
   // Waiting for the first poll asked for "scale" before it was known: those count as unknown.
   const double unknown_before = Counter("df_inference_requests_total", {{"model", "_unknown"}});
@@ -349,7 +349,7 @@ TEST_F(ServerTest, MalformedRequestsGetErrorsAndTheServerKeepsAnswering) {
       << prometheus::TextSerializer().Serialize(registry_.Collect());
 }
 
-TEST_F(ServerTest, ExceptionInForwardIsInternal) {
+TEST_F(InferenceServerTest, ExceptionInForwardIsInternal) {
   StartWithScale();
   ::inference::ModelInferResponse response;
   grpc::Status s = Infer(ScaleRequest("scale", {1000, 1000, 1, 1}), response);
@@ -358,7 +358,7 @@ TEST_F(ServerTest, ExceptionInForwardIsInternal) {
   EXPECT_EQ(ServedVersion("scale"), "1");
 }
 
-TEST_F(ServerTest, NewVersionIsPickedUpWhileRequestsRunWithNoFailedRequest) {
+TEST_F(InferenceServerTest, NewVersionIsPickedUpWhileRequestsRunWithNoFailedRequest) {
   StartWithScale();
   std::atomic<bool> stop{false};
   std::atomic<int> failures{0}, wrong{0}, served_v1{0}, served_v2{0};
@@ -387,7 +387,7 @@ TEST_F(ServerTest, NewVersionIsPickedUpWhileRequestsRunWithNoFailedRequest) {
   EXPECT_FALSE(Ready("scale", "1"));  // latest policy: only the newest stays loaded
 }
 
-TEST_F(ServerTest, CorruptVersionIsSkippedOnceAndThePreviousKeepsServing) {
+TEST_F(InferenceServerTest, CorruptVersionIsSkippedOnceAndThePreviousKeepsServing) {
   StartWithScale();
   const std::string v2 = repo_ + "/scale/2";
   std::filesystem::create_directories(repo_ + "/scale/.staging");
@@ -405,7 +405,7 @@ TEST_F(ServerTest, CorruptVersionIsSkippedOnceAndThePreviousKeepsServing) {
   ASSERT_TRUE(WaitFor([&] { return ServedVersion("scale") == "3"; }));
 }
 
-TEST_F(ServerTest, VersionThatDoesNotFitItsConfigIsSkipped) {
+TEST_F(InferenceServerTest, VersionThatDoesNotFitItsConfigIsSkipped) {
   StartWithScale();
   ScriptSpec narrow;  // returns [batch, 2] where the config says [batch, 4]
   narrow.source = "def forward(self, x: Tensor) -> Tensor:\n    return x[:, :2]\n";
@@ -420,7 +420,7 @@ TEST_F(ServerTest, VersionThatDoesNotFitItsConfigIsSkipped) {
   EXPECT_EQ(ServedVersion("scale"), "1");
 }
 
-TEST_F(ServerTest, VersionWithoutModelFileIsIgnoredUntilComplete) {
+TEST_F(InferenceServerTest, VersionWithoutModelFileIsIgnoredUntilComplete) {
   StartWithScale();
   std::filesystem::create_directories(repo_ + "/scale/2");
   std::this_thread::sleep_for(400ms);
@@ -431,7 +431,7 @@ TEST_F(ServerTest, VersionWithoutModelFileIsIgnoredUntilComplete) {
   ASSERT_TRUE(WaitFor([&] { return ServedVersion("scale") == "2"; }));
 }
 
-TEST_F(ServerTest, ExplicitVersionsUnderALatestTwoPolicy) {
+TEST_F(InferenceServerTest, ExplicitVersionsUnderALatestTwoPolicy) {
   WriteConfig(repo_, "scale", ScaleConfig("version_policy: { latest: { num_versions: 2 } }\n"));
   PublishVersion(repo_, "scale", 1, ScaleScript(1));
   PublishVersion(repo_, "scale", 2, ScaleScript(2));
@@ -449,7 +449,7 @@ TEST_F(ServerTest, ExplicitVersionsUnderALatestTwoPolicy) {
   EXPECT_TRUE(Ready("scale", "2"));
 }
 
-TEST_F(ServerTest, BrokenConfigKeepsTheLoadedVersionServing) {
+TEST_F(InferenceServerTest, BrokenConfigKeepsTheLoadedVersionServing) {
   StartWithScale();
   WriteConfig(repo_, "scale", "platform: \"pytorch_libtorch\" input [ {");
   ASSERT_TRUE(WaitFor([&] {

@@ -291,6 +291,18 @@ TEST_F(InferenceServerTest, TwoInputsInt64AndTupleOutputs) {
   EXPECT_EQ(ys, (std::vector<int64_t>{11, 21, 31, 41}));
   EXPECT_EQ(response.outputs(1).name(), "OUTPUT__0");
   EXPECT_EQ(RawFloats(response, 1), (std::vector<float>{3, 6, 9, 12, 15, 18}));
+
+  // A variable dim is any size, but its element count must not overflow nor disagree with the
+  // data: nothing is allocated for what a request only claims.
+  auto huge = request;
+  huge.mutable_inputs(1)->set_shape(1, int64_t{1} << 62);
+  EXPECT_EQ(InferCode(huge), grpc::StatusCode::INVALID_ARGUMENT);
+  huge.mutable_inputs(1)->set_shape(1, int64_t{1} << 40);
+  EXPECT_EQ(InferCode(huge), grpc::StatusCode::INVALID_ARGUMENT);
+  auto typed_in_range = request;
+  typed_in_range.mutable_inputs(0)->set_datatype("INT32");
+  EXPECT_EQ(InferCode(typed_in_range), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Infer(request, response).ok());
 }
 
 TEST_F(InferenceServerTest, MalformedRequestsGetErrorsAndTheServerKeepsAnswering) {

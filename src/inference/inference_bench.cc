@@ -1,0 +1,212 @@
+// dfinference_bench: ModelInfer latency for one batch of (child, parent) pairs, the call the
+// scheduler's `ml` evaluator makes per decision, against a baseline measured in the same run on
+// the same connection: ServerLive (an empty round trip), so the ratio is what the model and the
+// tensors cost on top of gRPC. Also times forward alone, in-process, without gRPC.
+//
+// By default it writes a stand-in for the trainer's model (a 2-layer MLP over --inputs) into a
+// temp repository and serves it in-process on a free loopback port; --server HOST:PORT measures
+// a running dfinference or Triton instead (--model names the model there; its inputs must match
+// --inputs and --batch).
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "bench/harness.h"
+#include "common/log.h"
+#include "inference/infer_request.h"
+#include "inference/kserve_client.h"
+#include "inference/model_builder.h"
+#include "inference/server.h"
+
+namespace {
+
+using df::inference::Fp32Tensor;
+using Clock = std::chrono::steady_clock;
+
+struct Percentiles {
+  double p50_ms = 0, p99_ms = 0, max_ms = 0;
+};
+
+Percentiles Summarize(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) { return ms[std::min(ms.size() - 1, size_t(q * (ms.size() - 1) + 0.5))]; };
+  return {at(0.50), at(0.99), ms.back()};
+}
+
+// "16,8x16" -> {{16}, {8, 16}}.
+std::vector<std::vector<int64_t>> ParseInputs(const std::string& text) {
+  std::vector<std::vector<int64_t>> inputs;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    std::vector<int64_t> dims;
+    std::stringstream ds(item);
+    std::string d;
+    while (std::getline(ds, d, 'x')) dims.push_back(std::stoll(d));
+    inputs.push_back(dims);
+  }
+  return inputs;
+}
+
+std::vector<Fp32Tensor> MakeInputs(const std::vector<std::vector<int64_t>>& dims, int64_t batch) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<Fp32Tensor> inputs;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    Fp32Tensor t{"INPUT__" + std::to_string(i), {batch}, {}};
+    t.shape.insert(t.shape.end(), dims[i].begin(), dims[i].end());
+    t.data.resize(df::inference::ElementCount(t.shape));
+    for (float& v : t.data) v = normal(rng);
+    inputs.push_back(std::move(t));
+  }
+  return inputs;
+}
+
+template <typename Call>
+std::vector<double> Time(int n, Call call) {
+  std::vector<double> ms;
+  ms.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    auto start = Clock::now();
+    if (!call()) {
+      std::fprintf(stderr, "dfinference_bench: call failed\n");
+      std::exit(1);
+    }
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+  }
+  return ms;
+}
+
+void Print(const char* what, const Percentiles& p, const Percentiles* base) {
+  std::printf("%-28s p50 %8.3f ms   p99 %8.3f ms   max %8.3f ms", what, p.p50_ms, p.p99_ms,
+              p.max_ms);
+  if (base != nullptr) {
+    std::printf("   (x%.1f / x%.1f of ServerLive)", p.p50_ms / base->p50_ms,
+                p.p99_ms / base->p99_ms);
+  }
+  std::printf("\n");
+}
+
+// forward alone, in-process: the model's share of the ModelInfer latency.
+std::vector<double> TimeForward(const std::string& model_path, const std::string& model_name,
+                                const std::string& config_text,
+                                const std::vector<Fp32Tensor>& inputs, int n) {
+  auto parsed = df::inference::ParseModelConfig(config_text, "bench");
+  auto serving = df::inference::MakeServingConfig(parsed.value(), model_name);
+  if (!serving.ok()) {
+    std::fprintf(stderr, "dfinference_bench: %s\n", serving.status().message().c_str());
+    std::exit(1);
+  }
+  auto config = std::make_shared<const df::inference::ServingConfig>(serving.value());
+  auto model = df::inference::TorchModel::Load(config, 1, model_path);
+  if (!model.ok()) {
+    std::fprintf(stderr, "dfinference_bench: %s\n", model.status().message().c_str());
+    std::exit(1);
+  }
+  ::inference::ModelInferRequest request;
+  for (const Fp32Tensor& in : inputs) {
+    auto* t = request.add_inputs();
+    t->set_name(in.name);
+    t->set_datatype("FP32");
+    for (int64_t d : in.shape) t->add_shape(d);
+    request.add_raw_input_contents()->assign(reinterpret_cast<const char*>(in.data.data()),
+                                             in.data.size() * sizeof(float));
+  }
+  auto checked = df::inference::CheckInferRequest(*config, request);
+  return Time(n, [&] { return checked.ok() && model.value()->Run(checked.value()).ok(); });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"dfinference_bench: ModelInfer p50/p99 for a batch of pairs vs ServerLive"};
+  std::string inputs_text = "16,16,8x16,8x16,16,16,8x16,8x16,16";
+  int64_t batch = 64, hidden = 64;
+  int requests = 2000, warmup = 200, threads = 1;
+  std::string server, model_name = "bandwidth";
+  double target_p99_ms = 2.0;
+  app.add_option("--inputs", inputs_text, "input dims without batch, e.g. 16,8x16")
+      ->default_str(inputs_text);
+  app.add_option("--batch", batch, "rows (pairs) per request")->default_str("64");
+  app.add_option("--hidden", hidden, "hidden units of the MLP")->default_str("64");
+  app.add_option("--requests", requests, "timed calls of each kind")->default_str("2000");
+  app.add_option("--warmup", warmup, "untimed calls first")->default_str("200");
+  app.add_option("--threads", threads, "libtorch threads of the in-process server")
+      ->default_str("1");
+  app.add_option("--server", server, "measure this server (HOST:PORT) instead");
+  app.add_option("--model", model_name, "model name")->default_str(model_name);
+  app.add_option("--target-p99-ms", target_p99_ms, "ModelInfer p99 target")->default_str("2");
+  CLI11_PARSE(app, argc, argv);
+  (void)df::InitLogging("dfinference_bench", "warn");
+
+  auto dims = ParseInputs(inputs_text);
+  df::inference::MlpSpec spec{dims, hidden, 1, 1};
+  df::bench::TempDir dir;
+  const std::string config_text = df::inference::MlpConfig(model_name, spec, 1024);
+  const std::string model_path = dir.path() + "/" + model_name + "/1/model.pt";
+  std::unique_ptr<df::inference::InferenceServer> local;
+  prometheus::Registry registry;
+  if (server.empty()) {
+    std::filesystem::create_directories(dir.path() + "/" + model_name + "/1");
+    if (auto s = df::inference::SaveMlp(spec, model_path); !s.ok()) {
+      std::fprintf(stderr, "dfinference_bench: %s\n", s.message().c_str());
+      return 1;
+    }
+    (void)df::inference::WriteFileAtomically(dir.path() + "/" + model_name + "/config.pbtxt",
+                                             config_text);
+    df::inference::SetTorchThreads(threads);
+    df::inference::InferenceConfig config;
+    config.repo = dir.path();
+    config.listen = "127.0.0.1:0";
+    config.metrics = "";
+    auto started = df::inference::InferenceServer::Start(config, registry);
+    if (!started.ok()) {
+      std::fprintf(stderr, "dfinference_bench: %s\n", started.status().message().c_str());
+      return 1;
+    }
+    local = std::move(started).value();
+    server = "127.0.0.1:" + std::to_string(local->port());
+  }
+  df::inference::KServeClient client(server);
+  auto deadline = [] { return std::chrono::system_clock::now() + std::chrono::seconds(5); };
+  for (int i = 0; i < 600; ++i) {
+    auto ready = client.ModelReady(model_name, deadline());
+    if (ready.ok() && ready.value()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto inputs = MakeInputs(dims, batch);
+  auto infer = [&] { return client.Infer(model_name, inputs, deadline()).ok(); };
+  auto live = [&] { return client.ServerLive(deadline()).ok(); };
+  Time(warmup, infer);
+  Time(warmup, live);
+  // Interleaved in blocks so that both see the same machine load.
+  std::vector<double> live_ms, infer_ms;
+  for (int block = 0; block < 10; ++block) {
+    auto l = Time(requests / 10, live);
+    auto m = Time(requests / 10, infer);
+    live_ms.insert(live_ms.end(), l.begin(), l.end());
+    infer_ms.insert(infer_ms.end(), m.begin(), m.end());
+  }
+  int64_t features = 0;
+  for (const auto& d : dims) features += df::inference::ElementCount(d);
+  std::printf("model: MLP %zu inputs (%lld features per row) -> %lld hidden -> 1; batch %lld; "
+              "%d calls each; torch threads %d; server %s\n",
+              dims.size(), static_cast<long long>(features), static_cast<long long>(hidden),
+              static_cast<long long>(batch), requests, threads,
+              local ? "in-process" : server.c_str());
+  Percentiles base = Summarize(live_ms);
+  Percentiles p = Summarize(infer_ms);
+  Print("ServerLive (baseline)", base, nullptr);
+  Print("ModelInfer batch", p, &base);
+  if (local) {
+    Print("forward only (no gRPC)", Summarize(TimeForward(model_path, model_name, config_text, inputs, requests)),
+          &base);
+  }
+  std::printf("target: ModelInfer p99 <= %.2f ms: %s\n", target_p99_ms,
+              p.p99_ms <= target_p99_ms ? "met" : "NOT met");
+  return 0;
+}

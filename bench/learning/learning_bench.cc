@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   app.add_option("--synthetic", variants, "synthetic variants: named, hidden or both");
   app.add_option("--learning-rate", options.learning_rate, "Adam learning rate (every model)");
   app.add_option("--batch-size", options.batch_size, "training batch size (every model)");
+  app.add_option("--weight-decay", options.weight_decay, "Adam weight decay (every model)");
   app.add_option("--hosts-per-rack", synthetic.hosts_per_rack, "synthetic: hosts per rack");
   app.add_option("--seed", synthetic.seed, "synthetic: generator seed");
   CLI11_PARSE(app, argc, argv);

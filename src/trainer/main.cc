@@ -11,13 +11,13 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "learning/dataset.h"
+#include "learning/features.h"
 #include "trainer/config.h"
 #include "trainer/service.h"
 #include "trainer/trainer.h"
 
 namespace {
 
-constexpr const char* kVersion = "dftrainer 0.1.0 (feature version 1)";
 constexpr int kExitPublished = 0;
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     return Fail(std::string(e.what()) + " (see --help)");
   }
   if (version) {
-    std::printf("%s\n", kVersion);
+    std::printf("dftrainer 0.1.0 (feature version %d)\n", df::learning::kFeatureVersion);
     return 0;
   }
   df::trainer::TrainerConfig config;

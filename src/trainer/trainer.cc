@@ -63,7 +63,8 @@ std::optional<torch::Tensor> RunModule(torch::jit::Module& module, const Inputs&
 
 void Train(BandwidthModel& model, const Inputs& inputs, const torch::Tensor& target,
            const TrainOptions& o) {
-  torch::optim::Adam adam(model.Parameters(), torch::optim::AdamOptions(o.learning_rate));
+  torch::optim::Adam adam(model.Parameters(),
+                        torch::optim::AdamOptions(o.learning_rate).weight_decay(o.weight_decay));
   const int64_t n = inputs[0].size(0);
   std::mt19937_64 rng(o.init_seed);
   std::vector<int64_t> order(static_cast<size_t>(n));

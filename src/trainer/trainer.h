@@ -36,6 +36,7 @@ struct TrainOptions {
   int epochs = 30;
   int batch_size = 256;
   double learning_rate = 3e-3;
+  double weight_decay = 0;  // Adam L2 penalty (every model)
   double holdout_fraction = 0.2;
   uint64_t split_seed = 1;
   uint64_t init_seed = 1;

@@ -45,10 +45,15 @@ const std::vector<ConfigOption>& ConfigOptions() {
       {"listen", "gRPC address of the Trainer service (bound exactly)"},
       {"metrics", "address serving /metrics and /healthz (\"\" disables)"},
       {"log_level", "trace, debug, info, warn, error, critical or off"},
+      {"auth_token_file", "file with the cluster's shared token: every Train call must carry it"},
+      {"tls_cert_file", "mutual TLS: this trainer's certificate chain (PEM)"},
+      {"tls_key_file", "mutual TLS: its private key (PEM)"},
+      {"tls_ca_file", "mutual TLS: the cluster CA that client certificates must chain to (PEM)"},
       {"repo", "model repository root (Triton layout: REPO/MODEL/VERSION/model.pt)"},
       {"model_name", "model directory in the repository"},
-      {"train_once", "train once from this dataset dir (download*.csv, networktopology*.csv), "
-                     "publish if better, exit: 0 published, 3 not better, 1 failed"},
+      {"train_once",
+       "train once from this dataset dir (download*.csv, networktopology*.csv), "
+       "publish if better, exit: 0 published, 3 not better, 1 failed"},
       {"epochs", "training epochs per run (each model, same budget)"},
       {"batch_size", "training batch size"},
       {"learning_rate", "Adam learning rate"},
@@ -67,6 +72,10 @@ Status SetOption(TrainerConfig& c, std::string name, const std::string& v) {
   if (name == "listen") return c.listen = v, Status::Ok();
   if (name == "metrics") return c.metrics = v, Status::Ok();
   if (name == "log_level") return c.log_level = v, Status::Ok();
+  if (name == "auth_token_file") return c.auth_token_file = v, Status::Ok();
+  if (name == "tls_cert_file") return c.tls_cert_file = v, Status::Ok();
+  if (name == "tls_key_file") return c.tls_key_file = v, Status::Ok();
+  if (name == "tls_ca_file") return c.tls_ca_file = v, Status::Ok();
   if (name == "repo") return c.train.repo = v, Status::Ok();
   if (name == "train_once") return c.train_once = v, Status::Ok();
   if (name == "model_name") {
@@ -101,6 +110,10 @@ std::string OptionText(const TrainerConfig& c, const std::string& name) {
   if (name == "listen") return c.listen;
   if (name == "metrics") return c.metrics;
   if (name == "log_level") return c.log_level;
+  if (name == "auth_token_file") return c.auth_token_file;
+  if (name == "tls_cert_file") return c.tls_cert_file;
+  if (name == "tls_key_file") return c.tls_key_file;
+  if (name == "tls_ca_file") return c.tls_ca_file;
   if (name == "repo") return c.train.repo;
   if (name == "model_name") return c.train.model_name;
   if (name == "epochs") return std::to_string(c.train.epochs);

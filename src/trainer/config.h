@@ -16,9 +16,16 @@ struct TrainerConfig {
   std::string listen = "127.0.0.1:9090";   // gRPC Trainer service
   std::string metrics = "127.0.0.1:9091";  // /metrics and /healthz; "" disables
   std::string log_level = "info";
-  std::string train_once;                  // dataset dir: train once, publish, exit
-  TrainOptions train;                      // repo, model_name, epochs, threads, ...
-  TrainServiceLimits limits;               // max_dataset_size, ...
+  // Control-plane authentication (docs/security.md), as dfscheduler's: a shared token file
+  // every Train call must carry, and/or mutual TLS (all three files). The trainer's port is
+  // reachable by strangers: without either, anyone who can reach it can feed it a dataset.
+  std::string auth_token_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_ca_file;
+  std::string train_once;     // dataset dir: train once, publish, exit
+  TrainOptions train;         // repo, model_name, epochs, threads, ...
+  TrainServiceLimits limits;  // max_dataset_size, ...
 };
 
 struct ConfigOption {

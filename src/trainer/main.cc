@@ -72,15 +72,26 @@ int Serve(const df::trainer::TrainerConfig& config) {
   sigset_t stop_signals = BlockStopSignals();
   df::MetricsServer metrics;
   if (!config.metrics.empty()) {
-    if (df::Status s = metrics.Start(config.metrics); !s.ok()) return Fail(s.message(), kExitFailed);
+    if (df::Status s = metrics.Start(config.metrics); !s.ok())
+      return Fail(s.message(), kExitFailed);
   }
   df::trainer::TrainerMetrics trainer_metrics(metrics.registry());
   df::trainer::TrainingLoop loop(config.train, &trainer_metrics);
   loop.Start();
-  df::trainer::TrainerService service(config.limits, &loop, &trainer_metrics);
+  auto auth = df::ControlAuth::Load(
+      config.auth_token_file,
+      df::TlsFiles{config.tls_cert_file, config.tls_key_file, config.tls_ca_file});
+  if (!auth.ok()) return Fail(auth.status().message(), kExitUsage);
+  if (!auth.value().authenticates_callers()) {
+    DF_LOG_WARN(
+        "no auth_token_file and no TLS: anyone who reaches {} can send datasets "
+        "(see docs/security.md)",
+        config.listen);
+  }
+  df::trainer::TrainerService service(config.limits, &loop, &trainer_metrics, &auth.value());
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.listen, auth.value().ServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.limits.max_chunk_bytes) + (64 << 10));
   df::ApplyServerLimits(builder);
   builder.RegisterService(&service);
@@ -103,8 +114,9 @@ int Serve(const df::trainer::TrainerConfig& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"dftrainer: trains the bandwidth GNN from schedulers' datasets and publishes "
-               "versions into a Triton-layout model repository"};
+  CLI::App app{
+      "dftrainer: trains the bandwidth GNN from schedulers' datasets and publishes "
+      "versions into a Triton-layout model repository"};
   std::string config_path;
   bool version = false;
   app.add_option("--config", config_path, "YAML config file (keys = flag names in snake_case)");

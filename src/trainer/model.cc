@@ -62,8 +62,8 @@ Inputs ToTensors(const learning::InputBatch& batch) {
   for (int i = 0; i < learning::kNumInputs; ++i) {
     std::vector<int64_t> shape = {batch.batch};
     for (int64_t d : learning::InputShape(i)) shape.push_back(d);
-    out[i] = torch::from_blob(const_cast<float*>(batch.data[i].data()), shape, torch::kFloat32)
-                 .clone();
+    out[i] =
+        torch::from_blob(const_cast<float*>(batch.data[i].data()), shape, torch::kFloat32).clone();
   }
   return out;
 }
@@ -133,8 +133,8 @@ torch::Tensor BandwidthModel::Forward(const Inputs& in) const {
   auto nb = Agg(msg, in[3]);
   auto h2 = torch::relu(torch::matmul(h1v, params_.at("l2_self_w")) +
                         torch::matmul(nb, params_.at("l2_nb_w")) + params_.at("l2_b"));
-  return Head(torch::cat({h2.select(1, 0), h2.select(1, 1), x0.select(1, 0), x0.select(1, 1), in[7]},
-                         -1));
+  return Head(
+      torch::cat({h2.select(1, 0), h2.select(1, 1), x0.select(1, 0), x0.select(1, 1), in[7]}, -1));
 }
 
 torch::Tensor BandwidthModel::Predict(const Inputs& inputs) const {

@@ -22,9 +22,8 @@ namespace {
 constexpr std::string_view kStagingPrefix = ".staging-";
 
 bool AllDigits(const std::string& s) {
-  return !s.empty() && s.size() <= 18 && std::all_of(s.begin(), s.end(), [](char c) {
-    return c >= '0' && c <= '9';
-  });
+  return !s.empty() && s.size() <= 18 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 Status SyncPath(const std::string& path, bool directory) {
@@ -115,8 +114,8 @@ void ModelRepository::RemoveStaleStaging() const {
     const std::string name = entry.path().filename().string();
     if (!name.starts_with(kStagingPrefix)) continue;
     // Only this host's dead trainers: the staging name holds the pid that wrote it.
-    const std::string pid = name.substr(kStagingPrefix.size(), name.find('-', kStagingPrefix.size()) -
-                                                                  kStagingPrefix.size());
+    const std::string pid = name.substr(
+        kStagingPrefix.size(), name.find('-', kStagingPrefix.size()) - kStagingPrefix.size());
     int p = 0;
     std::from_chars(pid.data(), pid.data() + pid.size(), p);
     if (p > 0 && (p == ::getpid() || ::kill(p, 0) == 0)) continue;

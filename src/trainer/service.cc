@@ -13,8 +13,8 @@ prometheus::Counter& Counter(prometheus::Registry& r, const std::string& name,
 }  // namespace
 
 TrainerMetrics::TrainerMetrics(prometheus::Registry& r)
-    : datasets_received(Counter(r, "df_trainer_datasets_received_total",
-                                "Train calls that delivered a dataset")),
+    : datasets_received(
+          Counter(r, "df_trainer_datasets_received_total", "Train calls that delivered a dataset")),
       datasets_rejected(Counter(r, "df_trainer_datasets_rejected_total",
                                 "Train calls refused with an error status")),
       dataset_bytes(Counter(r, "df_trainer_dataset_bytes_total", "CSV bytes received")),
@@ -24,8 +24,8 @@ TrainerMetrics::TrainerMetrics(prometheus::Registry& r)
       training_runs(Counter(r, "df_trainer_training_runs_total", "training runs finished")),
       training_failures(Counter(r, "df_trainer_training_failures_total",
                                 "training runs that failed (too little data, I/O)")),
-      versions_published(Counter(r, "df_trainer_versions_published_total",
-                                 "model versions published")),
+      versions_published(
+          Counter(r, "df_trainer_versions_published_total", "model versions published")),
       latest_version(prometheus::BuildGauge()
                          .Name("df_trainer_latest_version")
                          .Help("latest model version in the repository")
@@ -129,9 +129,14 @@ grpc::Status TrainerService::Reject(grpc::StatusCode code, const std::string& me
   return grpc::Status(code, message);
 }
 
-grpc::Status TrainerService::Train(grpc::ServerContext* /*context*/,
+grpc::Status TrainerService::Train(grpc::ServerContext* context,
                                    grpc::ServerReader<v1::TrainRequest>* reader,
                                    v1::TrainResponse* response) {
+  if (auth_) {
+    if (grpc::Status denied = auth_->Check(*context); !denied.ok()) {
+      return Reject(denied.error_code(), denied.error_message());
+    }
+  }
   v1::TrainRequest request;
   if (!reader->Read(&request)) return Reject(grpc::StatusCode::INVALID_ARGUMENT, "empty stream");
   if (request.request_case() != v1::TrainRequest::kHeader ||
@@ -207,8 +212,9 @@ grpc::Status TrainerService::Train(grpc::ServerContext* /*context*/,
     return Reject(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many schedulers");
   }
   response->set_queued(useful);
-  DF_LOG_INFO("dataset received scheduler={} bytes={} download_rows={} topology_rows={} bad_rows={}",
-              scheduler_id, bytes, stats.download_rows, stats.topology_rows, stats.bad_rows);
+  DF_LOG_INFO(
+      "dataset received scheduler={} bytes={} download_rows={} topology_rows={} bad_rows={}",
+      scheduler_id, bytes, stats.download_rows, stats.topology_rows, stats.bad_rows);
   return grpc::Status::OK;
 }
 

@@ -25,6 +25,7 @@
 #include <string>
 #include <thread>
 
+#include "common/auth.h"
 #include "learning/dataset.h"
 #include "trainer.grpc.pb.h"
 #include "trainer/trainer.h"
@@ -33,16 +34,16 @@ namespace df::trainer {
 
 struct TrainerMetrics {
   explicit TrainerMetrics(prometheus::Registry& registry);
-  prometheus::Counter& datasets_received;   // Train calls that delivered a dataset
-  prometheus::Counter& datasets_rejected;   // Train calls refused with an error status
-  prometheus::Counter& dataset_bytes;       // CSV bytes received
-  prometheus::Counter& dataset_rows;        // rows accepted
-  prometheus::Counter& dataset_bad_rows;    // rows skipped
+  prometheus::Counter& datasets_received;  // Train calls that delivered a dataset
+  prometheus::Counter& datasets_rejected;  // Train calls refused with an error status
+  prometheus::Counter& dataset_bytes;      // CSV bytes received
+  prometheus::Counter& dataset_rows;       // rows accepted
+  prometheus::Counter& dataset_bad_rows;   // rows skipped
   prometheus::Counter& training_runs;
   prometheus::Counter& training_failures;
   prometheus::Counter& versions_published;
-  prometheus::Gauge& latest_version;        // latest version this trainer published (or found)
-  prometheus::Gauge& mape_gnn;              // held-out MAPE of the last run, per model kind
+  prometheus::Gauge& latest_version;  // latest version this trainer published (or found)
+  prometheus::Gauge& mape_gnn;        // held-out MAPE of the last run, per model kind
   prometheus::Gauge& mape_feature_mlp;
   prometheus::Gauge& mape_history;
 };
@@ -68,9 +69,9 @@ class TrainingLoop {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::map<std::string, std::shared_ptr<const learning::Dataset>> datasets_;  // GUARDED_BY(mu_)
-  bool dirty_ = false;                                                         // GUARDED_BY(mu_)
-  bool stop_ = false;                                                          // GUARDED_BY(mu_)
-  uint64_t runs_ = 0;                                                          // GUARDED_BY(mu_)
+  bool dirty_ = false;                                                        // GUARDED_BY(mu_)
+  bool stop_ = false;                                                         // GUARDED_BY(mu_)
+  uint64_t runs_ = 0;                                                         // GUARDED_BY(mu_)
   std::thread thread_;
 };
 
@@ -83,8 +84,10 @@ struct TrainServiceLimits {
 
 class TrainerService final : public v1::Trainer::Service {
  public:
-  TrainerService(TrainServiceLimits limits, TrainingLoop* loop, TrainerMetrics* metrics)
-      : limits_(limits), loop_(*loop), metrics_(*metrics) {}
+  // `auth` null or without token/TLS: calls are not authenticated. Borrowed.
+  TrainerService(TrainServiceLimits limits, TrainingLoop* loop, TrainerMetrics* metrics,
+                 const ControlAuth* auth = nullptr)
+      : limits_(limits), loop_(*loop), metrics_(*metrics), auth_(auth) {}
   grpc::Status Train(grpc::ServerContext* context, grpc::ServerReader<v1::TrainRequest>* reader,
                      v1::TrainResponse* response) override;
 
@@ -94,6 +97,7 @@ class TrainerService final : public v1::Trainer::Service {
   const TrainServiceLimits limits_;
   TrainingLoop& loop_;
   TrainerMetrics& metrics_;
+  const ControlAuth* auth_;
 };
 
 }  // namespace df::trainer

@@ -38,7 +38,8 @@ ErrorMetrics Evaluate(const torch::Tensor& predicted, const std::vector<double>&
 torch::Tensor PredictInBatches(const BandwidthModel& model, const Inputs& inputs, int64_t batch) {
   std::vector<torch::Tensor> parts;
   const int64_t n = inputs[0].size(0);
-  for (int64_t b = 0; b < n; b += batch) parts.push_back(model.Predict(Slice(inputs, b, std::min(n, b + batch))));
+  for (int64_t b = 0; b < n; b += batch)
+    parts.push_back(model.Predict(Slice(inputs, b, std::min(n, b + batch))));
   return parts.empty() ? torch::zeros({0, 1}) : torch::cat(parts, 0);
 }
 
@@ -64,7 +65,7 @@ std::optional<torch::Tensor> RunModule(torch::jit::Module& module, const Inputs&
 void Train(BandwidthModel& model, const Inputs& inputs, const torch::Tensor& target,
            const TrainOptions& o) {
   torch::optim::Adam adam(model.Parameters(),
-                        torch::optim::AdamOptions(o.learning_rate).weight_decay(o.weight_decay));
+                          torch::optim::AdamOptions(o.learning_rate).weight_decay(o.weight_decay));
   const int64_t n = inputs[0].size(0);
   std::mt19937_64 rng(o.init_seed);
   std::vector<int64_t> order(static_cast<size_t>(n));
@@ -132,8 +133,8 @@ Result<TrainReport> TrainAndPublish(const learning::Dataset& dataset, const Trai
   torch::set_num_threads(std::max(1, o.threads));
   TrainReport report;
   // The training graph never holds a validation pair's transfers.
-  const auto graph = learning::HostGraph::Build(
-      dataset, [&](const std::string& c, const std::string& p) {
+  const auto graph =
+      learning::HostGraph::Build(dataset, [&](const std::string& c, const std::string& p) {
         return learning::IsHeldOutPair(c, p, o.split_seed, o.holdout_fraction);
       });
   Split split = BuildSplit(dataset, graph, o);
@@ -142,13 +143,14 @@ Result<TrainReport> TrainAndPublish(const learning::Dataset& dataset, const Trai
   report.validation_pairs = split.validation_labels.size();
   if (report.train_pairs + report.validation_pairs < o.min_pairs || report.validation_pairs == 0 ||
       report.train_pairs == 0) {
-    return InvalidArgument("too few observed pairs to train on: " +
-                           std::to_string(report.train_pairs) + " training, " +
-                           std::to_string(report.validation_pairs) + " held out");
+    return InvalidArgument(
+        "too few observed pairs to train on: " + std::to_string(report.train_pairs) +
+        " training, " + std::to_string(report.validation_pairs) + " held out");
   }
   const Inputs train = ToTensors(split.train_inputs);
   const Inputs validation = ToTensors(split.validation_inputs);
-  auto log_labels = torch::log(torch::tensor(split.train_labels, torch::kFloat64)).to(torch::kFloat32);
+  auto log_labels =
+      torch::log(torch::tensor(split.train_labels, torch::kFloat64)).to(torch::kFloat32);
   const double mean = log_labels.mean().item<double>();
   const double std = log_labels.std().item<double>();
 
@@ -183,10 +185,12 @@ Result<TrainReport> TrainAndPublish(const learning::Dataset& dataset, const Trai
 
   const int64_t eval_batch = 4096;
   report.gnn = Evaluate(PredictInBatches(gnn, validation, eval_batch), split.validation_labels);
-  report.feature_mlp = Evaluate(PredictInBatches(mlp, validation, eval_batch), split.validation_labels);
+  report.feature_mlp =
+      Evaluate(PredictInBatches(mlp, validation, eval_batch), split.validation_labels);
   learning::HistoryBaseline history(graph);
   std::vector<double> history_predictions;
-  for (const auto& [c, p] : split.validation_pairs) history_predictions.push_back(history.Predict(c, p));
+  for (const auto& [c, p] : split.validation_pairs)
+    history_predictions.push_back(history.Predict(c, p));
   report.history = learning::ComputeErrors(history_predictions, split.validation_labels);
   if (current_module) {
     if (auto out = RunModule(*current_module, validation, eval_batch)) {
@@ -194,8 +198,8 @@ Result<TrainReport> TrainAndPublish(const learning::Dataset& dataset, const Trai
     }
   }
 
-  const bool better = !report.current ||
-                      report.gnn.mape < report.current->mape * (1.0 - o.min_improvement);
+  const bool better =
+      !report.current || report.gnn.mape < report.current->mape * (1.0 - o.min_improvement);
   if (o.repo.empty()) {
     report.decision = "evaluated only (no repository)";
   } else if (!better) {
@@ -203,10 +207,12 @@ Result<TrainReport> TrainAndPublish(const learning::Dataset& dataset, const Trai
                       std::to_string(report.current_version) + "'s " +
                       std::to_string(report.current->mape);
   } else {
-    report.decision = report.current ? "better than version " + std::to_string(report.current_version)
-                                     : "first version";
+    report.decision = report.current
+                          ? "better than version " + std::to_string(report.current_version)
+                          : "first version";
     DF_RETURN_IF_ERROR(repo.WriteConfig(o.max_batch_size));
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    report.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     auto version = repo.Publish([&](const std::string& dir) -> Status {
       try {
         gnn.Export().save(dir + "/model.pt");

@@ -31,7 +31,7 @@
 namespace df::trainer {
 
 struct TrainOptions {
-  std::string repo;                    // model repository root; "" = evaluate, never publish
+  std::string repo;  // model repository root; "" = evaluate, never publish
   std::string model_name = "bandwidth";
   int epochs = 30;
   int batch_size = 256;
@@ -44,7 +44,7 @@ struct TrainOptions {
   double min_improvement = 0.0;  // relative MAPE gain a new version must show
   int max_batch_size = 1024;     // config.pbtxt
   bool warm_start = true;
-  uint32_t min_pairs = 20;       // fewer observed pairs: nothing to learn from (InvalidArgument)
+  uint32_t min_pairs = 20;  // fewer observed pairs: nothing to learn from (InvalidArgument)
 };
 
 struct TrainReport {
@@ -54,7 +54,7 @@ struct TrainReport {
   learning::ErrorMetrics gnn;
   learning::ErrorMetrics feature_mlp;
   learning::ErrorMetrics history;
-  int64_t current_version = 0;  // latest version before this run (0 = none)
+  int64_t current_version = 0;                    // latest version before this run (0 = none)
   std::optional<learning::ErrorMetrics> current;  // its errors on the held-out pairs
   bool warm_started = false;
   int64_t published_version = 0;  // 0 = nothing published

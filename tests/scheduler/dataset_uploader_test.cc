@@ -136,6 +136,41 @@ TEST_F(DatasetUploaderTest, ATrainerThatIsDownIsACountedFailureAndTheNextRoundWo
   EXPECT_TRUE(up.UploadOnce().ok());
 }
 
+TEST(DatasetUploaderAuthTest, ATrainerWithATokenTakesDatasetsOnlyFromSchedulersThatCarryIt) {
+  bench::TempDir dir;
+  const std::string data = dir.path() + "/dataset";
+  ASSERT_TRUE(learning::WriteSyntheticDir(SmallWorld(), data).ok());
+  std::ofstream(dir.path() + "/token") << "cluster-secret-0123456789abcdef\n";
+  fs::permissions(dir.path() + "/token", fs::perms::owner_read | fs::perms::owner_write);
+  const uint16_t port = bench::FreePort();
+  bench::Process trainer = bench::Process::Start(
+      {Trainer(), "--listen", "127.0.0.1:" + std::to_string(port), "--metrics",
+       "127.0.0.1:" + std::to_string(bench::FreePort()), "--repo", dir.path() + "/repo", "--epochs",
+       "1", "--threads", "1", "--auth-token-file", dir.path() + "/token"},
+      dir.path() + "/dftrainer.log");
+  ASSERT_TRUE(bench::WaitForTcp(port, 15'000)) << "dftrainer did not listen";
+  DatasetUploader::Options o;
+  o.target = "127.0.0.1:" + std::to_string(port);
+  o.dataset_dir = data;
+  o.scheduler_id = "test-scheduler";
+  prometheus::Registry registry;
+
+  DatasetUploader stranger(o, nullptr, nullptr, registry);
+  EXPECT_FALSE(stranger.UploadOnce().ok()) << "a dataset without the token was taken";
+  auto wrong = AuthToken::FromString("not-the-secret-0123456789abcdef");
+  ASSERT_TRUE(wrong.ok());
+  ControlAuth wrong_auth(std::move(wrong).value());
+  DatasetUploader impostor(o, nullptr, &wrong_auth, registry);
+  EXPECT_FALSE(impostor.UploadOnce().ok()) << "a dataset with a wrong token was taken";
+
+  auto auth = ControlAuth::Load(dir.path() + "/token", TlsFiles{});
+  ASSERT_TRUE(auth.ok()) << auth.status().ToString();
+  DatasetUploader member(o, nullptr, &auth.value(), registry);
+  auto round = member.UploadOnce();
+  ASSERT_TRUE(round.ok()) << round.status().ToString();
+  EXPECT_GT(round.value().download_rows, 0u);
+}
+
 TEST_F(DatasetUploaderTest, ASchedulerWithATrainerSendsItsDatasetByItself) {
   SchedulerConfig config;
   config.listen = "127.0.0.1:0";

@@ -13,6 +13,7 @@
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/version.h"
 
 namespace df {
 
@@ -34,6 +35,14 @@ Result<UniqueFd> TakeExclusiveLock(const std::string& path) {
     return ErrnoStatus("lock " + path, errno);
   }
   return fd;
+}
+
+GcPolicy GcPolicyOf(const DaemonConfig& config) {
+  GcPolicy policy;
+  policy.task_ttl_ms = static_cast<int64_t>(config.task_ttl_ms);
+  policy.disk_high_watermark = config.disk_high_watermark;
+  policy.disk_low_watermark = config.disk_low_watermark;
+  return policy;
 }
 
 }  // namespace
@@ -99,7 +108,11 @@ Status Daemon::Start() {
                                      .Register(metrics_.registry())
                                      .Add({});
   manager_ = std::make_unique<TaskManager>(ctx);
-  download_service_ = std::make_unique<DownloadService>(manager_.get(), store_.get(), &trust_);
+  control_.fill_status = [this](df::dfdaemon::v1::DaemonStatus* st) { FillStatus(st); };
+  control_.request_stop = [this] { RequestStop(); };
+  control_.gc_policy = GcPolicyOf(config_);
+  download_service_ =
+      std::make_unique<DownloadService>(manager_.get(), store_.get(), &trust_, &control_);
   upload_service_ = std::make_unique<UploadService>(manager_.get(), store_.get(), &trust_);
 
   {
@@ -239,11 +252,29 @@ void Daemon::FillHost(sv1::Host* h) {
   h->set_upload_failure_count(piece_server_->upload_failures());
 }
 
+void Daemon::FillStatus(df::dfdaemon::v1::DaemonStatus* st) {
+  st->set_pid(static_cast<uint32_t>(::getpid()));
+  st->set_version(VersionString());
+  st->set_uptime_seconds(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                       started_at_)
+          .count()));
+  st->set_sock(config_.sock);
+  st->set_data_dir(config_.data_dir);
+  st->set_log_file(config_.log_file);
+  st->set_host_id(host_id_);
+  st->set_ip(config_.ip);
+  st->set_grpc_port(config_.grpc_port);
+  st->set_piece_port(config_.piece_port);
+  st->set_metrics_port(config_.metrics_port != 0 ? metrics_.port() : 0);
+  st->set_scheduler(config_.scheduler);
+  st->set_seed(config_.seed);
+  st->set_running_tasks(static_cast<uint32_t>(manager_->running()));
+  st->set_cached_tasks(static_cast<uint32_t>(store_->ListTasks().size()));
+}
+
 void Daemon::Housekeeping() {
-  GcPolicy policy;
-  policy.task_ttl_ms = static_cast<int64_t>(config_.task_ttl_ms);
-  policy.disk_high_watermark = config_.disk_high_watermark;
-  policy.disk_low_watermark = config_.disk_low_watermark;
+  const GcPolicy policy = GcPolicyOf(config_);
   auto last_gc = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> l(mu_);
   while (!stop_) {

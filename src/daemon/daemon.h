@@ -51,6 +51,8 @@ class Daemon {
   // Creates and starts prober_ when there is a scheduler and probing is on.
   void StartProber();
   void Housekeeping();
+  // The local API's daemon status (dfdaemon status).
+  void FillStatus(df::dfdaemon::v1::DaemonStatus* status);
 
   DaemonConfig config_;
   std::string host_id_;
@@ -66,6 +68,8 @@ class Daemon {
   std::unique_ptr<Prober> prober_;
   std::unique_ptr<PieceServer> piece_server_;
   std::unique_ptr<TaskManager> manager_;
+  DaemonControl control_;  // read by download_service_; set before it starts
+  std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   std::unique_ptr<DownloadService> download_service_;
   std::unique_ptr<UploadService> upload_service_;
   std::unique_ptr<grpc::Server> local_server_;

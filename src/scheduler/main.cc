@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "common/version.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "scheduler/config.h"
@@ -126,6 +127,7 @@ sigset_t BlockStopSignals() {
 
 int main(int argc, char** argv) {
   CLI::App app{"dfscheduler: the P2P scheduler (peers, tasks, parent DAG, seed triggers)"};
+  app.set_version_flag("--version", df::VersionLine("dfscheduler"));
   std::string config_path;
   app.add_option("--config", config_path, "YAML config file (keys = flag names in snake_case)");
   std::map<std::string, std::string> values;

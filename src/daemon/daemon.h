@@ -4,6 +4,8 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -51,6 +53,8 @@ class Daemon {
   // Creates and starts prober_ when there is a scheduler and probing is on.
   void StartProber();
   void Housekeeping();
+  // Mirrors the task manager's counters and the storage size into the metrics (housekeeping).
+  void UpdateTaskMetrics();
   // The local API's daemon status (dfdaemon status).
   void FillStatus(df::dfdaemon::v1::DaemonStatus* status);
 
@@ -76,9 +80,15 @@ class Daemon {
   std::unique_ptr<grpc::Server> upload_server_;
   MetricsServer metrics_;
   prometheus::Gauge* running_tasks_ = nullptr;
-  prometheus::Gauge* uploaded_bytes_ = nullptr;
+  prometheus::Counter* uploaded_bytes_ = nullptr;
   prometheus::Gauge* concurrent_uploads_ = nullptr;
-  prometheus::Gauge* forwarded_pieces_ = nullptr;
+  prometheus::Counter* downloaded_from_peers_ = nullptr;
+  prometheus::Counter* downloaded_from_origin_ = nullptr;
+  prometheus::Counter* tasks_started_ = nullptr;
+  prometheus::Counter* tasks_succeeded_ = nullptr;
+  prometheus::Family<prometheus::Counter>* tasks_failed_ = nullptr;
+  prometheus::Gauge* storage_bytes_ = nullptr;
+  prometheus::Counter* forwarded_pieces_ = nullptr;
 
   bool shut_down_ = false;  // Shutdown() ran
   bool owns_sock_ = false;  // we bound config_.sock and remove it on shutdown

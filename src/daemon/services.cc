@@ -175,6 +175,7 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
                       ? steady_clock::now() + std::chrono::milliseconds(req->timeout_ms())
                       : steady_clock::time_point::max();
   resp.set_state(dv1::DOWNLOAD_STATE_STARTED);
+  resp.set_content_length(-1);  // not known yet (proto3's default 0 would say "empty")
   writer->Write(resp);
   uint32_t prefix_pieces = 0;  // finished prefix so far (FinishedPrefixBytes' cursor)
   for (;;) {

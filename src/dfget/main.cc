@@ -268,9 +268,10 @@ int FollowDownload(const Options& o, dv1::DfdaemonDownload::Stub* stub,
   }
   const auto start = std::chrono::steady_clock::now();
   auto reader = stub->Download(&ctx, req);
-  df::ProgressBar bar(stderr, !o.no_progress);
-  df::ContentStreamer streamer(target.fd);
   const bool streaming = target.kind == df::OutputTarget::kStream;
+  // Bytes streamed to a terminal would be torn by a bar redrawn in the middle of them.
+  df::ProgressBar bar(stderr, !o.no_progress && !(streaming && ::isatty(target.fd)));
+  df::ContentStreamer streamer(target.fd);
   dv1::DownloadResponse resp, last;
   bool succeeded = false;
   df::Status stream_error;

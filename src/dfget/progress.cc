@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <cmath>
 #include <cstdlib>
 #include <vector>
@@ -59,8 +61,11 @@ std::string FormatProgressLine(const ProgressSnapshot& s, int width) {
   const size_t max = width > 1 ? static_cast<size_t>(width - 1) : 1;
   const std::string pct = Percent(s);
   const std::string done = FormatBytes(static_cast<double>(s.done_bytes));
+  // With the total unknown, the size done leads the line in place of the percentage.
+  const bool known = s.total_bytes >= 0;
+  const std::string lead = known ? pct : done;
   const std::string sizes =
-      s.total_bytes >= 0 ? done + "/" + FormatBytes(static_cast<double>(s.total_bytes)) : done;
+      known ? done + "/" + FormatBytes(static_cast<double>(s.total_bytes)) : "";
   const std::string rate =
       s.rate_bytes_per_sec > 0 ? FormatBytes(s.rate_bytes_per_sec) + "/s" : "";
   std::string eta;
@@ -69,37 +74,63 @@ std::string FormatProgressLine(const ProgressSnapshot& s, int width) {
     eta = "ETA " + FormatEta(s.rate_bytes_per_sec > 0 ? std::max(0.0, left) / s.rate_bytes_per_sec
                                                       : -1);
   }
-  // Widest first; the first candidate that fits wins.
-  const std::vector<std::vector<std::string>> candidates = {
-      {pct, sizes, rate, eta}, {pct, sizes, rate}, {pct, done, rate}, {pct, rate},
-      {pct.empty() ? done : pct}};
-  for (const auto& fields : candidates) {
-    std::string tail = Join(fields);
-    if (tail.size() > max) continue;
-    // A bar goes after the percentage when at least 10 columns are left for it.
-    if (fields.size() == 4 && s.total_bytes > 0) {
-      const size_t bar_cols = max - tail.size() - 1;  // one space between the bar and the rest
-      if (bar_cols >= 12) {
-        const size_t inner = std::min<size_t>(bar_cols - 2, 50);
-        std::string rest = Join({sizes, rate, eta});
-        return pct + " " + Bar(s, static_cast<int>(inner)) + " " + rest;
-      }
+  // Widest first; the first candidate that fits wins. A bar goes after the percentage when it
+  // gets at least 12 columns (10 inside the brackets), at most 52.
+  struct Candidate {
+    bool bar;
+    std::vector<std::string> rest;
+  };
+  const std::vector<Candidate> candidates = {
+      {true, {sizes, rate, eta}}, {false, {sizes, rate, eta}}, {true, {rate, eta}},
+      {false, {known ? done : "", rate, eta}}, {false, {rate, eta}}, {false, {eta}},
+      {false, {}}};
+  for (const Candidate& c : candidates) {
+    std::string rest = Join(c.rest);
+    if (c.bar) {
+      if (s.total_bytes <= 0) continue;
+      const size_t fixed = pct.size() + 2 + rest.size();  // "PCT [bar] REST"
+      if (fixed + 12 > max) continue;
+      const size_t inner = std::min<size_t>(max - fixed - 2, 50);
+      return pct + " " + Bar(s, static_cast<int>(inner)) + " " + rest;
     }
-    return tail;
+    std::string line = Join({lead, rest});
+    if (line.size() <= max) return line;
   }
-  return Join(candidates.back()).substr(0, max);
+  return lead.substr(0, max);
 }
 
-std::string FormatSummary(const DownloadSummary& s) {
+std::string FormatSummary(const DownloadSummary& s, int width) {
   char secs[32];
-  std::snprintf(secs, sizeof secs, "%.1f s", s.seconds);
-  std::string line = "downloaded " + FormatBytes(static_cast<double>(s.size_bytes)) + " in " + secs;
+  std::snprintf(secs, sizeof secs, "in %.1f s", s.seconds);
+  // Groups that stay on one line; between them a space, or a line break where the width ends.
+  std::vector<std::string> groups = {"downloaded " + FormatBytes(static_cast<double>(s.size_bytes)),
+                                     secs};
   if (s.seconds > 0) {
-    line += " (" + FormatBytes(static_cast<double>(s.size_bytes) / s.seconds) + "/s)";
+    groups.push_back("(" + FormatBytes(static_cast<double>(s.size_bytes) / s.seconds) + "/s):");
+  } else {
+    groups.back() += ":";
   }
-  if (s.bytes_from_peers == 0 && s.bytes_from_origin == 0) return line + ": from the local cache";
-  return line + ": " + FormatBytes(static_cast<double>(s.bytes_from_peers)) + " from peers, " +
-         FormatBytes(static_cast<double>(s.bytes_from_origin)) + " from the origin";
+  if (s.bytes_from_peers == 0 && s.bytes_from_origin == 0) {
+    groups.push_back("from the local cache");
+  } else {
+    groups.push_back(FormatBytes(static_cast<double>(s.bytes_from_peers)) + " from peers,");
+    groups.push_back(FormatBytes(static_cast<double>(s.bytes_from_origin)) + " from the origin");
+  }
+  const size_t max = width > 1 ? static_cast<size_t>(width - 1) : SIZE_MAX;
+  std::string out;
+  size_t line = 0;  // length of the current line
+  for (const std::string& g : groups) {
+    if (line > 0 && line + 1 + g.size() > max) {
+      out += '\n';
+      line = 0;
+    } else if (line > 0) {
+      out += ' ';
+      ++line;
+    }
+    out += g;
+    line += g.size();
+  }
+  return out;
 }
 
 void RateMeter::Add(Clock::time_point now, uint64_t bytes) {
@@ -146,7 +177,7 @@ void ProgressBar::Update(int64_t total_bytes, uint64_t done_bytes) {
 
 void ProgressBar::Finish(const DownloadSummary& summary) {
   if (!enabled_) return;
-  std::string line = FormatSummary(summary);
+  std::string line = FormatSummary(summary, TerminalWidth(::fileno(out_)));
   std::fprintf(out_, "\r%s\x1b[K\n", line.c_str());
   std::fflush(out_);
   drawn_ = false;

@@ -20,10 +20,11 @@ struct ProgressSnapshot {
 };
 
 // The line for `s` in at most `width - 1` columns (the last column is left free: some terminals
-// wrap as soon as it is written). Fields, dropped in this order as the width shrinks: the bar,
-// the ETA, the total size, the rate; the percentage stays (or the size done while the total is
-// unknown), cut to the width at 1-column extremes. ASCII only, so bytes = columns.
-// e.g. at 80: " 42% [##########.............] 1.7 GiB/4.0 GiB  85.3 MiB/s  ETA 0:28"
+// wrap as soon as it is written). As the width shrinks: the bar goes (it takes 12 to 52
+// columns), then the sizes give way to a bar again, then the total size goes, then the bar for
+// good, the size done, the rate, the ETA; the percentage stays (the size done while the total
+// is unknown), cut to the width at 1-column extremes. ASCII only, so bytes = columns.
+// e.g. at 40: " 42% [####.......] 85.3 MiB/s  ETA 0:28"
 std::string FormatProgressLine(const ProgressSnapshot& s, int width);
 
 // "0:28", "12:05", "1:02:03"; "--:--" when unknown (rate 0 or negative time).
@@ -39,7 +40,9 @@ struct DownloadSummary {
 
 // One line, e.g. "downloaded 4.0 GiB in 48.2 s (85.0 MiB/s): 3.2 GiB from peers, 819.2 MiB from
 // the origin"; when neither peers nor the origin sent anything, "... from the local cache".
-std::string FormatSummary(const DownloadSummary& s);
+// With a `width` (> 0) the line is broken between its groups ("in 48.2 s", "3.2 GiB from
+// peers,"...) where it would reach the last column, so that a narrow terminal shows whole groups.
+std::string FormatSummary(const DownloadSummary& s, int width = 0);
 
 // Moving average of a byte counter over the last `window` of samples. Not thread-safe.
 class RateMeter {

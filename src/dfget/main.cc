@@ -81,17 +81,13 @@ constexpr auto kDaemonStartTimeout = std::chrono::seconds(10);
 // spawned exits. If it exited because another dfdaemon holds its data dir or socket (several
 // dfgets auto-started at once, and the daemons' locks let one win), dfget waits for that one's
 // socket; otherwise the start failed and dfget says so at once.
-bool WaitForDaemon(const AutoStart& a, int exited, const std::string& log, std::string* error,
-                   bool* ours) {
+bool WaitForDaemon(const AutoStart& a, int exited, const std::string& log, std::string* error) {
   const std::string data_dir_lock = a.data_dir + "/dfdaemon.lock";
   auto deadline = std::chrono::steady_clock::now() + kDaemonStartTimeout;
   bool spawned_running = true;
   while (std::chrono::steady_clock::now() < deadline) {
     int err = df::LocalSocketConnectError(a.sock);
-    if (err == 0) {
-      *ours = spawned_running;
-      return true;
-    }
+    if (err == 0) return true;
     if (err == EACCES) {
       *error = df::PermissionDeniedMessage(a.sock);
       return false;
@@ -114,9 +110,9 @@ bool WaitForDaemon(const AutoStart& a, int exited, const std::string& log, std::
 }
 
 // Starts a detached dfdaemon serving `a.sock` and waits until a daemon answers there. Its log
-// goes to <data_dir>/dfdaemon.log. `ours` says whether the daemon that answers is the one
-// started here (several dfgets racing: the others' daemons lost the lock and exited).
-bool StartDaemon(const AutoStart& a, std::string* error, bool* ours) {
+// goes to <data_dir>/dfdaemon.log. `spawned` is the pid of the daemon started here, which is
+// not the one that answers when several dfgets raced (the others' daemons lose the lock).
+bool StartDaemon(const AutoStart& a, std::string* error, pid_t* spawned) {
   std::error_code ec;
   std::filesystem::create_directories(a.data_dir, ec);
   std::string log = a.data_dir + "/dfdaemon.log";
@@ -128,6 +124,12 @@ bool StartDaemon(const AutoStart& a, std::string* error, bool* ours) {
     return false;
   }
   df::UniqueFd exited_read(exited[0]), exited_write(exited[1]);
+  int pid_pipe[2];  // the intermediate child sends the daemon's pid through it
+  if (::pipe2(pid_pipe, O_CLOEXEC) != 0) {
+    *error = "pipe failed";
+    return false;
+  }
+  df::UniqueFd pid_read(pid_pipe[0]), pid_write(pid_pipe[1]);
   pid_t pid = ::fork();
   if (pid < 0) {
     *error = "fork failed";
@@ -160,12 +162,15 @@ bool StartDaemon(const AutoStart& a, std::string* error, bool* ours) {
       std::fprintf(stderr, "exec %s failed\n", argv[0]);
       ::_exit(127);
     }
+    if (grandchild > 0) (void)!::write(pid_write.get(), &grandchild, sizeof grandchild);
     ::_exit(grandchild < 0 ? 1 : 0);
   }
   exited_write.Reset();
+  pid_write.Reset();
   int status = 0;
   ::waitpid(pid, &status, 0);
-  if (WaitForDaemon(a, exited_read.get(), log, error, ours)) return true;
+  if (::read(pid_read.get(), spawned, sizeof *spawned) != sizeof *spawned) *spawned = -1;
+  if (WaitForDaemon(a, exited_read.get(), log, error)) return true;
   *error = "started " + bin + " but " + *error;
   return false;
 }
@@ -178,12 +183,13 @@ std::string DefaultDataDir() {
 
 
 // Tells the user, on stderr, that dfget left a daemon running behind it and how to stop it.
-void AnnounceStartedDaemon(const AutoStart& a) {
+void AnnounceStartedDaemon(const AutoStart& a, pid_t pid) {
   std::fprintf(stderr,
-               "dfget: started a dfdaemon in the background (socket %s, data %s, log "
+               "dfget: started a dfdaemon in the background (pid %d, socket %s, data %s, log "
                "%s/dfdaemon.log); it keeps serving the cache: stop it with "
                "'dfdaemon stop --sock %s'\n",
-               a.sock.c_str(), a.data_dir.c_str(), a.data_dir.c_str(), a.sock.c_str());
+               static_cast<int>(pid), a.sock.c_str(), a.data_dir.c_str(), a.data_dir.c_str(),
+               a.sock.c_str());
 }
 
 struct Options {
@@ -238,21 +244,33 @@ int ConnectDaemon(const Options& o, std::shared_ptr<grpc::Channel>* channel) {
   if (!untrusted.empty()) return Fail(kExitNoDaemon, "refusing to use " + untrusted);
   int connect_error = df::LocalSocketConnectError(o.sock);
   if (connect_error == EACCES) return Fail(kExitNoDaemon, df::PermissionDeniedMessage(o.sock));
+  pid_t started = -1;  // the daemon this dfget started, if it did
   if (connect_error != 0) {
     std::string err;
-    bool ours = false;
+    pid_t spawned = -1;
     AutoStart a{o.sock, o.data_dir, o.scheduler};
-    if (!StartDaemon(a, &err, &ours)) {
+    if (!StartDaemon(a, &err, &spawned)) {
       return Fail(kExitNoDaemon, "dfdaemon not reachable at " + o.sock + ": " + err);
     }
     untrusted = df::UntrustedSocketReason(o.sock);  // whoever won the start
     if (!untrusted.empty()) return Fail(kExitNoDaemon, "refusing to use " + untrusted);
-    if (ours) AnnounceStartedDaemon(a);
+    started = spawned;
   }
   *channel = grpc::CreateChannel("unix:" + o.sock, grpc::InsecureChannelCredentials());
   if (!Connected(*channel, 5000)) {
     return Fail(kExitNoDaemon,
                 "dfdaemon at " + o.sock + " accepts connections but does not answer");
+  }
+  if (started > 0) {
+    // Several dfgets may have raced to start one: only the one whose daemon answers says so.
+    auto stub = dv1::DfdaemonDownload::NewStub(*channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    dv1::DaemonStatus st;
+    if (stub->GetDaemonStatus(&ctx, dv1::GetDaemonStatusRequest(), &st).ok() &&
+        st.pid() == static_cast<uint32_t>(started)) {
+      AnnounceStartedDaemon({o.sock, o.data_dir, o.scheduler}, started);
+    }
   }
   return 0;
 }

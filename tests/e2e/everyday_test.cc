@@ -88,14 +88,30 @@ PipedRun RunIntoPipe(const std::vector<std::string>& argv, const std::string& st
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// A /proc file read with read(2): a process that exits meanwhile gives "" rather than the
+// exception a stream throws (ESRCH in the middle of a read).
+std::string ReadProcFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return n < 0 ? "" : out;
+}
+
 // Pids of the dfdaemon processes serving `sock` (argv[0] is dfdaemon, an argument is `sock`);
 // exited ones and zombies have no cmdline and are not listed.
 std::vector<pid_t> DaemonPids(const std::string& sock) {
   std::vector<pid_t> pids;
-  for (auto& e : std::filesystem::directory_iterator("/proc")) {
+  std::error_code ec;  // entries vanish while listed: skip them, never throw
+  for (auto it = std::filesystem::directory_iterator("/proc", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const auto& e = *it;
     std::string name = e.path().filename();
     if (!std::all_of(name.begin(), name.end(), ::isdigit)) continue;
-    std::string cmdline = ReadFile(e.path() / "cmdline");
+    std::string cmdline = ReadProcFile(e.path() / "cmdline");
     std::vector<std::string> argv;
     std::istringstream in(cmdline);
     for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);

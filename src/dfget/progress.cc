@@ -178,7 +178,8 @@ void ProgressBar::Update(int64_t total_bytes, uint64_t done_bytes) {
 void ProgressBar::Finish(const DownloadSummary& summary) {
   if (!enabled_) return;
   std::string line = FormatSummary(summary, TerminalWidth(::fileno(out_)));
-  std::fprintf(out_, "\r%s\x1b[K\n", line.c_str());
+  // Erase the bar first: a summary broken over lines leaves its first line shorter.
+  std::fprintf(out_, "\r\x1b[K%s\n", line.c_str());
   std::fflush(out_);
   drawn_ = false;
 }

@@ -337,6 +337,7 @@ TEST_F(EverydayTest, ProgressBarInATerminalFitsItsWidthAndEndsWithTheSummary) {
     }
     EXPECT_EQ(bars.front().find("0 B/0 B"), std::string::npos) << "an unknown size shown as 0";
     EXPECT_EQ(screen.find('%'), std::string::npos) << "the bar was left on screen:\n" << screen;
+    EXPECT_EQ(screen.find("ETA"), std::string::npos) << "a piece of the bar is left:\n" << screen;
   }
   bench::Run({"tmux", "-L", tmux_server, "kill-server"}, &out);
 }

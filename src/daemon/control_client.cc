@@ -28,7 +28,8 @@ std::unique_ptr<dv1::DfdaemonDownload::Stub> Connect(const std::string& sock, bo
     return nullptr;
   }
   if (err != 0) {
-    if (!quiet_absent) std::fprintf(stderr, "dfdaemon: no dfdaemon is running at %s\n", sock.c_str());
+    if (!quiet_absent)
+      std::fprintf(stderr, "dfdaemon: no dfdaemon is running at %s\n", sock.c_str());
     return nullptr;
   }
   auto channel = grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials());
@@ -54,17 +55,17 @@ int RunStatusCommand(const std::string& sock) {
     std::fprintf(stderr, "dfdaemon: status from %s: %s\n", sock.c_str(), s.error_message().c_str());
     return s.error_code() == grpc::StatusCode::UNAVAILABLE ? kControlNotRunning : kControlFailed;
   }
-  std::printf("running: yes\npid: %u\nversion: %s\nuptime_seconds: %llu\nsock: %s\n"
-              "data_dir: %s\nlog: %s\nhost_id: %s\nip: %s\ngrpc_port: %u\npiece_port: %u\n"
-              "metrics: %s\nscheduler: %s\nseed: %s\nrunning_tasks: %u\ncached_tasks: %u\n",
-              st.pid(), st.version().c_str(), static_cast<unsigned long long>(st.uptime_seconds()),
-              st.sock().c_str(), st.data_dir().c_str(),
-              st.log_file().empty() ? "stderr" : st.log_file().c_str(), st.host_id().c_str(),
-              st.ip().c_str(), st.grpc_port(), st.piece_port(),
-              st.metrics_port() ? (st.ip() + ":" + std::to_string(st.metrics_port())).c_str()
-                                : "off",
-              st.scheduler().empty() ? "none (back to source)" : st.scheduler().c_str(),
-              st.seed() ? "yes" : "no", st.running_tasks(), st.cached_tasks());
+  std::printf(
+      "running: yes\npid: %u\nversion: %s\nuptime_seconds: %llu\nsock: %s\n"
+      "data_dir: %s\nlog: %s\nhost_id: %s\nip: %s\ngrpc_port: %u\npiece_port: %u\n"
+      "metrics: %s\nscheduler: %s\nseed: %s\nrunning_tasks: %u\ncached_tasks: %u\n",
+      st.pid(), st.version().c_str(), static_cast<unsigned long long>(st.uptime_seconds()),
+      st.sock().c_str(), st.data_dir().c_str(),
+      st.log_file().empty() ? "stderr" : st.log_file().c_str(), st.host_id().c_str(),
+      st.ip().c_str(), st.grpc_port(), st.piece_port(),
+      st.metrics_port() ? (st.ip() + ":" + std::to_string(st.metrics_port())).c_str() : "off",
+      st.scheduler().empty() ? "none (back to source)" : st.scheduler().c_str(),
+      st.seed() ? "yes" : "no", st.running_tasks(), st.cached_tasks());
   return kControlOk;
 }
 

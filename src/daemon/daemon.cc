@@ -288,10 +288,9 @@ void Daemon::FillHost(sv1::Host* h) {
 void Daemon::FillStatus(df::dfdaemon::v1::DaemonStatus* st) {
   st->set_pid(static_cast<uint32_t>(::getpid()));
   st->set_version(VersionString());
-  st->set_uptime_seconds(static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
-                                                       started_at_)
-          .count()));
+  st->set_uptime_seconds(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                                   std::chrono::steady_clock::now() - started_at_)
+                                                   .count()));
   st->set_sock(config_.sock);
   st->set_data_dir(config_.data_dir);
   st->set_log_file(config_.log_file);

@@ -62,8 +62,8 @@ int ControlMain(int argc, char** argv) {
   std::string config_path, sock;
   int timeout_ms = 20000;
   app.add_option("-c,--config", config_path, "The daemon's YAML config (for its sock)");
-  app.add_option("--sock", sock, "Unix socket of the daemon (default: the config's, else " +
-                                     cfg.sock + ")");
+  app.add_option("--sock", sock,
+                 "Unix socket of the daemon (default: the config's, else " + cfg.sock + ")");
   if (command == "stop") {
     app.add_option("--timeout-ms", timeout_ms, "How long to wait for it to exit")
         ->capture_default_str();

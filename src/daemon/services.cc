@@ -269,7 +269,8 @@ grpc::Status DownloadService::ListTasks(grpc::ServerContext*, const dv1::ListTas
     c->set_url(m.url);
     c->set_content_length(m.content_length);
     c->set_piece_length(m.piece_length);
-    if (m.content_length >= 0 && m.piece_length > 0) c->set_total_pieces(t->layout().total_pieces());
+    if (m.content_length >= 0 && m.piece_length > 0)
+      c->set_total_pieces(t->layout().total_pieces());
     c->set_finished_pieces(t->finished_count());
     c->set_done(t->done());
     auto running = manager_->Find(m.task_id);
@@ -394,8 +395,9 @@ grpc::Status DownloadService::ImportTask(grpc::ServerContext*,
   auto storage = store_->OpenTask(meta);
   if (!storage.ok()) return ToGrpc(storage.status());
   Status s = (*storage)->SetContentLength(length, layout->piece_length);
-  Result<std::vector<uint32_t>> crcs =
-      s.ok() ? ReceiveImport(reader, **storage, *layout, spec.digest) : Result<std::vector<uint32_t>>(s);
+  Result<std::vector<uint32_t>> crcs = s.ok()
+                                           ? ReceiveImport(reader, **storage, *layout, spec.digest)
+                                           : Result<std::vector<uint32_t>>(s);
   for (uint32_t n = 0; crcs.ok() && s.ok() && n < crcs->size(); ++n) {
     s = (*storage)->CommitPiece(PieceNumber{n}, (*crcs)[n]);
   }

@@ -10,8 +10,8 @@ namespace {
 bool SecretParamName(std::string_view name) {
   std::string n(name);
   std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
-  for (const char* word : {"sig", "token", "key", "credential", "password", "passwd", "secret",
-                           "auth", "session"}) {
+  for (const char* word :
+       {"sig", "token", "key", "credential", "password", "passwd", "secret", "auth", "session"}) {
     if (n.find(word) != std::string::npos) return true;
   }
   return false;

@@ -1,6 +1,6 @@
 // dfcache: the local dfdaemon's cache, managed over its local API (unix socket only):
-//   dfcache list | stat URL|TASK | delete URL|TASK | import FILE --url URL | export URL|TASK -O FILE
-//   | gc
+//   dfcache list | stat URL|TASK | delete URL|TASK | import FILE --url URL | export URL|TASK -O
+//   FILE | gc
 // A URL names the task dfget would download for it (with the same --tag, --application,
 // --piece-length and --filter); a 64-hex-digit argument is a task id.
 //
@@ -54,8 +54,7 @@ int64_t NowUnixMs() {
 }
 
 bool IsTaskId(const std::string& s) {
-  return s.size() == 64 &&
-         s.find_first_not_of("0123456789abcdef") == std::string::npos;
+  return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
 // The spec of `url` as dfget would build it from the same flags.
@@ -118,11 +117,11 @@ int List(Client& c) {
   for (const auto& t : resp.tasks()) {
     std::string size =
         t.content_length() >= 0 ? df::FormatBytes(static_cast<double>(t.content_length())) : "?";
-    std::printf("%-64s  %-16s  %10s  %-9s  %s\n", t.task_id().c_str(),
-                df::FormatTaskState(t.done(), t.running(), t.finished_pieces(), t.total_pieces())
-                    .c_str(),
-                size.c_str(), df::FormatAge(t.accessed_unix_ms(), now).c_str(),
-                df::RedactUrl(t.url()).c_str());
+    std::printf(
+        "%-64s  %-16s  %10s  %-9s  %s\n", t.task_id().c_str(),
+        df::FormatTaskState(t.done(), t.running(), t.finished_pieces(), t.total_pieces()).c_str(),
+        size.c_str(), df::FormatAge(t.accessed_unix_ms(), now).c_str(),
+        df::RedactUrl(t.url()).c_str());
   }
   return 0;
 }
@@ -139,12 +138,13 @@ int Stat(Client& c, const Options& o) {
     return Fail(kExitFailed, o.target + " is not in the cache (task " + *id + ")");
   }
   if (!s.ok()) return RpcFail("stat", s);
-  std::printf("task: %s\nurl: %s\nsize: %lld\npiece_length: %llu\npieces: %u/%u\nstate: %s\n"
-              "content: %s\n",
-              r.task_id().c_str(), df::RedactUrl(r.url()).c_str(),
-              static_cast<long long>(r.content_length()),
-              static_cast<unsigned long long>(r.piece_length()), r.finished_pieces(),
-              r.total_pieces(), r.done() ? "done" : "partial", r.content_path().c_str());
+  std::printf(
+      "task: %s\nurl: %s\nsize: %lld\npiece_length: %llu\npieces: %u/%u\nstate: %s\n"
+      "content: %s\n",
+      r.task_id().c_str(), df::RedactUrl(r.url()).c_str(),
+      static_cast<long long>(r.content_length()), static_cast<unsigned long long>(r.piece_length()),
+      r.finished_pieces(), r.total_pieces(), r.done() ? "done" : "partial",
+      r.content_path().c_str());
   return 0;
 }
 
@@ -257,7 +257,8 @@ int Export(Client& c, const Options& o) {
   if (target->kind == df::OutputTarget::kStream) {
     df::ContentStreamer streamer(target->fd);
     df::Status st = streamer.Open(last.content_path());
-    if (st.ok()) st = streamer.CopyUpTo(static_cast<uint64_t>(std::max<int64_t>(0, last.content_length())));
+    if (st.ok())
+      st = streamer.CopyUpTo(static_cast<uint64_t>(std::max<int64_t>(0, last.content_length())));
     if (!st.ok()) return Fail(kExitFailed, target->path + ": " + st.message());
   }
   return 0;

@@ -181,7 +181,6 @@ std::string DefaultDataDir() {
   return std::string(home ? home : "/tmp") + "/.dragonfly/data";
 }
 
-
 // Tells the user, on stderr, that dfget left a daemon running behind it and how to stop it.
 void AnnounceStartedDaemon(const AutoStart& a, pid_t pid) {
   std::fprintf(stderr,
@@ -376,8 +375,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--data-dir", o.data_dir, "Data dir of a dfdaemon started by dfget")
       ->capture_default_str();
-  app.add_option("--scheduler", o.scheduler,
-                 "Scheduler HOST:PORT for a dfdaemon started by dfget");
+  app.add_option("--scheduler", o.scheduler, "Scheduler HOST:PORT for a dfdaemon started by dfget");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -388,9 +386,9 @@ int main(int argc, char** argv) {
   if (df::Status s = BuildRequest(o, &req); !s.ok()) return Fail(kExitUsage, s.message());
   auto target = df::ResolveOutput(o.output);
   if (!target.ok()) {
-    return Fail(target.status().code() == df::StatusCode::kInvalidArgument ? kExitUsage
-                                                                            : kExitFailed,
-                target.status().message());
+    return Fail(
+        target.status().code() == df::StatusCode::kInvalidArgument ? kExitUsage : kExitFailed,
+        target.status().message());
   }
   if (target->kind == df::OutputTarget::kStream) {
     req.set_keep_output_in_cache_only(true);  // dfget writes the stream itself

@@ -18,16 +18,18 @@ namespace {
 
 std::string Percent(const ProgressSnapshot& s) {
   if (s.total_bytes <= 0) return s.total_bytes == 0 ? "100%" : "";
-  double frac = std::min(1.0, static_cast<double>(s.done_bytes) / static_cast<double>(s.total_bytes));
+  double frac =
+      std::min(1.0, static_cast<double>(s.done_bytes) / static_cast<double>(s.total_bytes));
   char buf[8];
   std::snprintf(buf, sizeof buf, "%3d%%", static_cast<int>(std::floor(frac * 100)));
   return buf;
 }
 
 std::string Bar(const ProgressSnapshot& s, int inner) {
-  double frac = s.total_bytes > 0 ? std::min(1.0, static_cast<double>(s.done_bytes) /
-                                                      static_cast<double>(s.total_bytes))
-                                  : 0;
+  double frac =
+      s.total_bytes > 0
+          ? std::min(1.0, static_cast<double>(s.done_bytes) / static_cast<double>(s.total_bytes))
+          : 0;
   int filled = static_cast<int>(frac * inner);
   return "[" + std::string(static_cast<size_t>(filled), '#') +
          std::string(static_cast<size_t>(inner - filled), '.') + "]";
@@ -66,13 +68,12 @@ std::string FormatProgressLine(const ProgressSnapshot& s, int width) {
   const std::string lead = known ? pct : done;
   const std::string sizes =
       known ? done + "/" + FormatBytes(static_cast<double>(s.total_bytes)) : "";
-  const std::string rate =
-      s.rate_bytes_per_sec > 0 ? FormatBytes(s.rate_bytes_per_sec) + "/s" : "";
+  const std::string rate = s.rate_bytes_per_sec > 0 ? FormatBytes(s.rate_bytes_per_sec) + "/s" : "";
   std::string eta;
   if (s.total_bytes >= 0) {
     double left = static_cast<double>(s.total_bytes) - static_cast<double>(s.done_bytes);
-    eta = "ETA " + FormatEta(s.rate_bytes_per_sec > 0 ? std::max(0.0, left) / s.rate_bytes_per_sec
-                                                      : -1);
+    eta = "ETA " +
+          FormatEta(s.rate_bytes_per_sec > 0 ? std::max(0.0, left) / s.rate_bytes_per_sec : -1);
   }
   // Widest first; the first candidate that fits wins. A bar goes after the percentage when it
   // gets at least 12 columns (10 inside the brackets), at most 52.
@@ -80,10 +81,13 @@ std::string FormatProgressLine(const ProgressSnapshot& s, int width) {
     bool bar;
     std::vector<std::string> rest;
   };
-  const std::vector<Candidate> candidates = {
-      {true, {sizes, rate, eta}}, {false, {sizes, rate, eta}}, {true, {rate, eta}},
-      {false, {known ? done : "", rate, eta}}, {false, {rate, eta}}, {false, {eta}},
-      {false, {}}};
+  const std::vector<Candidate> candidates = {{true, {sizes, rate, eta}},
+                                             {false, {sizes, rate, eta}},
+                                             {true, {rate, eta}},
+                                             {false, {known ? done : "", rate, eta}},
+                                             {false, {rate, eta}},
+                                             {false, {eta}},
+                                             {false, {}}};
   for (const Candidate& c : candidates) {
     std::string rest = Join(c.rest);
     if (c.bar) {

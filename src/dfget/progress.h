@@ -14,9 +14,9 @@ namespace df {
 
 // What one progress line shows.
 struct ProgressSnapshot {
-  int64_t total_bytes = -1;        // -1 while unknown
-  uint64_t done_bytes = 0;         // verified plus received in place
-  double rate_bytes_per_sec = 0;   // 0: not known yet
+  int64_t total_bytes = -1;       // -1 while unknown
+  uint64_t done_bytes = 0;        // verified plus received in place
+  double rate_bytes_per_sec = 0;  // 0: not known yet
 };
 
 // The line for `s` in at most `width - 1` columns (the last column is left free: some terminals

@@ -35,7 +35,8 @@ TEST(ProgressLine, FixturesAtSeveralWidths) {
             "85.3 MiB/s  ETA 0:28");
   EXPECT_EQ(FormatProgressLine(s, 80),
             " 42% [##############....................] 1.7 GiB/4.0 GiB  85.3 MiB/s  ETA 0:28");
-  EXPECT_EQ(FormatProgressLine(s, 60), " 42% [#####.........] 1.7 GiB/4.0 GiB  85.3 MiB/s  ETA 0:28");
+  EXPECT_EQ(FormatProgressLine(s, 60),
+            " 42% [#####.........] 1.7 GiB/4.0 GiB  85.3 MiB/s  ETA 0:28");
   EXPECT_EQ(FormatProgressLine(s, 50), " 42%  1.7 GiB/4.0 GiB  85.3 MiB/s  ETA 0:28");
   EXPECT_EQ(FormatProgressLine(s, 40), " 42% [####.......] 85.3 MiB/s  ETA 0:28");
   EXPECT_EQ(FormatProgressLine(s, 30), " 42%  85.3 MiB/s  ETA 0:28");
@@ -158,7 +159,8 @@ TEST_F(OutputTest, FifoAndCharacterDeviceAreStreamedDirectoryIsRefused) {
   EXPECT_EQ(null->kind, OutputTarget::kStream);
   EXPECT_GE(null->fd, 0);
   ASSERT_EQ(::mkfifo(P("fifo").c_str(), 0600), 0);
-  int reader = ::open(P("fifo").c_str(), O_RDONLY | O_NONBLOCK);  // so that the open for writing returns
+  int reader =
+      ::open(P("fifo").c_str(), O_RDONLY | O_NONBLOCK);  // so that the open for writing returns
   ASSERT_GE(reader, 0);
   auto fifo = ResolveOutput(P("fifo"));
   ASSERT_TRUE(fifo.ok()) << fifo.status().message();

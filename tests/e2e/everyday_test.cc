@@ -273,8 +273,7 @@ TEST_F(EverydayTest, StreamedDownloadWithAWrongDigestFails) {
   ASSERT_TRUE(origin.ok());
   Process daemon = StartDaemon();
   PipedRun r = RunIntoPipe(
-      Dfget({origin.Url("w.bin"), "-O", "-", "--digest", "sha256:" + std::string(64, 'a')}),
-      Err());
+      Dfget({origin.Url("w.bin"), "-O", "-", "--digest", "sha256:" + std::string(64, 'a')}), Err());
   EXPECT_EQ(r.exit_code, 1);
   std::string err = ReadFile(Err());
   EXPECT_NE(err.find("digest mismatch"), std::string::npos) << err;
@@ -416,16 +415,17 @@ TEST_F(EverydayTest, PrometheusScrapesTheDaemon) {
   const std::string api = "http://127.0.0.1:" + std::to_string(port) + "/api/v1/";
   std::string value;
   for (int i = 0; i < 300; ++i) {
-    bench::Run({"curl", "-s", api + "query?query=dfdaemon_download_bytes_total%7Bsource%3D%22origin%22%7D"},
+    bench::Run({"curl", "-s",
+                api + "query?query=dfdaemon_download_bytes_total%7Bsource%3D%22origin%22%7D"},
                &value);
     if (value.find("\"" + std::to_string(2 * kMiB) + "\"") != std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_NE(value.find("\"" + std::to_string(2 * kMiB) + "\""), std::string::npos)
-      << value << "\n" << ReadFile(dir_.path() + "/prometheus.log");
+      << value << "\n"
+      << ReadFile(dir_.path() + "/prometheus.log");
   EXPECT_NE(value.find("\"job\":\"dfdaemon\""), std::string::npos) << value;
-  for (const auto& [metric, type] :
-       std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [metric, type] : std::vector<std::pair<std::string, std::string>>{
            {"dfdaemon_download_bytes_total", "counter"},
            {"dfdaemon_tasks_started_total", "counter"},
            {"dfdaemon_upload_bytes_total", "counter"},
@@ -439,9 +439,8 @@ TEST_F(EverydayTest, PrometheusScrapesTheDaemon) {
 
 TEST_F(EverydayTest, EveryBinaryPrintsTheOneVersion) {
   std::string first;
-  for (const std::string bin :
-       {"dfget/dfget", "daemon/dfdaemon", "scheduler/dfscheduler", "bench/dfbench",
-        "dfcache/dfcache"}) {
+  for (const std::string bin : {"dfget/dfget", "daemon/dfdaemon", "scheduler/dfscheduler",
+                                "bench/dfbench", "dfcache/dfcache"}) {
     std::string out;
     ASSERT_EQ(bench::Run({Bin(bin), "--version"}, &out), 0) << bin << ": " << out;
     std::string name = std::filesystem::path(bin).filename();
@@ -461,10 +460,7 @@ TEST_F(EverydayTest, AutoStartedDaemonIsAnnouncedAndStoppedOverTheSocket) {
   ASSERT_TRUE(origin.ok());
   DaemonsStopper stopper{sock_};
   std::string out;
-  ASSERT_EQ(bench::Run(Dfget({origin.Url("a.bin"), "-O", Out("a.bin")}),
-                       &out),
-            0)
-      << out;
+  ASSERT_EQ(bench::Run(Dfget({origin.Url("a.bin"), "-O", Out("a.bin")}), &out), 0) << out;
   EXPECT_NE(out.find("started a dfdaemon"), std::string::npos) << out;
   EXPECT_NE(out.find(Data() + "/dfdaemon.log"), std::string::npos) << out;
   EXPECT_NE(out.find("dfdaemon stop --sock " + sock_), std::string::npos) << out;
@@ -478,10 +474,7 @@ TEST_F(EverydayTest, AutoStartedDaemonIsAnnouncedAndStoppedOverTheSocket) {
   EXPECT_NE(out.find("cached_tasks: 1"), std::string::npos) << out;
 
   // A second download uses it and says nothing about starting one.
-  ASSERT_EQ(bench::Run(Dfget({origin.Url("a.bin"), "-O", Out("b.bin")}),
-                       &out),
-            0)
-      << out;
+  ASSERT_EQ(bench::Run(Dfget({origin.Url("a.bin"), "-O", Out("b.bin")}), &out), 0) << out;
   EXPECT_EQ(out, "");
 
   ASSERT_EQ(bench::Run({Bin("daemon/dfdaemon"), "stop", "--sock", sock_}, &out), 0) << out;
@@ -501,9 +494,9 @@ TEST_F(EverydayTest, SixDfgetsRacingToAutoStartGetOneDaemon) {
   constexpr int kDfgets = 6;
   std::vector<Process> dfgets;
   for (int i = 0; i < kDfgets; ++i) {
-    dfgets.push_back(Process::Start(
-        Dfget({origin.Url("c.bin"), "-O", Out("c" + std::to_string(i))}),
-        dir_.path() + "/dfget" + std::to_string(i) + ".log"));
+    dfgets.push_back(
+        Process::Start(Dfget({origin.Url("c.bin"), "-O", Out("c" + std::to_string(i))}),
+                       dir_.path() + "/dfget" + std::to_string(i) + ".log"));
   }
   size_t most_daemons = 0;
   bool running = true;
@@ -560,9 +553,8 @@ TEST_F(EverydayTest, DfcacheImportListStatExportDeleteRoundTrip) {
 
   ASSERT_EQ(Dfcache({"export", url, "-O", Out("exported.bin")}, &out), 0) << out;
   EXPECT_EQ(Sha256File(Out("exported.bin")).value(), sha);
-  PipedRun piped = RunIntoPipe({Bin("dfcache/dfcache"), "--daemon-sock", sock_, "export", url,
-                                "-O", "-"},
-                               Err());
+  PipedRun piped = RunIntoPipe(
+      {Bin("dfcache/dfcache"), "--daemon-sock", sock_, "export", url, "-O", "-"}, Err());
   EXPECT_EQ(piped.exit_code, 0) << ReadFile(Err());
   EXPECT_EQ(piped.sha256, sha);
 
@@ -586,10 +578,10 @@ TEST_F(EverydayTest, DfcacheImportListStatExportDeleteRoundTrip) {
   EXPECT_NE(out.find("digest mismatch"), std::string::npos) << out;
   EXPECT_EQ(Dfcache({"stat", url}, &out), 1) << "a failed import left a task: " << out;
   // The right digest imports; a second import finds it cached.
-  ASSERT_EQ(Dfcache({"import", dir_.path() + "/have.bin", "--url", url, "--digest",
-                     "sha256:" + sha},
-                    &out),
-            0)
+  ASSERT_EQ(
+      Dfcache({"import", dir_.path() + "/have.bin", "--url", url, "--digest", "sha256:" + sha},
+              &out),
+      0)
       << out;
   ASSERT_EQ(Dfcache({"import", dir_.path() + "/have.bin", "--url", url}, &out), 0) << out;
   EXPECT_NE(out.find("already cached"), std::string::npos) << out;

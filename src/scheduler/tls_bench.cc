@@ -317,6 +317,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp&) {
     std::printf("%s", app.help().c_str());
     return 0;
+  } catch (const CLI::CallForVersion& e) {
+    std::printf("%s\n", e.what());
+    return 0;
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "tls_bench: %s (see --help)\n", e.what());
     return 2;

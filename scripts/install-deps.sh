@@ -20,6 +20,10 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev nginx-light curl python3 python3-yaml iproute2 procps bc
   aria2 opentracker gnuplot-nox
+  # a real terminal for the progress bar test (tests/e2e/everyday_test.cc)
+  tmux
+  # the Prometheus server that scrapes a daemon in everyday_test (skipped without it)
+  prometheus
 )
 
 missing=()

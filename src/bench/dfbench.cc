@@ -11,6 +11,7 @@
 #include <future>
 #include <nlohmann/json.hpp>
 
+#include "common/version.h"
 #include "bench/local_cluster.h"
 #include "common/digest.h"
 #include "common/piece.h"
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, [](int) { std::_Exit(130); });
   std::signal(SIGTERM, [](int) { std::_Exit(143); });
   CLI::App app{"dfbench: run a local P2P cluster on loopback and download one file to every peer"};
+  app.set_version_flag("--version", df::VersionLine("dfbench"));
   int peers = 8;
   std::string size_text = "1GiB", piece_text, work_dir, evaluator = "default", origin_rate;
   bool json = false, keep = false;

@@ -1,6 +1,7 @@
 #include "daemon/daemon.h"
 
 #include <fcntl.h>
+#include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/version.h"
 
 namespace df {
 
@@ -34,6 +36,19 @@ Result<UniqueFd> TakeExclusiveLock(const std::string& path) {
     return ErrnoStatus("lock " + path, errno);
   }
   return fd;
+}
+
+// Moves `counter` up to `total`, a count kept elsewhere that never decreases.
+void AdvanceCounter(prometheus::Counter* counter, double total) {
+  if (double delta = total - counter->Value(); delta > 0) counter->Increment(delta);
+}
+
+GcPolicy GcPolicyOf(const DaemonConfig& config) {
+  GcPolicy policy;
+  policy.task_ttl_ms = static_cast<int64_t>(config.task_ttl_ms);
+  policy.disk_high_watermark = config.disk_high_watermark;
+  policy.disk_low_watermark = config.disk_low_watermark;
+  return policy;
 }
 
 }  // namespace
@@ -99,7 +114,11 @@ Status Daemon::Start() {
                                      .Register(metrics_.registry())
                                      .Add({});
   manager_ = std::make_unique<TaskManager>(ctx);
-  download_service_ = std::make_unique<DownloadService>(manager_.get(), store_.get(), &trust_);
+  control_.fill_status = [this](df::dfdaemon::v1::DaemonStatus* st) { FillStatus(st); };
+  control_.request_stop = [this] { RequestStop(); };
+  control_.gc_policy = GcPolicyOf(config_);
+  download_service_ =
+      std::make_unique<DownloadService>(manager_.get(), store_.get(), &trust_, &control_);
   upload_service_ = std::make_unique<UploadService>(manager_.get(), store_.get(), &trust_);
 
   {
@@ -155,16 +174,43 @@ Status Daemon::Start() {
                         .Help("Downloads in progress")
                         .Register(reg)
                         .Add({});
-  uploaded_bytes_ = &prometheus::BuildGauge()
+  // Counters (Prometheus: a _total is a counter), advanced by what the piece server counted
+  // since the last housekeeping round.
+  uploaded_bytes_ = &prometheus::BuildCounter()
                          .Name("dfdaemon_upload_bytes_total")
                          .Help("Piece bytes served to children")
                          .Register(reg)
                          .Add({});
-  forwarded_pieces_ = &prometheus::BuildGauge()
+  forwarded_pieces_ = &prometheus::BuildCounter()
                            .Name("dfdaemon_forwarded_pieces_total")
                            .Help("Pieces served while still arriving here (cut-through)")
                            .Register(reg)
                            .Add({});
+  auto& downloaded = prometheus::BuildCounter()
+                         .Name("dfdaemon_download_bytes_total")
+                         .Help("Piece bytes downloaded, by source (peer or origin)")
+                         .Register(reg);
+  downloaded_from_peers_ = &downloaded.Add({{"source", "peer"}});
+  downloaded_from_origin_ = &downloaded.Add({{"source", "origin"}});
+  tasks_started_ = &prometheus::BuildCounter()
+                        .Name("dfdaemon_tasks_started_total")
+                        .Help("Downloads started (a client joining a running one starts none)")
+                        .Register(reg)
+                        .Add({});
+  tasks_succeeded_ = &prometheus::BuildCounter()
+                          .Name("dfdaemon_tasks_succeeded_total")
+                          .Help("Downloads finished with every piece, counted when forgotten")
+                          .Register(reg)
+                          .Add({});
+  tasks_failed_ = &prometheus::BuildCounter()
+                       .Name("dfdaemon_tasks_failed_total")
+                       .Help("Downloads failed or cancelled, by reason (a status code name)")
+                       .Register(reg);
+  storage_bytes_ = &prometheus::BuildGauge()
+                        .Name("dfdaemon_storage_bytes")
+                        .Help("Content bytes of the tasks in storage (their sizes)")
+                        .Register(reg)
+                        .Add({});
   concurrent_uploads_ = &prometheus::BuildGauge()
                              .Name("dfdaemon_concurrent_uploads")
                              .Help("Pieces being served now")
@@ -239,11 +285,44 @@ void Daemon::FillHost(sv1::Host* h) {
   h->set_upload_failure_count(piece_server_->upload_failures());
 }
 
+void Daemon::FillStatus(df::dfdaemon::v1::DaemonStatus* st) {
+  st->set_pid(static_cast<uint32_t>(::getpid()));
+  st->set_version(VersionString());
+  st->set_uptime_seconds(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                                   std::chrono::steady_clock::now() - started_at_)
+                                                   .count()));
+  st->set_sock(config_.sock);
+  st->set_data_dir(config_.data_dir);
+  st->set_log_file(config_.log_file);
+  st->set_host_id(host_id_);
+  st->set_ip(config_.ip);
+  st->set_grpc_port(config_.grpc_port);
+  st->set_piece_port(config_.piece_port);
+  st->set_metrics_port(config_.metrics_port != 0 ? metrics_.port() : 0);
+  st->set_scheduler(config_.scheduler);
+  st->set_seed(config_.seed);
+  st->set_running_tasks(static_cast<uint32_t>(manager_->running()));
+  st->set_cached_tasks(static_cast<uint32_t>(store_->ListTasks().size()));
+}
+
+void Daemon::UpdateTaskMetrics() {
+  TaskCounters c = manager_->Counters();
+  AdvanceCounter(downloaded_from_peers_, static_cast<double>(c.bytes_from_peers));
+  AdvanceCounter(downloaded_from_origin_, static_cast<double>(c.bytes_from_origin));
+  AdvanceCounter(tasks_started_, static_cast<double>(c.started));
+  AdvanceCounter(tasks_succeeded_, static_cast<double>(c.succeeded));
+  for (const auto& [reason, n] : c.failed_by_reason) {
+    AdvanceCounter(&tasks_failed_->Add({{"reason", reason}}), static_cast<double>(n));
+  }
+  double stored = 0;
+  for (const TaskMeta& m : store_->ListTasks()) {
+    stored += m.content_length > 0 ? static_cast<double>(m.content_length) : 0;
+  }
+  storage_bytes_->Set(stored);
+}
+
 void Daemon::Housekeeping() {
-  GcPolicy policy;
-  policy.task_ttl_ms = static_cast<int64_t>(config_.task_ttl_ms);
-  policy.disk_high_watermark = config_.disk_high_watermark;
-  policy.disk_low_watermark = config_.disk_low_watermark;
+  const GcPolicy policy = GcPolicyOf(config_);
   auto last_gc = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> l(mu_);
   while (!stop_) {
@@ -256,9 +335,10 @@ void Daemon::Housekeeping() {
       DF_LOG_WARN("sync finished tasks: {}", synced.status().ToString());
     }
     running_tasks_->Set(static_cast<double>(manager_->running()));
-    uploaded_bytes_->Set(static_cast<double>(piece_server_->bytes_uploaded()));
+    AdvanceCounter(uploaded_bytes_, static_cast<double>(piece_server_->bytes_uploaded()));
     concurrent_uploads_->Set(static_cast<double>(piece_server_->concurrent_uploads()));
-    forwarded_pieces_->Set(static_cast<double>(piece_server_->pieces_forwarded()));
+    AdvanceCounter(forwarded_pieces_, static_cast<double>(piece_server_->pieces_forwarded()));
+    UpdateTaskMetrics();
     if (std::chrono::steady_clock::now() - last_gc >
         std::chrono::milliseconds(config_.gc_interval_ms)) {
       last_gc = std::chrono::steady_clock::now();

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -51,6 +53,10 @@ class Daemon {
   // Creates and starts prober_ when there is a scheduler and probing is on.
   void StartProber();
   void Housekeeping();
+  // Mirrors the task manager's counters and the storage size into the metrics (housekeeping).
+  void UpdateTaskMetrics();
+  // The local API's daemon status (dfdaemon status).
+  void FillStatus(df::dfdaemon::v1::DaemonStatus* status);
 
   DaemonConfig config_;
   std::string host_id_;
@@ -66,15 +72,23 @@ class Daemon {
   std::unique_ptr<Prober> prober_;
   std::unique_ptr<PieceServer> piece_server_;
   std::unique_ptr<TaskManager> manager_;
+  DaemonControl control_;  // read by download_service_; set before it starts
+  std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   std::unique_ptr<DownloadService> download_service_;
   std::unique_ptr<UploadService> upload_service_;
   std::unique_ptr<grpc::Server> local_server_;
   std::unique_ptr<grpc::Server> upload_server_;
   MetricsServer metrics_;
   prometheus::Gauge* running_tasks_ = nullptr;
-  prometheus::Gauge* uploaded_bytes_ = nullptr;
+  prometheus::Counter* uploaded_bytes_ = nullptr;
   prometheus::Gauge* concurrent_uploads_ = nullptr;
-  prometheus::Gauge* forwarded_pieces_ = nullptr;
+  prometheus::Counter* downloaded_from_peers_ = nullptr;
+  prometheus::Counter* downloaded_from_origin_ = nullptr;
+  prometheus::Counter* tasks_started_ = nullptr;
+  prometheus::Counter* tasks_succeeded_ = nullptr;
+  prometheus::Family<prometheus::Counter>* tasks_failed_ = nullptr;
+  prometheus::Gauge* storage_bytes_ = nullptr;
+  prometheus::Counter* forwarded_pieces_ = nullptr;
 
   bool shut_down_ = false;  // Shutdown() ran
   bool owns_sock_ = false;  // we bound config_.sock and remove it on shutdown

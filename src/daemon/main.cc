@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <thread>
 
+#include "common/version.h"
+#include "daemon/control_client.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "daemon/daemon.h"
@@ -49,7 +51,43 @@ df::Status ApplyDurations(const DurationFlags& f, df::DaemonConfig* c) {
 
 }  // namespace
 
+// `dfdaemon stop|status [--sock PATH] [--config FILE]`: the local API's daemon calls.
+int ControlMain(int argc, char** argv) {
+  const std::string command = argv[1];
+  CLI::App app{"dfdaemon " + command + ": " +
+               (command == "stop" ? "stop the dfdaemon serving a socket, and wait until it exits"
+                                  : "show the dfdaemon serving a socket")};
+  app.set_version_flag("--version", df::VersionLine("dfdaemon"));
+  df::DaemonConfig cfg;
+  std::string config_path, sock;
+  int timeout_ms = 20000;
+  app.add_option("-c,--config", config_path, "The daemon's YAML config (for its sock)");
+  app.add_option("--sock", sock,
+                 "Unix socket of the daemon (default: the config's, else " + cfg.sock + ")");
+  if (command == "stop") {
+    app.add_option("--timeout-ms", timeout_ms, "How long to wait for it to exit")
+        ->capture_default_str();
+  }
+  try {
+    app.parse(argc - 1, argv + 1);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (sock.empty() && !config_path.empty()) {
+    df::Status s = df::LoadDaemonConfig(config_path, &cfg);
+    if (!s.ok()) {
+      std::fprintf(stderr, "dfdaemon: %s\n", s.message().c_str());
+      return 2;
+    }
+  }
+  if (sock.empty()) sock = cfg.sock;
+  return command == "stop" ? df::RunStopCommand(sock, timeout_ms) : df::RunStatusCommand(sock);
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 2 && (std::string(argv[1]) == "stop" || std::string(argv[1]) == "status")) {
+    return ControlMain(argc, argv);
+  }
   // Block the stop signals in every thread; the main thread waits for them with sigwait.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -60,7 +98,9 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "dfdaemon: the peer of the P2P distribution system. Downloads tasks for dfget "
-      "(local API on a unix socket) and serves verified pieces to other peers."};
+      "(local API on a unix socket) and serves verified pieces to other peers.\n"
+      "Also: dfdaemon status|stop [--sock PATH]: show or stop the dfdaemon of a socket."};
+  app.set_version_flag("--version", df::VersionLine("dfdaemon"));
   std::string config_path;
   app.add_option("-c,--config", config_path, "YAML config file (flags override it)");
   // Flags are parsed twice: once to find --config, then on top of the file's values. --help
@@ -195,6 +235,9 @@ int main(int argc, char** argv) {
     daemon.RequestStop();
   });
   daemon.Wait();
+  // A stop over the local API (dfdaemon stop) ends Wait() without a signal: wake the signal
+  // thread with one (blocked everywhere, so only its sigwait takes it).
+  pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
   // A shutdown that hangs (a peer that never closes its stream, a stuck disk) must not keep the
   // process alive: after 15 s exit anyway; storage is crash-safe by design.

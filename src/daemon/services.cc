@@ -1,11 +1,14 @@
 #include "daemon/services.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <thread>
 
+#include "common/crc32c.h"
 #include "common/digest.h"
 #include "common/http_syntax.h"
 #include "common/task_info.h"
@@ -92,6 +95,17 @@ void FillProgress(const TaskProgress& p, dv1::DownloadResponse* r) {
   r->set_bytes_from_peers(p.bytes_from_peers);
 }
 
+constexpr int kProgressIntervalMs = 100;
+
+// What a local client needs to follow the content as it arrives (DownloadResponse 13-15).
+void FillStreamState(const std::shared_ptr<TaskStorage>& storage, uint32_t* prefix_pieces,
+                     dv1::DownloadResponse* r) {
+  if (!storage) return;
+  r->set_content_path(storage->content_path());
+  r->set_ready_length(storage->FinishedPrefixBytes(prefix_pieces));
+  r->set_receiving_length(storage->ReceivingBytes());
+}
+
 // Sends the final FAILED message; the RPC itself succeeds so that the client reads the error.
 grpc::Status SendFailure(grpc::ServerWriter<dv1::DownloadResponse>* writer,
                          dv1::DownloadResponse resp, const Status& s) {
@@ -161,11 +175,16 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
                       ? steady_clock::now() + std::chrono::milliseconds(req->timeout_ms())
                       : steady_clock::time_point::max();
   resp.set_state(dv1::DOWNLOAD_STATE_STARTED);
+  resp.set_content_length(-1);  // not known yet (proto3's default 0 would say "empty")
   writer->Write(resp);
+  uint32_t prefix_pieces = 0;  // finished prefix so far (FinishedPrefixBytes' cursor)
   for (;;) {
-    bool finished = task->WaitFinished(200);
+    // 10 updates a second: a progress bar redraws from them, and a client streaming the file
+    // (dfget -O -) copies the finished prefix as it grows.
+    bool finished = task->WaitFinished(kProgressIntervalMs);
     TaskProgress p = task->Progress();
     FillProgress(p, &resp);
+    FillStreamState(task->storage(), &prefix_pieces, &resp);
     if (finished) {
       if (!p.status.ok()) return SendFailure(writer, resp, p.status);
       break;
@@ -202,6 +221,8 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
                     req->output_path());
     if (!o.ok()) return SendFailure(writer, resp, o);
   }
+  resp.set_ready_length(resp.content_length() > 0 ? resp.content_length() : 0);
+  resp.set_receiving_length(0);
   resp.set_state(dv1::DOWNLOAD_STATE_SUCCEEDED);
   writer->Write(resp);
   return grpc::Status::OK;
@@ -233,6 +254,192 @@ grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::Delete
   if (s.code() == StatusCode::kNotFound)
     return grpc::Status(grpc::StatusCode::NOT_FOUND, s.message());
   if (!s.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, s.message());
+  return grpc::Status::OK;
+}
+
+grpc::Status DownloadService::ListTasks(grpc::ServerContext*, const dv1::ListTasksRequest*,
+                                        dv1::ListTasksResponse* resp) {
+  for (const TaskMeta& listed : store_->ListTasks()) {
+    // FindTask drops a task whose content file was removed by hand: the list shows what is.
+    auto t = store_->FindTask(listed.task_id);
+    if (!t) continue;
+    TaskMeta m = t->meta();
+    dv1::CachedTask* c = resp->add_tasks();
+    c->set_task_id(m.task_id);
+    c->set_url(m.url);
+    c->set_content_length(m.content_length);
+    c->set_piece_length(m.piece_length);
+    if (m.content_length >= 0 && m.piece_length > 0)
+      c->set_total_pieces(t->layout().total_pieces());
+    c->set_finished_pieces(t->finished_count());
+    c->set_done(t->done());
+    auto running = manager_->Find(m.task_id);
+    c->set_running(running && !running->Progress().finished && !running->cancelled());
+    c->set_created_unix_ms(m.created_unix_ms);
+    c->set_accessed_unix_ms(m.accessed_unix_ms);
+  }
+  return grpc::Status::OK;
+}
+
+Result<std::vector<uint32_t>> DownloadService::ReceiveImport(
+    grpc::ServerReader<dv1::ImportTaskRequest>* reader, TaskStorage& storage,
+    const PieceLayout& layout, const std::string& digest) {
+  std::vector<uint32_t> crcs(layout.total_pieces(), 0);
+  std::optional<Sha256> sha;
+  if (!digest.empty()) sha.emplace();
+  uint64_t offset = 0;
+  dv1::ImportTaskRequest msg;
+  while (reader->Read(&msg)) {
+    if (msg.part_case() != dv1::ImportTaskRequest::kData) {
+      return InvalidArgument("import: a second header");
+    }
+    const std::string& data = msg.data();
+    if (data.size() > layout.content_length - offset) {
+      return InvalidArgument("import: more bytes than the content length " +
+                             std::to_string(layout.content_length));
+    }
+    // Split at piece boundaries: each piece's CRC32C covers its own bytes only.
+    size_t used = 0;
+    while (used < data.size()) {
+      PieceNumber n{static_cast<uint32_t>(offset / layout.piece_length)};
+      uint64_t piece_end = layout.offset(n) + layout.length(n);
+      size_t len = static_cast<size_t>(std::min<uint64_t>(data.size() - used, piece_end - offset));
+      crcs[n.value] = Crc32cExtend(crcs[n.value], data.data() + used, len);
+      if (sha) sha->Update(data.data() + used, len);
+      size_t done = 0;
+      while (done < len) {
+        ssize_t w = ::pwrite(storage.content_fd(), data.data() + used + done, len - done,
+                             static_cast<off_t>(offset + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return ErrnoStatus("write " + storage.content_path(), errno);
+        done += static_cast<size_t>(w);
+      }
+      used += len;
+      offset += len;
+    }
+  }
+  if (offset != layout.content_length) {
+    return InvalidArgument("import: got " + std::to_string(offset) + " bytes of " +
+                           std::to_string(layout.content_length));
+  }
+  if (sha) {
+    auto want = ParseDigest(digest);
+    if (!want.ok()) return want.status();
+    std::string got = sha->FinalHex();
+    if (got != want->hex) {
+      return DataLoss("digest mismatch: want sha256:" + want->hex + ", got sha256:" + got);
+    }
+  }
+  return crcs;
+}
+
+namespace {
+
+grpc::Status ToGrpc(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kOk:
+      return grpc::Status::OK;
+    case StatusCode::kInvalidArgument:
+      return {grpc::StatusCode::INVALID_ARGUMENT, s.message()};
+    case StatusCode::kDataLoss:
+      return {grpc::StatusCode::DATA_LOSS, s.message()};
+    case StatusCode::kNotFound:
+      return {grpc::StatusCode::NOT_FOUND, s.message()};
+    case StatusCode::kNoSpace:
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED, s.message()};
+    default:
+      return {grpc::StatusCode::INTERNAL, s.message()};
+  }
+}
+
+}  // namespace
+
+grpc::Status DownloadService::ImportTask(grpc::ServerContext*,
+                                         grpc::ServerReader<dv1::ImportTaskRequest>* reader,
+                                         dv1::ImportTaskResponse* resp) {
+  dv1::ImportTaskRequest first;
+  if (!reader->Read(&first) || first.part_case() != dv1::ImportTaskRequest::kHeader) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "import: the first message must be the header"};
+  }
+  const dv1::ImportTaskHeader& h = first.header();
+  TaskSpec spec;
+  spec.url = h.url();
+  spec.tag = h.tag();
+  spec.application = h.application();
+  spec.piece_length = h.piece_length();
+  spec.digest = h.digest();
+  Status valid = ValidateTaskSpec(spec, trust_->url_policy);
+  if (!valid.ok()) return ToGrpc(valid);
+  if (h.content_length() > static_cast<uint64_t>(INT64_MAX)) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "import: content length out of range"};
+  }
+  const int64_t length = static_cast<int64_t>(h.content_length());
+  auto layout = ExpectedLayout(spec.piece_length, length);
+  if (!layout.ok()) return ToGrpc(layout.status());
+  const std::string id = TaskSpecId(spec);
+  resp->set_task_id(id);
+  if (auto running = manager_->Find(id); running && !running->Progress().finished) {
+    return {grpc::StatusCode::FAILED_PRECONDITION,
+            "a download of task " + id + " is running; import it once it is over"};
+  }
+  if (auto existing = store_->FindTask(id);
+      existing && existing->done() && !existing->ContentModifiedSinceDone()) {
+    resp->set_already_cached(true);
+    return grpc::Status::OK;
+  }
+  (void)store_->DeleteTask(id);  // a partial or stale copy: the import replaces it
+  TaskMeta meta;
+  meta.task_id = id;
+  meta.url = spec.url;
+  meta.digest = spec.digest;
+  auto storage = store_->OpenTask(meta);
+  if (!storage.ok()) return ToGrpc(storage.status());
+  Status s = (*storage)->SetContentLength(length, layout->piece_length);
+  Result<std::vector<uint32_t>> crcs = s.ok()
+                                           ? ReceiveImport(reader, **storage, *layout, spec.digest)
+                                           : Result<std::vector<uint32_t>>(s);
+  for (uint32_t n = 0; crcs.ok() && s.ok() && n < crcs->size(); ++n) {
+    s = (*storage)->CommitPiece(PieceNumber{n}, (*crcs)[n]);
+  }
+  if (!crcs.ok()) s = crcs.status();
+  if (!s.ok()) {
+    storage->reset();
+    (void)store_->DeleteTask(id);  // nothing half-imported stays
+    return ToGrpc(s);
+  }
+  DF_LOG_INFO("imported task {} ({}), {} bytes", id, spec.url, length);
+  return grpc::Status::OK;
+}
+
+grpc::Status DownloadService::GarbageCollect(grpc::ServerContext*,
+                                             const dv1::GarbageCollectRequest*,
+                                             dv1::GarbageCollectResponse* resp) {
+  if (!control_) return {grpc::StatusCode::UNIMPLEMENTED, "no daemon control"};
+  manager_->Reap();  // finished downloads nobody follows no longer hold their storage
+  auto deleted = store_->CollectGarbage(control_->gc_policy);
+  if (!deleted.ok()) return ToGrpc(deleted.status());
+  resp->set_deleted_tasks(static_cast<uint32_t>(*deleted));
+  return grpc::Status::OK;
+}
+
+grpc::Status DownloadService::GetDaemonStatus(grpc::ServerContext*,
+                                              const dv1::GetDaemonStatusRequest*,
+                                              dv1::DaemonStatus* resp) {
+  if (!control_ || !control_->fill_status) {
+    return {grpc::StatusCode::UNIMPLEMENTED, "no daemon control"};
+  }
+  control_->fill_status(resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status DownloadService::StopDaemon(grpc::ServerContext*, const dv1::StopDaemonRequest*,
+                                         dv1::StopDaemonResponse* resp) {
+  if (!control_ || !control_->request_stop) {
+    return {grpc::StatusCode::UNIMPLEMENTED, "no daemon control"};
+  }
+  DF_LOG_INFO("stop requested over the local API");
+  resp->set_pid(static_cast<uint32_t>(::getpid()));
+  control_->request_stop();
   return grpc::Status::OK;
 }
 

@@ -3,6 +3,7 @@
 // trigger a seed download). Both are thin: they validate input and call TaskManager/PieceStore.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,13 +38,25 @@ Status ValidateRequestHeaders(const std::map<std::string, std::string>& headers)
 // A TaskRequest for a spec whose id was computed (never taken from the wire).
 TaskRequest RequestOf(const TaskSpec& spec, std::map<std::string, std::string> headers);
 
-// Thread-safe; `manager` and `store` outlive the service. StatTask, DeleteTask (and
-// UploadService::SyncPieces) refuse a task id that is not 64 lowercase hex digits with
-// INVALID_ARGUMENT before they look it up; an unknown one is NOT_FOUND.
+// What the local API's daemon-wide calls (status, stop, gc) need from the Daemon. Every member
+// may be empty: the call then answers UNIMPLEMENTED (tests that build a bare service).
+struct DaemonControl {
+  std::function<void(df::dfdaemon::v1::DaemonStatus*)> fill_status;
+  std::function<void()> request_stop;  // returns at once; the daemon shuts down afterwards
+  GcPolicy gc_policy;
+};
+
+// Thread-safe; `manager`, `store`, `trust` and `control` outlive the service. StatTask,
+// DeleteTask (and UploadService::SyncPieces) refuse a task id that is not 64 lowercase hex
+// digits with INVALID_ARGUMENT before they look it up; an unknown one is NOT_FOUND.
+// The local API is the user's (a unix socket of mode sock_mode): it may list, delete, import
+// and export tasks and stop the daemon. Still, bad input never crashes it: ImportTask bounds
+// what it accepts by the spec's layout and never opens a path it is given.
 class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service {
  public:
-  DownloadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust)
-      : manager_(manager), store_(store), trust_(trust) {}
+  DownloadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust,
+                  const DaemonControl* control = nullptr)
+      : manager_(manager), store_(store), trust_(trust), control_(control) {}
 
   grpc::Status Download(grpc::ServerContext* ctx, const df::dfdaemon::v1::DownloadRequest* req,
                         grpc::ServerWriter<df::dfdaemon::v1::DownloadResponse>* writer) override;
@@ -51,11 +64,37 @@ class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service
                         df::dfdaemon::v1::StatTaskResponse* resp) override;
   grpc::Status DeleteTask(grpc::ServerContext* ctx, const df::dfdaemon::v1::DeleteTaskRequest* req,
                           df::dfdaemon::v1::DeleteTaskResponse* resp) override;
+  // Every task of the store, with whether a download of it runs now.
+  grpc::Status ListTasks(grpc::ServerContext* ctx, const df::dfdaemon::v1::ListTasksRequest* req,
+                         df::dfdaemon::v1::ListTasksResponse* resp) override;
+  // Records a file the client streams as a finished task of the spec in its header (see the
+  // proto). INVALID_ARGUMENT for a bad spec, a missing header, or bytes that do not add up to
+  // content_length; DATA_LOSS for a digest mismatch (nothing is kept); FAILED_PRECONDITION
+  // while a download of the task runs. A task already finished here is left as it is.
+  grpc::Status ImportTask(grpc::ServerContext* ctx,
+                          grpc::ServerReader<df::dfdaemon::v1::ImportTaskRequest>* reader,
+                          df::dfdaemon::v1::ImportTaskResponse* resp) override;
+  // Runs the store's GC now with the daemon's policy.
+  grpc::Status GarbageCollect(grpc::ServerContext* ctx,
+                              const df::dfdaemon::v1::GarbageCollectRequest* req,
+                              df::dfdaemon::v1::GarbageCollectResponse* resp) override;
+  grpc::Status GetDaemonStatus(grpc::ServerContext* ctx,
+                               const df::dfdaemon::v1::GetDaemonStatusRequest* req,
+                               df::dfdaemon::v1::DaemonStatus* resp) override;
+  grpc::Status StopDaemon(grpc::ServerContext* ctx, const df::dfdaemon::v1::StopDaemonRequest* req,
+                          df::dfdaemon::v1::StopDaemonResponse* resp) override;
 
  private:
+  // Reads the import's bytes into `storage` at their offsets and returns the pieces' CRC32Cs,
+  // checking `digest` (if any) over them.
+  Result<std::vector<uint32_t>> ReceiveImport(
+      grpc::ServerReader<df::dfdaemon::v1::ImportTaskRequest>* reader, TaskStorage& storage,
+      const PieceLayout& layout, const std::string& digest);
+
   TaskManager* const manager_;
   PieceStore* const store_;
   const ServiceTrust* const trust_;
+  const DaemonControl* const control_;
 };
 
 // Thread-safe; `manager`, `store` and `trust` outlive the service. Every RPC is checked against

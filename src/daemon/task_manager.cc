@@ -32,6 +32,7 @@ Result<std::shared_ptr<PeerTask>> TaskManager::Acquire(const TaskRequest& req) {
     // A cancelled task is over even while its threads wind down: a new client gets a new one.
     if (!it->second->Progress().finished && !it->second->cancelled()) return it->second;
     old = std::move(it->second);
+    RetireLocked(*old);
     tasks_.erase(it);
   }
   failed_.erase(req.task_id);
@@ -43,6 +44,7 @@ Result<std::shared_ptr<PeerTask>> TaskManager::Acquire(const TaskRequest& req) {
                        ")");
   }
   auto t = std::make_shared<PeerTask>(ctx_, req);
+  ++retired_.started;
   t->Start();
   tasks_[req.task_id] = t;
   return t;
@@ -82,6 +84,7 @@ void TaskManager::Reap() {
           if (failed_.size() >= kFailedMemory) failed_.clear();
           failed_.insert(it->first);
         }
+        RetireLocked(*it->second);
         dead.push_back(std::move(it->second));
         it = tasks_.erase(it);
       } else {
@@ -89,6 +92,29 @@ void TaskManager::Reap() {
       }
     }
   }
+}
+
+void TaskManager::RetireLocked(const PeerTask& task) {
+  TaskProgress p = task.Progress();
+  retired_.bytes_from_peers += p.bytes_from_peers;
+  retired_.bytes_from_origin += p.bytes_from_origin;
+  if (p.finished && p.status.ok()) {
+    ++retired_.succeeded;
+  } else {
+    // A task retired unfinished was cancelled (DeleteTask, shutdown).
+    ++retired_.failed_by_reason[p.finished ? StatusCodeName(p.status.code()) : "Cancelled"];
+  }
+}
+
+TaskCounters TaskManager::Counters() const {
+  std::lock_guard<std::mutex> l(mu_);
+  TaskCounters c = retired_;
+  for (const auto& [id, t] : tasks_) {
+    TaskProgress p = t->Progress();
+    c.bytes_from_peers += p.bytes_from_peers;
+    c.bytes_from_origin += p.bytes_from_origin;
+  }
+  return c;
 }
 
 size_t TaskManager::running() const {

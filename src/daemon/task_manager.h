@@ -12,6 +12,15 @@
 
 namespace df {
 
+// What the daemon's downloads did since it started, for its metrics. Every field only grows.
+struct TaskCounters {
+  uint64_t started = 0;
+  uint64_t succeeded = 0;
+  std::map<std::string, uint64_t> failed_by_reason;  // StatusCodeName of the failure
+  uint64_t bytes_from_peers = 0;
+  uint64_t bytes_from_origin = 0;
+};
+
 // Thread-safe. Destroying it cancels and joins every running task.
 class TaskManager {
  public:
@@ -35,13 +44,20 @@ class TaskManager {
   // Forgets finished (or cancelled) tasks that no client holds any more.
   void Reap();
   size_t running() const;
+  // Counts over every task this manager started: those forgotten (finished and reaped, or
+  // replaced) and the bytes of those still held.
+  TaskCounters Counters() const;
 
  private:
+  // Adds a task that leaves tasks_ to retired_. EXCLUSIVE_LOCKS_REQUIRED(mu_).
+  void RetireLocked(const PeerTask& task);
+
   const DaemonContext ctx_;
   mutable std::mutex mu_;
   static constexpr size_t kFailedMemory = 4096;
   std::map<std::string, std::shared_ptr<PeerTask>> tasks_;  // GUARDED_BY(mu_)
   std::set<std::string> failed_;  // GUARDED_BY(mu_): reaped tasks whose download failed
+  TaskCounters retired_;          // GUARDED_BY(mu_): started, and all about tasks gone
 };
 
 // Places the task's content at `output_path` atomically: a hard link to the content on its

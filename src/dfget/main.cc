@@ -1,5 +1,7 @@
 // dfget: downloads a URL through the local dfdaemon (starting one when none runs), with a
-// progress bar on a TTY. The output appears atomically; a failed download leaves no file.
+// progress bar on a TTY. A file output appears atomically (a failed download leaves no file);
+// `-O -`, a fifo or a character device gets the bytes streamed in order as pieces arrive
+// (dfget/output.h).
 //
 // Exit codes: 0 success, 1 download failed, 2 bad usage, 3 dfdaemon not reachable.
 #include <fcntl.h>
@@ -24,9 +26,12 @@
 
 #include "common/digest.h"
 #include "common/fd.h"
+#include "common/local_socket.h"
 #include "common/piece.h"
 #include "common/units.h"
+#include "common/version.h"
 #include "dfdaemon.grpc.pb.h"
+#include "dfget/output.h"
 #include "dfget/progress.h"
 
 namespace dv1 = df::dfdaemon::v1;
@@ -64,70 +69,6 @@ bool Connected(const std::shared_ptr<grpc::Channel>& ch, int timeout_ms) {
                               std::chrono::milliseconds(timeout_ms));
 }
 
-// 0 when a process accepts connections on the unix socket `path` (nothing is sent), else the
-// errno of the connect: ENOENT or ECONNREFUSED when no daemon serves it, EACCES when the
-// socket's mode does not admit this user.
-int ConnectError(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return ENAMETOOLONG;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  df::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return errno;
-  return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0 ? 0
-                                                                                         : errno;
-}
-
-std::string PermissionDenied(const std::string& sock) {
-  return "permission denied on " + sock +
-         ": the dfdaemon there does not admit your user (its sock_mode); use one of your own with "
-         "--daemon-sock";
-}
-
-// Why dfget must not talk to the socket at `path`; "" when nothing is there or it is a socket
-// owned by this user or root. dfget sends the origin's request headers (-H Authorization) over
-// it, so a socket that another local user bound first would collect them. lstat: a symlink at
-// the path is refused too. (In a directory that others may write and that is not sticky, the
-// path could still be swapped after this check; /tmp is sticky.)
-std::string UntrustedSocketReason(const std::string& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return "";
-  if (!S_ISSOCK(st.st_mode)) {
-    return path + " is not a socket" + (S_ISLNK(st.st_mode) ? " but a symlink" : "") +
-           "; pass the daemon's socket itself with --daemon-sock";
-  }
-  uid_t me = ::geteuid();
-  if (st.st_uid != me && st.st_uid != 0) {
-    return path + " is owned by uid " + std::to_string(st.st_uid) + ", not by you (uid " +
-           std::to_string(me) + ") or root; it could be another user's impostor collecting " +
-           "request headers";
-  }
-  return "";
-}
-
-// Whether some process holds a flock on `path`, from /proc/locks ("1: FLOCK ADVISORY WRITE pid
-// maj:min:inode 0 EOF") rather than by trying the lock, which would make a daemon starting at
-// that instant fail. Only the inode is compared: overlay filesystems show other device numbers
-// to stat(2) than in /proc/locks, and a false match only makes dfget wait for the socket longer.
-bool FlockHeld(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return false;
-  const std::string inode = ":" + std::to_string(st.st_ino);
-  std::ifstream locks("/proc/locks");
-  std::string line;
-  while (std::getline(locks, line)) {
-    if (line.find(" FLOCK ") == std::string::npos || line.find("->") != std::string::npos) {
-      continue;  // not a flock, or a waiter rather than a holder
-    }
-    std::istringstream fields(line);
-    std::string f;
-    while (fields >> f) {
-      if (std::count(f.begin(), f.end(), ':') == 2 && f.ends_with(inode)) return true;
-    }
-  }
-  return false;
-}
-
 struct AutoStart {
   std::string sock;
   std::string data_dir;
@@ -145,23 +86,23 @@ bool WaitForDaemon(const AutoStart& a, int exited, const std::string& log, std::
   auto deadline = std::chrono::steady_clock::now() + kDaemonStartTimeout;
   bool spawned_running = true;
   while (std::chrono::steady_clock::now() < deadline) {
-    int err = ConnectError(a.sock);
+    int err = df::LocalSocketConnectError(a.sock);
     if (err == 0) return true;
     if (err == EACCES) {
-      *error = PermissionDenied(a.sock);
+      *error = df::PermissionDeniedMessage(a.sock);
       return false;
     }
     pollfd p{spawned_running ? exited : -1, POLLIN, 0};
     if (::poll(&p, 1, 50) <= 0) continue;  // poll sleeps 50 ms even when it ignores the fd
     spawned_running = false;
-    if (ConnectError(a.sock) == 0) return true;
-    if (!FlockHeld(a.sock + ".lock") && !FlockHeld(data_dir_lock)) {
+    if (df::LocalSocketConnectError(a.sock) == 0) return true;
+    if (!df::FlockHeld(a.sock + ".lock") && !df::FlockHeld(data_dir_lock)) {
       *error = "the dfdaemon it started exited (see " + log + ")";
       return false;
     }
   }
   *error = "no dfdaemon answered within " + std::to_string(kDaemonStartTimeout.count()) + " s";
-  if (FlockHeld(data_dir_lock) && !FlockHeld(a.sock + ".lock")) {
+  if (df::FlockHeld(data_dir_lock) && !df::FlockHeld(a.sock + ".lock")) {
     *error += " (another dfdaemon holds " + data_dir_lock + " but serves another socket)";
   }
   *error += " (see " + log + ")";
@@ -169,8 +110,9 @@ bool WaitForDaemon(const AutoStart& a, int exited, const std::string& log, std::
 }
 
 // Starts a detached dfdaemon serving `a.sock` and waits until a daemon answers there. Its log
-// goes to <data_dir>/dfdaemon.log.
-bool StartDaemon(const AutoStart& a, std::string* error) {
+// goes to <data_dir>/dfdaemon.log. `spawned` is the pid of the daemon started here, which is
+// not the one that answers when several dfgets raced (the others' daemons lose the lock).
+bool StartDaemon(const AutoStart& a, std::string* error, pid_t* spawned) {
   std::error_code ec;
   std::filesystem::create_directories(a.data_dir, ec);
   std::string log = a.data_dir + "/dfdaemon.log";
@@ -182,6 +124,12 @@ bool StartDaemon(const AutoStart& a, std::string* error) {
     return false;
   }
   df::UniqueFd exited_read(exited[0]), exited_write(exited[1]);
+  int pid_pipe[2];  // the intermediate child sends the daemon's pid through it
+  if (::pipe2(pid_pipe, O_CLOEXEC) != 0) {
+    *error = "pipe failed";
+    return false;
+  }
+  df::UniqueFd pid_read(pid_pipe[0]), pid_write(pid_pipe[1]);
   pid_t pid = ::fork();
   if (pid < 0) {
     *error = "fork failed";
@@ -214,11 +162,14 @@ bool StartDaemon(const AutoStart& a, std::string* error) {
       std::fprintf(stderr, "exec %s failed\n", argv[0]);
       ::_exit(127);
     }
+    if (grandchild > 0) (void)!::write(pid_write.get(), &grandchild, sizeof grandchild);
     ::_exit(grandchild < 0 ? 1 : 0);
   }
   exited_write.Reset();
+  pid_write.Reset();
   int status = 0;
   ::waitpid(pid, &status, 0);
+  if (::read(pid_read.get(), spawned, sizeof *spawned) != sizeof *spawned) *spawned = -1;
   if (WaitForDaemon(a, exited_read.get(), log, error)) return true;
   *error = "started " + bin + " but " + *error;
   return false;
@@ -230,35 +181,201 @@ std::string DefaultDataDir() {
   return std::string(home ? home : "/tmp") + "/.dragonfly/data";
 }
 
+// Tells the user, on stderr, that dfget left a daemon running behind it and how to stop it.
+void AnnounceStartedDaemon(const AutoStart& a, pid_t pid) {
+  std::fprintf(stderr,
+               "dfget: started a dfdaemon in the background (pid %d, socket %s, data %s, log "
+               "%s/dfdaemon.log); it keeps serving the cache: stop it with "
+               "'dfdaemon stop --sock %s'\n",
+               static_cast<int>(pid), a.sock.c_str(), a.data_dir.c_str(), a.data_dir.c_str(),
+               a.sock.c_str());
+}
+
+struct Options {
+  std::string url, output, digest, tag, application, piece_length_text, timeout_text;
+  std::string sock = "/tmp/dfdaemon.sock", data_dir = DefaultDataDir(), scheduler;
+  std::vector<std::string> headers, filters;
+  bool no_progress = false, disable_back_to_source = false;
+  uint64_t timeout_ms = 0;
+};
+
+// Fills `req` from the flags (not the output). Usage errors as InvalidArgument.
+df::Status BuildRequest(Options& o, dv1::DownloadRequest* req) {
+  req->set_url(o.url);
+  if (!o.digest.empty()) {
+    auto d = df::ParseDigest(o.digest);
+    if (!d.ok()) return df::InvalidArgument("--digest: " + d.status().message());
+    req->set_digest("sha256:" + d->hex);
+  }
+  req->set_tag(o.tag);
+  req->set_application(o.application);
+  if (!o.piece_length_text.empty()) {
+    auto pl = df::ParseSize(o.piece_length_text);
+    if (!pl.ok()) return df::InvalidArgument("--piece-length: " + pl.status().message());
+    if (!df::IsValidPieceLength(pl.value())) {
+      return df::InvalidArgument("--piece-length must be a power of two between 64KiB and 1GiB");
+    }
+    req->set_piece_length(pl.value());
+  }
+  for (const auto& h : o.headers) {
+    size_t colon = h.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      return df::InvalidArgument("-H '" + h + "': expected 'Key: Value'");
+    }
+    std::string value = h.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    (*req->mutable_request_headers())[h.substr(0, colon)] = value;
+  }
+  for (const auto& f : o.filters) req->add_filtered_query_params(f);
+  if (!o.timeout_text.empty()) {
+    auto t = df::ParseDurationMs(o.timeout_text);
+    if (!t.ok()) return df::InvalidArgument("--timeout: " + t.status().message());
+    o.timeout_ms = t.value();
+    req->set_timeout_ms(o.timeout_ms);
+  }
+  req->set_disable_back_to_source(o.disable_back_to_source);
+  return df::Status::Ok();
+}
+
+// A channel to a trusted dfdaemon on `o.sock`, started when none answers. Exit code on failure.
+int ConnectDaemon(const Options& o, std::shared_ptr<grpc::Channel>* channel) {
+  std::string untrusted = df::UntrustedSocketReason(o.sock);
+  if (!untrusted.empty()) return Fail(kExitNoDaemon, "refusing to use " + untrusted);
+  int connect_error = df::LocalSocketConnectError(o.sock);
+  if (connect_error == EACCES) return Fail(kExitNoDaemon, df::PermissionDeniedMessage(o.sock));
+  pid_t started = -1;  // the daemon this dfget started, if it did
+  if (connect_error != 0) {
+    std::string err;
+    pid_t spawned = -1;
+    AutoStart a{o.sock, o.data_dir, o.scheduler};
+    if (!StartDaemon(a, &err, &spawned)) {
+      return Fail(kExitNoDaemon, "dfdaemon not reachable at " + o.sock + ": " + err);
+    }
+    untrusted = df::UntrustedSocketReason(o.sock);  // whoever won the start
+    if (!untrusted.empty()) return Fail(kExitNoDaemon, "refusing to use " + untrusted);
+    started = spawned;
+  }
+  *channel = grpc::CreateChannel("unix:" + o.sock, grpc::InsecureChannelCredentials());
+  if (!Connected(*channel, 5000)) {
+    return Fail(kExitNoDaemon,
+                "dfdaemon at " + o.sock + " accepts connections but does not answer");
+  }
+  if (started > 0) {
+    // Several dfgets may have raced to start one: only the one whose daemon answers says so.
+    auto stub = dv1::DfdaemonDownload::NewStub(*channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    dv1::DaemonStatus st;
+    if (stub->GetDaemonStatus(&ctx, dv1::GetDaemonStatusRequest(), &st).ok() &&
+        st.pid() == static_cast<uint32_t>(started)) {
+      AnnounceStartedDaemon({o.sock, o.data_dir, o.scheduler}, started);
+    }
+  }
+  return 0;
+}
+
+// Follows the Download stream: streams the content to `target` when it is a stream, draws the
+// bar, and returns the exit code (with the error line printed).
+int FollowDownload(const Options& o, dv1::DfdaemonDownload::Stub* stub,
+                   const dv1::DownloadRequest& req, df::OutputTarget& target) {
+  grpc::ClientContext ctx;
+  if (o.timeout_ms) {
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(o.timeout_ms + 5000));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto reader = stub->Download(&ctx, req);
+  const bool streaming = target.kind == df::OutputTarget::kStream;
+  // Bytes streamed to a terminal would be torn by a bar redrawn in the middle of them.
+  df::ProgressBar bar(stderr, !o.no_progress && !(streaming && ::isatty(target.fd)));
+  df::ContentStreamer streamer(target.fd);
+  dv1::DownloadResponse resp, last;
+  bool succeeded = false;
+  df::Status stream_error;
+  while (reader->Read(&resp)) {
+    last = resp;
+    if (streaming && stream_error.ok() && !resp.content_path().empty()) {
+      stream_error = streamer.Open(resp.content_path());
+      if (stream_error.ok()) stream_error = streamer.CopyUpTo(resp.ready_length());
+      if (!stream_error.ok()) ctx.TryCancel();  // the daemon's task goes on for others
+    }
+    uint64_t done = resp.completed_length() + resp.receiving_length();
+    if (resp.content_length() >= 0) done = std::min<uint64_t>(done, resp.content_length());
+    bar.Update(resp.content_length(), done);
+    if (resp.state() == dv1::DOWNLOAD_STATE_SUCCEEDED) succeeded = true;
+  }
+  grpc::Status s = reader->Finish();
+  if (!stream_error.ok()) {
+    bar.Clear();
+    return Fail(kExitFailed, target.path + ": " + stream_error.message());
+  }
+  if (!s.ok()) {
+    bar.Clear();
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      return Fail(kExitNoDaemon, "dfdaemon at " + o.sock + " went away: " + s.error_message());
+    }
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return Fail(kExitFailed, "timed out after " + o.timeout_text);
+    }
+    return Fail(kExitFailed, s.error_message());
+  }
+  if (last.state() == dv1::DOWNLOAD_STATE_FAILED) {
+    bar.Clear();
+    return Fail(last.error_code() == dv1::ERROR_INVALID_ARGUMENT ? kExitUsage : kExitFailed,
+                last.error_message());
+  }
+  if (!succeeded) {
+    bar.Clear();
+    return Fail(kExitFailed, "dfdaemon ended the download without a result");
+  }
+  if (streaming) {
+    // The digest (if any) was checked by the daemon before SUCCEEDED; copy what is left.
+    uint64_t size = last.content_length() > 0 ? static_cast<uint64_t>(last.content_length()) : 0;
+    df::Status c = streamer.Open(last.content_path());
+    if (c.ok()) c = streamer.CopyUpTo(size);
+    if (!c.ok()) {
+      bar.Clear();
+      return Fail(kExitFailed, target.path + ": " + c.message());
+    }
+  }
+  bar.Finish({static_cast<uint64_t>(std::max<int64_t>(0, last.content_length())),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+              last.bytes_from_peers(), last.bytes_from_origin()});
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"dfget: download a URL through the P2P network (via the local dfdaemon)."};
-  std::string url, output, digest, tag, application, piece_length_text, timeout_text;
-  std::string sock = "/tmp/dfdaemon.sock", data_dir = DefaultDataDir(), scheduler;
-  std::vector<std::string> headers, filters;
-  bool no_progress = false, disable_back_to_source = false;
-  app.add_option("url", url, "URL to download (http://, https://, file://)")->required();
-  app.add_option("-O,--output", output, "Output file (written atomically)")->required();
-  app.add_option("--digest", digest,
+  app.set_version_flag("--version", df::VersionLine("dfget"));
+  Options o;
+  app.add_option("url", o.url, "URL to download (http://, https://, file://)")->required();
+  app.add_option("-O,--output", o.output,
+                 "Output file (written atomically), or '-' for stdout; a fifo or character "
+                 "device gets the bytes streamed in order")
+      ->required();
+  app.add_option("--digest", o.digest,
                  "Expected digest, sha256:HEX; a mismatch fails and leaves no file");
-  app.add_option("--tag", tag, "Tag: part of the task id (different tags = different tasks)");
-  app.add_option("--application", application, "Application name: part of the task id");
-  app.add_option("--piece-length", piece_length_text,
+  app.add_option("--tag", o.tag, "Tag: part of the task id (different tags = different tasks)");
+  app.add_option("--application", o.application, "Application name: part of the task id");
+  app.add_option("--piece-length", o.piece_length_text,
                  "Piece length override, e.g. 4MiB (power of two)");
-  app.add_option("-H,--header", headers, "Request header 'Key: Value' for the origin (repeatable)");
-  app.add_option("--filter", filters,
+  app.add_option("-H,--header", o.headers,
+                 "Request header 'Key: Value' for the origin (repeatable)");
+  app.add_option("--filter", o.filters,
                  "Query parameter dropped from the task id (repeatable), e.g. a signature");
-  app.add_flag("--no-progress", no_progress, "Do not draw a progress bar");
-  app.add_option("--timeout", timeout_text,
+  app.add_flag("--no-progress", o.no_progress, "Do not draw a progress bar");
+  app.add_option("--timeout", o.timeout_text,
                  "Give up after this long, e.g. 30s, 10m (default: none)");
-  app.add_flag("--disable-back-to-source", disable_back_to_source,
+  app.add_flag("--disable-back-to-source", o.disable_back_to_source,
                "Only download from peers, never the origin");
-  app.add_option("--daemon-sock", sock, "Unix socket of the local dfdaemon")->capture_default_str();
-  app.add_option("--data-dir", data_dir, "Data dir of a dfdaemon started by dfget")
+  app.add_option("--daemon-sock", o.sock, "Unix socket of the local dfdaemon")
       ->capture_default_str();
-  app.add_option("--scheduler", scheduler, "Scheduler HOST:PORT for a dfdaemon started by dfget");
+  app.add_option("--data-dir", o.data_dir, "Data dir of a dfdaemon started by dfget")
+      ->capture_default_str();
+  app.add_option("--scheduler", o.scheduler, "Scheduler HOST:PORT for a dfdaemon started by dfget");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -266,90 +383,20 @@ int main(int argc, char** argv) {
   }
 
   dv1::DownloadRequest req;
-  req.set_url(url);
-  std::error_code ec;
-  req.set_output_path(std::filesystem::absolute(output, ec).lexically_normal().string());
-  if (!digest.empty()) {
-    auto d = df::ParseDigest(digest);
-    if (!d.ok()) return Fail(kExitUsage, "--digest: " + d.status().message());
-    req.set_digest("sha256:" + d->hex);
+  if (df::Status s = BuildRequest(o, &req); !s.ok()) return Fail(kExitUsage, s.message());
+  auto target = df::ResolveOutput(o.output);
+  if (!target.ok()) {
+    return Fail(
+        target.status().code() == df::StatusCode::kInvalidArgument ? kExitUsage : kExitFailed,
+        target.status().message());
   }
-  req.set_tag(tag);
-  req.set_application(application);
-  if (!piece_length_text.empty()) {
-    auto pl = df::ParseSize(piece_length_text);
-    if (!pl.ok()) return Fail(kExitUsage, "--piece-length: " + pl.status().message());
-    if (!df::IsValidPieceLength(pl.value())) {
-      return Fail(kExitUsage, "--piece-length must be a power of two between 64KiB and 1GiB");
-    }
-    req.set_piece_length(pl.value());
+  if (target->kind == df::OutputTarget::kStream) {
+    req.set_keep_output_in_cache_only(true);  // dfget writes the stream itself
+  } else {
+    req.set_output_path(target->path);
   }
-  for (const auto& h : headers) {
-    size_t colon = h.find(':');
-    if (colon == std::string::npos || colon == 0) {
-      return Fail(kExitUsage, "-H '" + h + "': expected 'Key: Value'");
-    }
-    std::string value = h.substr(colon + 1);
-    value.erase(0, value.find_first_not_of(" \t"));
-    (*req.mutable_request_headers())[h.substr(0, colon)] = value;
-  }
-  for (const auto& f : filters) req.add_filtered_query_params(f);
-  uint64_t timeout_ms = 0;
-  if (!timeout_text.empty()) {
-    auto t = df::ParseDurationMs(timeout_text);
-    if (!t.ok()) return Fail(kExitUsage, "--timeout: " + t.status().message());
-    timeout_ms = t.value();
-    req.set_timeout_ms(timeout_ms);
-  }
-  req.set_disable_back_to_source(disable_back_to_source);
-
-  std::string untrusted = UntrustedSocketReason(sock);
-  if (!untrusted.empty()) return Fail(kExitNoDaemon, "refusing to use " + untrusted);
-  int connect_error = ConnectError(sock);
-  if (connect_error == EACCES) return Fail(kExitNoDaemon, PermissionDenied(sock));
-  if (connect_error != 0) {
-    std::string err;
-    if (!StartDaemon({sock, data_dir, scheduler}, &err)) {
-      return Fail(kExitNoDaemon, "dfdaemon not reachable at " + sock + ": " + err);
-    }
-    untrusted = UntrustedSocketReason(sock);  // whoever won the start
-    if (!untrusted.empty()) return Fail(kExitNoDaemon, "refusing to use " + untrusted);
-  }
-  auto channel = grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials());
-  if (!Connected(channel, 5000)) {
-    return Fail(kExitNoDaemon, "dfdaemon at " + sock + " accepts connections but does not answer");
-  }
+  std::shared_ptr<grpc::Channel> channel;
+  if (int rc = ConnectDaemon(o, &channel); rc != 0) return rc;
   auto stub = dv1::DfdaemonDownload::NewStub(channel);
-  grpc::ClientContext ctx;
-  if (timeout_ms)
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::milliseconds(timeout_ms + 5000));
-  auto reader = stub->Download(&ctx, req);
-  df::ProgressBar bar(stderr);
-  bool show = !no_progress;
-  dv1::DownloadResponse resp, last;
-  bool succeeded = false;
-  while (reader->Read(&resp)) {
-    last = resp;
-    if (show) bar.Update(resp.content_length(), resp.completed_length());
-    if (resp.state() == dv1::DOWNLOAD_STATE_SUCCEEDED) succeeded = true;
-  }
-  grpc::Status s = reader->Finish();
-  if (show && succeeded) bar.Finish(last.content_length(), last.completed_length());
-  if (!s.ok()) {
-    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      return Fail(kExitNoDaemon, "dfdaemon at " + sock + " went away: " + s.error_message());
-    }
-    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return Fail(kExitFailed, "timed out after " + timeout_text);
-    }
-    return Fail(kExitFailed, s.error_message());
-  }
-  if (last.state() == dv1::DOWNLOAD_STATE_FAILED) {
-    if (show) std::fputc('\n', stderr);
-    return Fail(last.error_code() == dv1::ERROR_INVALID_ARGUMENT ? kExitUsage : kExitFailed,
-                last.error_message());
-  }
-  if (!succeeded) return Fail(kExitFailed, "dfdaemon ended the download without a result");
-  return 0;
+  return FollowDownload(o, stub.get(), req, target.value());
 }

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "common/version.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "scheduler/config.h"
@@ -132,6 +133,7 @@ sigset_t BlockStopSignals() {
 
 int main(int argc, char** argv) {
   CLI::App app{"dfscheduler: the P2P scheduler (peers, tasks, parent DAG, seed triggers)"};
+  app.set_version_flag("--version", df::VersionLine("dfscheduler"));
   std::string config_path;
   app.add_option("--config", config_path, "YAML config file (keys = flag names in snake_case)");
   std::map<std::string, std::string> values;
@@ -144,6 +146,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
     std::printf("%s", app.help().c_str());
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    std::printf("%s\n", e.what());
     return 0;
   } catch (const CLI::ParseError& e) {
     return Fail(std::string(e.what()) + " (see --help)");

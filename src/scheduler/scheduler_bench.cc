@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/version.h"
 #include "scheduler.grpc.pb.h"
 #include "common/ids.h"
 #include "scheduler/server.h"
@@ -428,6 +429,7 @@ int Run(const Options& opt) {
 
 int main(int argc, char** argv) {
   CLI::App app{"scheduler_bench: register-to-first-parents latency with many announcing peers"};
+  app.set_version_flag("--version", df::VersionLine("scheduler_bench"));
   Options opt;
   app.add_option("--peers", opt.peers, "concurrent announcing peers")->check(CLI::Range(1, 100000));
   app.add_option("--channels", opt.channels, "TCP connections the peers share")
@@ -446,6 +448,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
     std::printf("%s", app.help().c_str());
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    std::printf("%s\n", e.what());
     return 0;
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "scheduler_bench: %s (see --help)\n", e.what());

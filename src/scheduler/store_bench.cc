@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/version.h"
 #include "bench/harness.h"
 #include "scheduler/store.h"
 
@@ -92,6 +93,7 @@ void Print(const char* op, const Timing& memory, const Timing& redis) {
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Store throughput and latency: Redis against memory in the same run"};
+  app.set_version_flag("--version", df::VersionLine("store_bench"));
   app.add_option("--n", o.n, "operations per workload")->check(CLI::PositiveNumber);
   app.add_option("--hosts", o.hosts, "host ids the probes and records are spread over")
       ->check(CLI::PositiveNumber);

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/version.h"
 #include "common/ids.h"
 #include "common/tls.h"
 #include "scheduler.grpc.pb.h"
@@ -300,6 +301,7 @@ int Run(const Options& opt) {
 
 int main(int argc, char** argv) {
   CLI::App app{"tls_bench: control-plane load with and without mutual TLS, same run"};
+  app.set_version_flag("--version", df::VersionLine("tls_bench"));
   Options opt;
   app.add_option("--peers", opt.peers, "peers, each on its own connection")
       ->check(CLI::Range(1, 100000));
@@ -314,6 +316,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
     std::printf("%s", app.help().c_str());
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    std::printf("%s\n", e.what());
     return 0;
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "tls_bench: %s (see --help)\n", e.what());

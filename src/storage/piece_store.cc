@@ -374,6 +374,27 @@ TaskStorage::ReceiveView TaskStorage::CurrentReceive(PieceNumber n) const {
   return ReceiveView{r.state, r.generation, r.bytes};
 }
 
+uint64_t TaskStorage::ReceivingBytes() const {
+  std::lock_guard lock(mu_);
+  if (active_receives_ == 0) return 0;
+  uint64_t bytes = 0;
+  for (const Receive& r : receives_) {
+    if (r.state == ReceiveView::kReceiving) bytes += r.bytes;
+  }
+  return bytes;
+}
+
+uint64_t TaskStorage::FinishedPrefixBytes(uint32_t* from_piece) const {
+  std::lock_guard lock(mu_);
+  if (meta_.content_length < 0 || meta_.piece_length == 0) return 0;
+  uint32_t n = *from_piece;
+  if (n > have_.size()) n = 0;  // a caller's stale cursor
+  while (n < have_.size() && have_[n]) ++n;
+  *from_piece = n;
+  const uint64_t length = static_cast<uint64_t>(meta_.content_length);
+  return std::min<uint64_t>(length, uint64_t{n} * meta_.piece_length);
+}
+
 int TaskStorage::ActiveReceives() const {
   std::lock_guard lock(mu_);
   return active_receives_;

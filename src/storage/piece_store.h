@@ -120,6 +120,13 @@ class TaskStorage {
   ReceiveView CurrentReceive(PieceNumber n) const;
   // Receives in place going on now (begun, not committed or abandoned), over all pieces.
   int ActiveReceives() const;
+  // Bytes in place of the receives going on now: progress between piece completions (dfget's
+  // bar). Scans every piece under the lock: for a few calls a second, not per chunk.
+  uint64_t ReceivingBytes() const;
+  // Bytes from offset 0 covered by finished pieces (0..k-1 all finished); the content length
+  // once done, 0 while the size is unknown. `from_piece` lets a caller that already knows a
+  // finished prefix of that many pieces skip it (the prefix only grows until a delete).
+  uint64_t FinishedPrefixBytes(uint32_t* from_piece) const;
   // Waits until receive `generation` of piece `n` has more than `have` bytes in place, or is
   // over (committed, abandoned, or replaced by a newer one), or `deadline` passes, or Close()
   // (a receive still going then reads as abandoned: the task was deleted).

@@ -92,6 +92,35 @@ TEST(PieceStore, CommittedPiecesSurviveReopen) {
   EXPECT_EQ(task->meta().url, "http://origin/t1");
 }
 
+// What dfget streams (-O -) and draws: the finished prefix grows only through consecutive
+// pieces, and bytes of receives in place count until their piece commits or is abandoned.
+TEST(PieceStore, FinishedPrefixAndReceivingBytesFollowThePieces) {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  auto task = store->OpenTask(MakeMeta("t1", 3 * kPieceLength + 100)).value();
+  uint32_t cursor = 0;
+  EXPECT_EQ(task->FinishedPrefixBytes(&cursor), 0u);
+  WriteAndCommit(*task, 1);
+  EXPECT_EQ(task->FinishedPrefixBytes(&cursor), 0u) << "piece 0 is missing: nothing to stream";
+  WriteAndCommit(*task, 0);
+  EXPECT_EQ(task->FinishedPrefixBytes(&cursor), 2 * kPieceLength);
+  EXPECT_EQ(cursor, 2u);
+  task->BeginReceive(PieceNumber{2});
+  task->AdvanceReceive(PieceNumber{2}, 1000);
+  task->BeginReceive(PieceNumber{3});
+  task->AdvanceReceive(PieceNumber{3}, 60);
+  EXPECT_EQ(task->ReceivingBytes(), 1060u);
+  task->AbandonReceive(PieceNumber{3});
+  EXPECT_EQ(task->ReceivingBytes(), 1000u);
+  WriteAndCommit(*task, 3);
+  EXPECT_EQ(task->FinishedPrefixBytes(&cursor), 2 * kPieceLength) << "piece 2 still missing";
+  WriteAndCommit(*task, 2);
+  EXPECT_EQ(task->ReceivingBytes(), 0u);
+  EXPECT_EQ(task->FinishedPrefixBytes(&cursor), 3 * kPieceLength + 100) << "the content length";
+  uint32_t stale = 99;
+  EXPECT_EQ(task->FinishedPrefixBytes(&stale), 3 * kPieceLength + 100) << "a bad cursor restarts";
+}
+
 TEST(PieceStore, LastCommitMakesTaskDoneAndDurable) {
   TempDir dir;
   {

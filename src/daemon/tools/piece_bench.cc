@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/version.h"
 #include "common/crc32c.h"
 #include "common/digest.h"
 #include "common/fd.h"
@@ -203,6 +204,7 @@ Status Run(const BenchOptions& o) {
 int main(int argc, char** argv) {
   df::BenchOptions o;
   CLI::App app{"Piece data protocol throughput: one parent -> one child on loopback"};
+  app.set_version_flag("--version", df::VersionLine("df_piece_bench"));
   app.add_option("--file", o.file, "file to serve")->required();
   app.add_option("--parent-dir", o.parent_dir, "parent PieceStore (imported once)")->required();
   app.add_option("--child-dir", o.child_dir, "child PieceStore")->required();

@@ -1,0 +1,625 @@
+// End-to-end: everyday use of dfget, dfdaemon and dfcache against a real nginx origin (issue 19):
+// output to pipes, /dev/stdout and fifos streamed in order while pieces arrive; outputs that are
+// refused; --version everywhere; the auto-started daemon's notice, `dfdaemon status|stop`, racing
+// auto-starts; dfcache round trips.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "bench/harness.h"
+#include "common/digest.h"
+#include "common/ids.h"
+
+namespace df {
+namespace {
+
+using bench::NginxOrigin;
+using bench::Process;
+using bench::TempDir;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kMiB = 1024 * 1024;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+std::string Bin(const std::string& rel) { return bench::BuildDir() + "/src/" + rel; }
+
+// What a child wrote to its stdout (a pipe the test reads), when the first byte came, and how
+// it exited.
+struct PipedRun {
+  int exit_code = -1;
+  std::string sha256;
+  uint64_t bytes = 0;
+  Clock::time_point started, first_byte, exited;
+};
+
+// Runs argv with stdout on a pipe that this process reads to the end (hashing what comes, as
+// `| sha256sum` would), stderr to `stderr_path`.
+PipedRun RunIntoPipe(const std::vector<std::string>& argv, const std::string& stderr_path) {
+  PipedRun r;
+  int fds[2];
+  if (::pipe(fds) != 0) return r;
+  r.started = Clock::now();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (err >= 0) ::dup2(err, 2);
+    ::close(fds[0]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  Sha256 sha;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (r.bytes == 0) r.first_byte = Clock::now();
+    sha.Update(buf, static_cast<size_t>(n));
+    r.bytes += static_cast<uint64_t>(n);
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.exited = Clock::now();
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.sha256 = sha.FinalHex();
+  return r;
+}
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// A /proc file read with read(2): a process that exits meanwhile gives "" rather than the
+// exception a stream throws (ESRCH in the middle of a read).
+std::string ReadProcFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return n < 0 ? "" : out;
+}
+
+// Pids of the dfdaemon processes serving `sock` (argv[0] is dfdaemon, an argument is `sock`);
+// exited ones and zombies have no cmdline and are not listed.
+std::vector<pid_t> DaemonPids(const std::string& sock) {
+  std::vector<pid_t> pids;
+  std::error_code ec;  // entries vanish while listed: skip them, never throw
+  for (auto it = std::filesystem::directory_iterator("/proc", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const auto& e = *it;
+    std::string name = e.path().filename();
+    if (!std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::string cmdline = ReadProcFile(e.path() / "cmdline");
+    std::vector<std::string> argv;
+    std::istringstream in(cmdline);
+    for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);
+    if (argv.empty() || std::filesystem::path(argv[0]).filename() != "dfdaemon") continue;
+    if (argv.size() > 1 && (argv[1] == "stop" || argv[1] == "status")) continue;
+    if (std::find(argv.begin(), argv.end(), sock) != argv.end()) pids.push_back(std::stoi(name));
+  }
+  return pids;
+}
+
+// Stops, by pid, every dfdaemon serving `sock` when the test ends (daemons dfget started).
+struct DaemonsStopper {
+  std::string sock;
+  ~DaemonsStopper() {
+    for (pid_t pid : DaemonPids(sock)) {
+      ::kill(pid, SIGTERM);
+      for (int i = 0; i < 200 && ::kill(pid, 0) == 0 && !DaemonPids(sock).empty(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      ::kill(pid, SIGKILL);
+    }
+  }
+};
+
+class EverydayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = dir_.path() + "/origin";
+    std::filesystem::create_directories(root_);
+    std::filesystem::create_directories(dir_.path() + "/out");
+    sock_ = dir_.path() + "/dfdaemon.sock";
+  }
+
+  Process StartDaemon(std::vector<std::string> extra = {}, uint16_t metrics_port = 0) {
+    std::vector<std::string> argv = {Bin("daemon/dfdaemon"),
+                                     "--sock",
+                                     sock_,
+                                     "--data-dir",
+                                     Data(),
+                                     "--grpc-port",
+                                     "0",
+                                     "--piece-port",
+                                     "0",
+                                     "--metrics-port",
+                                     std::to_string(metrics_port)};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    Process p = Process::Start(argv, dir_.path() + "/dfdaemon.log");
+    EXPECT_TRUE(bench::WaitForUnixSocket(sock_, 30000)) << "dfdaemon did not start";
+    return p;
+  }
+
+  std::vector<std::string> Dfget(const std::vector<std::string>& extra) {
+    // --data-dir: a daemon auto-started by mistake stays in the test's directory.
+    std::vector<std::string> argv = {Bin("dfget/dfget"), "--daemon-sock", sock_, "--data-dir",
+                                     Data()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+  int Dfcache(const std::vector<std::string>& extra, std::string* out) {
+    std::vector<std::string> argv = {Bin("dfcache/dfcache"), "--daemon-sock", sock_};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return bench::Run(argv, out);
+  }
+
+  std::string Data() { return dir_.path() + "/data"; }
+  std::string Out(const std::string& name) { return dir_.path() + "/out/" + name; }
+  std::string Err() { return dir_.path() + "/dfget.err"; }
+
+  TempDir dir_;
+  std::string root_, sock_;
+};
+
+// `dfget URL -O - | sha256sum`: the bytes come in order while the download runs (the first
+// ones long before its end), the digest is right, and stderr (not a terminal) stays empty: no
+// bar, no blank line.
+TEST_F(EverydayTest, StreamsToAPipeInByteOrderWhilePiecesArrive) {
+  // nginx's limit_rate lets the first second's worth of a response go at once, then paces it:
+  // at 512 KB/s a 1 MiB piece takes about 1 s, and 8 pieces over 2 connections about 4 s.
+  std::string sha = bench::MakeFile(root_ + "/s.bin", 8 * kMiB);
+  NginxOrigin origin(root_, "512k");
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon({"--origin-concurrency", "2"});
+  PipedRun r = RunIntoPipe(Dfget({origin.Url("s.bin"), "-O", "-"}), Err());
+  ASSERT_EQ(r.exit_code, 0) << ReadFile(Err());
+  EXPECT_EQ(r.bytes, 8 * kMiB);
+  EXPECT_EQ(r.sha256, sha);
+  EXPECT_EQ(ReadFile(Err()), "") << "a non-TTY stderr gets nothing on success";
+  double total = Seconds(r.exited - r.started), first = Seconds(r.first_byte - r.started);
+  EXPECT_GT(total, 2.0) << "the origin was not throttled: the test shows nothing";
+  EXPECT_LT(first, total / 2) << "the first bytes came at " << first << " s of " << total
+                              << " s: not streamed while pieces arrived";
+}
+
+// Issue 14's `-O /dev/stdout` replaced the /dev/stdout symlink as root; now the pipe behind it
+// gets the bytes, and /dev/stdout stays a symlink.
+TEST_F(EverydayTest, DevStdoutIsStreamedNotReplaced) {
+  std::string sha = bench::MakeFile(root_ + "/d.bin", 3 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  PipedRun r = RunIntoPipe(Dfget({origin.Url("d.bin"), "-O", "/dev/stdout"}), Err());
+  ASSERT_EQ(r.exit_code, 0) << ReadFile(Err());
+  EXPECT_EQ(r.sha256, sha);
+  EXPECT_TRUE(std::filesystem::is_symlink("/dev/stdout"));
+}
+
+TEST_F(EverydayTest, FifoAndSymlinkToFifoAreStreamed) {
+  std::string sha = bench::MakeFile(root_ + "/f.bin", 3 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  const std::string fifo = Out("fifo"), link = Out("fifo-link");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ASSERT_EQ(::symlink(fifo.c_str(), link.c_str()), 0);
+  for (const std::string& target : {fifo, link}) {
+    std::string got;
+    std::thread reader([&] {
+      int fd = ::open(fifo.c_str(), O_RDONLY);
+      char buf[1 << 16];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof buf)) > 0) got.append(buf, static_cast<size_t>(n));
+      ::close(fd);
+    });
+    std::string out;
+    int rc = bench::Run(Dfget({origin.Url("f.bin"), "-O", target}), &out);
+    reader.join();
+    EXPECT_EQ(rc, 0) << target << ": " << out;
+    Sha256 h;
+    h.Update(got.data(), got.size());
+    EXPECT_EQ(h.FinalHex(), sha) << target;
+    struct stat st {};
+    ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISFIFO(st.st_mode)) << "the fifo was replaced";
+  }
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+}
+
+TEST_F(EverydayTest, DirectoryAndSymlinkToAFileAreRefusedAndLeftAlone) {
+  bench::MakeFile(root_ + "/r.bin", 1 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  std::string out;
+  EXPECT_EQ(bench::Run(Dfget({origin.Url("r.bin"), "-O", dir_.path() + "/out"}), &out), 2) << out;
+  EXPECT_NE(out.find("is a directory"), std::string::npos) << out;
+  std::ofstream(dir_.path() + "/precious") << "precious";
+  ASSERT_EQ(::symlink((dir_.path() + "/precious").c_str(), Out("link").c_str()), 0);
+  EXPECT_EQ(bench::Run(Dfget({origin.Url("r.bin"), "-O", Out("link")}), &out), 2) << out;
+  EXPECT_NE(out.find("is a symlink"), std::string::npos) << out;
+  EXPECT_TRUE(std::filesystem::is_symlink(Out("link")));
+  EXPECT_EQ(ReadFile(dir_.path() + "/precious"), "precious");
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "only the error line: " << out;
+}
+
+// The digest is still checked when the bytes were streamed: the exit code and a message say it.
+TEST_F(EverydayTest, StreamedDownloadWithAWrongDigestFails) {
+  bench::MakeFile(root_ + "/w.bin", 2 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  PipedRun r = RunIntoPipe(
+      Dfget({origin.Url("w.bin"), "-O", "-", "--digest", "sha256:" + std::string(64, 'a')}), Err());
+  EXPECT_EQ(r.exit_code, 1);
+  std::string err = ReadFile(Err());
+  EXPECT_NE(err.find("digest mismatch"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
+// The bar in a real terminal: dfget runs in a tmux pane of 40 and then 120 columns during a
+// throttled download; every capture shows one line that fits the pane (nothing wrapped, nothing
+// left over from a longer line), the percentage moves, and the end is the summary line alone.
+// The captures are printed (DF_SHOW_CAPTURES=1 prints every distinct one).
+TEST_F(EverydayTest, ProgressBarInATerminalFitsItsWidthAndEndsWithTheSummary) {
+  std::string out;
+  if (bench::Run({"tmux", "-V"}, &out) != 0) GTEST_SKIP() << "no tmux (scripts/install-deps.sh)";
+  bench::MakeFile(root_ + "/t.bin", 12 * kMiB);
+  NginxOrigin origin(root_, "512k");  // 1 MiB pieces of about 1 s each, 2 at a time: about 6 s
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon({"--origin-concurrency", "2"});
+  const std::string tmux_server = "df-everyday-" + std::to_string(::getpid());
+  for (int width : {40, 120}) {
+    std::string tag = "w" + std::to_string(width);  // a new task each time: a real download
+    std::string cmd = Bin("dfget/dfget") + " --daemon-sock " + sock_ + " --tag " + tag + " " +
+                      origin.Url("t.bin") + " -O " + Out(tag) + "; echo EXIT=$?; sleep 120";
+    ASSERT_EQ(bench::Run({"tmux", "-L", tmux_server, "-f", "/dev/null", "new-session", "-d", "-s",
+                          tag, "-x", std::to_string(width), "-y", "6", cmd},
+                         &out),
+              0)
+        << out;
+    std::vector<std::string> bars;
+    std::string screen;
+    auto deadline = Clock::now() + std::chrono::seconds(60);
+    while (Clock::now() < deadline) {
+      bench::Run({"tmux", "-L", tmux_server, "capture-pane", "-p", "-t", tag}, &screen);
+      std::istringstream lines(screen);
+      std::vector<std::string> nonblank;
+      for (std::string l; std::getline(lines, l);) {
+        if (l.find_first_not_of(' ') != std::string::npos) nonblank.push_back(l);
+      }
+      if (screen.find("EXIT=") != std::string::npos) break;
+      // Until the summary replaces it, the bar is the one line on the screen.
+      if (nonblank.empty() || screen.find("downloaded") != std::string::npos) continue;
+      EXPECT_EQ(nonblank.size(), 1u) << "the bar took more than one line:\n" << screen;
+      const std::string& bar = nonblank[0];
+      EXPECT_LT(static_cast<int>(bar.find_last_not_of(' ')), width - 1) << bar;
+      if (bars.empty() || bars.back() != bar) bars.push_back(bar);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    bench::Run({"tmux", "-L", tmux_server, "kill-session", "-t", tag}, &out);
+    ASSERT_NE(screen.find("EXIT=0"), std::string::npos) << screen;
+    std::cout << "--- " << width << " columns, " << bars.size() << " distinct bars; e.g.:\n";
+    for (size_t i = 0; i < bars.size(); ++i) {
+      if (std::getenv("DF_SHOW_CAPTURES") || i == bars.size() / 2) std::cout << bars[i] << "\n";
+    }
+    std::cout << "--- final screen:\n" << screen;
+    EXPECT_GE(bars.size(), 8u) << "a bar that hardly moved over a ~6 s download";
+    EXPECT_NE(screen.find("downloaded 12.0 MiB in"), std::string::npos) << screen;
+    EXPECT_NE(screen.find("from the origin"), std::string::npos) << screen;
+    std::istringstream final_lines(screen);
+    for (std::string l; std::getline(final_lines, l);) {
+      EXPECT_LT(static_cast<int>(l.find_last_not_of(' ') + 1), width) << "wrapped: " << l;
+    }
+    EXPECT_EQ(bars.front().find("0 B/0 B"), std::string::npos) << "an unknown size shown as 0";
+    EXPECT_EQ(screen.find('%'), std::string::npos) << "the bar was left on screen:\n" << screen;
+    EXPECT_EQ(screen.find("ETA"), std::string::npos) << "a piece of the bar is left:\n" << screen;
+  }
+  bench::Run({"tmux", "-L", tmux_server, "kill-server"}, &out);
+}
+
+// Metrics an operator can alert on: every *_total is typed counter; bytes by source, tasks
+// started, succeeded and failed by reason, storage bytes; /healthz answers ok.
+TEST_F(EverydayTest, DaemonMetricsFollowPrometheusConventions) {
+  bench::MakeFile(root_ + "/m.bin", 3 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  uint16_t port = bench::FreePort();
+  Process daemon = StartDaemon({"--ip", "127.0.0.1"}, port);
+  std::string out;
+  ASSERT_EQ(bench::Run(Dfget({"--no-progress", origin.Url("m.bin"), "-O", Out("m.bin")}), &out), 0)
+      << out;
+  EXPECT_EQ(bench::Run(Dfget({"--no-progress", origin.Url("missing.bin"), "-O", Out("x")}), &out),
+            1)
+      << out;
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  std::string text;
+  for (int i = 0; i < 100; ++i) {  // the counters move in the daemon's 1 s housekeeping
+    ASSERT_EQ(bench::Run({"curl", "-sf", url + "/metrics"}, &text), 0) << text;
+    if (text.find("dfdaemon_tasks_failed_total{reason=\"NotFound\"} 1") != std::string::npos &&
+        text.find("dfdaemon_tasks_succeeded_total 1") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("# TYPE ", 0) != 0) continue;
+    std::istringstream f(line.substr(7));
+    std::string name, type;
+    f >> name >> type;
+    if (name.ends_with("_total")) {
+      EXPECT_EQ(type, "counter") << line;
+    }
+  }
+  for (const std::string& want :
+       {std::string("# TYPE dfdaemon_download_bytes_total counter"),
+        "dfdaemon_download_bytes_total{source=\"origin\"} " + std::to_string(3 * kMiB),
+        std::string("dfdaemon_download_bytes_total{source=\"peer\"} 0"),
+        std::string("dfdaemon_tasks_started_total 2"),
+        std::string("dfdaemon_tasks_succeeded_total 1"),
+        std::string("dfdaemon_tasks_failed_total{reason=\"NotFound\"} 1"),
+        "dfdaemon_storage_bytes " + std::to_string(3 * kMiB),
+        std::string("# TYPE dfdaemon_upload_bytes_total counter")}) {
+    EXPECT_NE(text.find(want + "\n"), std::string::npos) << want << " missing from:\n" << text;
+  }
+  ASSERT_EQ(bench::Run({"curl", "-s", url + "/healthz"}, &out), 0);
+  EXPECT_EQ(out.substr(0, 2), "ok") << out;
+}
+
+// Debian's real Prometheus server scrapes a daemon: the series arrive with their types.
+TEST_F(EverydayTest, PrometheusScrapesTheDaemon) {
+  std::string out;
+  if (bench::Run({"prometheus", "--version"}, &out) != 0) {
+    GTEST_SKIP() << "no prometheus (scripts/install-deps.sh installs Debian's)";
+  }
+  bench::MakeFile(root_ + "/p.bin", 2 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  uint16_t metrics_port = bench::FreePort();
+  Process daemon = StartDaemon({"--ip", "127.0.0.1"}, metrics_port);
+  ASSERT_EQ(bench::Run(Dfget({"--no-progress", origin.Url("p.bin"), "-O", Out("p.bin")}), &out), 0)
+      << out;
+  const std::string config = dir_.path() + "/prometheus.yml";
+  std::ofstream(config) << "global:\n  scrape_interval: 1s\nscrape_configs:\n"
+                        << "  - job_name: dfdaemon\n    static_configs:\n"
+                        << "      - targets: ['127.0.0.1:" << metrics_port << "']\n";
+  uint16_t port = bench::FreePort();
+  Process prometheus = Process::Start(
+      {"prometheus", "--config.file=" + config, "--storage.tsdb.path=" + dir_.path() + "/tsdb",
+       "--web.listen-address=127.0.0.1:" + std::to_string(port)},
+      dir_.path() + "/prometheus.log");
+  const std::string api = "http://127.0.0.1:" + std::to_string(port) + "/api/v1/";
+  std::string value;
+  for (int i = 0; i < 300; ++i) {
+    bench::Run({"curl", "-s",
+                api + "query?query=dfdaemon_download_bytes_total%7Bsource%3D%22origin%22%7D"},
+               &value);
+    if (value.find("\"" + std::to_string(2 * kMiB) + "\"") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(value.find("\"" + std::to_string(2 * kMiB) + "\""), std::string::npos)
+      << value << "\n"
+      << ReadFile(dir_.path() + "/prometheus.log");
+  EXPECT_NE(value.find("\"job\":\"dfdaemon\""), std::string::npos) << value;
+  for (const auto& [metric, type] : std::vector<std::pair<std::string, std::string>>{
+           {"dfdaemon_download_bytes_total", "counter"},
+           {"dfdaemon_tasks_started_total", "counter"},
+           {"dfdaemon_upload_bytes_total", "counter"},
+           {"dfdaemon_storage_bytes", "gauge"},
+           {"dfdaemon_running_tasks", "gauge"}}) {
+    std::string meta;
+    bench::Run({"curl", "-s", api + "metadata?metric=" + metric}, &meta);
+    EXPECT_NE(meta.find("\"type\":\"" + type + "\""), std::string::npos) << metric << ": " << meta;
+  }
+}
+
+TEST_F(EverydayTest, EveryBinaryPrintsTheOneVersion) {
+  std::string first;
+  for (const std::string bin : {"dfget/dfget", "daemon/dfdaemon", "scheduler/dfscheduler",
+                                "bench/dfbench", "dfcache/dfcache"}) {
+    std::string out;
+    ASSERT_EQ(bench::Run({Bin(bin), "--version"}, &out), 0) << bin << ": " << out;
+    std::string name = std::filesystem::path(bin).filename();
+    ASSERT_EQ(out.rfind(name + " ", 0), 0u) << out;
+    std::string version = out.substr(name.size() + 1);
+    EXPECT_EQ(version.rfind("0.", 0), 0u) << "the CMake project version first: " << out;
+    if (first.empty()) first = version;
+    EXPECT_EQ(version, first) << bin << " prints another version";
+  }
+}
+
+// An auto-started daemon says where it logs and keeps its data and how to stop it; `dfdaemon
+// status` describes it and `dfdaemon stop` stops it (its locks released) over the socket.
+TEST_F(EverydayTest, AutoStartedDaemonIsAnnouncedAndStoppedOverTheSocket) {
+  std::string sha = bench::MakeFile(root_ + "/a.bin", 2 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  DaemonsStopper stopper{sock_};
+  std::string out;
+  ASSERT_EQ(bench::Run(Dfget({origin.Url("a.bin"), "-O", Out("a.bin")}), &out), 0) << out;
+  EXPECT_NE(out.find("started a dfdaemon"), std::string::npos) << out;
+  EXPECT_NE(out.find(Data() + "/dfdaemon.log"), std::string::npos) << out;
+  EXPECT_NE(out.find("dfdaemon stop --sock " + sock_), std::string::npos) << out;
+  EXPECT_EQ(Sha256File(Out("a.bin")).value(), sha);
+  std::vector<pid_t> pids = DaemonPids(sock_);
+  ASSERT_EQ(pids.size(), 1u);
+
+  ASSERT_EQ(bench::Run({Bin("daemon/dfdaemon"), "status", "--sock", sock_}, &out), 0) << out;
+  EXPECT_NE(out.find("pid: " + std::to_string(pids[0])), std::string::npos) << out;
+  EXPECT_NE(out.find("data_dir: " + Data()), std::string::npos) << out;
+  EXPECT_NE(out.find("cached_tasks: 1"), std::string::npos) << out;
+
+  // A second download uses it and says nothing about starting one.
+  ASSERT_EQ(bench::Run(Dfget({origin.Url("a.bin"), "-O", Out("b.bin")}), &out), 0) << out;
+  EXPECT_EQ(out, "");
+
+  ASSERT_EQ(bench::Run({Bin("daemon/dfdaemon"), "stop", "--sock", sock_}, &out), 0) << out;
+  EXPECT_TRUE(DaemonPids(sock_).empty()) << "stop returned before the daemon exited";
+  EXPECT_EQ(bench::Run({Bin("daemon/dfdaemon"), "status", "--sock", sock_}, &out), 3) << out;
+  EXPECT_NE(out.find("no dfdaemon is running"), std::string::npos) << out;
+  EXPECT_EQ(bench::Run({Bin("daemon/dfdaemon"), "stop", "--sock", sock_}, &out), 0) << out;
+}
+
+// Several dfgets racing to auto-start get one daemon (the data dir's and socket's flocks), and
+// exactly one of them says it started it.
+TEST_F(EverydayTest, SixDfgetsRacingToAutoStartGetOneDaemon) {
+  std::string sha = bench::MakeFile(root_ + "/c.bin", 4 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  DaemonsStopper stopper{sock_};
+  constexpr int kDfgets = 6;
+  std::vector<Process> dfgets;
+  for (int i = 0; i < kDfgets; ++i) {
+    dfgets.push_back(
+        Process::Start(Dfget({origin.Url("c.bin"), "-O", Out("c" + std::to_string(i))}),
+                       dir_.path() + "/dfget" + std::to_string(i) + ".log"));
+  }
+  size_t most_daemons = 0;
+  bool running = true;
+  while (running) {  // sample the daemons while the dfgets run
+    most_daemons = std::max(most_daemons, DaemonPids(sock_).size());
+    running = false;
+    for (auto& p : dfgets) running = running || p.running();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  int announced = 0;
+  for (int i = 0; i < kDfgets; ++i) {
+    std::string log = ReadFile(dir_.path() + "/dfget" + std::to_string(i) + ".log");
+    EXPECT_EQ(dfgets[i].Wait(60000), 0) << log;
+    announced += log.find("started a dfdaemon") != std::string::npos ? 1 : 0;
+    auto got = Sha256File(Out("c" + std::to_string(i)));
+    EXPECT_TRUE(got.ok() && got.value() == sha) << i;
+  }
+  std::vector<pid_t> daemons = DaemonPids(sock_);
+  for (int i = 0; i < 100 && daemons.size() > 1; ++i) {  // losers exit right after their start
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    daemons = DaemonPids(sock_);
+  }
+  EXPECT_EQ(daemons.size(), 1u) << ReadFile(Data() + "/dfdaemon.log");
+  EXPECT_EQ(announced, 1) << "exactly the dfget whose daemon won says it started one";
+  EXPECT_LE(most_daemons, static_cast<size_t>(kDfgets)) << "sanity";
+}
+
+// dfcache: import a file you have, see it listed (URL without its secret), stat it, export it to
+// a file and to a pipe, download it with dfget from the cache alone (the origin is unreachable),
+// delete it; a wrong digest imports nothing; gc runs.
+TEST_F(EverydayTest, DfcacheImportListStatExportDeleteRoundTrip) {
+  Process daemon = StartDaemon();
+  std::string sha = bench::MakeFile(dir_.path() + "/have.bin", 5 * kMiB + 123);
+  const std::string url =
+      "http://127.0.0.1:" + std::to_string(bench::FreePort()) + "/model.bin?token=s3cr3t";
+  const std::string id = TaskId(TaskIdInput{url, "", "", 0, {}});
+  std::string out;
+  ASSERT_EQ(Dfcache({"import", dir_.path() + "/have.bin", "--url", url}, &out), 0) << out;
+  EXPECT_NE(out.find(id), std::string::npos) << out;
+  EXPECT_EQ(out.find("s3cr3t"), std::string::npos) << out;
+
+  ASSERT_EQ(Dfcache({"list"}, &out), 0) << out;
+  EXPECT_NE(out.find(id), std::string::npos) << out;
+  EXPECT_NE(out.find("done"), std::string::npos) << out;
+  EXPECT_NE(out.find("5.0 MiB"), std::string::npos) << out;
+  EXPECT_NE(out.find("token=REDACTED"), std::string::npos) << out;
+  EXPECT_EQ(out.find("s3cr3t"), std::string::npos) << "a secret in a listing: " << out;
+
+  ASSERT_EQ(Dfcache({"stat", url}, &out), 0) << out;
+  EXPECT_NE(out.find("task: " + id), std::string::npos) << out;
+  EXPECT_NE(out.find("size: " + std::to_string(5 * kMiB + 123)), std::string::npos) << out;
+  EXPECT_NE(out.find("state: done"), std::string::npos) << out;
+  ASSERT_EQ(Dfcache({"stat", id}, &out), 0) << out;  // by task id too
+
+  ASSERT_EQ(Dfcache({"export", url, "-O", Out("exported.bin")}, &out), 0) << out;
+  EXPECT_EQ(Sha256File(Out("exported.bin")).value(), sha);
+  PipedRun piped = RunIntoPipe(
+      {Bin("dfcache/dfcache"), "--daemon-sock", sock_, "export", url, "-O", "-"}, Err());
+  EXPECT_EQ(piped.exit_code, 0) << ReadFile(Err());
+  EXPECT_EQ(piped.sha256, sha);
+
+  // Nothing listens at the URL: dfget succeeds only because the import seeded the cache.
+  ASSERT_EQ(bench::Run(Dfget({"--no-progress", url, "-O", Out("via-dfget.bin")}), &out), 0) << out;
+  EXPECT_EQ(Sha256File(Out("via-dfget.bin")).value(), sha);
+
+  ASSERT_EQ(Dfcache({"delete", url}, &out), 0) << out;
+  EXPECT_EQ(Dfcache({"stat", url}, &out), 1) << out;
+  EXPECT_NE(out.find("not in the cache"), std::string::npos) << out;
+  EXPECT_EQ(Dfcache({"export", url, "-O", Out("gone.bin")}, &out), 1) << out;
+  EXPECT_FALSE(std::filesystem::exists(Out("gone.bin")));
+  ASSERT_EQ(Dfcache({"list"}, &out), 0) << out;
+  EXPECT_EQ(out.find(id), std::string::npos) << out;
+
+  EXPECT_EQ(Dfcache({"import", dir_.path() + "/have.bin", "--url", url, "--digest",
+                     "sha256:" + std::string(64, 'b')},
+                    &out),
+            1)
+      << out;
+  EXPECT_NE(out.find("digest mismatch"), std::string::npos) << out;
+  EXPECT_EQ(Dfcache({"stat", url}, &out), 1) << "a failed import left a task: " << out;
+  // The right digest imports; a second import finds it cached.
+  ASSERT_EQ(
+      Dfcache({"import", dir_.path() + "/have.bin", "--url", url, "--digest", "sha256:" + sha},
+              &out),
+      0)
+      << out;
+  ASSERT_EQ(Dfcache({"import", dir_.path() + "/have.bin", "--url", url}, &out), 0) << out;
+  EXPECT_NE(out.find("already cached"), std::string::npos) << out;
+  EXPECT_EQ(Dfcache({"gc"}, &out), 0) << out;
+  EXPECT_EQ(Dfcache({"stat", url}, &out), 0) << "gc removed a fresh task: " << out;
+}
+
+TEST_F(EverydayTest, DfcacheListForgetsAContentFileRemovedByHandAndDfgetFetchesItAgain) {
+  std::string sha = bench::MakeFile(root_ + "/g.bin", 2 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  const std::string url = origin.Url("g.bin");
+  const std::string id = TaskId(TaskIdInput{url, "", "", 0, {}});
+  std::string out;
+  ASSERT_EQ(bench::Run(Dfget({"--no-progress", url, "-O", Out("g1.bin")}), &out), 0) << out;
+  ASSERT_EQ(Dfcache({"list"}, &out), 0) << out;
+  ASSERT_NE(out.find(id), std::string::npos) << out;
+  ASSERT_EQ(::unlink((Data() + "/content/" + id).c_str()), 0);
+  ASSERT_EQ(Dfcache({"list"}, &out), 0) << out;
+  EXPECT_EQ(out.find(id), std::string::npos) << "a task without content is listed: " << out;
+  ASSERT_EQ(bench::Run(Dfget({"--no-progress", url, "-O", Out("g2.bin")}), &out), 0) << out;
+  EXPECT_EQ(Sha256File(Out("g2.bin")).value(), sha);
+  EXPECT_EQ(origin.BytesServed(), 2 * 2 * kMiB);
+}
+
+TEST_F(EverydayTest, DfcacheWithoutADaemonSaysSoAndBadInputIsAUsageError) {
+  std::string out;
+  EXPECT_EQ(Dfcache({"list"}, &out), 3) << out;
+  EXPECT_NE(out.find("no dfdaemon is running"), std::string::npos) << out;
+  EXPECT_TRUE(DaemonPids(sock_).empty()) << "dfcache must not start a daemon";
+  Process daemon = StartDaemon();
+  EXPECT_EQ(Dfcache({"stat", "ftp://x/y"}, &out), 2) << out;
+  EXPECT_EQ(Dfcache({"import", dir_.path() + "/missing", "--url", "http://h/x"}, &out), 1) << out;
+  EXPECT_EQ(Dfcache({"import", dir_.path(), "--url", "http://h/x"}, &out), 2) << out;
+  EXPECT_EQ(Dfcache({"bogus"}, &out), 2) << out;
+  EXPECT_EQ(Dfcache({"list"}, &out), 0) << "the daemon survived: " << out;
+}
+
+}  // namespace
+}  // namespace df

@@ -50,4 +50,7 @@ if command -v service >/dev/null 2>&1; then $SUDO service nginx stop >/dev/null 
 # Likewise redis-server's service on :6379: tests and benchmarks start their own on free ports.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
 if command -v service >/dev/null 2>&1; then $SUDO service redis-server stop >/dev/null 2>&1 || true; fi
+# And prometheus's on :9090 (dftrainer's default port): the tests start their own on free ports.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+if command -v service >/dev/null 2>&1; then $SUDO service prometheus stop >/dev/null 2>&1 || true; fi
 echo "install-deps: done"

@@ -12,27 +12,17 @@
 #include <utility>
 
 #include "common/log.h"
+#include "learning/dataset.h"
 
 namespace df::scheduler {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::string_view kDownloadHeader =
-    "time_unix_ms,task_id,"
-    "child_host_id,child_ip,child_idc,child_location,child_host_type,"
-    "child_announced_upload_bytes_per_sec,child_announced_download_bytes_per_sec,"
-    "child_learned_upload_bytes_per_sec,child_learned_download_bytes_per_sec,"
-    "parent_host_id,parent_ip,parent_idc,parent_location,parent_host_type,"
-    "parent_announced_upload_bytes_per_sec,parent_announced_download_bytes_per_sec,"
-    "parent_learned_upload_bytes_per_sec,parent_learned_download_bytes_per_sec,"
-    "piece_length_bytes,cost_ns,bandwidth_bytes_per_sec";
-
-constexpr std::string_view kTopologyHeader =
-    "time_unix_ms,"
-    "src_host_id,src_ip,src_idc,src_location,"
-    "dst_host_id,dst_ip,dst_idc,dst_location,"
-    "average_rtt_ns,samples,created_unix_ms,updated_unix_ms";
+// The column lists live with their reader (src/learning/dataset.h), so that what the scheduler
+// writes and what the trainer reads cannot drift apart.
+const std::string_view kDownloadHeader = df::learning::DownloadCsvHeader();
+const std::string_view kTopologyHeader = df::learning::NetworkTopologyCsvHeader();
 
 int64_t UnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(

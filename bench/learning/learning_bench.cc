@@ -33,10 +33,11 @@ int Report(const std::string& name, const df::learning::Dataset& dataset,
               static_cast<unsigned long>(report->validation_pairs), report->gnn.mape,
               report->feature_mlp.mape, report->history.mape,
               better > 0 ? report->gnn.mape / better : 0.0, report->seconds);
-  std::printf("%-28s   MAE MB/s   gnn %.2f  feature_mlp %.2f  history %.2f;  RMSE MB/s  gnn %.2f  "
-              "feature_mlp %.2f  history %.2f\n",
-              "", report->gnn.mae / 1e6, report->feature_mlp.mae / 1e6, report->history.mae / 1e6,
-              report->gnn.rmse / 1e6, report->feature_mlp.rmse / 1e6, report->history.rmse / 1e6);
+  std::printf(
+      "%-28s   MAE MB/s   gnn %.2f  feature_mlp %.2f  history %.2f;  RMSE MB/s  gnn %.2f  "
+      "feature_mlp %.2f  history %.2f\n",
+      "", report->gnn.mae / 1e6, report->feature_mlp.mae / 1e6, report->history.mae / 1e6,
+      report->gnn.rmse / 1e6, report->feature_mlp.rmse / 1e6, report->history.rmse / 1e6);
   std::fflush(stdout);
   return 0;
 }
@@ -65,8 +66,8 @@ int main(int argc, char** argv) {
 
   std::printf("%-28s %6s %7s %6s | %8s %8s %8s | %6s |\n", "dataset", "hosts", "train", "held",
               "gnn", "feat_mlp", "history", "ratio");
-  std::printf("%-28s %6s %7s %6s | %26s | %6s |\n", "", "", "pairs", "pairs", "MAPE on held-out pairs",
-              "gnn/best");
+  std::printf("%-28s %6s %7s %6s | %26s | %6s |\n", "", "", "pairs", "pairs",
+              "MAPE on held-out pairs", "gnn/best");
   int failures = 0;
   if (!no_synthetic) {
     for (bool hide : {false, true}) {
@@ -82,7 +83,8 @@ int main(int argc, char** argv) {
         std::printf("synthetic dataset did not parse\n");
         return 1;
       }
-      failures += Report(hide ? "synthetic (idc hidden)" : "synthetic (idc named)", dataset, options);
+      failures +=
+          Report(hide ? "synthetic (idc hidden)" : "synthetic (idc named)", dataset, options);
     }
   }
   for (const auto& dir : dirs) {

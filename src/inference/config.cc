@@ -26,11 +26,21 @@ Status ParseU32(const std::string& value, uint32_t& out, uint32_t min, uint32_t 
 
 const std::map<std::string, Setter>& Setters() {
   static const std::map<std::string, Setter> kSetters = {
-      {"repo", [](InferenceConfig& c, const std::string& v) { c.repo = v; return Status::Ok(); }},
+      {"repo",
+       [](InferenceConfig& c, const std::string& v) {
+         c.repo = v;
+         return Status::Ok();
+       }},
       {"listen",
-       [](InferenceConfig& c, const std::string& v) { c.listen = v; return Status::Ok(); }},
+       [](InferenceConfig& c, const std::string& v) {
+         c.listen = v;
+         return Status::Ok();
+       }},
       {"metrics",
-       [](InferenceConfig& c, const std::string& v) { c.metrics = v; return Status::Ok(); }},
+       [](InferenceConfig& c, const std::string& v) {
+         c.metrics = v;
+         return Status::Ok();
+       }},
       {"poll_interval",
        [](InferenceConfig& c, const std::string& v) {
          auto ms = ParseDurationMs(v);
@@ -41,10 +51,8 @@ const std::map<std::string, Setter>& Setters() {
        }},
       {"threads",
        [](InferenceConfig& c, const std::string& v) { return ParseU32(v, c.threads, 1, 256); }},
-      {"rpc_threads",
-       [](InferenceConfig& c, const std::string& v) {
-         return ParseU32(v, c.rpc_threads, 2, 1024);
-       }},
+      {"rpc_threads", [](InferenceConfig& c,
+                         const std::string& v) { return ParseU32(v, c.rpc_threads, 2, 1024); }},
       {"max_request_size",
        [](InferenceConfig& c, const std::string& v) {
          auto size = ParseSize(v);
@@ -56,9 +64,15 @@ const std::map<std::string, Setter>& Setters() {
          return Status::Ok();
        }},
       {"log_level",
-       [](InferenceConfig& c, const std::string& v) { c.log_level = v; return Status::Ok(); }},
+       [](InferenceConfig& c, const std::string& v) {
+         c.log_level = v;
+         return Status::Ok();
+       }},
       {"log_file",
-       [](InferenceConfig& c, const std::string& v) { c.log_file = v; return Status::Ok(); }},
+       [](InferenceConfig& c, const std::string& v) {
+         c.log_file = v;
+         return Status::Ok();
+       }},
   };
   return kSetters;
 }

@@ -12,12 +12,12 @@
 namespace df::inference {
 
 struct InferenceConfig {
-  std::string repo;                      // model repository root (required)
-  std::string listen = "127.0.0.1:8001";  // gRPC (KServe v2) address
+  std::string repo;                        // model repository root (required)
+  std::string listen = "127.0.0.1:8001";   // gRPC (KServe v2) address
   std::string metrics = "127.0.0.1:8004";  // /metrics and /healthz; "" disables
-  uint64_t poll_interval_ms = 5'000;     // how often the repository is rescanned
-  uint32_t threads = 1;                  // libtorch intra-op threads per forward
-  uint32_t rpc_threads = 8;              // most gRPC calls served at once
+  uint64_t poll_interval_ms = 5'000;       // how often the repository is rescanned
+  uint32_t threads = 1;                    // libtorch intra-op threads per forward
+  uint32_t rpc_threads = 8;                // most gRPC calls served at once
   uint64_t max_request_size = 4ull << 20;  // largest ModelInfer request accepted, bytes
   std::string log_level = "info";
   std::string log_file;  // "" = stderr

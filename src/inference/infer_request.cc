@@ -168,8 +168,7 @@ Status CheckInputs(const ServingConfig& config, const ::inference::ModelInferReq
     view.type = ParseDatatypeName(tensor.datatype());
     if (view.type != model.input(index).data_type()) {
       return InvalidArgument("input " + tensor.name() + ": datatype '" + tensor.datatype() +
-                             "', the model takes " +
-                             DatatypeName(model.input(index).data_type()));
+                             "', the model takes " + DatatypeName(model.input(index).data_type()));
     }
     DF_RETURN_IF_ERROR(CheckShape(config, model.input(index), tensor, batch_size, view));
     DF_RETURN_IF_ERROR(CheckData(request, i, tensor, view));

@@ -33,7 +33,9 @@ struct Percentiles {
 
 Percentiles Summarize(std::vector<double> ms) {
   std::sort(ms.begin(), ms.end());
-  auto at = [&](double q) { return ms[std::min(ms.size() - 1, size_t(q * (ms.size() - 1) + 0.5))]; };
+  auto at = [&](double q) {
+    return ms[std::min(ms.size() - 1, size_t(q * (ms.size() - 1) + 0.5))];
+  };
   return {at(0.50), at(0.99), ms.back()};
 }
 
@@ -193,18 +195,18 @@ int main(int argc, char** argv) {
   }
   int64_t features = 0;
   for (const auto& d : dims) features += df::inference::ElementCount(d);
-  std::printf("model: MLP %zu inputs (%lld features per row) -> %lld hidden -> 1; batch %lld; "
-              "%d calls each; torch threads %d; server %s\n",
-              dims.size(), static_cast<long long>(features), static_cast<long long>(hidden),
-              static_cast<long long>(batch), requests, threads,
-              local ? "in-process" : server.c_str());
+  std::printf(
+      "model: MLP %zu inputs (%lld features per row) -> %lld hidden -> 1; batch %lld; "
+      "%d calls each; torch threads %d; server %s\n",
+      dims.size(), static_cast<long long>(features), static_cast<long long>(hidden),
+      static_cast<long long>(batch), requests, threads, local ? "in-process" : server.c_str());
   Percentiles base = Summarize(live_ms);
   Percentiles p = Summarize(infer_ms);
   Print("ServerLive (baseline)", base, nullptr);
   Print("ModelInfer batch", p, &base);
   if (local) {
-    Print("forward only (no gRPC)", Summarize(TimeForward(model_path, model_name, config_text, inputs, requests)),
-          &base);
+    Print("forward only (no gRPC)",
+          Summarize(TimeForward(model_path, model_name, config_text, inputs, requests)), &base);
   }
   std::printf("target: ModelInfer p99 <= %.2f ms: %s\n", target_p99_ms,
               p.p99_ms <= target_p99_ms ? "met" : "NOT met");

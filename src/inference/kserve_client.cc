@@ -56,9 +56,8 @@ Result<Fp32Tensor> ReadOutput(const ::inference::ModelInferResponse& response, i
   }
   const auto& typed = out.contents().fp32_contents();
   if (typed.size() != count) {
-    return Internal("ModelInfer: output " + out.name() + " has " +
-                    std::to_string(typed.size()) + " values for " + std::to_string(count) +
-                    " elements");
+    return Internal("ModelInfer: output " + out.name() + " has " + std::to_string(typed.size()) +
+                    " values for " + std::to_string(count) + " elements");
   }
   t.data.assign(typed.begin(), typed.end());
   return t;
@@ -114,8 +113,7 @@ Result<bool> KServeClient::ModelReady(const std::string& model, Deadline deadlin
 
 Result<std::vector<Fp32Tensor>> KServeClient::Infer(const std::string& model,
                                                     const std::vector<Fp32Tensor>& inputs,
-                                                    Deadline deadline,
-                                                    const std::string& version) {
+                                                    Deadline deadline, const std::string& version) {
   ::inference::ModelInferRequest request;
   request.set_model_name(model);
   request.set_model_version(version);

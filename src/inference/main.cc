@@ -24,8 +24,9 @@ struct FlagHelp {
 };
 
 constexpr FlagHelp kFlags[] = {
-    {"repo", "model repository root in Triton's layout: <repo>/<model>/config.pbtxt, "
-             "<repo>/<model>/<version>/model.pt (required)"},
+    {"repo",
+     "model repository root in Triton's layout: <repo>/<model>/config.pbtxt, "
+     "<repo>/<model>/<version>/model.pt (required)"},
     {"listen", "gRPC address of the KServe v2 service (HOST:PORT; port 0 = any)"},
     {"metrics", "address serving /metrics and /healthz (\"\" disables)"},
     {"poll_interval", "how often the repository is rescanned for new versions"},
@@ -73,8 +74,9 @@ sigset_t BlockStopSignals() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"dfinference: serves a Triton-layout model repository (TorchScript) over the "
-               "KServe v2 gRPC inference protocol"};
+  CLI::App app{
+      "dfinference: serves a Triton-layout model repository (TorchScript) over the "
+      "KServe v2 gRPC inference protocol"};
   std::string config_path;
   app.add_option("--config", config_path, "YAML config file (keys = flag names in snake_case)");
   bool version = false;

@@ -14,8 +14,8 @@ Status SaveScript(const ScriptSpec& spec, const std::string& path) {
     torch::manual_seed(spec.seed);
     torch::jit::Module module("DfModel");
     for (const auto& [name, shape] : spec.params) {
-      torch::Tensor value = std::isnan(spec.fill) ? torch::randn(shape) * 0.1
-                                                  : torch::full(shape, spec.fill);
+      torch::Tensor value =
+          std::isnan(spec.fill) ? torch::randn(shape) * 0.1 : torch::full(shape, spec.fill);
       module.register_parameter(name, value, /*is_buffer=*/false);
     }
     module.define(spec.source);
@@ -56,7 +56,9 @@ Status SaveMlp(const MlpSpec& spec, const std::string& path) {
                    {"b2", {spec.outputs}}};
   script.source = "def forward(self" + args + ") -> Tensor:\n" +
                   "    b = x0.size(0)\n"
-                  "    h = torch.cat([" + parts + "], 1)\n"
+                  "    h = torch.cat([" +
+                  parts +
+                  "], 1)\n"
                   "    h = torch.relu(torch.matmul(h, self.w1) + self.b1)\n"
                   "    return torch.matmul(h, self.w2) + self.b2\n";
   return SaveScript(script, path);

@@ -80,8 +80,7 @@ Status CheckTensor(const std::string& what, const std::string& name, DataType ty
                            " is not served (libtorch has no such tensor type)");
   }
   if (dims.size() > kMaxRank) {
-    return InvalidArgument(what + " " + name + ": more than " + std::to_string(kMaxRank) +
-                           " dims");
+    return InvalidArgument(what + " " + name + ": more than " + std::to_string(kMaxRank) + " dims");
   }
   for (int64_t d : dims) {
     if (d < -1) return InvalidArgument(what + " " + name + ": dim " + std::to_string(d) + " < -1");

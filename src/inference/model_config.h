@@ -49,8 +49,7 @@ struct ServingConfig {
 
 // Parses Triton text format. Fields this subset does not know are skipped. InvalidArgument
 // "<source>:<line>:<column>: <reason>" on a syntax error or a known field of the wrong type.
-Result<::inference::ModelConfig> ParseModelConfig(std::string_view text,
-                                                  const std::string& source);
+Result<::inference::ModelConfig> ParseModelConfig(std::string_view text, const std::string& source);
 
 // Validates `config` for the model in directory `model_name` (rules above) and derives the
 // orders. InvalidArgument naming the model and the offending field when it is not servable.

@@ -179,7 +179,7 @@ void ModelRepository::PollOnce() {
 }
 
 Result<std::shared_ptr<const ServingConfig>> ModelRepository::ReadConfig(const std::string& name,
-                                                                          const std::string& dir) {
+                                                                         const std::string& dir) {
   const std::string path = dir + "/" + kConfigFilename;
   std::string text;
   if (!ReadSmallFile(path, text)) return InvalidArgument(path + ": unreadable or over 1 MiB");
@@ -213,8 +213,8 @@ std::shared_ptr<const TorchModel> ModelRepository::LoadVersion(
   DF_LOG_INFO("loading model version model={} version={} path={}", name, v.version, v.path);
   auto start = std::chrono::steady_clock::now();
   auto loaded = TorchModel::Load(config, v.version, v.path);
-  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                  .count();
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (metrics_ != nullptr) metrics_->CountLoad(name, loaded.ok());
   if (!loaded.ok()) {
     DF_LOG_WARN("model version skipped model={} version={} error={}", name, v.version,

@@ -88,7 +88,7 @@ class ModelRepository {
   void PollModel(const std::string& name, const std::string& dir);
   // The parsed config of `name` (cached while config.pbtxt's text is unchanged), or the error.
   Result<std::shared_ptr<const ServingConfig>> ReadConfig(const std::string& name,
-                                                           const std::string& dir);
+                                                          const std::string& dir);
   // Loads `v` unless it failed before with the same file and config; null when it cannot.
   std::shared_ptr<const TorchModel> LoadVersion(const std::string& name,
                                                 const std::shared_ptr<const ServingConfig>& config,

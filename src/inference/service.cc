@@ -167,8 +167,8 @@ grpc::Status InferenceService::Infer(const RepositorySnapshot& snapshot,
   const TorchModel& torch_model = *model.value();
   auto checked = CheckInferRequest(torch_model.config(), request);
   if (!checked.ok()) {
-    return ToGrpc(InvalidArgument("model " + request.model_name() + ": " +
-                                  checked.status().message()));
+    return ToGrpc(
+        InvalidArgument("model " + request.model_name() + ": " + checked.status().message()));
   }
   auto outputs = torch_model.Run(checked.value());
   if (!outputs.ok()) {

@@ -55,7 +55,8 @@ class InferenceService final : public ::inference::GRPCInferenceService::Service
                                ::inference::RepositoryIndexResponse* response) override;
 
  private:
-  grpc::Status Infer(const RepositorySnapshot& snapshot, const ::inference::ModelInferRequest& request,
+  grpc::Status Infer(const RepositorySnapshot& snapshot,
+                     const ::inference::ModelInferRequest& request,
                      ::inference::ModelInferResponse& response);
 
   ModelRepository& repository_;

@@ -98,7 +98,8 @@ bool Dataset::AddDownload(const HostRecord& child, const HostRecord& parent, uin
     return false;
   }
   if (!RowBudget()) return false;
-  const size_t new_hosts = (hosts_.contains(child.id) ? 0 : 1) + (hosts_.contains(parent.id) ? 0 : 1);
+  const size_t new_hosts =
+      (hosts_.contains(child.id) ? 0 : 1) + (hosts_.contains(parent.id) ? 0 : 1);
   if (hosts_.size() + new_hosts > limits_.max_hosts) {
     ++stats_.dropped_rows;
     return false;
@@ -177,8 +178,7 @@ class DatasetFileReader::Impl {
   Impl(FileKind kind, Dataset* dataset)
       : kind_(kind),
         dataset_(*dataset),
-        csv_([this](const std::vector<std::string>& f) { OnRecord(f); },
-             dataset->limits().csv) {}
+        csv_([this](const std::vector<std::string>& f) { OnRecord(f); }, dataset->limits().csv) {}
 
   Status Feed(std::string_view data) {
     if (!status_.ok()) return status_;
@@ -213,8 +213,8 @@ class DatasetFileReader::Impl {
     for (size_t i = 0; i < fields.size(); ++i) columns_.emplace(fields[i], i);
     const std::vector<std::string_view> required =
         kind_ == FileKind::kDownload
-            ? std::vector<std::string_view>{"child_host_id", "parent_host_id",
-                                            "piece_length_bytes", "cost_ns"}
+            ? std::vector<std::string_view>{"child_host_id", "parent_host_id", "piece_length_bytes",
+                                            "cost_ns"}
             : std::vector<std::string_view>{"src_host_id", "dst_host_id", "average_rtt_ns"};
     for (std::string_view name : required) {
       if (!columns_.contains(std::string(name))) {

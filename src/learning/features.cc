@@ -30,15 +30,24 @@ bool SamePrefix(const GraphHost& a, const GraphHost& b) {
 
 std::vector<int64_t> InputShape(int input) {
   switch (input) {
-    case 0: return {2, kHostFeatures};
-    case 1: return {2, kHop1, kHostFeatures};
-    case 2: return {2, kHop1, kEdgeFeatures};
-    case 3: return {2, kHop1};
-    case 4: return {2, kHop1, kHop2, kHostFeatures};
-    case 5: return {2, kHop1, kHop2, kEdgeFeatures};
-    case 6: return {2, kHop1, kHop2};
-    case 7: return {kEdgeFeatures};
-    default: return {};
+    case 0:
+      return {2, kHostFeatures};
+    case 1:
+      return {2, kHop1, kHostFeatures};
+    case 2:
+      return {2, kHop1, kEdgeFeatures};
+    case 3:
+      return {2, kHop1};
+    case 4:
+      return {2, kHop1, kHop2, kHostFeatures};
+    case 5:
+      return {2, kHop1, kHop2, kEdgeFeatures};
+    case 6:
+      return {2, kHop1, kHop2};
+    case 7:
+      return {kEdgeFeatures};
+    default:
+      return {};
   }
 }
 

@@ -79,8 +79,7 @@ inline constexpr uint64_t kDefaultSamplingSeed = 0x5eed;
 
 // Tensor names, Triton's PyTorch backend convention.
 inline constexpr std::array<std::string_view, kNumInputs> kInputNames = {
-    "INPUT__0", "INPUT__1", "INPUT__2", "INPUT__3",
-    "INPUT__4", "INPUT__5", "INPUT__6", "INPUT__7"};
+    "INPUT__0", "INPUT__1", "INPUT__2", "INPUT__3", "INPUT__4", "INPUT__5", "INPUT__6", "INPUT__7"};
 inline constexpr std::string_view kOutputName = "OUTPUT__0";
 
 // Shape of each input without the batch dimension.

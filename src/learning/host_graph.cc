@@ -108,8 +108,9 @@ HostGraph HostGraph::Build(
     auto& list = g.adjacency_[i];
     list.reserve(edges[i].size());
     for (auto& [other, e] : edges[i]) list.push_back(e);
-    std::sort(list.begin(), list.end(),
-              [](const GraphEdge& a, const GraphEdge& b) { return Value(a.other) < Value(b.other); });
+    std::sort(list.begin(), list.end(), [](const GraphEdge& a, const GraphEdge& b) {
+      return Value(a.other) < Value(b.other);
+    });
   }
   return g;
 }

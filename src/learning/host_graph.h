@@ -28,18 +28,18 @@ inline uint32_t Value(HostIndex h) { return static_cast<uint32_t>(h); }
 
 struct GraphHost {
   HostRecord record;
-  uint32_t id_hash = 0;        // FNV-1a of the id (neighbour sampling)
-  uint32_t idc_hash = 0;       // FNV-1a of idc (0 when idc is empty)
-  uint32_t location_hash = 0;  // FNV-1a of location (0 when empty)
+  uint32_t id_hash = 0;                       // FNV-1a of the id (neighbour sampling)
+  uint32_t idc_hash = 0;                      // FNV-1a of idc (0 when idc is empty)
+  uint32_t location_hash = 0;                 // FNV-1a of location (0 when empty)
   std::optional<std::array<uint8_t, 16>> ip;  // parsed address (v4 mapped into v6), if any
 };
 
 // What joins host `self` (the owner of the adjacency list) to `other`.
 struct GraphEdge {
   HostIndex other{};
-  uint64_t rtt_ns = 0;          // probed RTT (mean of both directions when both), 0 = not probed
-  TransferRecord from_other;    // pieces `self` downloaded from `other` (other was the parent)
-  TransferRecord to_other;      // pieces `other` downloaded from `self`
+  uint64_t rtt_ns = 0;        // probed RTT (mean of both directions when both), 0 = not probed
+  TransferRecord from_other;  // pieces `self` downloaded from `other` (other was the parent)
+  TransferRecord to_other;    // pieces `other` downloaded from `self`
 };
 
 // One observed (child, parent) pair and its label.

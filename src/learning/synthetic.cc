@@ -20,7 +20,7 @@ struct SimHost {
   HostRecord record;
   uint32_t rack = 0;
   uint32_t idc = 0;
-  double upload = 0;    // true bytes/s
+  double upload = 0;  // true bytes/s
   double download = 0;
 };
 
@@ -60,8 +60,8 @@ SyntheticDataset GenerateSynthetic(const SyntheticOptions& o) {
     h.upload = nominal * slowdown;
     h.download = nominal * (unit(rng) < 0.2 ? 0.5 + 0.5 * unit(rng) : 1.0);
     HostRecord& rec = h.record;
-    rec.ip = "10." + std::to_string(h.idc) + "." + std::to_string(h.rack % o.racks_per_idc) +
-             "." + std::to_string(slot + 1);
+    rec.ip = "10." + std::to_string(h.idc) + "." + std::to_string(h.rack % o.racks_per_idc) + "." +
+             std::to_string(slot + 1);
     rec.id = "host-" + std::to_string(i) + "-" + rec.ip;
     if (!o.hide_idc) {
       rec.idc = "idc" + std::to_string(h.idc) + "-rack" + std::to_string(h.rack % o.racks_per_idc);
@@ -109,11 +109,11 @@ SyntheticDataset GenerateSynthetic(const SyntheticOptions& o) {
   for (size_t i = 0; i < transfers.size(); ++i) {
     const SimHost& c = hosts[transfers[i].child];
     const SimHost& p = hosts[transfers[i].parent];
-    double bw = std::min(p.upload / fanout[transfers[i].parent],
-                         c.download / fanin[transfers[i].child]);
+    double bw =
+        std::min(p.upload / fanout[transfers[i].parent], c.download / fanin[transfers[i].child]);
     if (c.rack != p.rack) {
-      bw = std::min({bw, rack_uplink[p.rack] / rack_out[p.rack],
-                     rack_uplink[c.rack] / rack_in[c.rack]});
+      bw = std::min(
+          {bw, rack_uplink[p.rack] / rack_out[p.rack], rack_uplink[c.rack] / rack_in[c.rack]});
     }
     if (c.idc != p.idc) bw = std::min({bw, idc_link / idc_out[p.idc], idc_link / idc_in[c.idc]});
     bw *= std::exp(o.pair_noise * normal(rng));
@@ -125,12 +125,13 @@ SyntheticDataset GenerateSynthetic(const SyntheticOptions& o) {
   for (uint32_t i = 0; i < n; ++i) {
     HostRecord& rec = hosts[i].record;
     rec.learned_upload_bytes_per_sec = static_cast<uint64_t>(
-        sent[i] > 0 ? sent[i] : rec.announced_upload_bytes_per_sec ? rec.announced_upload_bytes_per_sec
-                                                                    : 1000 * kMbit);
+        sent[i] > 0                          ? sent[i]
+        : rec.announced_upload_bytes_per_sec ? rec.announced_upload_bytes_per_sec
+                                             : 1000 * kMbit);
     rec.learned_download_bytes_per_sec = static_cast<uint64_t>(
-        received[i] > 0 ? received[i]
-                        : rec.announced_download_bytes_per_sec ? rec.announced_download_bytes_per_sec
-                                                               : 1000 * kMbit);
+        received[i] > 0                        ? received[i]
+        : rec.announced_download_bytes_per_sec ? rec.announced_download_bytes_per_sec
+                                               : 1000 * kMbit);
     rec.unix_ms = kStartMs;
   }
 
@@ -151,9 +152,9 @@ SyntheticDataset GenerateSynthetic(const SyntheticOptions& o) {
   out.topology_csv = std::string(NetworkTopologyCsvHeader()) + "\n";
   for (uint32_t s = 0; s < n; ++s) {
     for (uint32_t k = 0; k < o.probes_per_host; ++k) {
-      uint32_t d = unit(rng) < 0.5
-                       ? hosts[s].rack * o.hosts_per_rack + static_cast<uint32_t>(rng() % o.hosts_per_rack)
-                       : static_cast<uint32_t>(rng() % n);
+      uint32_t d = unit(rng) < 0.5 ? hosts[s].rack * o.hosts_per_rack +
+                                         static_cast<uint32_t>(rng() % o.hosts_per_rack)
+                                   : static_cast<uint32_t>(rng() % n);
       if (d == s) continue;
       const double base_us = hosts[s].rack == hosts[d].rack ? 80
                              : hosts[s].idc == hosts[d].idc ? 250
@@ -171,8 +172,9 @@ Status WriteSyntheticDir(const SyntheticOptions& options, const std::string& dir
   std::filesystem::create_directories(dir, ec);
   if (ec) return IoError("create " + dir + ": " + ec.message());
   const SyntheticDataset data = GenerateSynthetic(options);
-  for (const auto& [name, text] : {std::pair<std::string, const std::string*>{"download.csv", &data.download_csv},
-                                   {"networktopology.csv", &data.topology_csv}}) {
+  for (const auto& [name, text] :
+       {std::pair<std::string, const std::string*>{"download.csv", &data.download_csv},
+        {"networktopology.csv", &data.topology_csv}}) {
     std::ofstream out(dir + "/" + name, std::ios::binary | std::ios::trunc);
     out << *text;
     if (!out) return IoError("write " + dir + "/" + name);

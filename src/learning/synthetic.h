@@ -22,23 +22,23 @@ namespace df::learning {
 struct SyntheticOptions {
   uint32_t idcs = 4;
   uint32_t racks_per_idc = 8;
-  uint32_t hosts_per_rack = 32;        // 4 * 8 * 32 = 1,024 hosts
-  uint32_t parents_per_child = 6;      // transfers per child
+  uint32_t hosts_per_rack = 32;    // 4 * 8 * 32 = 1,024 hosts
+  uint32_t parents_per_child = 6;  // transfers per child
   double same_rack_parent_fraction = 0.5;
   uint32_t pieces_per_pair = 3;
   uint32_t probes_per_host = 6;
-  double announce_fraction = 0.3;      // hosts announcing their nominal NIC rate
+  double announce_fraction = 0.3;  // hosts announcing their nominal NIC rate
   bool hide_idc = false;
-  double pair_noise = 0.15;            // sigma of the log-normal noise per pair
-  double piece_noise = 0.10;           // per piece
+  double pair_noise = 0.15;   // sigma of the log-normal noise per pair
+  double piece_noise = 0.10;  // per piece
   uint64_t seed = 1;
 };
 
 struct SyntheticDataset {
-  std::string download_csv;         // header + rows
-  std::string topology_csv;         // header + rows
+  std::string download_csv;  // header + rows
+  std::string topology_csv;  // header + rows
   uint32_t hosts = 0;
-  uint64_t transfers = 0;           // (child, parent) pairs
+  uint64_t transfers = 0;  // (child, parent) pairs
 };
 
 SyntheticDataset GenerateSynthetic(const SyntheticOptions& options);

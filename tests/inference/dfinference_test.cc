@@ -51,17 +51,17 @@ TEST(DfinferenceTest, ServesARepositoryAndPicksUpNewVersions) {
   const uint16_t port = bench::FreePort(), metrics_port = bench::FreePort();
   std::ofstream(dir.path() + "/dfinference.yaml")
       << "repo: " << repo << "\npoll_interval: 200ms\nthreads: 1\n";
-  auto proc = bench::Process::Start(
-      {Binary(), "--config", dir.path() + "/dfinference.yaml", "--listen",
-       "127.0.0.1:" + std::to_string(port), "--metrics",
-       "127.0.0.1:" + std::to_string(metrics_port)},
-      dir.path() + "/dfinference.log");
+  auto proc = bench::Process::Start({Binary(), "--config", dir.path() + "/dfinference.yaml",
+                                     "--listen", "127.0.0.1:" + std::to_string(port), "--metrics",
+                                     "127.0.0.1:" + std::to_string(metrics_port)},
+                                    dir.path() + "/dfinference.log");
   KServeClient client("127.0.0.1:" + std::to_string(port));
   auto in = [](auto d) { return std::chrono::system_clock::now() + d; };
   ASSERT_TRUE(WaitFor([&] {
     auto ready = client.ModelReady("scale", in(1s));
     return ready.ok() && ready.value();
-  })) << "see " << dir.path() << "/dfinference.log";
+  })) << "see "
+      << dir.path() << "/dfinference.log";
 
   auto out = client.Infer("scale", {{"INPUT__0", {1, 4}, {1, 2, 3, 4}}}, in(5s));
   ASSERT_TRUE(out.ok()) << out.status().ToString();
@@ -103,8 +103,8 @@ TEST(DfinferenceTest, ListensOnlyWhereConfigured) {
   std::string out;
   bench::Run({"ss", "-ltnp"}, &out);
   int listening = 0;
-  for (size_t at = out.find("pid=" + std::to_string(proc.pid()) + ",");
-       at != std::string::npos; at = out.find("pid=" + std::to_string(proc.pid()) + ",", at + 1)) {
+  for (size_t at = out.find("pid=" + std::to_string(proc.pid()) + ","); at != std::string::npos;
+       at = out.find("pid=" + std::to_string(proc.pid()) + ",", at + 1)) {
     ++listening;
   }
   EXPECT_EQ(listening, 1) << out;  // the gRPC port only: no metrics, nothing else

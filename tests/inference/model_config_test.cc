@@ -11,19 +11,41 @@ namespace {
 
 // A config as Triton's docs write them, with fields dfinference does not use.
 constexpr char kTritonConfig[] = R"pb(
-name: "bandwidth"
-platform: "pytorch_libtorch"
-max_batch_size: 64
-input [
-  { name: "INPUT__1" data_type: TYPE_INT64 dims: [ 2 ] },
-  { name: "INPUT__0" data_type: TYPE_FP32 dims: [ -1, 16 ] reshape: { shape: [ 16 ] } }
-]
-output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 1 ] } ]
-instance_group [ { count: 2 kind: KIND_CPU } ]
-dynamic_batching { preferred_batch_size: [ 8, 16 ] max_queue_delay_microseconds: 100 }
-parameters: { key: "INFERENCE_MODE" value: { string_value: "true" } }
-optimization { execution_accelerators { cpu_execution_accelerator : [ { name : "x" } ] } }
-model_warmup [ { name: "w" batch_size: 1 } ]
+  name: "bandwidth"
+  platform: "pytorch_libtorch"
+  max_batch_size: 64 input
+  [ {
+    name: "INPUT__1"
+    data_type: TYPE_INT64
+    dims: [ 2 ]
+  }
+    , {
+      name: "INPUT__0"
+      data_type: TYPE_FP32
+      dims: [ -1, 16 ]
+      reshape: { shape: [ 16 ] }
+    }] output
+  [ {
+    name: "OUTPUT__0"
+    data_type: TYPE_FP32
+    dims: [ 1 ]
+  }] instance_group
+  [ { count: 2 kind: KIND_CPU }]
+  dynamic_batching {
+    preferred_batch_size: [ 8, 16 ]
+    max_queue_delay_microseconds: 100
+  }
+  parameters: {
+    key: "INFERENCE_MODE"
+    value: { string_value: "true" }
+  }
+  optimization {
+    execution_accelerators {
+      cpu_execution_accelerator:
+      [ { name: "x" }]
+    }
+  } model_warmup
+  [ { name: "w" batch_size: 1 }]
 )pb";
 
 ServingConfig Serving(const std::string& text, const std::string& name = "bandwidth") {
@@ -49,17 +71,39 @@ TEST(InferenceModelConfigTest, ParsesTritonConfigAndSkipsUnknownFields) {
 }
 
 TEST(InferenceModelConfigTest, NamesWithoutIndexKeepConfigOrder) {
-  ServingConfig c = Serving(R"pb(platform: "pytorch_libtorch"
-    input [ { name: "b" data_type: TYPE_FP32 dims: [1] }, { name: "a" data_type: TYPE_FP32 dims: [1] } ]
-    output [ { name: "y" data_type: TYPE_FP32 dims: [1] } ])pb", "m");
+  ServingConfig c = Serving(R"pb(platform: "pytorch_libtorch" input
+                                 [ {
+                                   name: "b"
+                                   data_type: TYPE_FP32
+                                   dims: [ 1 ]
+                                 }
+                                   , {
+                                     name: "a"
+                                     data_type: TYPE_FP32
+                                     dims: [ 1 ]
+                                   }] output
+                                 [ {
+                                   name: "y"
+                                   data_type: TYPE_FP32
+                                   dims: [ 1 ]
+                                 }])pb",
+                            "m");
   EXPECT_EQ(c.config.name(), "m");
   EXPECT_EQ(c.input_order, (std::vector<int>{0, 1}));
 }
 
 TEST(InferenceModelConfigTest, VersionPolicies) {
-  const std::string io = R"pb(platform: "pytorch_libtorch"
-    input [ { name: "x" data_type: TYPE_FP32 dims: [1] } ]
-    output [ { name: "y" data_type: TYPE_FP32 dims: [1] } ])pb";
+  const std::string io = R"pb(platform: "pytorch_libtorch" input
+                              [ {
+                                name: "x"
+                                data_type: TYPE_FP32
+                                dims: [ 1 ]
+                              }] output
+                              [ {
+                                name: "y"
+                                data_type: TYPE_FP32
+                                dims: [ 1 ]
+                              }])pb";
   EXPECT_EQ(Serving(io + "version_policy: { latest: { num_versions: 3 } }", "m").max_versions, 3u);
   EXPECT_EQ(Serving(io + "version_policy: { all: {} }", "m").max_versions, 0u);
   ServingConfig specific = Serving(io + "version_policy: { specific: { versions: [2, 5] } }", "m");
@@ -72,7 +116,8 @@ TEST(InferenceModelConfigTest, RejectsWhatCannotBeServed) {
     const char* error;  // part of the message
   };
   const Case cases[] = {
-      {"platform: \"pytorch_libtorch\" input [ { name: \"x\" data_type: TYPE_FP32 dims: [1] } ", "1:"},
+      {"platform: \"pytorch_libtorch\" input [ { name: \"x\" data_type: TYPE_FP32 dims: [1] } ",
+       "1:"},
       {"platform: \"onnxruntime_onnx\" input [ { name: \"x\" data_type: TYPE_FP32 dims: [1] } ] "
        "output [ { name: \"y\" data_type: TYPE_FP32 dims: [1] } ]",
        "platform onnxruntime_onnx"},
@@ -172,7 +217,8 @@ TEST_F(InferRequestTest, RejectsMalformed) {
       {"must be 16", [](auto& r) { r.mutable_inputs(0)->set_shape(2, 15); }},
       {"negative", [](auto& r) { r.mutable_inputs(0)->set_shape(1, -1); }},
       {"too large", [](auto& r) { r.mutable_inputs(0)->set_shape(1, int64_t{1} << 62); }},
-      {"values for", [](auto& r) { r.mutable_inputs(1)->mutable_contents()->add_int64_contents(0); }},
+      {"values for",
+       [](auto& r) { r.mutable_inputs(1)->mutable_contents()->add_int64_contents(0); }},
       {"unknown output", [](auto& r) { r.add_outputs()->set_name("OUTPUT__9"); }},
       {"raw_input_contents", [](auto& r) { r.add_raw_input_contents("x"); }},
   };
@@ -203,8 +249,8 @@ TEST(KServeWireFormatTest, FieldNumbersAreTheSpecs) {
   const auto* request = ::inference::ModelInferRequest::descriptor();
   EXPECT_EQ(request->full_name(), "inference.ModelInferRequest");
   const std::pair<const char*, int> request_fields[] = {
-      {"model_name", 1}, {"model_version", 2}, {"id", 3},           {"parameters", 4},
-      {"inputs", 5},     {"outputs", 6},       {"raw_input_contents", 7}};
+      {"model_name", 1}, {"model_version", 2},     {"id", 3}, {"parameters", 4}, {"inputs", 5},
+      {"outputs", 6},    {"raw_input_contents", 7}};
   for (const auto& [field, n] : request_fields) EXPECT_EQ(number(request, field), n) << field;
   const auto* input = ::inference::ModelInferRequest::InferInputTensor::descriptor();
   EXPECT_EQ(number(input, "name"), 1);

@@ -33,7 +33,10 @@ KServeClient::Deadline In(std::chrono::milliseconds d) {
 
 class InferenceServerTest : public ::testing::Test {
  protected:
-  void SetUp() override { repo_ = dir_.path() + "/repo"; std::filesystem::create_directories(repo_); }
+  void SetUp() override {
+    repo_ = dir_.path() + "/repo";
+    std::filesystem::create_directories(repo_);
+  }
   void TearDown() override {
     if (server_) server_->Shutdown();
   }
@@ -69,8 +72,7 @@ class InferenceServerTest : public ::testing::Test {
   // The version that answers an unversioned request for `model`, or "".
   std::string ServedVersion(const std::string& model) {
     ::inference::ModelInferResponse response;
-    return Infer(ScaleRequest(model, {1, 2, 3, 4}), response).ok() ? response.model_version()
-                                                                     : "";
+    return Infer(ScaleRequest(model, {1, 2, 3, 4}), response).ok() ? response.model_version() : "";
   }
 
   ::inference::ModelInferRequest ScaleRequest(const std::string& model, std::vector<float> x,
@@ -195,8 +197,9 @@ TEST_F(InferenceServerTest, ModelMetadataAndConfigMatchTheConfig) {
   ASSERT_EQ(metadata.inputs_size(), 1);
   EXPECT_EQ(metadata.inputs(0).name(), "INPUT__0");
   EXPECT_EQ(metadata.inputs(0).datatype(), "FP32");
-  EXPECT_EQ(std::vector<int64_t>(metadata.inputs(0).shape().begin(), metadata.inputs(0).shape().end()),
-            (std::vector<int64_t>{-1, 4}));
+  EXPECT_EQ(
+      std::vector<int64_t>(metadata.inputs(0).shape().begin(), metadata.inputs(0).shape().end()),
+      (std::vector<int64_t>{-1, 4}));
   ASSERT_EQ(metadata.outputs_size(), 1);
   EXPECT_EQ(metadata.outputs(0).name(), "OUTPUT__0");
 
@@ -341,7 +344,8 @@ TEST_F(InferenceServerTest, MalformedRequestsGetErrorsAndTheServerKeepsAnswering
        }},
       {"huge shape", grpc::StatusCode::INVALID_ARGUMENT,
        [](auto& r) { r.mutable_inputs(0)->set_shape(1, int64_t{1} << 40); }},
-      {"no data", grpc::StatusCode::INVALID_ARGUMENT, [](auto& r) { r.clear_raw_input_contents(); }},
+      {"no data", grpc::StatusCode::INVALID_ARGUMENT,
+       [](auto& r) { r.clear_raw_input_contents(); }},
       {"unknown output", grpc::StatusCode::INVALID_ARGUMENT,
        [](auto& r) { r.add_outputs()->set_name("OUTPUT__3"); }},
   };
@@ -355,8 +359,9 @@ TEST_F(InferenceServerTest, MalformedRequestsGetErrorsAndTheServerKeepsAnswering
   auto big = ScaleRequest("scale", std::vector<float>(2 << 20, 1.0f));
   EXPECT_EQ(InferCode(big), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(ServedVersion("scale"), "1");
-  EXPECT_GE(Counter("df_inference_requests_total", {{"model", "scale"}, {"code", "INVALID_ARGUMENT"}}),
-            8);
+  EXPECT_GE(
+      Counter("df_inference_requests_total", {{"model", "scale"}, {"code", "INVALID_ARGUMENT"}}),
+      8);
   EXPECT_EQ(Counter("df_inference_requests_total", {{"model", "_unknown"}}), unknown_before + 1)
       << prometheus::TextSerializer().Serialize(registry_.Collect());
 }
@@ -366,7 +371,8 @@ TEST_F(InferenceServerTest, ExceptionInForwardIsInternal) {
   ::inference::ModelInferResponse response;
   grpc::Status s = Infer(ScaleRequest("scale", {1000, 1000, 1, 1}), response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
-  EXPECT_NE(s.error_message().find("invalid for input of size"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("invalid for input of size"), std::string::npos)
+      << s.error_message();
   EXPECT_EQ(ServedVersion("scale"), "1");
 }
 
@@ -407,9 +413,11 @@ TEST_F(InferenceServerTest, CorruptVersionIsSkippedOnceAndThePreviousKeepsServin
   std::filesystem::rename(repo_ + "/scale/.staging", v2);
   ASSERT_TRUE(WaitFor([&] { return IndexState("scale", "2") == "UNAVAILABLE"; }));
   EXPECT_EQ(ServedVersion("scale"), "1");
-  EXPECT_EQ(Counter("df_inference_model_loads_total", {{"model", "scale"}, {"result", "failed"}}), 1);
+  EXPECT_EQ(Counter("df_inference_model_loads_total", {{"model", "scale"}, {"result", "failed"}}),
+            1);
   std::this_thread::sleep_for(500ms);  // five more polls: not retried
-  EXPECT_EQ(Counter("df_inference_model_loads_total", {{"model", "scale"}, {"result", "failed"}}), 1);
+  EXPECT_EQ(Counter("df_inference_model_loads_total", {{"model", "scale"}, {"result", "failed"}}),
+            1);
   EXPECT_EQ(ServedVersion("scale"), "1");
 
   // A good version after the broken one is served.
@@ -475,8 +483,9 @@ TEST_F(InferenceServerTest, BrokenConfigKeepsTheLoadedVersionServing) {
   EXPECT_EQ(ServedVersion("scale"), "1");
   // The model's directory removed: the model is unloaded.
   std::filesystem::remove_all(repo_ + "/scale");
-  ASSERT_TRUE(WaitFor([&] { return InferCode(ScaleRequest("scale", {1, 2, 3, 4})) ==
-                                   grpc::StatusCode::NOT_FOUND; }));
+  ASSERT_TRUE(WaitFor([&] {
+    return InferCode(ScaleRequest("scale", {1, 2, 3, 4})) == grpc::StatusCode::NOT_FOUND;
+  }));
 }
 
 }  // namespace

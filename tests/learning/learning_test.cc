@@ -59,8 +59,11 @@ TEST(CsvReader, BoundsFieldsRecordsAndFieldCounts) {
   limits.max_fields = 3;
   limits.max_record_bytes = 32;
   uint64_t bad = 0;
-  const std::string text = "123456789,a\n" "a,b,c,d\n" "\"" + std::string(100, 'x') +
-                           "\",\"a\nb\"\n" + "fine,row\n";
+  const std::string text =
+      "123456789,a\n"
+      "a,b,c,d\n"
+      "\"" +
+      std::string(100, 'x') + "\",\"a\nb\"\n" + "fine,row\n";
   EXPECT_EQ(ParseCsv(text, 4, &bad, limits), (Rows{{"fine", "row"}}));
   EXPECT_EQ(bad, 3u);
 }
@@ -79,7 +82,8 @@ HostRecord Host(const std::string& id, const std::string& ip, const std::string&
 
 Status FeedAll(FileKind kind, Dataset* d, const std::string& text, size_t chunk = 13) {
   DatasetFileReader reader(kind, d);
-  for (size_t i = 0; i < text.size(); i += chunk) DF_RETURN_IF_ERROR(reader.Feed(text.substr(i, chunk)));
+  for (size_t i = 0; i < text.size(); i += chunk)
+    DF_RETURN_IF_ERROR(reader.Feed(text.substr(i, chunk)));
   return reader.Finish();
 }
 
@@ -117,12 +121,12 @@ TEST(DatasetFileReader, HeaderDrivenBadRowsCountedNeverFatal) {
   const std::string text =
       "cost_ns,extra,parent_host_id,child_host_id,piece_length_bytes,time_unix_ms\n"
       "1000000,x,p,c,1000,5\n"
-      "0,x,p,c,1000,5\n"              // cost 0
-      "1000000,x,p,p,1000,5\n"        // a host with itself
-      "12abc,x,p,c,1000,5\n"          // not a number
-      "1000000,x,p\n"                 // short
-      "1000000,x,,c,1000,5\n"         // empty id
-      "1,x,p,c,1000000000000,5\n"     // 10^21 B/s
+      "0,x,p,c,1000,5\n"           // cost 0
+      "1000000,x,p,p,1000,5\n"     // a host with itself
+      "12abc,x,p,c,1000,5\n"       // not a number
+      "1000000,x,p\n"              // short
+      "1000000,x,,c,1000,5\n"      // empty id
+      "1,x,p,c,1000000000000,5\n"  // 10^21 B/s
       "2000000,x,p,c,1000,7\n";
   Dataset d;
   ASSERT_TRUE(FeedAll(FileKind::kDownload, &d, text).ok());
@@ -279,8 +283,8 @@ TEST(HistoryBaseline, PairThenHostsThenGlobal) {
   HostGraph g = HostGraph::Build(d);
   HistoryBaseline h(g);
   auto at = [&](const char* c, const char* p) { return h.Predict(*g.Find(c), *g.Find(p)); };
-  EXPECT_NEAR(at("c", "p"), 1e8, 1);                                   // seen
-  EXPECT_NEAR(at("x", "c"), std::min(1e6 / 0.03, 1e6 / 0.05), 1);     // x's download, c's upload
+  EXPECT_NEAR(at("c", "p"), 1e8, 1);                               // seen
+  EXPECT_NEAR(at("x", "c"), std::min(1e6 / 0.03, 1e6 / 0.05), 1);  // x's download, c's upload
   HostGraph held = HostGraph::Build(d, [](const std::string&, const std::string&) { return true; });
   EXPECT_EQ(HistoryBaseline(held).Predict(*held.Find("c"), *held.Find("p")), 0.0);
 }

@@ -36,17 +36,17 @@ TEST(DfTrainer, TrainOncePublishesVersionOneThenNothingWhenNotBetter) {
   const std::string data = dir.path() + "/dataset", repo = dir.path() + "/repo";
   ASSERT_TRUE(learning::WriteSyntheticDir(SmallWorld(), data).ok());
   std::string out;
-  int rc = bench::Run({Trainer(), "--train-once", data, "--repo", repo, "--epochs", "5",
-                       "--threads", "1"},
-                      &out, 120'000);
+  int rc = bench::Run(
+      {Trainer(), "--train-once", data, "--repo", repo, "--epochs", "5", "--threads", "1"}, &out,
+      120'000);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("published version 1"), std::string::npos) << out;
   EXPECT_TRUE(fs::exists(repo + "/bandwidth/1/model.pt"));
   EXPECT_TRUE(fs::exists(repo + "/bandwidth/1/metrics.json"));
   EXPECT_TRUE(fs::exists(repo + "/bandwidth/config.pbtxt"));
 
-  rc = bench::Run({Trainer(), "--train-once", data, "--repo", repo, "--epochs", "0"}, &out,
-                  120'000);
+  rc =
+      bench::Run({Trainer(), "--train-once", data, "--repo", repo, "--epochs", "0"}, &out, 120'000);
   EXPECT_EQ(rc, 3) << out;
   EXPECT_NE(out.find("nothing published"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(repo + "/bandwidth/2"));
@@ -135,7 +135,9 @@ TEST_F(TrainRpc, StreamedDatasetIsTrainedAndPublished) {
   }
   ASSERT_TRUE(fs::exists(model));
   EXPECT_TRUE(fs::exists(repo_ + "/bandwidth/1/metrics.json"));
-  for (int i = 0; i < 50 && bench::ScrapeMetric(metrics_port_, "df_trainer_versions_published_total") < 1; ++i) {
+  for (int i = 0;
+       i < 50 && bench::ScrapeMetric(metrics_port_, "df_trainer_versions_published_total") < 1;
+       ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(bench::ScrapeMetric(metrics_port_, "df_trainer_versions_published_total"), 1);

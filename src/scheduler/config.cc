@@ -101,6 +101,10 @@ const std::map<std::string, Setter>& Setters() {
       {"dataset_topology_interval", Duration(&C::dataset_topology_interval_ms, 100)},
       {"trainer", Text(&C::trainer)},
       {"trainer_interval", Duration(&C::trainer_interval_ms, 1000)},
+      {"inference", Text(&C::inference)},
+      {"inference_model", Text(&C::inference_model)},
+      {"inference_deadline", Duration(&C::inference_deadline_ms, 1)},
+      {"prediction_ttl", Duration(&C::prediction_ttl_ms, 100)},
       // The daemon probes at most 32 hosts per round (prober.h, kMaxProbeTargets).
       {"probe_count", Count(&C::probe_count, 1, 32)},
       {"probe_queue_length", Count(&C::probe_queue_length, 1, 1000)},
@@ -149,6 +153,10 @@ const std::vector<std::string>& OptionNames() {
                                                           "dataset_topology_interval",
                                                           "trainer",
                                                           "trainer_interval",
+                                                          "inference",
+                                                          "inference_model",
+                                                          "inference_deadline",
+                                                          "prediction_ttl",
                                                           "probe_count",
                                                           "probe_queue_length",
                                                           "probe_sample_size",
@@ -232,6 +240,21 @@ Status ValidateConfig(const SchedulerConfig& config) {
   }
   if (!config.trainer.empty() && config.trainer.find(':') == std::string::npos) {
     return InvalidArgument("trainer: '" + config.trainer + "' is not HOST:PORT");
+  }
+  if (!config.inference.empty() && config.inference.find(':') == std::string::npos) {
+    return InvalidArgument("inference: '" + config.inference + "' is not HOST:PORT");
+  }
+  if (config.evaluator == "ml" && config.inference.empty()) {
+    return InvalidArgument(
+        "evaluator ml: set inference (--inference HOST:PORT of dfinference or Triton)");
+  }
+  if (config.inference_model.empty() || config.inference_model.size() > 256 ||
+      config.inference_model.find_first_of("/\\") != std::string::npos) {
+    return InvalidArgument("inference_model: a plain model name, got '" +
+                           config.inference_model + "'");
+  }
+  if (config.inference_deadline_ms > 10'000) {
+    return InvalidArgument("inference_deadline: at most 10s (it bounds one ModelInfer)");
   }
   if (!IsKnownEvaluator(config.evaluator)) {
     return InvalidArgument("evaluator: unknown evaluator '" + config.evaluator +

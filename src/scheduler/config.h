@@ -69,6 +69,13 @@ struct SchedulerConfig {
   // is streamed to it (dataset_uploader.h). Empty: no trainer. Needs dataset_dir.
   std::string trainer;
   uint64_t trainer_interval_ms = 600'000;
+  // The ml evaluator (ml_evaluator.h, docs/learning.md): the KServe v2 service (dfinference or
+  // Triton) as HOST:PORT, the model it serves, how long one ModelInfer may take, and how long a
+  // pair's prediction is used. evaluator = ml requires inference.
+  std::string inference;
+  std::string inference_model = "bandwidth";
+  uint64_t inference_deadline_ms = 20;
+  uint64_t prediction_ttl_ms = 30'000;
   // Latency probes (docs/measurement.md, "Probes (scheduler side)"): each SyncProbes round gets
   // the probe_count least probed among a random sample of probe_sample_size other hosts; the last
   // probe_queue_length samples of each (src, dst) pair are kept.

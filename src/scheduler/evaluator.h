@@ -7,8 +7,8 @@
 //   "default"  rule based: free upload capacity, finished pieces, upload success rate, host
 //              type, IDC and location affinity (default_evaluator.h).
 //   "latency"  default + probed RTT and probe failures (latency_evaluator.h).
-// Later: "ml" (predicted bandwidth); it must never block a scheduling decision (answer from
-// caches, fall back to default).
+//   "ml"       predicted pair bandwidth from an inference service (ml_evaluator.h); it never
+//              blocks a decision: it answers from a cache and falls back to "default".
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,10 @@
 #include <vector>
 
 #include "common/status.h"
+
+namespace prometheus {
+class Registry;
+}
 
 namespace df::scheduler {
 
@@ -79,7 +83,13 @@ struct TaskView {
 struct ScoredParent {
   size_t index = 0;  // into the candidates passed to Evaluate
   double score = 0;  // higher is better; in [0, 1] for the default evaluator
+  // Bandwidth the evaluator expects from this parent to the child, bytes/s; 0 = no estimate.
+  // The selector books at most this on a parent whose host has no capacity evidence.
+  double predicted_bytes_per_sec = 0;
 };
+
+struct DownloadRow;  // dataset_writer.h
+class NetworkTopology;
 
 // Thread-safe: Evaluate may be called concurrently (implementations are stateless or
 // synchronise internally) and must not block on I/O.
@@ -94,11 +104,29 @@ class Evaluator {
   virtual std::vector<ScoredParent> Evaluate(const ChildInfo& child,
                                              const std::vector<ParentInfo>& candidates,
                                              const TaskView& task) const = 0;
+
+  // Evaluators that learn from outcomes say so; the Scheduler then passes every plausible piece
+  // record to ObserveTransfer (under its mutex: it must only take leaf locks).
+  virtual bool observes_transfers() const { return false; }
+  virtual void ObserveTransfer(const DownloadRow& /*row*/) {}
+  // The probe graph, when the scheduler has one (borrowed; null: none).
+  virtual void SetTopology(const NetworkTopology* /*topology*/) {}
 };
 
-// The evaluator named `name`; InvalidArgument naming the known ones for an unknown name.
-Result<std::unique_ptr<Evaluator>> NewEvaluator(std::string_view name);
+// What NewEvaluator needs beyond a name (only "ml" reads it).
+struct EvaluatorOptions {
+  std::string inference;  // HOST:PORT of the KServe v2 service; "ml" requires it
+  std::string inference_model = "bandwidth";
+  uint64_t inference_deadline_ms = 20;
+  uint64_t prediction_ttl_ms = 30'000;
+  prometheus::Registry* registry = nullptr;  // for the evaluator's own metrics; may be null
+};
+
+// The evaluator named `name`; InvalidArgument naming the known ones for an unknown name, or when
+// "ml" has no inference address.
+Result<std::unique_ptr<Evaluator>> NewEvaluator(std::string_view name,
+                                                const EvaluatorOptions& options = {});
 bool IsKnownEvaluator(std::string_view name);
-std::string KnownEvaluatorNames();  // "default, latency"
+std::string KnownEvaluatorNames();  // "default, latency, ml"
 
 }  // namespace df::scheduler

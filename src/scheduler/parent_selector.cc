@@ -96,7 +96,9 @@ std::vector<ParentSelector::Ranked> ParentSelector::RankCandidates(
   std::vector<Ranked> order;
   order.reserve(scored.size());
   for (const auto& s : scored) {
-    if (s.index < candidates.size()) order.push_back({candidates[s.index], s.score});
+    if (s.index < candidates.size()) {
+      order.push_back({candidates[s.index], s.score, s.predicted_bytes_per_sec});
+    }
   }
   return order;
 }
@@ -188,6 +190,11 @@ std::vector<ChosenParent> ParentSelector::SelectByCapacity(Task& task, Peer& chi
     if (cap > 0) {
       const uint64_t used = host.upload_allotted - std::min(host.upload_allotted, own(*r.peer));
       free = cap > used ? cap - used : 0;
+    }
+    // A host with no evidence of its capacity (neither announced nor seen in piece records)
+    // books at the prior; the evaluator's estimate of this very edge, when it has one, is better.
+    if (!host.upload_capacity_evidence && r.predicted_bytes_per_sec >= 1) {
+      free = std::min(free, static_cast<uint64_t>(r.predicted_bytes_per_sec));
     }
     // Slivers below 1/8 of the need would add a parent that cannot carry a share.
     if (free == 0 || (free < need / 8 && free < left)) continue;

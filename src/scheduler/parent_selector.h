@@ -54,6 +54,7 @@ class ParentSelector {
   struct Ranked {
     Peer* peer = nullptr;
     double score = 0;
+    double predicted_bytes_per_sec = 0;  // the evaluator's estimate for this edge; 0 = none
   };
   std::vector<Peer*> CollectCandidates(Task& task, Peer& child, std::mt19937_64& rng) const;
   // The evaluator's verdict: the good candidates, best first.

@@ -49,6 +49,8 @@ struct Host {
   // Scheduler refreshes them.
   uint64_t upload_capacity_bps = 0;
   uint64_t download_capacity_bps = 0;
+  // The upload capacity comes from the host's announcement or its piece records, not the prior.
+  bool upload_capacity_evidence = false;
 
   bool is_seed() const { return info.type() == df::scheduler::v1::HOST_TYPE_SEED; }
   uint64_t announced_upload() const { return info.upload_rate_limit_bytes_per_sec(); }

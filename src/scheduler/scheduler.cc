@@ -72,6 +72,7 @@ void Scheduler::SetNetworkTopology(NetworkTopology* topology) {
   std::lock_guard lock(mu_);
   topology_ = topology;
   selector_.set_topology(topology);
+  evaluator_->SetTopology(topology);
 }
 
 void Scheduler::WakeBackground() {

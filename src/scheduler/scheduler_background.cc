@@ -147,6 +147,11 @@ bool Scheduler::RefreshHostCapacity(Host& host) {
   }
   host.upload_capacity_bps = up;
   host.download_capacity_bps = down;
+  if (!host.upload_capacity_evidence) {
+    const CapacityEstimator::Learned l = capacity_.Get(id);
+    host.upload_capacity_evidence = l.upload_peak > 0 || l.upload_busy > 0;
+  }
+  host.upload_capacity_evidence = host.upload_capacity_evidence || host.announced_upload() > 0;
   return changed;
 }
 

@@ -15,7 +15,13 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
     const SchedulerConfig& config, prometheus::Registry& registry,
     std::unique_ptr<SeedTrigger> seed_trigger) {
   DF_RETURN_IF_ERROR(ValidateConfig(config));
-  auto evaluator = NewEvaluator(config.evaluator);
+  EvaluatorOptions evaluator_options;
+  evaluator_options.inference = config.inference;
+  evaluator_options.inference_model = config.inference_model;
+  evaluator_options.inference_deadline_ms = config.inference_deadline_ms;
+  evaluator_options.prediction_ttl_ms = config.prediction_ttl_ms;
+  evaluator_options.registry = &registry;
+  auto evaluator = NewEvaluator(config.evaluator, evaluator_options);
   if (!evaluator.ok()) return evaluator.status();
   std::unique_ptr<SchedulerServer> s(new SchedulerServer());
   auto auth =

@@ -114,10 +114,39 @@ TEST(SchedulerConfig, TlsFilesMustComeTogether) {
 
 TEST(SchedulerConfig, UnknownEvaluatorIsRejected) {
   SchedulerConfig c;
-  c.evaluator = "ml";
+  c.evaluator = "neural";
   Status s = ValidateConfig(c);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("default"), std::string::npos) << "names the known evaluators";
+  EXPECT_NE(s.message().find("ml"), std::string::npos) << "names the known evaluators";
+}
+
+TEST(SchedulerConfig, MlEvaluatorNeedsAnInferenceService) {
+  SchedulerConfig c;
+  c.evaluator = "ml";
+  Status s = ValidateConfig(c);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("--inference"), std::string::npos) << s.ToString();
+  c.inference = "127.0.0.1:8001";
+  EXPECT_TRUE(ValidateConfig(c).ok());
+  c.inference = "no-port";
+  EXPECT_EQ(ValidateConfig(c).code(), StatusCode::kInvalidArgument);
+  c.inference = "127.0.0.1:8001";
+  c.inference_model = "../etc";
+  EXPECT_EQ(ValidateConfig(c).code(), StatusCode::kInvalidArgument);
+  c.inference_model = "bandwidth";
+  c.inference_deadline_ms = 60'000;
+  EXPECT_EQ(ValidateConfig(c).code(), StatusCode::kInvalidArgument);
+  auto loaded = LoadConfigFromString(
+      "evaluator: ml\ninference: 10.0.0.5:8001\ninference_model: bw\n"
+      "inference_deadline: 5ms\nprediction_ttl: 2m\n",
+      "test", SchedulerConfig{});
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded.value().inference, "10.0.0.5:8001");
+  EXPECT_EQ(loaded.value().inference_model, "bw");
+  EXPECT_EQ(loaded.value().inference_deadline_ms, 5u);
+  EXPECT_EQ(loaded.value().prediction_ttl_ms, 120'000u);
+  EXPECT_TRUE(ValidateConfig(loaded.value()).ok());
 }
 
 TEST(SchedulerConfig, ProbeOptions) {

@@ -202,7 +202,7 @@ TEST(DefaultEvaluator, ScoresStayWithinZeroAndOne) {
 
 TEST(Evaluators, UnknownNameIsAnErrorNamingTheKnownOnes) {
   EXPECT_TRUE(NewEvaluator("default").ok());
-  auto e = NewEvaluator("ml");
+  auto e = NewEvaluator("neural");
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.status().message().find("default"), std::string::npos);
 }

@@ -8,6 +8,7 @@
 #include <prometheus/registry.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -51,14 +52,19 @@ class SilentSeedTrigger final : public SeedTrigger {
 
 class SchedulerClockTest : public ::testing::Test {
  protected:
-  void StartScheduler(SchedulerConfig config, std::unique_ptr<SeedTrigger> seed_trigger) {
+  void StartScheduler(SchedulerConfig config, std::unique_ptr<SeedTrigger> seed_trigger,
+                      std::unique_ptr<Evaluator> evaluator = nullptr) {
     clock_.Advance(24h);
-    scheduler_ = std::make_unique<Scheduler>(std::move(config), NewEvaluator("default").value(),
+    if (!evaluator) evaluator = NewEvaluator("default").value();
+    scheduler_ = std::make_unique<Scheduler>(std::move(config), std::move(evaluator),
                                              std::move(seed_trigger), &metrics_, nullptr, &clock_);
   }
 
-  void AnnounceHost(const std::string& id, v1::HostType type = v1::HOST_TYPE_NORMAL) {
+  void AnnounceHost(const std::string& id, v1::HostType type = v1::HOST_TYPE_NORMAL,
+                    uint64_t upload = 0, uint64_t download = 0) {
     v1::Host host;
+    host.set_upload_rate_limit_bytes_per_sec(upload);
+    host.set_download_rate_limit_bytes_per_sec(download);
     host.set_id(id);
     host.set_ip("127.0.0.1");
     host.set_grpc_port(4000);
@@ -155,6 +161,56 @@ TEST_F(SchedulerClockTest, PeersAndHostsAreCollectedOnlyAfterTheirTtl) {
   clock_.Advance(60s);  // 121 s since the host was last seen
   scheduler_->CollectGarbage();
   EXPECT_EQ(scheduler_->host_count(), 0u);
+}
+
+// The default evaluator's ranking plus a fixed bandwidth estimate per parent host, as the ml
+// evaluator gives once its predictions are in (ml_evaluator.h).
+class EstimatingEvaluator final : public Evaluator {
+ public:
+  explicit EstimatingEvaluator(std::map<std::string, double> estimates)
+      : estimates_(std::move(estimates)) {}
+  std::string_view name() const override { return "estimating"; }
+  std::vector<ScoredParent> Evaluate(const ChildInfo& child,
+                                     const std::vector<ParentInfo>& candidates,
+                                     const TaskView& task) const override {
+    auto ranked = default_->Evaluate(child, candidates, task);
+    for (auto& r : ranked) {
+      auto it = estimates_.find(candidates[r.index].host_id);
+      if (it != estimates_.end()) r.predicted_bytes_per_sec = it->second;
+    }
+    return ranked;
+  }
+
+ private:
+  std::unique_ptr<Evaluator> default_ = NewEvaluator("default").value();
+  std::map<std::string, double> estimates_;
+};
+
+// A seed host that never announced a rate books at the 1 Gbit/s prior; with an estimate of the
+// edge, the child books what the estimate says instead.
+TEST_F(SchedulerClockTest, APredictedEdgeBandwidthCapsTheBookingOnAHostWithoutEvidence) {
+  for (bool announced : {false, true}) {
+    SCOPED_TRACE(announced ? "seed announced its uplink" : "seed announced nothing");
+    SchedulerConfig config;
+    config.gc_interval_ms = 7 * 24 * 3600'000ull;
+    StartScheduler(config, std::make_unique<SilentSeedTrigger>(),
+                   std::make_unique<EstimatingEvaluator>(
+                       std::map<std::string, double>{{"seed-host", 20e6}}));
+    AnnounceHost("seed-host", v1::HOST_TYPE_SEED, announced ? 125'000'000 : 0);
+    AnnounceHost("host-a", v1::HOST_TYPE_NORMAL, 0, 100'000'000);
+    Register("seed-host", "seed-peer", std::make_shared<RecordingStream>());
+    auto stream = std::make_shared<RecordingStream>();
+    Register("host-a", "peer-a", stream);
+    ASSERT_FALSE(stream->sent().empty());
+    ASSERT_TRUE(stream->sent().back().has_normal_task())
+        << stream->sent().back().ShortDebugString();
+    auto seed = scheduler_->GetHostCapacity("seed-host");
+    ASSERT_TRUE(seed.has_value());
+    // No evidence: the estimate (20 MB/s) is booked. Announced: the announcement is evidence,
+    // and the child books its whole 100 MB/s downlink on the 125 MB/s uplink.
+    EXPECT_EQ(seed->booked, announced ? 100'000'000u : 20'000'000u);
+    scheduler_.reset();
+  }
 }
 
 }  // namespace

@@ -61,7 +61,19 @@ int main(int argc, char** argv) {
   app.add_option("--weight-decay", options.weight_decay, "Adam weight decay (every model)");
   app.add_option("--hosts-per-rack", synthetic.hosts_per_rack, "synthetic: hosts per rack");
   app.add_option("--seed", synthetic.seed, "synthetic: generator seed");
+  std::string write_dir;
+  app.add_option("--write-synthetic", write_dir,
+                 "write the synthetic dataset (idc named) as dataset files into this directory "
+                 "and exit (for dftrainer --train-once)");
   CLI11_PARSE(app, argc, argv);
+  if (!write_dir.empty()) {
+    df::Status s = df::learning::WriteSyntheticDir(synthetic, write_dir);
+    if (!s.ok()) {
+      std::fprintf(stderr, "learning_bench: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    return 0;
+  }
   options.repo.clear();  // evaluate only
 
   std::printf("%-28s %6s %7s %6s | %8s %8s %8s | %6s |\n", "dataset", "hosts", "train", "held",

@@ -31,11 +31,12 @@ Status LocalCluster::Start() {
   if (!origin_->ok()) return Unavailable("nginx origin did not start (is nginx installed?)");
 
   scheduler_port_ = FreePort();
+  scheduler_metrics_port_ = FreePort();
   std::vector<std::string> argv = {options_.bin_dir + "/scheduler/dfscheduler",
                                    "--listen",
                                    "127.0.0.1:" + std::to_string(scheduler_port_),
                                    "--metrics",
-                                   "127.0.0.1:" + std::to_string(FreePort()),
+                                   "127.0.0.1:" + std::to_string(scheduler_metrics_port_),
                                    "--evaluator",
                                    options_.evaluator,
                                    "--log-level",

@@ -50,6 +50,8 @@ class LocalCluster {
   std::string OriginRoot() const { return options_.work_dir + "/origin"; }
   std::string OriginUrl(const std::string& name) const { return origin_->Url(name); }
   uint64_t OriginBytesServed() const { return origin_->BytesServed(); }
+  // dfscheduler's /metrics and /api port on 127.0.0.1.
+  uint16_t SchedulerMetricsPort() const { return scheduler_metrics_port_; }
 
   // Downloads `url` on peer `i` through its local API to <work_dir>/out/<peer>.bin.
   PeerResult Download(int i, const std::string& url, uint64_t piece_length = 0);
@@ -71,6 +73,7 @@ class LocalCluster {
   std::unique_ptr<NginxOrigin> origin_;
   Process scheduler_;
   uint16_t scheduler_port_ = 0;
+  uint16_t scheduler_metrics_port_ = 0;
   std::unique_ptr<Daemon> seed_;
   std::vector<std::unique_ptr<Daemon>> peers_;
 };

@@ -288,7 +288,17 @@ void MlEvaluator::Run() {
     MaybeRebuildGraph(std::chrono::steady_clock::now());
     const bool ok = PredictBatch(batch);
     std::lock_guard lock(mu_);
-    if (!ok) retry_after_ = std::chrono::steady_clock::now() + options_.retry_interval;
+    if (!ok) {
+      retry_after_ = std::chrono::steady_clock::now() + options_.retry_interval;
+      // The pairs wait for the service to come back (a model loaded, a restart), so their
+      // predictions are in before the next decisions that need them.
+      for (auto& pair : batch) {
+        if (queue_.size() >= options_.max_queued_pairs) break;
+        if (queued_.insert(Key(pair.first, pair.second)).second) {
+          queue_.push_back(std::move(pair));
+        }
+      }
+    }
     available_ = ok;
     model_available_.Set(ok ? 1 : 0);
   }

@@ -19,7 +19,8 @@
 // A candidate without a prediction yet gets the mean model term of those that have one. A
 // decision where no candidate has a prediction is the default evaluator's, counted as a
 // fallback: "cold" (queued, the answer is on its way) or "unavailable" (the service failed or
-// has no model; the predictor retries every `retry_interval`).
+// has no model; the predictor keeps the pairs and retries every `retry_interval`, so they are
+// predicted as soon as a model is served, before the next decisions ask).
 //
 // Learning from the outcome: every piece record whose pair had a prediction adds the absolute
 // percentage error |predicted - realised| / realised to the online MAPE (metrics below).

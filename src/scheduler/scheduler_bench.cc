@@ -53,6 +53,8 @@ struct Options {
   int baseline_calls = 2000;
   std::string target;               // empty = in-process scheduler
   uint64_t push_interval_ms = 200;  // in-process scheduler's push interval
+  std::string evaluator = "default";  // in-process scheduler's evaluator
+  std::string inference;              // and its inference service (evaluator ml)
 };
 
 v1::AnnouncePeerRequest Message(const std::string& host_id, const std::string& peer_id) {
@@ -292,6 +294,8 @@ int Run(const Options& opt) {
     config.listen = "127.0.0.1:0";
     config.metrics = "";
     config.push_interval_ms = opt.push_interval_ms;
+    config.evaluator = opt.evaluator;
+    config.inference = opt.inference;
     auto started = df::scheduler::SchedulerServer::Start(config, registry);
     if (!started.ok()) {
       std::fprintf(stderr, "scheduler_bench: %s\n", started.status().message().c_str());
@@ -397,9 +401,9 @@ int Run(const Options& opt) {
   const double max = Percentile(latency_ms, 100);
   std::printf(
       "scheduler_bench: peers=%d channels=%d spread_ms=%d piece_interval_ms=%d "
-      "scheduler=%s\n",
+      "scheduler=%s evaluator=%s\n",
       opt.peers, opt.channels, opt.spread_ms, opt.piece_interval_ms,
-      opt.target.empty() ? "in-process" : opt.target.c_str());
+      opt.target.empty() ? "in-process" : opt.target.c_str(), opt.evaluator.c_str());
   std::printf(
       "register->first parents: answered=%zu/%d with_parents=%d wall=%.0fms "
       "p50=%.3fms p90=%.3fms p99=%.3fms max=%.3fms\n",
@@ -444,6 +448,9 @@ int main(int argc, char** argv) {
   app.add_option("--push-interval-ms", opt.push_interval_ms,
                  "in-process scheduler: minimum time between parent pushes to one peer");
   app.add_option("--target", opt.target, "address of a running dfscheduler (default: in-process)");
+  app.add_option("--evaluator", opt.evaluator, "in-process scheduler: default, latency or ml");
+  app.add_option("--inference", opt.inference,
+                 "in-process scheduler: KServe v2 HOST:PORT for --evaluator ml");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

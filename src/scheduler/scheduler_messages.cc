@@ -15,6 +15,9 @@ namespace {
 // measurement: it is ignored rather than allowed to inflate or deflate learned capacities.
 constexpr double kMaxPlausibleBytesPerSec = 50e9;
 constexpr uint64_t kMaxPlausibleCostNs = 3600ull * 1'000'000'000;
+// Digests kept for a task whose size is not known yet (the seed's first pieces can come before
+// its metadata); bounded so that a peer cannot grow the map before any size is set.
+constexpr size_t kMaxDigestsBeforeSize = 4096;
 
 // What the records dataset says of `host` now (requires the Scheduler's mutex).
 DatasetHost DatasetHostOf(const Host& host) {
@@ -222,11 +225,21 @@ void Scheduler::LearnTaskSize(Task& task, const Peer& from, int64_t content_leng
   task.piece_length = layout.piece_length;
   task.total_pieces = layout.total_pieces();
   task.info.set_content_length(task.content_length);
+  std::erase_if(task.piece_digests, [&](const auto& d) {
+    if (d.first < task.total_pieces) return false;
+    --task.origin_digests;
+    return true;
+  });
 }
 
 void Scheduler::RecordPieceDigest(Task& task, const Peer& from, const v1::PieceFinished& m) {
   if (m.sha256().empty() || !IsSizeAuthority(from)) return;
-  if (m.sha256().size() != 32 || m.piece_number() >= task.total_pieces) {
+  // A seed's first pieces may finish before its task metadata arrives: while the size is unknown
+  // any piece number a task can have is kept, and the ones past the end are dropped once it is.
+  const uint32_t limit =
+      task.total_pieces > 0 ? task.total_pieces : FinishedPieces::kMaxTrackedPieces;
+  if (m.sha256().size() != 32 || m.piece_number() >= limit ||
+      (task.total_pieces == 0 && task.piece_digests.size() >= kMaxDigestsBeforeSize)) {
     DF_LOG_WARN("malformed piece digest ignored task_id={} peer_id={} piece={}", task.id, from.id,
                 m.piece_number());
     return;

@@ -1102,6 +1102,38 @@ TEST_F(SchedulerGrpcTest, PieceDigestsComeFromTheOriginFetcherOnly) {
   EXPECT_EQ(d.sha256(1), std::string(32, 'b'));
 }
 
+// A seed's first pieces can finish before its task metadata reaches the scheduler: their digests
+// are kept (those past the end are dropped once the size is known). Found by the learning loop
+// test, whose scheduler logged "malformed piece digest ignored ... piece=0" on every task.
+TEST_F(SchedulerGrpcTest, DigestsReportedBeforeTheSizeAreKept) {
+  StartScheduler();
+  AnnounceHost("host-a");
+  AnnounceHost("host-b");
+  auto a = Peer("host-a", "peer-a");
+  a->Register();
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  a->PieceFromOrigin(0);  // before any size
+  a->PieceFromOrigin(40);  // past the end it will have (10 MiB is at most 10 pieces)
+  a->ReportSize(10 << 20);
+  a->PieceFromOrigin(1);
+  auto b = Peer("host-b", "peer-b");
+  b->Register();
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  auto ask = b->Request();
+  ask.mutable_piece_digests_request()->set_first_piece(0);
+  ask.mutable_piece_digests_request()->set_count(100);
+  b->Send(ask);
+  std::optional<v1::AnnouncePeerResponse> r;
+  do {
+    r = b->Next();
+  } while (r && !r->has_piece_digests());
+  ASSERT_TRUE(r.has_value());
+  const auto& d = r->piece_digests();
+  ASSERT_EQ(d.sha256_size(), 2) << "pieces 0 and 1; 40 is past the end";
+  EXPECT_EQ(d.sha256(0), std::string(32, 'a'));
+  EXPECT_EQ(d.sha256(1), std::string(32, 'b'));
+}
+
 // Found by fuzz_scheduler: a peer was counted by its host's type at each state change, so a host
 // that announced another type while its peer ran left the task's counts wrong for good: a seed
 // for ever (later peers wait for it instead of going to the origin), or a count below zero.

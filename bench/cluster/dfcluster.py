@@ -66,6 +66,10 @@ SCHEDULER_PORT = 8002
 SCHEDULER_METRICS_PORT = 8003
 SCHEDULER_PORT_STEP = 100  # with --schedulers N, scheduler i listens on SCHEDULER_PORT + i * step
 REDIS_PORT = 6379
+TRAINER_PORT = 9090        # dftrainer, services namespace (evaluator ml)
+TRAINER_METRICS_PORT = 9091
+INFERENCE_PORT = 8001      # dfinference, services namespace (evaluator ml)
+INFERENCE_METRICS_PORT = 8004
 DAEMON_GRPC_PORT = 4000
 DAEMON_METRICS_PORT = 4002
 DAEMON_PIECE_PORT = 4005
@@ -891,10 +895,70 @@ def ensure_tracker_user():
            TRACKER_USER)
 
 
-def dragonfly_binaries(build_dir):
+def dragonfly_binaries(build_dir, evaluator="default"):
     b = Path(build_dir)
-    return {"dfscheduler": b / "src/scheduler/dfscheduler", "dfdaemon": b / "src/daemon/dfdaemon",
+    bins = {"dfscheduler": b / "src/scheduler/dfscheduler", "dfdaemon": b / "src/daemon/dfdaemon",
             "dfget": b / "src/dfget/dfget"}
+    if evaluator == "ml":
+        bins["dftrainer"] = b / "src/trainer/dftrainer"
+        bins["dfinference"] = b / "src/inference/dfinference"
+    return bins
+
+
+def start_learning_loop(ctx, system, bins):
+    """For --evaluators ml: dftrainer and dfinference in the services namespace over one model
+    repository in the run's work dir. Returns (procs, extra dfscheduler args)."""
+    cl, svc = ctx.cluster, ctx.topo.services
+    base = cl.work / "learning" / system
+    repo, dataset = base / "repo", base / "dataset"
+    repo.mkdir(parents=True, exist_ok=True)
+    procs = [
+        cl.start(svc, [bins["dftrainer"], "--listen", f"{svc.ip}:{TRAINER_PORT}", "--metrics",
+                       f"{svc.ip}:{TRAINER_METRICS_PORT}", "--repo", repo, "--threads", "1"],
+                 f"{system}-dftrainer"),
+        cl.start(svc, [bins["dfinference"], "--repo", repo, "--listen",
+                       f"{svc.ip}:{INFERENCE_PORT}", "--metrics",
+                       f"{svc.ip}:{INFERENCE_METRICS_PORT}", "--poll-interval", "1s"],
+                 f"{system}-dfinference")]
+    for port, name in ((TRAINER_PORT, "dftrainer"), (INFERENCE_PORT, "dfinference")):
+        if not cl.wait_tcp(svc, svc.ip, port, timeout=30):
+            raise RuntimeError(f"{name} did not listen (see logs/{system}-{name}.log)")
+    args = ["--inference", f"{svc.ip}:{INFERENCE_PORT}", "--trainer", f"{svc.ip}:{TRAINER_PORT}",
+            "--trainer-interval", "2s", "--dataset-dir", dataset]
+    return procs, args
+
+
+def scrape(ctx, host, addr):
+    """The /metrics text of http://addr/ seen from `host`'s namespace ("" when it fails)."""
+    code = (f"import urllib.request\n"
+            f"print(urllib.request.urlopen('http://{addr}/metrics', timeout=5).read().decode())")
+    try:
+        r = ctx.cluster.run_in(host, ["/usr/bin/python3", "-c", code], timeout=15)
+    except subprocess.TimeoutExpired:
+        return ""
+    return r.stdout
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == name:
+            return float(value)
+    return None
+
+
+def wait_for_model(ctx, system, timeout=240):
+    """After the warm-up files: waits until dftrainer published a version, then gives the ml
+    evaluator time to fetch predictions for the pairs it queued. Returns seconds waited."""
+    svc, t0 = ctx.topo.services, time.time()
+    while time.time() - t0 < timeout:
+        text = scrape(ctx, svc, f"{svc.ip}:{TRAINER_METRICS_PORT}")
+        if (metric(text, "df_trainer_versions_published_total") or 0) >= 1:
+            time.sleep(5)  # dfinference polls every second; failed calls retry every 2 s
+            return time.time() - t0
+        time.sleep(1)
+    raise RuntimeError(f"{system}: no model version published within {timeout} s "
+                       f"(see logs/{system}-dftrainer.log)")
 
 
 def announce_args(args, h, announce):
@@ -942,7 +1006,11 @@ def scheduler_counters(ctx, metrics_addr):
         return {}
     wanted = {"df_scheduler_host_announces_total": "host_announces",
               "df_scheduler_registered_peers_total": "registered_peers",
-              'df_scheduler_peer_announces_total{type="piece_finished"}': "piece_reports"}
+              'df_scheduler_peer_announces_total{type="piece_finished"}': "piece_reports",
+              'df_scheduler_ml_decisions_total{result="model"}': "ml_decisions_model",
+              'df_scheduler_ml_decisions_total{result="cold"}': "ml_decisions_cold",
+              'df_scheduler_ml_decisions_total{result="unavailable"}': "ml_decisions_unavailable",
+              "df_scheduler_ml_predictions_total": "ml_predictions"}
     counters = {}
     for line in r.stdout.splitlines():
         name, _, value = line.rpartition(" ")
@@ -1011,7 +1079,7 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
     cl, topo, args = ctx.cluster, ctx.topo, ctx.args
     n_sched = args.schedulers
     system = dragonfly_name(evaluator, announce, n_sched)
-    bins = dragonfly_binaries(args.build_dir)
+    bins = dragonfly_binaries(args.build_dir, evaluator)
     missing = [str(p) for p in bins.values() if not os.access(p, os.X_OK)]
     if missing:
         log(f"{system}: skipped: binaries missing ({', '.join(missing)})")
@@ -1035,10 +1103,14 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
     sched_counters = []
     try:
         store_args = []
+        if evaluator == "ml":
+            procs, ml_args = start_learning_loop(ctx, system, bins)
+            started.extend(procs)
+            store_args += ml_args
         if n_sched > 1:
             redis, url = start_redis(ctx, system)
             started.append(redis)
-            store_args = ["--store", url]
+            store_args += ["--store", url]
         for i, port in enumerate(ports):
             log_name = f"{system}-scheduler" + (f"-{i}" if n_sched > 1 else "")
             started.append(cl.start(svc, [bins["dfscheduler"], "--listen", f"{svc.ip}:{port}",
@@ -1056,8 +1128,9 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
             argv = [bins["dfdaemon"]] + (["--seed"] if h.role == "seed" else []) + [
                 "--scheduler", sched_addr, "--data-dir", hd / "data", "--sock", socks[h.name],
                 "--ip", h.ip, "--hostname", h.name, "--grpc-port", DAEMON_GRPC_PORT, "--piece-port", DAEMON_PIECE_PORT,
-                "--metrics-port", DAEMON_METRICS_PORT, "--idc", h.idc, "--location", h.location,
-                "--log-level", args.daemon_log_level] + announce_args(args, h, announce)
+                "--metrics-port", DAEMON_METRICS_PORT, "--log-level", args.daemon_log_level] + (
+                [] if args.hide_idc else ["--idc", h.idc, "--location", h.location]) + \
+                announce_args(args, h, announce)
             started.append(cl.start(h, argv + args.daemon_arg, f"{system}-dfdaemon-{h.name}"))
         deadline = time.time() + 30
         while time.time() < deadline and not all(s.exists() for s in socks.values()):
@@ -1071,6 +1144,32 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
         for h in topo.receivers:  # piece port up as well
             cl.wait_tcp(h, h.ip, DAEMON_PIECE_PORT, timeout=10)
         time.sleep(args.settle)
+        warmup = []
+        for i in range(args.warmup_files):
+            # Untimed files first, through the same scheduler and daemons: what a cluster has
+            # learned (capacities, records, a trained model) before the measured file arrives.
+            name = f"warmup-{system}-{i}"
+            want = make_file(ctx.file_path.parent / name, args.warmup_size)
+            wurl = ctx.file_url.rsplit("/", 1)[0] + "/" + name
+            wouts = {h.name: out_path(ctx, h, system) / name for h in topo.receivers}
+            wt0 = time.time()
+            wprocs = {h.name: cl.start(h, [bins["dfget"], wurl, "-O", wouts[h.name],
+                                           "--no-progress", "--daemon-sock", socks[h.name]],
+                                       f"{system}-dfget-{name}-{h.name}")
+                      for h in topo.receivers}
+            wait_all([lambda p=p: not p.running() for p in wprocs.values()], ctx.timeout, name)
+            cl.stop_all(wprocs.values())
+            wok = all(p.returncode == 0 for p in wprocs.values()) and \
+                all(check_copies(wouts, want).values())
+            warmup.append({"file": name, "seconds": round(time.time() - wt0, 3), "ok": wok})
+            log(f"{system}: warm-up {name}: {time.time() - wt0:.1f} s, "
+                f"{'ok' if wok else 'FAILED'}")
+            (ctx.file_path.parent / name).unlink(missing_ok=True)
+            for o in wouts.values():
+                Path(o).unlink(missing_ok=True)
+        if evaluator == "ml" and args.warmup_files > 0:
+            waited = wait_for_model(ctx, system)
+            log(f"{system}: model published; waited {waited:.1f} s after the warm-up")
         off = log_size(ctx.access_log)
         tx0 = cl.tx_bytes(topo.origin)
         outs = {h.name: out_path(ctx, h, system) / "file" for h in topo.receivers}
@@ -1103,6 +1202,7 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
     return result_record(ctx, system, times, ok, served, reqs, tx,
                          {"timed_out": not finished, "failures": failures,
                           "evaluator": evaluator, "schedulers": n_sched,
+                          "hide_idc": args.hide_idc, "warmup": warmup,
                           "scheduler_counters": sched_counters, "daemon_usage": usage})
 
 
@@ -1538,6 +1638,13 @@ def main(argv=None):
     r.add_argument("--upload-rate-factor", type=float, default=1.0,
                    help="dfdaemon --upload-rate = this x the host's shaped upload (default 1.0)")
     r.add_argument("--daemon-log-level", default="info")
+    r.add_argument("--hide-idc", action="store_true",
+                   help="daemons announce no idc/location: the scheduler must find the racks")
+    r.add_argument("--warmup-files", type=int, default=0,
+                   help="untimed files each dragonfly run distributes first (records; for "
+                        "--evaluators ml also a trained model)")
+    r.add_argument("--warmup-size", type=parse_size, default=parse_size("128MiB"),
+                   help="size of each warm-up file (default 128MiB)")
     r.add_argument("--daemon-arg", action="append", default=[],
                    help="extra argument for every dfdaemon (repeatable)")
     r.add_argument("--scheduler-arg", action="append", default=[],

@@ -1,5 +1,6 @@
 #include "trainer/service.h"
 
+#include "common/crc32c.h"
 #include "common/log.h"
 
 namespace df::trainer {
@@ -17,6 +18,9 @@ TrainerMetrics::TrainerMetrics(prometheus::Registry& r)
           Counter(r, "df_trainer_datasets_received_total", "Train calls that delivered a dataset")),
       datasets_rejected(Counter(r, "df_trainer_datasets_rejected_total",
                                 "Train calls refused with an error status")),
+      datasets_unchanged(Counter(r, "df_trainer_datasets_unchanged_total",
+                                 "datasets identical to the sender's previous one (not trained "
+                                 "again)")),
       dataset_bytes(Counter(r, "df_trainer_dataset_bytes_total", "CSV bytes received")),
       dataset_rows(Counter(r, "df_trainer_dataset_rows_total", "dataset rows accepted")),
       dataset_bad_rows(Counter(r, "df_trainer_dataset_bad_rows_total",
@@ -69,15 +73,24 @@ void TrainingLoop::Stop() {
 }
 
 bool TrainingLoop::Submit(const std::string& scheduler_id,
-                          std::unique_ptr<learning::Dataset> dataset) {
+                          std::unique_ptr<learning::Dataset> dataset,
+                          const std::string& fingerprint) {
   {
     std::lock_guard lock(mu_);
     if (!datasets_.contains(scheduler_id) && datasets_.size() >= kMaxSchedulers) return false;
     datasets_[scheduler_id] = std::move(dataset);
+    fingerprints_[scheduler_id] = fingerprint;
     dirty_ = true;
   }
   wake_.notify_all();
   return true;
+}
+
+bool TrainingLoop::Unchanged(const std::string& scheduler_id,
+                             const std::string& fingerprint) const {
+  std::lock_guard lock(mu_);
+  auto it = fingerprints_.find(scheduler_id);
+  return !fingerprint.empty() && it != fingerprints_.end() && it->second == fingerprint;
 }
 
 uint64_t TrainingLoop::runs() const {
@@ -149,6 +162,7 @@ grpc::Status TrainerService::Train(grpc::ServerContext* context,
   std::unique_ptr<learning::DatasetFileReader> file;
   uint64_t bytes = 0;
   uint32_t files = 0;
+  uint32_t crc = 0;  // over every file kind and chunk: the dataset's fingerprint
   auto finish_file = [&]() -> Status {
     if (!file) return Status::Ok();
     Status s = file->Finish();
@@ -165,6 +179,7 @@ grpc::Status TrainerService::Train(grpc::ServerContext* context,
           return Reject(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many files in one dataset");
         }
         const auto kind = request.file().kind();
+        crc = Crc32cExtend(crc, &kind, sizeof kind);
         if (kind != v1::DATASET_FILE_KIND_DOWNLOAD &&
             kind != v1::DATASET_FILE_KIND_NETWORK_TOPOLOGY) {
           return Reject(grpc::StatusCode::INVALID_ARGUMENT, "unknown dataset file kind");
@@ -182,6 +197,7 @@ grpc::Status TrainerService::Train(grpc::ServerContext* context,
           return Reject(grpc::StatusCode::RESOURCE_EXHAUSTED, "chunk over the size limit");
         }
         bytes += chunk.size();
+        crc = Crc32cExtend(crc, chunk.data(), chunk.size());
         metrics_.dataset_bytes.Increment(static_cast<double>(chunk.size()));
         if (bytes > limits_.max_dataset_bytes) {
           return Reject(grpc::StatusCode::RESOURCE_EXHAUSTED, "dataset over the size limit");
@@ -207,14 +223,20 @@ grpc::Status TrainerService::Train(grpc::ServerContext* context,
   metrics_.datasets_received.Increment();
   metrics_.dataset_rows.Increment(static_cast<double>(stats.download_rows + stats.topology_rows));
   metrics_.dataset_bad_rows.Increment(static_cast<double>(stats.bad_rows));
-  const bool useful = !dataset->transfers().empty();
-  if (useful && !loop_.Submit(scheduler_id, std::move(dataset))) {
+  const std::string fingerprint = std::to_string(bytes) + "/" + std::to_string(crc);
+  // The scheduler resends its whole dataset every interval: the same bytes again are no reason
+  // to train again (a run costs CPU that the swarm on the same hosts may need).
+  const bool unchanged = loop_.Unchanged(scheduler_id, fingerprint);
+  const bool useful = !dataset->transfers().empty() && !unchanged;
+  if (useful && !loop_.Submit(scheduler_id, std::move(dataset), fingerprint)) {
     return Reject(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many schedulers");
   }
+  if (unchanged) metrics_.datasets_unchanged.Increment();
   response->set_queued(useful);
   DF_LOG_INFO(
-      "dataset received scheduler={} bytes={} download_rows={} topology_rows={} bad_rows={}",
-      scheduler_id, bytes, stats.download_rows, stats.topology_rows, stats.bad_rows);
+      "dataset received scheduler={} bytes={} download_rows={} topology_rows={} bad_rows={}{}",
+      scheduler_id, bytes, stats.download_rows, stats.topology_rows, stats.bad_rows,
+      unchanged ? " (unchanged since its last one: not trained again)" : "");
   return grpc::Status::OK;
 }
 

@@ -36,6 +36,7 @@ struct TrainerMetrics {
   explicit TrainerMetrics(prometheus::Registry& registry);
   prometheus::Counter& datasets_received;  // Train calls that delivered a dataset
   prometheus::Counter& datasets_rejected;  // Train calls refused with an error status
+  prometheus::Counter& datasets_unchanged;  // datasets identical to the sender's last one
   prometheus::Counter& dataset_bytes;      // CSV bytes received
   prometheus::Counter& dataset_rows;       // rows accepted
   prometheus::Counter& dataset_bad_rows;   // rows skipped
@@ -57,8 +58,13 @@ class TrainingLoop {
   void Stop();
   // Replaces the scheduler's dataset and wakes the thread. False (nothing kept) when the dataset
   // comes from a new scheduler and kMaxSchedulers datasets are already held.
+  // `fingerprint` identifies the dataset's content: a dataset the scheduler already sent,
+  // unchanged (its uploader resends every interval), is kept without a new run.
   static constexpr size_t kMaxSchedulers = 256;
-  bool Submit(const std::string& scheduler_id, std::unique_ptr<learning::Dataset> dataset);
+  bool Submit(const std::string& scheduler_id, std::unique_ptr<learning::Dataset> dataset,
+              const std::string& fingerprint = "");
+  // True when `scheduler_id`'s current dataset has this non-empty fingerprint.
+  bool Unchanged(const std::string& scheduler_id, const std::string& fingerprint) const;
   uint64_t runs() const;
 
  private:
@@ -69,6 +75,7 @@ class TrainingLoop {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::map<std::string, std::shared_ptr<const learning::Dataset>> datasets_;  // GUARDED_BY(mu_)
+  std::map<std::string, std::string> fingerprints_;                           // GUARDED_BY(mu_)
   bool dirty_ = false;                                                        // GUARDED_BY(mu_)
   bool stop_ = false;                                                         // GUARDED_BY(mu_)
   uint64_t runs_ = 0;                                                         // GUARDED_BY(mu_)

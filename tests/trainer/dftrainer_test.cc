@@ -143,6 +143,25 @@ TEST_F(TrainRpc, StreamedDatasetIsTrainedAndPublished) {
   EXPECT_EQ(bench::ScrapeMetric(metrics_port_, "df_trainer_versions_published_total"), 1);
   EXPECT_EQ(bench::ScrapeMetric(metrics_port_, "df_trainer_datasets_received_total"), 1);
   EXPECT_EQ(bench::ScrapeMetric(metrics_port_, "df_healthy"), 1);
+
+  // The scheduler resends its dataset every interval: the same bytes are not trained again.
+  const double runs = bench::ScrapeMetric(metrics_port_, "df_trainer_training_runs_total");
+  EXPECT_GE(runs, 1);
+  v1::TrainResponse again;
+  ASSERT_TRUE(Send(messages, &again).ok());
+  EXPECT_FALSE(again.queued());
+  EXPECT_EQ(bench::ScrapeMetric(metrics_port_, "df_trainer_datasets_unchanged_total"), 1);
+  // From another scheduler, or changed, it is.
+  messages[0] = Header("scheduler-2");
+  v1::TrainResponse other;
+  ASSERT_TRUE(Send(messages, &other).ok());
+  EXPECT_TRUE(other.queued());
+  messages[0] = Header("scheduler-1");
+  messages.pop_back();  // one topology chunk fewer
+  v1::TrainResponse changed;
+  ASSERT_TRUE(Send(messages, &changed).ok());
+  EXPECT_TRUE(changed.queued());
+  EXPECT_EQ(bench::ScrapeMetric(metrics_port_, "df_trainer_datasets_unchanged_total"), 1);
 }
 
 TEST_F(TrainRpc, MalformedStreamsGetAnErrorAndTheServerStaysUp) {

@@ -1384,12 +1384,13 @@ def git_commit():
 DATA_DIRS = ("hosts", "df", "www", "bt")  # everything that holds file copies
 
 
-def mount_data_tmpfs(work, receivers, file_bytes):
+def mount_data_tmpfs(work, receivers, file_bytes, extra_per_receiver=0):
     """Puts every copy of the file (origin, each host's output and each system's storage) on a
     tmpfs mounted at <work>/data, reached through symlinks. The simulated hosts share one machine
     and so one disk; without this the disk's write bandwidth, shared by all hosts, would be
     measured instead of the network. Returns the mount point."""
-    size = (receivers + 2) * file_bytes + (1 << 30)
+    # Each daemon keeps what it fetched (warm-up files included) until its run ends.
+    size = (receivers + 2) * file_bytes + receivers * extra_per_receiver + (1 << 30)
     avail = 0
     with open("/proc/meminfo") as f:
         for line in f:
@@ -1449,7 +1450,8 @@ def cmd_run(args):
     data_mount = None
     if args.storage == "tmpfs":
         try:
-            data_mount = mount_data_tmpfs(work, len(topo.receivers), file_bytes)
+            data_mount = mount_data_tmpfs(work, len(topo.receivers), file_bytes,
+                                          args.warmup_files * args.warmup_size)
         except RuntimeError as e:
             log(f"{e}; the copies go to the work dir's disk instead (storage: disk)")
             args.storage = "disk"

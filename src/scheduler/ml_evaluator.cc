@@ -208,6 +208,14 @@ std::vector<ScoredParent> MlEvaluator::Evaluate(const ChildInfo& child,
   }
   std::stable_sort(ranked.begin(), ranked.end(),
                    [](const ScoredParent& a, const ScoredParent& b) { return a.score > b.score; });
+  if (spdlog::should_log(spdlog::level::debug)) {
+    std::string list;
+    for (const auto& r : ranked) {
+      list += fmt::format("{}{}:{:.1f}MB/s:{:.2f}", list.empty() ? "" : ",",
+                          candidates[r.index].host_id, r.predicted_bytes_per_sec / 1e6, r.score);
+    }
+    DF_LOG_DEBUG("ml ranking child_host={} candidates={}", child.host_id, list);
+  }
   return ranked;
 }
 

@@ -254,6 +254,10 @@ DatasetWriter::DatasetWriter(Options options, Store* store, Metrics metrics)
 DatasetWriter::~DatasetWriter() { Stop(); }
 
 void DatasetWriter::Start() {
+  // Created now, not at the first row: the trainer uploader lists it from the start.
+  std::error_code ec;
+  std::filesystem::create_directories(options_.dir, ec);
+  if (ec) DF_LOG_WARN("dataset dir {}: {} (retried at each write)", options_.dir, ec.message());
   thread_ = std::thread([this] { Run(); });
 }
 

@@ -109,7 +109,7 @@ Status Daemon::Start() {
   }
   DaemonContext ctx{&config_, store_.get(), &backends_, scheduler_.get(), &trust_.auth, host_id_};
   ctx.endgame_duplicate_bytes = &prometheus::BuildCounter()
-                                     .Name("dfdaemon_endgame_duplicate_bytes_total")
+                                     .Name("df_daemon_endgame_duplicate_bytes_total")
                                      .Help("Piece bytes received a second time by endgame")
                                      .Register(metrics_.registry())
                                      .Add({});
@@ -170,49 +170,49 @@ Status Daemon::Start() {
   });
   auto& reg = metrics_.registry();
   running_tasks_ = &prometheus::BuildGauge()
-                        .Name("dfdaemon_running_tasks")
+                        .Name("df_daemon_running_tasks")
                         .Help("Downloads in progress")
                         .Register(reg)
                         .Add({});
   // Counters (Prometheus: a _total is a counter), advanced by what the piece server counted
   // since the last housekeeping round.
   uploaded_bytes_ = &prometheus::BuildCounter()
-                         .Name("dfdaemon_upload_bytes_total")
+                         .Name("df_daemon_upload_bytes_total")
                          .Help("Piece bytes served to children")
                          .Register(reg)
                          .Add({});
   forwarded_pieces_ = &prometheus::BuildCounter()
-                           .Name("dfdaemon_forwarded_pieces_total")
+                           .Name("df_daemon_forwarded_pieces_total")
                            .Help("Pieces served while still arriving here (cut-through)")
                            .Register(reg)
                            .Add({});
   auto& downloaded = prometheus::BuildCounter()
-                         .Name("dfdaemon_download_bytes_total")
+                         .Name("df_daemon_download_bytes_total")
                          .Help("Piece bytes downloaded, by source (peer or origin)")
                          .Register(reg);
   downloaded_from_peers_ = &downloaded.Add({{"source", "peer"}});
   downloaded_from_origin_ = &downloaded.Add({{"source", "origin"}});
   tasks_started_ = &prometheus::BuildCounter()
-                        .Name("dfdaemon_tasks_started_total")
+                        .Name("df_daemon_tasks_started_total")
                         .Help("Downloads started (a client joining a running one starts none)")
                         .Register(reg)
                         .Add({});
   tasks_succeeded_ = &prometheus::BuildCounter()
-                          .Name("dfdaemon_tasks_succeeded_total")
+                          .Name("df_daemon_tasks_succeeded_total")
                           .Help("Downloads finished with every piece, counted when forgotten")
                           .Register(reg)
                           .Add({});
   tasks_failed_ = &prometheus::BuildCounter()
-                       .Name("dfdaemon_tasks_failed_total")
+                       .Name("df_daemon_tasks_failed_total")
                        .Help("Downloads failed or cancelled, by reason (a status code name)")
                        .Register(reg);
   storage_bytes_ = &prometheus::BuildGauge()
-                        .Name("dfdaemon_storage_bytes")
+                        .Name("df_daemon_storage_bytes")
                         .Help("Content bytes of the tasks in storage (their sizes)")
                         .Register(reg)
                         .Add({});
   concurrent_uploads_ = &prometheus::BuildGauge()
-                             .Name("dfdaemon_concurrent_uploads")
+                             .Name("df_daemon_concurrent_uploads")
                              .Help("Pieces being served now")
                              .Register(reg)
                              .Add({});

@@ -19,7 +19,7 @@
 // original's connection is cut (not counted against its parent) and the duplicate is copied into
 // place only after the original's receive has returned; when the original wins, the duplicate is
 // cut and discarded. Received duplicate bytes are counted (TaskProgress, and the daemon's
-// dfdaemon_endgame_duplicate_bytes_total).
+// df_daemon_endgame_duplicate_bytes_total).
 //
 // Time: liveness timers (stall detection, reschedule interval, reconnect backoff, schedule
 // timeout, endgame) read DaemonContext::clock; tests drive them with a ManualClock.

@@ -359,8 +359,8 @@ TEST_F(EverydayTest, DaemonMetricsFollowPrometheusConventions) {
   std::string text;
   for (int i = 0; i < 100; ++i) {  // the counters move in the daemon's 1 s housekeeping
     ASSERT_EQ(bench::Run({"curl", "-sf", url + "/metrics"}, &text), 0) << text;
-    if (text.find("dfdaemon_tasks_failed_total{reason=\"NotFound\"} 1") != std::string::npos &&
-        text.find("dfdaemon_tasks_succeeded_total 1") != std::string::npos) {
+    if (text.find("df_daemon_tasks_failed_total{reason=\"NotFound\"} 1") != std::string::npos &&
+        text.find("df_daemon_tasks_succeeded_total 1") != std::string::npos) {
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -376,14 +376,14 @@ TEST_F(EverydayTest, DaemonMetricsFollowPrometheusConventions) {
     }
   }
   for (const std::string& want :
-       {std::string("# TYPE dfdaemon_download_bytes_total counter"),
-        "dfdaemon_download_bytes_total{source=\"origin\"} " + std::to_string(3 * kMiB),
-        std::string("dfdaemon_download_bytes_total{source=\"peer\"} 0"),
-        std::string("dfdaemon_tasks_started_total 2"),
-        std::string("dfdaemon_tasks_succeeded_total 1"),
-        std::string("dfdaemon_tasks_failed_total{reason=\"NotFound\"} 1"),
-        "dfdaemon_storage_bytes " + std::to_string(3 * kMiB),
-        std::string("# TYPE dfdaemon_upload_bytes_total counter")}) {
+       {std::string("# TYPE df_daemon_download_bytes_total counter"),
+        "df_daemon_download_bytes_total{source=\"origin\"} " + std::to_string(3 * kMiB),
+        std::string("df_daemon_download_bytes_total{source=\"peer\"} 0"),
+        std::string("df_daemon_tasks_started_total 2"),
+        std::string("df_daemon_tasks_succeeded_total 1"),
+        std::string("df_daemon_tasks_failed_total{reason=\"NotFound\"} 1"),
+        "df_daemon_storage_bytes " + std::to_string(3 * kMiB),
+        std::string("# TYPE df_daemon_upload_bytes_total counter")}) {
     EXPECT_NE(text.find(want + "\n"), std::string::npos) << want << " missing from:\n" << text;
   }
   ASSERT_EQ(bench::Run({"curl", "-s", url + "/healthz"}, &out), 0);
@@ -416,7 +416,7 @@ TEST_F(EverydayTest, PrometheusScrapesTheDaemon) {
   std::string value;
   for (int i = 0; i < 300; ++i) {
     bench::Run({"curl", "-s",
-                api + "query?query=dfdaemon_download_bytes_total%7Bsource%3D%22origin%22%7D"},
+                api + "query?query=df_daemon_download_bytes_total%7Bsource%3D%22origin%22%7D"},
                &value);
     if (value.find("\"" + std::to_string(2 * kMiB) + "\"") != std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -426,11 +426,11 @@ TEST_F(EverydayTest, PrometheusScrapesTheDaemon) {
       << ReadFile(dir_.path() + "/prometheus.log");
   EXPECT_NE(value.find("\"job\":\"dfdaemon\""), std::string::npos) << value;
   for (const auto& [metric, type] : std::vector<std::pair<std::string, std::string>>{
-           {"dfdaemon_download_bytes_total", "counter"},
-           {"dfdaemon_tasks_started_total", "counter"},
-           {"dfdaemon_upload_bytes_total", "counter"},
-           {"dfdaemon_storage_bytes", "gauge"},
-           {"dfdaemon_running_tasks", "gauge"}}) {
+           {"df_daemon_download_bytes_total", "counter"},
+           {"df_daemon_tasks_started_total", "counter"},
+           {"df_daemon_upload_bytes_total", "counter"},
+           {"df_daemon_storage_bytes", "gauge"},
+           {"df_daemon_running_tasks", "gauge"}}) {
     std::string meta;
     bench::Run({"curl", "-s", api + "metadata?metric=" + metric}, &meta);
     EXPECT_NE(meta.find("\"type\":\"" + type + "\""), std::string::npos) << metric << ": " << meta;

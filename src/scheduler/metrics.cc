@@ -20,6 +20,14 @@ prometheus::Counter& BackToSource(prometheus::Registry& r, const std::string& re
       .Add({{"reason", reason}});
 }
 
+prometheus::Counter& Decisions(prometheus::Registry& r, const std::string& outcome) {
+  return BuildCounter()
+      .Name("df_scheduler_decisions_total")
+      .Help("Parent decisions computed, by outcome (sent, unchanged, no_candidates)")
+      .Register(r)
+      .Add({{"outcome", outcome}});
+}
+
 prometheus::Counter& SeedTriggers(prometheus::Registry& r, const std::string& result) {
   return BuildCounter()
       .Name("df_scheduler_seed_triggers_total")
@@ -55,6 +63,17 @@ SchedulerMetrics::SchedulerMetrics(prometheus::Registry& r)
               .Add({}, prometheus::Histogram::BucketBoundaries{25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
                                                                1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
                                                                100e-3, 1})),
+      decisions_sent(Decisions(r, "sent")),
+      decisions_unchanged(Decisions(r, "unchanged")),
+      decisions_no_candidates(Decisions(r, "no_candidates")),
+      decision_duration_seconds(
+          BuildHistogram()
+              .Name("df_scheduler_decision_duration_seconds")
+              .Help("Time to compute one parent decision (filter, evaluate, choose)")
+              .Register(r)
+              .Add({}, prometheus::Histogram::BucketBoundaries{5e-6, 10e-6, 25e-6, 50e-6, 100e-6,
+                                                               250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3,
+                                                               10e-3, 25e-3, 100e-3})),
       pushes(Counter(r, "df_scheduler_parent_pushes_total",
                      "NormalTaskResponses pushed to peers after their register")),
       back_to_source_seed(BackToSource(r, "seed")),

@@ -479,21 +479,20 @@ grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::Sync
 }
 
 grpc::Status UploadService::StreamAvailability(grpc::ServerContext* ctx,
-                                               const dv1::SyncPiecesRequest& sync,
+                                               const dv1::SyncPiecesRequest& req,
                                                grpc::ServerWriter<dv1::PieceAvailability>* writer) {
-  const dv1::SyncPiecesRequest* req = &sync;
-  auto storage = store_->FindTask(req->task_id());
+  auto storage = store_->FindTask(req.task_id());
   if (!storage) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not here");
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req.task_id() + " not here");
   }
   // A parent may be named before it knows the task's size (a seed still asking the origin).
   while (storage->meta().content_length < 0) {
     if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "child went away"};
     std::vector<uint32_t> ignored;
     storage->WaitForPieces(0, 50, &ignored);
-    if (!store_->FindTask(req->task_id()))
+    if (!store_->FindTask(req.task_id()))
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
-    if (manager_->Failed(req->task_id())) {
+    if (manager_->Failed(req.task_id())) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                           "this parent's download of the task failed");
     }
@@ -525,12 +524,12 @@ grpc::Status UploadService::StreamAvailability(grpc::ServerContext* ctx,
     }
     if (done) return grpc::Status::OK;
     if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "child went away"};
-    if (manager_->Failed(req->task_id())) {
+    if (manager_->Failed(req.task_id())) {
       // Nothing more will come: let the child look for another parent now rather than wait.
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                           "this parent's download of the task failed");
     }
-    if (!store_->FindTask(req->task_id()))
+    if (!store_->FindTask(req.task_id()))
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
   }
 }

@@ -222,8 +222,8 @@ void PeerTask::Run() {
   if (!s.ok()) {
     Finish(s);
   } else {
-    // A cache hit still registers (the scheduler learns what this peer holds) but never goes
-    // to the origin, nor says it does.
+    // A cache hit never goes to the origin (nor logs that it does); with a scheduler it still
+    // registers, with every piece finished, as any download of a task held here does.
     const bool cached = ServedFromCache();
     // The announce stream is opened before any worker starts and stays put until they are
     // joined, so workers and readers may use announce_ without further locking.

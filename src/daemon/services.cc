@@ -163,7 +163,12 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
   Status valid = ValidateTaskSpec(spec, trust_->url_policy);
   if (valid.ok()) valid = ValidateRequestHeaders(headers);
   if (valid.ok()) valid = ValidateOutput(*req);
-  if (!valid.ok()) return SendFailure(writer, resp, valid);
+  if (!valid.ok()) {
+    // The message may quote the URL or a header: only its kind is logged (the client has it).
+    DF_LOG_INFO("download request refused url={} reason={}", RedactUrl(spec.url),
+                StatusCodeName(valid.code()));
+    return SendFailure(writer, resp, valid);
+  }
 
   TaskRequest treq = RequestOf(spec, std::move(headers));
   treq.disable_back_to_source = req->disable_back_to_source();

@@ -21,20 +21,22 @@ struct SchedulerMetrics {
   prometheus::Counter& host_announces;
   prometheus::Counter& registered_peers;
   prometheus::Histogram& schedule_latency_seconds;  // register received -> first decision sent
+  prometheus::Counter& pushes;                      // NormalTaskResponses pushed after register
+  prometheus::Counter& back_to_source_seed;         // a seed peer fetches from the origin
+  prometheus::Counter& back_to_source_no_seed;      // no seed host: a normal peer fetches
+  prometheus::Counter& back_to_source_timeout;      // no parent within schedule_timeout
+  prometheus::Counter& back_to_source_reschedule;   // reschedule found no parent
+  prometheus::Counter& empty_tasks;
+  prometheus::Counter& seed_triggers_sent;
+  prometheus::Counter& seed_triggers_failed;
+
   // Parent decisions (one evaluation of a child's candidates), by outcome, and the time each
   // took to compute (selection only, not sending).
   prometheus::Counter& decisions_sent;           // new parents sent to the child
   prometheus::Counter& decisions_unchanged;      // the same parents: nothing sent
   prometheus::Counter& decisions_no_candidates;  // no parent could be chosen
   prometheus::Histogram& decision_duration_seconds;
-  prometheus::Counter& pushes;                     // NormalTaskResponses pushed after register
-  prometheus::Counter& back_to_source_seed;        // a seed peer fetches from the origin
-  prometheus::Counter& back_to_source_no_seed;     // no seed host: a normal peer fetches
-  prometheus::Counter& back_to_source_timeout;     // no parent within schedule_timeout
-  prometheus::Counter& back_to_source_reschedule;  // reschedule found no parent
-  prometheus::Counter& empty_tasks;
-  prometheus::Counter& seed_triggers_sent;
-  prometheus::Counter& seed_triggers_failed;
+
   prometheus::Gauge& hosts;
   prometheus::Gauge& tasks;
   prometheus::Gauge& peers;

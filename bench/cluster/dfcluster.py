@@ -1022,9 +1022,9 @@ def scheduler_counters(ctx, metrics_addr):
 def daemon_counters(ctx, hosts):
     """Counters summed over the dfdaemons' /metrics (read before they stop): pieces forwarded
     while still arriving (cut-through) and endgame duplicate bytes."""
-    wanted = {"dfdaemon_forwarded_pieces_total": "forwarded_pieces",
-              "dfdaemon_endgame_duplicate_bytes_total": "endgame_duplicate_bytes",
-              "dfdaemon_upload_bytes_total": "upload_bytes"}
+    wanted = {"df_daemon_forwarded_pieces_total": "forwarded_pieces",
+              "df_daemon_endgame_duplicate_bytes_total": "endgame_duplicate_bytes",
+              "df_daemon_upload_bytes_total": "upload_bytes"}
     totals = {}
     for h in hosts:
         code = (f"import urllib.request\n"

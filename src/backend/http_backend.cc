@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "common/redact.h"
 
 namespace df {
 namespace {
@@ -94,7 +95,7 @@ std::string Quote(std::string_view v) {
 Status HttpError(const std::string& what) { return {StatusCode::kHttpError, what}; }
 
 Status StatusFromHttp(long code, const std::string& url) {
-  std::string what = "HTTP " + std::to_string(code) + " from " + url;
+  std::string what = "HTTP " + std::to_string(code) + " from " + RedactUrl(url);
   if (code == 404 || code == 410) return {StatusCode::kNotFound, what};
   if (code == 401 || code == 403) return {StatusCode::kPermissionDenied, what};
   // Busy or briefly broken: the same request may well succeed later. 501/505 will not.
@@ -107,11 +108,12 @@ Status StatusFromHttp(long code, const std::string& url) {
 // The one Content-Range of a 206, parsed; HttpError when missing, repeated or malformed.
 Result<ContentRange> ContentRangeOf(const Transfer& t) {
   if (t.content_range_headers != 1) {
-    return HttpError(t.url + ": 206 with " + std::to_string(t.content_range_headers) +
+    return HttpError(RedactUrl(t.url) + ": 206 with " + std::to_string(t.content_range_headers) +
                      " Content-Range headers");
   }
   auto range = ParseContentRange(t.content_range);
-  if (!range) return HttpError(t.url + ": malformed Content-Range " + Quote(t.content_range));
+  if (!range)
+    return HttpError(RedactUrl(t.url) + ": malformed Content-Range " + Quote(t.content_range));
   return *range;
 }
 
@@ -125,7 +127,7 @@ Result<int64_t> ContentLengthOf(const Transfer& t) {
     size_t comma = list.find(',');
     auto v = ParseDecimal(TrimOws(list.substr(0, comma)));
     if (!v || (value && *v != *value)) {
-      return HttpError(t.url + ": malformed Content-Length " + Quote(t.content_length));
+      return HttpError(RedactUrl(t.url) + ": malformed Content-Length " + Quote(t.content_length));
     }
     value = v;
     if (comma == std::string_view::npos) break;
@@ -139,7 +141,8 @@ Status CheckReadAnswer(const Transfer& t) {
   if (t.code < 200 || t.code >= 300) return StatusFromHttp(t.code, t.url);
   if (t.code == 200) {
     if (t.offset == 0) return Status::Ok();  // the object from its start; cut at t.length
-    return HttpError(t.url + ": origin ignored the Range header (200 to a read at offset " +
+    return HttpError(RedactUrl(t.url) +
+                     ": origin ignored the Range header (200 to a read at offset " +
                      std::to_string(t.offset) + ")");
   }
   if (t.code != 206) return StatusFromHttp(t.code, t.url);
@@ -148,7 +151,7 @@ Status CheckReadAnswer(const Transfer& t) {
   uint64_t want_last = range->total ? *range->total - 1 : range->last;
   if (t.length >= 0) want_last = t.offset + static_cast<uint64_t>(t.length) - 1;
   if (range->first != t.offset || range->last != want_last) {
-    return HttpError(t.url + ": Content-Range " + Quote(t.content_range) +
+    return HttpError(RedactUrl(t.url) + ": Content-Range " + Quote(t.content_range) +
                      " is not the requested bytes " + std::to_string(t.offset) + "-" +
                      std::to_string(want_last));
   }
@@ -180,7 +183,7 @@ size_t OnBody(char* data, size_t size, size_t nmemb, void* userp) {
   }
   if (take == n) return n;
   if (t->code == 206) {
-    t->stop = HttpError(t->url + ": origin sent more than the requested " +
+    t->stop = HttpError(RedactUrl(t->url) + ": origin sent more than the requested " +
                         std::to_string(t->length) + " bytes");
   } else {
     t->enough = true;  // a 200 with the whole object: its first `length` bytes are the answer
@@ -212,8 +215,9 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
   }
   t->header_bytes += n;
   if (t->header_bytes > kMaxHeaderBytes || ++t->header_lines > kMaxHeaderLines) {
-    t->stop = HttpError(t->url + ": response headers exceed " + std::to_string(kMaxHeaderBytes) +
-                        " bytes or " + std::to_string(kMaxHeaderLines) + " lines");
+    t->stop = HttpError(RedactUrl(t->url) + ": response headers exceed " +
+                        std::to_string(kMaxHeaderBytes) + " bytes or " +
+                        std::to_string(kMaxHeaderLines) + " lines");
     return 0;  // aborts the transfer with CURLE_WRITE_ERROR
   }
   if (HeaderIs(line, "accept-ranges:")) {
@@ -230,7 +234,7 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* userp) {
 
 Status StatusFromCurl(CURLcode rc, const char* errbuf, const std::string& url, long code) {
   std::string detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
-  std::string what = url + ": " + detail;
+  std::string what = RedactUrl(url) + ": " + detail;
   switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
       return {StatusCode::kDeadlineExceeded, what};
@@ -298,7 +302,7 @@ class HttpBackend : public Backend {
     constexpr auto kMaxOffset = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
     if (offset > kMaxOffset ||
         (length > 0 && static_cast<uint64_t>(length) > kMaxOffset - offset)) {
-      return InvalidArgument(req.url + ": range out of bounds");
+      return InvalidArgument(RedactUrl(req.url) + ": range out of bounds");
     }
     std::string range;
     if (offset > 0 || length > 0) {
@@ -312,7 +316,7 @@ class HttpBackend : public Backend {
     DF_RETURN_IF_ERROR(Perform(req, /*head=*/false, range, &t, &t.code));
     if (!t.body_started) DF_RETURN_IF_ERROR(CheckReadAnswer(t));  // an empty body
     if (length >= 0 && t.received != static_cast<uint64_t>(length)) {
-      return DataLoss(req.url + ": got " + std::to_string(t.received) + " of " +
+      return DataLoss(RedactUrl(req.url) + ": got " + std::to_string(t.received) + " of " +
                       std::to_string(length) + " bytes");
     }
     return Status::Ok();

@@ -1,8 +1,6 @@
 #include "daemon/daemon.h"
 
 #include <fcntl.h>
-#include <prometheus/counter.h>
-#include <prometheus/gauge.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -15,6 +13,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/version.h"
+#include "daemon/piece_client.h"
 
 namespace df {
 
@@ -36,11 +35,6 @@ Result<UniqueFd> TakeExclusiveLock(const std::string& path) {
     return ErrnoStatus("lock " + path, errno);
   }
   return fd;
-}
-
-// Moves `counter` up to `total`, a count kept elsewhere that never decreases.
-void AdvanceCounter(prometheus::Counter* counter, double total) {
-  if (double delta = total - counter->Value(); delta > 0) counter->Increment(delta);
 }
 
 GcPolicy GcPolicyOf(const DaemonConfig& config) {
@@ -108,11 +102,9 @@ Status Daemon::Start() {
                                                    [this](sv1::Host* h) { FillHost(h); });
   }
   DaemonContext ctx{&config_, store_.get(), &backends_, scheduler_.get(), &trust_.auth, host_id_};
-  ctx.endgame_duplicate_bytes = &prometheus::BuildCounter()
-                                     .Name("dfdaemon_endgame_duplicate_bytes_total")
-                                     .Help("Piece bytes received a second time by endgame")
-                                     .Register(metrics_.registry())
-                                     .Add({});
+  ctx.endgame_duplicate_bytes = &series_.endgame_duplicate_bytes;
+  ctx.piece_failures = &series_.piece_failures;
+  ctx.back_to_source = &series_.back_to_source;
   manager_ = std::make_unique<TaskManager>(ctx);
   control_.fill_status = [this](df::dfdaemon::v1::DaemonStatus* st) { FillStatus(st); };
   control_.request_stop = [this] { RequestStop(); };
@@ -168,54 +160,6 @@ Status Daemon::Start() {
     if (::statvfs(dir.c_str(), &fs) == 0 && fs.f_bavail == 0) return "data dir " + dir + " is full";
     return "";
   });
-  auto& reg = metrics_.registry();
-  running_tasks_ = &prometheus::BuildGauge()
-                        .Name("dfdaemon_running_tasks")
-                        .Help("Downloads in progress")
-                        .Register(reg)
-                        .Add({});
-  // Counters (Prometheus: a _total is a counter), advanced by what the piece server counted
-  // since the last housekeeping round.
-  uploaded_bytes_ = &prometheus::BuildCounter()
-                         .Name("dfdaemon_upload_bytes_total")
-                         .Help("Piece bytes served to children")
-                         .Register(reg)
-                         .Add({});
-  forwarded_pieces_ = &prometheus::BuildCounter()
-                           .Name("dfdaemon_forwarded_pieces_total")
-                           .Help("Pieces served while still arriving here (cut-through)")
-                           .Register(reg)
-                           .Add({});
-  auto& downloaded = prometheus::BuildCounter()
-                         .Name("dfdaemon_download_bytes_total")
-                         .Help("Piece bytes downloaded, by source (peer or origin)")
-                         .Register(reg);
-  downloaded_from_peers_ = &downloaded.Add({{"source", "peer"}});
-  downloaded_from_origin_ = &downloaded.Add({{"source", "origin"}});
-  tasks_started_ = &prometheus::BuildCounter()
-                        .Name("dfdaemon_tasks_started_total")
-                        .Help("Downloads started (a client joining a running one starts none)")
-                        .Register(reg)
-                        .Add({});
-  tasks_succeeded_ = &prometheus::BuildCounter()
-                          .Name("dfdaemon_tasks_succeeded_total")
-                          .Help("Downloads finished with every piece, counted when forgotten")
-                          .Register(reg)
-                          .Add({});
-  tasks_failed_ = &prometheus::BuildCounter()
-                       .Name("dfdaemon_tasks_failed_total")
-                       .Help("Downloads failed or cancelled, by reason (a status code name)")
-                       .Register(reg);
-  storage_bytes_ = &prometheus::BuildGauge()
-                        .Name("dfdaemon_storage_bytes")
-                        .Help("Content bytes of the tasks in storage (their sizes)")
-                        .Register(reg)
-                        .Add({});
-  concurrent_uploads_ = &prometheus::BuildGauge()
-                             .Name("dfdaemon_concurrent_uploads")
-                             .Help("Pieces being served now")
-                             .Register(reg)
-                             .Add({});
 
   if (scheduler_) scheduler_->Start(config_.announce_interval_ms);
   StartProber();
@@ -307,18 +251,31 @@ void Daemon::FillStatus(df::dfdaemon::v1::DaemonStatus* st) {
 
 void Daemon::UpdateTaskMetrics() {
   TaskCounters c = manager_->Counters();
-  AdvanceCounter(downloaded_from_peers_, static_cast<double>(c.bytes_from_peers));
-  AdvanceCounter(downloaded_from_origin_, static_cast<double>(c.bytes_from_origin));
-  AdvanceCounter(tasks_started_, static_cast<double>(c.started));
-  AdvanceCounter(tasks_succeeded_, static_cast<double>(c.succeeded));
+  AdvanceCounter(series_.downloaded_from_peers, static_cast<double>(c.bytes_from_peers));
+  AdvanceCounter(series_.downloaded_from_origin, static_cast<double>(c.bytes_from_origin));
+  AdvanceCounter(series_.tasks_started, static_cast<double>(c.started));
+  AdvanceCounter(series_.tasks_succeeded, static_cast<double>(c.succeeded));
   for (const auto& [reason, n] : c.failed_by_reason) {
-    AdvanceCounter(&tasks_failed_->Add({{"reason", reason}}), static_cast<double>(n));
+    AdvanceCounter(series_.tasks_failed.Add({{"reason", reason}}), static_cast<double>(n));
   }
+  series_.running_tasks.Set(static_cast<double>(manager_->running()));
   double stored = 0;
   for (const TaskMeta& m : store_->ListTasks()) {
     stored += m.content_length > 0 ? static_cast<double>(m.content_length) : 0;
   }
-  storage_bytes_->Set(stored);
+  series_.storage_bytes.Set(stored);
+}
+
+void Daemon::UpdatePieceMetrics() {
+  const PieceServer& server = *piece_server_;
+  AdvanceCounter(series_.uploaded_bytes, static_cast<double>(server.bytes_uploaded()));
+  AdvanceCounter(series_.forwarded_pieces, static_cast<double>(server.pieces_forwarded()));
+  series_.concurrent_uploads.Set(static_cast<double>(server.concurrent_uploads()));
+  series_.server_connections.Set(static_cast<double>(server.active_connections()));
+  series_.client_connections.Set(static_cast<double>(PieceClient::open_connections()));
+  AdvanceCounter(series_.closed_protocol_error, static_cast<double>(server.protocol_errors()));
+  AdvanceCounter(series_.closed_request_timeout, static_cast<double>(server.request_timeouts()));
+  AdvanceCounter(series_.closed_evicted, static_cast<double>(server.evicted_connections()));
 }
 
 void Daemon::Housekeeping() {
@@ -334,10 +291,7 @@ void Daemon::Housekeeping() {
     if (auto synced = store_->SyncFinishedTasks(); !synced.ok()) {
       DF_LOG_WARN("sync finished tasks: {}", synced.status().ToString());
     }
-    running_tasks_->Set(static_cast<double>(manager_->running()));
-    AdvanceCounter(uploaded_bytes_, static_cast<double>(piece_server_->bytes_uploaded()));
-    concurrent_uploads_->Set(static_cast<double>(piece_server_->concurrent_uploads()));
-    AdvanceCounter(forwarded_pieces_, static_cast<double>(piece_server_->pieces_forwarded()));
+    UpdatePieceMetrics();
     UpdateTaskMetrics();
     if (std::chrono::steady_clock::now() - last_gc >
         std::chrono::milliseconds(config_.gc_interval_ms)) {

@@ -4,8 +4,6 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
-#include <prometheus/counter.h>
-#include <prometheus/gauge.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -17,6 +15,7 @@
 #include "common/fd.h"
 #include "common/metrics.h"
 #include "daemon/config.h"
+#include "daemon/daemon_metrics.h"
 #include "daemon/piece_server.h"
 #include "daemon/prober.h"
 #include "daemon/scheduler_client.h"
@@ -53,6 +52,8 @@ class Daemon {
   // Creates and starts prober_ when there is a scheduler and probing is on.
   void StartProber();
   void Housekeeping();
+  // Mirrors the piece server's and clients' counts into the metrics (housekeeping).
+  void UpdatePieceMetrics();
   // Mirrors the task manager's counters and the storage size into the metrics (housekeeping).
   void UpdateTaskMetrics();
   // The local API's daemon status (dfdaemon status).
@@ -79,16 +80,7 @@ class Daemon {
   std::unique_ptr<grpc::Server> local_server_;
   std::unique_ptr<grpc::Server> upload_server_;
   MetricsServer metrics_;
-  prometheus::Gauge* running_tasks_ = nullptr;
-  prometheus::Counter* uploaded_bytes_ = nullptr;
-  prometheus::Gauge* concurrent_uploads_ = nullptr;
-  prometheus::Counter* downloaded_from_peers_ = nullptr;
-  prometheus::Counter* downloaded_from_origin_ = nullptr;
-  prometheus::Counter* tasks_started_ = nullptr;
-  prometheus::Counter* tasks_succeeded_ = nullptr;
-  prometheus::Family<prometheus::Counter>* tasks_failed_ = nullptr;
-  prometheus::Gauge* storage_bytes_ = nullptr;
-  prometheus::Counter* forwarded_pieces_ = nullptr;
+  DaemonMetrics series_{metrics_.registry()};  // after metrics_, whose registry it uses
 
   bool shut_down_ = false;  // Shutdown() ran
   bool owns_sock_ = false;  // we bound config_.sock and remove it on shutdown

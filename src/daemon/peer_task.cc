@@ -14,7 +14,9 @@
 #include "common/fd.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/redact.h"
 #include "common/task_spec.h"
+#include "daemon/daemon_metrics.h"
 #include "daemon/scheduler_client.h"
 
 namespace df {
@@ -220,14 +222,19 @@ void PeerTask::Run() {
   if (!s.ok()) {
     Finish(s);
   } else {
+    // A cache hit never goes to the origin (nor logs that it does); with a scheduler it still
+    // registers, with every piece finished, as any download of a task held here does.
+    const bool cached = ServedFromCache();
     // The announce stream is opened before any worker starts and stays put until they are
     // joined, so workers and readers may use announce_ without further locking.
     bool scheduled = ctx_.scheduler != nullptr && OpenAnnounce();
     for (uint32_t i = 0; i < ctx_.config->concurrency; ++i) {
       workers_.emplace_back([this] { Worker(); });
     }
-    if (!scheduled) {
-      Status o = EnableOrigin(ctx_.scheduler ? "scheduler unreachable" : "no scheduler");
+    if (!scheduled && !cached) {
+      Status o = ctx_.scheduler
+                     ? EnableOrigin(kBackToSourceSchedulerUnreachable, "scheduler unreachable")
+                     : EnableOrigin(kBackToSourceNoScheduler, "no scheduler");
       if (!o.ok()) Finish(o);
     }
     std::unique_lock<std::mutex> l(mu_);
@@ -247,9 +254,10 @@ void PeerTask::Run() {
       bool stalled =
           Now() - last_progress_ > std::chrono::milliseconds(ctx_.config->schedule_timeout_ms);
       if (!origin_enabled_ && (want_origin_ || (!have_parent && stalled))) {
+        const char* label = want_origin_ ? kBackToSourceScheduler : kBackToSourceNoParent;
         std::string reason = want_origin_ ? want_origin_reason_ : "no parent in time";
         l.unlock();
-        Status o = EnableOrigin(reason);
+        Status o = EnableOrigin(label, reason);
         if (!o.ok()) Finish(o);
         l.lock();
       } else if (!have_parent && !origin_enabled_) {
@@ -285,14 +293,28 @@ void PeerTask::Run() {
     if (announce_reader_.joinable()) announce_reader_.join();
   }
   // A cancelled download is over once its threads are: waiters see it finish (Cancelled).
+  bool cancelled = false;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!finished_) {
       finished_ = true;
+      cancelled = true;
       if (status_.ok()) status_ = Status(StatusCode::kCancelled, "download cancelled");
     }
   }
+  if (cancelled) DF_LOG_INFO("task {} cancelled", request_.task_id);
   WakeAll();
+}
+
+bool PeerTask::ServedFromCache() {
+  uint64_t bytes = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!finished_) return false;
+    bytes = layout_.content_length;
+  }
+  DF_LOG_INFO("task {} served from cache: {} bytes, nothing to download", request_.task_id, bytes);
+  return true;
 }
 
 Status PeerTask::Prepare() {
@@ -312,12 +334,13 @@ Status PeerTask::Prepare() {
   return Status::Ok();
 }
 
-Status PeerTask::EnableOrigin(const std::string& reason) {
+Status PeerTask::EnableOrigin(const char* label, const std::string& reason) {
   if (request_.disable_back_to_source) {
     return Unavailable("no parent could serve the task and back-to-source is disabled (" + reason +
                        ")");
   }
-  DF_LOG_INFO("task {} back to source: {}", request_.task_id.substr(0, 12), reason);
+  DF_LOG_INFO("task {} back to source: {}", request_.task_id, reason);
+  if (ctx_.back_to_source) ctx_.back_to_source->Add({{"reason", label}}).Increment();
   auto backend = ctx_.backends->ForUrl(request_.url);
   if (!backend.ok()) return backend.status();
   // The origin may be briefly overloaded (503, 429, timeouts): a few tries with backoff before
@@ -338,9 +361,9 @@ Status PeerTask::EnableOrigin(const std::string& reason) {
   }
   if (!info.ok()) return info.status();
   if (info->content_length < 0) {
-    return Status(
-        StatusCode::kHttpError,
-        request_.url + ": origin did not report a size (chunked responses are not supported yet)");
+    return Status(StatusCode::kHttpError,
+                  RedactUrl(request_.url) +
+                      ": origin did not report a size (chunked responses are not supported yet)");
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -392,10 +415,9 @@ void PeerTask::Finish(Status status) {
   if (status.ok()) {
     DF_LOG_INFO(
         "task {} finished: {} bytes, {} from origin, {} from peers, {} endgame duplicate bytes",
-        request_.task_id.substr(0, 12), lay.content_length, from_origin, from_peers,
-        duplicate_bytes);
+        request_.task_id, lay.content_length, from_origin, from_peers, duplicate_bytes);
   } else {
-    DF_LOG_WARN("task {} failed: {}", request_.task_id.substr(0, 12), status.ToString());
+    DF_LOG_WARN("task {} failed: {}", request_.task_id, status.ToString());
   }
   if (!report) return;
   sv1::AnnouncePeerRequest req;
@@ -760,8 +782,8 @@ void PeerTask::SyncParent(Parent* p) {
   grpc::Status s = reader->Finish();
   std::lock_guard<std::mutex> l(mu_);
   if (!p->dead && !stopping_ && !finished_) {
-    DF_LOG_INFO("task {} parent {} availability stream ended: {}", request_.task_id.substr(0, 12),
-                p->peer_id, s.error_message());
+    DF_LOG_INFO("task {} parent {} availability stream ended: {}", request_.task_id, p->peer_id,
+                s.ok() ? std::string("the parent holds the whole task") : s.error_message());
   }
   // A parent that finished and closed its stream can still serve what it announced.
   if (!p->done) {
@@ -1129,8 +1151,7 @@ void PeerTask::FetchDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t pi
   const PieceLayout lay = layout_;
   const std::string dir = DirOf(storage_->content_path());
   l.unlock();
-  DF_LOG_DEBUG("task {} endgame: piece {} again from {}", request_.task_id.substr(0, 12), piece,
-               d->peer_id);
+  DF_LOG_DEBUG("task {} endgame: piece {} again from {}", request_.task_id, piece, d->peer_id);
   PieceNumber n{piece};
   auto tmp = OpenTempFile(dir);  // the original still writes the content file
   Result<FetchedPiece> r = tmp.status();
@@ -1249,8 +1270,8 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
     OnPieceDoneLocked(a.piece);
     bool all = done_count_ == picker_.total_pieces();
     l.unlock();
-    DF_LOG_DEBUG("piece {} of task {} done source={} bytes={} ms={:.1f}", a.piece,
-                 request_.task_id.substr(0, 12), parent_id.empty() ? "origin" : parent_id, length,
+    DF_LOG_DEBUG("piece {} of task {} done source={} bytes={} ms={:.1f}", a.piece, request_.task_id,
+                 parent_id.empty() ? "origin" : parent_id, length,
                  static_cast<double>(cost_ns) / 1e6);
     if (!origin_digest) ReportPiece(a.piece, parent_id, length, cost_ns, crc);
     if (all) Finish(Status::Ok());
@@ -1260,6 +1281,11 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
   storage_->AbandonReceive(PieceNumber{a.piece});  // children forwarded its bytes: void
   SetStateLocked(a.piece, PieceState::kMissing);
   bool from_origin = a.kind == Assignment::kOrigin;
+  if (ctx_.piece_failures && !stopping_) {
+    ctx_.piece_failures
+        ->Add({{"source", from_origin ? "origin" : "peer"}, {"reason", StatusCodeName(s.code())}})
+        .Increment();
+  }
   // A piece asked for while its parent was still receiving it, that did not come because that
   // receive failed, costs no attempt: the parent's own retry is on its way.
   bool counts =
@@ -1272,8 +1298,7 @@ void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assign
     bool temporary = s.code() == StatusCode::kNotFound || s.code() == StatusCode::kAborted;
     ReportPieceFailed(a.piece, parent_id, temporary, s);
   }
-  DF_LOG_DEBUG("piece {} of task {} failed: {}", a.piece, request_.task_id.substr(0, 12),
-               s.ToString());
+  DF_LOG_DEBUG("piece {} of task {} failed: {}", a.piece, request_.task_id, s.ToString());
   if (fatal) Finish(s);
   l.lock();
 }
@@ -1376,7 +1401,8 @@ Status PeerTask::StreamWholeFromOrigin() {
   // Never more than the size the origin announced: the sink indexes pieces by offset.
   DF_RETURN_IF_ERROR(
       backend.value()->Read(breq, 0, static_cast<int64_t>(lay.content_length), sink));
-  if (offset != lay.content_length) return DataLoss(request_.url + ": origin sent a short body");
+  if (offset != lay.content_length)
+    return DataLoss(RedactUrl(request_.url) + ": origin sent a short body");
   Finish(Status::Ok());
   return Status::Ok();
 }

@@ -19,7 +19,7 @@
 // original's connection is cut (not counted against its parent) and the duplicate is copied into
 // place only after the original's receive has returned; when the original wins, the duplicate is
 // cut and discarded. Received duplicate bytes are counted (TaskProgress, and the daemon's
-// dfdaemon_endgame_duplicate_bytes_total).
+// df_daemon_endgame_duplicate_bytes_total).
 //
 // Time: liveness timers (stall detection, reschedule interval, reconnect backoff, schedule
 // timeout, endgame) read DaemonContext::clock; tests drive them with a ManualClock.
@@ -43,6 +43,7 @@
 #include <vector>
 
 #include <prometheus/counter.h>
+#include <prometheus/family.h>
 
 #include "backend/backend.h"
 #include "common/auth.h"
@@ -71,6 +72,12 @@ struct DaemonContext {
   const Clock* clock = nullptr;
   // Piece bytes received a second time by endgame, summed over tasks; null: not exported.
   prometheus::Counter* endgame_duplicate_bytes = nullptr;
+  // Piece fetches that failed, labelled {source="peer"|"origin", reason=<status code name>};
+  // fetches cut because the task stops are not failures. Null: not exported.
+  prometheus::Family<prometheus::Counter>* piece_failures = nullptr;
+  // Downloads that went to the origin, labelled {reason} (daemon_metrics.h's kBackToSource*).
+  // Null: not exported.
+  prometheus::Family<prometheus::Counter>* back_to_source = nullptr;
 };
 
 // The task to download, as asked by a client (or by the scheduler, for a seed).
@@ -159,7 +166,12 @@ class PeerTask {
   // Controller.
   void Run();
   Status Prepare();
-  Status EnableOrigin(const std::string& reason);
+  // True when Prepare() found every piece in storage already (the task is finished): logs the
+  // cache hit.
+  bool ServedFromCache();
+  // Goes back to the origin; `label` is the reason's metric label (kBackToSource*), `reason`
+  // what the log and the scheduler read.
+  Status EnableOrigin(const char* label, const std::string& reason);
   void Finish(Status status);
 
   // Scheduler stream.

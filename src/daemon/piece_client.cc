@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -59,15 +60,27 @@ Status WriteAllAt(int fd, const uint8_t* data, size_t n, uint64_t offset) {
   return Status::Ok();
 }
 
+// Connections open over every client of the process; SetFd() keeps it.
+std::atomic<int64_t> g_open_connections{0};
+
 }  // namespace
 
 PieceClient::PieceClient(std::string ip, uint16_t port, PieceClientOptions options)
     : ip_(std::move(ip)), port_(port), options_(std::move(options)) {}
 
+PieceClient::~PieceClient() { SetFd(UniqueFd()); }
+
+int64_t PieceClient::open_connections() {
+  return g_open_connections.load(std::memory_order_relaxed);
+}
+
 std::string PieceClient::Where() const { return "parent " + ip_ + ":" + std::to_string(port_); }
 
 void PieceClient::SetFd(UniqueFd fd) {
   std::lock_guard<std::mutex> l(fd_mu_);
+  const int64_t opened = static_cast<int64_t>(static_cast<bool>(fd));
+  g_open_connections.fetch_add(opened - static_cast<int64_t>(static_cast<bool>(fd_)),
+                               std::memory_order_relaxed);
   fd_ = std::move(fd);
   if (fd_ && interrupted_.load()) ::shutdown(fd_.get(), SHUT_RDWR);
 }

@@ -60,6 +60,7 @@ struct FetchedPiece {
 class PieceClient {
  public:
   PieceClient(std::string ip, uint16_t port, PieceClientOptions options = {});
+  ~PieceClient();
   PieceClient(const PieceClient&) = delete;
   PieceClient& operator=(const PieceClient&) = delete;
 
@@ -113,6 +114,8 @@ class PieceClient {
   bool connected() const { return static_cast<bool>(fd_); }
   // TCP connections opened so far.
   uint64_t connects() const { return connects_; }
+  // Connections open now over every PieceClient of the process (the daemon's metrics).
+  static int64_t open_connections();
   const std::string& ip() const { return ip_; }
   uint16_t port() const { return port_; }
 

@@ -407,7 +407,7 @@ bool PieceServer::SendPiece(int fd, const TaskStorage& task, uint32_t piece, uin
     pieces_uploaded_.fetch_add(1, std::memory_order_relaxed);
   } else {
     upload_failures_.fetch_add(1, std::memory_order_relaxed);
-    DF_LOG_DEBUG("upload of piece {} of task {} failed: {}", piece, task.task_id().substr(0, 12),
+    DF_LOG_DEBUG("upload of piece {} of task {} failed: {}", piece, task.task_id(),
                  std::strerror(errno));
   }
   return ok;
@@ -495,8 +495,8 @@ PieceServer::Next PieceServer::ForwardPiece(int fd, const TaskStorage& task, uin
     return Next::kContinue;
   }
   upload_failures_.fetch_add(1, std::memory_order_relaxed);
-  DF_LOG_DEBUG("forwarding piece {} of task {} ended after {} of {} bytes", piece,
-               task.task_id().substr(0, 12), sent, length);
+  DF_LOG_DEBUG("forwarding piece {} of task {} ended after {} of {} bytes", piece, task.task_id(),
+               sent, length);
   return Next::kClose;
 }
 

@@ -57,13 +57,13 @@ Prober::Prober(ProberOptions options, SchedulerClient* scheduler, prometheus::Re
       rng_(std::random_device{}()) {
   if (registry == nullptr) return;
   auto& probes = prometheus::BuildCounter()
-                     .Name("dfdaemon_probes_total")
+                     .Name("df_daemon_probes_total")
                      .Help("Latency probes reported to the scheduler, by result (one per target)")
                      .Register(*registry);
   metrics_.probes_ok = &probes.Add({{"result", "ok"}});
   metrics_.probes_failed = &probes.Add({{"result", "failed"}});
   auto& rounds = prometheus::BuildCounter()
-                     .Name("dfdaemon_probe_rounds_total")
+                     .Name("df_daemon_probe_rounds_total")
                      .Help("SyncProbes rounds, by outcome of the stream")
                      .Register(*registry);
   metrics_.rounds_ok = &rounds.Add({{"result", "ok"}});
@@ -71,7 +71,7 @@ Prober::Prober(ProberOptions options, SchedulerClient* scheduler, prometheus::Re
   // 50 us .. ~1.6 s, doubling.
   metrics_.rtt_seconds =
       &prometheus::BuildHistogram()
-           .Name("dfdaemon_probe_rtt_seconds")
+           .Name("df_daemon_probe_rtt_seconds")
            .Help("Probed RTTs (TCP handshake time to a host's piece port)")
            .Register(*registry)
            .Add({}, prometheus::Histogram::BucketBoundaries{

@@ -67,9 +67,9 @@ struct ProbeRound {
 // rounds() is thread-safe. `scheduler` and `registry` must outlive the prober.
 class Prober {
  public:
-  // `registry` (may be null) receives dfdaemon_probes_total{result="ok|failed"} (one per
-  // target), dfdaemon_probe_rounds_total{result="ok|failed"} (one per round) and
-  // dfdaemon_probe_rtt_seconds (histogram of the reported RTTs).
+  // `registry` (may be null) receives df_daemon_probes_total{result="ok|failed"} (one per
+  // target), df_daemon_probe_rounds_total{result="ok|failed"} (one per round) and
+  // df_daemon_probe_rtt_seconds (histogram of the reported RTTs).
   Prober(ProberOptions options, SchedulerClient* scheduler, prometheus::Registry* registry);
   // Stop()s.
   ~Prober();

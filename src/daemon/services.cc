@@ -13,6 +13,7 @@
 #include "common/http_syntax.h"
 #include "common/task_info.h"
 #include "common/log.h"
+#include "common/redact.h"
 #include "daemon/piece_protocol.h"
 
 namespace df {
@@ -162,14 +163,26 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
   Status valid = ValidateTaskSpec(spec, trust_->url_policy);
   if (valid.ok()) valid = ValidateRequestHeaders(headers);
   if (valid.ok()) valid = ValidateOutput(*req);
-  if (!valid.ok()) return SendFailure(writer, resp, valid);
+  if (!valid.ok()) {
+    // The message may quote the URL or a header: only its kind is logged (the client has it).
+    DF_LOG_INFO("download request refused url={} reason={}", RedactUrl(spec.url),
+                StatusCodeName(valid.code()));
+    return SendFailure(writer, resp, valid);
+  }
 
   TaskRequest treq = RequestOf(spec, std::move(headers));
   treq.disable_back_to_source = req->disable_back_to_source();
   resp.set_task_id(treq.task_id);
+  DF_LOG_INFO("download requested by a local client task_id={} url={}", treq.task_id,
+              RedactUrl(treq.url));
+  // Every end of the client's stream says why (the task itself logs its own end).
+  auto fail = [&](const Status& s) {
+    DF_LOG_WARN("download stream ended task_id={} reason={}", treq.task_id, s.ToString());
+    return SendFailure(writer, resp, s);
+  };
 
   auto acquired = manager_->Acquire(treq);
-  if (!acquired.ok()) return SendFailure(writer, resp, acquired.status());
+  if (!acquired.ok()) return fail(acquired.status());
   auto task = std::move(acquired).value();
   auto deadline = req->timeout_ms()
                       ? steady_clock::now() + std::chrono::milliseconds(req->timeout_ms())
@@ -186,15 +199,19 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
     FillProgress(p, &resp);
     FillStreamState(task->storage(), &prefix_pieces, &resp);
     if (finished) {
-      if (!p.status.ok()) return SendFailure(writer, resp, p.status);
+      if (!p.status.ok()) return fail(p.status);
       break;
     }
-    if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    if (ctx->IsCancelled()) {
+      // The task goes on for the cache (and for other clients); only this stream ends.
+      DF_LOG_INFO("download stream ended task_id={} reason=client cancelled (went away)",
+                  treq.task_id);
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    }
     if (steady_clock::now() > deadline) {
-      return SendFailure(
-          writer, resp,
-          Status(StatusCode::kDeadlineExceeded,
-                 "download did not finish within " + std::to_string(req->timeout_ms()) + " ms"));
+      return fail(
+          Status(StatusCode::kDeadlineExceeded, "client timeout: download did not finish within " +
+                                                    std::to_string(req->timeout_ms()) + " ms"));
     }
     resp.set_state(dv1::DOWNLOAD_STATE_RUNNING);
     writer->Write(resp);
@@ -203,28 +220,32 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
   if (!req->digest().empty()) {
     Status d = VerifyDigest(storage->content_path(), req->digest());
     if (!d.ok()) {
+      DF_LOG_WARN("digest mismatch task_id={}: {}", treq.task_id, d.message());
       // A wrong --digest must not cost a good cache: delete the content only when it no longer
       // matches its own per-piece CRC32Cs, so that a retry fetches it again.
       Status intact = storage->VerifyContent();
       if (!intact.ok()) {
-        DF_LOG_WARN("deleting corrupt cached content: {}", intact.message());
+        DF_LOG_WARN("deleting corrupt cached content task_id={}: {}", treq.task_id,
+                    intact.message());
         (void)store_->DeleteTask(treq.task_id);
         d = DataLoss(d.message() + "; the cached copy was corrupt and was deleted (" +
                      intact.message() + "), a retry downloads it again");
       }
-      return SendFailure(writer, resp, d);
+      return fail(d);
     }
   }
   if (!req->keep_output_in_cache_only()) {
     Status o =
         PlaceOutput(storage->content_path(), resp.content_length() > 0 ? resp.content_length() : 0,
                     req->output_path());
-    if (!o.ok()) return SendFailure(writer, resp, o);
+    if (!o.ok()) return fail(o);
   }
   resp.set_ready_length(resp.content_length() > 0 ? resp.content_length() : 0);
   resp.set_receiving_length(0);
   resp.set_state(dv1::DOWNLOAD_STATE_SUCCEEDED);
   writer->Write(resp);
+  DF_LOG_INFO("download stream ended task_id={} reason=succeeded bytes={}", treq.task_id,
+              resp.content_length());
   return grpc::Status::OK;
 }
 
@@ -249,6 +270,7 @@ grpc::Status DownloadService::StatTask(grpc::ServerContext*, const dv1::StatTask
 grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::DeleteTaskRequest* req,
                                          dv1::DeleteTaskResponse*) {
   if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
+  DF_LOG_INFO("task {} cancelled and deleted over the local API", req->task_id());
   manager_->Cancel(req->task_id());
   Status s = store_->DeleteTask(req->task_id());
   if (s.code() == StatusCode::kNotFound)
@@ -403,11 +425,13 @@ grpc::Status DownloadService::ImportTask(grpc::ServerContext*,
   }
   if (!crcs.ok()) s = crcs.status();
   if (!s.ok()) {
+    // A digest mismatch among them: the import is refused, nothing of it kept.
+    DF_LOG_WARN("import of task {} url={} refused: {}", id, RedactUrl(spec.url), s.ToString());
     storage->reset();
     (void)store_->DeleteTask(id);  // nothing half-imported stays
     return ToGrpc(s);
   }
-  DF_LOG_INFO("imported task {} ({}), {} bytes", id, spec.url, length);
+  DF_LOG_INFO("imported task {} url={}, {} bytes", id, RedactUrl(spec.url), length);
   return grpc::Status::OK;
 }
 
@@ -445,20 +469,35 @@ grpc::Status DownloadService::StopDaemon(grpc::ServerContext*, const dv1::StopDa
 
 grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::SyncPiecesRequest* req,
                                        grpc::ServerWriter<dv1::PieceAvailability>* writer) {
+  // Refused callers are not logged: strangers could flood the log.
   if (grpc::Status auth = trust_->auth.Check(*ctx); !auth.ok()) return auth;
   if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
-  auto storage = store_->FindTask(req->task_id());
+  grpc::Status s = StreamAvailability(ctx, *req, writer);
+  if (s.ok()) {
+    DF_LOG_DEBUG("availability stream to child peer {} ended task_id={} reason=task done here",
+                 Printable(req->child_peer_id()), req->task_id());
+  } else {
+    DF_LOG_INFO("availability stream to child peer {} ended task_id={} reason={}",
+                Printable(req->child_peer_id()), req->task_id(), s.error_message());
+  }
+  return s;
+}
+
+grpc::Status UploadService::StreamAvailability(grpc::ServerContext* ctx,
+                                               const dv1::SyncPiecesRequest& req,
+                                               grpc::ServerWriter<dv1::PieceAvailability>* writer) {
+  auto storage = store_->FindTask(req.task_id());
   if (!storage) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not here");
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req.task_id() + " not here");
   }
   // A parent may be named before it knows the task's size (a seed still asking the origin).
   while (storage->meta().content_length < 0) {
-    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+    if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "child went away"};
     std::vector<uint32_t> ignored;
     storage->WaitForPieces(0, 50, &ignored);
-    if (!store_->FindTask(req->task_id()))
+    if (!store_->FindTask(req.task_id()))
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
-    if (manager_->Failed(req->task_id())) {
+    if (manager_->Failed(req.task_id())) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                           "this parent's download of the task failed");
     }
@@ -485,17 +524,17 @@ grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::Sync
         for (uint32_t n : receiving) msg.add_receiving_piece_numbers(n);
       }
       msg.set_done(done);
-      if (!writer->Write(msg)) return grpc::Status::OK;  // child went away
+      if (!writer->Write(msg)) return {grpc::StatusCode::CANCELLED, "child went away"};
       first = false;
     }
     if (done) return grpc::Status::OK;
-    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
-    if (manager_->Failed(req->task_id())) {
+    if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "child went away"};
+    if (manager_->Failed(req.task_id())) {
       // Nothing more will come: let the child look for another parent now rather than wait.
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                           "this parent's download of the task failed");
     }
-    if (!store_->FindTask(req->task_id()))
+    if (!store_->FindTask(req.task_id()))
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
   }
 }
@@ -531,7 +570,7 @@ grpc::Status UploadService::TriggerDownloadTask(grpc::ServerContext* ctx,
   s = CheckTaskId(spec, info.task_id());
   if (!s.ok()) return {grpc::StatusCode::PERMISSION_DENIED, s.message()};
   TaskRequest treq = RequestOf(spec, std::move(headers));
-  DF_LOG_INFO("seed download triggered for task {} ({})", treq.task_id, treq.url);
+  DF_LOG_INFO("seed download triggered for task {} url={}", treq.task_id, RedactUrl(treq.url));
   auto task = manager_->Acquire(treq);
   if (!task.ok()) return {grpc::StatusCode::RESOURCE_EXHAUSTED, task.status().message()};
   return grpc::Status::OK;

@@ -113,6 +113,12 @@ class UploadService final : public df::dfdaemon::v1::DfdaemonUpload::Service {
  private:
   // OK when the caller may trigger a seed download (see ServiceTrust).
   grpc::Status CheckTrigger(const grpc::ServerContext& ctx) const;
+  // SyncPieces once the caller and the task id passed their checks: streams the availability
+  // of the task until it is done here (OK), the child goes away (CANCELLED) or nothing more
+  // will come (NOT_FOUND, UNAVAILABLE), each with its reason.
+  grpc::Status StreamAvailability(grpc::ServerContext* ctx,
+                                  const df::dfdaemon::v1::SyncPiecesRequest& req,
+                                  grpc::ServerWriter<df::dfdaemon::v1::PieceAvailability>* writer);
 
   TaskManager* const manager_;
   PieceStore* const store_;

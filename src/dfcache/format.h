@@ -5,13 +5,9 @@
 #include <string>
 #include <string_view>
 
-namespace df {
+#include "common/redact.h"  // RedactUrl
 
-// `url` with the credentials a listing must not show: the userinfo ("user:pass@") and the
-// values of query parameters that carry them (signatures, tokens, keys, credentials,
-// passwords; names compared case-insensitively, e.g. X-Amz-Signature, token, sig) replaced by
-// "REDACTED". Everything else is kept, so that the URL still says what the task is.
-std::string RedactUrl(std::string_view url);
+namespace df {
 
 // "3s ago", "5m ago", "2h ago", "4d ago"; "-" for 0 or a time in the future by more than 1 s.
 std::string FormatAge(int64_t then_unix_ms, int64_t now_unix_ms);

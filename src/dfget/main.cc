@@ -73,6 +73,7 @@ struct AutoStart {
   std::string sock;
   std::string data_dir;
   std::string scheduler;
+  uint16_t metrics_port = 0;  // 0: no metrics server
 };
 
 constexpr auto kDaemonStartTimeout = std::chrono::seconds(10);
@@ -144,9 +145,19 @@ bool StartDaemon(const AutoStart& a, std::string* error, pid_t* spawned) {
       ::dup2(fd, 1);
       ::dup2(fd, 2);
     }
-    std::vector<std::string> args = {bin,        "--sock",         a.sock, "--data-dir",
-                                     a.data_dir, "--grpc-port",    "0",    "--piece-port",
-                                     "0",        "--metrics-port", "0"};
+    // Free ports, so that several users' daemons on one host never clash; metrics only on the
+    // port asked for (a fixed port would make a second user's daemon fail to start).
+    std::vector<std::string> args = {bin,
+                                     "--sock",
+                                     a.sock,
+                                     "--data-dir",
+                                     a.data_dir,
+                                     "--grpc-port",
+                                     "0",
+                                     "--piece-port",
+                                     "0",
+                                     "--metrics-port",
+                                     std::to_string(a.metrics_port)};
     if (!a.scheduler.empty()) {
       args.push_back("--scheduler");
       args.push_back(a.scheduler);
@@ -194,6 +205,7 @@ void AnnounceStartedDaemon(const AutoStart& a, pid_t pid) {
 struct Options {
   std::string url, output, digest, tag, application, piece_length_text, timeout_text;
   std::string sock = "/tmp/dfdaemon.sock", data_dir = DefaultDataDir(), scheduler;
+  uint16_t daemon_metrics_port = 0;
   std::vector<std::string> headers, filters;
   bool no_progress = false, disable_back_to_source = false;
   uint64_t timeout_ms = 0;
@@ -247,7 +259,7 @@ int ConnectDaemon(const Options& o, std::shared_ptr<grpc::Channel>* channel) {
   if (connect_error != 0) {
     std::string err;
     pid_t spawned = -1;
-    AutoStart a{o.sock, o.data_dir, o.scheduler};
+    AutoStart a{o.sock, o.data_dir, o.scheduler, o.daemon_metrics_port};
     if (!StartDaemon(a, &err, &spawned)) {
       return Fail(kExitNoDaemon, "dfdaemon not reachable at " + o.sock + ": " + err);
     }
@@ -376,6 +388,10 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", o.data_dir, "Data dir of a dfdaemon started by dfget")
       ->capture_default_str();
   app.add_option("--scheduler", o.scheduler, "Scheduler HOST:PORT for a dfdaemon started by dfget");
+  app.add_option("--daemon-metrics-port", o.daemon_metrics_port,
+                 "Port of /metrics and /healthz for a dfdaemon started by dfget (0 = off)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -20,6 +20,14 @@ prometheus::Counter& BackToSource(prometheus::Registry& r, const std::string& re
       .Add({{"reason", reason}});
 }
 
+prometheus::Counter& Decisions(prometheus::Registry& r, const std::string& outcome) {
+  return BuildCounter()
+      .Name("df_scheduler_decisions_total")
+      .Help("Parent decisions computed, by outcome (sent, unchanged, no_candidates)")
+      .Register(r)
+      .Add({{"outcome", outcome}});
+}
+
 prometheus::Counter& SeedTriggers(prometheus::Registry& r, const std::string& result) {
   return BuildCounter()
       .Name("df_scheduler_seed_triggers_total")
@@ -64,6 +72,17 @@ SchedulerMetrics::SchedulerMetrics(prometheus::Registry& r)
       empty_tasks(Counter(r, "df_scheduler_empty_tasks_total", "EmptyTaskResponses sent")),
       seed_triggers_sent(SeedTriggers(r, "sent")),
       seed_triggers_failed(SeedTriggers(r, "failed")),
+      decisions_sent(Decisions(r, "sent")),
+      decisions_unchanged(Decisions(r, "unchanged")),
+      decisions_no_candidates(Decisions(r, "no_candidates")),
+      decision_duration_seconds(
+          BuildHistogram()
+              .Name("df_scheduler_decision_duration_seconds")
+              .Help("Time to compute one parent decision (filter, evaluate, choose)")
+              .Register(r)
+              .Add({}, prometheus::Histogram::BucketBoundaries{5e-6, 10e-6, 25e-6, 50e-6, 100e-6,
+                                                               250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3,
+                                                               10e-3, 25e-3, 100e-3})),
       hosts(Gauge(r, "df_scheduler_hosts", "Hosts known to the scheduler")),
       tasks(Gauge(r, "df_scheduler_tasks", "Tasks known to the scheduler")),
       peers(Gauge(r, "df_scheduler_peers", "Peers known to the scheduler")),

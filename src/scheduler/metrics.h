@@ -29,6 +29,14 @@ struct SchedulerMetrics {
   prometheus::Counter& empty_tasks;
   prometheus::Counter& seed_triggers_sent;
   prometheus::Counter& seed_triggers_failed;
+
+  // Parent decisions (one evaluation of a child's candidates), by outcome, and the time each
+  // took to compute (selection only, not sending).
+  prometheus::Counter& decisions_sent;           // new parents sent to the child
+  prometheus::Counter& decisions_unchanged;      // the same parents: nothing sent
+  prometheus::Counter& decisions_no_candidates;  // no parent could be chosen
+  prometheus::Histogram& decision_duration_seconds;
+
   prometheus::Gauge& hosts;
   prometheus::Gauge& tasks;
   prometheus::Gauge& peers;

@@ -297,8 +297,14 @@ Scheduler::ScheduleOutcome Scheduler::ScheduleParents(Task& task, Peer& child,
                                                       Clock::time_point now, bool force_send) {
   child.seen_candidate_version = task.candidate_version;
   child.needs_push = false;
+  const auto decision_start = std::chrono::steady_clock::now();  // real time, as the histogram
   const std::vector<ChosenParent> parents = selector_.Select(task, child, rng_);
-  if (parents.empty()) return ScheduleOutcome::kNoCandidates;
+  metrics_.decision_duration_seconds.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - decision_start).count());
+  if (parents.empty()) {
+    metrics_.decisions_no_candidates.Increment();
+    return ScheduleOutcome::kNoCandidates;
+  }
 
   auto chosen = [&](Dag::Vertex v) {
     return std::any_of(parents.begin(), parents.end(),
@@ -311,6 +317,7 @@ Scheduler::ScheduleOutcome Scheduler::ScheduleParents(Task& task, Peer& child,
       model_.SetAllotment(*p.peer, child, p.allotment_bytes_per_sec);
     }
     model_.UpdateHunger(task, child);
+    metrics_.decisions_unchanged.Increment();
     return ScheduleOutcome::kUnchanged;
   }
   for (Dag::Vertex v : old_parents) {
@@ -347,6 +354,7 @@ Scheduler::ScheduleOutcome Scheduler::ScheduleParents(Task& task, Peer& child,
   if (child.stream) child.stream->Send(response);
   child.sent_parents = true;
   child.last_push = now;
+  metrics_.decisions_sent.Increment();
   return ScheduleOutcome::kSent;
 }
 

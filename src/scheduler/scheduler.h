@@ -34,6 +34,8 @@
 // real elapsed time (steady_clock).
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -148,6 +150,11 @@ class Scheduler {
   };
   std::optional<PeerSnapshot> GetPeer(const std::string& task_id, const std::string& peer_id) const;
   size_t host_count() const;
+  // "" while the background thread is alive (or not started); otherwise why not, for /healthz:
+  // its last round ended more than kBackgroundStall ago (a lock held too long, a stuck call).
+  // Thread-safe, never blocks (reads an atomic, not mu_).
+  std::string BackgroundHealth() const;
+  static constexpr std::chrono::seconds kBackgroundStall{10};
   // What the scheduler learned of a host's links and what it books with, bytes/s; nullopt for an
   // unknown host.
   struct HostCapacity {
@@ -284,6 +291,10 @@ class Scheduler {
   bool stop_ = false;               // GUARDED_BY(mu_)
   Clock::time_point next_gc_;       // GUARDED_BY(mu_)
   Clock::time_point next_capacity_refresh_;  // GUARDED_BY(mu_)
+  Clock::time_point next_gauges_update_;     // GUARDED_BY(mu_)
+  // Real (steady) time of the end of the background thread's last round, in ns since the
+  // steady clock's epoch; 0 before Start(). Written by that thread, read by BackgroundHealth().
+  std::atomic<int64_t> last_round_ns_{0};
   std::thread worker_;
   NetworkTopology* topology_ = nullptr;  // set before Start(); thread-safe on its own
 };

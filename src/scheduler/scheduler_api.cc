@@ -93,12 +93,14 @@ Status RegisterSchedulerApi(MetricsServer& server, const Scheduler& scheduler,
   DF_RETURN_IF_ERROR(server.SetHandler(kProbesPath, [&topology] {
     return Body{kJsonContentType, ProbesJson(topology)};
   }));
+  server.SetHealthCheck([&scheduler] { return scheduler.BackgroundHealth(); });
   return server.SetHandler(kBandwidthPath, [&scheduler] {
     return Body{kJsonContentType, BandwidthJson(scheduler)};
   });
 }
 
 void UnregisterSchedulerApi(MetricsServer& server) {
+  server.SetHealthCheck(nullptr);
   for (const char* path : {kHostsPath, kProbesPath, kBandwidthPath}) {
     (void)server.SetHandler(path, nullptr);
   }

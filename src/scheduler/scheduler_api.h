@@ -30,8 +30,10 @@ std::string HostsJson(const Scheduler& scheduler, const NetworkTopology& topolog
 std::string ProbesJson(const NetworkTopology& topology);
 std::string BandwidthJson(const Scheduler& scheduler);
 
-// Registers the endpoints on `server`. `scheduler` and `topology` must stay alive until
-// UnregisterSchedulerApi(server) returned (call it before shutting the scheduler down).
+// Registers the endpoints on `server`, and its /healthz check (503 with the reason while the
+// scheduler's background round is stalled, Scheduler::BackgroundHealth). `scheduler` and `topology`
+// must stay alive until UnregisterSchedulerApi(server) returned (call it before shutting the
+// scheduler down).
 Status RegisterSchedulerApi(MetricsServer& server, const Scheduler& scheduler,
                             const NetworkTopology& topology);
 void UnregisterSchedulerApi(MetricsServer& server);

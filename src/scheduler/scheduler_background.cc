@@ -12,17 +12,35 @@ namespace {
 
 // The background thread wakes at least this often to check schedule timeouts.
 constexpr auto kTick = std::chrono::milliseconds(20);
+// How stale the hosts, tasks and peers gauges may be.
+constexpr auto kGaugesInterval = std::chrono::milliseconds(500);
+
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 }  // namespace
 
 void Scheduler::Run() {
   std::unique_lock lock(mu_);
   while (!stop_) {
+    last_round_ns_.store(SteadyNowNs(), std::memory_order_relaxed);
     wake_.wait_for(lock, kTick, [this] { return stop_ || work_pending_; });
     if (stop_) break;
     work_pending_ = false;
     BackgroundRoundLocked(lock, clock_.Now());
   }
+}
+
+std::string Scheduler::BackgroundHealth() const {
+  const int64_t last = last_round_ns_.load(std::memory_order_relaxed);
+  if (last == 0) return "";
+  const auto stalled = std::chrono::nanoseconds(SteadyNowNs() - last);
+  if (stalled < kBackgroundStall) return "";
+  return "scheduler background round stalled for " +
+         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(stalled).count()) + " s";
 }
 
 void Scheduler::RunBackgroundRound() {
@@ -39,6 +57,12 @@ void Scheduler::BackgroundRoundLocked(std::unique_lock<std::mutex>& lock, Clock:
   if (now >= next_gc_) {
     CollectGarbageLocked(now);
     next_gc_ = now + std::chrono::milliseconds(config_.gc_interval_ms);
+  }
+  // The gauges follow registers and leaves within kGaugesInterval, not only GC; counting the
+  // peers walks every task, so not on every tick.
+  if (now >= next_gauges_update_) {
+    UpdateGauges();
+    next_gauges_update_ = now + kGaugesInterval;
   }
   auto jobs = TakeSeedJobs();
   if (!jobs.empty()) {

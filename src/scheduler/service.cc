@@ -38,6 +38,9 @@ class AnnouncePeerStream final
       finishing_ = true;
       final_status_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                    "peer reads its AnnouncePeer stream too slowly");
+      // key_ belongs to the read chain: the ids come with its "announce stream ended" line.
+      DF_LOG_WARN("ending an announce stream: its peer reads too slowly ({} responses queued)",
+                  queue_.size());
       return false;
     }
     queue_.push_back(response);
@@ -50,13 +53,19 @@ class AnnouncePeerStream final
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // the peer half-closed or went away
-      ReportClosed();
+      ReportClosed("peer closed it");
       FinishWhenDrained(grpc::Status::OK);
       return;
     }
     Status status = key_ ? scheduler_.HandlePeerMessage(*key_, request_) : Register();
     if (!status.ok()) {
-      ReportClosed();
+      if (key_) {
+        DF_LOG_WARN("announce stream ended task_id={} peer_id={} reason=message refused: {}",
+                    key_->task_id, key_->peer_id, status.ToString());
+      } else {
+        DF_LOG_INFO("announce stream ended before a register: {}", status.ToString());
+      }
+      ReportClosed("message refused");
       FinishWhenDrained(ToGrpcStatus(status));
       return;
     }
@@ -76,7 +85,7 @@ class AnnouncePeerStream final
   }
 
   void OnDone() override {
-    ReportClosed();
+    ReportClosed("RPC over (cancelled or connection lost)");
     {
       std::lock_guard lock(mu_);
       done_ = true;
@@ -92,9 +101,12 @@ class AnnouncePeerStream final
     return Status::Ok();
   }
 
-  // Tells the Scheduler once that this stream is over (the peer is Left unless it finished).
-  void ReportClosed() {
+  // Tells the Scheduler once that this stream is over (the peer is Left unless it finished);
+  // `reason` is logged (debug: one line per peer of every task).
+  void ReportClosed(const char* reason) {
     if (!key_ || closed_reported_.exchange(true)) return;
+    DF_LOG_DEBUG("announce stream ended task_id={} peer_id={} reason={}", key_->task_id,
+                 key_->peer_id, reason);
     scheduler_.StreamClosed(*key_, this);
   }
 

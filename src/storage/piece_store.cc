@@ -841,6 +841,8 @@ Result<int> PieceStore::CollectGarbage(const GcPolicy& policy) {
   for (const TaskMeta& m : idle) {
     if (m.done && now_ms - m.accessed_unix_ms > policy.task_ttl_ms) {
       DF_RETURN_IF_ERROR(DeleteTaskLocked(m.task_id));
+      DF_LOG_INFO("evicted task_id={} reason=ttl unused_s={} bytes={}", m.task_id,
+                  (now_ms - m.accessed_unix_ms) / 1000, std::max<int64_t>(m.content_length, 0));
       ++deleted;
     } else {
       survivors.push_back(m);
@@ -854,6 +856,10 @@ Result<int> PieceStore::CollectGarbage(const GcPolicy& policy) {
   });
   for (const TaskMeta& m : survivors) {
     DF_RETURN_IF_ERROR(DeleteTaskLocked(m.task_id));
+    DF_LOG_INFO(
+        "evicted task_id={} reason=disk_high_watermark disk_used={:.3f} high_watermark={} "
+        "bytes={}",
+        m.task_id, *used, policy.disk_high_watermark, std::max<int64_t>(m.content_length, 0));
     ++deleted;
     used = DiskUsedFraction(dir_);
     if (!used.ok()) return used.status();

@@ -9,7 +9,10 @@
 #include <cstdio>
 #include <thread>
 
+#include <prometheus/registry.h>
+
 #include "common/digest.h"
+#include "daemon/daemon_metrics.h"
 
 #include "daemon/scheduler_client.h"
 #include "e2e/lying_parent.h"
@@ -263,4 +266,53 @@ TEST_F(PeerTaskTest, ACancelCutsAPieceBeingReceivedFromASlowParent) {
 }
 
 }  // namespace
+// Issue 19: the daemon's piece failures are counted by source and reason, and its trips to the
+// origin by reason. Every fetch from this parent fails (nothing listens on its piece port), so
+// it is dropped and, after schedule_timeout without a replacement, the origin serves the task.
+TEST_F(PeerTaskTest, PieceFailuresAndBackToSourceAreCountedByReason) {
+  StartOrigin(2 * kPiece);
+  testing::FakeParent parent = MakeParent("parent", {});
+  ASSERT_TRUE(parent.ok());
+  sv1::CandidateParent candidate = Candidate(parent);
+  candidate.mutable_host()->set_piece_port(bench::FreePort());
+  scheduler_.SetParents({candidate}, static_cast<int64_t>(size_), kPiece);
+  prometheus::Registry registry;
+  DaemonMetrics metrics(registry);
+  ctx_.piece_failures = &metrics.piece_failures;
+  ctx_.back_to_source = &metrics.back_to_source;
+  prometheus::Counter& refused =
+      metrics.piece_failures.Add({{"source", "peer"}, {"reason", "Unavailable"}});
+  PeerTask task(ctx_, Request());
+  task.Start();
+  for (int i = 0; i < 200 && refused.Value() == 0; ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_GE(refused.Value(), 1) << "a refused connection to a parent is a piece failure";
+
+  clock_.Advance(std::chrono::milliseconds(config_.schedule_timeout_ms) + 1s);
+  ASSERT_TRUE(task.WaitFinished(30000)) << "the origin was never tried";
+  TaskProgress p = task.Progress();
+  ASSERT_TRUE(p.status.ok()) << p.status.ToString();
+  EXPECT_EQ(p.bytes_from_origin, size_);
+  EXPECT_EQ(metrics.back_to_source.Add({{"reason", kBackToSourceNoParent}}).Value(), 1);
+  EXPECT_EQ(metrics.back_to_source.Add({{"reason", kBackToSourceNoScheduler}}).Value(), 0);
+}
+
+// Issue 19: df_daemon_piece_connections{side="client"} counts this host's open connections to
+// parents, and none is left once the download is over.
+TEST_F(PeerTaskTest, ConnectionsToParentsAreCountedWhileOpen) {
+  StartOrigin(2 * kPiece);
+  testing::FakeParent parent = MakeParent("parent", {.upload_rate_bytes_per_sec = 8'000'000});
+  ASSERT_TRUE(parent.ok());
+  scheduler_.SetParents({Candidate(parent)}, static_cast<int64_t>(size_), kPiece);
+  const int64_t before = PieceClient::open_connections();
+  int64_t seen = 0;
+  {
+    PeerTask task(ctx_, Request());
+    task.Start();
+    while (!task.WaitFinished(10)) seen = std::max(seen, PieceClient::open_connections());
+    EXPECT_TRUE(task.Progress().status.ok()) << task.Progress().status.ToString();
+  }
+  EXPECT_GE(seen, before + 1);
+  EXPECT_EQ(PieceClient::open_connections(), before);
+}
+
 }  // namespace df

@@ -310,9 +310,9 @@ TEST_F(ProberTest, TakesAtMostMaxTargetsAndSkipsEmptyMessages) {
   auto r = scheduler.WaitRounds(1).at(0);
   EXPECT_EQ(r.finished.size(), kMaxProbeTargets);
   EXPECT_EQ(r.failed_messages, 0) << "no ProbeFailed when nothing failed";
-  EXPECT_EQ(Metric(registry, "dfdaemon_probes_total", "ok"), kMaxProbeTargets);
-  EXPECT_EQ(Metric(registry, "dfdaemon_probes_total", "failed"), 0);
-  EXPECT_EQ(Metric(registry, "dfdaemon_probe_rounds_total", "ok"), 1);
+  EXPECT_EQ(Metric(registry, "df_daemon_probes_total", "ok"), kMaxProbeTargets);
+  EXPECT_EQ(Metric(registry, "df_daemon_probes_total", "failed"), 0);
+  EXPECT_EQ(Metric(registry, "df_daemon_probe_rounds_total", "ok"), 1);
 }
 
 TEST_F(ProberTest, NothingToProbeIsACleanRoundWithNoReports) {
@@ -360,7 +360,7 @@ TEST_F(ProberTest, AFailingSchedulerCountsAFailedRoundAndTheLoopGoesOn) {
   };
   Prober prober(options, &client, &registry);
   EXPECT_FALSE(prober.RunRound().ok());
-  EXPECT_EQ(Metric(registry, "dfdaemon_probe_rounds_total", "failed"), 1);
+  EXPECT_EQ(Metric(registry, "df_daemon_probe_rounds_total", "failed"), 1);
   prober.Start();
   {
     std::unique_lock l(mu);

@@ -122,9 +122,9 @@ TEST_P(CutThroughTest, PiecesStillArrivingAreForwardedOnlyWhenOn) {
 
   double forwarded = 0;
   for (size_t i = 0; i < names.size(); ++i) {
-    double v = Metric(metrics[i], "dfdaemon_forwarded_pieces_total",
+    double v = Metric(metrics[i], "df_daemon_forwarded_pieces_total",
                       [&](double x) { return !on || x > 0 || names[i] != "seed"; });
-    ASSERT_GE(v, 0) << names[i] << ": no dfdaemon_forwarded_pieces_total";
+    ASSERT_GE(v, 0) << names[i] << ": no df_daemon_forwarded_pieces_total";
     std::printf("%s forwarded %.0f pieces still arriving\n", names[i].c_str(), v);
     forwarded += v;
   }

@@ -113,7 +113,7 @@ TEST_F(EndgameTest, ASlowParentDoesNotHoldTheLastPieces) {
   ASSERT_EQ(rc, 0) << out;
   EXPECT_EQ(Sha256File(dir_.path() + "/child.bin").value(), sha);
   EXPECT_LT(took, 30s) << "the slow parent held the last pieces";
-  double duplicate_bytes = Metric(metrics_port, "dfdaemon_endgame_duplicate_bytes_total");
+  double duplicate_bytes = Metric(metrics_port, "df_daemon_endgame_duplicate_bytes_total");
   EXPECT_GT(duplicate_bytes, 0) << "no endgame duplicate: the slow parent was never in the way";
   // Bounded: at most one duplicate per piece the slow parent held (a connection's pipeline).
   EXPECT_LE(duplicate_bytes, 2.0 * kPiece);

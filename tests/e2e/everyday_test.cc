@@ -342,7 +342,8 @@ TEST_F(EverydayTest, ProgressBarInATerminalFitsItsWidthAndEndsWithTheSummary) {
 }
 
 // Metrics an operator can alert on: every *_total is typed counter; bytes by source, tasks
-// started, succeeded and failed by reason, storage bytes; /healthz answers ok.
+// started, succeeded and failed by reason, trips to the origin by reason, open piece
+// connections, storage bytes; /healthz answers ok.
 TEST_F(EverydayTest, DaemonMetricsFollowPrometheusConventions) {
   bench::MakeFile(root_ + "/m.bin", 3 * kMiB);
   NginxOrigin origin(root_);
@@ -359,8 +360,8 @@ TEST_F(EverydayTest, DaemonMetricsFollowPrometheusConventions) {
   std::string text;
   for (int i = 0; i < 100; ++i) {  // the counters move in the daemon's 1 s housekeeping
     ASSERT_EQ(bench::Run({"curl", "-sf", url + "/metrics"}, &text), 0) << text;
-    if (text.find("dfdaemon_tasks_failed_total{reason=\"NotFound\"} 1") != std::string::npos &&
-        text.find("dfdaemon_tasks_succeeded_total 1") != std::string::npos) {
+    if (text.find("df_daemon_tasks_failed_total{reason=\"NotFound\"} 1") != std::string::npos &&
+        text.find("df_daemon_tasks_succeeded_total 1") != std::string::npos) {
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -376,22 +377,31 @@ TEST_F(EverydayTest, DaemonMetricsFollowPrometheusConventions) {
     }
   }
   for (const std::string& want :
-       {std::string("# TYPE dfdaemon_download_bytes_total counter"),
-        "dfdaemon_download_bytes_total{source=\"origin\"} " + std::to_string(3 * kMiB),
-        std::string("dfdaemon_download_bytes_total{source=\"peer\"} 0"),
-        std::string("dfdaemon_tasks_started_total 2"),
-        std::string("dfdaemon_tasks_succeeded_total 1"),
-        std::string("dfdaemon_tasks_failed_total{reason=\"NotFound\"} 1"),
-        "dfdaemon_storage_bytes " + std::to_string(3 * kMiB),
-        std::string("# TYPE dfdaemon_upload_bytes_total counter")}) {
+       {std::string("# TYPE df_daemon_download_bytes_total counter"),
+        "df_daemon_download_bytes_total{source=\"origin\"} " + std::to_string(3 * kMiB),
+        std::string("df_daemon_download_bytes_total{source=\"peer\"} 0"),
+        std::string("df_daemon_tasks_started_total 2"),
+        std::string("df_daemon_tasks_succeeded_total 1"),
+        std::string("df_daemon_tasks_failed_total{reason=\"NotFound\"} 1"),
+        "df_daemon_storage_bytes " + std::to_string(3 * kMiB),
+        std::string("# TYPE df_daemon_upload_bytes_total counter"),
+        // No scheduler: both downloads went to the origin themselves.
+        std::string("# TYPE df_daemon_back_to_source_total counter"),
+        std::string("df_daemon_back_to_source_total{reason=\"no_scheduler\"} 2"),
+        std::string("# TYPE df_daemon_piece_connections gauge"),
+        std::string("df_daemon_piece_connections{side=\"server\"} 0"),
+        std::string("df_daemon_piece_connections{side=\"client\"} 0"),
+        std::string("# TYPE df_daemon_piece_server_closed_connections_total counter"),
+        std::string("# TYPE df_daemon_running_tasks gauge")}) {
     EXPECT_NE(text.find(want + "\n"), std::string::npos) << want << " missing from:\n" << text;
   }
   ASSERT_EQ(bench::Run({"curl", "-s", url + "/healthz"}, &out), 0);
   EXPECT_EQ(out.substr(0, 2), "ok") << out;
 }
 
-// Debian's real Prometheus server scrapes a daemon: the series arrive with their types.
-TEST_F(EverydayTest, PrometheusScrapesTheDaemon) {
+// Debian's real Prometheus server scrapes a daemon and a scheduler: the series arrive with their
+// types (the daemon's counters and gauges, the scheduler's decision histogram).
+TEST_F(EverydayTest, PrometheusScrapesTheDaemonAndTheScheduler) {
   std::string out;
   if (bench::Run({"prometheus", "--version"}, &out) != 0) {
     GTEST_SKIP() << "no prometheus (scripts/install-deps.sh installs Debian's)";
@@ -399,42 +409,123 @@ TEST_F(EverydayTest, PrometheusScrapesTheDaemon) {
   bench::MakeFile(root_ + "/p.bin", 2 * kMiB);
   NginxOrigin origin(root_);
   ASSERT_TRUE(origin.ok());
+  const uint16_t scheduler_port = bench::FreePort();
+  const uint16_t scheduler_metrics_port = bench::FreePort();
+  Process scheduler = Process::Start(
+      {Bin("scheduler/dfscheduler"), "--listen", "127.0.0.1:" + std::to_string(scheduler_port),
+       "--metrics", "127.0.0.1:" + std::to_string(scheduler_metrics_port)},
+      dir_.path() + "/dfscheduler.log");
+  ASSERT_TRUE(bench::WaitForTcp(scheduler_port, 10000));
   uint16_t metrics_port = bench::FreePort();
-  Process daemon = StartDaemon({"--ip", "127.0.0.1"}, metrics_port);
+  Process daemon = StartDaemon(
+      {"--ip", "127.0.0.1", "--scheduler", "127.0.0.1:" + std::to_string(scheduler_port)},
+      metrics_port);
   ASSERT_EQ(bench::Run(Dfget({"--no-progress", origin.Url("p.bin"), "-O", Out("p.bin")}), &out), 0)
       << out;
   const std::string config = dir_.path() + "/prometheus.yml";
   std::ofstream(config) << "global:\n  scrape_interval: 1s\nscrape_configs:\n"
                         << "  - job_name: dfdaemon\n    static_configs:\n"
-                        << "      - targets: ['127.0.0.1:" << metrics_port << "']\n";
+                        << "      - targets: ['127.0.0.1:" << metrics_port << "']\n"
+                        << "  - job_name: dfscheduler\n    static_configs:\n"
+                        << "      - targets: ['127.0.0.1:" << scheduler_metrics_port << "']\n";
   uint16_t port = bench::FreePort();
   Process prometheus = Process::Start(
       {"prometheus", "--config.file=" + config, "--storage.tsdb.path=" + dir_.path() + "/tsdb",
        "--web.listen-address=127.0.0.1:" + std::to_string(port)},
       dir_.path() + "/prometheus.log");
   const std::string api = "http://127.0.0.1:" + std::to_string(port) + "/api/v1/";
-  std::string value;
-  for (int i = 0; i < 300; ++i) {
-    bench::Run({"curl", "-s",
-                api + "query?query=dfdaemon_download_bytes_total%7Bsource%3D%22origin%22%7D"},
-               &value);
-    if (value.find("\"" + std::to_string(2 * kMiB) + "\"") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  EXPECT_NE(value.find("\"" + std::to_string(2 * kMiB) + "\""), std::string::npos)
-      << value << "\n"
-      << ReadFile(dir_.path() + "/prometheus.log");
+  // Waits until the PromQL `query` (URL-encoded) has a sample whose value is `want`.
+  auto query = [&](const std::string& promql, const std::string& want) {
+    std::string value;
+    for (int i = 0; i < 300; ++i) {
+      bench::Run({"curl", "-s", api + "query?query=" + promql}, &value);
+      if (value.find("\"" + want + "\"]") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_NE(value.find("\"" + want + "\"]"), std::string::npos)
+        << promql << " != " << want << ": " << value << "\n"
+        << ReadFile(dir_.path() + "/prometheus.log");
+    return value;
+  };
+  // The seed-less scheduler sent the peer to the origin: the bytes came from there.
+  std::string value =
+      query("df_daemon_download_bytes_total%7Bsource%3D%22origin%22%7D", std::to_string(2 * kMiB));
   EXPECT_NE(value.find("\"job\":\"dfdaemon\""), std::string::npos) << value;
+  query("df_daemon_back_to_source_total%7Breason%3D%22scheduler%22%7D", "1");
+  query("df_scheduler_hosts", "1");  // the gauge is current, not refreshed by GC only
+  query("df_scheduler_peers", "1");
+  query("df_scheduler_tasks", "1");
+  query("sum(df_scheduler_decision_duration_seconds_count)%20%3E%3D%20bool%201", "1");
+  query("sum(df_scheduler_decisions_total)%20%3E%3D%20bool%201", "1");
+  query("df_scheduler_back_to_source_total%7Breason%3D%22no_seed%22%7D", "1");
   for (const auto& [metric, type] : std::vector<std::pair<std::string, std::string>>{
-           {"dfdaemon_download_bytes_total", "counter"},
-           {"dfdaemon_tasks_started_total", "counter"},
-           {"dfdaemon_upload_bytes_total", "counter"},
-           {"dfdaemon_storage_bytes", "gauge"},
-           {"dfdaemon_running_tasks", "gauge"}}) {
+           {"df_daemon_download_bytes_total", "counter"},
+           {"df_daemon_tasks_started_total", "counter"},
+           {"df_daemon_upload_bytes_total", "counter"},
+           {"df_daemon_back_to_source_total", "counter"},
+           {"df_daemon_storage_bytes", "gauge"},
+           {"df_daemon_running_tasks", "gauge"},
+           {"df_daemon_piece_connections", "gauge"},
+           {"df_scheduler_decisions_total", "counter"},
+           {"df_scheduler_decision_duration_seconds", "histogram"},
+           {"df_scheduler_schedule_latency_seconds", "histogram"},
+           {"df_scheduler_back_to_source_total", "counter"},
+           {"df_scheduler_hosts", "gauge"},
+           {"df_scheduler_peers", "gauge"},
+           {"df_scheduler_tasks", "gauge"}}) {
     std::string meta;
     bench::Run({"curl", "-s", api + "metadata?metric=" + metric}, &meta);
     EXPECT_NE(meta.find("\"type\":\"" + type + "\""), std::string::npos) << metric << ": " << meta;
   }
+}
+
+// Logs that help: the first line about a task has its full id and its URL without secrets; a
+// cache hit is not "back to source"; a digest mismatch, a client timeout and every end of a
+// client's stream say so.
+TEST_F(EverydayTest, DaemonLogsSayWhatHappenedWithoutSecrets) {
+  bench::MakeFile(root_ + "/l.bin", 1 * kMiB);
+  NginxOrigin origin(root_, "512k");  // slow enough for a client timeout of 200 ms
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon();
+  const std::string url = origin.Url("l.bin") + "?token=SECRET1&part=1";
+  std::string out;
+  ASSERT_EQ(bench::Run(Dfget({"--no-progress", url, "-O", Out("l1")}), &out), 0) << out;
+  ASSERT_EQ(bench::Run(Dfget({"--no-progress", url, "-O", Out("l2")}), &out), 0) << out;
+  EXPECT_EQ(bench::Run(Dfget({"--no-progress", url, "-O", Out("l3"), "--digest",
+                              "sha256:" + std::string(64, '0')}),
+                       &out),
+            1)
+      << out;
+  const std::string slow = origin.Url("l.bin") + "?sig=SECRET2";
+  EXPECT_EQ(bench::Run(Dfget({"--no-progress", slow, "-O", Out("l4"), "--timeout", "200ms"}), &out),
+            1)
+      << out;
+  const std::string log = ReadFile(dir_.path() + "/dfdaemon.log");
+  EXPECT_EQ(log.find("SECRET"), std::string::npos) << log;
+  // The first line that names the task has its full id and its URL with the token redacted.
+  const std::string redacted = " url=" + origin.Url("l.bin") + "?token=REDACTED&part=1";
+  const size_t url_at = log.find(redacted);
+  ASSERT_NE(url_at, std::string::npos) << log;
+  const size_t line_start =
+      log.rfind('\n', url_at) == std::string::npos ? 0 : log.rfind('\n', url_at) + 1;
+  const std::string line = log.substr(line_start, url_at - line_start);
+  const size_t id_at = line.find("task_id=");
+  ASSERT_NE(id_at, std::string::npos) << line;
+  const std::string id = line.substr(id_at + 8, 64);
+  ASSERT_EQ(id.size(), 64u) << line;
+  EXPECT_TRUE(std::all_of(id.begin(), id.end(), ::isxdigit)) << line;
+  EXPECT_EQ(log.find(id), line_start + id_at + 8) << "an earlier line names the task:\n" << log;
+  auto count = [&](const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("task " + id + " back to source"), 1u) << "a cache hit said back to source:\n"
+                                                         << log;
+  EXPECT_EQ(count("task " + id + " served from cache"), 2u) << log;
+  EXPECT_EQ(count("digest mismatch task_id=" + id), 1u) << log;
+  EXPECT_EQ(count("download stream ended task_id=" + id), 3u) << log;
+  EXPECT_NE(log.find("reason=DeadlineExceeded: client timeout"), std::string::npos) << log;
 }
 
 TEST_F(EverydayTest, EveryBinaryPrintsTheOneVersion) {
@@ -482,6 +573,31 @@ TEST_F(EverydayTest, AutoStartedDaemonIsAnnouncedAndStoppedOverTheSocket) {
   EXPECT_EQ(bench::Run({Bin("daemon/dfdaemon"), "status", "--sock", sock_}, &out), 3) << out;
   EXPECT_NE(out.find("no dfdaemon is running"), std::string::npos) << out;
   EXPECT_EQ(bench::Run({Bin("daemon/dfdaemon"), "stop", "--sock", sock_}, &out), 0) << out;
+}
+
+// An auto-started daemon has no metrics port unless dfget is asked for one
+// (--daemon-metrics-port); then `dfdaemon status` names it and it serves /metrics and /healthz.
+TEST_F(EverydayTest, AutoStartedDaemonServesMetricsOnTheAskedPort) {
+  bench::MakeFile(root_ + "/s.bin", 1 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  DaemonsStopper stopper{sock_};
+  const uint16_t port = bench::FreePort();
+  std::string out;
+  ASSERT_EQ(bench::Run(Dfget({"--no-progress", "--daemon-metrics-port", std::to_string(port),
+                              origin.Url("s.bin"), "-O", Out("s.bin")}),
+                       &out),
+            0)
+      << out;
+  ASSERT_EQ(bench::Run({Bin("daemon/dfdaemon"), "status", "--sock", sock_}, &out), 0) << out;
+  const size_t at = out.find("\nmetrics: ");
+  ASSERT_NE(at, std::string::npos) << out;
+  const std::string address = out.substr(at + 10, out.find('\n', at + 1) - at - 10);
+  EXPECT_TRUE(address.ends_with(":" + std::to_string(port))) << out;
+  ASSERT_EQ(bench::Run({"curl", "-sf", "http://" + address + "/healthz"}, &out), 0) << out;
+  EXPECT_EQ(out.substr(0, 2), "ok") << out;
+  ASSERT_EQ(bench::Run({"curl", "-sf", "http://" + address + "/metrics"}, &out), 0) << out;
+  EXPECT_NE(out.find("# TYPE df_daemon_tasks_started_total counter"), std::string::npos) << out;
 }
 
 // Several dfgets racing to auto-start get one daemon (the data dir's and socket's flocks), and

@@ -214,4 +214,33 @@ TEST_F(SchedulerClockTest, APredictedEdgeBandwidthCapsTheBookingOnAHostWithoutEv
 }
 
 }  // namespace
+// The hosts, tasks and peers gauges follow registers within the background round, not only GC
+// (which never runs here); every parent decision is counted by outcome and timed.
+TEST_F(SchedulerClockTest, GaugesFollowRegistersWithoutGcAndDecisionsAreCountedAndTimed) {
+  SchedulerConfig config;
+  config.gc_interval_ms = 7 * 24 * 3600'000ull;  // no GC in this test
+  StartScheduler(config, nullptr);
+  scheduler_->RunBackgroundRound();
+  EXPECT_EQ(metrics_.hosts.Value(), 0);
+  AnnounceHost("host-a");
+  AnnounceHost("host-b");
+  Register("host-a", "peer-a", std::make_shared<RecordingStream>());
+  clock_.Advance(1s);
+  scheduler_->RunBackgroundRound();
+  EXPECT_EQ(metrics_.hosts.Value(), 2);
+  EXPECT_EQ(metrics_.tasks.Value(), 1);
+  EXPECT_EQ(metrics_.peers.Value(), 1);
+  Register("host-b", "peer-b", std::make_shared<RecordingStream>());
+  clock_.Advance(1s);
+  scheduler_->RunBackgroundRound();
+  EXPECT_EQ(metrics_.peers.Value(), 2);
+
+  const double decisions = metrics_.decisions_sent.Value() + metrics_.decisions_unchanged.Value() +
+                           metrics_.decisions_no_candidates.Value();
+  EXPECT_GE(metrics_.decisions_no_candidates.Value(), 1);  // peer-a: nobody to choose from
+  const auto timed = metrics_.decision_duration_seconds.Collect().histogram;
+  EXPECT_EQ(static_cast<double>(timed.sample_count), decisions);
+  EXPECT_GE(timed.sample_sum, 0);
+}
+
 }  // namespace df::scheduler

@@ -1,0 +1,16 @@
+// URLs as logs, listings and error messages may show them: without the credentials they carry.
+// Pure functions, thread-safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace df {
+
+// `url` with the credentials a log or a listing must not show: the userinfo ("user:pass@") and
+// the values of query parameters that carry them (signatures, tokens, keys, credentials,
+// passwords; names compared case-insensitively, e.g. X-Amz-Signature, token, sig) replaced by
+// "REDACTED". Everything else is kept, so that the URL still says what the task is.
+std::string RedactUrl(std::string_view url);
+
+}  // namespace df

@@ -161,6 +161,10 @@ Status Daemon::Start() {
     DF_RETURN_IF_ERROR(
         metrics_.Start(config_.listen_ip + ":" + std::to_string(config_.metrics_port)));
   }
+  if (config_.proxy_port != 0) {
+    mirror_ = std::make_unique<RegistryMirror>(config_, *manager_, backends_, &metrics_.registry());
+    DF_RETURN_IF_ERROR(mirror_->Start());
+  }
   // /healthz answers 503 with the reason when this peer cannot store what it downloads.
   metrics_.SetHealthCheck([dir = config_.data_dir]() -> std::string {
     if (::access(dir.c_str(), W_OK) != 0) return "data dir " + dir + " is not writable";
@@ -377,6 +381,8 @@ void Daemon::Shutdown() {
   // them return, letting the servers' Shutdown finish within its deadline.
   auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
   if (manager_) manager_->CancelAll();
+  if (mirror_) mirror_->Stop();
+  mirror_.reset();
   if (local_server_) local_server_->Shutdown(deadline);
   if (upload_server_) upload_server_->Shutdown(deadline);
   local_server_.reset();

@@ -34,6 +34,8 @@ constexpr size_t kWorkerThreads = 64;
 // A blob whose task has not finished after this long is fetched from the registry directly.
 constexpr auto kBlobTaskTimeout = std::chrono::minutes(30);
 constexpr size_t kServeChunkBytes = 256 << 10;
+// How often a streaming response looks for newly finished pieces.
+constexpr int kStreamPollMs = 20;
 constexpr size_t kMaxUpstreamBytes = 512;
 
 std::string Lower(std::string_view s) {
@@ -295,11 +297,31 @@ struct RegistryMirror::Impl {
                    const std::map<std::string, std::string>& headers);
   void ServeBlob(const httplib::Request& req, httplib::Response& res, const std::string& upstream,
                  const std::map<std::string, std::string>& headers, const BlobRef& blob);
+  // Answers from the blob's task (streamed, or from verified content for a range); the task's
+  // failure, with `res` untouched, when it fails before the response could start.
+  Status ServeFromTask(const httplib::Request& req, httplib::Response& res, const std::string& url,
+                       const BlobRef& blob, const std::map<std::string, std::string>& headers);
   Authorisation Authorise(const std::string& upstream, const BlobRef& blob,
                           const std::map<std::string, std::string>& headers);
-  // The verified content of the blob's task, opened for reading, and its size.
-  Result<std::pair<UniqueFd, uint64_t>> FetchByTask(const std::string& url, const BlobRef& blob,
-                                                    const std::map<std::string, std::string>& h);
+  // The blob's task, started or joined.
+  Result<std::shared_ptr<PeerTask>> StartTask(const std::string& url, const BlobRef& blob,
+                                              const std::map<std::string, std::string>& h);
+  // Waits until the task knows the blob's size (and has storage) or finished: the size, or the
+  // task's failure (DeadlineExceeded after kBlobTaskTimeout).
+  static Result<uint64_t> WaitForSize(PeerTask& task);
+  // Waits until the task finished: its verified content opened for reading, or its failure.
+  static Result<UniqueFd> WaitForContent(PeerTask& task);
+  // Answers 200 with the blob streamed from the task's content file as its prefix grows.
+  void StreamTask(httplib::Response& res, std::shared_ptr<PeerTask> task, uint64_t size,
+                  const std::string& url, const BlobRef& blob,
+                  const std::map<std::string, std::string>& h);
+  struct BlobStream;
+  // Sends the next bytes of `st` at `offset` (the bytes sent so far): from the task's verified
+  // prefix, or from the registry once the task failed. The chunk that ends the blob is sent
+  // only when the sha256 of every byte sent matches the digest; false aborts the response.
+  bool StreamNext(BlobStream& st, uint64_t offset, httplib::DataSink& sink);
+  bool SendFromFile(BlobStream& st, uint64_t offset, uint64_t ready, httplib::DataSink& sink);
+  bool SendFromRegistry(BlobStream& st, uint64_t offset, httplib::DataSink& sink);
   // The blob straight from the registry, verified, in an unlinked temporary file.
   Result<std::pair<UniqueFd, uint64_t>> FetchDirect(const std::string& url, const BlobRef& blob,
                                                     const std::map<std::string, std::string>& h);
@@ -365,7 +387,8 @@ void RegistryMirror::Impl::Handle(const httplib::Request& req, httplib::Response
     Count("error");
     return SendError(res, 400, "proxy", upstream.status().message());
   }
-  std::map<std::string, std::string> headers = UpstreamHeaders({req.headers.begin(), req.headers.end()});
+  std::map<std::string, std::string> headers =
+      UpstreamHeaders({req.headers.begin(), req.headers.end()});
   if (Status s = ValidateRequestHeaders(headers); !s.ok()) {
     Count("error");
     return SendError(res, 400, "proxy", s.message());
@@ -465,29 +488,146 @@ Authorisation RegistryMirror::Impl::Authorise(const std::string& upstream, const
   return Authorisation::kAllowed;
 }
 
-Result<std::pair<UniqueFd, uint64_t>> RegistryMirror::Impl::FetchByTask(
+Result<std::shared_ptr<PeerTask>> RegistryMirror::Impl::StartTask(
     const std::string& url, const BlobRef& blob, const std::map<std::string, std::string>& h) {
   TaskSpec spec;
   spec.url = url;
   spec.digest = blob.digest;
   spec.id_from_digest = true;
   DF_RETURN_IF_ERROR(ValidateTaskSpec(spec, UrlPolicy{}));
-  auto acquired = manager.Acquire(RequestOf(spec, h));
-  if (!acquired.ok()) return acquired.status();
-  std::shared_ptr<PeerTask> task = std::move(acquired).value();
+  return manager.Acquire(RequestOf(spec, h));
+}
+
+Result<uint64_t> RegistryMirror::Impl::WaitForSize(PeerTask& task) {
   const auto deadline = MirrorClock::now() + kBlobTaskTimeout;
-  while (!task->WaitFinished(1000)) {
+  for (;;) {
+    const bool finished = task.WaitFinished(kStreamPollMs);
+    TaskProgress p = task.Progress();
+    if (finished && !p.status.ok()) return p.status;
+    if (p.content_length >= 0 && task.storage()) return static_cast<uint64_t>(p.content_length);
+    if (finished) return Internal("finished task without content");
+    if (MirrorClock::now() > deadline) {
+      return Status(StatusCode::kDeadlineExceeded, "the blob's task did not start in time");
+    }
+  }
+}
+
+Result<UniqueFd> RegistryMirror::Impl::WaitForContent(PeerTask& task) {
+  const auto deadline = MirrorClock::now() + kBlobTaskTimeout;
+  while (!task.WaitFinished(1000)) {
     if (MirrorClock::now() > deadline) {
       return Status(StatusCode::kDeadlineExceeded, "the blob's task did not finish in time");
     }
   }
-  TaskProgress p = task->Progress();
+  TaskProgress p = task.Progress();
   if (!p.status.ok()) return p.status;  // PeerTask checked the digest of a successful one
-  std::shared_ptr<TaskStorage> storage = task->storage();
-  if (!storage || p.content_length < 0) return Internal("finished task without content");
+  std::shared_ptr<TaskStorage> storage = task.storage();
+  if (!storage) return Internal("finished task without content");
   UniqueFd fd(::open(storage->content_path().c_str(), O_RDONLY | O_CLOEXEC));
-  if (!static_cast<bool>(fd)) return IoError("cannot open the content of task " + blob.digest);
-  return std::make_pair(std::move(fd), static_cast<uint64_t>(p.content_length));
+  if (!fd) return IoError("cannot open the content of task " + task.request().task_id);
+  return fd;
+}
+
+struct RegistryMirror::Impl::BlobStream {
+  std::shared_ptr<PeerTask> task;
+  std::shared_ptr<TaskStorage> storage;
+  UniqueFd fd;  // the task's content file
+  uint64_t size = 0;
+  std::string url;
+  std::string digest;
+  std::map<std::string, std::string> headers;
+  Sha256 sent;                 // over every byte sent (or held back) so far
+  uint32_t prefix_pieces = 0;  // FinishedPrefixBytes' cursor
+  bool from_registry = false;  // the task failed: the rest comes from the registry
+  std::vector<char> buffer = std::vector<char>(kServeChunkBytes);
+  MirrorClock::time_point deadline = MirrorClock::now() + kBlobTaskTimeout;
+};
+
+void RegistryMirror::Impl::StreamTask(httplib::Response& res, std::shared_ptr<PeerTask> task,
+                                      uint64_t size, const std::string& url, const BlobRef& blob,
+                                      const std::map<std::string, std::string>& h) {
+  auto st = std::make_shared<BlobStream>();
+  st->storage = task->storage();
+  st->fd = UniqueFd(::open(st->storage->content_path().c_str(), O_RDONLY | O_CLOEXEC));
+  st->task = std::move(task);
+  st->size = size;
+  st->url = url;
+  st->digest = blob.digest;
+  st->headers = h;
+  res.status = 200;
+  res.set_header("Accept-Ranges", "bytes");
+  res.set_content_provider(size, "application/octet-stream",
+                           [this, st](size_t offset, size_t, httplib::DataSink& sink) {
+                             return StreamNext(*st, offset, sink);
+                           });
+}
+
+bool RegistryMirror::Impl::StreamNext(BlobStream& st, uint64_t offset, httplib::DataSink& sink) {
+  while (!st.from_registry) {
+    if (st.fd) {
+      const uint64_t ready = st.storage->FinishedPrefixBytes(&st.prefix_pieces);
+      if (ready > offset) return SendFromFile(st, offset, ready, sink);
+    }
+    const bool finished = st.task->WaitFinished(kStreamPollMs);
+    if (finished && st.task->Progress().status.ok() && st.fd) continue;  // the last pieces
+    if (finished || !st.fd || MirrorClock::now() > st.deadline) {
+      DF_LOG_WARN(
+          "mirror: task for {} failed after {} bytes were sent ({}); the rest comes "
+          "from the registry",
+          st.digest, offset, st.task->Progress().status.ToString());
+      Count("fallback");
+      st.from_registry = true;
+    }
+  }
+  return SendFromRegistry(st, offset, sink);
+}
+
+bool RegistryMirror::Impl::SendFromFile(BlobStream& st, uint64_t offset, uint64_t ready,
+                                        httplib::DataSink& sink) {
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(ready - offset, st.buffer.size()));
+  for (size_t done = 0; done < n;) {
+    ssize_t got =
+        ::pread(st.fd.get(), st.buffer.data() + done, n - done, static_cast<off_t>(offset + done));
+    if (got <= 0) return false;
+    done += static_cast<size_t>(got);
+  }
+  st.sent.Update(st.buffer.data(), n);
+  if (offset + n == st.size && "sha256:" + st.sent.FinalHex() != st.digest) {
+    DF_LOG_ERROR("mirror: the bytes of {} do not match its digest; response aborted", st.digest);
+    return false;  // never a clean end for wrong bytes
+  }
+  return sink.write(st.buffer.data(), n);
+}
+
+bool RegistryMirror::Impl::SendFromRegistry(BlobStream& st, uint64_t offset,
+                                            httplib::DataSink& sink) {
+  auto backend = backends.ForUrl(st.url);
+  if (!backend.ok()) return false;
+  std::string held;  // the chunk that ends the blob, until the digest is checked
+  uint64_t position = offset;
+  BackendRequest breq{st.url, st.headers, 0, 10000};
+  Status s = backend.value()->Read(breq, offset, static_cast<int64_t>(st.size - offset),
+                                   [&](const char* data, size_t n) -> Status {
+                                     st.sent.Update(data, n);
+                                     position += n;
+                                     if (position == st.size) {
+                                       held.assign(data, n);
+                                       return Status::Ok();
+                                     }
+                                     if (!sink.write(data, n))
+                                       return Status(StatusCode::kCancelled, "client went away");
+                                     return Status::Ok();
+                                   });
+  if (!s.ok() || position != st.size) {
+    DF_LOG_WARN("mirror: fetching the rest of {} from the registry failed: {}", st.digest,
+                s.ToString());
+    return false;
+  }
+  if ("sha256:" + st.sent.FinalHex() != st.digest) {
+    DF_LOG_ERROR("mirror: the bytes of {} do not match its digest; response aborted", st.digest);
+    return false;
+  }
+  return sink.write(held.data(), held.size());
 }
 
 Result<std::pair<UniqueFd, uint64_t>> RegistryMirror::Impl::FetchDirect(
@@ -553,6 +693,32 @@ void RegistryMirror::Impl::Serve(const httplib::Request& req, httplib::Response&
                            });
 }
 
+Status RegistryMirror::Impl::ServeFromTask(const httplib::Request& req, httplib::Response& res,
+                                           const std::string& url, const BlobRef& blob,
+                                           const std::map<std::string, std::string>& headers) {
+  auto task = StartTask(url, blob, headers);
+  if (!task.ok()) return task.status();
+  auto size = WaitForSize(*task.value());
+  if (!size.ok()) return size.status();
+  res.set_header(kHeaderDragonflyTaskId, blob.digest.substr(7));
+  res.set_header("Docker-Content-Digest", blob.digest);
+  if (req.has_header("Range") || size.value() == 0) {
+    // A range is served from verified content only: it would end cleanly before the digest of
+    // the whole blob could be checked.
+    auto fd = WaitForContent(*task.value());
+    if (!fd.ok()) {
+      res.headers.clear();
+      return fd.status();
+    }
+    Count("p2p");
+    Serve(req, res, std::move(fd).value(), size.value());
+    return Status::Ok();
+  }
+  Count("p2p");
+  StreamTask(res, std::move(task).value(), size.value(), url, blob, headers);
+  return Status::Ok();
+}
+
 void RegistryMirror::Impl::ServeBlob(const httplib::Request& req, httplib::Response& res,
                                      const std::string& upstream,
                                      const std::map<std::string, std::string>& headers,
@@ -569,15 +735,10 @@ void RegistryMirror::Impl::ServeBlob(const httplib::Request& req, httplib::Respo
       return SendError(res, 502, "backend", "registry " + upstream + " unreachable");
   }
   const std::string url = upstream + "/v2/" + blob.name + "/blobs/" + blob.digest;
-  auto by_task = FetchByTask(url, blob, headers);
-  if (by_task.ok()) {
-    Count("p2p");
-    res.set_header(kHeaderDragonflyTaskId, blob.digest.substr(7));
-    res.set_header("Docker-Content-Digest", blob.digest);
-    return Serve(req, res, std::move(by_task.value().first), by_task.value().second);
-  }
+  Status failed = ServeFromTask(req, res, url, blob, headers);
+  if (failed.ok()) return;
   DF_LOG_WARN("mirror: task for {} failed ({}), fetching it from {} directly", blob.digest,
-              by_task.status().ToString(), upstream);
+              failed.ToString(), upstream);
   auto direct = FetchDirect(url, blob, headers);
   if (!direct.ok()) {
     Count("error");

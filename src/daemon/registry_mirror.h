@@ -18,16 +18,21 @@
 //     2. the task: id = the digest's hex (TaskSpec::id_from_digest), so the same layer through two
 //        registries or repositories is one task; back-to-source URL = the upstream blob URL, with
 //        the client's headers (Authorization included, Host and hop-by-hop headers removed).
-//     3. the task's content is checked against the digest before anything is served (PeerTask
-//        does it for every content-addressed task; a mismatch fails the task and deletes it).
-//     4. served from the verified content file: 200, or 206 with Content-Range for one byte
-//        range, 416 for a range outside the blob; X-Dragonfly-Task-ID names the task.
-//     Not streamed yet: the response starts once the whole blob is in and verified.
-//     When the task fails (no scheduler and origin trouble, a digest mismatch, too many tasks),
-//     the blob is fetched straight from the registry into a temporary file, verified, and
-//     served from it: the client never sees the P2P failure. Only when that fails too does it
-//     get an error, with X-Dragonfly-Error-Type: "backend" (the registry answered an error or
-//     wrong bytes: 502, or the registry's status) or "proxy" (this daemon failed: 500).
+//     3. streamed: once the task knows the size, 200 with Content-Length, and the bytes in order
+//        as the task's finished (CRC32C-verified) prefix grows. The mirror hashes every byte it
+//        sends and sends the chunk that ends the blob only when the sha256 matches the digest:
+//        wrong bytes end in an aborted response, never a clean one. (PeerTask also checks every
+//        content-addressed task when it finishes; a mismatch fails it and deletes its content.)
+//     4. a Range request waits for the whole blob verified, then gets 206 with Content-Range for
+//        one byte range, 416 for a range outside the blob. X-Dragonfly-Task-ID names the task.
+//     When the task fails before the response started (origin trouble with no parent, a digest
+//     mismatch, too many tasks), the blob is fetched straight from the registry into an unlinked
+//     temporary file, verified and served from it; when it fails while streaming, the rest is
+//     fetched from the registry with a ranged GET into the same response (still hashed). Either
+//     way the client does not see the P2P failure. Only when the registry fails too does it get
+//     an error, with X-Dragonfly-Error-Type: "backend" (the registry answered an error or wrong
+//     bytes: 502, or the registry's status; or the streamed response is cut) or "proxy" (this
+//     daemon failed: 500).
 //   Any other GET or HEAD under /v2/: passed through, status and headers preserved (hop-by-hop
 //     headers dropped), the body buffered up to kMaxPassThroughBodyBytes (manifests, indexes,
 //     error documents; a larger body is a 502). Redirects are passed back, not followed.

@@ -57,9 +57,9 @@ TEST(BlobPath, OtherRegistryPathsAreNotBlobs) {
 
 TEST(BlobPath, MalformedBlobPathsAreErrors) {
   for (const std::string& bad :
-       {"/v2/x/blobs/sha256:zz", "/v2/x/blobs/sha256:" + kHex.substr(1),
+       {std::string("/v2/x/blobs/sha256:zz"), "/v2/x/blobs/sha256:" + kHex.substr(1),
         "/v2/x/blobs/sha256:" + std::string(64, 'A'), "/v2/x/blobs/sha512:" + kHex + kHex,
-        "/v2/x/blobs/", "/v2/X/blobs/sha256:" + kHex, "/v2/a..b/blobs/sha256:" + kHex,
+        std::string("/v2/x/blobs/"), "/v2/X/blobs/sha256:" + kHex, "/v2/a..b/blobs/sha256:" + kHex,
         "/v2/-a/blobs/sha256:" + kHex, "/v2/a//b/blobs/sha256:" + kHex, "/v2//blobs/sha256:" + kHex,
         "/v2/a._b/blobs/sha256:" + kHex,
         "/v2/" + std::string(256, 'a') + "/blobs/sha256:" + kHex}) {

@@ -162,7 +162,8 @@ Status Daemon::Start() {
         metrics_.Start(config_.listen_ip + ":" + std::to_string(config_.metrics_port)));
   }
   if (config_.proxy_port != 0) {
-    mirror_ = std::make_unique<RegistryMirror>(config_, *manager_, backends_, &metrics_.registry());
+    mirror_ = std::make_unique<RegistryMirror>(config_, *manager_, *store_, backends_,
+                                               &metrics_.registry());
     DF_RETURN_IF_ERROR(mirror_->Start());
   }
   // /healthz answers 503 with the reason when this peer cannot store what it downloads.

@@ -273,8 +273,9 @@ std::map<std::string, std::string> UpstreamHeaders(
 }
 
 struct RegistryMirror::Impl {
-  Impl(const DaemonConfig& c, TaskManager& m, BackendRegistry& b, prometheus::Registry* registry)
-      : config(c), manager(m), backends(b) {
+  Impl(const DaemonConfig& c, TaskManager& m, PieceStore& s, BackendRegistry& b,
+       prometheus::Registry* registry)
+      : config(c), manager(m), store(s), backends(b) {
     if (registry) {
       requests = &prometheus::BuildCounter()
                       .Name("dfdaemon_proxy_requests_total")
@@ -316,6 +317,12 @@ struct RegistryMirror::Impl {
                   const std::string& url, const BlobRef& blob,
                   const std::map<std::string, std::string>& h);
   struct BlobStream;
+  // Serves a blob whose task is done in storage (a cache hit) without starting a task (which
+  // would hash the whole blob again); false when there is no such content.
+  bool ServeFromCache(const httplib::Request& req, httplib::Response& res, const std::string& url,
+                      const BlobRef& blob, const std::map<std::string, std::string>& headers);
+  // Answers 200 and streams `st` (StreamNext).
+  void StartStream(httplib::Response& res, std::shared_ptr<BlobStream> st);
   // Sends the next bytes of `st` at `offset` (the bytes sent so far): from the task's verified
   // prefix, or from the registry once the task failed. The chunk that ends the blob is sent
   // only when the sha256 of every byte sent matches the digest; false aborts the response.
@@ -330,6 +337,7 @@ struct RegistryMirror::Impl {
 
   const DaemonConfig& config;
   TaskManager& manager;
+  PieceStore& store;
   BackendRegistry& backends;
   prometheus::Family<prometheus::Counter>* requests = nullptr;
   httplib::Server server;
@@ -554,8 +562,13 @@ void RegistryMirror::Impl::StreamTask(httplib::Response& res, std::shared_ptr<Pe
   st->url = url;
   st->digest = blob.digest;
   st->headers = h;
+  StartStream(res, std::move(st));
+}
+
+void RegistryMirror::Impl::StartStream(httplib::Response& res, std::shared_ptr<BlobStream> st) {
   res.status = 200;
   res.set_header("Accept-Ranges", "bytes");
+  const uint64_t size = st->size;
   res.set_content_provider(size, "application/octet-stream",
                            [this, st](size_t offset, size_t, httplib::DataSink& sink) {
                              return StreamNext(*st, offset, sink);
@@ -568,13 +581,15 @@ bool RegistryMirror::Impl::StreamNext(BlobStream& st, uint64_t offset, httplib::
       const uint64_t ready = st.storage->FinishedPrefixBytes(&st.prefix_pieces);
       if (ready > offset) return SendFromFile(st, offset, ready, sink);
     }
-    const bool finished = st.task->WaitFinished(kStreamPollMs);
-    if (finished && st.task->Progress().status.ok() && st.fd) continue;  // the last pieces
+    // Cached content (no task) is whole: not finding the bytes there means it went away.
+    const bool finished = !st.task || st.task->WaitFinished(kStreamPollMs);
+    if (finished && st.task && st.task->Progress().status.ok() && st.fd) continue;
     if (finished || !st.fd || MirrorClock::now() > st.deadline) {
       DF_LOG_WARN(
           "mirror: task for {} failed after {} bytes were sent ({}); the rest comes "
           "from the registry",
-          st.digest, offset, st.task->Progress().status.ToString());
+          st.digest, offset,
+          st.task ? st.task->Progress().status.ToString() : "cached content went away");
       Count("fallback");
       st.from_registry = true;
     }
@@ -693,9 +708,45 @@ void RegistryMirror::Impl::Serve(const httplib::Request& req, httplib::Response&
                            });
 }
 
+bool RegistryMirror::Impl::ServeFromCache(const httplib::Request& req, httplib::Response& res,
+                                          const std::string& url, const BlobRef& blob,
+                                          const std::map<std::string, std::string>& headers) {
+  const std::string id = blob.digest.substr(7);
+  std::shared_ptr<TaskStorage> cached = store.FindTask(id);
+  if (!cached || !cached->done() || cached->ContentModifiedSinceDone()) return false;
+  const bool range = req.has_header("Range");
+  // A range cannot be checked against the digest as it is sent: serve one only from content
+  // whose task is over (PeerTask checked it then), never in the moment between the last piece
+  // and that check.
+  if (auto running = manager.Find(id); range && running && !running->Progress().finished) {
+    return false;
+  }
+  UniqueFd fd(::open(cached->content_path().c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
+  (void)store.OpenTask(cached->meta());  // records the use, for GC by TTL and LRU
+  const uint64_t size = cached->meta().content_length;
+  Count("p2p");
+  res.set_header(kHeaderDragonflyTaskId, id);
+  res.set_header("Docker-Content-Digest", blob.digest);
+  if (range || size == 0) {
+    Serve(req, res, std::move(fd), size);
+    return true;
+  }
+  auto st = std::make_shared<BlobStream>();
+  st->storage = std::move(cached);
+  st->fd = std::move(fd);
+  st->size = size;
+  st->url = url;
+  st->digest = blob.digest;
+  st->headers = headers;
+  StartStream(res, std::move(st));
+  return true;
+}
+
 Status RegistryMirror::Impl::ServeFromTask(const httplib::Request& req, httplib::Response& res,
                                            const std::string& url, const BlobRef& blob,
                                            const std::map<std::string, std::string>& headers) {
+  if (ServeFromCache(req, res, url, blob, headers)) return Status::Ok();
   auto task = StartTask(url, blob, headers);
   if (!task.ok()) return task.status();
   auto size = WaitForSize(*task.value());
@@ -735,11 +786,15 @@ void RegistryMirror::Impl::ServeBlob(const httplib::Request& req, httplib::Respo
       return SendError(res, 502, "backend", "registry " + upstream + " unreachable");
   }
   const std::string url = upstream + "/v2/" + blob.name + "/blobs/" + blob.digest;
-  Status failed = ServeFromTask(req, res, url, blob, headers);
+  // The blob's bytes are wanted as they are (their digest), never re-encoded on the way.
+  std::map<std::string, std::string> fetch_headers = headers;
+  std::erase_if(fetch_headers,
+                [](const auto& kv) { return EqualsIgnoreCase(kv.first, "Accept-Encoding"); });
+  Status failed = ServeFromTask(req, res, url, blob, fetch_headers);
   if (failed.ok()) return;
   DF_LOG_WARN("mirror: task for {} failed ({}), fetching it from {} directly", blob.digest,
               failed.ToString(), upstream);
-  auto direct = FetchDirect(url, blob, headers);
+  auto direct = FetchDirect(url, blob, fetch_headers);
   if (!direct.ok()) {
     Count("error");
     const Status& s = direct.status();
@@ -754,9 +809,9 @@ void RegistryMirror::Impl::ServeBlob(const httplib::Request& req, httplib::Respo
   Serve(req, res, std::move(direct.value().first), direct.value().second);
 }
 
-RegistryMirror::RegistryMirror(const DaemonConfig& config, TaskManager& manager,
+RegistryMirror::RegistryMirror(const DaemonConfig& config, TaskManager& manager, PieceStore& store,
                                BackendRegistry& backends, prometheus::Registry* registry)
-    : impl_(std::make_unique<Impl>(config, manager, backends, registry)) {}
+    : impl_(std::make_unique<Impl>(config, manager, store, backends, registry)) {}
 
 RegistryMirror::~RegistryMirror() { Stop(); }
 

@@ -23,6 +23,8 @@
 //        sends and sends the chunk that ends the blob only when the sha256 matches the digest:
 //        wrong bytes end in an aborted response, never a clean one. (PeerTask also checks every
 //        content-addressed task when it finishes; a mismatch fails it and deletes its content.)
+//        A blob already done in this host's storage is served from it directly (hashed the
+//        same way) without starting a task, which would read the whole blob once more.
 //     4. a Range request waits for the whole blob verified, then gets 206 with Content-Range for
 //        one byte range, 416 for a range outside the blob. X-Dragonfly-Task-ID names the task.
 //     When the task fails before the response started (origin trouble with no parent, a digest
@@ -61,6 +63,7 @@
 #include "common/status.h"
 #include "daemon/config.h"
 #include "daemon/task_manager.h"
+#include "storage/piece_store.h"
 
 namespace df {
 
@@ -109,8 +112,8 @@ std::map<std::string, std::string> UpstreamHeaders(
 class RegistryMirror {
  public:
   // Borrows everything; all must outlive the mirror. `registry` may be null (no metrics).
-  RegistryMirror(const DaemonConfig& config, TaskManager& manager, BackendRegistry& backends,
-                 prometheus::Registry* registry);
+  RegistryMirror(const DaemonConfig& config, TaskManager& manager, PieceStore& store,
+                 BackendRegistry& backends, prometheus::Registry* registry);
   ~RegistryMirror();
   RegistryMirror(const RegistryMirror&) = delete;
   RegistryMirror& operator=(const RegistryMirror&) = delete;

@@ -294,6 +294,23 @@ TEST_F(OciMirrorTest, SkopeoPullsAnImageWhoseBlobsBecomeP2PTasks) {
     EXPECT_GE(gets[i], 1);
     EXPECT_EQ(registry.BlobGets(image.layers[i].digest), gets[i]) << "layer " << i;
   }
+
+  // The same layer in another repository is the same task: served from this host's copy.
+  std::string out;
+  ASSERT_EQ(Skopeo(dir_.path(),
+                   {"copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    "docker://" + registry.Host() + "/test/img:1",
+                    "docker://" + registry.Host() + "/other/copy:2"},
+                   &out),
+            0)
+      << out;
+  const int before = registry.BlobGets(image.layers[0].digest);  // skopeo may have read it
+  r = cli.Get(("/v2/other/copy/blobs/" + image.layers[0].digest).c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("X-Dragonfly-Task-ID"), image.layers[0].digest.substr(7));
+  EXPECT_EQ(r->body, ReadFile(image.layers[0].path));
+  EXPECT_EQ(registry.BlobGets(image.layers[0].digest), before);
 }
 
 TEST_F(OciMirrorTest, TwoDaemonsPullingTheSameImageFetchEachLayerFromTheRegistryOnce) {

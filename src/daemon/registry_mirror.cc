@@ -34,6 +34,8 @@ constexpr size_t kWorkerThreads = 64;
 // A blob whose task has not finished after this long is fetched from the registry directly.
 constexpr auto kBlobTaskTimeout = std::chrono::minutes(30);
 constexpr size_t kServeChunkBytes = 256 << 10;
+// A streaming response whose task gives no new byte for this long continues from the registry.
+constexpr auto kStreamStallTimeout = std::chrono::minutes(5);
 // How often a streaming response looks for newly finished pieces.
 constexpr int kStreamPollMs = 20;
 constexpr size_t kMaxUpstreamBytes = 512;
@@ -548,7 +550,8 @@ struct RegistryMirror::Impl::BlobStream {
   uint32_t prefix_pieces = 0;  // FinishedPrefixBytes' cursor
   bool from_registry = false;  // the task failed: the rest comes from the registry
   std::vector<char> buffer = std::vector<char>(kServeChunkBytes);
-  MirrorClock::time_point deadline = MirrorClock::now() + kBlobTaskTimeout;
+  // The task gave no new byte until then: the rest comes from the registry.
+  MirrorClock::time_point deadline = MirrorClock::now() + kStreamStallTimeout;
 };
 
 void RegistryMirror::Impl::StreamTask(httplib::Response& res, std::shared_ptr<PeerTask> task,
@@ -607,6 +610,7 @@ bool RegistryMirror::Impl::SendFromFile(BlobStream& st, uint64_t offset, uint64_
     done += static_cast<size_t>(got);
   }
   st.sent.Update(st.buffer.data(), n);
+  st.deadline = MirrorClock::now() + kStreamStallTimeout;
   if (offset + n == st.size && "sha256:" + st.sent.FinalHex() != st.digest) {
     DF_LOG_ERROR("mirror: the bytes of {} do not match its digest; response aborted", st.digest);
     return false;  // never a clean end for wrong bytes

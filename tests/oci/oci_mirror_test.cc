@@ -532,7 +532,10 @@ TEST_F(OciMirrorTest, APrivateRegistrysChallengePassesThroughAndItsLayersNeedCre
   ASSERT_EQ(Pull(daemon->Host(), dir_.path() + "/out", &log, {"--src-creds", "alice:s3cret"}), 0)
       << log;
   ExpectSameBlobs(image, dir_.path() + "/out");
+  // The tasks fetched from the registry with the client's Authorization (else they would have
+  // failed on the registry's 401 and the blobs come by the fallback).
   EXPECT_EQ(daemon->Requests("p2p"), 2);
+  EXPECT_EQ(daemon->Requests("fallback"), 0);
 
   // The layer is cached here now, yet a request the registry would refuse does not get it.
   const std::string path = "/v2/test/img/blobs/" + image.layers[0].digest;

@@ -360,6 +360,43 @@ TEST_F(OciMirrorTest, TwoDaemonsPullingTheSameImageFetchEachLayerFromTheRegistry
   EXPECT_GE(from_peers_a + from_peers_b, 2.0 * image.layers[0].size);
 }
 
+// The upstream of a request: X-Dragonfly-Registry (containerd's hosts.toml), then `ns`, then
+// --registry-mirror.
+TEST_F(OciMirrorTest, TheRegistryHeaderChoosesTheUpstreamBeforeNsAndTheDefault) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 8, {200 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  // The default upstream is a port where nothing listens.
+  auto daemon = StartMirror("peer", "http://127.0.0.1:" + std::to_string(bench::FreePort()));
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  const std::string path = "/v2/test/img/blobs/" + image.layers[0].digest;
+
+  auto r = cli.Get(path.c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 502) << "the default upstream is down";
+  EXPECT_EQ(r->get_header_value("X-Dragonfly-Error-Type"), "backend");
+
+  const httplib::Headers via_header = {{"X-Dragonfly-Registry", registry.Url()}};
+  r = cli.Get((path + "?ns=unreachable.invalid").c_str(), via_header);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, ReadFile(image.layers[0].path));
+  httplib::Headers manifest_headers = via_header;
+  manifest_headers.emplace("Accept", "application/vnd.oci.image.manifest.v1+json");
+  r = cli.Get("/v2/test/img/manifests/1?ns=unreachable.invalid", manifest_headers);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find(image.layers[0].digest), std::string::npos) << r->body;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/vnd.oci.image.manifest.v1+json");
+  EXPECT_FALSE(r->get_header_value("Docker-Content-Digest").empty());
+
+  // `ns` names a host reached over https: this plain-HTTP registry does not answer it.
+  r = cli.Get(("/v2/?ns=" + registry.Host()).c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 502);
+}
+
 TEST_F(OciMirrorTest, RangeRequestsGet206WithContentRange) {
   DockerRegistry registry(dir_.path() + "/registry");
   ASSERT_TRUE(registry.ok());

@@ -58,8 +58,9 @@ int PrintConfigMain(int argc, char** argv) {
       "dfdaemon print-config: print what a container runtime needs to pull through this "
       "host's registry mirror (docs/oci.md)"};
   df::RuntimeConfigRequest req;
-  app.add_option("runtime", req.runtime, "containerd, docker or podman (podman: also skopeo, "
-                                         "Buildah, CRI-O)")
+  app.add_option("runtime", req.runtime,
+                 "containerd, docker or podman (podman: also skopeo, "
+                 "Buildah, CRI-O)")
       ->required();
   app.add_option("--registry", req.registry,
                  "Registry to mirror: host[:port], http(s)://host[:port], or _default "

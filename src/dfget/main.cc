@@ -146,8 +146,8 @@ bool StartDaemon(const AutoStart& a, std::string* error, pid_t* spawned) {
     }
     std::vector<std::string> args = {bin,        "--sock",         a.sock, "--data-dir",
                                      a.data_dir, "--grpc-port",    "0",    "--piece-port",
-                                     "0",        "--metrics-port", "0",
-                                     "--proxy-port", "0"};  // a user's daemon mirrors nothing
+                                     "0",        "--metrics-port", "0",    "--proxy-port",
+                                     "0"};  // a user's daemon mirrors nothing
     if (!a.scheduler.empty()) {
       args.push_back("--scheduler");
       args.push_back(a.scheduler);

@@ -381,9 +381,11 @@ void Daemon::Shutdown() {
   // after they are gone. Running downloads are cancelled first so that Download RPCs waiting on
   // them return, letting the servers' Shutdown finish within its deadline.
   auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
-  if (manager_) manager_->CancelAll();
+  // The mirror first: its handlers wait on tasks and would fetch from the registry for tasks
+  // cancelled under them.
   if (mirror_) mirror_->Stop();
   mirror_.reset();
+  if (manager_) manager_->CancelAll();
   if (local_server_) local_server_->Shutdown(deadline);
   if (upload_server_) upload_server_->Shutdown(deadline);
   local_server_.reset();

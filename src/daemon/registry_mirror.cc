@@ -311,9 +311,9 @@ struct RegistryMirror::Impl {
                                               const std::map<std::string, std::string>& h);
   // Waits until the task knows the blob's size (and has storage) or finished: the size, or the
   // task's failure (DeadlineExceeded after kBlobTaskTimeout).
-  static Result<uint64_t> WaitForSize(PeerTask& task);
+  Result<uint64_t> WaitForSize(PeerTask& task);
   // Waits until the task finished: its verified content opened for reading, or its failure.
-  static Result<UniqueFd> WaitForContent(PeerTask& task);
+  Result<UniqueFd> WaitForContent(PeerTask& task);
   // Answers 200 with the blob streamed from the task's content file as its prefix grows.
   void StreamTask(httplib::Response& res, std::shared_ptr<PeerTask> task, uint64_t size,
                   const std::string& url, const BlobRef& blob,
@@ -344,6 +344,9 @@ struct RegistryMirror::Impl {
   prometheus::Family<prometheus::Counter>* requests = nullptr;
   httplib::Server server;
   std::thread listener;
+
+  // Set by Stop(): waits end, streams are cut, nothing falls back to the registry any more.
+  std::atomic<bool> stopping{false};
 
   std::mutex mu;
   // Credential-scoped authorisations: key -> when the registry said yes.
@@ -519,12 +522,14 @@ Result<uint64_t> RegistryMirror::Impl::WaitForSize(PeerTask& task) {
     if (MirrorClock::now() > deadline) {
       return Status(StatusCode::kDeadlineExceeded, "the blob's task did not start in time");
     }
+    if (stopping) return Unavailable("the daemon is shutting down");
   }
 }
 
 Result<UniqueFd> RegistryMirror::Impl::WaitForContent(PeerTask& task) {
   const auto deadline = MirrorClock::now() + kBlobTaskTimeout;
-  while (!task.WaitFinished(1000)) {
+  while (!task.WaitFinished(kStreamPollMs)) {
+    if (stopping) return Unavailable("the daemon is shutting down");
     if (MirrorClock::now() > deadline) {
       return Status(StatusCode::kDeadlineExceeded, "the blob's task did not finish in time");
     }
@@ -580,6 +585,7 @@ void RegistryMirror::Impl::StartStream(httplib::Response& res, std::shared_ptr<B
 
 bool RegistryMirror::Impl::StreamNext(BlobStream& st, uint64_t offset, httplib::DataSink& sink) {
   while (!st.from_registry) {
+    if (stopping) return false;  // shutting down: the response is cut, never ended cleanly
     if (st.fd) {
       const uint64_t ready = st.storage->FinishedPrefixBytes(&st.prefix_pieces);
       if (ready > offset) return SendFromFile(st, offset, ready, sink);
@@ -796,6 +802,10 @@ void RegistryMirror::Impl::ServeBlob(const httplib::Request& req, httplib::Respo
                 [](const auto& kv) { return EqualsIgnoreCase(kv.first, "Accept-Encoding"); });
   Status failed = ServeFromTask(req, res, url, blob, fetch_headers);
   if (failed.ok()) return;
+  if (stopping) {
+    Count("error");
+    return SendError(res, 503, "proxy", "the daemon is shutting down");
+  }
   DF_LOG_WARN("mirror: task for {} failed ({}), fetching it from {} directly", blob.digest,
               failed.ToString(), upstream);
   auto direct = FetchDirect(url, blob, fetch_headers);
@@ -863,6 +873,7 @@ Status RegistryMirror::Start() {
 
 void RegistryMirror::Stop() {
   if (!impl_) return;
+  impl_->stopping = true;
   impl_->server.stop();
   if (impl_->listener.joinable()) impl_->listener.join();
 }

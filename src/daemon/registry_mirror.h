@@ -121,7 +121,8 @@ class RegistryMirror {
   // Binds config.listen_ip:config.proxy_port (0 as a port is never passed here) and starts
   // serving. Unavailable when the port cannot be bound.
   Status Start();
-  // Stops accepting and waits for the handlers to return. Idempotent.
+  // Stops accepting, cuts responses still streaming (a 503 for those not started) and waits for
+  // the handlers to return. Idempotent.
   void Stop();
   uint16_t port() const { return port_; }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -470,6 +471,39 @@ TEST_F(OciMirrorTest, ABlobIsStreamedWhileItsTaskIsStillDownloading) {
   EXPECT_LT(pieces_at_first_byte, pieces) << "the response waited for the whole blob";
   EXPECT_EQ(daemon->Requests("p2p"), 1);
   EXPECT_EQ(daemon->Requests("fallback"), 0);
+}
+
+TEST_F(OciMirrorTest, AStoppingDaemonCutsAStreamingResponseAndExitsPromptly) {
+  const std::string root = dir_.path() + "/origin";
+  std::filesystem::create_directories(root + "/v2/test/img/blobs");
+  const uint64_t size = 16 * 1024 * kKiB;
+  const std::string tmp = dir_.path() + "/blob";
+  const std::string digest = "sha256:" + bench::MakeFile(tmp, size, 43);
+  std::filesystem::rename(tmp, root + "/v2/test/img/blobs/" + digest);
+  bench::NginxOrigin origin(root, "512k");  // about 4 s for the blob
+  ASSERT_TRUE(origin.ok());
+  auto daemon = StartMirror("peer", "http://127.0.0.1:" + std::to_string(origin.port()));
+
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  cli.set_read_timeout(60, 0);
+  size_t received = 0;
+  auto stopped_at = std::chrono::steady_clock::now();
+  int exit_code = -2;
+  auto r = cli.Get(("/v2/test/img/blobs/" + digest).c_str(), httplib::Headers{},
+                   [](const httplib::Response&) { return true; },
+                   [&](const char*, size_t n) {
+                     if (received == 0) {
+                       daemon->proc.Kill(SIGTERM);
+                       stopped_at = std::chrono::steady_clock::now();
+                     }
+                     received += n;
+                     return true;
+                   });
+  exit_code = daemon->proc.Wait(10000);
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, std::chrono::seconds(5));
+  EXPECT_FALSE(r) << "a cut response must not end cleanly";
+  EXPECT_LT(received, size);
 }
 
 TEST_F(OciMirrorTest, ACorruptBlobIsRefusedNotServed) {

@@ -304,6 +304,8 @@ void Daemon::FillStatus(df::dfdaemon::v1::DaemonStatus* st) {
   st->set_grpc_port(config_.grpc_port);
   st->set_piece_port(config_.piece_port);
   st->set_metrics_port(config_.metrics_port != 0 ? metrics_.port() : 0);
+  st->set_proxy_port(mirror_ ? mirror_->port() : 0);
+  st->set_registry_mirror(config_.registry_mirror);
   st->set_scheduler(config_.scheduler);
   st->set_seed(config_.seed);
   st->set_running_tasks(static_cast<uint32_t>(manager_->running()));

@@ -681,6 +681,14 @@ TEST_F(OciMirrorTest, MalformedRequestsGet4xxAndTheDaemonKeepsServing) {
   EXPECT_TRUE(daemon->proc.running());
   EXPECT_EQ(status("/v2/"), 200);
   EXPECT_EQ(status("/v2/test/img/manifests/1"), 404);
+  std::string out;
+  ASSERT_EQ(
+      bench::Run({Bin("daemon/dfdaemon"), "status", "--sock", dir_.path() + "/peer.sock"}, &out), 0)
+      << out;
+  EXPECT_NE(out.find("registry_mirror: 127.0.0.1:" + std::to_string(daemon->proxy_port) +
+                     " (default upstream " + registry.Url() + ")"),
+            std::string::npos)
+      << out;
 }
 
 TEST_F(OciMirrorTest, SkopeoUsesTheMirrorFromRegistriesConf) {

@@ -38,7 +38,7 @@ cat "$DF_TMP/origin/file.bin" > /dev/null  # both clients read the origin file f
 sock=$DF_TMP/dfdaemon.sock
 start_daemon() {
   "$DFDAEMON" --sock "$sock" --data-dir "$DF_TMP/data" --grpc-port 0 --piece-port 0 \
-    --metrics-port 0 --log-level warn 2>>"$DF_TMP/dfdaemon.log" &
+    --metrics-port 0 --proxy-port 0 --log-level warn 2>>"$DF_TMP/dfdaemon.log" &
   DAEMON_PID=$!
   DF_PIDS+=($DAEMON_PID)
   for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done

@@ -871,7 +871,7 @@ http {{
         argv = [self.bin("src/daemon/dfdaemon"), "--hostname", name, "--ip", "127.0.0.1",
                 "--listen-ip", "127.0.0.1", "--sock", d["sock"], "--data-dir", d["data"],
                 "--grpc-port", d["grpc"], "--piece-port", d["piece"],
-                "--metrics-port", d["metrics"], "--scheduler",
+                "--metrics-port", d["metrics"], "--proxy-port", "0", "--scheduler",
                 f"127.0.0.1:{self.scheduler['grpc']}", "--announce-interval", "500ms",
                 "--log-level", self.args.log_level]
         if seed:

@@ -24,6 +24,9 @@ PACKAGES=(
   tmux
   # the Prometheus server that scrapes a daemon in everyday_test (skipped without it)
   prometheus
+  # OCI registry mirror (docs/oci.md): the HTTP library of dfdaemon's mirror; a real registry,
+  # skopeo and htpasswd (bcrypt) for tests/oci
+  libcpp-httplib-dev docker-registry skopeo apache2-utils
 )
 
 missing=()
@@ -53,4 +56,7 @@ if command -v service >/dev/null 2>&1; then $SUDO service redis-server stop >/de
 # And prometheus's on :9090 (dftrainer's default port): the tests start their own on free ports.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 if command -v service >/dev/null 2>&1; then $SUDO service prometheus stop >/dev/null 2>&1 || true; fi
+# And docker-registry's on :5000: tests/oci starts its own registries on free ports.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+if command -v service >/dev/null 2>&1; then $SUDO service docker-registry stop >/dev/null 2>&1 || true; fi
 echo "install-deps: done"

@@ -334,6 +334,8 @@ std::vector<std::string> DaemonArgv(const std::string& bin_dir, const std::strin
           "0",
           "--metrics-port",
           "0",
+          "--proxy-port",
+          "0",
           "--scheduler",
           "127.0.0.1:" + std::to_string(scheduler_port),
           "--announce-interval",

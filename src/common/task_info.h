@@ -19,6 +19,7 @@ TaskSpec SpecOf(const Message& info) {
   spec.filtered_query_params.assign(info.filtered_query_params().begin(),
                                     info.filtered_query_params().end());
   spec.digest = info.digest();
+  spec.id_from_digest = info.id_from_digest();
   return spec;
 }
 

@@ -9,6 +9,7 @@
 
 #include "common/net.h"
 #include "common/units.h"
+#include "daemon/registry_mirror.h"
 
 namespace df {
 namespace {
@@ -88,6 +89,8 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"grpc_port", Port(&c->grpc_port)},
       {"piece_port", Port(&c->piece_port)},
       {"metrics_port", Port(&c->metrics_port)},
+      {"proxy_port", Port(&c->proxy_port)},
+      {"registry_mirror", Scalar(&c->registry_mirror)},
       {"sock", Scalar(&c->sock)},
       {"sock_mode", Mode(&c->sock_mode)},
       {"data_dir", Scalar(&c->data_dir)},
@@ -228,6 +231,9 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   if (!cfg->scheduler.empty()) {
     DF_RETURN_IF_ERROR(ParseSchedulerAddresses(cfg->scheduler).status());
   }
+  auto upstream = ParseRegistryUpstream(cfg->registry_mirror);
+  if (!upstream.ok()) return InvalidArgument("registry_mirror: " + upstream.status().message());
+  cfg->registry_mirror = upstream.value();
   return Status::Ok();
 }
 

@@ -17,6 +17,11 @@ struct DaemonConfig {
   uint16_t grpc_port = 4000;   // DfdaemonUpload (availability streams, seed trigger)
   uint16_t piece_port = 4005;  // piece data protocol
   uint16_t metrics_port = 4002;             // /metrics and /healthz; 0 disables
+  // The OCI registry mirror (registry_mirror.h, docs/oci.md) on listen_ip; 0 disables.
+  uint16_t proxy_port = 4001;
+  // The mirror's upstream for requests that name none (no X-Dragonfly-Registry, no ns):
+  // "http(s)://host[:port]", normalised by validation.
+  std::string registry_mirror = "https://index.docker.io";
   std::string sock = "/tmp/dfdaemon.sock";  // DfdaemonDownload local API
   // Permission bits of `sock` (octal in YAML: "0660"). Owner read/write always; group bits let
   // a group of users run dfget against this daemon; bits for others are refused.

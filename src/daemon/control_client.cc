@@ -58,14 +58,19 @@ int RunStatusCommand(const std::string& sock) {
   std::printf(
       "running: yes\npid: %u\nversion: %s\nuptime_seconds: %llu\nsock: %s\n"
       "data_dir: %s\nlog: %s\nhost_id: %s\nip: %s\ngrpc_port: %u\npiece_port: %u\n"
-      "metrics: %s\nscheduler: %s\nseed: %s\nrunning_tasks: %u\ncached_tasks: %u\n",
+      "metrics: %s\nscheduler: %s\nseed: %s\nrunning_tasks: %u\ncached_tasks: %u\n"
+      "registry_mirror: %s\n",
       st.pid(), st.version().c_str(), static_cast<unsigned long long>(st.uptime_seconds()),
       st.sock().c_str(), st.data_dir().c_str(),
       st.log_file().empty() ? "stderr" : st.log_file().c_str(), st.host_id().c_str(),
       st.ip().c_str(), st.grpc_port(), st.piece_port(),
       st.metrics_port() ? (st.ip() + ":" + std::to_string(st.metrics_port())).c_str() : "off",
       st.scheduler().empty() ? "none (back to source)" : st.scheduler().c_str(),
-      st.seed() ? "yes" : "no", st.running_tasks(), st.cached_tasks());
+      st.seed() ? "yes" : "no", st.running_tasks(), st.cached_tasks(),
+      st.proxy_port() ? (st.ip() + ":" + std::to_string(st.proxy_port()) + " (default upstream " +
+                         st.registry_mirror() + ")")
+                            .c_str()
+                      : "off");
   return kControlOk;
 }
 

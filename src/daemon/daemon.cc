@@ -153,6 +153,11 @@ Status Daemon::Start() {
     DF_RETURN_IF_ERROR(
         metrics_.Start(config_.listen_ip + ":" + std::to_string(config_.metrics_port)));
   }
+  if (config_.proxy_port != 0) {
+    mirror_ = std::make_unique<RegistryMirror>(config_, *manager_, *store_, backends_,
+                                               &metrics_.registry());
+    DF_RETURN_IF_ERROR(mirror_->Start());
+  }
   // /healthz answers 503 with the reason when this peer cannot store what it downloads.
   metrics_.SetHealthCheck([dir = config_.data_dir]() -> std::string {
     if (::access(dir.c_str(), W_OK) != 0) return "data dir " + dir + " is not writable";
@@ -243,6 +248,8 @@ void Daemon::FillStatus(df::dfdaemon::v1::DaemonStatus* st) {
   st->set_grpc_port(config_.grpc_port);
   st->set_piece_port(config_.piece_port);
   st->set_metrics_port(config_.metrics_port != 0 ? metrics_.port() : 0);
+  st->set_proxy_port(mirror_ ? mirror_->port() : 0);
+  st->set_registry_mirror(config_.registry_mirror);
   st->set_scheduler(config_.scheduler);
   st->set_seed(config_.seed);
   st->set_running_tasks(static_cast<uint32_t>(manager_->running()));
@@ -330,6 +337,10 @@ void Daemon::Shutdown() {
   // after they are gone. Running downloads are cancelled first so that Download RPCs waiting on
   // them return, letting the servers' Shutdown finish within its deadline.
   auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  // The mirror first: its handlers wait on tasks and would fetch from the registry for tasks
+  // cancelled under them.
+  if (mirror_) mirror_->Stop();
+  mirror_.reset();
   if (manager_) manager_->CancelAll();
   if (local_server_) local_server_->Shutdown(deadline);
   if (upload_server_) upload_server_->Shutdown(deadline);

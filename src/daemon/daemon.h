@@ -18,6 +18,7 @@
 #include "daemon/daemon_metrics.h"
 #include "daemon/piece_server.h"
 #include "daemon/prober.h"
+#include "daemon/registry_mirror.h"
 #include "daemon/scheduler_client.h"
 #include "daemon/services.h"
 #include "daemon/task_manager.h"
@@ -73,6 +74,8 @@ class Daemon {
   std::unique_ptr<Prober> prober_;
   std::unique_ptr<PieceServer> piece_server_;
   std::unique_ptr<TaskManager> manager_;
+  // The OCI registry mirror; null with proxy_port 0. Stopped before manager_ goes.
+  std::unique_ptr<RegistryMirror> mirror_;
   DaemonControl control_;  // read by download_service_; set before it starts
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   std::unique_ptr<DownloadService> download_service_;

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/units.h"
 #include "daemon/daemon.h"
+#include "daemon/runtime_config.h"
 
 namespace {
 
@@ -51,6 +52,36 @@ df::Status ApplyDurations(const DurationFlags& f, df::DaemonConfig* c) {
 
 }  // namespace
 
+// `dfdaemon print-config containerd|docker|podman [--registry R] [--mirror URL]`.
+int PrintConfigMain(int argc, char** argv) {
+  CLI::App app{
+      "dfdaemon print-config: print what a container runtime needs to pull through this "
+      "host's registry mirror (docs/oci.md)"};
+  df::RuntimeConfigRequest req;
+  app.add_option("runtime", req.runtime,
+                 "containerd, docker or podman (podman: also skopeo, "
+                 "Buildah, CRI-O)")
+      ->required();
+  app.add_option("--registry", req.registry,
+                 "Registry to mirror: host[:port], http(s)://host[:port], or _default "
+                 "(containerd: every registry)")
+      ->capture_default_str();
+  app.add_option("--mirror", req.mirror, "Where the mirror listens: http://IP:--proxy-port")
+      ->capture_default_str();
+  try {
+    app.parse(argc - 1, argv + 1);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  auto text = df::RenderRuntimeConfig(req);
+  if (!text.ok()) {
+    std::fprintf(stderr, "dfdaemon print-config: %s\n", text.status().message().c_str());
+    return 2;
+  }
+  std::fputs(text.value().c_str(), stdout);
+  return 0;
+}
+
 // `dfdaemon stop|status [--sock PATH] [--config FILE]`: the local API's daemon calls.
 int ControlMain(int argc, char** argv) {
   const std::string command = argv[1];
@@ -88,6 +119,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && (std::string(argv[1]) == "stop" || std::string(argv[1]) == "status")) {
     return ControlMain(argc, argv);
   }
+  if (argc >= 2 && std::string(argv[1]) == "print-config") return PrintConfigMain(argc, argv);
   // Block the stop signals in every thread; the main thread waits for them with sigwait.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -99,7 +131,9 @@ int main(int argc, char** argv) {
   CLI::App app{
       "dfdaemon: the peer of the P2P distribution system. Downloads tasks for dfget "
       "(local API on a unix socket) and serves verified pieces to other peers.\n"
-      "Also: dfdaemon status|stop [--sock PATH]: show or stop the dfdaemon of a socket."};
+      "Also: dfdaemon status|stop [--sock PATH]: show or stop the dfdaemon of a socket;\n"
+      "dfdaemon print-config containerd|docker|podman [--registry R]: runtime configuration "
+      "for the registry mirror (docs/oci.md)."};
   app.set_version_flag("--version", df::VersionLine("dfdaemon"));
   std::string config_path;
   app.add_option("-c,--config", config_path, "YAML config file (flags override it)");
@@ -153,6 +187,13 @@ int main(int argc, char** argv) {
   app.add_option("--piece-port", cfg.piece_port, "Piece data port (0 = any)")
       ->capture_default_str();
   app.add_option("--metrics-port", cfg.metrics_port, "Port of /metrics and /healthz (0 = off)")
+      ->capture_default_str();
+  app.add_option("--proxy-port", cfg.proxy_port,
+                 "Port of the OCI registry mirror on --listen-ip (0 = off; docs/oci.md)")
+      ->capture_default_str();
+  app.add_option("--registry-mirror", cfg.registry_mirror,
+                 "Mirror upstream for requests without X-Dragonfly-Registry or ns, "
+                 "http(s)://host[:port]")
       ->capture_default_str();
   app.add_option("--idc", cfg.idc, "Data centre / rack of this host");
   app.add_option("--location", cfg.location, "Location 'country|region|zone'");

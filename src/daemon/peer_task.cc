@@ -18,6 +18,7 @@
 #include "common/task_spec.h"
 #include "daemon/daemon_metrics.h"
 #include "daemon/scheduler_client.h"
+#include "daemon/task_manager.h"
 
 namespace df {
 
@@ -396,6 +397,7 @@ Status PeerTask::EnableOrigin(const char* label, const std::string& reason) {
 }
 
 void PeerTask::Finish(Status status) {
+  if (status.ok() && request_.id_from_digest) status = VerifyContentAddressed();
   bool report = false;
   PieceLayout lay;
   uint64_t from_origin = 0, from_peers = 0, duplicate_bytes = 0;
@@ -430,6 +432,18 @@ void PeerTask::Finish(Status status) {
   Send(req);
 }
 
+Status PeerTask::VerifyContentAddressed() {
+  std::shared_ptr<TaskStorage> st = storage();
+  if (!st) return Internal("content-addressed task finished without storage");
+  Status s = VerifyDigest(st->content_path(), request_.digest);
+  if (s.ok()) return s;
+  // The bytes are not the ones the id names: nobody may fetch them under it, here or as a parent.
+  DF_LOG_WARN("task {}: content does not match its digest, deleting it: {}",
+              request_.task_id.substr(0, 12), s.message());
+  (void)ctx_.store->DeleteTask(request_.task_id);
+  return s;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scheduler stream
 
@@ -450,6 +464,7 @@ bool PeerTask::OpenAnnounce() {
   task->set_tag(request_.tag);
   task->set_application(request_.application);
   task->set_digest(request_.digest);
+  task->set_id_from_digest(request_.id_from_digest);
   // The spec's piece length (0 = from the size), as in the task id; never the layout's.
   task->set_piece_length(request_.piece_length);
   for (const auto& q : request_.filtered_query_params) task->add_filtered_query_params(q);

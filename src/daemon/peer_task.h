@@ -91,6 +91,7 @@ struct TaskRequest {
   uint64_t piece_length = 0;                       // 0: chosen from the size
   std::vector<std::string> filtered_query_params;  // part of the id (task_spec.h)
   bool disable_back_to_source = false;
+  bool id_from_digest = false;  // task_id is the digest's hex (TaskSpec::id_from_digest)
 };
 
 // The sha256 of one piece; all zeros = unknown.
@@ -172,7 +173,11 @@ class PeerTask {
   // Goes back to the origin; `label` is the reason's metric label (kBackToSource*), `reason`
   // what the log and the scheduler read.
   Status EnableOrigin(const char* label, const std::string& reason);
+  // Finishes the task with `status`; a content-addressed task (id_from_digest) that would
+  // succeed is first checked against its digest, and fails with DataLoss (its content deleted
+  // from the store) when it does not match.
   void Finish(Status status);
+  Status VerifyContentAddressed();
 
   // Scheduler stream.
   bool OpenAnnounce();

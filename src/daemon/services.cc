@@ -151,6 +151,7 @@ TaskRequest RequestOf(const TaskSpec& spec, std::map<std::string, std::string> h
   req.digest = spec.digest;
   req.piece_length = spec.piece_length;
   req.filtered_query_params = spec.filtered_query_params;
+  req.id_from_digest = spec.id_from_digest;
   return req;
 }
 

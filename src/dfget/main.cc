@@ -157,7 +157,9 @@ bool StartDaemon(const AutoStart& a, std::string* error, pid_t* spawned) {
                                      "--piece-port",
                                      "0",
                                      "--metrics-port",
-                                     std::to_string(a.metrics_port)};
+                                     std::to_string(a.metrics_port),
+                                     "--proxy-port",
+                                     "0"};  // a user's daemon mirrors nothing
     if (!a.scheduler.empty()) {
       args.push_back("--scheduler");
       args.push_back(a.scheduler);

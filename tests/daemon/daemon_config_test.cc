@@ -203,6 +203,7 @@ DaemonConfig LocalDaemonConfig(const TempDir& d, const std::string& name) {
   c.grpc_port = 0;
   c.piece_port = 0;
   c.metrics_port = 0;
+  c.proxy_port = 0;
   EXPECT_TRUE(ValidateDaemonConfig(&c).ok());
   return c;
 }

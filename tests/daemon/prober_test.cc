@@ -495,7 +495,7 @@ DaemonConfig LocalDaemonConfig(const std::string& dir, const std::string& schedu
   c.data_dir = dir + "/data";
   c.sock = dir + "/d.sock";
   c.ip = c.listen_ip = "127.0.0.1";
-  c.grpc_port = c.piece_port = c.metrics_port = 0;
+  c.grpc_port = c.piece_port = c.metrics_port = c.proxy_port = 0;
   c.scheduler = scheduler;
   c.announce_interval_ms = 100;
   EXPECT_TRUE(ValidateDaemonConfig(&c).ok());

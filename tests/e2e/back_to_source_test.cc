@@ -39,10 +39,10 @@ class BackToSourceTest : public ::testing::Test {
   }
 
   Process StartDaemon() {
-    Process p = Process::Start(
-        {Bin("daemon/dfdaemon"), "--sock", sock_, "--data-dir", dir_.path() + "/data",
-         "--grpc-port", "0", "--piece-port", "0", "--metrics-port", "0", "--log-level", "info"},
-        dir_.path() + "/dfdaemon.log");
+    Process p = Process::Start({Bin("daemon/dfdaemon"), "--sock", sock_, "--data-dir",
+                                dir_.path() + "/data", "--grpc-port", "0", "--piece-port", "0",
+                                "--metrics-port", "0", "--proxy-port", "0", "--log-level", "info"},
+                               dir_.path() + "/dfdaemon.log");
     EXPECT_TRUE(bench::WaitForUnixSocket(sock_, 10000)) << "dfdaemon did not start";
     return p;
   }
@@ -487,10 +487,10 @@ TEST_F(BackToSourceTest, AnotherUserCannotUseTheDaemonSocket) {
 
 TEST_F(BackToSourceTest, DfgetRefusesASymlinkAtTheSocketPath) {
   DaemonsStopper stopper{sock_};
-  Process daemon = Process::Start(
-      {Bin("daemon/dfdaemon"), "--sock", dir_.path() + "/real.sock", "--data-dir",
-       dir_.path() + "/data", "--grpc-port", "0", "--piece-port", "0", "--metrics-port", "0"},
-      dir_.path() + "/dfdaemon.log");
+  Process daemon = Process::Start({Bin("daemon/dfdaemon"), "--sock", dir_.path() + "/real.sock",
+                                   "--data-dir", dir_.path() + "/data", "--grpc-port", "0",
+                                   "--piece-port", "0", "--metrics-port", "0", "--proxy-port", "0"},
+                                  dir_.path() + "/dfdaemon.log");
   ASSERT_TRUE(bench::WaitForUnixSocket(dir_.path() + "/real.sock", 10000));
   ASSERT_EQ(::symlink((dir_.path() + "/real.sock").c_str(), sock_.c_str()), 0);
   std::string out;

@@ -156,7 +156,9 @@ class EverydayTest : public ::testing::Test {
                                      "--piece-port",
                                      "0",
                                      "--metrics-port",
-                                     std::to_string(metrics_port)};
+                                     std::to_string(metrics_port),
+                                     "--proxy-port",
+                                     "0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     Process p = Process::Start(argv, dir_.path() + "/dfdaemon.log");
     EXPECT_TRUE(bench::WaitForUnixSocket(sock_, 30000)) << "dfdaemon did not start";

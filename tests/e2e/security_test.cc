@@ -65,6 +65,8 @@ class SecurityTest : public ::testing::Test {
                                      "0",
                                      "--metrics-port",
                                      "0",
+                                     "--proxy-port",
+                                     "0",
                                      "--scheduler",
                                      scheduler,
                                      "--log-level",

@@ -143,6 +143,8 @@ class TlsTest : public ::testing::Test {
                                      "0",
                                      "--metrics-port",
                                      "0",
+                                     "--proxy-port",
+                                     "0",
                                      "--scheduler",
                                      "127.0.0.1:9"};
     argv.insert(argv.end(), extra.begin(), extra.end());

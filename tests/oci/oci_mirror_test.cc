@@ -1,0 +1,742 @@
+// End-to-end: images pulled with skopeo through dfdaemon's registry mirror from a real
+// docker-registry (Debian's), with a real dfscheduler and seed peer where the swarm matters.
+// The image is built by the test (random tar.gz layers, config, OCI manifest and index in an
+// oci: layout) and pushed with skopeo. Skips when docker-registry or skopeo is missing.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "bench/harness.h"
+#include "common/digest.h"
+#include "common/piece.h"
+
+namespace df {
+namespace {
+
+using bench::Process;
+using bench::TempDir;
+
+constexpr const char* kRegistryBin = "/usr/bin/docker-registry";
+constexpr const char* kSkopeoBin = "/usr/bin/skopeo";
+constexpr uint64_t kKiB = 1024;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+std::string Bin(const std::string& rel) { return bench::BuildDir() + "/src/" + rel; }
+
+// docker-registry serving filesystem storage under `dir` on a free loopback port; its access log
+// (Apache combined format, on stdout) says what reached it.
+class DockerRegistry {
+ public:
+  // `htpasswd`: a bcrypt htpasswd file; the registry then wants basic auth for everything.
+  explicit DockerRegistry(const std::string& dir, const std::string& htpasswd = "")
+      : dir_(dir), port_(bench::FreePort()) {
+    std::filesystem::create_directories(dir);
+    std::string config =
+        "version: 0.1\nlog:\n  level: info\n  formatter: text\n"
+        "  accesslog:\n    disabled: false\n"
+        "storage:\n  filesystem:\n    rootdirectory: " +
+        dir + "/storage\n" + "http:\n  addr: 127.0.0.1:" + std::to_string(port_) +
+        "\n  secret: oci-mirror-test\n";
+    if (!htpasswd.empty()) {
+      config += "auth:\n  htpasswd:\n    realm: test-realm\n    path: " + htpasswd + "\n";
+    }
+    WriteFile(dir + "/config.yml", config);
+    proc_ = Process::Start({kRegistryBin, "serve", dir + "/config.yml"}, dir + "/registry.log");
+    ok_ = bench::WaitForTcp(port_, 10000);
+  }
+  bool ok() const { return ok_; }
+  uint16_t port() const { return port_; }
+  std::string Host() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string Url() const { return "http://" + Host(); }
+  // GET requests for the blob `digest` that reached the registry.
+  int BlobGets(const std::string& digest) const {
+    std::istringstream log(ReadFile(dir_ + "/registry.log"));
+    int n = 0;
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("\"GET /v2/") != std::string::npos &&
+          line.find("/blobs/" + digest + " ") != std::string::npos) {
+        ++n;
+      }
+    }
+    return n;
+  }
+  // Where the registry keeps the blob's bytes.
+  std::string BlobDataPath(const std::string& digest) const {
+    const std::string hex = digest.substr(7);
+    return dir_ + "/storage/docker/registry/v2/blobs/sha256/" + hex.substr(0, 2) + "/" + hex +
+           "/data";
+  }
+
+ private:
+  std::string dir_;
+  uint16_t port_;
+  Process proc_;
+  bool ok_ = false;
+};
+
+struct Blob {
+  std::string digest;  // sha256:HEX
+  std::string path;    // the bytes, in the oci layout
+  uint64_t size = 0;
+};
+
+// An OCI image layout with random tar.gz layers of `sizes` bytes of content, tagged "1".
+struct TestImage {
+  std::string layout;
+  std::vector<Blob> layers;
+  Blob config;
+};
+
+Blob WriteBlob(const std::string& layout, const std::string& bytes) {
+  Sha256 sha;
+  sha.Update(bytes.data(), bytes.size());
+  Blob b;
+  b.digest = "sha256:" + sha.FinalHex();
+  b.path = layout + "/blobs/sha256/" + b.digest.substr(7);
+  b.size = bytes.size();
+  WriteFile(b.path, bytes);
+  return b;
+}
+
+std::string Descriptor(const std::string& media_type, const Blob& b) {
+  return "{\"mediaType\":\"" + media_type + "\",\"digest\":\"" + b.digest +
+         "\",\"size\":" + std::to_string(b.size) + "}";
+}
+
+TestImage MakeImage(const std::string& dir, uint32_t seed, const std::vector<uint64_t>& sizes) {
+  TestImage image;
+  image.layout = dir + "/layout";
+  std::filesystem::create_directories(image.layout + "/blobs/sha256");
+  std::string diff_ids, layers;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::string d = dir + "/layer" + std::to_string(i);
+    std::filesystem::create_directories(d);
+    bench::MakeFile(d + "/data.bin", sizes[i], seed * 16 + static_cast<uint32_t>(i));
+    EXPECT_EQ(bench::Run({"tar", "-C", d, "-cf", d + ".tar", "data.bin"}, nullptr), 0);
+    diff_ids += std::string(i ? "," : "") + "\"sha256:" + Sha256File(d + ".tar").value() + "\"";
+    EXPECT_EQ(bench::Run({"gzip", "-n", "-f", d + ".tar"}, nullptr), 0);
+    Blob layer = WriteBlob(image.layout, ReadFile(d + ".tar.gz"));
+    layers += std::string(i ? "," : "") +
+              Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer);
+    image.layers.push_back(layer);
+  }
+  image.config = WriteBlob(image.layout,
+                           "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{},"
+                           "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[" +
+                               diff_ids + "]}}");
+  Blob manifest =
+      WriteBlob(image.layout,
+                "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+                "\"config\":" +
+                    Descriptor("application/vnd.oci.image.config.v1+json", image.config) +
+                    ",\"layers\":[" + layers + "]}");
+  WriteFile(image.layout + "/oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}");
+  WriteFile(image.layout + "/index.json",
+            "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/"
+            "vnd.oci.image.manifest.v1+json\",\"digest\":\"" +
+                manifest.digest + "\",\"size\":" + std::to_string(manifest.size) +
+                ",\"annotations\":{\"org.opencontainers.image.ref.name\":\"1\"}}]}");
+  return image;
+}
+
+// skopeo with its own registries.conf (empty unless given) so the host's config plays no part.
+int Skopeo(const std::string& dir, std::vector<std::string> args, std::string* out,
+           const std::string& registries_conf = "") {
+  std::string conf = registries_conf;
+  if (conf.empty()) {
+    conf = dir + "/empty-registries.conf";
+    WriteFile(conf, "");
+  }
+  std::vector<std::string> argv = {kSkopeoBin, "--registries-conf", conf, "--insecure-policy"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return bench::Run(argv, out, 120000);
+}
+
+// A dfdaemon with its mirror on a free port; `registry` is its default upstream.
+struct MirrorDaemon {
+  uint16_t proxy_port = 0;
+  uint16_t metrics_port = 0;
+  Process proc;
+  std::string Host() const { return "127.0.0.1:" + std::to_string(proxy_port); }
+  double Requests(const std::string& kind) const {
+    double v = bench::ScrapeMetric(metrics_port,
+                                   "df_daemon_proxy_requests_total\\{kind=\"" + kind + "\"\\}");
+    return v < 0 ? 0 : v;
+  }
+};
+
+// Sets `flag`'s value in `argv` (appends the flag when absent).
+void SetFlag(std::vector<std::string>& argv, const std::string& flag, const std::string& value) {
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == flag) {
+      argv[i + 1] = value;
+      return;
+    }
+  }
+  argv.push_back(flag);
+  argv.push_back(value);
+}
+
+class OciMirrorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access(kRegistryBin, X_OK) != 0 || ::access(kSkopeoBin, X_OK) != 0) {
+      GTEST_SKIP() << "needs docker-registry and skopeo (scripts/install-deps.sh)";
+    }
+  }
+
+  // A daemon called `name` mirroring `registry`; with `scheduler_port` 0, no scheduler (every
+  // task goes back to source itself).
+  std::unique_ptr<MirrorDaemon> StartMirror(const std::string& name, const std::string& registry,
+                                            uint16_t scheduler_port = 0,
+                                            const std::vector<std::string>& extra = {}) {
+    auto d = std::make_unique<MirrorDaemon>();
+    d->proxy_port = bench::FreePort();
+    d->metrics_port = bench::FreePort();
+    std::vector<std::string> argv =
+        bench::DaemonArgv(bench::BuildDir() + "/src", name, dir_.path(), scheduler_port);
+    if (scheduler_port == 0) {  // drop --scheduler and --announce-interval
+      auto it = std::find(argv.begin(), argv.end(), "--scheduler");
+      if (it != argv.end()) argv.erase(it, argv.end());
+    }
+    SetFlag(argv, "--proxy-port", std::to_string(d->proxy_port));
+    SetFlag(argv, "--metrics-port", std::to_string(d->metrics_port));
+    SetFlag(argv, "--registry-mirror", registry);
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    d->proc = Process::Start(argv, dir_.path() + "/" + name + ".log");
+    EXPECT_TRUE(bench::WaitForTcp(d->proxy_port, 10000)) << name << " did not start its mirror";
+    return d;
+  }
+
+  // Pulls test/img:1 from `host` (the mirror itself as the registry) into a dir: layout.
+  int Pull(const std::string& host, const std::string& out, std::string* log,
+           const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"copy", "--src-tls-verify=false"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("docker://" + host + "/test/img:1");
+    args.push_back("dir:" + out);
+    return Skopeo(dir_.path(), args, log);
+  }
+
+  int Push(const TestImage& image, const DockerRegistry& registry,
+           const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"copy", "--dest-tls-verify=false"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("oci:" + image.layout + ":1");
+    args.push_back("docker://" + registry.Host() + "/test/img:1");
+    std::string out;
+    int rc = Skopeo(dir_.path(), args, &out);
+    EXPECT_EQ(rc, 0) << out;
+    return rc;
+  }
+
+  // Every layer and the config in the dir: layout `out` is byte-identical to the pushed one.
+  static void ExpectSameBlobs(const TestImage& image, const std::string& out) {
+    std::vector<Blob> blobs = image.layers;
+    blobs.push_back(image.config);
+    for (const Blob& b : blobs) {
+      const std::string got = out + "/" + b.digest.substr(7);
+      ASSERT_TRUE(std::filesystem::exists(got)) << got;
+      EXPECT_EQ(ReadFile(got), ReadFile(b.path)) << b.digest;
+    }
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(OciMirrorTest, SkopeoPullsAnImageWhoseBlobsBecomeP2PTasks) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 1, {3 * 1024 * kKiB, 700 * kKiB, 20 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  auto daemon = StartMirror("peer", registry.Url());
+
+  std::string log;
+  ASSERT_EQ(Pull(daemon->Host(), dir_.path() + "/out1", &log), 0) << log;
+  ExpectSameBlobs(image, dir_.path() + "/out1");
+  EXPECT_EQ(daemon->Requests("p2p"), 4) << "three layers and the config, each a task";
+  EXPECT_EQ(daemon->Requests("fallback"), 0);
+  EXPECT_GE(daemon->Requests("pass_through"), 1) << "the manifest";
+
+  // The task is named after the digest.
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  auto r = cli.Get(("/v2/test/img/blobs/" + image.layers[1].digest).c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("X-Dragonfly-Task-ID"), image.layers[1].digest.substr(7));
+  EXPECT_EQ(r->body, ReadFile(image.layers[1].path));
+
+  // A second pull is served from the daemon's cache: no blob GET reaches the registry again.
+  std::vector<int> gets;
+  for (const Blob& b : image.layers) gets.push_back(registry.BlobGets(b.digest));
+  ASSERT_EQ(Pull(daemon->Host(), dir_.path() + "/out2", &log), 0) << log;
+  ExpectSameBlobs(image, dir_.path() + "/out2");
+  for (size_t i = 0; i < image.layers.size(); ++i) {
+    EXPECT_GE(gets[i], 1);
+    EXPECT_EQ(registry.BlobGets(image.layers[i].digest), gets[i]) << "layer " << i;
+  }
+
+  // The same layer in another repository is the same task: served from this host's copy.
+  std::string out;
+  ASSERT_EQ(Skopeo(dir_.path(),
+                   {"copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    "docker://" + registry.Host() + "/test/img:1",
+                    "docker://" + registry.Host() + "/other/copy:2"},
+                   &out),
+            0)
+      << out;
+  const int before = registry.BlobGets(image.layers[0].digest);  // skopeo may have read it
+  r = cli.Get(("/v2/other/copy/blobs/" + image.layers[0].digest).c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("X-Dragonfly-Task-ID"), image.layers[0].digest.substr(7));
+  EXPECT_EQ(r->body, ReadFile(image.layers[0].path));
+  EXPECT_EQ(registry.BlobGets(image.layers[0].digest), before);
+}
+
+TEST_F(OciMirrorTest, TwoDaemonsPullingTheSameImageFetchEachLayerFromTheRegistryOnce) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 2, {6 * 1024 * kKiB, 300 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+
+  const uint16_t scheduler_port = bench::FreePort();
+  Process scheduler = Process::Start(
+      {Bin("scheduler/dfscheduler"), "--listen", "127.0.0.1:" + std::to_string(scheduler_port),
+       "--metrics", "127.0.0.1:" + std::to_string(bench::FreePort()), "--log-level", "warn"},
+      dir_.path() + "/dfscheduler.log");
+  ASSERT_TRUE(bench::WaitForTcp(scheduler_port, 10000));
+  std::vector<std::string> seed_argv =
+      bench::DaemonArgv(bench::BuildDir() + "/src", "seed", dir_.path(), scheduler_port);
+  seed_argv.push_back("--seed");
+  Process seed = Process::Start(seed_argv, dir_.path() + "/seed.log");
+  auto a = StartMirror("peer-a", registry.Url(), scheduler_port);
+  auto b = StartMirror("peer-b", registry.Url(), scheduler_port);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // hosts announced
+
+  std::string log_a, log_b;
+  auto pull_a = std::async(std::launch::async,
+                           [&] { return Pull(a->Host(), dir_.path() + "/out-a", &log_a); });
+  auto pull_b = std::async(std::launch::async,
+                           [&] { return Pull(b->Host(), dir_.path() + "/out-b", &log_b); });
+  ASSERT_EQ(pull_a.get(), 0) << log_a;
+  ASSERT_EQ(pull_b.get(), 0) << log_b;
+  ExpectSameBlobs(image, dir_.path() + "/out-a");
+  ExpectSameBlobs(image, dir_.path() + "/out-b");
+  EXPECT_EQ(a->Requests("p2p"), 3);
+  EXPECT_EQ(b->Requests("p2p"), 3);
+
+  // Only the seed went to the registry for the big layer: a stat and one ranged GET per piece,
+  // not that once per daemon.
+  const Blob& big = image.layers[0];
+  const int pieces =
+      static_cast<int>(big.size / ChoosePieceLength(static_cast<int64_t>(big.size)) + 1);
+  const int big_layer_gets = registry.BlobGets(big.digest);
+  EXPECT_GE(big_layer_gets, 1);
+  EXPECT_LE(big_layer_gets, 1 + pieces) << "more than one daemon fetched the layer itself";
+  const double from_peers_a =
+      bench::ScrapeMetric(a->metrics_port, "df_daemon_download_bytes_total\\{source=\"peer\"\\}");
+  const double from_peers_b =
+      bench::ScrapeMetric(b->metrics_port, "df_daemon_download_bytes_total\\{source=\"peer\"\\}");
+  EXPECT_GE(from_peers_a + from_peers_b, 2.0 * image.layers[0].size);
+}
+
+// The upstream of a request: X-Dragonfly-Registry (containerd's hosts.toml), then `ns`, then
+// --registry-mirror.
+TEST_F(OciMirrorTest, TheRegistryHeaderChoosesTheUpstreamBeforeNsAndTheDefault) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 8, {200 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  // The default upstream is a port where nothing listens.
+  auto daemon = StartMirror("peer", "http://127.0.0.1:" + std::to_string(bench::FreePort()));
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  const std::string path = "/v2/test/img/blobs/" + image.layers[0].digest;
+
+  auto r = cli.Get(path.c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 502) << "the default upstream is down";
+  EXPECT_EQ(r->get_header_value("X-Dragonfly-Error-Type"), "backend");
+
+  const httplib::Headers via_header = {{"X-Dragonfly-Registry", registry.Url()}};
+  r = cli.Get((path + "?ns=unreachable.invalid").c_str(), via_header);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, ReadFile(image.layers[0].path));
+  httplib::Headers manifest_headers = via_header;
+  manifest_headers.emplace("Accept", "application/vnd.oci.image.manifest.v1+json");
+  r = cli.Get("/v2/test/img/manifests/1?ns=unreachable.invalid", manifest_headers);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find(image.layers[0].digest), std::string::npos) << r->body;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/vnd.oci.image.manifest.v1+json");
+  EXPECT_FALSE(r->get_header_value("Docker-Content-Digest").empty());
+
+  // `ns` names a host reached over https: this plain-HTTP registry does not answer it.
+  r = cli.Get(("/v2/?ns=" + registry.Host()).c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 502);
+}
+
+TEST_F(OciMirrorTest, RangeRequestsGet206WithContentRange) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 3, {1024 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  auto daemon = StartMirror("peer", registry.Url());
+  const Blob& layer = image.layers[0];
+  const std::string bytes = ReadFile(layer.path);
+  const std::string path = "/v2/test/img/blobs/" + layer.digest;
+  const std::string size = std::to_string(layer.size);
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+
+  auto r = cli.Get(path.c_str(), {{"Range", "bytes=100-1099"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->get_header_value("Content-Range"), "bytes 100-1099/" + size);
+  EXPECT_EQ(r->body, bytes.substr(100, 1000));
+
+  r = cli.Get(path.c_str(), {{"Range", "bytes=-10"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, bytes.substr(bytes.size() - 10));
+
+  r = cli.Get(path.c_str(), {{"Range", "bytes=" + size + "-"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 416);
+  EXPECT_EQ(r->get_header_value("Content-Range"), "bytes */" + size);
+  EXPECT_EQ(daemon->Requests("p2p"), 3) << "every range served from the one task";
+}
+
+// A static file server is a registry as far as blob GETs and HEADs go: nginx, rate-limited, lets
+// the test see the response start while the task is still downloading.
+TEST_F(OciMirrorTest, ABlobIsStreamedWhileItsTaskIsStillDownloading) {
+  const std::string root = dir_.path() + "/origin";
+  std::filesystem::create_directories(root + "/v2/test/img/blobs");
+  const uint64_t size = 16 * 1024 * kKiB;
+  const std::string tmp = dir_.path() + "/blob";
+  const std::string digest = "sha256:" + bench::MakeFile(tmp, size, 42);
+  std::filesystem::rename(tmp, root + "/v2/test/img/blobs/" + digest);
+  // nginx lets a request send a second of its rate at once: 1 MiB pieces take about 1 s each,
+  // 4 at once, so about 4 s for the 16 pieces.
+  bench::NginxOrigin origin(root, "512k");
+  ASSERT_TRUE(origin.ok());
+  auto daemon = StartMirror("peer", "http://127.0.0.1:" + std::to_string(origin.port()));
+
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  cli.set_read_timeout(60, 0);
+  std::string body;
+  uint32_t pieces_at_first_byte = 0;
+  auto r = cli.Get(("/v2/test/img/blobs/" + digest).c_str(), httplib::Headers{},
+                   [](const httplib::Response&) { return true; },
+                   [&](const char* data, size_t n) {
+                     if (body.empty()) {
+                       pieces_at_first_byte = bench::DaemonFinishedPieces(
+                           dir_.path() + "/peer.sock", digest.substr(7));
+                     }
+                     body.append(data, n);
+                     return true;
+                   });
+  ASSERT_TRUE(r) << httplib::to_string(r.error()) << " after " << body.size()
+                 << " bytes; daemon log:\n"
+                 << ReadFile(dir_.path() + "/peer.log");
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(body.size(), size);
+  EXPECT_EQ("sha256:" + Sha256File(root + "/v2/test/img/blobs/" + digest).value(), digest);
+  Sha256 got;
+  got.Update(body.data(), body.size());
+  EXPECT_EQ("sha256:" + got.FinalHex(), digest);
+  const uint64_t pieces = size / ChoosePieceLength(static_cast<int64_t>(size));
+  ASSERT_GE(pieces, 4u);
+  EXPECT_LT(pieces_at_first_byte, pieces) << "the response waited for the whole blob";
+  EXPECT_EQ(daemon->Requests("p2p"), 1);
+  EXPECT_EQ(daemon->Requests("fallback"), 0);
+}
+
+TEST_F(OciMirrorTest, AStoppingDaemonCutsAStreamingResponseAndExitsPromptly) {
+  const std::string root = dir_.path() + "/origin";
+  std::filesystem::create_directories(root + "/v2/test/img/blobs");
+  const uint64_t size = 16 * 1024 * kKiB;
+  const std::string tmp = dir_.path() + "/blob";
+  const std::string digest = "sha256:" + bench::MakeFile(tmp, size, 43);
+  std::filesystem::rename(tmp, root + "/v2/test/img/blobs/" + digest);
+  bench::NginxOrigin origin(root, "512k");  // about 4 s for the blob
+  ASSERT_TRUE(origin.ok());
+  auto daemon = StartMirror("peer", "http://127.0.0.1:" + std::to_string(origin.port()));
+
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  cli.set_read_timeout(60, 0);
+  size_t received = 0;
+  auto stopped_at = std::chrono::steady_clock::now();
+  int exit_code = -2;
+  auto r = cli.Get(("/v2/test/img/blobs/" + digest).c_str(), httplib::Headers{},
+                   [](const httplib::Response&) { return true; },
+                   [&](const char*, size_t n) {
+                     if (received == 0) {
+                       daemon->proc.Kill(SIGTERM);
+                       stopped_at = std::chrono::steady_clock::now();
+                     }
+                     received += n;
+                     return true;
+                   });
+  exit_code = daemon->proc.Wait(10000);
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, std::chrono::seconds(5));
+  EXPECT_FALSE(r) << "a cut response must not end cleanly";
+  EXPECT_LT(received, size);
+}
+
+TEST_F(OciMirrorTest, ACorruptBlobIsRefusedNotServed) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 4, {512 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  const Blob& layer = image.layers[0];
+  {
+    std::fstream f(registry.BlobDataPath(layer.digest),
+                   std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good());
+    f.seekp(1000);
+    f.write("CORRUPT", 7);
+  }
+  auto daemon = StartMirror("peer", registry.Url());
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  // Either the task failed before the response started (a 502 from the direct fetch, which
+  // finds the same wrong bytes), or the streamed response is cut before its end: never a
+  // complete 200.
+  auto r = cli.Get(("/v2/test/img/blobs/" + layer.digest).c_str());
+  if (r) {
+    EXPECT_EQ(r->status, 502);
+    EXPECT_EQ(r->get_header_value("X-Dragonfly-Error-Type"), "backend");
+    EXPECT_NE(r->body.find("do not match"), std::string::npos) << r->body;
+  }
+  // A range is served from verified content only: the same 502, never bytes.
+  r = cli.Get(("/v2/test/img/blobs/" + layer.digest).c_str(), {{"Range", "bytes=0-99"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 502);
+  EXPECT_EQ(r->get_header_value("X-Dragonfly-Error-Type"), "backend");
+
+  std::string log;
+  EXPECT_NE(Pull(daemon->Host(), dir_.path() + "/out", &log), 0) << "skopeo got a bad layer";
+  EXPECT_TRUE(daemon->proc.running());
+}
+
+TEST_F(OciMirrorTest, AFailedTaskFallsBackToTheRegistryWithoutTheClientNoticing) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 5, {800 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  // One task at a time, held by a download from an origin that accepts and never answers: the
+  // blob's task cannot start (Unavailable), so the mirror goes to the registry itself.
+  int hang = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(hang, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(hang, 16), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(hang, reinterpret_cast<sockaddr*>(&addr), &len);
+  auto daemon = StartMirror("peer", registry.Url(), 0, {"--max-running-tasks", "1"});
+  Process dfget = Process::Start(
+      {Bin("dfget/dfget"), "--no-progress", "--daemon-sock", dir_.path() + "/peer.sock",
+       "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/hang", "-O",
+       dir_.path() + "/hang.out"},
+      dir_.path() + "/dfget.log");
+  for (int i = 0;
+       i < 100 && bench::ScrapeMetric(daemon->metrics_port, "df_daemon_running_tasks") < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(bench::ScrapeMetric(daemon->metrics_port, "df_daemon_running_tasks"), 1);
+
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  auto r = cli.Get(("/v2/test/img/blobs/" + image.layers[0].digest).c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, ReadFile(image.layers[0].path));
+  EXPECT_EQ(r->get_header_value("Docker-Content-Digest"), image.layers[0].digest);
+  EXPECT_EQ(daemon->Requests("fallback"), 1);
+  EXPECT_EQ(daemon->Requests("p2p"), 0);
+  dfget.Stop();
+  ::close(hang);
+}
+
+TEST_F(OciMirrorTest, APrivateRegistrysChallengePassesThroughAndItsLayersNeedCredentials) {
+  std::string htpasswd_out;
+  ASSERT_EQ(bench::Run({"htpasswd", "-Bbn", "alice", "s3cret"}, &htpasswd_out), 0) << htpasswd_out;
+  const std::string htpasswd = dir_.path() + "/htpasswd";
+  WriteFile(htpasswd, htpasswd_out);
+  DockerRegistry registry(dir_.path() + "/registry", htpasswd);
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 6, {600 * kKiB});
+  ASSERT_EQ(Push(image, registry, {"--dest-creds", "alice:s3cret"}), 0);
+  auto daemon = StartMirror("peer", registry.Url());
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+
+  // The challenge reaches the client as the registry sent it.
+  auto r = cli.Get("/v2/");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(r->get_header_value("WWW-Authenticate"), "Basic realm=\"test-realm\"");
+
+  std::string log;
+  EXPECT_NE(Pull(daemon->Host(), dir_.path() + "/anon", &log), 0) << "pulled without creds";
+  ASSERT_EQ(Pull(daemon->Host(), dir_.path() + "/out", &log, {"--src-creds", "alice:s3cret"}), 0)
+      << log;
+  ExpectSameBlobs(image, dir_.path() + "/out");
+  // The tasks fetched from the registry with the client's Authorization (else they would have
+  // failed on the registry's 401 and the blobs come by the fallback).
+  EXPECT_EQ(daemon->Requests("p2p"), 2);
+  EXPECT_EQ(daemon->Requests("fallback"), 0);
+
+  // The layer is cached here now, yet a request the registry would refuse does not get it.
+  const std::string path = "/v2/test/img/blobs/" + image.layers[0].digest;
+  r = cli.Get(path.c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_TRUE(r->body.find(ReadFile(image.layers[0].path).substr(0, 64)) == std::string::npos);
+  cli.set_basic_auth("alice", "wrong");
+  r = cli.Get(path.c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  cli.set_basic_auth("alice", "s3cret");
+  r = cli.Get(path.c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, ReadFile(image.layers[0].path));
+}
+
+// Sends `request` as is on a new connection; returns the status line.
+std::string RawRequest(uint16_t port, const std::string& request) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return "";
+  }
+  (void)::write(fd, request.data(), request.size());
+  char buf[256] = {0};
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  std::string reply(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  return reply.substr(0, reply.find("\r\n"));
+}
+
+TEST_F(OciMirrorTest, MalformedRequestsGet4xxAndTheDaemonKeepsServing) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  auto daemon = StartMirror("peer", registry.Url());
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  const std::string hex(64, 'a');
+  auto status = [&](const std::string& path, const httplib::Headers& h = {}) {
+    auto r = cli.Get(path.c_str(), h);
+    return r ? r->status : -1;
+  };
+  EXPECT_EQ(status("/v2/test/img/blobs/sha256:zz"), 400);
+  EXPECT_EQ(status("/v2/test/img/blobs/sha256:" + hex.substr(1)), 400);
+  EXPECT_EQ(status("/v2/test/img/blobs/sha512:" + hex + hex), 400);
+  EXPECT_EQ(status("/v2/Test/img/blobs/sha256:" + hex), 400);
+  EXPECT_EQ(status("/v2/a..b/blobs/sha256:" + hex), 400);
+  EXPECT_EQ(status("/v2/" + std::string(300, 'a') + "/blobs/sha256:" + hex), 400);
+  EXPECT_EQ(status("/v2/" + std::string(20000, 'a') + "/manifests/1"), 414);
+  EXPECT_EQ(status("/v2/?ns=a%20b"), 400);
+  EXPECT_EQ(status("/v2/?ns=evil.example/x"), 400);
+  EXPECT_EQ(status("/v2/", {{"X-Dragonfly-Registry", "ftp://example.com"}}), 400);
+  EXPECT_EQ(status("/v2/", {{"X-Dragonfly-Registry", "http://user@example.com"}}), 400);
+  EXPECT_EQ(status("/v2/", {{"X-Dragonfly-Registry", "http://example.com/path"}}), 400);
+  EXPECT_EQ(status("/etc/passwd"), 404);
+  EXPECT_EQ(status("/v2/../debug/vars"), 404);
+  auto post = cli.Post("/v2/test/img/blobs/uploads/", "", "text/plain");
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->status, 405);
+  EXPECT_EQ(RawRequest(daemon->proxy_port,
+                       "GET http://example.com/v2/ HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+            "HTTP/1.1 501 Not Implemented");
+  EXPECT_EQ(RawRequest(daemon->proxy_port, "\x16\x03\x01garbage\r\n\r\n").substr(0, 12),
+            "HTTP/1.1 400");
+
+  // Still serving, and still passing the registry's own answers through.
+  EXPECT_TRUE(daemon->proc.running());
+  EXPECT_EQ(status("/v2/"), 200);
+  EXPECT_EQ(status("/v2/test/img/manifests/1"), 404);
+  std::string out;
+  ASSERT_EQ(
+      bench::Run({Bin("daemon/dfdaemon"), "status", "--sock", dir_.path() + "/peer.sock"}, &out), 0)
+      << out;
+  EXPECT_NE(out.find("registry_mirror: 127.0.0.1:" + std::to_string(daemon->proxy_port) +
+                     " (default upstream " + registry.Url() + ")"),
+            std::string::npos)
+      << out;
+}
+
+TEST_F(OciMirrorTest, SkopeoUsesTheMirrorFromRegistriesConf) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 7, {400 * kKiB, 30 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  auto daemon = StartMirror("peer", registry.Url());
+
+  // What `dfdaemon print-config podman` prints for this registry and mirror.
+  std::string conf;
+  ASSERT_EQ(bench::Run({Bin("daemon/dfdaemon"), "print-config", "podman", "--registry",
+                        registry.Url(), "--mirror", "http://" + daemon->Host()},
+                       &conf),
+            0)
+      << conf;
+  EXPECT_NE(conf.find("location = \"" + daemon->Host() + "\""), std::string::npos) << conf;
+  const std::string conf_path = dir_.path() + "/registries.conf";
+  WriteFile(conf_path, conf);
+  std::string log;
+  ASSERT_EQ(
+      Skopeo(dir_.path(),
+             {"copy", "docker://" + registry.Host() + "/test/img:1", "dir:" + dir_.path() + "/out"},
+             &log, conf_path),
+      0)
+      << log;
+  ExpectSameBlobs(image, dir_.path() + "/out");
+  // skopeo falls back to the registry silently when a mirror fails: the blobs must have come
+  // through the mirror's tasks.
+  EXPECT_EQ(daemon->Requests("p2p"), 3);
+}
+
+TEST_F(OciMirrorTest, PrintConfigWritesEachRuntimesMirrorConfiguration) {
+  std::string out;
+  ASSERT_EQ(bench::Run({Bin("daemon/dfdaemon"), "print-config", "containerd"}, &out), 0) << out;
+  EXPECT_NE(out.find("server = \"https://index.docker.io\""), std::string::npos) << out;
+  EXPECT_NE(out.find("[host.\"http://127.0.0.1:4001\"]"), std::string::npos) << out;
+  EXPECT_NE(out.find("capabilities = [\"pull\", \"resolve\"]"), std::string::npos) << out;
+  EXPECT_NE(out.find("X-Dragonfly-Registry = \"https://index.docker.io\""), std::string::npos);
+  ASSERT_EQ(bench::Run({Bin("daemon/dfdaemon"), "print-config", "docker"}, &out), 0) << out;
+  EXPECT_NE(out.find("\"registry-mirrors\": [\"http://127.0.0.1:4001\"]"), std::string::npos);
+  EXPECT_EQ(bench::Run({Bin("daemon/dfdaemon"), "print-config", "rkt"}, &out), 2) << out;
+  EXPECT_EQ(
+      bench::Run({Bin("daemon/dfdaemon"), "print-config", "containerd", "--registry", "ftp://x"},
+                 &out),
+      2)
+      << out;
+}
+
+}  // namespace
+}  // namespace df

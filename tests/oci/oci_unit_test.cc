@@ -1,0 +1,195 @@
+// The registry mirror's parsers and the runtime configurations, as specifications.
+#include <gtest/gtest.h>
+
+#include "daemon/config.h"
+#include "daemon/registry_mirror.h"
+#include "daemon/runtime_config.h"
+
+namespace df {
+namespace {
+
+const std::string kHex(64, 'a');
+
+TEST(RegistryUpstream, AcceptsHttpAndHttpsHostsAndNormalisesThem) {
+  EXPECT_EQ(ParseRegistryUpstream("https://index.docker.io").value(), "https://index.docker.io");
+  EXPECT_EQ(ParseRegistryUpstream("HTTP://Registry.Local:5000/").value(),
+            "http://registry.local:5000");
+  EXPECT_EQ(ParseRegistryUpstream("https://[::1]:5000").value(), "https://[::1]:5000");
+}
+
+TEST(RegistryUpstream, RefusesAnythingButSchemeHostAndPort) {
+  for (const char* bad :
+       {"index.docker.io", "ftp://example.com", "file:///etc", "https://", "https://:5000",
+        "https://user:pw@example.com", "https://example.com/v2", "https://example.com?x=1",
+        "https://example.com#f", "https://example.com:0", "https://example.com:65536",
+        "https://example.com:5x", "https://exa mple.com", "https://example.com\r\nX: y",
+        "gopher://example.com"}) {
+    EXPECT_FALSE(ParseRegistryUpstream(bad).ok()) << bad;
+  }
+  EXPECT_FALSE(ParseRegistryUpstream("https://" + std::string(600, 'a')).ok());
+}
+
+TEST(RegistryUpstream, ContainerdNsIsARegistryHostServedOverHttps) {
+  EXPECT_EQ(UpstreamFromNs("docker.io").value(), "https://index.docker.io");
+  EXPECT_EQ(UpstreamFromNs("ghcr.io").value(), "https://ghcr.io");
+  EXPECT_EQ(UpstreamFromNs("127.0.0.1:5000").value(), "https://127.0.0.1:5000");
+  for (const char* bad : {"", "http://ghcr.io", "ghcr.io/x", "a b", "ghcr.io:", "@ghcr.io"}) {
+    EXPECT_FALSE(UpstreamFromNs(bad).ok()) << bad;
+  }
+}
+
+TEST(BlobPath, NamesAndDigestsOfBlobGets) {
+  auto b = ParseBlobPath("/v2/library/busybox/blobs/sha256:" + kHex);
+  ASSERT_TRUE(b && b->ok());
+  EXPECT_EQ(b->value().name, "library/busybox");
+  EXPECT_EQ(b->value().digest, "sha256:" + kHex);
+  b = ParseBlobPath("/v2/a__b/c-d--e/f.g_h/blobs/sha256:" + kHex);
+  ASSERT_TRUE(b && b->ok());
+  EXPECT_EQ(b->value().name, "a__b/c-d--e/f.g_h");
+}
+
+TEST(BlobPath, OtherRegistryPathsAreNotBlobs) {
+  EXPECT_FALSE(ParseBlobPath("/v2/"));
+  EXPECT_FALSE(ParseBlobPath("/v2/library/busybox/manifests/latest"));
+  EXPECT_FALSE(ParseBlobPath("/v2/library/busybox/blobs/uploads/1234"));
+  EXPECT_FALSE(ParseBlobPath("/v3/x/blobs/sha256:" + kHex));
+}
+
+TEST(BlobPath, MalformedBlobPathsAreErrors) {
+  for (const std::string& bad :
+       {std::string("/v2/x/blobs/sha256:zz"), "/v2/x/blobs/sha256:" + kHex.substr(1),
+        "/v2/x/blobs/sha256:" + std::string(64, 'A'), "/v2/x/blobs/sha512:" + kHex + kHex,
+        std::string("/v2/x/blobs/"), "/v2/X/blobs/sha256:" + kHex, "/v2/a..b/blobs/sha256:" + kHex,
+        "/v2/-a/blobs/sha256:" + kHex, "/v2/a//b/blobs/sha256:" + kHex, "/v2//blobs/sha256:" + kHex,
+        "/v2/a._b/blobs/sha256:" + kHex,
+        "/v2/" + std::string(256, 'a') + "/blobs/sha256:" + kHex}) {
+    auto b = ParseBlobPath(bad);
+    ASSERT_TRUE(b) << bad;
+    EXPECT_FALSE(b->ok()) << bad;
+  }
+}
+
+struct RangeCase {
+  const char* header;
+  uint64_t size;
+  const char* want;  // "first-last", "416", or "all"
+};
+
+TEST(Range, OneByteRangeResolvedAgainstTheBlobSize) {
+  const RangeCase cases[] = {
+      {"", 100, "all"},
+      {"bytes=0-9", 100, "0-9"},
+      {"bytes=90-", 100, "90-99"},
+      {"bytes=90-200", 100, "90-99"},
+      {"bytes=-10", 100, "90-99"},
+      {"bytes=-200", 100, "0-99"},
+      {"BYTES=1-1", 100, "1-1"},
+      {"bytes=100-", 100, "416"},
+      {"bytes=100-200", 100, "416"},
+      {"bytes=-0", 100, "416"},
+      {"bytes=0-", 0, "416"},
+      {"bytes=0-1,5-6", 100, "all"},
+      {"bytes=5-1", 100, "all"},
+      {"items=0-1", 100, "all"},
+      {"bytes=x-1", 100, "all"},
+      {"bytes=", 100, "all"},
+      {"bytes=99999999999999999999-", 100, "all"},
+  };
+  for (const RangeCase& c : cases) {
+    auto r = ResolveRange(c.header, c.size);
+    std::string got =
+        !r         ? "all"
+        : !r->ok() ? "416"
+                   : std::to_string(r->value().first) + "-" + std::to_string(r->value().last);
+    EXPECT_EQ(got, c.want) << c.header << " of " << c.size;
+  }
+}
+
+TEST(UpstreamHeaders, ForwardsCredentialsAndDropsHopAndDragonflyHeaders) {
+  std::multimap<std::string, std::string> in = {{"Authorization", "Bearer t"},
+                                                {"Host", "127.0.0.1:4001"},
+                                                {"Connection", "keep-alive"},
+                                                {"Range", "bytes=0-1"},
+                                                {"X-Dragonfly-Registry", "https://ghcr.io"},
+                                                {"REMOTE_ADDR", "127.0.0.1"},
+                                                {"Accept", "a"},
+                                                {"Accept", "b"},
+                                                {"User-Agent", "containerd"}};
+  auto out = UpstreamHeaders(in);
+  EXPECT_EQ(out,
+            (std::map<std::string, std::string>{
+                {"Accept", "a, b"}, {"Authorization", "Bearer t"}, {"User-Agent", "containerd"}}));
+}
+
+TEST(RuntimeConfig, ContainerdHostsTomlSendsTheRegistryHeader) {
+  RuntimeConfigRequest req;
+  req.runtime = "containerd";
+  req.registry = "ghcr.io";
+  const std::string out = RenderRuntimeConfig(req).value();
+  EXPECT_NE(out.find("ghcr.io/hosts.toml"), std::string::npos) << out;
+  EXPECT_NE(out.find("server = \"https://ghcr.io\""), std::string::npos) << out;
+  EXPECT_NE(out.find("[host.\"http://127.0.0.1:4001\"]\n  capabilities = [\"pull\", \"resolve\"]"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("[host.\"http://127.0.0.1:4001\".header]\n    X-Dragonfly-Registry = "
+                     "\"https://ghcr.io\""),
+            std::string::npos)
+      << out;
+}
+
+TEST(RuntimeConfig, ContainerdDefaultLeavesTheRegistryToNs) {
+  RuntimeConfigRequest req;
+  req.runtime = "containerd";
+  req.registry = "_default";
+  const std::string out = RenderRuntimeConfig(req).value();
+  EXPECT_EQ(out.find("server ="), std::string::npos) << out;
+  EXPECT_EQ(out.find("X-Dragonfly-Registry"), std::string::npos) << out;
+  EXPECT_NE(out.find("capabilities = [\"pull\", \"resolve\"]"), std::string::npos) << out;
+}
+
+TEST(RuntimeConfig, PodmanRegistriesConfAndDockerDaemonJson) {
+  RuntimeConfigRequest req;
+  req.runtime = "podman";
+  req.registry = "http://10.0.0.5:5000";
+  req.mirror = "http://10.0.0.7:4001";
+  const std::string podman = RenderRuntimeConfig(req).value();
+  EXPECT_NE(podman.find("[[registry]]\nlocation = \"10.0.0.5:5000\"\ninsecure = true\n"),
+            std::string::npos)
+      << podman;
+  EXPECT_NE(podman.find("[[registry.mirror]]\nlocation = \"10.0.0.7:4001\"\ninsecure = true\n"),
+            std::string::npos)
+      << podman;
+  req.runtime = "docker";
+  EXPECT_EQ(RenderRuntimeConfig(req).value(),
+            "{\n  \"registry-mirrors\": [\"http://10.0.0.7:4001\"]\n}\n");
+}
+
+TEST(RuntimeConfig, RefusesUnknownRuntimesRegistriesAndMirrors) {
+  RuntimeConfigRequest req;
+  req.runtime = "rkt";
+  EXPECT_FALSE(RenderRuntimeConfig(req).ok());
+  req.runtime = "containerd";
+  req.registry = "ftp://x";
+  EXPECT_FALSE(RenderRuntimeConfig(req).ok());
+  req.registry = "docker.io";
+  req.mirror = "https://127.0.0.1:4001";  // the mirror speaks plain HTTP
+  EXPECT_FALSE(RenderRuntimeConfig(req).ok());
+}
+
+TEST(MirrorConfig, ProxyPortAndRegistryMirrorFromTheFileAreValidated) {
+  DaemonConfig c;
+  EXPECT_EQ(c.proxy_port, 4001);
+  ASSERT_TRUE(LoadDaemonConfigFromString("proxy_port: 0\nregistry_mirror: HTTP://Reg.Local:5000/\n",
+                                         "test.yaml", &c)
+                  .ok());
+  c.ip = "127.0.0.1";
+  ASSERT_TRUE(ValidateDaemonConfig(&c).ok());
+  EXPECT_EQ(c.proxy_port, 0);
+  EXPECT_EQ(c.registry_mirror, "http://reg.local:5000");
+  c.registry_mirror = "reg.local:5000";
+  EXPECT_FALSE(ValidateDaemonConfig(&c).ok());
+  EXPECT_FALSE(LoadDaemonConfigFromString("proxy_port: 70000\n", "test.yaml", &c).ok());
+}
+
+}  // namespace
+}  // namespace df

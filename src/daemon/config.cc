@@ -90,6 +90,7 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"piece_port", Port(&c->piece_port)},
       {"metrics_port", Port(&c->metrics_port)},
       {"proxy_port", Port(&c->proxy_port)},
+      {"proxy_ip", Scalar(&c->proxy_ip)},
       {"registry_mirror", Scalar(&c->registry_mirror)},
       {"sock", Scalar(&c->sock)},
       {"sock_mode", Mode(&c->sock_mode)},
@@ -185,6 +186,9 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   // Every TCP port is reachable by strangers: listen where the daemon is reachable by design,
   // not on every interface, unless the operator says so.
   if (cfg->listen_ip.empty()) cfg->listen_ip = cfg->ip;
+  if (cfg->proxy_ip.empty()) {
+    return InvalidArgument("proxy_ip: empty (127.0.0.1 keeps the registry mirror to this node)");
+  }
   for (const std::string& dir : cfg->allow_file_dirs) {
     if (dir.empty() || dir[0] != '/') {
       return InvalidArgument("allow_file_dirs: '" + dir + "' is not an absolute path");

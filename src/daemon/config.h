@@ -17,8 +17,11 @@ struct DaemonConfig {
   uint16_t grpc_port = 4000;   // DfdaemonUpload (availability streams, seed trigger)
   uint16_t piece_port = 4005;  // piece data protocol
   uint16_t metrics_port = 4002;             // /metrics and /healthz; 0 disables
-  // The OCI registry mirror (registry_mirror.h, docs/oci.md) on listen_ip; 0 disables.
+  // The OCI registry mirror (registry_mirror.h, docs/oci.md) on proxy_ip:proxy_port; 0
+  // disables. Loopback by default: a mirror request names the registry the daemon fetches from,
+  // so it is for the node's own container runtime, not for strangers.
   uint16_t proxy_port = 4001;
+  std::string proxy_ip = "127.0.0.1";
   // The mirror's upstream for requests that name none (no X-Dragonfly-Registry, no ns):
   // "http(s)://host[:port]", normalised by validation.
   std::string registry_mirror = "https://index.docker.io";

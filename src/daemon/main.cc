@@ -189,7 +189,11 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-port", cfg.metrics_port, "Port of /metrics and /healthz (0 = off)")
       ->capture_default_str();
   app.add_option("--proxy-port", cfg.proxy_port,
-                 "Port of the OCI registry mirror on --listen-ip (0 = off; docs/oci.md)")
+                 "Port of the OCI registry mirror on --proxy-ip (0 = off; docs/oci.md)")
+      ->capture_default_str();
+  app.add_option("--proxy-ip", cfg.proxy_ip,
+                 "Address the registry mirror binds; it fetches from whatever registry a request "
+                 "names, so keep it to this node unless every client is trusted (docs/oci.md)")
       ->capture_default_str();
   app.add_option("--registry-mirror", cfg.registry_mirror,
                  "Mirror upstream for requests without X-Dragonfly-Registry or ns, "

@@ -859,7 +859,7 @@ Status RegistryMirror::Start() {
   server.Patch(".*", refuse);
   server.Delete(".*", refuse);
   server.Options(".*", refuse);
-  const std::string& ip = impl_->config.listen_ip;
+  const std::string& ip = impl_->config.proxy_ip;
   if (!server.bind_to_port(ip.c_str(), impl_->config.proxy_port)) {
     return Unavailable("registry mirror: cannot listen on " + ip + ":" +
                        std::to_string(impl_->config.proxy_port));

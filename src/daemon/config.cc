@@ -9,7 +9,7 @@
 
 #include "common/net.h"
 #include "common/units.h"
-#include "daemon/registry_mirror.h"
+#include "daemon/registry_upstream.h"
 
 namespace df {
 namespace {

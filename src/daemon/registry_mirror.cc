@@ -38,49 +38,10 @@ constexpr size_t kServeChunkBytes = 256 << 10;
 constexpr auto kStreamStallTimeout = std::chrono::minutes(5);
 // How often a streaming response looks for newly finished pieces.
 constexpr int kStreamPollMs = 20;
-constexpr size_t kMaxUpstreamBytes = 512;
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsLowerAlnum(char c) { return IsDigit(c) || (c >= 'a' && c <= 'z'); }
 bool IsHex(char c) { return IsDigit(c) || (c >= 'a' && c <= 'f'); }
-
-bool IsHostName(std::string_view host) {
-  if (host.empty() || host.size() > 253) return false;
-  return std::all_of(host.begin(), host.end(), [](char c) {
-    return IsLowerAlnum(c) || (c >= 'A' && c <= 'Z') || c == '.' || c == '-';
-  });
-}
-
-bool IsIpv6Literal(std::string_view host) {
-  if (host.size() < 4 || host.front() != '[' || host.back() != ']') return false;
-  return std::all_of(host.begin() + 1, host.end() - 1,
-                     [](char c) { return IsHex(c) || (c >= 'A' && c <= 'F') || c == ':'; });
-}
-
-// "host[:port]" checked; the host lowercased.
-Result<std::string> ParseAuthority(std::string_view authority) {
-  std::string_view host = authority, port;
-  const size_t bracket = authority.rfind(']');
-  const size_t colon = authority.rfind(':');
-  if (colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket)) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-    if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), IsDigit) ||
-        std::stoul(std::string(port)) == 0 || std::stoul(std::string(port)) > 65535) {
-      return InvalidArgument("registry port is not a number between 1 and 65535");
-    }
-  }
-  if (!IsHostName(host) && !IsIpv6Literal(host)) {
-    return InvalidArgument("registry host is not a host name or address");
-  }
-  return Lower(host) + (port.empty() ? "" : ":" + std::string(port));
-}
 
 // One component of an OCI repository name: [a-z0-9]+ joined by ".", "_", "__" or "-"+.
 bool IsNameComponent(std::string_view c) {
@@ -117,7 +78,9 @@ bool ParseDecimal(std::string_view s, uint64_t* out) {
   return true;
 }
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) { return Lower(a) == Lower(b); }
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return AsciiLower(a) == AsciiLower(b);
+}
 
 // Headers that describe one hop, not the message (RFC 9110 7.6.1), and what cpp-httplib adds.
 bool IsHopHeader(std::string_view name) {
@@ -136,7 +99,7 @@ bool IsHopHeader(std::string_view name) {
                                      "remote_port",
                                      "local_addr",
                                      "local_port"};
-  const std::string lower = Lower(name);
+  const std::string lower = AsciiLower(name);
   for (const char* h : kHop) {
     if (lower == h) return true;
   }
@@ -185,33 +148,6 @@ void SendError(httplib::Response& res, int status, const char* error_type,
 enum class Authorisation { kAllowed, kRefused, kUnreachable };
 
 }  // namespace
-
-Result<std::string> ParseRegistryUpstream(std::string_view url) {
-  if (url.size() > kMaxUpstreamBytes) return InvalidArgument("registry URL is too long");
-  const size_t sep = url.find("://");
-  if (sep == std::string_view::npos) return InvalidArgument("registry URL has no scheme");
-  const std::string scheme = Lower(url.substr(0, sep));
-  if (scheme != "http" && scheme != "https") {
-    return InvalidArgument("registry URL scheme must be http or https");
-  }
-  std::string_view rest = url.substr(sep + 3);
-  if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
-  if (rest.find_first_of("/?#@") != std::string_view::npos) {
-    return InvalidArgument(
-        "registry URL must be scheme://host[:port], without user, path or query");
-  }
-  auto authority = ParseAuthority(rest);
-  if (!authority.ok()) return authority.status();
-  return scheme + "://" + authority.value();
-}
-
-Result<std::string> UpstreamFromNs(std::string_view ns) {
-  if (ns.size() > kMaxUpstreamBytes) return InvalidArgument("ns is too long");
-  auto authority = ParseAuthority(ns);
-  if (!authority.ok()) return InvalidArgument("ns: " + authority.status().message());
-  if (authority.value() == "docker.io") return std::string("https://index.docker.io");
-  return "https://" + authority.value();
-}
 
 std::optional<Result<BlobRef>> ParseBlobPath(std::string_view path) {
   constexpr std::string_view kPrefix = "/v2/", kBlobs = "/blobs/";
@@ -266,7 +202,7 @@ std::map<std::string, std::string> UpstreamHeaders(
     const std::multimap<std::string, std::string>& client_headers) {
   std::map<std::string, std::string> out;
   for (const auto& [name, value] : client_headers) {
-    const std::string lower = Lower(name);
+    const std::string lower = AsciiLower(name);
     if (IsHopHeader(name) || lower == "range" || lower.rfind("x-dragonfly-", 0) == 0) continue;
     auto [it, fresh] = out.emplace(name, value);
     if (!fresh) it->second += ", " + value;  // repeated header: one comma-separated list
@@ -473,7 +409,7 @@ Authorisation RegistryMirror::Impl::Authorise(const std::string& upstream, const
                                               const std::map<std::string, std::string>& headers) {
   Sha256 credentials;
   for (const auto& [name, value] : headers) {
-    const std::string lower = Lower(name);
+    const std::string lower = AsciiLower(name);
     if (lower == "authorization" || lower == "cookie") {
       credentials.Update(lower.data(), lower.size());
       credentials.Update(value.data(), value.size() + 1);  // with the NUL: unambiguous

@@ -62,6 +62,7 @@
 #include "backend/backend.h"
 #include "common/status.h"
 #include "daemon/config.h"
+#include "daemon/registry_upstream.h"
 #include "daemon/task_manager.h"
 #include "storage/piece_store.h"
 
@@ -72,15 +73,6 @@ inline constexpr const char* kHeaderDragonflyRegistry = "X-Dragonfly-Registry";
 inline constexpr const char* kHeaderDragonflyTaskId = "X-Dragonfly-Task-ID";
 inline constexpr const char* kHeaderDragonflyErrorType = "X-Dragonfly-Error-Type";
 
-// "scheme://host[:port]" normalised (lowercase scheme and host, no trailing slash) when `url` is
-// an http or https URL with a host, an optional port (1-65535) and no userinfo, path (a single
-// "/" is accepted), query or fragment. InvalidArgument naming the problem otherwise.
-Result<std::string> ParseRegistryUpstream(std::string_view url);
-
-// The upstream for containerd's `ns` parameter: a registry host[:port] ("docker.io",
-// "127.0.0.1:5000"). docker.io means https://index.docker.io; every other host is https.
-// InvalidArgument when `ns` is not a host[:port].
-Result<std::string> UpstreamFromNs(std::string_view ns);
 
 // A blob GET's repository name and digest.
 struct BlobRef {

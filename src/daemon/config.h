@@ -16,7 +16,7 @@ struct DaemonConfig {
   std::string listen_ip;       // where the gRPC and piece servers listen; default: ip
   uint16_t grpc_port = 4000;   // DfdaemonUpload (availability streams, seed trigger)
   uint16_t piece_port = 4005;  // piece data protocol
-  uint16_t metrics_port = 4002;             // /metrics and /healthz; 0 disables
+  uint16_t metrics_port = 4002;  // /metrics and /healthz; 0 disables
   // The OCI registry mirror (registry_mirror.h, docs/oci.md) on proxy_ip:proxy_port; 0
   // disables. Loopback by default: a mirror request names the registry the daemon fetches from,
   // so it is for the node's own container runtime, not for strangers.

@@ -73,7 +73,6 @@ inline constexpr const char* kHeaderDragonflyRegistry = "X-Dragonfly-Registry";
 inline constexpr const char* kHeaderDragonflyTaskId = "X-Dragonfly-Task-ID";
 inline constexpr const char* kHeaderDragonflyErrorType = "X-Dragonfly-Error-Type";
 
-
 // A blob GET's repository name and digest.
 struct BlobRef {
   std::string name;    // "library/busybox"

@@ -250,8 +250,8 @@ Status ValidateConfig(const SchedulerConfig& config) {
   }
   if (config.inference_model.empty() || config.inference_model.size() > 256 ||
       config.inference_model.find_first_of("/\\") != std::string::npos) {
-    return InvalidArgument("inference_model: a plain model name, got '" +
-                           config.inference_model + "'");
+    return InvalidArgument("inference_model: a plain model name, got '" + config.inference_model +
+                           "'");
   }
   if (config.inference_deadline_ms > 10'000) {
     return InvalidArgument("inference_deadline: at most 10s (it bounds one ModelInfer)");

@@ -30,8 +30,8 @@ bool IsKnownEvaluator(std::string_view name) {
 }
 
 std::string KnownEvaluatorNames() {
-  return std::string(DefaultEvaluator::kName) + ", " + std::string(LatencyEvaluator::kName) +
-         ", " + std::string(MlEvaluator::kName);
+  return std::string(DefaultEvaluator::kName) + ", " + std::string(LatencyEvaluator::kName) + ", " +
+         std::string(MlEvaluator::kName);
 }
 
 Result<std::unique_ptr<Evaluator>> NewEvaluator(std::string_view name,

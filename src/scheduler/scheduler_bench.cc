@@ -51,8 +51,8 @@ struct Options {
   int spread_ms = 1000;
   int piece_interval_ms = 0;
   int baseline_calls = 2000;
-  std::string target;               // empty = in-process scheduler
-  uint64_t push_interval_ms = 200;  // in-process scheduler's push interval
+  std::string target;                 // empty = in-process scheduler
+  uint64_t push_interval_ms = 200;    // in-process scheduler's push interval
   std::string evaluator = "default";  // in-process scheduler's evaluator
   std::string inference;              // and its inference service (evaluator ml)
 };

@@ -116,8 +116,9 @@ void Scheduler::OnPieceFinished(Task& task, Peer& peer, const v1::PieceFinished&
   BandwidthRecord record{peer.host->info.id(), parent->host->info.id(), m.length(), m.cost_ns(),
                          UnixMs()};
   if (dataset_ || evaluator_->observes_transfers()) {
-    DownloadRow row{record.unix_ms,          task.id,    DatasetHostOf(*peer.host),
-                    DatasetHostOf(*parent->host), m.length(), m.cost_ns()};
+    DownloadRow row{
+        record.unix_ms, task.id,    DatasetHostOf(*peer.host), DatasetHostOf(*parent->host),
+        m.length(),     m.cost_ns()};
     evaluator_->ObserveTransfer(row);
     if (dataset_) dataset_->Add(std::move(row));
   }

@@ -34,12 +34,12 @@ namespace df::trainer {
 
 struct TrainerMetrics {
   explicit TrainerMetrics(prometheus::Registry& registry);
-  prometheus::Counter& datasets_received;  // Train calls that delivered a dataset
-  prometheus::Counter& datasets_rejected;  // Train calls refused with an error status
+  prometheus::Counter& datasets_received;   // Train calls that delivered a dataset
+  prometheus::Counter& datasets_rejected;   // Train calls refused with an error status
   prometheus::Counter& datasets_unchanged;  // datasets identical to the sender's last one
-  prometheus::Counter& dataset_bytes;      // CSV bytes received
-  prometheus::Counter& dataset_rows;       // rows accepted
-  prometheus::Counter& dataset_bad_rows;   // rows skipped
+  prometheus::Counter& dataset_bytes;       // CSV bytes received
+  prometheus::Counter& dataset_rows;        // rows accepted
+  prometheus::Counter& dataset_bad_rows;    // rows skipped
   prometheus::Counter& training_runs;
   prometheus::Counter& training_failures;
   prometheus::Counter& versions_published;

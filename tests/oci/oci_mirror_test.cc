@@ -361,9 +361,9 @@ TEST_F(OciMirrorTest, TwoDaemonsPullingTheSameImageFetchEachLayerFromTheRegistry
     if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     from_peers = 0;
     for (const auto* d : {a.get(), b.get()}) {
-      from_peers += std::max(0.0, bench::ScrapeMetric(
-                                      d->metrics_port,
-                                      "df_daemon_download_bytes_total\\{source=\"peer\"\\}"));
+      from_peers +=
+          std::max(0.0, bench::ScrapeMetric(d->metrics_port,
+                                            "df_daemon_download_bytes_total\\{source=\"peer\"\\}"));
     }
   }
   EXPECT_GE(from_peers, 2.0 * image.layers[0].size);

@@ -193,9 +193,9 @@ TEST_F(SchedulerClockTest, APredictedEdgeBandwidthCapsTheBookingOnAHostWithoutEv
     SCOPED_TRACE(announced ? "seed announced its uplink" : "seed announced nothing");
     SchedulerConfig config;
     config.gc_interval_ms = 7 * 24 * 3600'000ull;
-    StartScheduler(config, std::make_unique<SilentSeedTrigger>(),
-                   std::make_unique<EstimatingEvaluator>(
-                       std::map<std::string, double>{{"seed-host", 20e6}}));
+    StartScheduler(
+        config, std::make_unique<SilentSeedTrigger>(),
+        std::make_unique<EstimatingEvaluator>(std::map<std::string, double>{{"seed-host", 20e6}}));
     AnnounceHost("seed-host", v1::HOST_TYPE_SEED, announced ? 125'000'000 : 0);
     AnnounceHost("host-a", v1::HOST_TYPE_NORMAL, 0, 100'000'000);
     Register("seed-host", "seed-peer", std::make_shared<RecordingStream>());

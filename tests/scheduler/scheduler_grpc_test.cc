@@ -1112,7 +1112,7 @@ TEST_F(SchedulerGrpcTest, DigestsReportedBeforeTheSizeAreKept) {
   auto a = Peer("host-a", "peer-a");
   a->Register();
   ASSERT_TRUE(a->Next()->has_need_back_to_source());
-  a->PieceFromOrigin(0);  // before any size
+  a->PieceFromOrigin(0);   // before any size
   a->PieceFromOrigin(40);  // past the end it will have (10 MiB is at most 10 pieces)
   a->ReportSize(10 << 20);
   a->PieceFromOrigin(1);

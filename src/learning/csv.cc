@@ -135,4 +135,15 @@ void CsvReader::Finish() {
   state_ = State::kFieldStart;
 }
 
+std::string CsvField(std::string_view field) {
+  if (field.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(field);
+  std::string quoted = "\"";
+  for (char c : field) {
+    if (c == '"') quoted += '"';
+    quoted += c;
+  }
+  quoted += '"';
+  return quoted;
+}
+
 }  // namespace df::learning

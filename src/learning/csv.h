@@ -25,6 +25,10 @@
 
 namespace df::learning {
 
+// `field` quoted for CSV (RFC 4180) when it holds a comma, a quote, CR or LF: wrapped in quotes,
+// quotes doubled. Other fields are returned as they are. What every dataset writer uses.
+std::string CsvField(std::string_view field);
+
 struct CsvLimits {
   size_t max_field_bytes = 4096;
   size_t max_fields = 64;

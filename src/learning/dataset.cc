@@ -40,21 +40,10 @@ std::optional<T> ParseNumber(std::string_view s) {
   return v;
 }
 
-std::string Quote(std::string_view field) {
-  if (field.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(field);
-  std::string quoted = "\"";
-  for (char c : field) {
-    if (c == '"') quoted += '"';
-    quoted += c;
-  }
-  quoted += '"';
-  return quoted;
-}
-
 void PutHost(std::string& line, const HostRecord& h) {
   for (std::string_view f : {std::string_view(h.id), std::string_view(h.ip),
                              std::string_view(h.idc), std::string_view(h.location)}) {
-    line += Quote(f);
+    line += CsvField(f);
     line += ',';
   }
   line += h.seed ? "seed," : "normal,";
@@ -347,7 +336,7 @@ std::string_view NetworkTopologyCsvHeader() { return kTopologyHeader; }
 
 std::string DownloadCsvLine(int64_t unix_ms, std::string_view task_id, const HostRecord& child,
                             const HostRecord& parent, uint64_t piece_bytes, uint64_t cost_ns) {
-  std::string line = std::to_string(unix_ms) + "," + Quote(task_id) + ",";
+  std::string line = std::to_string(unix_ms) + "," + CsvField(task_id) + ",";
   PutHost(line, child);
   PutHost(line, parent);
   const double bw = cost_ns == 0 ? 0.0 : static_cast<double>(piece_bytes) * 1e9 / cost_ns;
@@ -364,7 +353,7 @@ std::string TopologyCsvLine(int64_t unix_ms, const HostRecord& src, const HostRe
     for (std::string_view f : {std::string_view(h->id), std::string_view(h->ip),
                                std::string_view(h->idc), std::string_view(h->location)}) {
       line += ',';
-      line += Quote(f);
+      line += CsvField(f);
     }
   }
   line += "," + std::to_string(average_rtt_ns) + "," + std::to_string(samples) + "," +

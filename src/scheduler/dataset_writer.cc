@@ -42,18 +42,6 @@ void EndLine(std::string& line) {
 void Put(std::string& line, uint64_t n) { Put(line, std::to_string(n)); }
 void Put(std::string& line, int64_t n) { Put(line, std::to_string(n)); }
 
-void PutHost(std::string& line, const DatasetHost& h) {
-  Put(line, h.id);
-  Put(line, h.ip);
-  Put(line, h.idc);
-  Put(line, h.location);
-  Put(line, h.seed ? "seed" : "normal");
-  Put(line, h.announced_upload_bytes_per_sec);
-  Put(line, h.announced_download_bytes_per_sec);
-  Put(line, h.learned_upload_bytes_per_sec);
-  Put(line, h.learned_download_bytes_per_sec);
-}
-
 // The ip, idc and location of a stored host; empty fields for a host the store no longer has.
 void PutEndpoint(std::string& line, const std::string& id, const v1::Host* h) {
   Put(line, id);
@@ -107,35 +95,12 @@ int64_t RotatedStamp(std::string_view name, std::string_view kind) {
 
 }  // namespace
 
-std::string CsvField(std::string_view field) {
-  if (field.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(field);
-  std::string quoted = "\"";
-  for (char c : field) {
-    if (c == '"') quoted += '"';
-    quoted += c;
-  }
-  quoted += '"';
-  return quoted;
-}
-
 std::string_view DownloadCsvHeader() { return kDownloadHeader; }
 std::string_view NetworkTopologyCsvHeader() { return kTopologyHeader; }
 
 std::string DownloadCsvLine(const DownloadRow& row) {
-  std::string line;
-  line.reserve(512);
-  Put(line, row.unix_ms);
-  Put(line, row.task_id);
-  PutHost(line, row.child);
-  PutHost(line, row.parent);
-  Put(line, row.piece_length_bytes);
-  Put(line, row.cost_ns);
-  const double bandwidth = row.cost_ns == 0 ? 0.0
-                                            : static_cast<double>(row.piece_length_bytes) * 1e9 /
-                                                  static_cast<double>(row.cost_ns);
-  Put(line, static_cast<uint64_t>(bandwidth));
-  EndLine(line);
-  return line;
+  return df::learning::DownloadCsvLine(row.unix_ms, row.task_id, row.child, row.parent,
+                                       row.piece_length_bytes, row.cost_ns);
 }
 
 // ---------------------------------------------------------------------------------------------

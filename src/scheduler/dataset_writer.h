@@ -39,24 +39,15 @@
 
 #include "common/fd.h"
 #include "common/status.h"
+#include "learning/csv.h"
+#include "learning/dataset.h"
 #include "scheduler/store.h"
 
 namespace df::scheduler {
 
 // What the dataset says of one host at the moment of a record (copied under the Scheduler's
-// lock). Rates in bytes/s, 0 = unknown.
-struct DatasetHost {
-  std::string id;
-  std::string ip;
-  std::string idc;
-  std::string location;
-  bool seed = false;
-  uint64_t announced_upload_bytes_per_sec = 0;
-  uint64_t announced_download_bytes_per_sec = 0;
-  // What the scheduler books with: learned from piece records, else announced, else the prior.
-  uint64_t learned_upload_bytes_per_sec = 0;
-  uint64_t learned_download_bytes_per_sec = 0;
-};
+// lock): the reader's own HostRecord (rates in bytes/s, 0 = unknown; unix_ms unused here).
+using DatasetHost = df::learning::HostRecord;
 
 // One piece a child downloaded from a parent: a row of download.csv.
 struct DownloadRow {
@@ -68,9 +59,7 @@ struct DownloadRow {
   uint64_t cost_ns = 0;  // > 0 (the scheduler drops implausible reports before)
 };
 
-// Quotes `field` for CSV (RFC 4180) when it holds a comma, a quote, CR or LF: wrapped in quotes,
-// quotes doubled. Other fields are returned as they are.
-std::string CsvField(std::string_view field);
+using df::learning::CsvField;
 
 // The header lines (without newline) and the CSV line (with newline) of one row.
 std::string_view DownloadCsvHeader();

@@ -40,17 +40,9 @@ prometheus::Counter& InferRequests(prometheus::Registry& r, const std::string& r
       .Add({{"result", result}});
 }
 
+// The host as the record of a row at `unix_ms` (the live dataset keeps each host's latest).
 df::learning::HostRecord ToRecord(const DatasetHost& h, int64_t unix_ms) {
-  df::learning::HostRecord r;
-  r.id = h.id;
-  r.ip = h.ip;
-  r.idc = h.idc;
-  r.location = h.location;
-  r.seed = h.seed;
-  r.announced_upload_bytes_per_sec = h.announced_upload_bytes_per_sec;
-  r.announced_download_bytes_per_sec = h.announced_download_bytes_per_sec;
-  r.learned_upload_bytes_per_sec = h.learned_upload_bytes_per_sec;
-  r.learned_download_bytes_per_sec = h.learned_download_bytes_per_sec;
+  df::learning::HostRecord r = h;
   r.unix_ms = unix_ms;
   return r;
 }
@@ -67,51 +59,52 @@ struct MlEvaluator::Graph {
 MlEvaluator::MlEvaluator(MlEvaluatorOptions options, prometheus::Registry* registry)
     : options_(std::move(options)),
       own_registry_(registry ? nullptr : std::make_unique<prometheus::Registry>()),
+      registry_(registry ? *registry : *own_registry_),
       client_(std::make_unique<df::inference::KServeClient>(options_.inference)),
-      decisions_model_(Decisions(registry ? *registry : *own_registry_, "model")),
-      decisions_cold_(Decisions(registry ? *registry : *own_registry_, "cold")),
-      decisions_unavailable_(Decisions(registry ? *registry : *own_registry_, "unavailable")),
+      decisions_model_(Decisions(registry_, "model")),
+      decisions_cold_(Decisions(registry_, "cold")),
+      decisions_unavailable_(Decisions(registry_, "unavailable")),
       predictions_(BuildCounter()
                        .Name("df_scheduler_ml_predictions_total")
                        .Help("(child host, parent host) pairs predicted by the inference service")
-                       .Register(registry ? *registry : *own_registry_)
+                       .Register(registry_)
                        .Add({})),
-      infer_ok_(InferRequests(registry ? *registry : *own_registry_, "ok")),
-      infer_error_(InferRequests(registry ? *registry : *own_registry_, "error")),
+      infer_ok_(InferRequests(registry_, "ok")),
+      infer_error_(InferRequests(registry_, "error")),
       infer_seconds_(
           BuildHistogram()
               .Name("df_scheduler_ml_infer_seconds")
               .Help("ModelInfer round trip of one batch, seconds")
-              .Register(registry ? *registry : *own_registry_)
+              .Register(registry_)
               .Add({}, prometheus::Histogram::BucketBoundaries{250e-6, 500e-6, 1e-3, 2e-3, 5e-3,
                                                                10e-3, 20e-3, 50e-3})),
       model_available_(BuildGauge()
                            .Name("df_scheduler_ml_model_available")
                            .Help("1 while the last ModelInfer succeeded (or none was tried)")
-                           .Register(registry ? *registry : *own_registry_)
+                           .Register(registry_)
                            .Add({})),
       online_mape_(BuildGauge()
                        .Name("df_scheduler_ml_online_mape")
                        .Help("mean |predicted - realised| / realised over the last 1000 piece "
                              "transfers whose pair had a prediction (-1: none yet)")
-                       .Register(registry ? *registry : *own_registry_)
+                       .Register(registry_)
                        .Add({})),
       error_ratio_(BuildHistogram()
                        .Name("df_scheduler_ml_prediction_error_ratio")
                        .Help("|predicted - realised| / realised of each piece transfer whose "
                              "pair had a prediction")
-                       .Register(registry ? *registry : *own_registry_)
+                       .Register(registry_)
                        .Add({}, prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.2, 0.3, 0.5,
                                                                         0.75, 1, 2, 5, 10})),
       cached_pairs_(BuildGauge()
                         .Name("df_scheduler_ml_cached_pairs")
                         .Help("pair predictions held in the cache")
-                        .Register(registry ? *registry : *own_registry_)
+                        .Register(registry_)
                         .Add({})),
       queue_dropped_(BuildCounter()
                          .Name("df_scheduler_ml_queue_dropped_total")
                          .Help("pairs not queued for prediction because the queue was full")
-                         .Register(registry ? *registry : *own_registry_)
+                         .Register(registry_)
                          .Add({})) {
   model_available_.Set(1);
   online_mape_.Set(-1);

@@ -119,6 +119,7 @@ class MlEvaluator : public Evaluator {
 
   const MlEvaluatorOptions options_;
   std::unique_ptr<prometheus::Registry> own_registry_;
+  prometheus::Registry& registry_;  // the caller's, or own_registry_
   DefaultEvaluator default_;
   std::unique_ptr<df::inference::KServeClient> client_;
 

@@ -191,5 +191,21 @@ TEST(MirrorConfig, ProxyPortAndRegistryMirrorFromTheFileAreValidated) {
   EXPECT_FALSE(LoadDaemonConfigFromString("proxy_port: 70000\n", "test.yaml", &c).ok());
 }
 
+// A mirror request chooses the registry the daemon fetches from: by default only this node
+// reaches it, whatever address the daemon's other ports use.
+TEST(MirrorConfig, TheMirrorListensOnLoopbackUnlessToldOtherwise) {
+  DaemonConfig c;
+  c.ip = "10.0.0.7";
+  ASSERT_TRUE(ValidateDaemonConfig(&c).ok());
+  EXPECT_EQ(c.proxy_ip, "127.0.0.1");
+  EXPECT_EQ(c.listen_ip, "10.0.0.7");
+  ASSERT_TRUE(LoadDaemonConfigFromString("proxy_ip: 10.0.0.7\n", "test.yaml", &c).ok());
+  EXPECT_EQ(c.proxy_ip, "10.0.0.7");
+  c.proxy_ip = "";
+  Status s = ValidateDaemonConfig(&c);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("proxy_ip"), std::string::npos) << s.ToString();
+}
+
 }  // namespace
 }  // namespace df

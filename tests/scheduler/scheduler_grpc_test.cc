@@ -172,6 +172,20 @@ class PeerClient {
     Send(r);
   }
 
+  // Asks for the digests of pieces [first, first + count); the answer, skipping other messages,
+  // or nullopt when none comes.
+  std::optional<v1::AnnouncePeerResponse> AskDigests(uint32_t first, uint32_t count) {
+    auto ask = Request();
+    ask.mutable_piece_digests_request()->set_first_piece(first);
+    ask.mutable_piece_digests_request()->set_count(count);
+    Send(ask);
+    std::optional<v1::AnnouncePeerResponse> r;
+    do {
+      r = Next();
+    } while (r && !r->has_piece_digests());
+    return r;
+  }
+
   void ReportSize(int64_t content_length) {
     auto r = Request();
     r.mutable_task_metadata()->set_content_length(content_length);
@@ -1086,14 +1100,7 @@ TEST_F(SchedulerGrpcTest, PieceDigestsComeFromTheOriginFetcherOnly) {
   b->Register();
   EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
   b->PieceFromOrigin(0);  // b was given parents: its "origin" digests are not believed
-  auto ask = b->Request();
-  ask.mutable_piece_digests_request()->set_first_piece(0);
-  ask.mutable_piece_digests_request()->set_count(100);
-  b->Send(ask);
-  std::optional<v1::AnnouncePeerResponse> r;
-  do {
-    r = b->Next();
-  } while (r && !r->has_piece_digests());
+  auto r = b->AskDigests(0, 100);
   ASSERT_TRUE(r.has_value());
   const auto& d = r->piece_digests();
   EXPECT_FALSE(d.expected()) << "no seed peer: a back-to-source peer may never fetch the rest";
@@ -1119,14 +1126,7 @@ TEST_F(SchedulerGrpcTest, DigestsReportedBeforeTheSizeAreKept) {
   auto b = Peer("host-b", "peer-b");
   b->Register();
   EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
-  auto ask = b->Request();
-  ask.mutable_piece_digests_request()->set_first_piece(0);
-  ask.mutable_piece_digests_request()->set_count(100);
-  b->Send(ask);
-  std::optional<v1::AnnouncePeerResponse> r;
-  do {
-    r = b->Next();
-  } while (r && !r->has_piece_digests());
+  auto r = b->AskDigests(0, 100);
   ASSERT_TRUE(r.has_value());
   const auto& d = r->piece_digests();
   ASSERT_EQ(d.sha256_size(), 2) << "pieces 0 and 1; 40 is past the end";

@@ -150,7 +150,14 @@ PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
       request_(std::move(request)),
       peer_id_(NewPeerId(ctx.host_id)),
       picker_({.cut_through = ctx.config->cut_through,
-               .per_parent_concurrency = ctx.config->per_parent_concurrency}) {}
+               .per_parent_concurrency = ctx.config->per_parent_concurrency}) {
+  if (ctx_.scheduler) {
+    session_ = std::make_unique<SchedulerSession>(
+        ctx_.scheduler, request_.task_id, ctx_.host_id, peer_id_,
+        [this](const sv1::AnnouncePeerResponse& r) { OnSchedulerResponse(r); },
+        [this] { OnSchedulerLost(); });
+  }
+}
 
 PeerTask::~PeerTask() {
   Cancel();
@@ -226,9 +233,7 @@ void PeerTask::Run() {
     // A cache hit never goes to the origin (nor logs that it does); with a scheduler it still
     // registers, with every piece finished, as any download of a task held here does.
     const bool cached = ServedFromCache();
-    // The announce stream is opened before any worker starts and stays put until they are
-    // joined, so workers and readers may use announce_ without further locking.
-    bool scheduled = ctx_.scheduler != nullptr && OpenAnnounce();
+    bool scheduled = session_ != nullptr && OpenAnnounce();
     for (uint32_t i = 0; i < ctx_.config->concurrency; ++i) {
       workers_.emplace_back([this] { Worker(); });
     }
@@ -280,19 +285,7 @@ void PeerTask::Run() {
   for (auto& [id, p] : parents_) {
     if (p->sync_thread.joinable()) p->sync_thread.join();
   }
-  if (announce_) {
-    {
-      std::lock_guard<std::mutex> wl(write_mu_);
-      announce_->WritesDone();
-    }
-    // The scheduler closes its side after WritesDone; cancel if it does not in time.
-    {
-      std::unique_lock<std::mutex> l(mu_);
-      cv_.wait_for(l, std::chrono::seconds(2), [this] { return reader_done_; });
-    }
-    announce_ctx_->TryCancel();
-    if (announce_reader_.joinable()) announce_reader_.join();
-  }
+  if (session_) session_->Close();
   // A cancelled download is over once its threads are: waiters see it finish (Cancelled).
   bool cancelled = false;
   {
@@ -378,7 +371,7 @@ Status PeerTask::EnableOrigin(const char* label, const std::string& reason) {
     want_origin_ = false;
   }
   WakeAll();
-  if (announce_) {
+  if (session_ && session_->open()) {
     sv1::AnnouncePeerRequest req;
     req.mutable_back_to_source_started()->set_reason(reason);
     Send(req);
@@ -448,12 +441,6 @@ Status PeerTask::VerifyContentAddressed() {
 // Scheduler stream
 
 bool PeerTask::OpenAnnounce() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  ctx_.scheduler->Prepare(context.get());
-  // The task's scheduler: the same one for every peer of the task (scheduler_client.h).
-  SchedulerClient::Endpoint& scheduler = ctx_.scheduler->ForTask(request_.task_id);
-  announce_scheduler_ = &scheduler;
-  auto stream = scheduler.stub()->AnnouncePeer(context.get());
   sv1::AnnouncePeerRequest req;
   auto* reg = req.mutable_register_();
   reg->set_host_id(ctx_.host_id);
@@ -475,37 +462,16 @@ bool PeerTask::OpenAnnounce() {
     for (uint32_t i = 0; i < picker_.total_pieces(); ++i) {
       if (StateLocked(i) == PieceState::kDone) reg->add_finished_pieces(i);
     }
-  }
-  req.set_host_id(ctx_.host_id);
-  req.set_task_id(request_.task_id);
-  req.set_peer_id(peer_id_);
-  if (!stream->Write(req)) {
-    grpc::Status s = stream->Finish();
-    DF_LOG_WARN("register with scheduler {} failed: {}", scheduler.address(), s.error_message());
-    scheduler.MarkFailed();
-    return false;
-  }
-  auto* reader = stream.get();
-  {
-    // Workers may be sending on the old stream (after a reconnect): swap under the write lock.
-    std::lock_guard<std::mutex> wl(write_mu_);
-    announce_ctx_ = std::move(context);
-    announce_ = std::move(stream);
-  }
-  {
-    std::lock_guard<std::mutex> l(mu_);
+    // Before the reader starts: a stream that ends at once must be seen as lost.
     announce_lost_ = false;
-    reader_done_ = false;
   }
-  announce_reader_ = std::thread([this, reader] { ReadAnnounce(reader); });
-  return true;
+  return session_->Open(std::move(req));
 }
 
 void PeerTask::Reconnect() {
-  if (announce_reader_.joinable()) announce_reader_.join();  // it ended: that is how we know
   if (OpenAnnounce()) {
     DF_LOG_INFO("task {} registered again with scheduler {}", request_.task_id,
-                announce_scheduler_->address());
+                session_->address());
     ReportKnownDigests();
     return;
   }
@@ -515,64 +481,60 @@ void PeerTask::Reconnect() {
   next_reconnect_ = Now() + reconnect_backoff_;
 }
 
-void PeerTask::ReadAnnounce(
-    grpc::ClientReaderWriter<sv1::AnnouncePeerRequest, sv1::AnnouncePeerResponse>* stream) {
-  sv1::AnnouncePeerResponse resp;
-  while (stream->Read(&resp)) {
-    if (resp.has_normal_task()) {
-      HandleCandidates(resp.normal_task());
-    } else if (resp.has_need_back_to_source()) {
+void PeerTask::OnSchedulerResponse(const sv1::AnnouncePeerResponse& resp) {
+  if (resp.has_normal_task()) {
+    HandleCandidates(resp.normal_task());
+  } else if (resp.has_need_back_to_source()) {
+    std::lock_guard<std::mutex> l(mu_);
+    want_origin_ = true;
+    want_origin_reason_ = "scheduler: " + resp.need_back_to_source().reason();
+    WakeAll();
+  } else if (resp.has_piece_digests()) {
+    std::lock_guard<std::mutex> l(mu_);
+    const auto& d = resp.piece_digests();
+    for (int i = 0; i < d.sha256_size(); ++i) {
+      uint64_t piece = static_cast<uint64_t>(d.first_piece()) + static_cast<uint64_t>(i);
+      if (piece >= digests_.size() || d.sha256(i).size() != 32) continue;
+      std::memcpy(digests_[piece].data(), d.sha256(i).data(), 32);
+    }
+    ++digest_responses_;
+    digests_expected_ = d.expected();
+    cv_.notify_all();
+  } else if (resp.has_empty_task()) {
+    // Only a task known to be empty finishes here: a peer that holds part of a larger one
+    // (resumed after a restart) goes on rather than placing a partial file as a success.
+    Status empty;
+    {
       std::lock_guard<std::mutex> l(mu_);
-      want_origin_ = true;
-      want_origin_reason_ = "scheduler: " + resp.need_back_to_source().reason();
-      WakeAll();
-    } else if (resp.has_piece_digests()) {
-      std::lock_guard<std::mutex> l(mu_);
-      const auto& d = resp.piece_digests();
-      for (int i = 0; i < d.sha256_size(); ++i) {
-        uint64_t piece = static_cast<uint64_t>(d.first_piece()) + static_cast<uint64_t>(i);
-        if (piece >= digests_.size() || d.sha256(i).size() != 32) continue;
-        std::memcpy(digests_[piece].data(), d.sha256(i).data(), 32);
-      }
-      ++digest_responses_;
-      digests_expected_ = d.expected();
-      cv_.notify_all();
-    } else if (resp.has_empty_task()) {
-      // Only a task known to be empty finishes here: a peer that holds part of a larger one
-      // (resumed after a restart) goes on rather than placing a partial file as a success.
-      Status empty;
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        if (!layout_known_) {
-          empty = SetLayoutFromSizeLocked(0);
-        } else if (layout_.content_length != 0) {
-          empty = DataLoss("scheduler says the task is empty; it has " +
-                           std::to_string(layout_.content_length) + " bytes");
-        }
-      }
-      if (empty.ok()) {
-        Finish(Status::Ok());
-      } else {
-        DF_LOG_WARN("task {} ignored an empty-task answer: {}", request_.task_id, empty.ToString());
+      if (!layout_known_) {
+        empty = SetLayoutFromSizeLocked(0);
+      } else if (layout_.content_length != 0) {
+        empty = DataLoss("scheduler says the task is empty; it has " +
+                         std::to_string(layout_.content_length) + " bytes");
       }
     }
+    if (empty.ok()) {
+      Finish(Status::Ok());
+    } else {
+      DF_LOG_WARN("task {} ignored an empty-task answer: {}", request_.task_id, empty.ToString());
+    }
   }
+}
+
+void PeerTask::OnSchedulerLost() {
   std::lock_guard<std::mutex> l(mu_);
-  reader_done_ = true;
-  cv_.notify_all();
-  if (!finished_ && !stopping_) {
-    // The scheduler went away (restart, crash, GC): keep the parents we have and register again
-    // when it is back. Going to the origin here would send every peer of the swarm there at
-    // once; only a peer left without parents for schedule_timeout does (see Run).
-    DF_LOG_WARN("task {} lost its scheduler stream ({}); keeping {} parents and registering again",
-                request_.task_id, announce_scheduler_->address(), parents_.size());
-    // With several schedulers, the task moves to the next one until this one answers again.
-    announce_scheduler_->MarkFailed();
-    announce_lost_ = true;
-    reconnect_backoff_ = std::chrono::milliseconds(500);
-    next_reconnect_ = Now() + reconnect_backoff_;
-    WakeAll();
-  }
+  if (finished_ || stopping_) return;
+  // The scheduler went away (restart, crash, GC): keep the parents we have and register again
+  // when it is back. Going to the origin here would send every peer of the swarm there at
+  // once; only a peer left without parents for schedule_timeout does (see Run).
+  DF_LOG_WARN("task {} lost its scheduler stream ({}); keeping {} parents and registering again",
+              request_.task_id, session_->address(), parents_.size());
+  // With several schedulers, the task moves to the next one until this one answers again.
+  session_->MarkSchedulerFailed();
+  announce_lost_ = true;
+  reconnect_backoff_ = std::chrono::milliseconds(500);
+  next_reconnect_ = Now() + reconnect_backoff_;
+  WakeAll();
 }
 
 void PeerTask::HandleCandidates(const sv1::NormalTaskResponse& resp) {
@@ -598,11 +560,7 @@ void PeerTask::HandleCandidates(const sv1::NormalTaskResponse& resp) {
 }
 
 void PeerTask::Send(sv1::AnnouncePeerRequest& req) {
-  req.set_host_id(ctx_.host_id);
-  req.set_task_id(request_.task_id);
-  req.set_peer_id(peer_id_);
-  std::lock_guard<std::mutex> wl(write_mu_);
-  if (announce_) (void)announce_->Write(req);
+  if (session_) session_->Send(req);
 }
 
 void PeerTask::ReportPiece(uint32_t piece, const std::string& parent_id, uint64_t length,
@@ -719,7 +677,7 @@ void PeerTask::DropStaleParentsLocked() {
 }
 
 void PeerTask::MaybeRescheduleLocked() {
-  if (!announce_ || Now() - last_reschedule_ < kRescheduleInterval) return;
+  if (!session_ || !session_->open() || Now() - last_reschedule_ < kRescheduleInterval) return;
   if (parents_.empty()) return;  // still waiting for the first answer
   last_reschedule_ = Now();
   sv1::AnnouncePeerRequest req;
@@ -728,7 +686,7 @@ void PeerTask::MaybeRescheduleLocked() {
     if (p->dead) r->add_bad_parent_ids(id);
   }
   r->set_reason("every parent failed");
-  // Send() takes write_mu_ only; mu_ is never taken under write_mu_, so this order is safe.
+  // The session never takes mu_ (nor waits on a callback) while sending: safe under mu_.
   Send(req);
 }
 

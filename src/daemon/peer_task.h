@@ -1,9 +1,9 @@
 // PeerTask: one download of one task on this host — the download engine.
 //
-// It registers with the scheduler over the AnnouncePeer stream, subscribes to the piece
-// availability of every parent the scheduler names, and runs `concurrency` workers. A worker
-// takes the rarest piece some parent with a free connection holds (the parent with the least
-// in-flight work over measured rate; see PiecePicker), then keeps `piece_pipeline_depth`
+// It registers with the scheduler over the AnnouncePeer stream (a SchedulerSession), subscribes
+// to the piece availability of every parent the scheduler names, and runs `concurrency` workers.
+// A worker takes the rarest piece some parent with a free connection holds (the parent with the
+// least in-flight work over measured rate; see PiecePicker), then keeps `piece_pipeline_depth`
 // requests queued on that one connection for as long as the parent holds pieces this peer
 // misses. Each piece is CRC32C-verified, written at its offset, committed to storage (from then
 // on this peer serves it), and reported to the scheduler with (parent, size, duration). Without
@@ -54,6 +54,7 @@
 #include "daemon/piece_client.h"
 #include "daemon/piece_picker.h"
 #include "daemon/scheduler_client.h"
+#include "daemon/scheduler_session.h"
 #include "dfdaemon.grpc.pb.h"
 #include "scheduler.grpc.pb.h"
 #include "storage/piece_store.h"
@@ -179,12 +180,14 @@ class PeerTask {
   void Finish(Status status);
   Status VerifyContentAddressed();
 
-  // Scheduler stream.
+  // Scheduler stream (session_).
+  // Registers with the task's scheduler, telling the pieces held (controller only).
   bool OpenAnnounce();
   // Registers again after the stream was lost (controller only); backs off on failure.
   void Reconnect();
-  void ReadAnnounce(grpc::ClientReaderWriter<df::scheduler::v1::AnnouncePeerRequest,
-                                             df::scheduler::v1::AnnouncePeerResponse>* stream);
+  // The session's callbacks (its reader thread).
+  void OnSchedulerResponse(const df::scheduler::v1::AnnouncePeerResponse& resp);
+  void OnSchedulerLost();
   // Liveness: parents that gave nothing for piece_timeout and hold nothing new are dropped and
   // replacements asked for.
   void DropStaleParentsLocked();
@@ -327,23 +330,13 @@ class PeerTask {
   Clock::TimePoint last_progress_;    // GUARDED_BY(mu_)
   Clock::TimePoint last_reschedule_;  // GUARDED_BY(mu_)
   bool announce_lost_ = false;        // GUARDED_BY(mu_): the scheduler stream ended under us
-  bool reader_done_ = false;          // GUARDED_BY(mu_): the stream's reader thread returned
   std::chrono::milliseconds reconnect_backoff_{500};  // GUARDED_BY(mu_)
   Clock::TimePoint next_reconnect_;                   // GUARDED_BY(mu_)
   std::vector<std::thread> workers_;
 
-  // Scheduler stream: one writer at a time (write_mu_), one reader thread. The controller
-  // replaces the stream after a loss (under write_mu_); only it reads these two pointers
-  // without the lock.
-  std::mutex write_mu_;
-  std::unique_ptr<grpc::ClientContext> announce_ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<df::scheduler::v1::AnnouncePeerRequest,
-                                           df::scheduler::v1::AnnouncePeerResponse>>
-      announce_;
-  std::thread announce_reader_;
-  // The scheduler the current stream goes to; set by OpenAnnounce (controller) before the
-  // reader starts, read by the reader.
-  SchedulerClient::Endpoint* announce_scheduler_ = nullptr;
+  // The AnnouncePeer stream; null without a scheduler. Created before any thread, closed by
+  // the controller after the workers are joined.
+  std::unique_ptr<SchedulerSession> session_;
 };
 
 }  // namespace df

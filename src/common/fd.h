@@ -1,9 +1,14 @@
-// UniqueFd: RAII owner of a file descriptor. Move-only; closes on destruction.
+// UniqueFd: RAII owner of a file descriptor. Move-only; closes on destruction. WriteAllAt:
+// pwrite until every byte is written.
 #pragma once
 
 #include <unistd.h>
 
+#include <cstdint>
+#include <string_view>
 #include <utility>
+
+#include "common/status.h"
 
 namespace df {
 
@@ -34,5 +39,9 @@ class UniqueFd {
  private:
   int fd_ = -1;
 };
+
+// Writes all of data[0..n) at `offset` of `fd` (retrying short writes and EINTR). The error
+// names `what` and the offset.
+Status WriteAllAt(int fd, const void* data, size_t n, uint64_t offset, std::string_view what);
 
 }  // namespace df

@@ -28,7 +28,6 @@ namespace dv1 = df::dfdaemon::v1;
 namespace {
 constexpr uint32_t kParentFailureLimit = 3;  // consecutive failures before a parent is dropped
 constexpr auto kRescheduleInterval = std::chrono::seconds(1);
-constexpr int kOriginStatAttempts = 4;  // 0.5 + 1 + 2 s of backoff between them
 // How long a worker waits for the origin digest of a piece it received (the seed reports it
 // when it commits the piece, before children can fetch it, so this is one scheduler round trip).
 constexpr auto kDigestWait = std::chrono::seconds(3);
@@ -41,21 +40,6 @@ constexpr auto kEndgameMinWait = std::chrono::seconds(1);
 
 bool Known(const PieceDigest& d) {
   return std::any_of(d.begin(), d.end(), [](uint8_t b) { return b != 0; });
-}
-
-// Writes all of data[0..len) at `offset`; advances `offset` past it.
-Status PwriteAll(int fd, const char* data, size_t len, uint64_t* offset) {
-  while (len > 0) {
-    ssize_t w = ::pwrite(fd, data, len, static_cast<off_t>(*offset));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("write piece", errno);
-    }
-    data += w;
-    len -= static_cast<size_t>(w);
-    *offset += static_cast<uint64_t>(w);
-  }
-  return Status::Ok();
 }
 
 // The directory of `path` ("." when it has none).
@@ -98,8 +82,7 @@ Status CopyRange(int from, int to, uint64_t offset, uint64_t length) {
     if (n <= 0)
       return n == 0 ? DataLoss("the received copy of the piece is short")
                     : ErrnoStatus("read received piece", errno);
-    uint64_t at = pos;
-    DF_RETURN_IF_ERROR(PwriteAll(to, buf.data(), static_cast<size_t>(n), &at));
+    DF_RETURN_IF_ERROR(WriteAllAt(to, buf.data(), static_cast<size_t>(n), pos, "write piece"));
     pos += static_cast<uint64_t>(n);
     length -= static_cast<uint64_t>(n);
   }
@@ -149,6 +132,8 @@ PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
       clock_(ctx.clock ? *ctx.clock : SteadyClock::Instance()),
       request_(std::move(request)),
       peer_id_(NewPeerId(ctx.host_id)),
+      origin_(ctx.backends, request_.url, request_.headers,
+              static_cast<int64_t>(ctx.config->piece_timeout_ms)),
       picker_({.cut_through = ctx.config->cut_through,
                .per_parent_concurrency = ctx.config->per_parent_concurrency}) {
   if (ctx_.scheduler) {
@@ -335,30 +320,11 @@ Status PeerTask::EnableOrigin(const char* label, const std::string& reason) {
   }
   DF_LOG_INFO("task {} back to source: {}", request_.task_id, reason);
   if (ctx_.back_to_source) ctx_.back_to_source->Add({{"reason", label}}).Increment();
-  auto backend = ctx_.backends->ForUrl(request_.url);
-  if (!backend.ok()) return backend.status();
-  // The origin may be briefly overloaded (503, 429, timeouts): a few tries with backoff before
-  // the task fails. Each try is bounded by piece_timeout.
-  BackendRequest breq{request_.url, request_.headers,
-                      static_cast<int64_t>(ctx_.config->piece_timeout_ms), 10000};
-  auto info = backend.value()->Stat(breq);
-  for (int attempt = 1; !info.ok() && attempt < kOriginStatAttempts &&
-                        (info.status().code() == StatusCode::kUnavailable ||
-                         info.status().code() == StatusCode::kDeadlineExceeded);
-       ++attempt) {
-    {
-      std::unique_lock<std::mutex> l(mu_);
-      if (cv_.wait_for(l, std::chrono::milliseconds(250 << attempt), [this] { return stopping_; }))
-        return Status(StatusCode::kCancelled, "download cancelled");
-    }
-    info = backend.value()->Stat(breq);
-  }
+  auto info = origin_.Stat([this](std::chrono::milliseconds backoff) {
+    std::unique_lock<std::mutex> l(mu_);
+    return !cv_.wait_for(l, backoff, [this] { return stopping_; });
+  });
   if (!info.ok()) return info.status();
-  if (info->content_length < 0) {
-    return Status(StatusCode::kHttpError,
-                  RedactUrl(request_.url) +
-                      ": origin did not report a size (chunked responses are not supported yet)");
-  }
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!layout_known_) DF_RETURN_IF_ERROR(SetLayoutFromSizeLocked(info->content_length));
@@ -880,18 +846,17 @@ void PeerTask::Worker() {
       continue;
     }
     SetStateLocked(a.piece, PieceState::kInFlight);
-    uint32_t crc = 0;
     auto start = std::chrono::steady_clock::now();
     ++origin_inflight_;
     l.unlock();
-    PieceDigest digest{};
-    Status s = FetchFromOrigin(a.piece, &crc, &digest);
+    PieceChecksums sums;
+    Status s = FetchFromOrigin(a.piece, &sums);
     auto cost_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                              std::chrono::steady_clock::now() - start)
                                              .count());
     l.lock();
     --origin_inflight_;
-    CompletePieceLocked(l, a, s, crc, cost_ns, &digest);
+    CompletePieceLocked(l, a, s, sums.crc32c, cost_ns, &sums.sha256);
   }
 }
 
@@ -1294,15 +1259,13 @@ void PeerTask::WakeAll() const {
   work_cv_.notify_all();
 }
 
-Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc, PieceDigest* sha256) {
-  auto backend = ctx_.backends->ForUrl(request_.url);
-  if (!backend.ok()) return backend.status();
+bool PeerTask::KeepGoing() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return !stopping_;
+}
+
+Status PeerTask::FetchFromOrigin(uint32_t piece, PieceChecksums* sums) {
   auto [lay, fd] = LayoutAndFd();
-  PieceNumber n{piece};
-  uint64_t offset = lay.offset(n);
-  uint32_t c = 0;
-  Sha256 digest;  // the origin digest children verify this piece against
-  const uint64_t start = offset;
   TaskStorage* storage = nullptr;  // fixed once workers run
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -1311,71 +1274,29 @@ Status PeerTask::FetchFromOrigin(uint32_t piece, uint32_t* crc, PieceDigest* sha
   // Written in place: children may have the bytes as they land (cut-through; the piece server
   // forwards only while this is the task's one receive). A failure abandons the receive
   // (CompletePieceLocked).
-  storage->BeginReceive(n);
-  ByteSink sink = [&](const char* data, size_t len) -> Status {
-    c = Crc32cExtend(c, data, len);
-    digest.Update(data, len);
-    DF_RETURN_IF_ERROR(PwriteAll(fd, data, len, &offset));
-    storage->AdvanceReceive(n, offset - start);
-    std::lock_guard<std::mutex> l(mu_);
-    return stopping_ ? Status(StatusCode::kCancelled, "cancelled") : Status::Ok();
-  };
-  BackendRequest breq{request_.url, request_.headers,
-                      static_cast<int64_t>(ctx_.config->piece_timeout_ms), 10000};
-  DF_RETURN_IF_ERROR(
-      backend.value()->Read(breq, lay.offset(n), static_cast<int64_t>(lay.length(n)), sink));
-  *crc = c;
-  *sha256 = digest.FinalBytes();
-  return Status::Ok();
+  return origin_.FetchPiece(
+      lay, PieceNumber{piece}, fd, storage, [this] { return KeepGoing(); }, sums);
 }
 
 // For origins without range support: one GET streams the whole file; each piece commits as soon
 // as its last byte is written, so children can fetch it while the rest still streams.
 Status PeerTask::StreamWholeFromOrigin() {
-  auto backend = ctx_.backends->ForUrl(request_.url);
-  if (!backend.ok()) return backend.status();
   auto [lay, fd] = LayoutAndFd();
-  uint64_t offset = 0;
-  uint32_t crc = 0;
-  uint32_t piece = 0;
-  auto digest = std::make_unique<Sha256>();
-  ByteSink sink = [&](const char* data, size_t len) -> Status {
-    while (len > 0) {
-      uint64_t piece_end = lay.offset(PieceNumber{piece}) + lay.length(PieceNumber{piece});
-      size_t take = static_cast<size_t>(std::min<uint64_t>(len, piece_end - offset));
-      crc = Crc32cExtend(crc, data, take);
-      digest->Update(data, take);
-      DF_RETURN_IF_ERROR(PwriteAll(fd, data, take, &offset));
-      data += take;
-      len -= take;
-      if (offset == piece_end) {
-        PieceDigest sha256 = digest->FinalBytes();
-        digest = std::make_unique<Sha256>();
-        // Reported before the commit makes the piece visible to children (they verify it).
-        ReportPiece(piece, "", lay.length(PieceNumber{piece}), 1, crc, &sha256);
-        DF_RETURN_IF_ERROR(storage_->CommitPiece(PieceNumber{piece}, crc));
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          if (StateLocked(piece) != PieceState::kDone) {
-            SetStateLocked(piece, PieceState::kDone);
-            digests_[piece] = sha256;
-            bytes_from_origin_ += lay.length(PieceNumber{piece});
-            OnPieceDoneLocked(piece);
-          }
-        }
-        ++piece;
-        crc = 0;
-      }
-    }
+  auto on_piece = [&, lay = lay](PieceNumber n, const PieceChecksums& sums) -> Status {
+    // Reported before the commit makes the piece visible to children (they verify it).
+    ReportPiece(n.value, "", lay.length(n), 1, sums.crc32c, &sums.sha256);
+    DF_RETURN_IF_ERROR(storage_->CommitPiece(n, sums.crc32c));
     std::lock_guard<std::mutex> l(mu_);
-    return stopping_ ? Status(StatusCode::kCancelled, "cancelled") : Status::Ok();
+    if (StateLocked(n.value) != PieceState::kDone) {
+      SetStateLocked(n.value, PieceState::kDone);
+      digests_[n.value] = sums.sha256;
+      bytes_from_origin_ += lay.length(n);
+      OnPieceDoneLocked(n.value);
+    }
+    return Status::Ok();
   };
-  BackendRequest breq{request_.url, request_.headers, 0, 10000};
-  // Never more than the size the origin announced: the sink indexes pieces by offset.
-  DF_RETURN_IF_ERROR(
-      backend.value()->Read(breq, 0, static_cast<int64_t>(lay.content_length), sink));
-  if (offset != lay.content_length)
-    return DataLoss(RedactUrl(request_.url) + ": origin sent a short body");
+  DF_RETURN_IF_ERROR(origin_.StreamWhole(
+      lay, fd, [this] { return KeepGoing(); }, on_piece));
   Finish(Status::Ok());
   return Status::Ok();
 }

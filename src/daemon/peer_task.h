@@ -51,6 +51,7 @@
 #include "common/piece.h"
 #include "common/status.h"
 #include "daemon/config.h"
+#include "daemon/origin_source.h"
 #include "daemon/piece_client.h"
 #include "daemon/piece_picker.h"
 #include "daemon/scheduler_client.h"
@@ -94,9 +95,6 @@ struct TaskRequest {
   bool disable_back_to_source = false;
   bool id_from_digest = false;  // task_id is the digest's hex (TaskSpec::id_from_digest)
 };
-
-// The sha256 of one piece; all zeros = unknown.
-using PieceDigest = std::array<uint8_t, 32>;
 
 struct TaskProgress {
   std::string peer_id;
@@ -275,8 +273,12 @@ class PeerTask {
   Status VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int fd);
   // After registering again: tells the new scheduler the origin digests this peer holds.
   void ReportKnownDigests();
-  Status FetchFromOrigin(uint32_t piece, uint32_t* crc, PieceDigest* sha256);
+  // Origin (origin_): one piece by a ranged GET, or the whole object for an origin without
+  // ranges (each piece committed and reported as its last byte lands; finishes the task).
+  Status FetchFromOrigin(uint32_t piece, PieceChecksums* sums);
   Status StreamWholeFromOrigin();
+  // False once the task stops (the origin's transfers end with Cancelled).
+  bool KeepGoing() const;
   Status SetLayoutLocked(int64_t content_length, uint64_t piece_length);
   // The layout the task spec implies for a size this peer learned itself (origin, empty task).
   Status SetLayoutFromSizeLocked(int64_t content_length);
@@ -290,6 +292,7 @@ class PeerTask {
   const Clock& clock_;
   const TaskRequest request_;
   const std::string peer_id_;
+  const OriginSource origin_;
   std::thread controller_;
 
   mutable std::mutex mu_;

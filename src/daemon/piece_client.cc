@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "common/crc32c.h"
+#include "common/fd.h"
 #include "common/net.h"
 #include "daemon/piece_protocol.h"
 
@@ -46,18 +47,6 @@ Status ErrorFrameStatus(uint16_t code, const std::string& message) {
       return Internal("UNSUPPORTED_VERSION: " + message);
   }
   return ProtocolViolation("error code " + std::to_string(code) + ": " + message);
-}
-
-Status WriteAllAt(int fd, const uint8_t* data, size_t n, uint64_t offset) {
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(offset));
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return ErrnoStatus("write piece at offset " + std::to_string(offset), errno);
-    data += w;
-    n -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
-  return Status::Ok();
 }
 
 // Connections open over every client of the process; SetFd() keeps it.
@@ -339,7 +328,7 @@ Status PieceClient::ReceivePayload(uint64_t offset, uint64_t length, int dest_fd
     }
     c = Crc32cExtend(c, dst, static_cast<size_t>(r));
     if (!mapped) {
-      Status s = WriteAllAt(dest_fd, dst, static_cast<size_t>(r), offset + done);
+      Status s = WriteAllAt(dest_fd, dst, static_cast<size_t>(r), offset + done, "write piece");
       if (!s.ok()) return Fail(s);  // the rest of the payload is unread: drop the connection
     }
     done += static_cast<uint64_t>(r);

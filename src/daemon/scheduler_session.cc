@@ -24,8 +24,24 @@ void SchedulerSession::Stamp(sv1::AnnouncePeerRequest& req) const {
   req.set_peer_id(peer_id_);
 }
 
+void SchedulerSession::FinishStream() {
+  std::unique_ptr<Stream> stream;
+  std::unique_ptr<grpc::ClientContext> context;
+  {
+    std::lock_guard<std::mutex> wl(write_mu_);
+    std::lock_guard<std::mutex> l(mu_);
+    stream = std::move(stream_);
+    context = std::move(context_);
+  }
+  // Its reader returned (the scheduler sent its status, or the call was cancelled) and no Send
+  // can reach it any more: Finish returns at once and releases the call; the stream goes
+  // before its context.
+  if (stream) (void)stream->Finish();
+}
+
 bool SchedulerSession::Open(sv1::AnnouncePeerRequest registration) {
   if (reader_.joinable()) reader_.join();  // the previous stream ended: that is how we got here
+  FinishStream();
   {
     std::lock_guard<std::mutex> l(mu_);
     if (closing_) return false;
@@ -106,6 +122,7 @@ void SchedulerSession::Close(std::chrono::milliseconds grace) {
   if (context_) context_->TryCancel();
   l.unlock();
   if (reader_.joinable()) reader_.join();
+  FinishStream();
 }
 
 }  // namespace df

@@ -60,6 +60,9 @@ class SchedulerSession {
   using Stream = grpc::ClientReaderWriter<df::scheduler::v1::AnnouncePeerRequest,
                                           df::scheduler::v1::AnnouncePeerResponse>;
   void Read(Stream* stream);
+  // Releases the last stream (its reader has returned): Finish, then the stream, then its
+  // context.
+  void FinishStream();
   void Stamp(df::scheduler::v1::AnnouncePeerRequest& req) const;
 
   SchedulerClient* const client_;

@@ -97,6 +97,8 @@ TEST_F(SchedulerSessionTest, ALostStreamIsReportedOnceAndOpenRegistersAgain) {
   auto session = NewSession(&client);
   ASSERT_TRUE(session->Open(Registration()));
   ASSERT_TRUE(scheduler_.WaitRegistrations(1, 10s));
+  // The answer to the first registration is in before the drop (else it may be lost with it).
+  ASSERT_TRUE(seen_.Wait([&] { return seen_.normal == 1; }));
 
   scheduler_.DropStreams();  // as a scheduler crash does
   ASSERT_TRUE(seen_.Wait([&] { return seen_.ends == 1; }));

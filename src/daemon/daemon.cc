@@ -271,6 +271,11 @@ void Daemon::UpdateTaskMetrics() {
     stored += m.content_length > 0 ? static_cast<double>(m.content_length) : 0;
   }
   series_.storage_bytes.Set(stored);
+  for (size_t i = 0; i < kEvictionReasons; ++i) {
+    const EvictionCount evicted = store_->evictions(static_cast<EvictionReason>(i));
+    AdvanceCounter(*series_.evictions[i], static_cast<double>(evicted.tasks));
+    AdvanceCounter(*series_.evicted_bytes[i], static_cast<double>(evicted.bytes));
+  }
 }
 
 void Daemon::UpdatePieceMetrics() {

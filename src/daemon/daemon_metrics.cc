@@ -74,7 +74,21 @@ DaemonMetrics::DaemonMetrics(prometheus::Registry& r)
       closed_request_timeout(Closed(r, "request_timeout")),
       closed_evicted(Closed(r, "evicted")),
       storage_bytes(Gauge(r, "df_daemon_storage_bytes",
-                          "Content bytes of the tasks in storage (their sizes)")) {}
+                          "Content bytes of the tasks in storage (their sizes)")) {
+  auto& tasks = BuildCounter()
+                    .Name("df_daemon_evictions_total")
+                    .Help("Tasks the storage GC deleted, by reason (ttl, disk_high_watermark)")
+                    .Register(r);
+  auto& bytes = BuildCounter()
+                    .Name("df_daemon_evicted_bytes_total")
+                    .Help("Content bytes of the tasks the storage GC deleted, by reason")
+                    .Register(r);
+  for (size_t i = 0; i < kEvictionReasons; ++i) {
+    const char* reason = EvictionReasonName(static_cast<EvictionReason>(i));
+    evictions[i] = &tasks.Add({{"reason", reason}});
+    evicted_bytes[i] = &bytes.Add({{"reason", reason}});
+  }
+}
 
 void AdvanceCounter(prometheus::Counter& counter, double total) {
   if (double delta = total - counter.Value(); delta > 0) counter.Increment(delta);

@@ -10,7 +10,10 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <array>
 #include <string>
+
+#include "storage/piece_store.h"
 
 namespace df {
 
@@ -39,6 +42,11 @@ struct DaemonMetrics {
   prometheus::Counter& closed_evicted;
   // Storage.
   prometheus::Gauge& storage_bytes;
+  // Tasks the storage GC evicted and their bytes (the store's counts, mirrored by housekeeping),
+  // indexed by EvictionReason: df_daemon_evictions_total{reason} and
+  // df_daemon_evicted_bytes_total{reason}.
+  std::array<prometheus::Counter*, kEvictionReasons> evictions{};
+  std::array<prometheus::Counter*, kEvictionReasons> evicted_bytes{};
 };
 
 // The bounded values of df_daemon_back_to_source_total's `reason` label.

@@ -15,6 +15,7 @@
 #include "common/digest.h"
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/redact.h"
 #include "common/task_spec.h"
 #include "daemon/services.h"
 
@@ -444,7 +445,10 @@ Result<std::shared_ptr<PeerTask>> RegistryMirror::Impl::StartTask(
   spec.digest = blob.digest;
   spec.id_from_digest = true;
   DF_RETURN_IF_ERROR(ValidateTaskSpec(spec, UrlPolicy{}));
-  return manager.Acquire(RequestOf(spec, h));
+  TaskRequest request = RequestOf(spec, h);
+  // The first line about a blob's task names its URL, as a local client's download does.
+  DF_LOG_INFO("mirror: blob requested task_id={} url={}", request.task_id, RedactUrl(url));
+  return manager.Acquire(request);
 }
 
 Result<uint64_t> RegistryMirror::Impl::WaitForSize(PeerTask& task) {

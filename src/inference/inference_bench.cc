@@ -17,6 +17,7 @@
 
 #include "bench/harness.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "inference/infer_request.h"
 #include "inference/kserve_client.h"
 #include "inference/model_builder.h"
@@ -142,6 +143,7 @@ int main(int argc, char** argv) {
   app.add_option("--server", server, "measure this server (HOST:PORT) instead");
   app.add_option("--model", model_name, "model name")->default_str(model_name);
   app.add_option("--target-p99-ms", target_p99_ms, "ModelInfer p99 target")->default_str("2");
+  app.set_version_flag("--version", df::VersionLine("dfinference_bench"));
   CLI11_PARSE(app, argc, argv);
   (void)df::InitLogging("dfinference_bench", "warn");
 

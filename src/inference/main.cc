@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/version.h"
 #include "inference/config.h"
 #include "inference/server.h"
 #include "inference/service.h"
@@ -95,7 +96,7 @@ int main(int argc, char** argv) {
     return Fail(std::string(e.what()) + " (see --help)");
   }
   if (version) {
-    std::printf("%s %s\n", df::inference::kServerName, df::inference::kServerVersion);
+    std::printf("%s\n", df::VersionLine(df::inference::kServerName).c_str());
     return 0;
   }
 

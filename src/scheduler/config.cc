@@ -115,6 +115,8 @@ const std::map<std::string, Setter>& Setters() {
       {"push_interval", Duration(&C::push_interval_ms, 1)},
       {"seed_trigger_attempts", Count(&C::seed_trigger_attempts, 0, 1000)},
       {"gc_interval", Duration(&C::gc_interval_ms, 10)},
+      // Well above the background thread's 20 ms tick.
+      {"background_stall", Duration(&C::background_stall_ms, 100)},
       {"peer_ttl", Duration(&C::peer_ttl_ms, 1)},
       {"task_ttl", Duration(&C::task_ttl_ms, 1)},
       {"host_ttl", Duration(&C::host_ttl_ms, 1)},
@@ -164,6 +166,7 @@ const std::vector<std::string>& OptionNames() {
                                                           "push_interval",
                                                           "seed_trigger_attempts",
                                                           "gc_interval",
+                                                          "background_stall",
                                                           "peer_ttl",
                                                           "task_ttl",
                                                           "host_ttl"};

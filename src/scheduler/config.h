@@ -91,6 +91,9 @@ struct SchedulerConfig {
   // Attempts to trigger a seed peer for one task (a new attempt only after the last one failed).
   uint32_t seed_trigger_attempts = 3;
   uint64_t gc_interval_ms = 60'000;
+  // /healthz answers 503 with the reason when the background round (pushes, schedule timeouts,
+  // GC) has not come round for this long: a lock held too long, a stuck call.
+  uint64_t background_stall_ms = 10'000;
   uint64_t peer_ttl_ms = 24 * 3600'000ull;  // idle peers without a stream are removed after this
   uint64_t task_ttl_ms = 24 * 3600'000ull;  // tasks without peers are removed after this
   uint64_t host_ttl_ms = 3600'000ull;       // hosts not announced for this long are gone

@@ -151,10 +151,10 @@ class Scheduler {
   std::optional<PeerSnapshot> GetPeer(const std::string& task_id, const std::string& peer_id) const;
   size_t host_count() const;
   // "" while the background thread is alive (or not started); otherwise why not, for /healthz:
-  // its last round ended more than kBackgroundStall ago (a lock held too long, a stuck call).
-  // Thread-safe, never blocks (reads an atomic, not mu_).
+  // its last round ended more than config.background_stall_ms ago, on the real steady clock
+  // whatever the injected one says (a lock held too long, a stuck call). Thread-safe, never
+  // blocks (reads an atomic, not mu_).
   std::string BackgroundHealth() const;
-  static constexpr std::chrono::seconds kBackgroundStall{10};
   // What the scheduler learned of a host's links and what it books with, bytes/s; nullopt for an
   // unknown host.
   struct HostCapacity {

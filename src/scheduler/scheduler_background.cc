@@ -38,9 +38,10 @@ std::string Scheduler::BackgroundHealth() const {
   const int64_t last = last_round_ns_.load(std::memory_order_relaxed);
   if (last == 0) return "";
   const auto stalled = std::chrono::nanoseconds(SteadyNowNs() - last);
-  if (stalled < kBackgroundStall) return "";
+  if (stalled < std::chrono::milliseconds(config_.background_stall_ms)) return "";
   return "scheduler background round stalled for " +
-         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(stalled).count()) + " s";
+         std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(stalled).count()) +
+         " ms (a lock held or a call stuck that long)";
 }
 
 void Scheduler::RunBackgroundRound() {

@@ -15,6 +15,7 @@
 
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "common/redact.h"
 
 namespace df {
 namespace {
@@ -828,6 +829,34 @@ Result<int> PieceStore::SyncFinishedTasks() {
   return synced;
 }
 
+const char* EvictionReasonName(EvictionReason reason) {
+  switch (reason) {
+    case EvictionReason::kTtl:
+      return "ttl";
+    case EvictionReason::kDiskHighWatermark:
+      return "disk_high_watermark";
+  }
+  return "unknown";
+}
+
+EvictionCount PieceStore::evictions(EvictionReason reason) const {
+  const auto i = static_cast<size_t>(reason);
+  return {evicted_tasks_[i].load(std::memory_order_relaxed),
+          evicted_bytes_[i].load(std::memory_order_relaxed)};
+}
+
+Status PieceStore::EvictLocked(const TaskMeta& meta, EvictionReason reason,
+                               const std::string& why) {
+  DF_RETURN_IF_ERROR(DeleteTaskLocked(meta.task_id));
+  const uint64_t bytes = static_cast<uint64_t>(std::max<int64_t>(meta.content_length, 0));
+  DF_LOG_INFO("evicted task_id={} url={} reason={} {} bytes={}", meta.task_id, RedactUrl(meta.url),
+              EvictionReasonName(reason), why, bytes);
+  const auto i = static_cast<size_t>(reason);
+  evicted_tasks_[i].fetch_add(1, std::memory_order_relaxed);
+  evicted_bytes_[i].fetch_add(bytes, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
 Result<int> PieceStore::CollectGarbage(const GcPolicy& policy) {
   int64_t now_ms = NowUnixMs();
   std::lock_guard lock(mu_);
@@ -840,9 +869,10 @@ Result<int> PieceStore::CollectGarbage(const GcPolicy& policy) {
   std::vector<TaskMeta> survivors;
   for (const TaskMeta& m : idle) {
     if (m.done && now_ms - m.accessed_unix_ms > policy.task_ttl_ms) {
-      DF_RETURN_IF_ERROR(DeleteTaskLocked(m.task_id));
-      DF_LOG_INFO("evicted task_id={} reason=ttl unused_s={} bytes={}", m.task_id,
-                  (now_ms - m.accessed_unix_ms) / 1000, std::max<int64_t>(m.content_length, 0));
+      DF_RETURN_IF_ERROR(
+          EvictLocked(m, EvictionReason::kTtl,
+                      fmt::format("unused_s={} ttl_s={}", (now_ms - m.accessed_unix_ms) / 1000,
+                                  policy.task_ttl_ms / 1000)));
       ++deleted;
     } else {
       survivors.push_back(m);
@@ -855,11 +885,10 @@ Result<int> PieceStore::CollectGarbage(const GcPolicy& policy) {
     return a.accessed_unix_ms < b.accessed_unix_ms;
   });
   for (const TaskMeta& m : survivors) {
-    DF_RETURN_IF_ERROR(DeleteTaskLocked(m.task_id));
-    DF_LOG_INFO(
-        "evicted task_id={} reason=disk_high_watermark disk_used={:.3f} high_watermark={} "
-        "bytes={}",
-        m.task_id, *used, policy.disk_high_watermark, std::max<int64_t>(m.content_length, 0));
+    DF_RETURN_IF_ERROR(
+        EvictLocked(m, EvictionReason::kDiskHighWatermark,
+                    fmt::format("disk_used={:.3f} high_watermark={} low_watermark={}", *used,
+                                policy.disk_high_watermark, policy.disk_low_watermark)));
     ++deleted;
     used = DiskUsedFraction(dir_);
     if (!used.ok()) return used.status();

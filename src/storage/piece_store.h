@@ -21,6 +21,8 @@
 // Layout under `dir`:  dir/metadata.db   dir/content/<task_id>
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -194,6 +196,19 @@ struct GcPolicy {
   double disk_low_watermark = 0.70;       // ...delete least recently used tasks down to this
 };
 
+// Why CollectGarbage deleted a task (the `reason` of its log line and of the daemon's
+// df_daemon_evictions_total).
+enum class EvictionReason { kTtl, kDiskHighWatermark };
+inline constexpr size_t kEvictionReasons = 2;
+const char* EvictionReasonName(EvictionReason reason);  // "ttl", "disk_high_watermark"
+
+// Tasks CollectGarbage deleted for one reason since the store was opened, and their content
+// bytes (known content length; 0 for a task whose length was never learned).
+struct EvictionCount {
+  uint64_t tasks = 0;
+  uint64_t bytes = 0;
+};
+
 // The store. Thread-safe.
 class PieceStore {
  public:
@@ -217,8 +232,12 @@ class PieceStore {
 
   // Deletes tasks that are idle (no TaskStorage handle held outside the store) and either
   // expired by TTL or, while disk use is above the high watermark, least recently accessed
-  // until below the low watermark. Returns the number of tasks deleted.
+  // until below the low watermark. Returns the number of tasks deleted. Each deletion is an
+  // eviction: one info line `evicted task_id=... url=... reason=...` (URL redacted) and a count
+  // in evictions().
   Result<int> CollectGarbage(const GcPolicy& policy);
+  // Evictions since Open (never decreases). Thread-safe, lock-free.
+  EvictionCount evictions(EvictionReason reason) const;
 
   // Makes the content of every finished task durable (see Durability above): fdatasync, then
   // content_synced = 1. Returns how many tasks it synced. Called by the daemon's housekeeping
@@ -228,6 +247,8 @@ class PieceStore {
   const std::string& dir() const { return dir_; }
 
  private:
+  // Deletes an idle task for `reason`: its log line and its count. EXCLUSIVE_LOCKS_REQUIRED(mu_).
+  Status EvictLocked(const TaskMeta& meta, EvictionReason reason, const std::string& why);
   friend class TaskStorage;
   PieceStore(std::string dir, void* db);
   Status Exec(const std::string& sql);
@@ -259,6 +280,9 @@ class PieceStore {
   void* db_;                           // sqlite3*, GUARDED_BY(mu_)
   void* insert_piece_stmt_ = nullptr;  // sqlite3_stmt*, GUARDED_BY(mu_); prepared once
   std::unordered_map<std::string, std::shared_ptr<TaskStorage>> tasks_;  // GUARDED_BY(mu_)
+  // Written under mu_ (EvictLocked), read without it (evictions()); indexed by EvictionReason.
+  std::array<std::atomic<uint64_t>, kEvictionReasons> evicted_tasks_{};
+  std::array<std::atomic<uint64_t>, kEvictionReasons> evicted_bytes_{};
 };
 
 }  // namespace df

@@ -10,6 +10,7 @@
 #include "common/grpc_limits.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/version.h"
 #include "learning/dataset.h"
 #include "learning/features.h"
 #include "trainer/config.h"
@@ -136,7 +137,8 @@ int main(int argc, char** argv) {
     return Fail(std::string(e.what()) + " (see --help)");
   }
   if (version) {
-    std::printf("dftrainer 0.1.0 (feature version %d)\n", df::learning::kFeatureVersion);
+    std::printf("%s\nfeature version %d\n", df::VersionLine("dftrainer").c_str(),
+                df::learning::kFeatureVersion);
     return 0;
   }
   df::trainer::TrainerConfig config;

@@ -29,6 +29,7 @@ REQUIRED = {
     "decision latency": "df_scheduler_decision_duration_seconds_bucket",
     "hosts": "df_scheduler_hosts",
     "peers": "df_scheduler_peers",
+    "evictions": "df_daemon_evicted_bytes_total",
 }
 
 

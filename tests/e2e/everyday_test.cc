@@ -305,6 +305,7 @@ TEST_F(EverydayTest, ProgressBarInATerminalFitsItsWidthAndEndsWithTheSummary) {
         << out;
     std::vector<std::string> bars;
     std::string screen;
+    Clock::time_point first_bar, last_bar;  // when the bar was first and last seen
     auto deadline = Clock::now() + std::chrono::seconds(60);
     while (Clock::now() < deadline) {
       bench::Run({"tmux", "-L", tmux_server, "capture-pane", "-p", "-t", tag}, &screen);
@@ -319,6 +320,8 @@ TEST_F(EverydayTest, ProgressBarInATerminalFitsItsWidthAndEndsWithTheSummary) {
       EXPECT_EQ(nonblank.size(), 1u) << "the bar took more than one line:\n" << screen;
       const std::string& bar = nonblank[0];
       EXPECT_LT(static_cast<int>(bar.find_last_not_of(' ')), width - 1) << bar;
+      if (bars.empty()) first_bar = Clock::now();
+      last_bar = Clock::now();
       if (bars.empty() || bars.back() != bar) bars.push_back(bar);
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -330,6 +333,13 @@ TEST_F(EverydayTest, ProgressBarInATerminalFitsItsWidthAndEndsWithTheSummary) {
     }
     std::cout << "--- final screen:\n" << screen;
     EXPECT_GE(bars.size(), 8u) << "a bar that hardly moved over a ~6 s download";
+    // At least 4 redraws a second from piece-level progress (1 MiB pieces take about 1 s
+    // here): sampled every 100 ms or so, a bar that changes only per piece, or twice a second,
+    // shows at most 2 distinct lines a second.
+    const double visible = Seconds(last_bar - first_bar);
+    std::cout << "--- " << bars.size() << " distinct bars in " << visible << " s\n";
+    EXPECT_GE(static_cast<double>(bars.size() - 1), 3.0 * visible)
+        << bars.size() << " distinct bars in " << visible << " s";
     EXPECT_NE(screen.find("downloaded 12.0 MiB in"), std::string::npos) << screen;
     EXPECT_NE(screen.find("from the origin"), std::string::npos) << screen;
     std::istringstream final_lines(screen);
@@ -341,6 +351,47 @@ TEST_F(EverydayTest, ProgressBarInATerminalFitsItsWidthAndEndsWithTheSummary) {
     EXPECT_EQ(screen.find("ETA"), std::string::npos) << "a piece of the bar is left:\n" << screen;
   }
   bench::Run({"tmux", "-L", tmux_server, "kill-server"}, &out);
+}
+
+// A download that fails in a terminal leaves nothing but the error line: the bar it showed
+// while the bytes came is erased first.
+TEST_F(EverydayTest, AFailedDownloadInATerminalLeavesOnlyTheErrorLine) {
+  std::string out;
+  if (bench::Run({"tmux", "-V"}, &out) != 0) GTEST_SKIP() << "no tmux (scripts/install-deps.sh)";
+  bench::MakeFile(root_ + "/e.bin", 3 * kMiB);
+  NginxOrigin origin(root_, "512k");  // about 3 s of bar before the digest check
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon({"--origin-concurrency", "2"});
+  const std::string tmux_server = "df-everyday-fail-" + std::to_string(::getpid());
+  const std::string cmd = Bin("dfget/dfget") + " --daemon-sock " + sock_ + " " +
+                          origin.Url("e.bin") + " -O " + Out("e.bin") +
+                          " --digest sha256:" + std::string(64, 'a') + "; echo EXIT=$?; sleep 120";
+  ASSERT_EQ(bench::Run({"tmux", "-L", tmux_server, "-f", "/dev/null", "new-session", "-d", "-s",
+                        "fail", "-x", "250", "-y", "6", cmd},
+                       &out),
+            0)
+      << out;
+  bool saw_bar = false;
+  std::string screen;
+  for (auto deadline = Clock::now() + std::chrono::seconds(60); Clock::now() < deadline;) {
+    bench::Run({"tmux", "-L", tmux_server, "capture-pane", "-p", "-t", "fail"}, &screen);
+    if (screen.find("EXIT=") != std::string::npos) break;
+    saw_bar = saw_bar || screen.find('%') != std::string::npos;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  bench::Run({"tmux", "-L", tmux_server, "kill-server"}, &out);
+  std::cout << "--- final screen:\n" << screen;
+  EXPECT_TRUE(saw_bar) << "no bar was ever drawn: the test shows nothing";
+  std::vector<std::string> nonblank;
+  std::istringstream lines(screen);
+  for (std::string l; std::getline(lines, l);) {
+    if (l.find_first_not_of(' ') != std::string::npos) nonblank.push_back(l);
+  }
+  ASSERT_EQ(nonblank.size(), 2u) << screen;
+  EXPECT_EQ(nonblank[0].rfind("dfget: ", 0), 0u) << nonblank[0];
+  EXPECT_NE(nonblank[0].find("digest mismatch"), std::string::npos) << nonblank[0];
+  EXPECT_EQ(nonblank[1].rfind("EXIT=1", 0), 0u) << nonblank[1];
+  EXPECT_EQ(screen.find('%'), std::string::npos) << "the bar was left on screen:\n" << screen;
 }
 
 // Metrics an operator can alert on: every *_total is typed counter; bytes by source, tasks
@@ -468,6 +519,8 @@ TEST_F(EverydayTest, PrometheusScrapesTheDaemonAndTheScheduler) {
            {"df_daemon_storage_bytes", "gauge"},
            {"df_daemon_running_tasks", "gauge"},
            {"df_daemon_piece_connections", "gauge"},
+           {"df_daemon_evictions_total", "counter"},
+           {"df_daemon_evicted_bytes_total", "counter"},
            {"df_scheduler_decisions_total", "counter"},
            {"df_scheduler_decision_duration_seconds", "histogram"},
            {"df_scheduler_schedule_latency_seconds", "histogram"},
@@ -530,15 +583,161 @@ TEST_F(EverydayTest, DaemonLogsSayWhatHappenedWithoutSecrets) {
   EXPECT_NE(log.find("reason=DeadlineExceeded: client timeout"), std::string::npos) << log;
 }
 
+// Count of `needle` in `text`.
+size_t Count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// Polls http://127.0.0.1:port/metrics until every line of `want` is in it (the daemon mirrors
+// its counters every second); the last scrape.
+std::string ScrapeUntil(uint16_t port, const std::vector<std::string>& want) {
+  std::string text;
+  for (int i = 0; i < 100; ++i) {
+    bench::Run({"curl", "-sf", "http://127.0.0.1:" + std::to_string(port) + "/metrics"}, &text);
+    if (std::all_of(want.begin(), want.end(), [&](const std::string& w) {
+          return text.find(w + "\n") != std::string::npos;
+        })) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return text;
+}
+
+// The storage GC evicts a task unused for --task-ttl, and (on `dfcache gc`) the least recently
+// used tasks while the disk is above --disk-high-watermark: each eviction is one log line with
+// the task id, its redacted URL and the reason, and df_daemon_evictions_total /
+// df_daemon_evicted_bytes_total count it under that reason.
+TEST_F(EverydayTest, StorageGcEvictionsAreLoggedAndCountedByReason) {
+  bench::MakeFile(root_ + "/old.bin", 3 * kMiB);
+  bench::MakeFile(root_ + "/big.bin", 2 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  const std::string old_url = origin.Url("old.bin") + "?token=SECRET3";
+  const std::string big_url = origin.Url("big.bin");
+  const std::string old_id = TaskId(TaskIdInput{old_url, "", "", 0, {}});
+  const std::string big_id = TaskId(TaskIdInput{big_url, "", "", 0, {}});
+  std::string out;
+  {
+    SCOPED_TRACE("ttl");
+    const uint16_t port = bench::FreePort();
+    Process daemon =
+        StartDaemon({"--ip", "127.0.0.1", "--gc-interval", "200ms", "--task-ttl", "1s"}, port);
+    ASSERT_EQ(bench::Run(Dfget({"--no-progress", old_url, "-O", Out("old.bin")}), &out), 0) << out;
+    const std::string text = ScrapeUntil(
+        port, {"df_daemon_evictions_total{reason=\"ttl\"} 1",
+               "df_daemon_evicted_bytes_total{reason=\"ttl\"} " + std::to_string(3 * kMiB)});
+    EXPECT_NE(text.find("# TYPE df_daemon_evictions_total counter\n"), std::string::npos);
+    EXPECT_NE(text.find("# TYPE df_daemon_evicted_bytes_total counter\n"), std::string::npos);
+    EXPECT_NE(text.find("df_daemon_evictions_total{reason=\"ttl\"} 1\n"), std::string::npos)
+        << text;
+    EXPECT_NE(text.find("df_daemon_evicted_bytes_total{reason=\"ttl\"} " +
+                        std::to_string(3 * kMiB) + "\n"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("df_daemon_evictions_total{reason=\"disk_high_watermark\"} 0\n"),
+              std::string::npos)
+        << text;
+    ASSERT_EQ(Dfcache({"stat", old_url}, &out), 1) << "not evicted: " << out;
+    daemon.Stop();
+    const std::string log = ReadFile(dir_.path() + "/dfdaemon.log");
+    EXPECT_EQ(Count(log, "evicted task_id=" + old_id + " url=" + origin.Url("old.bin") +
+                             "?token=REDACTED reason=ttl "),
+              1u)
+        << log;
+    EXPECT_EQ(log.find("SECRET"), std::string::npos) << log;
+  }
+  {
+    SCOPED_TRACE("disk_high_watermark");
+    std::filesystem::remove(dir_.path() + "/dfdaemon.log");
+    const uint16_t port = bench::FreePort();
+    // Any used disk is above this watermark; GC runs only when dfcache asks.
+    Process daemon =
+        StartDaemon({"--ip", "127.0.0.1", "--gc-interval", "1h", "--disk-high-watermark",
+                     "0.000000001", "--disk-low-watermark", "0.0000000001"},
+                    port);
+    ASSERT_EQ(bench::Run(Dfget({"--no-progress", big_url, "-O", Out("big.bin")}), &out), 0) << out;
+    ASSERT_EQ(Dfcache({"stat", big_url}, &out), 0) << out;
+    ASSERT_EQ(Dfcache({"gc"}, &out), 0) << out;
+    EXPECT_NE(out.find("gc removed 1 tasks"), std::string::npos) << out;
+    EXPECT_EQ(Dfcache({"stat", big_url}, &out), 1) << "not evicted: " << out;
+    const std::string text =
+        ScrapeUntil(port, {"df_daemon_evictions_total{reason=\"disk_high_watermark\"} 1",
+                           "df_daemon_evicted_bytes_total{reason=\"disk_high_watermark\"} " +
+                               std::to_string(2 * kMiB)});
+    EXPECT_NE(text.find("df_daemon_evictions_total{reason=\"disk_high_watermark\"} 1\n"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("df_daemon_evicted_bytes_total{reason=\"disk_high_watermark\"} " +
+                        std::to_string(2 * kMiB) + "\n"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("df_daemon_evictions_total{reason=\"ttl\"} 0\n"), std::string::npos)
+        << text;
+    daemon.Stop();
+    const std::string log = ReadFile(dir_.path() + "/dfdaemon.log");
+    EXPECT_EQ(Count(log, "evicted task_id=" + big_id + " url=" + big_url +
+                             " reason=disk_high_watermark "),
+              1u)
+        << log;
+  }
+}
+
+// A client that goes away mid-download (dfget killed) ends its stream with a line that says so;
+// the task goes on for the cache and finishes.
+TEST_F(EverydayTest, AClientThatGoesAwayIsLoggedAsCancelled) {
+  bench::MakeFile(root_ + "/c.bin", 2 * kMiB);
+  NginxOrigin origin(root_, "256k");  // two 1 MiB pieces at 256 KiB/s each: about 4 s
+  ASSERT_TRUE(origin.ok());
+  Process daemon = StartDaemon({"--origin-concurrency", "2"});
+  const std::string url = origin.Url("c.bin");
+  const std::string id = TaskId(TaskIdInput{url, "", "", 0, {}});
+  Process dfget = Process::Start(Dfget({"--no-progress", url, "-O", Out("c.bin")}), Err());
+  const std::string log_path = dir_.path() + "/dfdaemon.log";
+  for (int i = 0; i < 100 && ReadFile(log_path).find("task_id=" + id) == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  dfget.Kill(SIGKILL);
+  dfget.Wait();
+  std::string log;
+  for (int i = 0; i < 300; ++i) {
+    log = ReadFile(log_path);
+    if (log.find("task " + id + " finished") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(Count(log, "download stream ended task_id=" + id + " reason=client cancelled"), 1u)
+      << log;
+  EXPECT_EQ(Count(log, "task " + id + " finished"), 1u) << "the task stopped with its client:\n"
+                                                        << log;
+}
+
+// The binaries of this test's NEEDS must be there; the others (the libtorch services, the
+// benchmarks) are checked when they were built.
 TEST_F(EverydayTest, EveryBinaryPrintsTheOneVersion) {
   std::string first;
-  for (const std::string bin : {"dfget/dfget", "daemon/dfdaemon", "scheduler/dfscheduler",
-                                "bench/dfbench", "dfcache/dfcache"}) {
+  const std::vector<std::pair<std::string, bool>> binaries = {
+      {"dfget/dfget", true},
+      {"daemon/dfdaemon", true},
+      {"scheduler/dfscheduler", true},
+      {"bench/dfbench", true},
+      {"dfcache/dfcache", true},
+      {"trainer/dftrainer", false},
+      {"inference/dfinference", false},
+      {"inference/dfinference_bench", false},
+      {"scheduler/scheduler_bench", false},
+      {"scheduler/store_bench", false},
+      {"scheduler/tls_bench", false},
+      {"daemon/tools/df_piece_bench", false}};
+  for (const auto& [bin, required] : binaries) {
+    if (!required && !std::filesystem::exists(Bin(bin))) continue;
     std::string out;
     ASSERT_EQ(bench::Run({Bin(bin), "--version"}, &out), 0) << bin << ": " << out;
     std::string name = std::filesystem::path(bin).filename();
     ASSERT_EQ(out.rfind(name + " ", 0), 0u) << out;
-    std::string version = out.substr(name.size() + 1);
+    std::string version = out.substr(name.size() + 1, out.find('\n') - name.size() - 1);
     EXPECT_EQ(version.rfind("0.", 0), 0u) << "the CMake project version first: " << out;
     if (first.empty()) first = version;
     EXPECT_EQ(version, first) << bin << " prints another version";
@@ -600,6 +799,54 @@ TEST_F(EverydayTest, AutoStartedDaemonServesMetricsOnTheAskedPort) {
   EXPECT_EQ(out.substr(0, 2), "ok") << out;
   ASSERT_EQ(bench::Run({"curl", "-sf", "http://" + address + "/metrics"}, &out), 0) << out;
   EXPECT_NE(out.find("# TYPE df_daemon_tasks_started_total counter"), std::string::npos) << out;
+}
+
+// An auto-started daemon given a scheduler (dfget --scheduler) announces its host and is a
+// parent for other peers: a second daemon downloads the file from it, and the origin serves it
+// once.
+TEST_F(EverydayTest, AutoStartedDaemonWithASchedulerIsAParentForOthers) {
+  bench::MakeFile(root_ + "/p.bin", 4 * kMiB);
+  NginxOrigin origin(root_);
+  ASSERT_TRUE(origin.ok());
+  const uint16_t scheduler_port = bench::FreePort();
+  Process scheduler =
+      Process::Start({Bin("scheduler/dfscheduler"), "--listen",
+                      "127.0.0.1:" + std::to_string(scheduler_port), "--metrics", ""},
+                     dir_.path() + "/dfscheduler.log");
+  ASSERT_TRUE(bench::WaitForTcp(scheduler_port, 10000));
+  const std::string scheduler_address = "127.0.0.1:" + std::to_string(scheduler_port);
+  DaemonsStopper stopper{sock_};
+  std::string out;
+  ASSERT_EQ(bench::Run(Dfget({"--no-progress", "--scheduler", scheduler_address,
+                              origin.Url("p.bin"), "-O", Out("p1.bin")}),
+                       &out),
+            0)
+      << out;
+  ASSERT_EQ(DaemonPids(sock_).size(), 1u) << out;
+
+  const std::string other_sock = dir_.path() + "/other.sock";
+  const uint16_t other_metrics = bench::FreePort();
+  Process other = Process::Start(
+      {Bin("daemon/dfdaemon"), "--sock", other_sock, "--data-dir", dir_.path() + "/other-data",
+       "--grpc-port", "0", "--piece-port", "0", "--metrics-port", std::to_string(other_metrics),
+       "--proxy-port", "0", "--ip", "127.0.0.1", "--scheduler", scheduler_address},
+      dir_.path() + "/other.log");
+  ASSERT_TRUE(bench::WaitForUnixSocket(other_sock, 30000));
+  ASSERT_EQ(bench::Run({Bin("dfget/dfget"), "--daemon-sock", other_sock, "--data-dir",
+                        dir_.path() + "/other-data", "--no-progress", origin.Url("p.bin"), "-O",
+                        Out("p2.bin")},
+                       &out),
+            0)
+      << out;
+  EXPECT_EQ(Sha256File(Out("p2.bin")).value(), Sha256File(Out("p1.bin")).value());
+  const std::string text =
+      ScrapeUntil(other_metrics,
+                  {"df_daemon_download_bytes_total{source=\"peer\"} " + std::to_string(4 * kMiB)});
+  EXPECT_NE(text.find("df_daemon_download_bytes_total{source=\"peer\"} " +
+                      std::to_string(4 * kMiB) + "\n"),
+            std::string::npos)
+      << text << ReadFile(dir_.path() + "/other.log");
+  EXPECT_EQ(origin.BytesServed(), 4 * kMiB) << "the second download went to the origin";
 }
 
 // Several dfgets racing to auto-start get one daemon (the data dir's and socket's flocks), and

@@ -434,6 +434,16 @@ TEST_F(OciMirrorTest, RangeRequestsGet206WithContentRange) {
   EXPECT_EQ(r->status, 416);
   EXPECT_EQ(r->get_header_value("Content-Range"), "bytes */" + size);
   EXPECT_EQ(daemon->Requests("p2p"), 3) << "every range served from the one task";
+
+  // The first line about the blob's task (its id is the digest's hex) names it and its URL.
+  const std::string id = layer.digest.substr(layer.digest.find(':') + 1);
+  std::istringstream log(ReadFile(dir_.path() + "/peer.log"));
+  std::string first;
+  for (std::string line; first.empty() && std::getline(log, line);) {
+    if (line.find(id) != std::string::npos) first = line;
+  }
+  EXPECT_NE(first.find("task_id=" + id), std::string::npos) << first;
+  EXPECT_NE(first.find(" url=" + registry.Url() + path), std::string::npos) << first;
 }
 
 // A static file server is a registry as far as blob GETs and HEADs go: nginx, rate-limited, lets

@@ -170,5 +170,18 @@ TEST(SchedulerConfig, ProbeOptions) {
   }
 }
 
+TEST(SchedulerConfig, BackgroundStall) {
+  SchedulerConfig c;
+  EXPECT_EQ(c.background_stall_ms, 10'000u);
+  EXPECT_TRUE(SetOption(c, "background-stall", "2s").ok());
+  EXPECT_EQ(c.background_stall_ms, 2'000u);
+  EXPECT_FALSE(SetOption(c, "background_stall", "50ms").ok()) << "below the 20 ms tick's noise";
+  auto loaded = LoadConfigFromString("background_stall: 30s\n", "test.yaml", SchedulerConfig{});
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->background_stall_ms, 30'000u);
+  EXPECT_NE(std::find(OptionNames().begin(), OptionNames().end(), "background_stall"),
+            OptionNames().end());
+}
+
 }  // namespace
 }  // namespace df::scheduler

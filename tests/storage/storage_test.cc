@@ -443,9 +443,13 @@ TEST(PieceStore, GcDeletesExpiredIdleFinishedTasksOnly) {
   EXPECT_EQ(store->FindTask("old-done"), nullptr);
   EXPECT_NE(store->FindTask("partial"), nullptr);  // unfinished tasks do not expire by TTL
   EXPECT_NE(store->FindTask("held"), nullptr);     // in use
+  EXPECT_EQ(store->evictions(EvictionReason::kTtl).tasks, 1u);
+  EXPECT_EQ(store->evictions(EvictionReason::kTtl).bytes, kPieceLength);
+  EXPECT_EQ(store->evictions(EvictionReason::kDiskHighWatermark).tasks, 0u);
 
   policy.task_ttl_ms = 3600 * 1000;
   EXPECT_EQ(store->CollectGarbage(policy).value(), 0);
+  EXPECT_EQ(store->evictions(EvictionReason::kTtl).tasks, 1u);  // counts never go back
 }
 
 TEST(PieceStore, GcAboveHighWatermarkSparesTasksInUse) {
@@ -460,6 +464,9 @@ TEST(PieceStore, GcAboveHighWatermarkSparesTasksInUse) {
   EXPECT_EQ(store->CollectGarbage(policy).value(), 1);
   EXPECT_EQ(store->FindTask("a"), nullptr);
   EXPECT_NE(store->FindTask("held"), nullptr);
+  EXPECT_EQ(store->evictions(EvictionReason::kDiskHighWatermark).tasks, 1u);
+  EXPECT_EQ(store->evictions(EvictionReason::kDiskHighWatermark).bytes, kPieceLength);
+  EXPECT_EQ(store->evictions(EvictionReason::kTtl).tasks, 0u);
 }
 
 // The order needs a filesystem whose use the test controls: a small tmpfs of its own (root).

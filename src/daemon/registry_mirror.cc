@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <prometheus/counter.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "common/digest.h"
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/redact.h"
 #include "common/task_spec.h"
 #include "daemon/services.h"
 
@@ -214,6 +216,8 @@ struct RegistryMirror::Impl {
   Impl(const DaemonConfig& c, TaskManager& m, PieceStore& s, BackendRegistry& b,
        prometheus::Registry* registry)
       : config(c), manager(m), store(s), backends(b) {
+    // ValidateDaemonConfig compiled them already: a failure here cannot happen; no rules then.
+    if (auto r = ProxyRules::Compile(c.proxy_rules); r.ok()) rules = std::move(r).value();
     if (registry) {
       requests = &prometheus::BuildCounter()
                       .Name("df_daemon_proxy_requests_total")
@@ -270,10 +274,16 @@ struct RegistryMirror::Impl {
   // The blob straight from the registry, verified, in an unlinked temporary file.
   Result<std::pair<UniqueFd, uint64_t>> FetchDirect(const std::string& url, const BlobRef& blob,
                                                     const std::map<std::string, std::string>& h);
-  static void Serve(const httplib::Request& req, httplib::Response& res, UniqueFd fd,
-                    uint64_t size);
+  static void Serve(const httplib::Request& req, httplib::Response& res, UniqueFd fd, uint64_t size,
+                    const std::string& content_type = "application/octet-stream");
+  // A GET a proxy rule matched: the registry's HEAD with the client's headers decides (anything
+  // but 200 and the GET passes through); then the task keyed by the URL serves it, with the
+  // HEAD's Content-Type and Docker-Content-Digest. A failed task passes the GET through.
+  void ServeByRule(const httplib::Request& req, httplib::Response& res, const std::string& upstream,
+                   const std::map<std::string, std::string>& headers);
 
   const DaemonConfig& config;
+  ProxyRules rules;
   TaskManager& manager;
   PieceStore& store;
   BackendRegistry& backends;
@@ -350,8 +360,37 @@ void RegistryMirror::Impl::Handle(const httplib::Request& req, httplib::Response
       }
       return ServeBlob(req, res, upstream.value(), headers, blob->value());
     }
+    if (rules.Matches(req.path)) return ServeByRule(req, res, upstream.value(), headers);
   }
   PassThrough(req, res, upstream.value(), headers);
+}
+
+void RegistryMirror::Impl::ServeByRule(const httplib::Request& req, httplib::Response& res,
+                                       const std::string& upstream,
+                                       const std::map<std::string, std::string>& headers) {
+  const std::string target = UpstreamTarget(req.target);
+  httplib::Result head = NewUpstreamClient(upstream)->Head(target.c_str(), ToHeaders(headers));
+  if (!head || head->status != 200) return PassThrough(req, res, upstream, headers);
+  TaskSpec spec;
+  spec.url = upstream + target;
+  if (!ValidateTaskSpec(spec, UrlPolicy{}).ok()) return PassThrough(req, res, upstream, headers);
+  auto task = manager.Acquire(RequestOf(spec, headers));
+  auto fd = task.ok() ? WaitForContent(*task.value()) : Result<UniqueFd>(task.status());
+  struct stat st {};
+  if (!fd.ok() || ::fstat(fd.value().get(), &st) != 0) {
+    DF_LOG_WARN("mirror: the task for {} failed ({}); passing the request through",
+                RedactUrl(spec.url), fd.ok() ? "fstat" : fd.status().ToString());
+    Count("fallback");
+    return PassThrough(req, res, upstream, headers);
+  }
+  Count("p2p");
+  res.set_header(kHeaderDragonflyTaskId, task.value()->request().task_id);
+  if (head->has_header("Docker-Content-Digest")) {
+    res.set_header("Docker-Content-Digest", head->get_header_value("Docker-Content-Digest"));
+  }
+  std::string type = head->get_header_value("Content-Type");
+  Serve(req, res, std::move(fd).value(), static_cast<uint64_t>(st.st_size),
+        type.empty() ? "application/octet-stream" : type);
 }
 
 void RegistryMirror::Impl::PassThrough(const httplib::Request& req, httplib::Response& res,
@@ -619,7 +658,7 @@ Result<std::pair<UniqueFd, uint64_t>> RegistryMirror::Impl::FetchDirect(
 }
 
 void RegistryMirror::Impl::Serve(const httplib::Request& req, httplib::Response& res, UniqueFd fd,
-                                 uint64_t size) {
+                                 uint64_t size, const std::string& content_type) {
   res.set_header("Accept-Ranges", "bytes");
   auto range = ResolveRange(req.get_header_value("Range"), size);
   if (range && !range->ok()) {
@@ -638,12 +677,12 @@ void RegistryMirror::Impl::Serve(const httplib::Request& req, httplib::Response&
                                         std::to_string(size));
   }
   if (length == 0) {
-    res.set_content("", "application/octet-stream");
+    res.set_content("", content_type);
     return;
   }
   auto file = std::make_shared<UniqueFd>(std::move(fd));
   auto buffer = std::make_shared<std::vector<char>>(kServeChunkBytes);
-  res.set_content_provider(length, "application/octet-stream",
+  res.set_content_provider(length, content_type,
                            [file, buffer, first](size_t offset, size_t n, httplib::DataSink& sink) {
                              const size_t want = std::min(n, buffer->size());
                              ssize_t got = ::pread(file->get(), buffer->data(), want,

@@ -74,8 +74,10 @@ class TokenRealm {
       const std::string& scope = it->second;
       const size_t a = scope.find(':'), b = scope.rfind(':');
       if (a == std::string::npos || a == b) continue;
-      std::string actions = "\"" + scope.substr(b + 1) + "\"";
-      for (size_t p; (p = actions.find(',')) != std::string::npos;) actions.replace(p, 1, "\",\"");
+      std::string actions;
+      for (char c : scope.substr(b + 1))
+        actions += c == ',' ? std::string("\",\"") : std::string(1, c);
+      actions = "\"" + actions + "\"";
       access += std::string(access.empty() ? "" : ",") + "{\"type\":\"" + scope.substr(0, a) +
                 "\",\"name\":\"" + scope.substr(a + 1, b - a - 1) + "\",\"actions\":[" + actions +
                 "]}";

@@ -259,6 +259,18 @@ struct RegistryMirror::Impl {
                   const std::string& url, const BlobRef& blob,
                   const std::map<std::string, std::string>& h);
   struct BlobStream;
+  struct RangeStream;
+  // Answers 206 for `range` of the blob, streamed from the task's pieces as they finish
+  // (RangeNext).
+  void StreamRange(httplib::Response& res, std::shared_ptr<PeerTask> task, uint64_t size,
+                   ByteRange range, const std::string& url, const BlobRef& blob,
+                   const std::map<std::string, std::string>& h);
+  // Sends the next bytes of the range at `offset` (bytes of the range sent so far): from a
+  // finished piece of the task while every piece it took from a parent was checked against its
+  // origin digest; from the registry once the task failed, stalled or took a piece on CRC32C
+  // alone. False aborts the response.
+  bool RangeNext(RangeStream& st, uint64_t offset, httplib::DataSink& sink);
+  bool RangeFromRegistry(RangeStream& st, uint64_t at, httplib::DataSink& sink);
   // Serves a blob whose task is done in storage (a cache hit) without starting a task (which
   // would hash the whole blob again); false when there is no such content.
   bool ServeFromCache(const httplib::Request& req, httplib::Response& res, const std::string& url,
@@ -738,9 +750,15 @@ Status RegistryMirror::Impl::ServeFromTask(const httplib::Request& req, httplib:
   if (!size.ok()) return size.status();
   res.set_header(kHeaderDragonflyTaskId, blob.digest.substr(7));
   res.set_header("Docker-Content-Digest", blob.digest);
+  if (auto range = ResolveRange(req.get_header_value("Range"), size.value());
+      range && range->ok()) {
+    Count("p2p");
+    StreamRange(res, std::move(task).value(), size.value(), range->value(), url, blob, headers);
+    return Status::Ok();
+  }
   if (req.has_header("Range") || size.value() == 0) {
-    // A range is served from verified content only: it would end cleanly before the digest of
-    // the whole blob could be checked.
+    // A range past the end (416) or several ranges (the whole blob) are answered from the
+    // verified content.
     auto fd = WaitForContent(*task.value());
     if (!fd.ok()) {
       res.headers.clear();
@@ -753,6 +771,104 @@ Status RegistryMirror::Impl::ServeFromTask(const httplib::Request& req, httplib:
   Count("p2p");
   StreamTask(res, std::move(task).value(), size.value(), url, blob, headers);
   return Status::Ok();
+}
+
+struct RegistryMirror::Impl::RangeStream {
+  std::shared_ptr<PeerTask> task;
+  std::shared_ptr<TaskStorage> storage;
+  UniqueFd fd;  // the task's content file
+  PieceLayout layout;
+  ByteRange range;
+  std::string url;
+  std::string digest;
+  std::map<std::string, std::string> headers;
+  bool from_registry = false;
+  std::vector<char> buffer = std::vector<char>(kServeChunkBytes);
+  MirrorClock::time_point deadline = MirrorClock::now() + kStreamStallTimeout;
+};
+
+void RegistryMirror::Impl::StreamRange(httplib::Response& res, std::shared_ptr<PeerTask> task,
+                                       uint64_t size, ByteRange range, const std::string& url,
+                                       const BlobRef& blob,
+                                       const std::map<std::string, std::string>& h) {
+  auto st = std::make_shared<RangeStream>();
+  st->storage = task->storage();
+  st->fd = UniqueFd(::open(st->storage->content_path().c_str(), O_RDONLY | O_CLOEXEC));
+  // From the task, which knew the size before WaitForSize returned (the storage's own layout
+  // has no such promise yet).
+  const TaskProgress p = task->Progress();
+  st->layout = PieceLayout{size, p.piece_length};
+  if (p.piece_length == 0) st->from_registry = true;  // cannot happen; never divide by it
+  st->task = std::move(task);
+  st->range = range;
+  st->url = url;
+  st->digest = blob.digest;
+  st->headers = h;
+  res.status = 206;
+  res.set_header("Accept-Ranges", "bytes");
+  res.set_header("Content-Range", "bytes " + std::to_string(range.first) + "-" +
+                                      std::to_string(range.last) + "/" + std::to_string(size));
+  res.set_content_provider(range.last - range.first + 1, "application/octet-stream",
+                           [this, st](size_t offset, size_t, httplib::DataSink& sink) {
+                             return RangeNext(*st, offset, sink);
+                           });
+}
+
+bool RegistryMirror::Impl::RangeNext(RangeStream& st, uint64_t offset, httplib::DataSink& sink) {
+  const uint64_t at = st.range.first + offset;
+  if (st.from_registry) return RangeFromRegistry(st, at, sink);
+  const PieceNumber piece{static_cast<uint32_t>(at / st.layout.piece_length)};
+  while (!st.from_registry) {
+    if (stopping) return false;  // shutting down: the response is cut, never ended cleanly
+    // Checked after HasPiece: a piece taken on CRC32C alone is counted before it is committed.
+    if (st.fd && st.storage->HasPiece(piece) && st.task->Progress().unverified_pieces == 0) {
+      const uint64_t end =
+          std::min(st.layout.offset(piece) + st.layout.length(piece), st.range.last + 1);
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(end - at, st.buffer.size()));
+      for (size_t done = 0; done < n;) {
+        ssize_t got =
+            ::pread(st.fd.get(), st.buffer.data() + done, n - done, static_cast<off_t>(at + done));
+        if (got <= 0) return false;
+        done += static_cast<size_t>(got);
+      }
+      st.deadline = MirrorClock::now() + kStreamStallTimeout;
+      return sink.write(st.buffer.data(), n);
+    }
+    const bool finished = st.task->WaitFinished(kStreamPollMs);
+    const TaskProgress p = st.task->Progress();
+    const bool usable = p.status.ok() && p.unverified_pieces == 0 && st.fd;
+    if (!usable || (finished && !st.storage->HasPiece(piece)) || MirrorClock::now() > st.deadline) {
+      DF_LOG_WARN("mirror: range of {} at byte {}: the task {}; the rest comes from the registry",
+                  st.digest, at,
+                  !p.status.ok()            ? "failed (" + p.status.ToString() + ")"
+                  : p.unverified_pieces > 0 ? std::string("took pieces without an origin digest")
+                                            : std::string("stalled or lost its content"));
+      Count("fallback");
+      st.from_registry = true;
+    }
+  }
+  return RangeFromRegistry(st, at, sink);
+}
+
+bool RegistryMirror::Impl::RangeFromRegistry(RangeStream& st, uint64_t at,
+                                             httplib::DataSink& sink) {
+  auto backend = backends.ForUrl(st.url);
+  if (!backend.ok()) return false;
+  uint64_t position = at;
+  BackendRequest breq{st.url, st.headers, 0, 10000};
+  Status s = backend.value()->Read(breq, at, static_cast<int64_t>(st.range.last + 1 - at),
+                                   [&](const char* data, size_t n) -> Status {
+                                     position += n;
+                                     if (!sink.write(data, n))
+                                       return Status(StatusCode::kCancelled, "client went away");
+                                     return Status::Ok();
+                                   });
+  if (!s.ok() || position != st.range.last + 1) {
+    DF_LOG_WARN("mirror: fetching the rest of a range of {} from the registry failed: {}",
+                st.digest, s.ToString());
+    return false;
+  }
+  return true;
 }
 
 void RegistryMirror::Impl::ServeBlob(const httplib::Request& req, httplib::Response& res,

@@ -285,7 +285,7 @@ class RegistrySession {
     httplib::Headers h = {{"Accept", std::string(kOciIndex) + ", " + kDockerList + ", " +
                                          kOciManifest + ", " + kDockerManifest}};
     if (!authorization_.empty()) h.emplace("Authorization", authorization_);
-    return BoundedGet(*cli_, target, h, kMaxManifestBytes, "manifest " + target);
+    return BoundedGet(*cli_, target, h, kMaxManifestBytes, endpoint_ + target);
   }
 
   Status AnswerChallenge(const std::string& header) {

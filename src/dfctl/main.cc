@@ -5,8 +5,8 @@
 //                 --tls-ca A] [--wait] [--timeout SECONDS]
 //
 // Exit status: 0 done; 1 the scheduler refused or failed the call (its message on stderr);
-// 2 bad usage or configuration; 3 some blob was not preheated (skipped, or not finished by a
-// seed within --timeout with --wait).
+// 2 bad flags, or token or TLS files that cannot be used; 3 some blob was not preheated
+// (skipped, or not finished by a seed within --timeout with --wait).
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 
@@ -137,7 +137,11 @@ int main(int argc, char** argv) {
   preheat->add_option("--timeout", f.timeout_seconds, "longest --wait, seconds")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help and --version are not errors
+  }
   if (f.password.empty()) {
     if (const char* env = std::getenv("DFCTL_PASSWORD")) f.password = env;
   }

@@ -25,8 +25,8 @@ PACKAGES=(
   # the Prometheus server that scrapes a daemon in everyday_test (skipped without it)
   prometheus
   # OCI registry mirror (docs/oci.md): the HTTP library of dfdaemon's mirror; a real registry,
-  # skopeo and htpasswd (bcrypt) for tests/oci
-  libcpp-httplib-dev docker-registry skopeo apache2-utils
+  # skopeo and htpasswd (bcrypt) for tests/oci; RE2 for the mirror's proxy rules
+  libcpp-httplib-dev docker-registry skopeo apache2-utils libre2-dev
 )
 
 missing=()

@@ -92,6 +92,7 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"proxy_port", Port(&c->proxy_port)},
       {"proxy_ip", Scalar(&c->proxy_ip)},
       {"registry_mirror", Scalar(&c->registry_mirror)},
+      {"proxy_rules", StringList(&c->proxy_rules)},
       {"sock", Scalar(&c->sock)},
       {"sock_mode", Mode(&c->sock_mode)},
       {"data_dir", Scalar(&c->data_dir)},
@@ -238,6 +239,7 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   auto upstream = ParseRegistryUpstream(cfg->registry_mirror);
   if (!upstream.ok()) return InvalidArgument("registry_mirror: " + upstream.status().message());
   cfg->registry_mirror = upstream.value();
+  DF_RETURN_IF_ERROR(ProxyRules::Compile(cfg->proxy_rules).status());
   return Status::Ok();
 }
 

@@ -25,6 +25,10 @@ struct DaemonConfig {
   // The mirror's upstream for requests that name none (no X-Dragonfly-Registry, no ns):
   // "http(s)://host[:port]", normalised by validation.
   std::string registry_mirror = "https://index.docker.io";
+  // Regular expressions (RE2) on mirror request paths: a GET under /v2/ whose path matches one
+  // goes P2P as a task keyed by its URL (Dragonfly's proxy.rules; registry_upstream.h). Blob
+  // GETs go P2P without a rule. Checked by ValidateDaemonConfig.
+  std::vector<std::string> proxy_rules;
   std::string sock = "/tmp/dfdaemon.sock";  // DfdaemonDownload local API
   // Permission bits of `sock` (octal in YAML: "0660"). Owner read/write always; group bits let
   // a group of users run dfget against this daemon; bits for others are refused.

@@ -199,6 +199,9 @@ int main(int argc, char** argv) {
                  "Mirror upstream for requests without X-Dragonfly-Registry or ns, "
                  "http(s)://host[:port]")
       ->capture_default_str();
+  app.add_option("--proxy-rule", cfg.proxy_rules,
+                 "Regular expression (RE2) on mirror request paths: matching GETs under /v2/ go "
+                 "P2P as tasks keyed by their URL (repeatable; blob GETs always do; docs/oci.md)");
   app.add_option("--idc", cfg.idc, "Data centre / rack of this host");
   app.add_option("--location", cfg.location, "Location 'country|region|zone'");
   app.add_option("--concurrency", cfg.concurrency,

@@ -197,6 +197,7 @@ TaskProgress PeerTask::Progress() const {
   p.bytes_from_peers = bytes_from_peers_;
   p.endgame_duplicates = endgame_duplicates_;
   p.endgame_duplicate_bytes = endgame_duplicate_bytes_;
+  p.unverified_pieces = unverified_pieces_;
   p.finished = finished_;
   p.status = status_;
   return p;

@@ -109,6 +109,9 @@ struct TaskProgress {
   // piece length whether it won or lost; a cut one counts nothing). Not in the two above.
   uint32_t endgame_duplicates = 0;
   uint64_t endgame_duplicate_bytes = 0;
+  // Pieces taken from a parent on CRC32C alone (no origin digest to check them against, see
+  // docs/security.md); 0 when every piece was checked or came from the origin.
+  uint32_t unverified_pieces = 0;
   bool finished = false;
   Status status;  // meaningful once finished
 };

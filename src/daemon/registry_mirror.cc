@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <prometheus/counter.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -215,6 +216,8 @@ struct RegistryMirror::Impl {
   Impl(const DaemonConfig& c, TaskManager& m, PieceStore& s, BackendRegistry& b,
        prometheus::Registry* registry)
       : config(c), manager(m), store(s), backends(b) {
+    // ValidateDaemonConfig compiled them already: a failure here cannot happen; no rules then.
+    if (auto r = ProxyRules::Compile(c.proxy_rules); r.ok()) rules = std::move(r).value();
     if (registry) {
       requests = &prometheus::BuildCounter()
                       .Name("df_daemon_proxy_requests_total")
@@ -256,6 +259,18 @@ struct RegistryMirror::Impl {
                   const std::string& url, const BlobRef& blob,
                   const std::map<std::string, std::string>& h);
   struct BlobStream;
+  struct RangeStream;
+  // Answers 206 for `range` of the blob, streamed from the task's pieces as they finish
+  // (RangeNext).
+  void StreamRange(httplib::Response& res, std::shared_ptr<PeerTask> task, uint64_t size,
+                   ByteRange range, const std::string& url, const BlobRef& blob,
+                   const std::map<std::string, std::string>& h);
+  // Sends the next bytes of the range at `offset` (bytes of the range sent so far): from a
+  // finished piece of the task while every piece it took from a parent was checked against its
+  // origin digest; from the registry once the task failed, stalled or took a piece on CRC32C
+  // alone. False aborts the response.
+  bool RangeNext(RangeStream& st, uint64_t offset, httplib::DataSink& sink);
+  bool RangeFromRegistry(RangeStream& st, uint64_t at, httplib::DataSink& sink);
   // Serves a blob whose task is done in storage (a cache hit) without starting a task (which
   // would hash the whole blob again); false when there is no such content.
   bool ServeFromCache(const httplib::Request& req, httplib::Response& res, const std::string& url,
@@ -271,10 +286,16 @@ struct RegistryMirror::Impl {
   // The blob straight from the registry, verified, in an unlinked temporary file.
   Result<std::pair<UniqueFd, uint64_t>> FetchDirect(const std::string& url, const BlobRef& blob,
                                                     const std::map<std::string, std::string>& h);
-  static void Serve(const httplib::Request& req, httplib::Response& res, UniqueFd fd,
-                    uint64_t size);
+  static void Serve(const httplib::Request& req, httplib::Response& res, UniqueFd fd, uint64_t size,
+                    const std::string& content_type = "application/octet-stream");
+  // A GET a proxy rule matched: the registry's HEAD with the client's headers decides (anything
+  // but 200 and the GET passes through); then the task keyed by the URL serves it, with the
+  // HEAD's Content-Type and Docker-Content-Digest. A failed task passes the GET through.
+  void ServeByRule(const httplib::Request& req, httplib::Response& res, const std::string& upstream,
+                   const std::map<std::string, std::string>& headers);
 
   const DaemonConfig& config;
+  ProxyRules rules;
   TaskManager& manager;
   PieceStore& store;
   BackendRegistry& backends;
@@ -351,8 +372,37 @@ void RegistryMirror::Impl::Handle(const httplib::Request& req, httplib::Response
       }
       return ServeBlob(req, res, upstream.value(), headers, blob->value());
     }
+    if (rules.Matches(req.path)) return ServeByRule(req, res, upstream.value(), headers);
   }
   PassThrough(req, res, upstream.value(), headers);
+}
+
+void RegistryMirror::Impl::ServeByRule(const httplib::Request& req, httplib::Response& res,
+                                       const std::string& upstream,
+                                       const std::map<std::string, std::string>& headers) {
+  const std::string target = UpstreamTarget(req.target);
+  httplib::Result head = NewUpstreamClient(upstream)->Head(target.c_str(), ToHeaders(headers));
+  if (!head || head->status != 200) return PassThrough(req, res, upstream, headers);
+  TaskSpec spec;
+  spec.url = upstream + target;
+  if (!ValidateTaskSpec(spec, UrlPolicy{}).ok()) return PassThrough(req, res, upstream, headers);
+  auto task = manager.Acquire(RequestOf(spec, headers));
+  auto fd = task.ok() ? WaitForContent(*task.value()) : Result<UniqueFd>(task.status());
+  struct stat st {};
+  if (!fd.ok() || ::fstat(fd.value().get(), &st) != 0) {
+    DF_LOG_WARN("mirror: the task for {} failed ({}); passing the request through",
+                RedactUrl(spec.url), fd.ok() ? "fstat" : fd.status().ToString());
+    Count("fallback");
+    return PassThrough(req, res, upstream, headers);
+  }
+  Count("p2p");
+  res.set_header(kHeaderDragonflyTaskId, task.value()->request().task_id);
+  if (head->has_header("Docker-Content-Digest")) {
+    res.set_header("Docker-Content-Digest", head->get_header_value("Docker-Content-Digest"));
+  }
+  std::string type = head->get_header_value("Content-Type");
+  Serve(req, res, std::move(fd).value(), static_cast<uint64_t>(st.st_size),
+        type.empty() ? "application/octet-stream" : type);
 }
 
 void RegistryMirror::Impl::PassThrough(const httplib::Request& req, httplib::Response& res,
@@ -623,7 +673,7 @@ Result<std::pair<UniqueFd, uint64_t>> RegistryMirror::Impl::FetchDirect(
 }
 
 void RegistryMirror::Impl::Serve(const httplib::Request& req, httplib::Response& res, UniqueFd fd,
-                                 uint64_t size) {
+                                 uint64_t size, const std::string& content_type) {
   res.set_header("Accept-Ranges", "bytes");
   auto range = ResolveRange(req.get_header_value("Range"), size);
   if (range && !range->ok()) {
@@ -642,12 +692,12 @@ void RegistryMirror::Impl::Serve(const httplib::Request& req, httplib::Response&
                                         std::to_string(size));
   }
   if (length == 0) {
-    res.set_content("", "application/octet-stream");
+    res.set_content("", content_type);
     return;
   }
   auto file = std::make_shared<UniqueFd>(std::move(fd));
   auto buffer = std::make_shared<std::vector<char>>(kServeChunkBytes);
-  res.set_content_provider(length, "application/octet-stream",
+  res.set_content_provider(length, content_type,
                            [file, buffer, first](size_t offset, size_t n, httplib::DataSink& sink) {
                              const size_t want = std::min(n, buffer->size());
                              ssize_t got = ::pread(file->get(), buffer->data(), want,
@@ -703,9 +753,15 @@ Status RegistryMirror::Impl::ServeFromTask(const httplib::Request& req, httplib:
   if (!size.ok()) return size.status();
   res.set_header(kHeaderDragonflyTaskId, blob.digest.substr(7));
   res.set_header("Docker-Content-Digest", blob.digest);
+  if (auto range = ResolveRange(req.get_header_value("Range"), size.value());
+      range && range->ok()) {
+    Count("p2p");
+    StreamRange(res, std::move(task).value(), size.value(), range->value(), url, blob, headers);
+    return Status::Ok();
+  }
   if (req.has_header("Range") || size.value() == 0) {
-    // A range is served from verified content only: it would end cleanly before the digest of
-    // the whole blob could be checked.
+    // A range past the end (416) or several ranges (the whole blob) are answered from the
+    // verified content.
     auto fd = WaitForContent(*task.value());
     if (!fd.ok()) {
       res.headers.clear();
@@ -718,6 +774,104 @@ Status RegistryMirror::Impl::ServeFromTask(const httplib::Request& req, httplib:
   Count("p2p");
   StreamTask(res, std::move(task).value(), size.value(), url, blob, headers);
   return Status::Ok();
+}
+
+struct RegistryMirror::Impl::RangeStream {
+  std::shared_ptr<PeerTask> task;
+  std::shared_ptr<TaskStorage> storage;
+  UniqueFd fd;  // the task's content file
+  PieceLayout layout;
+  ByteRange range;
+  std::string url;
+  std::string digest;
+  std::map<std::string, std::string> headers;
+  bool from_registry = false;
+  std::vector<char> buffer = std::vector<char>(kServeChunkBytes);
+  MirrorClock::time_point deadline = MirrorClock::now() + kStreamStallTimeout;
+};
+
+void RegistryMirror::Impl::StreamRange(httplib::Response& res, std::shared_ptr<PeerTask> task,
+                                       uint64_t size, ByteRange range, const std::string& url,
+                                       const BlobRef& blob,
+                                       const std::map<std::string, std::string>& h) {
+  auto st = std::make_shared<RangeStream>();
+  st->storage = task->storage();
+  st->fd = UniqueFd(::open(st->storage->content_path().c_str(), O_RDONLY | O_CLOEXEC));
+  // From the task, which knew the size before WaitForSize returned (the storage's own layout
+  // has no such promise yet).
+  const TaskProgress p = task->Progress();
+  st->layout = PieceLayout{size, p.piece_length};
+  if (p.piece_length == 0) st->from_registry = true;  // cannot happen; never divide by it
+  st->task = std::move(task);
+  st->range = range;
+  st->url = url;
+  st->digest = blob.digest;
+  st->headers = h;
+  res.status = 206;
+  res.set_header("Accept-Ranges", "bytes");
+  res.set_header("Content-Range", "bytes " + std::to_string(range.first) + "-" +
+                                      std::to_string(range.last) + "/" + std::to_string(size));
+  res.set_content_provider(range.last - range.first + 1, "application/octet-stream",
+                           [this, st](size_t offset, size_t, httplib::DataSink& sink) {
+                             return RangeNext(*st, offset, sink);
+                           });
+}
+
+bool RegistryMirror::Impl::RangeNext(RangeStream& st, uint64_t offset, httplib::DataSink& sink) {
+  const uint64_t at = st.range.first + offset;
+  if (st.from_registry) return RangeFromRegistry(st, at, sink);
+  const PieceNumber piece{static_cast<uint32_t>(at / st.layout.piece_length)};
+  while (!st.from_registry) {
+    if (stopping) return false;  // shutting down: the response is cut, never ended cleanly
+    // Checked after HasPiece: a piece taken on CRC32C alone is counted before it is committed.
+    if (st.fd && st.storage->HasPiece(piece) && st.task->Progress().unverified_pieces == 0) {
+      const uint64_t end =
+          std::min(st.layout.offset(piece) + st.layout.length(piece), st.range.last + 1);
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(end - at, st.buffer.size()));
+      for (size_t done = 0; done < n;) {
+        ssize_t got =
+            ::pread(st.fd.get(), st.buffer.data() + done, n - done, static_cast<off_t>(at + done));
+        if (got <= 0) return false;
+        done += static_cast<size_t>(got);
+      }
+      st.deadline = MirrorClock::now() + kStreamStallTimeout;
+      return sink.write(st.buffer.data(), n);
+    }
+    const bool finished = st.task->WaitFinished(kStreamPollMs);
+    const TaskProgress p = st.task->Progress();
+    const bool usable = p.status.ok() && p.unverified_pieces == 0 && st.fd;
+    if (!usable || (finished && !st.storage->HasPiece(piece)) || MirrorClock::now() > st.deadline) {
+      DF_LOG_WARN("mirror: range of {} at byte {}: the task {}; the rest comes from the registry",
+                  st.digest, at,
+                  !p.status.ok()            ? "failed (" + p.status.ToString() + ")"
+                  : p.unverified_pieces > 0 ? std::string("took pieces without an origin digest")
+                                            : std::string("stalled or lost its content"));
+      Count("fallback");
+      st.from_registry = true;
+    }
+  }
+  return RangeFromRegistry(st, at, sink);
+}
+
+bool RegistryMirror::Impl::RangeFromRegistry(RangeStream& st, uint64_t at,
+                                             httplib::DataSink& sink) {
+  auto backend = backends.ForUrl(st.url);
+  if (!backend.ok()) return false;
+  uint64_t position = at;
+  BackendRequest breq{st.url, st.headers, 0, 10000};
+  Status s = backend.value()->Read(breq, at, static_cast<int64_t>(st.range.last + 1 - at),
+                                   [&](const char* data, size_t n) -> Status {
+                                     position += n;
+                                     if (!sink.write(data, n))
+                                       return Status(StatusCode::kCancelled, "client went away");
+                                     return Status::Ok();
+                                   });
+  if (!s.ok() || position != st.range.last + 1) {
+    DF_LOG_WARN("mirror: fetching the rest of a range of {} from the registry failed: {}",
+                st.digest, s.ToString());
+    return false;
+  }
+  return true;
 }
 
 void RegistryMirror::Impl::ServeBlob(const httplib::Request& req, httplib::Response& res,

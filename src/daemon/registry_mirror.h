@@ -25,8 +25,12 @@
 //        content-addressed task when it finishes; a mismatch fails it and deletes its content.)
 //        A blob already done in this host's storage is served from it directly (hashed the
 //        same way) without starting a task, which would read the whole blob once more.
-//     4. a Range request waits for the whole blob verified, then gets 206 with Content-Range for
-//        one byte range, 416 for a range outside the blob. X-Dragonfly-Task-ID names the task.
+//     4. a Range request for one byte range gets 206 with Content-Range once the size is known,
+//        its bytes streamed as the pieces holding them finish (each checked against its origin
+//        digest, or fetched from the registry by this host: a range cannot be checked against
+//        the blob's digest); once the task fails, stalls or takes a piece on CRC32C alone, the
+//        rest comes from the registry. 416 for a range outside the blob; several ranges get the
+//        whole blob. X-Dragonfly-Task-ID names the task.
 //     When the task fails before the response started (origin trouble with no parent, a digest
 //     mismatch, too many tasks), the blob is fetched straight from the registry into an unlinked
 //     temporary file, verified and served from it; when it fails while streaming, the rest is

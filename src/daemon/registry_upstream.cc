@@ -1,5 +1,7 @@
 #include "daemon/registry_upstream.h"
 
+#include <re2/re2.h>
+
 #include <algorithm>
 #include <cctype>
 
@@ -77,6 +79,37 @@ Result<std::string> UpstreamFromNs(std::string_view ns) {
   if (!authority.ok()) return InvalidArgument("ns: " + authority.status().message());
   if (authority.value() == "docker.io") return std::string("https://index.docker.io");
   return "https://" + authority.value();
+}
+
+Result<ProxyRules> ProxyRules::Compile(const std::vector<std::string>& patterns) {
+  if (patterns.size() > kMaxProxyRules) {
+    return InvalidArgument("proxy_rules: " + std::to_string(patterns.size()) + " rules; at most " +
+                           std::to_string(kMaxProxyRules));
+  }
+  ProxyRules out;
+  for (size_t i = 0; i < patterns.size(); ++i) {
+    const std::string where = "proxy_rules[" + std::to_string(i) + "]: ";
+    if (patterns[i].empty()) return InvalidArgument(where + "empty (it would match every path)");
+    if (patterns[i].size() > kMaxProxyRuleBytes) {
+      return InvalidArgument(where + "longer than " + std::to_string(kMaxProxyRuleBytes) +
+                             " bytes");
+    }
+    RE2::Options options;
+    options.set_log_errors(false);
+    auto rule = std::make_shared<const re2::RE2>(patterns[i], options);
+    if (!rule->ok()) {
+      return InvalidArgument(where + "bad regular expression '" + patterns[i] +
+                             "': " + rule->error());
+    }
+    out.rules_.push_back(std::move(rule));
+  }
+  return out;
+}
+
+bool ProxyRules::Matches(std::string_view path) const {
+  const re2::StringPiece piece(path.data(), path.size());
+  return std::any_of(rules_.begin(), rules_.end(),
+                     [&](const auto& rule) { return RE2::PartialMatch(piece, *rule); });
 }
 
 }  // namespace df

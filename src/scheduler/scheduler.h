@@ -130,6 +130,15 @@ class Scheduler {
   // finish or fail, it becomes Left: no longer a candidate, its DAG edges removed.
   void StreamClosed(const PeerKey& key, const PeerStream* stream);
 
+  // Preheat (an operator's request, docs/oci.md): makes sure a seed peer fetches the task
+  // `info` describes before any peer asks for it. The id is recomputed from the spec (only
+  // http(s) URLs); the task is created when unknown. When no seed peer holds or fetches it yet,
+  // the task takes `info` (its URL and headers: fresh credentials) and a seed host is triggered.
+  // InvalidArgument for a malformed spec; Unavailable over max_tasks, or when no seed host is
+  // known or the task's seed_trigger_attempts are used up.
+  enum class PreheatOutcome { kTriggered, kSeeded };
+  Result<PreheatOutcome> PreheatTask(const df::scheduler::v1::TaskInfo& info);
+
   // Counts of one task; NotFound for an unknown task.
   Result<df::scheduler::v1::StatTaskResponse> StatTask(const std::string& task_id) const;
 

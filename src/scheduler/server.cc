@@ -45,9 +45,12 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->auth_,
                                                    s->topology_.get(), config.probe_sample_size);
 
+  s->admin_ = std::make_unique<AdminService>(s->scheduler_.get(), &s->auth_);
+
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen, s->auth_.ServerCredentials(), &s->port_);
   builder.RegisterService(s->service_.get());
+  builder.RegisterService(s->admin_.get());
   // A second scheduler on a taken port must fail, not silently share it (gRPC's default).
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Peers keep their streams open for a whole download; keepalive pings find dead ones and
@@ -82,6 +85,7 @@ SchedulerServer::~SchedulerServer() { Shutdown(); }
 void SchedulerServer::Shutdown(uint64_t grace_ms) {
   if (shut_down_) return;
   shut_down_ = true;
+  if (admin_) admin_->Stop();  // its queued calls finish before the server waits for them
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
   }

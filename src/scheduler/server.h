@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "common/status.h"
+#include "scheduler/admin_service.h"
 #include "scheduler/config.h"
 #include "scheduler/dataset_uploader.h"
 #include "scheduler/metrics.h"
@@ -53,6 +54,7 @@ class SchedulerServer {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<DatasetUploader> uploader_;  // borrows the scheduler's DatasetWriter
   std::unique_ptr<SchedulerService> service_;
+  std::unique_ptr<AdminService> admin_;  // stopped before the server shuts down
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool shut_down_ = false;

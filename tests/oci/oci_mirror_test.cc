@@ -2,267 +2,10 @@
 // docker-registry (Debian's), with a real dfscheduler and seed peer where the swarm matters.
 // The image is built by the test (random tar.gz layers, config, OCI manifest and index in an
 // oci: layout) and pushed with skopeo. Skips when docker-registry or skopeo is missing.
-#include <arpa/inet.h>
-#include <gtest/gtest.h>
-#include <httplib.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <filesystem>
-#include <fstream>
-#include <future>
-#include <regex>
-#include <sstream>
-#include <thread>
-
-#include "bench/harness.h"
-#include "common/digest.h"
-#include "common/piece.h"
+#include "oci_test_util.h"
 
 namespace df {
 namespace {
-
-using bench::Process;
-using bench::TempDir;
-
-constexpr const char* kRegistryBin = "/usr/bin/docker-registry";
-constexpr const char* kSkopeoBin = "/usr/bin/skopeo";
-constexpr uint64_t kKiB = 1024;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
-void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-std::string Bin(const std::string& rel) { return bench::BuildDir() + "/src/" + rel; }
-
-// docker-registry serving filesystem storage under `dir` on a free loopback port; its access log
-// (Apache combined format, on stdout) says what reached it.
-class DockerRegistry {
- public:
-  // `htpasswd`: a bcrypt htpasswd file; the registry then wants basic auth for everything.
-  explicit DockerRegistry(const std::string& dir, const std::string& htpasswd = "")
-      : dir_(dir), port_(bench::FreePort()) {
-    std::filesystem::create_directories(dir);
-    std::string config =
-        "version: 0.1\nlog:\n  level: info\n  formatter: text\n"
-        "  accesslog:\n    disabled: false\n"
-        "storage:\n  filesystem:\n    rootdirectory: " +
-        dir + "/storage\n" + "http:\n  addr: 127.0.0.1:" + std::to_string(port_) +
-        "\n  secret: oci-mirror-test\n";
-    if (!htpasswd.empty()) {
-      config += "auth:\n  htpasswd:\n    realm: test-realm\n    path: " + htpasswd + "\n";
-    }
-    WriteFile(dir + "/config.yml", config);
-    proc_ = Process::Start({kRegistryBin, "serve", dir + "/config.yml"}, dir + "/registry.log");
-    ok_ = bench::WaitForTcp(port_, 10000);
-  }
-  bool ok() const { return ok_; }
-  uint16_t port() const { return port_; }
-  std::string Host() const { return "127.0.0.1:" + std::to_string(port_); }
-  std::string Url() const { return "http://" + Host(); }
-  // GET requests for the blob `digest` that reached the registry.
-  int BlobGets(const std::string& digest) const {
-    std::istringstream log(ReadFile(dir_ + "/registry.log"));
-    int n = 0;
-    for (std::string line; std::getline(log, line);) {
-      if (line.find("\"GET /v2/") != std::string::npos &&
-          line.find("/blobs/" + digest + " ") != std::string::npos) {
-        ++n;
-      }
-    }
-    return n;
-  }
-  // Where the registry keeps the blob's bytes.
-  std::string BlobDataPath(const std::string& digest) const {
-    const std::string hex = digest.substr(7);
-    return dir_ + "/storage/docker/registry/v2/blobs/sha256/" + hex.substr(0, 2) + "/" + hex +
-           "/data";
-  }
-
- private:
-  std::string dir_;
-  uint16_t port_;
-  Process proc_;
-  bool ok_ = false;
-};
-
-struct Blob {
-  std::string digest;  // sha256:HEX
-  std::string path;    // the bytes, in the oci layout
-  uint64_t size = 0;
-};
-
-// An OCI image layout with random tar.gz layers of `sizes` bytes of content, tagged "1".
-struct TestImage {
-  std::string layout;
-  std::vector<Blob> layers;
-  Blob config;
-};
-
-Blob WriteBlob(const std::string& layout, const std::string& bytes) {
-  Sha256 sha;
-  sha.Update(bytes.data(), bytes.size());
-  Blob b;
-  b.digest = "sha256:" + sha.FinalHex();
-  b.path = layout + "/blobs/sha256/" + b.digest.substr(7);
-  b.size = bytes.size();
-  WriteFile(b.path, bytes);
-  return b;
-}
-
-std::string Descriptor(const std::string& media_type, const Blob& b) {
-  return "{\"mediaType\":\"" + media_type + "\",\"digest\":\"" + b.digest +
-         "\",\"size\":" + std::to_string(b.size) + "}";
-}
-
-TestImage MakeImage(const std::string& dir, uint32_t seed, const std::vector<uint64_t>& sizes) {
-  TestImage image;
-  image.layout = dir + "/layout";
-  std::filesystem::create_directories(image.layout + "/blobs/sha256");
-  std::string diff_ids, layers;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    const std::string d = dir + "/layer" + std::to_string(i);
-    std::filesystem::create_directories(d);
-    bench::MakeFile(d + "/data.bin", sizes[i], seed * 16 + static_cast<uint32_t>(i));
-    EXPECT_EQ(bench::Run({"tar", "-C", d, "-cf", d + ".tar", "data.bin"}, nullptr), 0);
-    diff_ids += std::string(i ? "," : "") + "\"sha256:" + Sha256File(d + ".tar").value() + "\"";
-    EXPECT_EQ(bench::Run({"gzip", "-n", "-f", d + ".tar"}, nullptr), 0);
-    Blob layer = WriteBlob(image.layout, ReadFile(d + ".tar.gz"));
-    layers += std::string(i ? "," : "") +
-              Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer);
-    image.layers.push_back(layer);
-  }
-  image.config = WriteBlob(image.layout,
-                           "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{},"
-                           "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[" +
-                               diff_ids + "]}}");
-  Blob manifest =
-      WriteBlob(image.layout,
-                "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
-                "\"config\":" +
-                    Descriptor("application/vnd.oci.image.config.v1+json", image.config) +
-                    ",\"layers\":[" + layers + "]}");
-  WriteFile(image.layout + "/oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}");
-  WriteFile(image.layout + "/index.json",
-            "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/"
-            "vnd.oci.image.manifest.v1+json\",\"digest\":\"" +
-                manifest.digest + "\",\"size\":" + std::to_string(manifest.size) +
-                ",\"annotations\":{\"org.opencontainers.image.ref.name\":\"1\"}}]}");
-  return image;
-}
-
-// skopeo with its own registries.conf (empty unless given) so the host's config plays no part.
-int Skopeo(const std::string& dir, std::vector<std::string> args, std::string* out,
-           const std::string& registries_conf = "") {
-  std::string conf = registries_conf;
-  if (conf.empty()) {
-    conf = dir + "/empty-registries.conf";
-    WriteFile(conf, "");
-  }
-  std::vector<std::string> argv = {kSkopeoBin, "--registries-conf", conf, "--insecure-policy"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return bench::Run(argv, out, 120000);
-}
-
-// A dfdaemon with its mirror on a free port; `registry` is its default upstream.
-struct MirrorDaemon {
-  uint16_t proxy_port = 0;
-  uint16_t metrics_port = 0;
-  Process proc;
-  std::string Host() const { return "127.0.0.1:" + std::to_string(proxy_port); }
-  double Requests(const std::string& kind) const {
-    double v = bench::ScrapeMetric(metrics_port,
-                                   "df_daemon_proxy_requests_total\\{kind=\"" + kind + "\"\\}");
-    return v < 0 ? 0 : v;
-  }
-};
-
-// Sets `flag`'s value in `argv` (appends the flag when absent).
-void SetFlag(std::vector<std::string>& argv, const std::string& flag, const std::string& value) {
-  for (size_t i = 0; i + 1 < argv.size(); ++i) {
-    if (argv[i] == flag) {
-      argv[i + 1] = value;
-      return;
-    }
-  }
-  argv.push_back(flag);
-  argv.push_back(value);
-}
-
-class OciMirrorTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (::access(kRegistryBin, X_OK) != 0 || ::access(kSkopeoBin, X_OK) != 0) {
-      GTEST_SKIP() << "needs docker-registry and skopeo (scripts/install-deps.sh)";
-    }
-  }
-
-  // A daemon called `name` mirroring `registry`; with `scheduler_port` 0, no scheduler (every
-  // task goes back to source itself).
-  std::unique_ptr<MirrorDaemon> StartMirror(const std::string& name, const std::string& registry,
-                                            uint16_t scheduler_port = 0,
-                                            const std::vector<std::string>& extra = {}) {
-    auto d = std::make_unique<MirrorDaemon>();
-    d->proxy_port = bench::FreePort();
-    d->metrics_port = bench::FreePort();
-    std::vector<std::string> argv =
-        bench::DaemonArgv(bench::BuildDir() + "/src", name, dir_.path(), scheduler_port);
-    if (scheduler_port == 0) {  // drop --scheduler and --announce-interval
-      auto it = std::find(argv.begin(), argv.end(), "--scheduler");
-      if (it != argv.end()) argv.erase(it, argv.end());
-    }
-    SetFlag(argv, "--proxy-port", std::to_string(d->proxy_port));
-    SetFlag(argv, "--metrics-port", std::to_string(d->metrics_port));
-    SetFlag(argv, "--registry-mirror", registry);
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    d->proc = Process::Start(argv, dir_.path() + "/" + name + ".log");
-    EXPECT_TRUE(bench::WaitForTcp(d->proxy_port, 10000)) << name << " did not start its mirror";
-    return d;
-  }
-
-  // Pulls test/img:1 from `host` (the mirror itself as the registry) into a dir: layout.
-  int Pull(const std::string& host, const std::string& out, std::string* log,
-           const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"copy", "--src-tls-verify=false"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.push_back("docker://" + host + "/test/img:1");
-    args.push_back("dir:" + out);
-    return Skopeo(dir_.path(), args, log);
-  }
-
-  int Push(const TestImage& image, const DockerRegistry& registry,
-           const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"copy", "--dest-tls-verify=false"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.push_back("oci:" + image.layout + ":1");
-    args.push_back("docker://" + registry.Host() + "/test/img:1");
-    std::string out;
-    int rc = Skopeo(dir_.path(), args, &out);
-    EXPECT_EQ(rc, 0) << out;
-    return rc;
-  }
-
-  // Every layer and the config in the dir: layout `out` is byte-identical to the pushed one.
-  static void ExpectSameBlobs(const TestImage& image, const std::string& out) {
-    std::vector<Blob> blobs = image.layers;
-    blobs.push_back(image.config);
-    for (const Blob& b : blobs) {
-      const std::string got = out + "/" + b.digest.substr(7);
-      ASSERT_TRUE(std::filesystem::exists(got)) << got;
-      EXPECT_EQ(ReadFile(got), ReadFile(b.path)) << b.digest;
-    }
-  }
-
-  TempDir dir_;
-};
 
 TEST_F(OciMirrorTest, SkopeoPullsAnImageWhoseBlobsBecomeP2PTasks) {
   DockerRegistry registry(dir_.path() + "/registry");
@@ -491,6 +234,51 @@ TEST_F(OciMirrorTest, ABlobIsStreamedWhileItsTaskIsStillDownloading) {
   EXPECT_EQ(daemon->Requests("fallback"), 0);
 }
 
+// A Range request does not wait for the whole blob: its bytes go out as the pieces holding
+// them finish (each checked against its origin digest or fetched from the registry).
+TEST_F(OciMirrorTest, ARangeIsStreamedWhileItsTaskIsStillDownloading) {
+  const std::string root = dir_.path() + "/origin";
+  std::filesystem::create_directories(root + "/v2/test/img/blobs");
+  const uint64_t size = 16 * 1024 * kKiB;
+  const std::string tmp = dir_.path() + "/blob";
+  const std::string digest = "sha256:" + bench::MakeFile(tmp, size, 44);
+  const std::string path = root + "/v2/test/img/blobs/" + digest;
+  std::filesystem::rename(tmp, path);
+  bench::NginxOrigin origin(root, "512k");  // about 4 s for the blob, as above
+  ASSERT_TRUE(origin.ok());
+  auto daemon = StartMirror("peer", "http://127.0.0.1:" + std::to_string(origin.port()));
+
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  cli.set_read_timeout(60, 0);
+  const uint64_t first = 1024 * kKiB + 7, last = 5 * 1024 * kKiB - 1;
+  std::string body;
+  uint32_t pieces_at_first_byte = 0;
+  auto r = cli.Get(
+      ("/v2/test/img/blobs/" + digest).c_str(),
+      httplib::Headers{{"Range", "bytes=" + std::to_string(first) + "-" + std::to_string(last)}},
+      [](const httplib::Response&) { return true; },
+      [&](const char* data, size_t n) {
+        if (body.empty()) {
+          pieces_at_first_byte =
+              bench::DaemonFinishedPieces(dir_.path() + "/peer.sock", digest.substr(7));
+        }
+        body.append(data, n);
+        return true;
+      });
+  ASSERT_TRUE(r) << httplib::to_string(r.error()) << " after " << body.size() << " bytes";
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(
+      r->get_header_value("Content-Range"),
+      "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" + std::to_string(size));
+  EXPECT_EQ(r->get_header_value("X-Dragonfly-Task-ID"), digest.substr(7));
+  EXPECT_TRUE(body == ReadFile(path).substr(first, last - first + 1)) << "wrong bytes";
+  const uint64_t pieces = size / ChoosePieceLength(static_cast<int64_t>(size));
+  ASSERT_GE(pieces, 4u);
+  EXPECT_LT(pieces_at_first_byte, pieces) << "the range waited for the whole blob";
+  EXPECT_EQ(daemon->Requests("p2p"), 1);
+  EXPECT_EQ(daemon->Requests("fallback"), 0);
+}
+
 TEST_F(OciMirrorTest, AStoppingDaemonCutsAStreamingResponseAndExitsPromptly) {
   const std::string root = dir_.path() + "/origin";
   std::filesystem::create_directories(root + "/v2/test/img/blobs");
@@ -548,11 +336,17 @@ TEST_F(OciMirrorTest, ACorruptBlobIsRefusedNotServed) {
     EXPECT_EQ(r->get_header_value("X-Dragonfly-Error-Type"), "backend");
     EXPECT_NE(r->body.find("do not match"), std::string::npos) << r->body;
   }
-  // A range is served from verified content only: the same 502, never bytes.
+  // A range is streamed from pieces checked one by one (here: fetched from the registry by this
+  // host), not against the blob's digest, which a range cannot be: it carries the registry's own
+  // bytes for it, or, when the blob's task failed before the range started, the same 502.
   r = cli.Get(("/v2/test/img/blobs/" + layer.digest).c_str(), {{"Range", "bytes=0-99"}});
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 502);
-  EXPECT_EQ(r->get_header_value("X-Dragonfly-Error-Type"), "backend");
+  if (r->status == 206) {
+    EXPECT_EQ(r->body, ReadFile(registry.BlobDataPath(layer.digest)).substr(0, 100));
+  } else {
+    EXPECT_EQ(r->status, 502);
+    EXPECT_EQ(r->get_header_value("X-Dragonfly-Error-Type"), "backend");
+  }
 
   std::string log;
   EXPECT_NE(Pull(daemon->Host(), dir_.path() + "/out", &log), 0) << "skopeo got a bad layer";
@@ -753,6 +547,71 @@ TEST_F(OciMirrorTest, PrintConfigWritesEachRuntimesMirrorConfiguration) {
       bench::Run({Bin("daemon/dfdaemon"), "print-config", "containerd", "--registry", "ftp://x"},
                  &out),
       2)
+      << out;
+}
+
+// Dragonfly's proxy.rules: a rule makes manifests fetched by digest P2P tasks keyed by their URL,
+// served with the registry's Content-Type; other paths still pass through; a bad rule stops the
+// daemon at start with a clear message.
+TEST_F(OciMirrorTest, AProxyRuleMakesMatchingPathsP2PTasks) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 12, {100 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  const httplib::Headers accept = {{"Accept", "application/vnd.oci.image.manifest.v1+json"}};
+  httplib::Client direct("127.0.0.1", registry.port());
+  auto m = direct.Get("/v2/test/img/manifests/1", accept);
+  ASSERT_TRUE(m);
+  ASSERT_EQ(m->status, 200);
+  const std::string digest = m->get_header_value("Docker-Content-Digest");
+  ASSERT_EQ(digest.size(), 71u) << digest;
+
+  auto daemon =
+      StartMirror("peer", registry.Url(), 0, {"--proxy-rule", "/manifests/sha256:[0-9a-f]{64}$"});
+  httplib::Client cli("127.0.0.1", daemon->proxy_port);
+  const std::string by_digest = "/v2/test/img/manifests/" + digest;
+  for (int i = 0; i < 2; ++i) {
+    auto r = cli.Get(by_digest.c_str(), accept);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, m->body);
+    EXPECT_FALSE(r->get_header_value("X-Dragonfly-Task-ID").empty()) << "not a task";
+    EXPECT_EQ(r->get_header_value("Content-Type"), "application/vnd.oci.image.manifest.v1+json");
+    EXPECT_EQ(r->get_header_value("Docker-Content-Digest"), digest);
+  }
+  EXPECT_EQ(daemon->Requests("p2p"), 2);
+  // The second GET came from this host's copy of the task.
+  const int gets = registry.Gets("/manifests/" + digest);
+  EXPECT_GE(gets, 1);
+  auto r = cli.Get(by_digest.c_str(), accept);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, m->body);
+  EXPECT_EQ(registry.Gets("/manifests/" + digest), gets);
+  // A range of it, from the task.
+  httplib::Headers ranged = accept;
+  ranged.emplace("Range", "bytes=0-9");
+  r = cli.Get(by_digest.c_str(), ranged);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, m->body.substr(0, 10));
+
+  // By tag: no rule matches, it passes through (a task would keep serving the first answer).
+  r = cli.Get("/v2/test/img/manifests/1", accept);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_TRUE(r->get_header_value("X-Dragonfly-Task-ID").empty());
+  // A digest the registry does not have: its HEAD says 404, and so does the mirror.
+  r = cli.Get(("/v2/test/img/manifests/sha256:" + std::string(64, '0')).c_str(), accept);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_TRUE(r->get_header_value("X-Dragonfly-Task-ID").empty());
+
+  std::vector<std::string> argv =
+      bench::DaemonArgv(bench::BuildDir() + "/src", "bad", dir_.path(), 0);
+  argv.insert(argv.end(), {"--proxy-rule", "blobs/(sha256"});
+  std::string out;
+  EXPECT_EQ(bench::Run(argv, &out, 20000), 2) << out;
+  EXPECT_NE(out.find("proxy_rules[0]: bad regular expression 'blobs/(sha256'"), std::string::npos)
       << out;
 }
 

@@ -207,5 +207,45 @@ TEST(MirrorConfig, TheMirrorListensOnLoopbackUnlessToldOtherwise) {
   EXPECT_NE(s.message().find("proxy_ip"), std::string::npos) << s.ToString();
 }
 
+TEST(ProxyRules, RegexesChooseWhichPathsGoP2P) {
+  auto rules =
+      ProxyRules::Compile({"/manifests/sha256:[0-9a-f]{64}$", "^/v2/models/.+/blobs/"}).value();
+  EXPECT_TRUE(rules.Matches("/v2/test/img/manifests/sha256:" + kHex));
+  EXPECT_FALSE(rules.Matches("/v2/test/img/manifests/latest"));
+  EXPECT_FALSE(rules.Matches("/v2/test/img/manifests/sha256:" + kHex + "/x"));
+  EXPECT_TRUE(rules.Matches("/v2/models/llm/blobs/x"));
+  EXPECT_FALSE(rules.Matches("/v3/models/llm/blobs/x"));
+  EXPECT_FALSE(ProxyRules().Matches("/v2/"));
+  EXPECT_TRUE(ProxyRules::Compile({}).value().empty());
+  // Linear time: a pattern that backtracking engines take exponential time on is instant here.
+  auto nested = ProxyRules::Compile({"^(a+)+$"}).value();
+  EXPECT_FALSE(nested.Matches(std::string(5000, 'a') + "b"));
+}
+
+TEST(ProxyRules, BadRulesAreClearErrorsAtLoad) {
+  auto bad = ProxyRules::Compile({"ok", "blobs/(sha256"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("proxy_rules[1]"), std::string::npos)
+      << bad.status().ToString();
+  EXPECT_NE(bad.status().message().find("missing )"), std::string::npos) << bad.status().ToString();
+  EXPECT_FALSE(ProxyRules::Compile({""}).ok());
+  EXPECT_FALSE(ProxyRules::Compile({std::string(kMaxProxyRuleBytes + 1, 'a')}).ok());
+  EXPECT_FALSE(ProxyRules::Compile(std::vector<std::string>(kMaxProxyRules + 1, "a")).ok());
+
+  DaemonConfig c;
+  c.ip = "127.0.0.1";
+  ASSERT_TRUE(LoadDaemonConfigFromString("proxy_rules:\n  - '/manifests/sha256:'\n  - '[z-a]'\n",
+                                         "test.yaml", &c)
+                  .ok());
+  ASSERT_EQ(c.proxy_rules.size(), 2u);
+  Status s = ValidateDaemonConfig(&c);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("proxy_rules[1]: bad regular expression '[z-a]'"), std::string::npos)
+      << s.ToString();
+  c.proxy_rules.pop_back();
+  EXPECT_TRUE(ValidateDaemonConfig(&c).ok());
+}
+
 }  // namespace
 }  // namespace df

@@ -1,0 +1,285 @@
+// Shared by the OCI end-to-end tests (oci_mirror_test, oci_preheat_test): Debian's
+// docker-registry on a free port, a test image of random tar.gz layers pushed with skopeo, and
+// dfdaemons with their registry mirror on free ports. Test-only code: each test binary includes it
+// once.
+#pragma once
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "bench/harness.h"
+#include "common/digest.h"
+#include "common/piece.h"
+
+namespace df {
+namespace {
+
+using bench::Process;
+using bench::TempDir;
+
+constexpr const char* kRegistryBin = "/usr/bin/docker-registry";
+constexpr const char* kSkopeoBin = "/usr/bin/skopeo";
+constexpr uint64_t kKiB = 1024;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+std::string Bin(const std::string& rel) { return bench::BuildDir() + "/src/" + rel; }
+
+// docker-registry serving filesystem storage under `dir` on a free loopback port; its access log
+// (Apache combined format, on stdout) says what reached it.
+class DockerRegistry {
+ public:
+  // `htpasswd`: a bcrypt htpasswd file; the registry then wants basic auth for everything.
+  // `auth_yaml`: an `auth:` section of the registry's configuration instead (token auth).
+  explicit DockerRegistry(const std::string& dir, const std::string& htpasswd = "",
+                          const std::string& auth_yaml = "")
+      : dir_(dir), port_(bench::FreePort()) {
+    std::filesystem::create_directories(dir);
+    std::string config =
+        "version: 0.1\nlog:\n  level: info\n  formatter: text\n"
+        "  accesslog:\n    disabled: false\n"
+        "storage:\n  filesystem:\n    rootdirectory: " +
+        dir + "/storage\n" + "http:\n  addr: 127.0.0.1:" + std::to_string(port_) +
+        "\n  secret: oci-mirror-test\n";
+    if (!htpasswd.empty()) {
+      config += "auth:\n  htpasswd:\n    realm: test-realm\n    path: " + htpasswd + "\n";
+    }
+    config += auth_yaml;
+    WriteFile(dir + "/config.yml", config);
+    proc_ = Process::Start({kRegistryBin, "serve", dir + "/config.yml"}, dir + "/registry.log");
+    ok_ = bench::WaitForTcp(port_, 10000);
+  }
+  bool ok() const { return ok_; }
+  uint16_t port() const { return port_; }
+  std::string Host() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string Url() const { return "http://" + Host(); }
+  // GET requests for the blob `digest` that reached the registry.
+  int BlobGets(const std::string& digest) const {
+    std::istringstream log(ReadFile(dir_ + "/registry.log"));
+    int n = 0;
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("\"GET /v2/") != std::string::npos &&
+          line.find("/blobs/" + digest + " ") != std::string::npos) {
+        ++n;
+      }
+    }
+    return n;
+  }
+  // GET requests whose path contains `fragment` (followed by a space: the end of the path).
+  int Gets(const std::string& fragment) const {
+    std::istringstream log(ReadFile(dir_ + "/registry.log"));
+    int n = 0;
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("\"GET /v2/") != std::string::npos &&
+          line.find(fragment + " ") != std::string::npos) {
+        ++n;
+      }
+    }
+    return n;
+  }
+  // Where the registry keeps the blob's bytes.
+  std::string BlobDataPath(const std::string& digest) const {
+    const std::string hex = digest.substr(7);
+    return dir_ + "/storage/docker/registry/v2/blobs/sha256/" + hex.substr(0, 2) + "/" + hex +
+           "/data";
+  }
+
+ private:
+  std::string dir_;
+  uint16_t port_;
+  Process proc_;
+  bool ok_ = false;
+};
+
+struct Blob {
+  std::string digest;  // sha256:HEX
+  std::string path;    // the bytes, in the oci layout
+  uint64_t size = 0;
+};
+
+// An OCI image layout with random tar.gz layers of `sizes` bytes of content, tagged "1".
+struct TestImage {
+  std::string layout;
+  std::vector<Blob> layers;
+  Blob config;
+};
+
+Blob WriteBlob(const std::string& layout, const std::string& bytes) {
+  Sha256 sha;
+  sha.Update(bytes.data(), bytes.size());
+  Blob b;
+  b.digest = "sha256:" + sha.FinalHex();
+  b.path = layout + "/blobs/sha256/" + b.digest.substr(7);
+  b.size = bytes.size();
+  WriteFile(b.path, bytes);
+  return b;
+}
+
+std::string Descriptor(const std::string& media_type, const Blob& b) {
+  return "{\"mediaType\":\"" + media_type + "\",\"digest\":\"" + b.digest +
+         "\",\"size\":" + std::to_string(b.size) + "}";
+}
+
+TestImage MakeImage(const std::string& dir, uint32_t seed, const std::vector<uint64_t>& sizes) {
+  TestImage image;
+  image.layout = dir + "/layout";
+  std::filesystem::create_directories(image.layout + "/blobs/sha256");
+  std::string diff_ids, layers;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::string d = dir + "/layer" + std::to_string(i);
+    std::filesystem::create_directories(d);
+    bench::MakeFile(d + "/data.bin", sizes[i], seed * 16 + static_cast<uint32_t>(i));
+    EXPECT_EQ(bench::Run({"tar", "-C", d, "-cf", d + ".tar", "data.bin"}, nullptr), 0);
+    diff_ids += std::string(i ? "," : "") + "\"sha256:" + Sha256File(d + ".tar").value() + "\"";
+    EXPECT_EQ(bench::Run({"gzip", "-n", "-f", d + ".tar"}, nullptr), 0);
+    Blob layer = WriteBlob(image.layout, ReadFile(d + ".tar.gz"));
+    layers += std::string(i ? "," : "") +
+              Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer);
+    image.layers.push_back(layer);
+  }
+  image.config = WriteBlob(image.layout,
+                           "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{},"
+                           "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[" +
+                               diff_ids + "]}}");
+  Blob manifest =
+      WriteBlob(image.layout,
+                "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+                "\"config\":" +
+                    Descriptor("application/vnd.oci.image.config.v1+json", image.config) +
+                    ",\"layers\":[" + layers + "]}");
+  WriteFile(image.layout + "/oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}");
+  WriteFile(image.layout + "/index.json",
+            "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/"
+            "vnd.oci.image.manifest.v1+json\",\"digest\":\"" +
+                manifest.digest + "\",\"size\":" + std::to_string(manifest.size) +
+                ",\"annotations\":{\"org.opencontainers.image.ref.name\":\"1\"}}]}");
+  return image;
+}
+
+// skopeo with its own registries.conf (empty unless given) so the host's config plays no part.
+int Skopeo(const std::string& dir, std::vector<std::string> args, std::string* out,
+           const std::string& registries_conf = "") {
+  std::string conf = registries_conf;
+  if (conf.empty()) {
+    conf = dir + "/empty-registries.conf";
+    WriteFile(conf, "");
+  }
+  std::vector<std::string> argv = {kSkopeoBin, "--registries-conf", conf, "--insecure-policy"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return bench::Run(argv, out, 120000);
+}
+
+// A dfdaemon with its mirror on a free port; `registry` is its default upstream.
+struct MirrorDaemon {
+  uint16_t proxy_port = 0;
+  uint16_t metrics_port = 0;
+  Process proc;
+  std::string Host() const { return "127.0.0.1:" + std::to_string(proxy_port); }
+  double Requests(const std::string& kind) const {
+    double v = bench::ScrapeMetric(metrics_port,
+                                   "df_daemon_proxy_requests_total\\{kind=\"" + kind + "\"\\}");
+    return v < 0 ? 0 : v;
+  }
+};
+
+// Sets `flag`'s value in `argv` (appends the flag when absent).
+void SetFlag(std::vector<std::string>& argv, const std::string& flag, const std::string& value) {
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == flag) {
+      argv[i + 1] = value;
+      return;
+    }
+  }
+  argv.push_back(flag);
+  argv.push_back(value);
+}
+
+class OciMirrorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access(kRegistryBin, X_OK) != 0 || ::access(kSkopeoBin, X_OK) != 0) {
+      GTEST_SKIP() << "needs docker-registry and skopeo (scripts/install-deps.sh)";
+    }
+  }
+
+  // A daemon called `name` mirroring `registry`; with `scheduler_port` 0, no scheduler (every
+  // task goes back to source itself).
+  std::unique_ptr<MirrorDaemon> StartMirror(const std::string& name, const std::string& registry,
+                                            uint16_t scheduler_port = 0,
+                                            const std::vector<std::string>& extra = {}) {
+    auto d = std::make_unique<MirrorDaemon>();
+    d->proxy_port = bench::FreePort();
+    d->metrics_port = bench::FreePort();
+    std::vector<std::string> argv =
+        bench::DaemonArgv(bench::BuildDir() + "/src", name, dir_.path(), scheduler_port);
+    if (scheduler_port == 0) {  // drop --scheduler and --announce-interval
+      auto it = std::find(argv.begin(), argv.end(), "--scheduler");
+      if (it != argv.end()) argv.erase(it, argv.end());
+    }
+    SetFlag(argv, "--proxy-port", std::to_string(d->proxy_port));
+    SetFlag(argv, "--metrics-port", std::to_string(d->metrics_port));
+    SetFlag(argv, "--registry-mirror", registry);
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    d->proc = Process::Start(argv, dir_.path() + "/" + name + ".log");
+    EXPECT_TRUE(bench::WaitForTcp(d->proxy_port, 10000)) << name << " did not start its mirror";
+    return d;
+  }
+
+  // Pulls test/img:1 from `host` (the mirror itself as the registry) into a dir: layout.
+  int Pull(const std::string& host, const std::string& out, std::string* log,
+           const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"copy", "--src-tls-verify=false"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("docker://" + host + "/test/img:1");
+    args.push_back("dir:" + out);
+    return Skopeo(dir_.path(), args, log);
+  }
+
+  int Push(const TestImage& image, const DockerRegistry& registry,
+           const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"copy", "--dest-tls-verify=false"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("oci:" + image.layout + ":1");
+    args.push_back("docker://" + registry.Host() + "/test/img:1");
+    std::string out;
+    int rc = Skopeo(dir_.path(), args, &out);
+    EXPECT_EQ(rc, 0) << out;
+    return rc;
+  }
+
+  // Every layer and the config in the dir: layout `out` is byte-identical to the pushed one.
+  static void ExpectSameBlobs(const TestImage& image, const std::string& out) {
+    std::vector<Blob> blobs = image.layers;
+    blobs.push_back(image.config);
+    for (const Blob& b : blobs) {
+      const std::string got = out + "/" + b.digest.substr(7);
+      ASSERT_TRUE(std::filesystem::exists(got)) << got;
+      EXPECT_EQ(ReadFile(got), ReadFile(b.path)) << b.digest;
+    }
+  }
+
+  TempDir dir_;
+};
+
+}  // namespace
+}  // namespace df

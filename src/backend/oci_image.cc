@@ -328,6 +328,7 @@ class RegistrySession {
       return InvalidArgument("the token realm '" + Printable(realm_it->second) +
                              "' is refused: " + realm.status().message());
     }
+    DF_RETURN_IF_ERROR(CheckAllowedHost(options_.allowed_hosts, realm.value().origin));
     std::string target = realm.value().path_and_query;
     target += target.find('?') == std::string::npos ? '?' : '&';
     if (auto s = params.find("service"); s != params.end()) {
@@ -448,6 +449,44 @@ Result<ImageReference> ParseImageReference(std::string_view s) {
   }
   if (ref.tag.empty() && ref.digest.empty()) ref.tag = "latest";
   return ref;
+}
+
+Result<std::vector<std::string>> ParseAllowedHosts(std::string_view list) {
+  std::vector<std::string> hosts;
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    std::string_view entry = list.substr(0, comma);
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    if (!IsRegistryHost(entry)) {
+      return InvalidArgument("'" + Printable(entry) + "' is not a HOST or HOST:PORT");
+    }
+    hosts.push_back(LowerAscii(entry));
+  }
+  return hosts;
+}
+
+Status CheckAllowedHost(const std::vector<std::string>& allowed, std::string_view origin) {
+  if (allowed.empty()) return Status::Ok();
+  std::string_view authority = origin;
+  if (const size_t sep = authority.find("://"); sep != std::string_view::npos) {
+    authority.remove_prefix(sep + 3);
+  }
+  const std::string host_port = LowerAscii(authority);
+  // The host without its port ("[::1]:5000" -> "[::1]", "a.b:5000" -> "a.b").
+  std::string host = host_port;
+  const size_t bracket = host.rfind(']');
+  const size_t colon = host.rfind(':');
+  if (colon != std::string::npos && (bracket == std::string::npos || colon > bracket)) {
+    host.resize(colon);
+  }
+  for (const std::string& a : allowed) {
+    if (a == host_port || a == host) return Status::Ok();
+  }
+  return Status(StatusCode::kPermissionDenied,
+                "'" + Printable(host_port) +
+                    "' is not among the hosts preheat may contact (preheat_registries)");
 }
 
 std::string RegistryEndpoint(const ImageReference& ref, bool plain_http) {
@@ -588,6 +627,8 @@ Result<Descriptor> SelectPlatform(const std::vector<Descriptor>& manifests,
 }
 
 Result<ResolvedImage> ResolveImage(const ImageReference& ref, const ResolveOptions& options) {
+  DF_RETURN_IF_ERROR(
+      CheckAllowedHost(options.allowed_hosts, RegistryEndpoint(ref, options.plain_http)));
   RegistrySession session(ref, options);
   std::string reference = ref.ManifestReference();
   for (int depth = 0;; ++depth) {

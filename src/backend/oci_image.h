@@ -110,7 +110,17 @@ struct ResolveOptions {
   Credentials credentials;
   bool plain_http = false;   // the registry speaks HTTP, not HTTPS
   int timeout_seconds = 30;  // connect and each read
+  // The hosts the resolution may contact, the registry and its token service
+  // (ParseAllowedHosts); empty: any.
+  std::vector<std::string> allowed_hosts;
 };
+
+// A comma list of HOST or HOST:PORT (a HOST entry allows every port of it), lower-cased;
+// InvalidArgument names a bad entry. "" is the empty list.
+Result<std::vector<std::string>> ParseAllowedHosts(std::string_view list);
+// OK when `origin` ("scheme://host[:port]") is allowed by `allowed` (empty: everything);
+// PermissionDenied naming it otherwise.
+Status CheckAllowedHost(const std::vector<std::string>& allowed, std::string_view origin);
 
 // What a pull of the image fetches.
 struct ResolvedImage {

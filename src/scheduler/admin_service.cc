@@ -27,7 +27,8 @@ grpc::Status CheckAdminCaller(const ControlAuth& auth, const grpc::ServerContext
 
 Result<v1::PreheatImageResponse> PreheatImage(Scheduler& scheduler,
                                               const v1::PreheatImageRequest& request,
-                                              int timeout_seconds) {
+                                              int timeout_seconds,
+                                              const std::vector<std::string>& allowed_hosts) {
   auto ref = oci::ParseImageReference(request.image());
   if (!ref.ok()) return ref.status();
   oci::ResolveOptions options;
@@ -39,6 +40,7 @@ Result<v1::PreheatImageResponse> PreheatImage(Scheduler& scheduler,
   options.credentials = {request.username(), request.password()};
   options.plain_http = request.plain_http();
   options.timeout_seconds = timeout_seconds;
+  options.allowed_hosts = allowed_hosts;
   auto image = oci::ResolveImage(ref.value(), options);
   if (!image.ok()) return image.status();
   v1::PreheatImageResponse out;
@@ -65,8 +67,12 @@ Result<v1::PreheatImageResponse> PreheatImage(Scheduler& scheduler,
   return out;
 }
 
-AdminService::AdminService(Scheduler* scheduler, const ControlAuth* auth)
-    : scheduler_(*scheduler), auth_(*auth), worker_([this] { Run(); }) {}
+AdminService::AdminService(Scheduler* scheduler, const ControlAuth* auth,
+                           std::vector<std::string> preheat_hosts)
+    : scheduler_(*scheduler),
+      auth_(*auth),
+      preheat_hosts_(std::move(preheat_hosts)),
+      worker_([this] { Run(); }) {}
 
 AdminService::~AdminService() { Stop(); }
 
@@ -116,7 +122,7 @@ void AdminService::Run() {
       call = queue_.front();
       queue_.pop_front();
     }
-    auto out = scheduler::PreheatImage(scheduler_, *call.request);
+    auto out = scheduler::PreheatImage(scheduler_, *call.request, 30, preheat_hosts_);
     if (out.ok()) *call.response = std::move(out).value();
     call.reactor->Finish(ToGrpcStatus(out.status()));
   }

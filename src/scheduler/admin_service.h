@@ -16,6 +16,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "backend/oci_image.h"
 #include "common/auth.h"
@@ -34,15 +35,19 @@ grpc::Status CheckAdminCaller(const ControlAuth& auth, const grpc::ServerContext
 // authorization the registry asked for. Errors: InvalidArgument for a bad reference or platform,
 // and those of ResolveImage. A blob the scheduler cannot preheat is reported in its state, not
 // as an error of the call.
+// `allowed_hosts`: the hosts it may contact (oci::ParseAllowedHosts; empty: any).
 Result<v1::PreheatImageResponse> PreheatImage(Scheduler& scheduler,
                                               const v1::PreheatImageRequest& request,
-                                              int timeout_seconds = 30);
+                                              int timeout_seconds = 30,
+                                              const std::vector<std::string>& allowed_hosts = {});
 
 class AdminService final : public v1::SchedulerAdmin::CallbackService {
  public:
   static constexpr size_t kMaxQueuedCalls = 16;
-  // Borrows both; they must outlive the service.
-  AdminService(Scheduler* scheduler, const ControlAuth* auth);
+  // Borrows both; they must outlive the service. Preheat contacts only `preheat_hosts`
+  // (oci::ParseAllowedHosts; empty: any host).
+  AdminService(Scheduler* scheduler, const ControlAuth* auth,
+               std::vector<std::string> preheat_hosts = {});
   ~AdminService() override;  // Stop()
 
   void Stop();
@@ -61,6 +66,7 @@ class AdminService final : public v1::SchedulerAdmin::CallbackService {
 
   Scheduler& scheduler_;
   const ControlAuth& auth_;
+  const std::vector<std::string> preheat_hosts_;
   std::mutex mu_;
   std::condition_variable wake_;
   std::deque<Call> queue_;  // GUARDED_BY(mu_)

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 
+#include "backend/oci_image.h"
 #include "common/units.h"
 #include "scheduler/evaluator.h"
 #include "scheduler/redis_store.h"
@@ -117,6 +118,7 @@ const std::map<std::string, Setter>& Setters() {
       {"gc_interval", Duration(&C::gc_interval_ms, 10)},
       // Well above the background thread's 20 ms tick.
       {"background_stall", Duration(&C::background_stall_ms, 100)},
+      {"preheat_registries", Text(&C::preheat_registries)},
       {"peer_ttl", Duration(&C::peer_ttl_ms, 1)},
       {"task_ttl", Duration(&C::task_ttl_ms, 1)},
       {"host_ttl", Duration(&C::host_ttl_ms, 1)},
@@ -167,6 +169,7 @@ const std::vector<std::string>& OptionNames() {
                                                           "seed_trigger_attempts",
                                                           "gc_interval",
                                                           "background_stall",
+                                                          "preheat_registries",
                                                           "peer_ttl",
                                                           "task_ttl",
                                                           "host_ttl"};
@@ -276,6 +279,9 @@ Status ValidateConfig(const SchedulerConfig& config) {
     return InvalidArgument("filter_parent_limit (" + std::to_string(config.filter_parent_limit) +
                            ") must be >= candidate_parent_limit (" +
                            std::to_string(config.candidate_parent_limit) + ")");
+  }
+  if (auto hosts = oci::ParseAllowedHosts(config.preheat_registries); !hosts.ok()) {
+    return InvalidArgument("preheat_registries: " + hosts.status().message());
   }
   if (config.probe_sample_size < config.probe_count) {
     return InvalidArgument("probe_sample_size (" + std::to_string(config.probe_sample_size) +

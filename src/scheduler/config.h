@@ -94,6 +94,9 @@ struct SchedulerConfig {
   // /healthz answers 503 with the reason when the background round (pushes, schedule timeouts,
   // GC) has not come round for this long: a lock held too long, a stuck call.
   uint64_t background_stall_ms = 10'000;
+  // Preheat (SchedulerAdmin.PreheatImage): the hosts it may contact, registries and their token
+  // services, as a comma list of HOST or HOST:PORT (a HOST allows every port); "": any.
+  std::string preheat_registries;
   uint64_t peer_ttl_ms = 24 * 3600'000ull;  // idle peers without a stream are removed after this
   uint64_t task_ttl_ms = 24 * 3600'000ull;  // tasks without peers are removed after this
   uint64_t host_ttl_ms = 3600'000ull;       // hosts not announced for this long are gone

@@ -69,6 +69,9 @@ constexpr FlagHelp kFlags[] = {
     {"gc_interval", "how often peers, tasks and hosts are garbage collected"},
     {"background_stall",
      "/healthz answers 503 when the background round (pushes, timeouts, GC) stalls this long"},
+    {"preheat_registries",
+     "hosts preheat may contact (registries and their token services), a comma list of "
+     "HOST or HOST:PORT (\"\": any)"},
     {"peer_ttl", "idle finished peers are removed after this"},
     {"task_ttl", "tasks without peers are removed after this"},
     {"host_ttl", "hosts that did not announce for this long are gone"},
@@ -118,6 +121,7 @@ std::string DefaultText(const std::string& name) {
       {"seed_trigger_attempts", std::to_string(d.seed_trigger_attempts)},
       {"gc_interval", "1m"},
       {"background_stall", "10s"},
+      {"preheat_registries", d.preheat_registries},
       {"peer_ttl", "24h"},
       {"task_ttl", "24h"},
       {"host_ttl", "1h"},

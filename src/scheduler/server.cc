@@ -45,7 +45,10 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   s->service_ = std::make_unique<SchedulerService>(s->scheduler_.get(), &s->auth_,
                                                    s->topology_.get(), config.probe_sample_size);
 
-  s->admin_ = std::make_unique<AdminService>(s->scheduler_.get(), &s->auth_);
+  auto preheat_hosts = oci::ParseAllowedHosts(config.preheat_registries);
+  if (!preheat_hosts.ok()) return preheat_hosts.status();  // ValidateConfig checked it
+  s->admin_ = std::make_unique<AdminService>(s->scheduler_.get(), &s->auth_,
+                                             std::move(preheat_hosts).value());
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen, s->auth_.ServerCredentials(), &s->port_);

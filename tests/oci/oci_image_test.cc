@@ -1,6 +1,11 @@
 // Preheat's image resolution (backend/oci_image.h): references, platforms, auth challenges and
-// manifest documents, as specifications. The network part is in oci_mirror_test (Preheat*).
+// manifest documents, as specifications; the hosts preheat may contact, against an in-test HTTP
+// registry on loopback. The rest of the network part is in oci_preheat_test.
 #include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <thread>
 
 #include "backend/oci_image.h"
 
@@ -136,6 +141,97 @@ TEST(ManifestDocument, RefusesMalformedDocuments) {
            R"({"mediaType":"application/x-other","layers":[]})", many}) {
     EXPECT_FALSE(ParseManifestDocument(doc, "").ok()) << doc.substr(0, 80);
   }
+}
+
+TEST(AllowedHosts, ACommaListOfHostsAndHostPorts) {
+  auto hosts = ParseAllowedHosts("Registry.Example.com:5000, docker.io,auth.docker.io");
+  ASSERT_TRUE(hosts.ok()) << hosts.status().ToString();
+  EXPECT_EQ(hosts.value(),
+            (std::vector<std::string>{"registry.example.com:5000", "docker.io", "auth.docker.io"}));
+  EXPECT_TRUE(ParseAllowedHosts("").value().empty());
+  for (const char* bad : {"a,,b", "http://a", "a/b", "a:b:c", " , ", "a b"}) {
+    EXPECT_EQ(ParseAllowedHosts(bad).status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  const std::vector<std::string> allowed = {"registry.example.com:5000", "docker.io"};
+  EXPECT_TRUE(CheckAllowedHost(allowed, "https://registry.example.com:5000").ok());
+  EXPECT_TRUE(CheckAllowedHost(allowed, "https://DOCKER.io").ok());
+  EXPECT_TRUE(CheckAllowedHost(allowed, "https://docker.io:443").ok());  // a HOST: any port
+  EXPECT_EQ(CheckAllowedHost(allowed, "https://registry.example.com:5001").code(),
+            StatusCode::kPermissionDenied);
+  EXPECT_EQ(CheckAllowedHost(allowed, "http://169.254.169.254").code(),
+            StatusCode::kPermissionDenied);
+  EXPECT_TRUE(CheckAllowedHost({}, "http://anything:1").ok());  // no list: any host
+}
+
+// A registry on loopback whose manifests need a Bearer token from a realm on another address.
+class ChallengingRegistry {
+ public:
+  ChallengingRegistry() {
+    server_.Get(R"(/v2/.*)", [this](const httplib::Request&, httplib::Response& res) {
+      ++manifest_gets_;
+      res.status = 401;
+      res.set_header("WWW-Authenticate", "Bearer realm=\"http://127.0.0.2:" +
+                                             std::to_string(port_) + "/token\",service=\"x\"");
+    });
+    server_.Get("/token", [this](const httplib::Request&, httplib::Response& res) {
+      ++token_gets_;
+      res.set_content(R"({"token":"t"})", "application/json");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    // The realm's address: the same server, bound on 127.0.0.2 too.
+    realm_server_.Get("/token", [this](const httplib::Request&, httplib::Response& res) {
+      ++token_gets_;
+      res.set_content(R"({"token":"t"})", "application/json");
+    });
+    realm_ok_ = realm_server_.bind_to_port("127.0.0.2", port_);
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    // Bound sockets listen already: a request before the threads accept waits in the backlog.
+    if (realm_ok_) realm_thread_ = std::thread([this] { realm_server_.listen_after_bind(); });
+  }
+  ~ChallengingRegistry() {
+    server_.stop();
+    realm_server_.stop();
+    thread_.join();
+    if (realm_thread_.joinable()) realm_thread_.join();
+  }
+  int port() const { return port_; }
+  int manifest_gets() const { return manifest_gets_; }
+  int token_gets() const { return token_gets_; }
+
+ private:
+  httplib::Server server_;
+  httplib::Server realm_server_;
+  int port_ = 0;
+  bool realm_ok_ = false;
+  std::atomic<int> manifest_gets_{0};
+  std::atomic<int> token_gets_{0};
+  std::thread thread_;
+  std::thread realm_thread_;
+};
+
+TEST(AllowedHosts, ARegistryOrTokenRealmOutsideTheListIsNeverContacted) {
+  ChallengingRegistry registry;
+  ASSERT_GT(registry.port(), 0);
+  auto ref = ParseImageReference("127.0.0.1:" + std::to_string(registry.port()) + "/team/app:1");
+  ASSERT_TRUE(ref.ok()) << ref.status().ToString();
+  ResolveOptions options;
+  options.plain_http = true;
+  options.timeout_seconds = 5;
+
+  // The registry itself is not allowed: refused before any request.
+  options.allowed_hosts = {"registry.example.com"};
+  auto image = ResolveImage(ref.value(), options);
+  EXPECT_EQ(image.status().code(), StatusCode::kPermissionDenied) << image.status().ToString();
+  EXPECT_EQ(registry.manifest_gets(), 0);
+
+  // The registry is, its token realm (another address) is not: the challenge goes unanswered.
+  options.allowed_hosts = {"127.0.0.1"};
+  image = ResolveImage(ref.value(), options);
+  EXPECT_EQ(image.status().code(), StatusCode::kPermissionDenied) << image.status().ToString();
+  EXPECT_NE(image.status().message().find("127.0.0.2"), std::string::npos)
+      << image.status().ToString();
+  EXPECT_EQ(registry.manifest_gets(), 1);
+  EXPECT_EQ(registry.token_gets(), 0);
 }
 
 }  // namespace

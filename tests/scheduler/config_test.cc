@@ -183,5 +183,18 @@ TEST(SchedulerConfig, BackgroundStall) {
             OptionNames().end());
 }
 
+TEST(SchedulerConfig, PreheatRegistriesAreAListOfHostsCheckedAtLoad) {
+  SchedulerConfig c;
+  EXPECT_TRUE(c.preheat_registries.empty());  // any registry by default (docs/oci.md)
+  auto loaded = LoadConfigFromString("preheat_registries: docker.io,auth.docker.io\n", "test.yaml",
+                                     SchedulerConfig{});
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_TRUE(ValidateConfig(loaded.value()).ok());
+  EXPECT_TRUE(SetOption(c, "preheat-registries", "http://169.254.169.254/").ok());
+  Status bad = ValidateConfig(c);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("preheat_registries"), std::string::npos) << bad.ToString();
+}
+
 }  // namespace
 }  // namespace df::scheduler

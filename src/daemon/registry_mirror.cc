@@ -657,11 +657,7 @@ Result<std::pair<UniqueFd, uint64_t>> RegistryMirror::Impl::FetchDirect(
   BackendRequest breq{url, h, 0, 10000};
   Status s = backend.value()->Read(breq, 0, -1, [&](const char* data, size_t n) -> Status {
     sha.Update(data, n);
-    for (size_t done = 0; done < n;) {
-      ssize_t w = ::pwrite(fd.get(), data + done, n - done, static_cast<off_t>(size + done));
-      if (w <= 0) return IoError("cannot write the blob's temporary file");
-      done += static_cast<size_t>(w);
-    }
+    DF_RETURN_IF_ERROR(WriteAllAt(fd.get(), data, n, size, "write the blob's temporary file"));
     size += n;
     return Status::Ok();
   });

@@ -12,6 +12,7 @@
 #include "common/digest.h"
 #include "common/http_syntax.h"
 #include "common/task_info.h"
+#include "common/fd.h"
 #include "common/log.h"
 #include "common/redact.h"
 #include "daemon/piece_protocol.h"
@@ -329,14 +330,8 @@ Result<std::vector<uint32_t>> DownloadService::ReceiveImport(
       size_t len = static_cast<size_t>(std::min<uint64_t>(data.size() - used, piece_end - offset));
       crcs[n.value] = Crc32cExtend(crcs[n.value], data.data() + used, len);
       if (sha) sha->Update(data.data() + used, len);
-      size_t done = 0;
-      while (done < len) {
-        ssize_t w = ::pwrite(storage.content_fd(), data.data() + used + done, len - done,
-                             static_cast<off_t>(offset + done));
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return ErrnoStatus("write " + storage.content_path(), errno);
-        done += static_cast<size_t>(w);
-      }
+      DF_RETURN_IF_ERROR(WriteAllAt(storage.content_fd(), data.data() + used, len, offset,
+                                    "write " + storage.content_path()));
       used += len;
       offset += len;
     }

@@ -194,7 +194,10 @@ NginxOrigin::NginxOrigin(const std::string& root, const std::string& limit_rate)
     << "http {\n"
     << "  log_format bytes '$status $body_bytes_sent \"$http_x_test\"';\n"
     << "  access_log " << dir_.path() << "/access.log bytes;\n"
-    << "  sendfile on; tcp_nopush on; keepalive_requests 100000;\n"
+    // With sendfile, nginx's limit_rate lets a piece-sized range (1 MiB) through at once and
+    // throttles only longer answers: a rate-limited origin reads with read()/write() instead.
+    << (limit_rate.empty() ? "  sendfile on; tcp_nopush on;" : "  sendfile off;")
+    << " keepalive_requests 100000;\n"
     << "  client_body_temp_path " << dir_.path() << "/body; proxy_temp_path " << dir_.path()
     << "/proxy;\n"
     << "  fastcgi_temp_path " << dir_.path() << "/fcgi; uwsgi_temp_path " << dir_.path()

@@ -63,7 +63,7 @@ TEST(P2P, EightPeersGetIdenticalCopiesAndTheOriginServesTheFileOnce) {
 TEST(P2P, ALateJoinerGetsPiecesFromPeersThatAreStillDownloading) {
   bench::TempDir dir;
   auto opts = Options(dir, 2);
-  opts.origin_limit_rate = "3m";  // 8 connections x 3 MB/s: the seed needs ~5 s for the file
+  opts.origin_limit_rate = "3m";  // 4 origin GETs x 3 MB/s: the seed needs ~11 s for the file
   bench::LocalCluster cluster(opts);
   std::filesystem::create_directories(cluster.OriginRoot());
   const uint64_t size = 128 * kMiB;

@@ -193,7 +193,8 @@ NginxOrigin::NginxOrigin(const std::string& root, const std::string& limit_rate)
     << (::geteuid() == 0 ? "user root;\n" : "") << "events { worker_connections 1024; }\n"
     << "http {\n"
     << "  log_format bytes '$status $body_bytes_sent \"$http_x_test\"';\n"
-    << "  access_log " << dir_.path() << "/access.log bytes;\n"
+    << "  access_log " << dir_.path()
+    << "/access.log bytes;\n"
     // With sendfile, nginx's limit_rate lets a piece-sized range (1 MiB) through at once and
     // throttles only longer answers: a rate-limited origin reads with read()/write() instead.
     << (limit_rate.empty() ? "  sendfile on; tcp_nopush on;" : "  sendfile off;")

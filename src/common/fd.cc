@@ -21,4 +21,17 @@ Status WriteAllAt(int fd, const void* data, size_t n, uint64_t offset, std::stri
   return Status::Ok();
 }
 
+bool ReadAllAt(int fd, void* data, size_t n, uint64_t offset) {
+  auto* p = static_cast<char*>(data);
+  while (n > 0) {
+    ssize_t got = ::pread(fd, p, n, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    p += got;
+    n -= static_cast<size_t>(got);
+    offset += static_cast<uint64_t>(got);
+  }
+  return true;
+}
+
 }  // namespace df

@@ -43,5 +43,8 @@ class UniqueFd {
 // Writes all of data[0..n) at `offset` of `fd` (retrying short writes and EINTR). The error
 // names `what` and the offset.
 Status WriteAllAt(int fd, const void* data, size_t n, uint64_t offset, std::string_view what);
+// Reads exactly n bytes at `offset` of `fd` into `data` (retrying short reads and EINTR); false
+// on an error or end of file first.
+bool ReadAllAt(int fd, void* data, size_t n, uint64_t offset);
 
 }  // namespace df

@@ -599,12 +599,7 @@ bool RegistryMirror::Impl::StreamNext(BlobStream& st, uint64_t offset, httplib::
 bool RegistryMirror::Impl::SendFromFile(BlobStream& st, uint64_t offset, uint64_t ready,
                                         httplib::DataSink& sink) {
   const size_t n = static_cast<size_t>(std::min<uint64_t>(ready - offset, st.buffer.size()));
-  for (size_t done = 0; done < n;) {
-    ssize_t got =
-        ::pread(st.fd.get(), st.buffer.data() + done, n - done, static_cast<off_t>(offset + done));
-    if (got <= 0) return false;
-    done += static_cast<size_t>(got);
-  }
+  if (!ReadAllAt(st.fd.get(), st.buffer.data(), n, offset)) return false;
   st.sent.Update(st.buffer.data(), n);
   st.deadline = MirrorClock::now() + kStreamStallTimeout;
   if (offset + n == st.size && "sha256:" + st.sent.FinalHex() != st.digest) {
@@ -824,12 +819,7 @@ bool RegistryMirror::Impl::RangeNext(RangeStream& st, uint64_t offset, httplib::
       const uint64_t end =
           std::min(st.layout.offset(piece) + st.layout.length(piece), st.range.last + 1);
       const size_t n = static_cast<size_t>(std::min<uint64_t>(end - at, st.buffer.size()));
-      for (size_t done = 0; done < n;) {
-        ssize_t got =
-            ::pread(st.fd.get(), st.buffer.data() + done, n - done, static_cast<off_t>(at + done));
-        if (got <= 0) return false;
-        done += static_cast<size_t>(got);
-      }
+      if (!ReadAllAt(st.fd.get(), st.buffer.data(), n, at)) return false;
       st.deadline = MirrorClock::now() + kStreamStallTimeout;
       return sink.write(st.buffer.data(), n);
     }

@@ -6,10 +6,13 @@ What it does (loopback only, 127.0.0.1; Python 3 standard library only):
 
   1. Starts an nginx origin (per-request `limit_rate`, so a download takes ~--target-seconds), one
      dfscheduler, one seed dfdaemon and --peers peer dfdaemons, each on explicit free ports.
-  2. Downloads a generated file to every peer at once (dfget --no-progress): the unloaded time.
+  2. Downloads a generated file to every peer at once (dfget --no-progress), --rounds times,
+     each under another name (another task: no cache helps): the unloaded time is the median.
   3. Starts the abusers against EVERY port (daemon gRPC, piece, metrics and unix socket; scheduler
-     gRPC and metrics), waits --ramp seconds, and downloads a hard link of the same file under
-     another name (another task: no cache helps) while the abuse goes on for --seconds.
+     gRPC and metrics), waits --ramp seconds, and downloads hard links of the same file under
+     other names --rounds times while the abuse goes on for --seconds (longer when the rounds
+     need it): the loaded time is the median. One download of 64 MiB on this loopback varies by
+     +-15 % from run to run, so a single pair of samples can cross the 0.8 line by chance.
   4. Samples VmRSS/RssAnon of every daemon and the scheduler every second, probes every port with
      a well-behaved client every few seconds during the abuse, and at the end checks that every
      process is alive, every port serves a good client (piece PING->PONG, metrics GET 200, a gRPC
@@ -38,6 +41,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -1034,6 +1038,8 @@ def parse_args(argv):
                     help="unloaded download time the origin rate is chosen for (default 25)")
     ap.add_argument("--origin-rate", default="",
                     help="nginx limit_rate per request (e.g. 2m); overrides --target-seconds")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="downloads unloaded and under abuse; the medians are compared (default 3)")
     ap.add_argument("--ramp", type=float, default=5, help="abuse seconds before the download")
     ap.add_argument("--half-open", type=int, default=200, help="half-open connections per port")
     ap.add_argument("--slow", type=int, default=16, help="1 byte/s senders per port")
@@ -1055,7 +1061,10 @@ def parse_args(argv):
                     help="parent of the daemons' data dirs (default: the work dir); removed at "
                     "the end")
     ap.add_argument("--json", default="", help="also write the results to this file")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be >= 1, not {args.rounds}")
+    return args
 
 
 def preflight(args):
@@ -1084,9 +1093,14 @@ def run(args, work, result):
     origin = os.path.join(work, "origin")
     os.makedirs(origin, exist_ok=True)
     log(f"generating {fmt_mib(size)} file")
-    want = make_file(os.path.join(origin, "unloaded.bin"), size)
-    # Same bytes under other names: other URLs, other tasks, so no cache helps the second run.
-    os.link(os.path.join(origin, "unloaded.bin"), os.path.join(origin, "loaded.bin"))
+    want = make_file(os.path.join(origin, "unloaded-1.bin"), size)
+    # Same bytes under other names: other URLs, other tasks, so no cache helps a later round.
+    rounds = range(1, args.rounds + 1)
+    for i in rounds:
+        for phase in ("unloaded", "loaded"):
+            if (phase, i) != ("unloaded", 1):
+                os.link(os.path.join(origin, "unloaded-1.bin"),
+                        os.path.join(origin, f"{phase}-{i}.bin"))
     check_size = min(size, 16 * MiB)
     want_check = make_file(os.path.join(origin, "check.bin"), check_size)
 
@@ -1102,13 +1116,17 @@ def run(args, work, result):
 
     # -- Unloaded.
     rss.phase = "unloaded"
-    log("unloaded download")
-    t_unloaded, res = cluster.download_all("unloaded.bin", dl_timeout)
-    bad = check_outputs(res, want)
-    if bad:
-        failures += [f"unloaded download: {b}" for b in bad]
-        raise RuntimeError("; ".join(bad))
-    log(f"unloaded: {t_unloaded:.1f} s")
+    unloaded_samples = []
+    for i in rounds:
+        log(f"unloaded download {i}/{args.rounds}")
+        t, res = cluster.download_all(f"unloaded-{i}.bin", dl_timeout)
+        bad = check_outputs(res, want)
+        if bad:
+            failures += [f"unloaded download: {b}" for b in bad]
+            raise RuntimeError("; ".join(bad))
+        log(f"unloaded {i}: {t:.1f} s")
+        unloaded_samples.append(t)
+    t_unloaded = statistics.median(unloaded_samples)
 
     # -- Loaded.
     rss.phase = "pre"
@@ -1119,7 +1137,7 @@ def run(args, work, result):
     log_offsets = {n: os.path.getsize(cluster.log_path(n)) for n in cluster.pids()}
     cpu_before = os.times()
     t0 = time.time()
-    hard_deadline = t0 + args.seconds + dl_timeout + 30
+    hard_deadline = t0 + args.seconds + args.rounds * dl_timeout + 30
     rss.phase = "abuse"
     log(f"abuse starts on {len(targets)} ports: {args.half_open} half-open + {args.slow} slow "
         f"per port, {args.bursts_per_sec}/s garbage and {args.bursts_per_sec}/s malformed "
@@ -1128,11 +1146,15 @@ def run(args, work, result):
     prober = Prober(targets, args.probe_period)
     prober.thread.start()
     abuse.stop.wait(args.ramp)
-    log("loaded download")
-    t_loaded, res = cluster.download_all("loaded.bin", dl_timeout)
-    bad = check_outputs(res, want)
-    failures += [f"loaded download: {b}" for b in bad]
-    log(f"loaded: {t_loaded:.1f} s (abuse running for {time.time() - t0:.0f} s)")
+    loaded_samples = []
+    for i in rounds:
+        log(f"loaded download {i}/{args.rounds}")
+        t, res = cluster.download_all(f"loaded-{i}.bin", dl_timeout)
+        bad = check_outputs(res, want)
+        failures += [f"loaded download {i}: {b}" for b in bad]
+        log(f"loaded {i}: {t:.1f} s (abuse running for {time.time() - t0:.0f} s)")
+        loaded_samples.append(t)
+    t_loaded = statistics.median(loaded_samples)
     while time.time() < t0 + args.seconds and all(v is None for v in cluster.alive().values()):
         time.sleep(0.5)
     # Under-abuse probe of every port, the last word before the abusers go.
@@ -1216,6 +1238,7 @@ def run(args, work, result):
     result.update({
         "size_bytes": size, "origin_rate": origin_rate, "peers": args.peers,
         "abuse_seconds": abuse_seconds, "unloaded_s": t_unloaded, "loaded_s": t_loaded,
+        "unloaded_samples_s": unloaded_samples, "loaded_samples_s": loaded_samples,
         "speed_ratio": ratio, "rss": rss_rows, "alive": alive,
         "under_abuse_probe": {k: list(v) for k, v in under.items()},
         "after_probe": {k: list(v) for k, v in after.items()},
@@ -1229,8 +1252,8 @@ def run(args, work, result):
         "abuser_cpu_s": (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system),
         "daemon_log_warnings": warnings, "failures": failures,
         "check_download_s": t_check,
-        "stalls": {"unloaded": cluster.stalls.get("unloaded.bin", 0),
-                   "loaded": cluster.stalls.get("loaded.bin", 0),
+        "stalls": {"unloaded": sum(cluster.stalls.get(f"unloaded-{i}.bin", 0) for i in rounds),
+                   "loaded": sum(cluster.stalls.get(f"loaded-{i}.bin", 0) for i in rounds),
                    "check": cluster.stalls.get("check.bin", 0)},
     })
     return failures
@@ -1245,8 +1268,12 @@ def print_summary(r, args):
       f"slow senders per port, {r['garbage_per_port_per_s']:.1f}/s garbage + "
       f"{r['malformed_per_port_per_s']:.1f}/s malformed connections per port); abusers used "
       f"{r['abuser_cpu_s']:.0f} CPU-s")
-    p(f"  unloaded download   {r['unloaded_s']:7.1f} s")
-    p(f"  loaded download     {r['loaded_s']:7.1f} s")
+    def samples(key):
+        xs = r[key]
+        return f" (median of {len(xs)}: {' '.join(f'{x:.1f}' for x in xs)})" if len(xs) > 1 else ""
+
+    p(f"  unloaded download   {r['unloaded_s']:7.1f} s{samples('unloaded_samples_s')}")
+    p(f"  loaded download     {r['loaded_s']:7.1f} s{samples('loaded_samples_s')}")
     p(f"  speed loaded/unloaded {r['speed_ratio']:5.2f}x  (must be >= {args.min_speed_ratio})")
     p(f"  download after abuse {r['check_download_s']:6.1f} s (16 MiB check file)")
     st = r["stalls"]

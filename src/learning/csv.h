@@ -65,7 +65,6 @@ class CsvReader {
   std::vector<std::string> fields_;
   std::string field_;
   size_t record_bytes_ = 0;
-  bool pending_cr_ = false;  // a '\r' in an unquoted field, dropped if a '\n' follows
   uint64_t records_ = 0;
   uint64_t bad_records_ = 0;
 };

@@ -95,10 +95,8 @@ HostGraph HostGraph::Build(
     auto src = g.Find(pair.first);
     auto dst = g.Find(pair.second);
     if (!src || !dst) continue;
-    const auto* reverse = [&]() -> const ProbeRecord* {
-      auto it = dataset.probes().find({pair.second, pair.first});
-      return it == dataset.probes().end() ? nullptr : &it->second;
-    }();
+    auto back = dataset.probes().find({pair.second, pair.first});
+    const ProbeRecord* reverse = back == dataset.probes().end() ? nullptr : &back->second;
     const uint64_t rtt =
         reverse == nullptr ? p.average_rtt_ns : (p.average_rtt_ns + reverse->average_rtt_ns) / 2;
     edge(*src, *dst).rtt_ns = rtt;

@@ -27,6 +27,8 @@ PACKAGES=(
   # OCI registry mirror (docs/oci.md): the HTTP library of dfdaemon's mirror; a real registry,
   # skopeo and htpasswd (bcrypt) for tests/oci; RE2 for the mirror's proxy rules
   libcpp-httplib-dev docker-registry skopeo apache2-utils libre2-dev
+  # containerd and ctr: tests/oci/oci_containerd_test pulls through the mirror with ctr
+  containerd
 )
 
 missing=()
@@ -59,4 +61,7 @@ if command -v service >/dev/null 2>&1; then $SUDO service prometheus stop >/dev/
 # And docker-registry's on :5000: tests/oci starts its own registries on free ports.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
 if command -v service >/dev/null 2>&1; then $SUDO service docker-registry stop >/dev/null 2>&1 || true; fi
+# And containerd's: tests/oci starts its own instances in temporary roots.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now containerd >/dev/null 2>&1 || true; fi
+if command -v service >/dev/null 2>&1; then $SUDO service containerd stop >/dev/null 2>&1 || true; fi
 echo "install-deps: done"

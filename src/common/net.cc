@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 namespace df {
 
@@ -261,6 +262,49 @@ std::vector<std::string> ResolveHostIps(const std::string& host_port) {
   }
   ::freeaddrinfo(res);
   return ips;
+}
+
+Result<std::vector<std::string>> ParseSchedulerAddresses(const std::string& list) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    std::string a = list.substr(start, comma - start);
+    a.erase(0, a.find_first_not_of(" \t"));
+    a.erase(a.find_last_not_of(" \t") + 1);
+    if (a.empty()) return InvalidArgument("scheduler: empty address in '" + list + "'");
+    const size_t colon = a.rfind(':');
+    if (colon == std::string::npos || colon + 1 == a.size() || colon == 0) {
+      return InvalidArgument("scheduler must be HOST:PORT[,HOST:PORT...], got '" + a + "'");
+    }
+    if (!seen.insert(a).second) return InvalidArgument("scheduler: '" + a + "' listed twice");
+    out.push_back(a);
+    start = comma + 1;
+  }
+  return out;
+}
+
+uint64_t RendezvousScore(const std::string& a, const std::string& b) {
+  // FNV-1a, 64 bits: the same value in every process and on every machine, unlike std::hash.
+  uint64_t h = 14695981039346656037ull;
+  auto mix = [&](const std::string& s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+  };
+  mix(a);
+  mix(std::string(1, '\0'));
+  mix(b);
+  // FNV's low bits mix poorly for similar inputs; a final avalanche (splitmix64) fixes that.
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h;
 }
 
 }  // namespace df

@@ -59,4 +59,13 @@ std::string DefaultIp();
 // resolve. "HOST:PORT" is accepted and the port ignored ("[v6]:PORT" too).
 std::vector<std::string> ResolveHostIps(const std::string& host_port);
 
+// Splits a scheduler list "a:1,b:2" (dfdaemon --scheduler, dfctl --scheduler) into addresses;
+// InvalidArgument for an empty list, an empty entry, an entry without a port, or a duplicate.
+Result<std::vector<std::string>> ParseSchedulerAddresses(const std::string& list);
+
+// Rendezvous (highest random weight) hashing: the score of scheduler `address` for task `key`;
+// a task belongs to the (healthy) scheduler with the highest score. Stable across processes and
+// machines, so every daemon, and dfctl, computes the same owner.
+uint64_t RendezvousScore(const std::string& address, const std::string& key);
+
 }  // namespace df

@@ -5,7 +5,6 @@
 
 #include <functional>
 #include <map>
-#include <set>
 
 #include "common/net.h"
 #include "common/units.h"
@@ -241,28 +240,6 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   cfg->registry_mirror = upstream.value();
   DF_RETURN_IF_ERROR(ProxyRules::Compile(cfg->proxy_rules).status());
   return Status::Ok();
-}
-
-Result<std::vector<std::string>> ParseSchedulerAddresses(const std::string& list) {
-  std::vector<std::string> out;
-  std::set<std::string> seen;
-  size_t start = 0;
-  while (start <= list.size()) {
-    size_t comma = list.find(',', start);
-    if (comma == std::string::npos) comma = list.size();
-    std::string a = list.substr(start, comma - start);
-    a.erase(0, a.find_first_not_of(" \t"));
-    a.erase(a.find_last_not_of(" \t") + 1);
-    if (a.empty()) return InvalidArgument("scheduler: empty address in '" + list + "'");
-    const size_t colon = a.rfind(':');
-    if (colon == std::string::npos || colon + 1 == a.size() || colon == 0) {
-      return InvalidArgument("scheduler must be HOST:PORT[,HOST:PORT...], got '" + a + "'");
-    }
-    if (!seen.insert(a).second) return InvalidArgument("scheduler: '" + a + "' listed twice");
-    out.push_back(a);
-    start = comma + 1;
-  }
-  return out;
 }
 
 }  // namespace df

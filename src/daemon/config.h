@@ -106,8 +106,4 @@ Status LoadDaemonConfigFromString(const std::string& yaml, const std::string& so
 // Checks the values together (ports, watermarks, paths); fills defaults (hostname, ip).
 Status ValidateDaemonConfig(DaemonConfig* cfg);
 
-// Splits a --scheduler list "a:1,b:2" into addresses; InvalidArgument for an empty list, an
-// empty entry, an entry without a port, or a duplicate.
-Result<std::vector<std::string>> ParseSchedulerAddresses(const std::string& list);
-
 }  // namespace df

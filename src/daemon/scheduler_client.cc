@@ -3,36 +3,12 @@
 #include <algorithm>
 
 #include "common/log.h"
+#include "common/net.h"
 #include "daemon/config.h"
 
 namespace df {
 
 namespace sv1 = df::scheduler::v1;
-
-namespace {
-
-// FNV-1a, 64 bits: the same value in every process and on every machine, unlike std::hash.
-uint64_t StableHash(const std::string& a, const std::string& b) {
-  uint64_t h = 14695981039346656037ull;
-  auto mix = [&](const std::string& s) {
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 1099511628211ull;
-    }
-  };
-  mix(a);
-  mix(std::string(1, '\0'));
-  mix(b);
-  // FNV's low bits mix poorly for similar inputs; a final avalanche (splitmix64) fixes that.
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ull;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebull;
-  h ^= h >> 31;
-  return h;
-}
-
-}  // namespace
 
 SchedulerClient::SchedulerClient(std::string addresses, const ControlAuth* auth,
                                  std::function<void(sv1::Host*)> refresh)
@@ -75,7 +51,7 @@ SchedulerClient::Endpoint& SchedulerClient::ForTask(const std::string& task_id) 
   Endpoint* best_healthy = nullptr;
   uint64_t best_score = 0, best_healthy_score = 0;
   for (auto& e : endpoints_) {
-    const uint64_t score = StableHash(e->address_, task_id);
+    const uint64_t score = RendezvousScore(e->address_, task_id);
     if (!best || score > best_score) {
       best = e.get();
       best_score = score;

@@ -1,8 +1,12 @@
 // dfctl: operator commands against a dfscheduler's SchedulerAdmin service.
 //
 //   dfctl preheat IMAGE [--platform linux/amd64] [--username U --password P] [--plain-http]
-//                 [--scheduler HOST:PORT] [--auth-token-file F | --tls-cert C --tls-key K
-//                 --tls-ca A] [--wait] [--timeout SECONDS]
+//                 [--scheduler HOST:PORT[,HOST:PORT...]] [--auth-token-file F | --tls-cert C
+//                 --tls-key K --tls-ca A] [--wait] [--timeout SECONDS]
+//
+// With several schedulers (the list the daemons are given), the preheat goes to the first one
+// that answers; its seed registers each blob's task with the scheduler the daemons hash the task
+// to, so --wait asks every scheduler and a blob is done once one of them has a finished peer.
 //
 // Exit status: 0 done; 1 the scheduler refused or failed the call (its message on stderr);
 // 2 bad flags, or token or TLS files that cannot be used; 3 some blob was not preheated
@@ -13,10 +17,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/auth.h"
+#include "common/net.h"
 #include "common/version.h"
 #include "scheduler.grpc.pb.h"
 #include "scheduler_admin.grpc.pb.h"
@@ -31,7 +38,7 @@ struct PreheatFlags {
   std::string username;
   std::string password;
   bool plain_http = false;
-  std::string scheduler = "127.0.0.1:8002";
+  std::string scheduler = "127.0.0.1:8002";  // or a comma list
   std::string token_file;
   df::TlsFiles tls;
   bool wait = false;
@@ -52,18 +59,26 @@ bool SeedFinished(v1::Scheduler::Stub& stub, const df::ControlAuth& auth,
   return s.ok() && res.finished_peer_count() > 0;
 }
 
-// Polls the scheduler until every preheated task has a finished peer or the timeout passes;
-// prints the ones that did not finish. True when all did.
-bool WaitForSeeds(const std::shared_ptr<grpc::Channel>& channel, const df::ControlAuth& auth,
-                  const v1::PreheatImageResponse& res, int timeout_seconds) {
-  auto stub = v1::Scheduler::NewStub(channel);
+// Polls the schedulers until every preheated task has a finished peer on one of them or the
+// timeout passes; prints the ones that did not finish. True when all did.
+bool WaitForSeeds(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                  const df::ControlAuth& auth, const v1::PreheatImageResponse& res,
+                  int timeout_seconds) {
+  std::vector<std::unique_ptr<v1::Scheduler::Stub>> stubs;
+  for (const auto& channel : channels) stubs.push_back(v1::Scheduler::NewStub(channel));
+  auto finished = [&](const std::string& id) {
+    for (auto& stub : stubs) {
+      if (SeedFinished(*stub, auth, id)) return true;
+    }
+    return false;
+  };
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
   std::vector<std::string> pending;
   for (const auto& b : res.blobs()) {
     if (b.state().rfind("skipped", 0) != 0) pending.push_back(b.task_id());
   }
   while (!pending.empty()) {
-    std::erase_if(pending, [&](const std::string& id) { return SeedFinished(*stub, auth, id); });
+    std::erase_if(pending, finished);
     if (pending.empty() || std::chrono::steady_clock::now() > deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
@@ -80,19 +95,39 @@ int Preheat(const PreheatFlags& f) {
     std::fprintf(stderr, "dfctl: %s\n", auth.status().ToString().c_str());
     return 2;
   }
-  auto channel = grpc::CreateChannel(f.scheduler, auth.value().ChannelCredentials());
-  auto stub = v1::SchedulerAdmin::NewStub(channel);
+  auto addresses = df::ParseSchedulerAddresses(f.scheduler);
+  if (!addresses.ok()) {
+    std::fprintf(stderr, "dfctl: --%s\n", addresses.status().message().c_str());
+    return 2;
+  }
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (const std::string& a : addresses.value()) {
+    channels.push_back(grpc::CreateChannel(a, auth.value().ChannelCredentials()));
+  }
   v1::PreheatImageRequest req;
   req.set_image(f.image);
   req.set_platform(f.platform);
   req.set_username(f.username);
   req.set_password(f.password);
   req.set_plain_http(f.plain_http);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
-  auth.value().Attach(&ctx);
+  // The first scheduler that answers does the preheat: one that is down (UNAVAILABLE) or does
+  // not answer in time passes the call to the next; any other answer is final.
   v1::PreheatImageResponse res;
-  grpc::Status s = stub->PreheatImage(&ctx, req, &res);
+  grpc::Status s;
+  for (size_t i = 0; i < channels.size(); ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+    auth.value().Attach(&ctx);
+    s = v1::SchedulerAdmin::NewStub(channels[i])->PreheatImage(&ctx, req, &res);
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      break;
+    }
+    if (i + 1 < channels.size()) {
+      std::fprintf(stderr, "dfctl: scheduler %s: %s; trying %s\n", addresses.value()[i].c_str(),
+                   s.error_message().c_str(), addresses.value()[i + 1].c_str());
+    }
+  }
   if (!s.ok()) {
     std::fprintf(stderr, "dfctl: preheat %s: %s\n", f.image.c_str(), s.error_message().c_str());
     return 1;
@@ -106,7 +141,7 @@ int Preheat(const PreheatFlags& f) {
     all = all && b.state().rfind("skipped", 0) != 0;
   }
   std::fflush(stdout);
-  if (f.wait && !WaitForSeeds(channel, auth.value(), res, f.timeout_seconds)) return 3;
+  if (f.wait && !WaitForSeeds(channels, auth.value(), res, f.timeout_seconds)) return 3;
   if (f.wait && all) std::printf("every blob is on a seed peer\n");
   return all ? 0 : 3;
 }
@@ -128,7 +163,10 @@ int main(int argc, char** argv) {
   preheat->add_option("--password", f.password,
                       "registry password (or the DFCTL_PASSWORD environment variable)");
   preheat->add_flag("--plain-http", f.plain_http, "the registry speaks HTTP, not HTTPS");
-  preheat->add_option("--scheduler", f.scheduler, "dfscheduler HOST:PORT")->capture_default_str();
+  preheat
+      ->add_option("--scheduler", f.scheduler,
+                   "dfscheduler HOST:PORT, or the daemons' comma list of them")
+      ->capture_default_str();
   preheat->add_option("--auth-token-file", f.token_file, "the cluster's shared token");
   preheat->add_option("--tls-cert", f.tls.cert_file, "mutual TLS: this client's certificate");
   preheat->add_option("--tls-key", f.tls.key_file, "mutual TLS: its private key");

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "common/net.h"
 #include "daemon/config.h"
 
 namespace df {

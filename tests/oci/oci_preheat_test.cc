@@ -9,6 +9,7 @@
 #include <atomic>
 #include <ctime>
 
+#include "common/net.h"
 #include "oci_test_util.h"
 
 namespace df {
@@ -320,6 +321,91 @@ TEST_F(OciPreheatTest, PreheatFollowsTheBearerTokenChallengeOfATokenAuthRegistry
   PreheatThenPull(image, registry, {"--username", kUser, "--password", kPassword},
                   {"--src-creds", std::string(kUser) + ":" + kPassword});
   EXPECT_GT(realm.tokens_issued(), before);
+}
+
+// Several schedulers (the daemons' `--scheduler a,b`): dfctl, given the same list with a dead
+// scheduler first, preheats through the first one that answers; the seed registers each blob's
+// task with the scheduler the daemons hash it to, so --wait must ask both. The second
+// scheduler's port is chosen so that the hash gives each scheduler some of the blobs.
+TEST_F(OciPreheatTest, WithTwoSchedulersPreheatFailsOverAndWaitAsksTheOwnerOfEachBlob) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image =
+      MakeImage(dir_.path() + "/img", 23,
+                {700 * kKiB, 300 * kKiB, 200 * kKiB, 100 * kKiB, 60 * kKiB, 30 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  token_file_ = dir_.path() + "/token";
+  WriteFile(token_file_, "preheat-test-token-0123456789abcdef\n");
+  ::chmod(token_file_.c_str(), 0600);
+
+  const std::string s1 = "127.0.0.1:" + std::to_string(bench::FreePort());
+  auto owned_by_s2 = [&](const std::string& s2) {
+    int n = 0;
+    for (const Blob& b : AllBlobs(image)) {
+      const std::string id = b.digest.substr(7);  // a digest-keyed task's id
+      n += RendezvousScore(s2, id) > RendezvousScore(s1, id);
+    }
+    return n;
+  };
+  std::string s2;
+  const int blobs = static_cast<int>(AllBlobs(image).size());
+  for (int i = 0; i < 50; ++i) {
+    s2 = "127.0.0.1:" + std::to_string(bench::FreePort());
+    const int n = owned_by_s2(s2);
+    if (s2 != s1 && n >= 1 && n < blobs) break;
+  }
+  const int on_s2 = owned_by_s2(s2);
+  ASSERT_TRUE(on_s2 >= 1 && on_s2 < blobs) << "no port split the blobs between the schedulers";
+  const std::string list = s1 + "," + s2;
+
+  std::vector<Process> schedulers;
+  std::vector<uint16_t> metrics;
+  for (const std::string& s : {s1, s2}) {
+    metrics.push_back(bench::FreePort());
+    schedulers.push_back(Process::Start(
+        {Bin("scheduler/dfscheduler"), "--listen", s, "--metrics",
+         "127.0.0.1:" + std::to_string(metrics.back()), "--auth-token-file", token_file_},
+        dir_.path() + "/dfscheduler-" + s.substr(s.rfind(':') + 1) + ".log"));
+    ASSERT_TRUE(
+        bench::WaitForTcp(static_cast<uint16_t>(std::stoi(s.substr(s.rfind(':') + 1))), 10000));
+  }
+  std::vector<std::string> seed_argv =
+      bench::DaemonArgv(bench::BuildDir() + "/src", "seed", dir_.path(), 1);
+  SetFlag(seed_argv, "--scheduler", list);
+  seed_argv.insert(seed_argv.end(), {"--seed", "--auth-token-file", token_file_});
+  seed_ = Process::Start(seed_argv, dir_.path() + "/seed.log");
+  peer_ = StartMirror(
+      "peer", registry.Url(), 0,
+      {"--scheduler", list, "--announce-interval", "500ms", "--auth-token-file", token_file_});
+  ASSERT_TRUE(peer_->proc.running());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // hosts announced to both
+
+  // A dead scheduler first: the preheat moves on to s1.
+  const std::string dead = "127.0.0.1:" + std::to_string(bench::FreePort());
+  std::string out;
+  ASSERT_EQ(bench::Run({Bin("dfctl/dfctl"), "preheat", "--scheduler", dead + "," + list,
+                        "--auth-token-file", token_file_, registry.Host() + "/test/img:1",
+                        "--plain-http", "--wait", "--timeout", "60"},
+                       &out, 180000),
+            0)
+      << out;
+  EXPECT_NE(out.find("trying " + s1), std::string::npos) << out;
+  EXPECT_NE(out.find("every blob is on a seed peer"), std::string::npos) << out;
+  // Each scheduler saw the seed register the tasks it owns: s2 got some although dfctl called
+  // s1 only.
+  EXPECT_GE(bench::ScrapeMetric(metrics[1], "df_scheduler_registered_peers_total"), on_s2);
+  EXPECT_GE(bench::ScrapeMetric(metrics[0], "df_scheduler_registered_peers_total"), blobs - on_s2);
+
+  std::map<std::string, int> gets;
+  for (const Blob& b : AllBlobs(image)) gets[b.digest] = registry.BlobGets(b.digest);
+  std::string log;
+  ASSERT_EQ(Pull(peer_->Host(), dir_.path() + "/out", &log), 0) << log;
+  ExpectSameBlobs(image, dir_.path() + "/out");
+  EXPECT_EQ(peer_->Requests("fallback"), 0);
+  for (const Blob& b : AllBlobs(image)) {
+    EXPECT_EQ(registry.BlobGets(b.digest), gets[b.digest])
+        << b.digest << ": the pull went to the registry for a preheated blob";
+  }
 }
 
 }  // namespace

@@ -206,6 +206,9 @@ Result<SplitUrl> SplitHttpUrl(std::string_view url, bool allow_http) {
   return SplitUrl{scheme + "://" + std::string(authority), path};
 }
 
+// Redirects a manifest GET follows (Docker's client follows 10; registries use one or two).
+constexpr int kMaxRedirects = 5;
+
 std::unique_ptr<httplib::Client> NewClient(const std::string& origin, int timeout_seconds) {
   auto cli = std::make_unique<httplib::Client>(origin);
   cli->set_connection_timeout(timeout_seconds, 0);
@@ -281,11 +284,51 @@ class RegistrySession {
   }
 
  private:
+  // A manifest GET, following up to kMaxRedirects redirects (registries that keep manifests
+  // behind a CDN or another host send them). Each Location, absolute or relative, must be an
+  // https URL (http too with plain_http: never a downgrade otherwise) on an allowed host; the
+  // registry's Authorization goes to the registry's own origin only, as Docker's client does (a
+  // CDN URL carries its own signature, and another host must not see the token).
   Result<Response> Get(const std::string& target) {
-    httplib::Headers h = {{"Accept", std::string(kOciIndex) + ", " + kDockerList + ", " +
-                                         kOciManifest + ", " + kDockerManifest}};
-    if (!authorization_.empty()) h.emplace("Authorization", authorization_);
-    return BoundedGet(*cli_, target, h, kMaxManifestBytes, endpoint_ + target);
+    std::string origin = endpoint_;
+    std::string path = target;
+    for (int hop = 0;; ++hop) {
+      httplib::Headers h = {{"Accept", std::string(kOciIndex) + ", " + kDockerList + ", " +
+                                           kOciManifest + ", " + kDockerManifest}};
+      std::unique_ptr<httplib::Client> other;
+      httplib::Client* cli = cli_.get();
+      if (origin == endpoint_) {
+        if (!authorization_.empty()) h.emplace("Authorization", authorization_);
+      } else {
+        other = NewClient(origin, options_.timeout_seconds);
+        cli = other.get();
+      }
+      auto r = BoundedGet(*cli, path, h, kMaxManifestBytes, origin + path);
+      if (!r.ok() || !IsRedirect(r.value().status)) return r;
+      if (hop == kMaxRedirects) {
+        return InvalidArgument(endpoint_ + target + ": more than " + std::to_string(kMaxRedirects) +
+                               " redirects");
+      }
+      const std::string location = HeaderValue(r.value().headers, "Location");
+      std::string next_url = location;
+      if (location.rfind("//", 0) == 0) {  // scheme-relative
+        next_url = origin.substr(0, origin.find("://") + 1) + location;
+      } else if (!location.empty() && location[0] == '/') {  // path-absolute
+        next_url = origin + location;
+      }
+      auto next = SplitHttpUrl(next_url, options_.plain_http);
+      if (!next.ok()) {
+        return InvalidArgument(origin + path + ": the redirect to '" + Printable(location) +
+                               "' is refused: " + next.status().message());
+      }
+      DF_RETURN_IF_ERROR(CheckAllowedHost(options_.allowed_hosts, next.value().origin));
+      origin = next.value().origin;
+      path = next.value().path_and_query;
+    }
+  }
+
+  static bool IsRedirect(int status) {
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
   }
 
   Status AnswerChallenge(const std::string& header) {

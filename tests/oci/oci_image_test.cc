@@ -234,5 +234,119 @@ TEST(AllowedHosts, ARegistryOrTokenRealmOutsideTheListIsNeverContacted) {
   EXPECT_EQ(registry.token_gets(), 0);
 }
 
+// A registry whose manifests live elsewhere: on 127.0.0.1 it wants Basic credentials and sends
+// `manifests/1` to a path of its own (relative Location), which sends it on to a "CDN" on
+// 127.0.0.2 (absolute Location, another origin) that serves the manifest; `manifests/loop`
+// redirects to itself, `manifests/ftp` to an ftp URL.
+class RedirectingRegistry {
+ public:
+  RedirectingRegistry() {
+    registry_.Get(R"(/v2/.*)", [this](const httplib::Request& req, httplib::Response& res) {
+      if (req.get_header_value("Authorization") != "Basic dTpw") {  // u:p
+        res.status = 401;
+        res.set_header("WWW-Authenticate", "Basic realm=\"r\"");
+        return;
+      }
+      if (req.path == "/v2/team/app/manifests/1") {
+        res.status = 307;
+        res.set_header("Location", "/moved/manifest");
+      } else if (req.path == "/v2/team/app/manifests/loop") {
+        res.status = 302;
+        res.set_header("Location", "/v2/team/app/manifests/loop");
+      } else if (req.path == "/v2/team/app/manifests/ftp") {
+        res.status = 301;
+        res.set_header("Location", "ftp://127.0.0.2/manifest");
+      } else {
+        res.status = 404;
+      }
+    });
+    registry_.Get("/moved/manifest", [this](const httplib::Request& req, httplib::Response& res) {
+      moved_auth_ = req.get_header_value("Authorization");
+      res.status = 302;
+      res.set_header("Location", "http://127.0.0.2:" + std::to_string(port_) + "/cdn/m?sig=1");
+    });
+    port_ = registry_.bind_to_any_port("127.0.0.1");
+    cdn_.Get("/cdn/m", [this](const httplib::Request& req, httplib::Response& res) {
+      ++cdn_gets_;
+      cdn_auth_ = req.get_header_value("Authorization");
+      cdn_sig_ = req.get_param_value("sig");
+      res.set_content(kManifest, "application/vnd.oci.image.manifest.v1+json");
+    });
+    cdn_ok_ = cdn_.bind_to_port("127.0.0.2", port_);
+    registry_thread_ = std::thread([this] { registry_.listen_after_bind(); });
+    if (cdn_ok_) cdn_thread_ = std::thread([this] { cdn_.listen_after_bind(); });
+  }
+  ~RedirectingRegistry() {
+    registry_.stop();
+    cdn_.stop();
+    registry_thread_.join();
+    if (cdn_thread_.joinable()) cdn_thread_.join();
+  }
+  bool ok() const { return port_ > 0 && cdn_ok_; }
+  std::string Ref(const std::string& tag) const {
+    return "127.0.0.1:" + std::to_string(port_) + "/team/app:" + tag;
+  }
+  int cdn_gets() const { return cdn_gets_; }
+  std::string moved_auth_, cdn_auth_, cdn_sig_;
+
+  static inline const std::string kManifest =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)"
+      R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+      kDigest +
+      R"(","size":10},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar",)"
+      R"("digest":")" +
+      kDigest2 + R"(","size":20}]})";
+
+ private:
+  httplib::Server registry_;
+  httplib::Server cdn_;
+  int port_ = 0;
+  bool cdn_ok_ = false;
+  std::atomic<int> cdn_gets_{0};
+  std::thread registry_thread_;
+  std::thread cdn_thread_;
+};
+
+TEST(Redirects, AManifestIsFollowedToAnotherHostWithoutTheRegistrysCredentials) {
+  RedirectingRegistry registry;
+  ASSERT_TRUE(registry.ok());
+  ResolveOptions options;
+  options.plain_http = true;
+  options.timeout_seconds = 5;
+  options.credentials = {"u", "p"};
+
+  auto ref = ParseImageReference(registry.Ref("1"));
+  ASSERT_TRUE(ref.ok()) << ref.status().ToString();
+  auto image = ResolveImage(ref.value(), options);
+  ASSERT_TRUE(image.ok()) << image.status().ToString();
+  ASSERT_EQ(image.value().blobs.size(), 2u);
+  EXPECT_EQ(image.value().blobs[0].digest, kDigest);
+  EXPECT_EQ(image.value().blobs[1].digest, kDigest2);
+  // Blobs still come from the registry, with its credentials.
+  EXPECT_EQ(image.value().endpoint, "http://" + ref.value().registry);
+  EXPECT_EQ(image.value().blob_headers.at("Authorization"), "Basic dTpw");
+  // The registry's own path got the credentials; the other host did not, but its query did.
+  EXPECT_EQ(registry.moved_auth_, "Basic dTpw");
+  EXPECT_EQ(registry.cdn_auth_, "");
+  EXPECT_EQ(registry.cdn_sig_, "1");
+
+  // A redirect loop ends with an error, as does a redirect to another scheme.
+  image = ResolveImage(ParseImageReference(registry.Ref("loop")).value(), options);
+  EXPECT_EQ(image.status().code(), StatusCode::kInvalidArgument) << image.status().ToString();
+  EXPECT_NE(image.status().message().find("redirects"), std::string::npos);
+  image = ResolveImage(ParseImageReference(registry.Ref("ftp")).value(), options);
+  EXPECT_EQ(image.status().code(), StatusCode::kInvalidArgument) << image.status().ToString();
+  EXPECT_NE(image.status().message().find("ftp://"), std::string::npos);
+
+  // The allowed hosts hold for every hop: a Location outside them is refused without contacting
+  // it.
+  options.allowed_hosts = {"127.0.0.1"};
+  const int cdn_before = registry.cdn_gets();
+  image = ResolveImage(ref.value(), options);
+  EXPECT_EQ(image.status().code(), StatusCode::kPermissionDenied) << image.status().ToString();
+  EXPECT_NE(image.status().message().find("127.0.0.2"), std::string::npos);
+  EXPECT_EQ(registry.cdn_gets(), cdn_before);
+}
+
 }  // namespace
 }  // namespace df::oci

@@ -380,6 +380,17 @@ TEST_F(OciPreheatTest, WithTwoSchedulersPreheatFailsOverAndWaitAsksTheOwnerOfEac
   ASSERT_TRUE(peer_->proc.running());
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // hosts announced to both
 
+  // A malformed list is a usage error (2) before anything is called.
+  std::string bad;
+  for (const std::string& l : {s1 + ",," + s2, s1 + "," + s1, s1 + ",nohostport"}) {
+    EXPECT_EQ(bench::Run({Bin("dfctl/dfctl"), "preheat", "--scheduler", l, "--auth-token-file",
+                          token_file_, registry.Host() + "/test/img:1", "--plain-http"},
+                         &bad),
+              2)
+        << l << ": " << bad;
+    EXPECT_NE(bad.find("--scheduler"), std::string::npos) << bad;
+  }
+
   // A dead scheduler first: the preheat moves on to s1.
   const std::string dead = "127.0.0.1:" + std::to_string(bench::FreePort());
   std::string out;

@@ -141,16 +141,7 @@ TEST_F(OciContainerdTest, TwoNodesPullingTogetherFetchEachLayerFromTheRegistryOn
   TestImage image = MakeImage(dir_.path() + "/img", 12, {6 * 1024 * kKiB, 300 * kKiB});
   ASSERT_EQ(Push(image, registry), 0);
 
-  const uint16_t scheduler_port = bench::FreePort();
-  Process scheduler = Process::Start(
-      {Bin("scheduler/dfscheduler"), "--listen", "127.0.0.1:" + std::to_string(scheduler_port),
-       "--metrics", "127.0.0.1:" + std::to_string(bench::FreePort()), "--log-level", "warn"},
-      dir_.path() + "/dfscheduler.log");
-  ASSERT_TRUE(bench::WaitForTcp(scheduler_port, 10000));
-  std::vector<std::string> seed_argv =
-      bench::DaemonArgv(bench::BuildDir() + "/src", "seed", dir_.path(), scheduler_port);
-  seed_argv.push_back("--seed");
-  Process seed = Process::Start(seed_argv, dir_.path() + "/seed.log");
+  const uint16_t scheduler_port = StartSchedulerAndSeed();
   auto a = StartMirror("peer-a", registry.Url(), scheduler_port);
   auto b = StartMirror("peer-b", registry.Url(), scheduler_port);
   Containerd ctd_a(dir_.path() + "/ctd-a");

@@ -63,16 +63,7 @@ TEST_F(OciMirrorTest, TwoDaemonsPullingTheSameImageFetchEachLayerFromTheRegistry
   TestImage image = MakeImage(dir_.path() + "/img", 2, {6 * 1024 * kKiB, 300 * kKiB});
   ASSERT_EQ(Push(image, registry), 0);
 
-  const uint16_t scheduler_port = bench::FreePort();
-  Process scheduler = Process::Start(
-      {Bin("scheduler/dfscheduler"), "--listen", "127.0.0.1:" + std::to_string(scheduler_port),
-       "--metrics", "127.0.0.1:" + std::to_string(bench::FreePort()), "--log-level", "warn"},
-      dir_.path() + "/dfscheduler.log");
-  ASSERT_TRUE(bench::WaitForTcp(scheduler_port, 10000));
-  std::vector<std::string> seed_argv =
-      bench::DaemonArgv(bench::BuildDir() + "/src", "seed", dir_.path(), scheduler_port);
-  seed_argv.push_back("--seed");
-  Process seed = Process::Start(seed_argv, dir_.path() + "/seed.log");
+  const uint16_t scheduler_port = StartSchedulerAndSeed();
   auto a = StartMirror("peer-a", registry.Url(), scheduler_port);
   auto b = StartMirror("peer-b", registry.Url(), scheduler_port);
   std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // hosts announced

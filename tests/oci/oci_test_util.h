@@ -245,6 +245,22 @@ class OciMirrorTest : public ::testing::Test {
     return d;
   }
 
+  // A dfscheduler and a seed peer on free ports, stopped with the fixture; returns the
+  // scheduler's port, for StartMirror.
+  uint16_t StartSchedulerAndSeed() {
+    const uint16_t port = bench::FreePort();
+    swarm_.push_back(Process::Start(
+        {Bin("scheduler/dfscheduler"), "--listen", "127.0.0.1:" + std::to_string(port), "--metrics",
+         "127.0.0.1:" + std::to_string(bench::FreePort()), "--log-level", "warn"},
+        dir_.path() + "/dfscheduler.log"));
+    EXPECT_TRUE(bench::WaitForTcp(port, 10000)) << "dfscheduler did not start";
+    std::vector<std::string> seed_argv =
+        bench::DaemonArgv(bench::BuildDir() + "/src", "seed", dir_.path(), port);
+    seed_argv.push_back("--seed");
+    swarm_.push_back(Process::Start(seed_argv, dir_.path() + "/seed.log"));
+    return port;
+  }
+
   // Pulls test/img:1 from `host` (the mirror itself as the registry) into a dir: layout.
   int Pull(const std::string& host, const std::string& out, std::string* log,
            const std::vector<std::string>& extra = {}) {
@@ -279,6 +295,7 @@ class OciMirrorTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  std::vector<Process> swarm_;  // StartSchedulerAndSeed's; stopped before dir_ is removed
 };
 
 }  // namespace

@@ -194,7 +194,8 @@ Status NormaliseProxyHosts(const char* key, std::vector<std::string>* hosts) {
   }
   for (std::string& h : *hosts) {
     auto hp = ParseHostPort(h, 443);
-    if (!hp.ok()) return InvalidArgument(std::string(key) + ": '" + h + "': " + hp.status().message());
+    if (!hp.ok())
+      return InvalidArgument(std::string(key) + ": '" + h + "': " + hp.status().message());
     h = hp.value();
   }
   return Status::Ok();
@@ -204,8 +205,9 @@ Status ValidateForwardProxy(DaemonConfig* cfg) {
   DF_RETURN_IF_ERROR(NormaliseProxyHosts("proxy_connect_hosts", &cfg->proxy_connect_hosts));
   DF_RETURN_IF_ERROR(NormaliseProxyHosts("proxy_intercept_hosts", &cfg->proxy_intercept_hosts));
   if (cfg->proxy_ca_cert.empty() != cfg->proxy_ca_key.empty()) {
-    return InvalidArgument("proxy_ca_cert and proxy_ca_key (--proxy-ca-cert, --proxy-ca-key) "
-                           "must be set together");
+    return InvalidArgument(
+        "proxy_ca_cert and proxy_ca_key (--proxy-ca-cert, --proxy-ca-key) "
+        "must be set together");
   }
   if (!cfg->proxy_intercept_hosts.empty() && cfg->proxy_ca_cert.empty()) {
     return InvalidArgument(

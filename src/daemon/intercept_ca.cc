@@ -78,7 +78,8 @@ Result<std::unique_ptr<InterceptCa>> InterceptCa::Load(const std::string& cert_f
   std::unique_ptr<InterceptCa> ca(new InterceptCa());
   ca->ca_cert_.reset(ReadPem<X509>(cert_file, PEM_read_X509), X509_free);
   if (!ca->ca_cert_) {
-    return InvalidArgument("proxy CA certificate " + cert_file + ": not a readable PEM certificate");
+    return InvalidArgument("proxy CA certificate " + cert_file +
+                           ": not a readable PEM certificate");
   }
   ca->ca_key_.reset(ReadPem<EVP_PKEY>(key_file, PEM_read_PrivateKey), EVP_PKEY_free);
   if (!ca->ca_key_) {
@@ -102,8 +103,7 @@ Result<std::shared_ptr<X509>> InterceptCa::MakeLeaf(const std::string& host) {
   std::shared_ptr<X509> leaf(X509_new(), X509_free);
   X509* x = leaf.get();
   X509* ca = ca_cert_.get();
-  const long lifetime_sec =
-      std::chrono::duration_cast<std::chrono::seconds>(kLeafLifetime).count();
+  const long lifetime_sec = std::chrono::duration_cast<std::chrono::seconds>(kLeafLifetime).count();
   bool ok = x && X509_set_version(x, 2) == 1 && SetRandomSerial(x) &&
             X509_gmtime_adj(X509_getm_notBefore(x), -3600) &&
             X509_gmtime_adj(X509_getm_notAfter(x), lifetime_sec) &&

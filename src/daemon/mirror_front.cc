@@ -245,8 +245,8 @@ struct Half {
   int from = -1;
   std::vector<char> buffer = std::vector<char>(kTunnelBufferBytes);
   size_t begin = 0, end = 0;
-  bool eof = false;       // `from` said it sends nothing more
-  bool shut = false;      // and the other side was told so (shutdown SHUT_WR)
+  bool eof = false;   // `from` said it sends nothing more
+  bool shut = false;  // and the other side was told so (shutdown SHUT_WR)
   bool empty() const { return begin == end; }
 };
 
@@ -421,29 +421,30 @@ void MirrorFront::Impl::HandleConnect(int fd) {
     Count("bad_request");
     const bool timeout = host_port.status().code() == StatusCode::kDeadlineExceeded;
     RefuseAndDrain(fd,
-            ErrorResponse(timeout ? 408 : 400, timeout ? "Request Timeout" : "Bad Request",
-                          "bad CONNECT request: " + host_port.status().message()),
-            stopping);
+                   ErrorResponse(timeout ? 408 : 400, timeout ? "Request Timeout" : "Bad Request",
+                                 "bad CONNECT request: " + host_port.status().message()),
+                   stopping);
     return;
   }
   const ConnectPolicy policy = ConnectPolicyFor(config, host_port.value());
   if (policy == ConnectPolicy::kRefused) {
     Count("refused");
-    RefuseAndDrain(fd,
-            ErrorResponse(403, "Forbidden",
-                          "CONNECT to " + host_port.value() +
-                              " is not allowed (proxy_connect_hosts, proxy_intercept_hosts)"),
-            stopping);
+    RefuseAndDrain(
+        fd,
+        ErrorResponse(403, "Forbidden",
+                      "CONNECT to " + host_port.value() +
+                          " is not allowed (proxy_connect_hosts, proxy_intercept_hosts)"),
+        stopping);
     return;
   }
   if (tunnels.fetch_add(1) >= config.proxy_max_tunnels) {
     tunnels.fetch_sub(1);
     Count("busy");
     RefuseAndDrain(fd,
-            ErrorResponse(503, "Service Unavailable",
-                          "too many tunnels open (proxy_max_tunnels " +
-                              std::to_string(config.proxy_max_tunnels) + ")"),
-            stopping);
+                   ErrorResponse(503, "Service Unavailable",
+                                 "too many tunnels open (proxy_max_tunnels " +
+                                     std::to_string(config.proxy_max_tunnels) + ")"),
+                   stopping);
     return;
   }
   if (policy == ConnectPolicy::kIntercept) {
@@ -458,7 +459,8 @@ void MirrorFront::Impl::Tunnel(int client, const std::string& host_port) {
   auto upstream = ConnectHostPort(host_port, stopping);
   if (!upstream.ok()) {
     Count("error");
-    RefuseAndDrain(client, ErrorResponse(502, "Bad Gateway", upstream.status().message()), stopping);
+    RefuseAndDrain(client, ErrorResponse(502, "Bad Gateway", upstream.status().message()),
+                   stopping);
     return;
   }
   Count("tunnel");
@@ -529,10 +531,10 @@ void MirrorFront::Impl::Intercept(int client, const std::string& host_port) {
   if (!upstream.ok() || !ctx.ok()) {
     Count("error");
     RefuseAndDrain(client,
-            ErrorResponse(500, "Internal Server Error",
-                          "cannot intercept " + host_port + ": " +
-                              (upstream.ok() ? ctx.status() : upstream.status()).message()),
-            stopping);
+                   ErrorResponse(500, "Internal Server Error",
+                                 "cannot intercept " + host_port + ": " +
+                                     (upstream.ok() ? ctx.status() : upstream.status()).message()),
+                   stopping);
     return;
   }
   if (!SendAll(client, StatusLine(200, "Connection Established") + "\r\n", stopping)) return;

@@ -420,7 +420,8 @@ void RegistryMirror::Impl::ServeByRule(const httplib::Request& req, httplib::Res
                                        const std::string& upstream,
                                        const std::map<std::string, std::string>& headers) {
   const std::string target = UpstreamTarget(req.target);
-  httplib::Result head = NewUpstreamClient(upstream, config.origin_ca_file)->Head(target.c_str(), ToHeaders(headers));
+  httplib::Result head =
+      NewUpstreamClient(upstream, config.origin_ca_file)->Head(target.c_str(), ToHeaders(headers));
   if (!head || head->status != 200) return PassThrough(req, res, upstream, headers);
   TaskSpec spec;
   spec.url = upstream + target;
@@ -1009,10 +1010,11 @@ Status RegistryMirror::Start() {
     return s;
   }
   port_ = impl_->front->port();
-  DF_LOG_INFO("registry mirror listening on {}:{} (default upstream {}; CONNECT to {} host(s), "
-              "intercepting {})",
-              impl_->config.proxy_ip, port_, impl_->config.registry_mirror,
-              impl_->config.proxy_connect_hosts.size(), impl_->config.proxy_intercept_hosts.size());
+  DF_LOG_INFO(
+      "registry mirror listening on {}:{} (default upstream {}; CONNECT to {} host(s), "
+      "intercepting {})",
+      impl_->config.proxy_ip, port_, impl_->config.registry_mirror,
+      impl_->config.proxy_connect_hosts.size(), impl_->config.proxy_intercept_hosts.size());
   return Status::Ok();
 }
 

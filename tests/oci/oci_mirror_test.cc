@@ -754,13 +754,13 @@ TEST_F(OciMirrorTest, ConnectToAnAllowedHostIsAPlainTunnel) {
   auto daemon = StartMirror("peer", registry.Url(), 0, {"--proxy-connect-host", registry.Host()});
   const int fd = ConnectLoopback(daemon->proxy_port);
   ASSERT_GE(fd, 0);
-  const std::string connect = "CONNECT " + registry.Host() + " HTTP/1.1\r\nHost: " +
-                              registry.Host() + "\r\n\r\n";
+  const std::string connect =
+      "CONNECT " + registry.Host() + " HTTP/1.1\r\nHost: " + registry.Host() + "\r\n\r\n";
   ASSERT_EQ(::write(fd, connect.data(), connect.size()), static_cast<ssize_t>(connect.size()));
   EXPECT_EQ(ReadUntil(fd, "\r\n\r\n"), "HTTP/1.1 200 Connection Established\r\n\r\n");
   const Blob& layer = image.layers[0];
-  const std::string get = "GET /v2/test/img/blobs/" + layer.digest + " HTTP/1.1\r\nHost: " +
-                          registry.Host() + "\r\nConnection: close\r\n\r\n";
+  const std::string get = "GET /v2/test/img/blobs/" + layer.digest +
+                          " HTTP/1.1\r\nHost: " + registry.Host() + "\r\nConnection: close\r\n\r\n";
   ASSERT_EQ(::write(fd, get.data(), get.size()), static_cast<ssize_t>(get.size()));
   const std::string reply = ReadUntil(fd, "");
   ::close(fd);
@@ -801,8 +801,8 @@ TEST_F(OciMirrorTest, InterceptedHttpsRegistryWithTokenAuthGoesP2P) {
     EXPECT_EQ(bench::Run(args, &out), 0) << out;
   };
   openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-           "-keyout", d + "/registry-ca.key", "-out", d + "/registry-ca.crt", "-days", "1",
-           "-subj", "/CN=test-registry-ca"});
+           "-keyout", d + "/registry-ca.key", "-out", d + "/registry-ca.crt", "-days", "1", "-subj",
+           "/CN=test-registry-ca"});
   openssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
            d + "/registry.key", "-out", d + "/registry.csr", "-subj", "/CN=" + host});
   WriteFile(d + "/san.ext", "subjectAltName=DNS:" + host + ",DNS:localhost,IP:127.0.0.1\n");
@@ -834,9 +834,10 @@ TEST_F(OciMirrorTest, InterceptedHttpsRegistryWithTokenAuthGoesP2P) {
       d + "/dfscheduler.log");
   ASSERT_TRUE(bench::WaitForTcp(scheduler_port, 10000));
   const std::string target = host + ":" + std::to_string(registry.port());
-  const std::vector<std::string> proxy_flags = {
-      "--proxy-intercept-host", target, "--proxy-ca-cert", d + "/proxy-ca.crt", "--proxy-ca-key",
-      d + "/proxy-ca.key", "--origin-ca-file", d + "/registry-ca.crt"};
+  const std::vector<std::string> proxy_flags = {"--proxy-intercept-host", target,
+                                                "--proxy-ca-cert",        d + "/proxy-ca.crt",
+                                                "--proxy-ca-key",         d + "/proxy-ca.key",
+                                                "--origin-ca-file",       d + "/registry-ca.crt"};
   auto a = StartMirror("peer-a", "http://127.0.0.1:1", scheduler_port, proxy_flags);
   auto b = StartMirror("peer-b", "http://127.0.0.1:1", scheduler_port, proxy_flags);
   std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // hosts announced
@@ -844,10 +845,26 @@ TEST_F(OciMirrorTest, InterceptedHttpsRegistryWithTokenAuthGoesP2P) {
   auto pull = [&](const MirrorDaemon& daemon, const std::string& out, std::string* log) {
     const std::string conf = d + "/empty-registries.conf";
     WriteFile(conf, "");
-    return bench::Run({"env", "-u", "NO_PROXY", "-u", "no_proxy", "-u", "HTTP_PROXY", "-u",
-                       "http_proxy", "HTTPS_PROXY=http://" + daemon.Host(), kSkopeoBin,
-                       "--registries-conf", conf, "--insecure-policy", "copy", "--src-cert-dir",
-                       d + "/proxy-certs", "--src-creds", creds, "docker://" + target + "/test/img:1",
+    return bench::Run({"env",
+                       "-u",
+                       "NO_PROXY",
+                       "-u",
+                       "no_proxy",
+                       "-u",
+                       "HTTP_PROXY",
+                       "-u",
+                       "http_proxy",
+                       "HTTPS_PROXY=http://" + daemon.Host(),
+                       kSkopeoBin,
+                       "--registries-conf",
+                       conf,
+                       "--insecure-policy",
+                       "copy",
+                       "--src-cert-dir",
+                       d + "/proxy-certs",
+                       "--src-creds",
+                       creds,
+                       "docker://" + target + "/test/img:1",
                        "dir:" + out},
                       log, 120000);
   };

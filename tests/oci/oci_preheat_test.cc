@@ -9,7 +9,6 @@
 namespace df {
 namespace {
 
-
 class OciPreheatTest : public OciMirrorTest {
  protected:
   // A scheduler, a seed peer and one mirror daemon for `registry`, all with the cluster token.

@@ -13,6 +13,7 @@
 #include <openssl/pem.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>

@@ -4,6 +4,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -285,10 +286,9 @@ TEST(ForwardProxy, ConnectHeadsAreParsedStrictly) {
             "reg:5000");
   EXPECT_EQ(ParseConnectHead("CONNECT [::1]:443 HTTP/1.0\r\n\r\n").value(), "[::1]:443");
   for (const char* bad :
-       {"CONNECT reg:5000 HTTP/1.1\r\n", "CONNECT reg HTTP/1.1\r\n\r\n",
-        "CONNECT reg:5000\r\n\r\n", "CONNECT reg:5000 HTTP/2\r\n\r\n",
-        "CONNECT  reg:5000 HTTP/1.1\r\n\r\n", "GET reg:5000 HTTP/1.1\r\n\r\n",
-        "CONNECT reg:5000 HTTP/1.1\r\nno colon\r\n\r\n",
+       {"CONNECT reg:5000 HTTP/1.1\r\n", "CONNECT reg HTTP/1.1\r\n\r\n", "CONNECT reg:5000\r\n\r\n",
+        "CONNECT reg:5000 HTTP/2\r\n\r\n", "CONNECT  reg:5000 HTTP/1.1\r\n\r\n",
+        "GET reg:5000 HTTP/1.1\r\n\r\n", "CONNECT reg:5000 HTTP/1.1\r\nno colon\r\n\r\n",
         "CONNECT reg:5000 HTTP/1.1\r\nBad Name: x\r\n\r\n",
         "CONNECT http://reg:5000 HTTP/1.1\r\n\r\n", "CONNECT u@reg:5000 HTTP/1.1\r\n\r\n"}) {
     EXPECT_FALSE(ParseConnectHead(bad).ok()) << bad;
@@ -301,19 +301,19 @@ TEST(ForwardProxy, OnlyListedHostsAreTunnelledOrIntercepted) {
   c.ip = "127.0.0.1";
   ASSERT_TRUE(ValidateDaemonConfig(&c).ok());
   EXPECT_EQ(ConnectPolicyFor(c, "ghcr.io:443"), ConnectPolicy::kRefused);
-  ASSERT_TRUE(LoadDaemonConfigFromString(
-                  "proxy_connect_hosts: [Auth.Docker.IO, 'reg:5000']
-"
-                  "proxy_intercept_hosts: registry-1.docker.io
-"
-                  "proxy_ca_cert: /ca.crt
-proxy_ca_key: /ca.key
-proxy_max_tunnels: 8
-"
-                  "origin_ca_file: /extra.pem
-",
-                  "test.yaml", &c)
-                  .ok());
+  ASSERT_TRUE(
+      LoadDaemonConfigFromString("proxy_connect_hosts: [Auth.Docker.IO, 'reg:5000']
+                                 "
+                                 "proxy_intercept_hosts: registry-1.docker.io
+                                 "
+                                 "proxy_ca_cert: /ca.crt
+                                 proxy_ca_key
+                                 : / ca.key proxy_max_tunnels : 8 "
+                                                                  "origin_ca_file: /extra.pem
+                                                                  ",
+                                                                  "test.yaml",
+                                   &c)
+          .ok());
   ASSERT_TRUE(ValidateDaemonConfig(&c).ok());
   EXPECT_EQ(c.proxy_connect_hosts, (std::vector<std::string>{"auth.docker.io:443", "reg:5000"}));
   EXPECT_EQ(c.proxy_max_tunnels, 8u);
@@ -343,9 +343,10 @@ class InterceptCaTest : public ::testing::Test {
            ("intercept-ca-" + std::to_string(::getpid()) + "-" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::create_directories(dir_);
-    const std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-                            "-keyout " + Path("ca.key") + " -out " + Path("ca.crt") +
-                            " -days 2 -subj /CN=test-proxy-ca 2>/dev/null";
+    const std::string cmd =
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        "-keyout " +
+        Path("ca.key") + " -out " + Path("ca.crt") + " -days 2 -subj /CN=test-proxy-ca 2>/dev/null";
     ASSERT_EQ(std::system(cmd.c_str()), 0);
     ::chmod(Path("ca.key").c_str(), 0600);
   }

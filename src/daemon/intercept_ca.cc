@@ -121,7 +121,7 @@ Result<std::shared_ptr<X509>> InterceptCa::MakeLeaf(const std::string& host) {
        AddExtension(x, ca, NID_key_usage, "critical,digitalSignature") &&
        AddExtension(x, ca, NID_ext_key_usage, "serverAuth") &&
        AddExtension(x, ca, NID_subject_key_identifier, "hash") &&
-       AddExtension(x, ca, NID_authority_key_identifier, "keyid:always") &&
+       AddExtension(x, ca, NID_authority_key_identifier, "keyid") &&
        AddExtension(x, ca, NID_subject_alt_name, SubjectAltName(host)) &&
        X509_sign(x, ca_key_.get(), EVP_sha256()) > 0;
   if (!ok) return Internal("cannot sign a certificate for " + host + ": " + OpensslError());

@@ -301,19 +301,13 @@ TEST(ForwardProxy, OnlyListedHostsAreTunnelledOrIntercepted) {
   c.ip = "127.0.0.1";
   ASSERT_TRUE(ValidateDaemonConfig(&c).ok());
   EXPECT_EQ(ConnectPolicyFor(c, "ghcr.io:443"), ConnectPolicy::kRefused);
-  ASSERT_TRUE(
-      LoadDaemonConfigFromString("proxy_connect_hosts: [Auth.Docker.IO, 'reg:5000']
-                                 "
-                                 "proxy_intercept_hosts: registry-1.docker.io
-                                 "
-                                 "proxy_ca_cert: /ca.crt
-                                 proxy_ca_key
-                                 : / ca.key proxy_max_tunnels : 8 "
-                                                                  "origin_ca_file: /extra.pem
-                                                                  ",
-                                                                  "test.yaml",
-                                   &c)
-          .ok());
+  ASSERT_TRUE(LoadDaemonConfigFromString(
+                  "proxy_connect_hosts: [Auth.Docker.IO, 'reg:5000']\n"
+                  "proxy_intercept_hosts: registry-1.docker.io\n"
+                  "proxy_ca_cert: /ca.crt\nproxy_ca_key: /ca.key\nproxy_max_tunnels: 8\n"
+                  "origin_ca_file: /extra.pem\n",
+                  "test.yaml", &c)
+                  .ok());
   ASSERT_TRUE(ValidateDaemonConfig(&c).ok());
   EXPECT_EQ(c.proxy_connect_hosts, (std::vector<std::string>{"auth.docker.io:443", "reg:5000"}));
   EXPECT_EQ(c.proxy_max_tunnels, 8u);

@@ -96,6 +96,24 @@ class DockerRegistry {
     }
     return n;
   }
+  // Bytes the registry sent in answers to GET requests for the blob `digest` (the size field
+  // of the access log's combined format): every ranged GET of every piece counted.
+  uint64_t BlobBytesServed(const std::string& digest) const {
+    std::istringstream log(ReadFile(dir_ + "/registry.log"));
+    uint64_t bytes = 0;
+    for (std::string line; std::getline(log, line);) {
+      const size_t request = line.find("\"GET /v2/");
+      if (request == std::string::npos ||
+          line.find("/blobs/" + digest + " ") == std::string::npos) {
+        continue;
+      }
+      std::istringstream rest(line.substr(line.find('"', request + 1) + 1));
+      int status = 0;
+      uint64_t size = 0;
+      if (rest >> status >> size) bytes += size;
+    }
+    return bytes;
+  }
   // GET requests whose path contains `fragment` (followed by a space: the end of the path).
   int Gets(const std::string& fragment) const {
     std::istringstream log(ReadFile(dir_ + "/registry.log"));

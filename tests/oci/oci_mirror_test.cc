@@ -771,9 +771,8 @@ TEST_F(OciMirrorTest, ConnectToAnAllowedHostIsAPlainTunnel) {
   EXPECT_EQ(bench::ScrapeMetric(daemon->metrics_port,
                                 "df_daemon_proxy_connects_total\\{outcome=\"tunnel\"\\}"),
             1);
-  // skopeo through the tunnel (HTTPS_PROXY) to a name that is not "localhost", which Go never
-  // proxies: the registry speaks plain HTTP here, so skopeo falls back to it through the tunnel
-  // only when it can reach it; curl with --proxytunnel shows the same.
+  // curl --proxytunnel: a CONNECT of its own, then the request inside the tunnel. (skopeo through
+  // a plain tunnel to a TLS registry: InterceptedHttpsRegistryWithTokenAuthGoesP2P.)
   std::string out;
   EXPECT_EQ(bench::Run({"curl", "-sf", "--proxytunnel", "--proxy", "http://" + daemon->Host(),
                         registry.Url() + "/v2/"},
@@ -842,36 +841,28 @@ TEST_F(OciMirrorTest, InterceptedHttpsRegistryWithTokenAuthGoesP2P) {
   auto b = StartMirror("peer-b", "http://127.0.0.1:1", scheduler_port, proxy_flags);
   std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // hosts announced
 
-  auto pull = [&](const MirrorDaemon& daemon, const std::string& out, std::string* log) {
+  // skopeo with the daemon as its HTTPS proxy, trusting the CAs in `cert_dir`.
+  auto pull = [&](const MirrorDaemon& daemon, const std::string& out, std::string* log,
+                  const std::string& cert_dir) {
     const std::string conf = d + "/empty-registries.conf";
     WriteFile(conf, "");
-    return bench::Run({"env",
-                       "-u",
-                       "NO_PROXY",
-                       "-u",
-                       "no_proxy",
-                       "-u",
-                       "HTTP_PROXY",
-                       "-u",
-                       "http_proxy",
-                       "HTTPS_PROXY=http://" + daemon.Host(),
-                       kSkopeoBin,
-                       "--registries-conf",
-                       conf,
-                       "--insecure-policy",
-                       "copy",
-                       "--src-cert-dir",
-                       d + "/proxy-certs",
-                       "--src-creds",
-                       creds,
-                       "docker://" + target + "/test/img:1",
+    return bench::Run({"env",        "-u",
+                       "NO_PROXY",   "-u",
+                       "no_proxy",   "-u",
+                       "HTTP_PROXY", "-u",
+                       "http_proxy", "HTTPS_PROXY=http://" + daemon.Host(),
+                       kSkopeoBin,   "--registries-conf",
+                       conf,         "--insecure-policy",
+                       "copy",       "--src-cert-dir",
+                       cert_dir,     "--src-creds",
+                       creds,        "docker://" + target + "/test/img:1",
                        "dir:" + out},
                       log, 120000);
   };
   std::string log;
-  ASSERT_EQ(pull(*a, d + "/out-a", &log), 0) << log;
+  ASSERT_EQ(pull(*a, d + "/out-a", &log, d + "/proxy-certs"), 0) << log;
   ExpectSameBlobs(image, d + "/out-a");
-  ASSERT_EQ(pull(*b, d + "/out-b", &log), 0) << log;
+  ASSERT_EQ(pull(*b, d + "/out-b", &log, d + "/proxy-certs"), 0) << log;
   ExpectSameBlobs(image, d + "/out-b");
   EXPECT_EQ(a->Requests("p2p"), 4) << "three layers and the config";
   EXPECT_EQ(b->Requests("p2p"), 4);
@@ -891,6 +882,19 @@ TEST_F(OciMirrorTest, InterceptedHttpsRegistryWithTokenAuthGoesP2P) {
                                   "df_daemon_proxy_connects_total\\{outcome=\"intercept\"\\}"),
               1);
   }
+  // A daemon that only tunnels the registry (--proxy-connect-host): skopeo, trusting the
+  // registry's own CA, talks TLS with the registry itself through it; the blobs come from the
+  // registry again (nothing inside a plain tunnel goes P2P).
+  auto c = StartMirror("peer-c", "http://127.0.0.1:1", 0, {"--proxy-connect-host", target});
+  ASSERT_EQ(pull(*c, d + "/out-c", &log, d + "/registry-certs"), 0) << log;
+  ExpectSameBlobs(image, d + "/out-c");
+  EXPECT_EQ(c->Requests("p2p"), 0);
+  for (const Blob& blob : blobs) {
+    EXPECT_EQ(registry.BlobBytesServed(blob.digest), 2 * blob.size) << blob.digest;
+  }
+  EXPECT_GE(bench::ScrapeMetric(c->metrics_port,
+                                "df_daemon_proxy_connects_total\\{outcome=\"tunnel\"\\}"),
+            1);
   // Without the interception CA, skopeo refuses the daemon's certificate.
   std::filesystem::create_directories(d + "/no-certs");
   const std::string conf = d + "/empty-registries.conf";

@@ -27,8 +27,8 @@
 // of the front's worker threads; proxy_max_tunnels tunnels (plain or intercepted); every read
 // and write has a timeout; every failure ends one connection, never the daemon.
 //
-// Internal to df_daemon (it includes cpp-httplib, whose compile definitions must match the
-// library's): only registry_mirror.cc and mirror_front.cc include it.
+// It includes cpp-httplib, whose compile definitions must match the library's: only df_daemon's
+// registry_mirror.cc and mirror_front.cc, and tests linked with PkgConfig::HTTPLIB, include it.
 //
 // Threads: one accept thread and a pool of worker threads; Start and Stop from one thread.
 #pragma once

@@ -69,7 +69,9 @@ class Backend {
 // Backends by URL scheme. Thread-safe after construction.
 class BackendRegistry {
  public:
-  BackendRegistry();  // http, https, file
+  // http, https, file. `extra_ca_file`: PEM CAs trusted for https besides the system's ("": the
+  // system's only).
+  explicit BackendRegistry(const std::string& extra_ca_file = "");
   ~BackendRegistry();
   // The backend for `url`'s scheme; InvalidArgument for an unsupported or missing scheme.
   Result<Backend*> ForUrl(std::string_view url);
@@ -93,7 +95,8 @@ struct ContentRange {
 // describes a body.
 std::optional<ContentRange> ParseContentRange(std::string_view value);
 
-std::unique_ptr<Backend> NewHttpBackend();
+// `extra_ca_file` as for BackendRegistry.
+std::unique_ptr<Backend> NewHttpBackend(const std::string& extra_ca_file = "");
 std::unique_ptr<Backend> NewFileBackend();
 
 }  // namespace df

@@ -278,6 +278,8 @@ Status RestrictProtocols(CURL* c) {
 
 class HttpBackend : public Backend {
  public:
+  explicit HttpBackend(std::string extra_ca_file) : extra_ca_file_(std::move(extra_ca_file)) {}
+
   Result<ObjectInfo> Stat(const BackendRequest& req) override {
     // HEAD first; origins that refuse HEAD (presigned URLs, some CDNs) get a one-byte GET.
     Transfer head(req.url);
@@ -372,6 +374,9 @@ class HttpBackend : public Backend {
     for (const auto& [k, v] : req.headers) headers.Add(k + ": " + v);
     t->easy = c;
     curl_easy_setopt(c, CURLOPT_URL, req.url.c_str());
+    // CAINFO replaces the compiled-in bundle file; the compiled-in CA directory (the system's
+    // store, hashed) stays, so the system's CAs are trusted too.
+    if (!extra_ca_file_.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, extra_ca_file_.c_str());
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
@@ -403,6 +408,7 @@ class HttpBackend : public Backend {
     return s;
   }
 
+  const std::string extra_ca_file_;
   CurlGlobal global_;
   std::mutex mu_;
   std::vector<EasyHandle> pool_;  // GUARDED_BY(mu_)
@@ -431,6 +437,8 @@ std::optional<ContentRange> ParseContentRange(std::string_view value) {
   return range;
 }
 
-std::unique_ptr<Backend> NewHttpBackend() { return std::make_unique<HttpBackend>(); }
+std::unique_ptr<Backend> NewHttpBackend(const std::string& extra_ca_file) {
+  return std::make_unique<HttpBackend>(extra_ca_file);
+}
 
 }  // namespace df

@@ -2,7 +2,8 @@
 
 namespace df {
 
-BackendRegistry::BackendRegistry() : http_(NewHttpBackend()), file_(NewFileBackend()) {}
+BackendRegistry::BackendRegistry(const std::string& extra_ca_file)
+    : http_(NewHttpBackend(extra_ca_file)), file_(NewFileBackend()) {}
 BackendRegistry::~BackendRegistry() = default;
 
 Result<Backend*> BackendRegistry::ForUrl(std::string_view url) {

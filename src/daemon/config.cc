@@ -92,6 +92,12 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"proxy_ip", Scalar(&c->proxy_ip)},
       {"registry_mirror", Scalar(&c->registry_mirror)},
       {"proxy_rules", StringList(&c->proxy_rules)},
+      {"proxy_connect_hosts", StringList(&c->proxy_connect_hosts)},
+      {"proxy_intercept_hosts", StringList(&c->proxy_intercept_hosts)},
+      {"proxy_ca_cert", Scalar(&c->proxy_ca_cert)},
+      {"proxy_ca_key", Scalar(&c->proxy_ca_key)},
+      {"proxy_max_tunnels", Scalar(&c->proxy_max_tunnels)},
+      {"origin_ca_file", Scalar(&c->origin_ca_file)},
       {"sock", Scalar(&c->sock)},
       {"sock_mode", Mode(&c->sock_mode)},
       {"data_dir", Scalar(&c->data_dir)},
@@ -176,6 +182,45 @@ Status LoadDaemonConfigFromString(const std::string& yaml, const std::string& so
   return ApplyConfig(root, source, cfg);
 }
 
+namespace {
+
+// Normalises every entry of `hosts` (the YAML key `key`) to host:port.
+Status NormaliseProxyHosts(const char* key, std::vector<std::string>* hosts) {
+  constexpr size_t kMaxProxyHosts = 256;
+  if (hosts->size() > kMaxProxyHosts) {
+    return InvalidArgument(std::string(key) + ": more than " + std::to_string(kMaxProxyHosts) +
+                           " entries");
+  }
+  for (std::string& h : *hosts) {
+    auto hp = ParseHostPort(h, 443);
+    if (!hp.ok())
+      return InvalidArgument(std::string(key) + ": '" + h + "': " + hp.status().message());
+    h = hp.value();
+  }
+  return Status::Ok();
+}
+
+Status ValidateForwardProxy(DaemonConfig* cfg) {
+  DF_RETURN_IF_ERROR(NormaliseProxyHosts("proxy_connect_hosts", &cfg->proxy_connect_hosts));
+  DF_RETURN_IF_ERROR(NormaliseProxyHosts("proxy_intercept_hosts", &cfg->proxy_intercept_hosts));
+  if (cfg->proxy_ca_cert.empty() != cfg->proxy_ca_key.empty()) {
+    return InvalidArgument(
+        "proxy_ca_cert and proxy_ca_key (--proxy-ca-cert, --proxy-ca-key) "
+        "must be set together");
+  }
+  if (!cfg->proxy_intercept_hosts.empty() && cfg->proxy_ca_cert.empty()) {
+    return InvalidArgument(
+        "proxy_intercept_hosts needs proxy_ca_cert and proxy_ca_key (the CA that signs the "
+        "certificates the daemon presents for them)");
+  }
+  if (cfg->proxy_max_tunnels == 0 || cfg->proxy_max_tunnels > 1024) {
+    return InvalidArgument("proxy_max_tunnels must be between 1 and 1024");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status ValidateDaemonConfig(DaemonConfig* cfg) {
   if (cfg->hostname.empty()) {
     char buf[256] = {0};
@@ -239,7 +284,7 @@ Status ValidateDaemonConfig(DaemonConfig* cfg) {
   if (!upstream.ok()) return InvalidArgument("registry_mirror: " + upstream.status().message());
   cfg->registry_mirror = upstream.value();
   DF_RETURN_IF_ERROR(ProxyRules::Compile(cfg->proxy_rules).status());
-  return Status::Ok();
+  return ValidateForwardProxy(cfg);
 }
 
 }  // namespace df

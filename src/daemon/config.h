@@ -29,6 +29,23 @@ struct DaemonConfig {
   // goes P2P as a task keyed by its URL (Dragonfly's proxy.rules; registry_upstream.h). Blob
   // GETs go P2P without a rule. Checked by ValidateDaemonConfig.
   std::vector<std::string> proxy_rules;
+  // The mirror port as a forward proxy (docs/oci.md, "As a forward proxy"). CONNECT is refused
+  // (403) unless its target is listed here: entries "host:port" or "host" (port 443),
+  // normalised by validation. Plain byte tunnels: the daemon relays, it never looks inside.
+  std::vector<std::string> proxy_connect_hosts;
+  // CONNECT targets whose TLS the daemon terminates with a certificate it signs with the
+  // proxy CA, serving the requests inside as mirror requests to https://host:port (blobs go
+  // P2P). Same entry form; needs proxy_ca_cert and proxy_ca_key.
+  std::vector<std::string> proxy_intercept_hosts;
+  // The interception CA (PEM): clients that go through this proxy must trust the certificate.
+  // Set both or neither; the key is refused unless only its owner can read it.
+  std::string proxy_ca_cert;
+  std::string proxy_ca_key;
+  // CONNECT tunnels (plain and intercepted) open at once; more get 503.
+  uint32_t proxy_max_tunnels = 32;
+  // PEM CA certificates trusted for https origins and registries in addition to the system's
+  // (a registry with a private CA). Empty: the system's only.
+  std::string origin_ca_file;
   std::string sock = "/tmp/dfdaemon.sock";  // DfdaemonDownload local API
   // Permission bits of `sock` (octal in YAML: "0660"). Owner read/write always; group bits let
   // a group of users run dfget against this daemon; bits for others are refused.

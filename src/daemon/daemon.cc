@@ -47,7 +47,8 @@ GcPolicy GcPolicyOf(const DaemonConfig& config) {
 
 }  // namespace
 
-Daemon::Daemon(DaemonConfig config) : config_(std::move(config)) {
+Daemon::Daemon(DaemonConfig config)
+    : config_(std::move(config)), backends_(config_.origin_ca_file) {
   host_id_ = HostId(config_.hostname, config_.ip);
 }
 

@@ -202,6 +202,23 @@ int main(int argc, char** argv) {
   app.add_option("--proxy-rule", cfg.proxy_rules,
                  "Regular expression (RE2) on mirror request paths: matching GETs under /v2/ go "
                  "P2P as tasks keyed by their URL (repeatable; blob GETs always do; docs/oci.md)");
+  app.add_option("--proxy-connect-host", cfg.proxy_connect_hosts,
+                 "host[:port] (443 by default) that CONNECT may tunnel to through the mirror "
+                 "port (repeatable; none by default: CONNECT gets 403; docs/oci.md)");
+  app.add_option("--proxy-intercept-host", cfg.proxy_intercept_hosts,
+                 "host[:port] whose CONNECT tunnels are intercepted: TLS is terminated with a "
+                 "certificate signed by --proxy-ca-cert and its blobs go P2P (repeatable)");
+  app.add_option("--proxy-ca-cert", cfg.proxy_ca_cert,
+                 "PEM CA certificate that signs intercepted hosts' certificates (clients must "
+                 "trust it)");
+  app.add_option("--proxy-ca-key", cfg.proxy_ca_key,
+                 "PEM private key of --proxy-ca-cert (mode 0600 or stricter)");
+  app.add_option("--proxy-max-tunnels", cfg.proxy_max_tunnels,
+                 "CONNECT tunnels open at once; more get 503")
+      ->capture_default_str();
+  app.add_option("--origin-ca-file", cfg.origin_ca_file,
+                 "PEM CA certificates trusted for https origins and registries, besides the "
+                 "system's");
   app.add_option("--idc", cfg.idc, "Data centre / rack of this host");
   app.add_option("--location", cfg.location, "Location 'country|region|zone'");
   app.add_option("--concurrency", cfg.concurrency,

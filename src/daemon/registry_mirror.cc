@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/task_spec.h"
+#include "daemon/mirror_front.h"
 #include "daemon/services.h"
 
 namespace df {
@@ -31,8 +32,6 @@ constexpr size_t kMaxAuthCacheEntries = 4096;
 // Pass-through bodies are manifests, indexes and error documents (the OCI spec suggests
 // manifests of at most 4 MiB); anything larger is refused rather than buffered.
 constexpr size_t kMaxPassThroughBodyBytes = 64ull << 20;
-// Handler threads: each blob request holds one while its task runs.
-constexpr size_t kWorkerThreads = 64;
 // A blob whose task has not finished after this long is fetched from the registry directly.
 constexpr auto kBlobTaskTimeout = std::chrono::minutes(30);
 constexpr size_t kServeChunkBytes = 256 << 10;
@@ -146,6 +145,30 @@ void SendError(httplib::Response& res, int status, const char* error_type,
   res.set_content(message + "\n", "text/plain");
 }
 
+// The mirror's cpp-httplib server, fed connections by the MirrorFront instead of listening
+// itself (process_request is the per-request step of cpp-httplib's own connection loop).
+class MirrorHttpServer : public httplib::Server {
+ public:
+  // cpp-httplib reads svr_sock_ only as "the server is not shutting down": content providers
+  // stop once it is INVALID_SOCKET. Nothing is ever done with the value itself.
+  void SetServing(bool serving) { svr_sock_ = serving ? 0 : INVALID_SOCKET; }
+
+  // HTTPConnectionHandler: requests on `stream` while keep-alive lasts. `upstream` (an
+  // intercepted tunnel's registry) replaces any X-Dragonfly-Registry of the client's.
+  void ServeConnection(ConnectionStream& stream, const std::string& upstream) {
+    const std::function<void(httplib::Request&)> setup = [&upstream](httplib::Request& req) {
+      if (upstream.empty()) return;
+      req.headers.erase(kHeaderDragonflyRegistry);
+      req.headers.emplace(kHeaderDragonflyRegistry, upstream);
+    };
+    for (size_t left = keep_alive_max_count_; left > 0 && svr_sock_ != INVALID_SOCKET; --left) {
+      if (!stream.WaitReadable(static_cast<int>(keep_alive_timeout_sec_ * 1000))) return;
+      bool closed = false;
+      if (!process_request(stream, left == 1, closed, setup) || closed) return;
+    }
+  }
+};
+
 // What the registry answered to the authorisation HEAD.
 enum class Authorisation { kAllowed, kRefused, kUnreachable };
 
@@ -169,6 +192,16 @@ std::optional<Result<BlobRef>> ParseBlobPath(std::string_view path) {
     return Result<BlobRef>(InvalidArgument("blob digest must be sha256:<64 lowercase hex>"));
   }
   return Result<BlobRef>(BlobRef{std::string(name), std::string(ref)});
+}
+
+Result<std::pair<std::string, std::string>> SplitAbsoluteTarget(std::string_view target) {
+  const size_t sep = target.find("://");
+  if (sep == std::string_view::npos) return InvalidArgument("not an absolute URL");
+  const size_t slash = target.find('/', sep + 3);
+  auto upstream = ParseRegistryUpstream(target.substr(0, slash));
+  if (!upstream.ok()) return upstream.status();
+  std::string origin = slash == std::string_view::npos ? "/" : std::string(target.substr(slash));
+  return std::make_pair(std::move(upstream).value(), std::move(origin));
 }
 
 std::optional<Result<ByteRange>> ResolveRange(std::string_view value, uint64_t size) {
@@ -215,7 +248,7 @@ std::map<std::string, std::string> UpstreamHeaders(
 struct RegistryMirror::Impl {
   Impl(const DaemonConfig& c, TaskManager& m, PieceStore& s, BackendRegistry& b,
        prometheus::Registry* registry)
-      : config(c), manager(m), store(s), backends(b) {
+      : config(c), manager(m), store(s), backends(b), metrics_registry(registry) {
     // ValidateDaemonConfig compiled them already: a failure here cannot happen; no rules then.
     if (auto r = ProxyRules::Compile(c.proxy_rules); r.ok()) rules = std::move(r).value();
     if (registry) {
@@ -299,9 +332,10 @@ struct RegistryMirror::Impl {
   TaskManager& manager;
   PieceStore& store;
   BackendRegistry& backends;
+  prometheus::Registry* metrics_registry = nullptr;
   prometheus::Family<prometheus::Counter>* requests = nullptr;
-  httplib::Server server;
-  std::thread listener;
+  MirrorHttpServer server;
+  std::unique_ptr<MirrorFront> front;  // set by Start
 
   // Set by Stop(): waits end, streams are cut, nothing falls back to the registry any more.
   std::atomic<bool> stopping{false};
@@ -314,7 +348,9 @@ struct RegistryMirror::Impl {
 namespace {
 
 // A client for `upstream` that passes bytes as they are: no decompression, no redirects.
-std::unique_ptr<httplib::Client> NewUpstreamClient(const std::string& upstream) {
+// `ca_file`: PEM CAs trusted besides the system's (origin_ca_file; "" for none).
+std::unique_ptr<httplib::Client> NewUpstreamClient(const std::string& upstream,
+                                                   const std::string& ca_file) {
   auto cli = std::make_unique<httplib::Client>(upstream);
   cli->set_connection_timeout(10, 0);
   cli->set_read_timeout(60, 0);
@@ -322,6 +358,15 @@ std::unique_ptr<httplib::Client> NewUpstreamClient(const std::string& upstream) 
   cli->set_decompress(false);
   cli->set_follow_location(false);
   cli->enable_server_certificate_verification(true);
+  if (!ca_file.empty() && upstream.rfind("https://", 0) == 0) {
+    // The client's TLS context takes the store; cpp-httplib adds the system's CAs to it.
+    X509_STORE* store = X509_STORE_new();
+    if (store && X509_STORE_load_file(store, ca_file.c_str()) == 1) {
+      cli->set_ca_cert_store(store);
+    } else {
+      X509_STORE_free(store);
+    }
+  }
   return cli;
 }
 
@@ -343,12 +388,6 @@ Result<std::string> RegistryMirror::Impl::ResolveUpstream(const httplib::Request
 }
 
 void RegistryMirror::Impl::Handle(const httplib::Request& req, httplib::Response& res) {
-  if (req.path.empty() || req.path[0] != '/') {
-    Count("error");
-    return SendError(res, 501, "proxy",
-                     "forward proxying (a host in the request target) is not "
-                     "supported; use this port as a registry mirror");
-  }
   if ((req.path != "/v2" && req.path.rfind("/v2/", 0) != 0) || HasDotSegment(req.path)) {
     Count("error");
     return SendError(res, 404, "proxy", "only the registry API (/v2/...) is mirrored");
@@ -381,7 +420,8 @@ void RegistryMirror::Impl::ServeByRule(const httplib::Request& req, httplib::Res
                                        const std::string& upstream,
                                        const std::map<std::string, std::string>& headers) {
   const std::string target = UpstreamTarget(req.target);
-  httplib::Result head = NewUpstreamClient(upstream)->Head(target.c_str(), ToHeaders(headers));
+  httplib::Result head =
+      NewUpstreamClient(upstream, config.origin_ca_file)->Head(target.c_str(), ToHeaders(headers));
   if (!head || head->status != 200) return PassThrough(req, res, upstream, headers);
   TaskSpec spec;
   spec.url = upstream + target;
@@ -408,7 +448,7 @@ void RegistryMirror::Impl::ServeByRule(const httplib::Request& req, httplib::Res
 void RegistryMirror::Impl::PassThrough(const httplib::Request& req, httplib::Response& res,
                                        const std::string& upstream,
                                        const std::map<std::string, std::string>& headers) {
-  auto cli = NewUpstreamClient(upstream);
+  auto cli = NewUpstreamClient(upstream, config.origin_ca_file);
   httplib::Headers h = ToHeaders(headers);
   if (req.has_header("Range")) h.emplace("Range", req.get_header_value("Range"));
   const std::string target = UpstreamTarget(req.target);
@@ -474,7 +514,7 @@ Authorisation RegistryMirror::Impl::Authorise(const std::string& upstream, const
     auto it = authorised.find(key);
     if (it != authorised.end() && now - it->second < kAuthCacheTtl) return Authorisation::kAllowed;
   }
-  auto cli = NewUpstreamClient(upstream);
+  auto cli = NewUpstreamClient(upstream, config.origin_ca_file);
   httplib::Result r =
       cli->Head(("/v2/" + blob.name + "/blobs/" + blob.digest).c_str(), ToHeaders(headers));
   if (!r) return Authorisation::kUnreachable;
@@ -910,15 +950,34 @@ RegistryMirror::RegistryMirror(const DaemonConfig& config, TaskManager& manager,
 RegistryMirror::~RegistryMirror() { Stop(); }
 
 Status RegistryMirror::Start() {
-  httplib::Server& server = impl_->server;
-  server.new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
+  MirrorHttpServer& server = impl_->server;
   server.set_keep_alive_max_count(1000);
-  server.set_read_timeout(30, 0);
-  server.set_write_timeout(60, 0);
   // cpp-httplib slices any response by the request's Range itself, even a pass-through 206 or
   // 401: the mirror handles ranges (blobs) or forwards them (everything else) on its own.
-  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
-    const_cast<httplib::Request&>(req).ranges.clear();
+  // An absolute-form target (a client using this port as its HTTP proxy) becomes origin-form
+  // with its scheme://host[:port] as the request's upstream.
+  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    auto& r = const_cast<httplib::Request&>(req);
+    r.ranges.clear();
+    if (req.method == "CONNECT") {
+      SendError(res, 400, "proxy", "CONNECT must be the first request of a connection");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (!req.path.empty() && req.path[0] != '/') {
+      auto split = SplitAbsoluteTarget(req.target);
+      const size_t prefix = req.target.find('/', req.target.find("://") + 3);
+      if (!split.ok() || prefix == std::string::npos || req.path.size() < prefix ||
+          req.path.compare(0, prefix, req.target, 0, prefix) != 0) {
+        SendError(res, 400, "proxy",
+                  "proxy request target: " +
+                      (split.ok() ? std::string("malformed") : split.status().message()));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      r.path = req.path.substr(prefix);
+      r.target = split.value().second;
+      r.headers.erase(kHeaderDragonflyRegistry);
+      r.headers.emplace(kHeaderDragonflyRegistry, split.value().first);
+    }
     return httplib::Server::HandlerResponse::Unhandled;
   });
   server.set_exception_handler(
@@ -939,23 +998,31 @@ Status RegistryMirror::Start() {
   server.Patch(".*", refuse);
   server.Delete(".*", refuse);
   server.Options(".*", refuse);
-  const std::string& ip = impl_->config.proxy_ip;
-  if (!server.bind_to_port(ip.c_str(), impl_->config.proxy_port)) {
-    return Unavailable("registry mirror: cannot listen on " + ip + ":" +
-                       std::to_string(impl_->config.proxy_port));
+  server.SetServing(true);
+  impl_->front = std::make_unique<MirrorFront>(
+      impl_->config,
+      [impl](ConnectionStream& stream, const std::string& upstream) {
+        impl->server.ServeConnection(stream, upstream);
+      },
+      impl_->metrics_registry);
+  if (Status s = impl_->front->Start(); !s.ok()) {
+    server.SetServing(false);
+    return s;
   }
-  port_ = impl_->config.proxy_port;
-  impl_->listener = std::thread([&server] { server.listen_after_bind(); });
-  DF_LOG_INFO("registry mirror listening on {}:{} (default upstream {})", ip, port_,
-              impl_->config.registry_mirror);
+  port_ = impl_->front->port();
+  DF_LOG_INFO(
+      "registry mirror listening on {}:{} (default upstream {}; CONNECT to {} host(s), "
+      "intercepting {})",
+      impl_->config.proxy_ip, port_, impl_->config.registry_mirror,
+      impl_->config.proxy_connect_hosts.size(), impl_->config.proxy_intercept_hosts.size());
   return Status::Ok();
 }
 
 void RegistryMirror::Stop() {
   if (!impl_) return;
   impl_->stopping = true;
-  impl_->server.stop();
-  if (impl_->listener.joinable()) impl_->listener.join();
+  impl_->server.SetServing(false);
+  if (impl_->front) impl_->front->Stop();
 }
 
 }  // namespace df

@@ -5,8 +5,15 @@
 // A request whose target is a path (origin-form, "GET /v2/...") is a mirror request. Its
 // upstream registry is, in order: the X-Dragonfly-Registry header (a URL, what Dragonfly's
 // containerd hosts.toml sends), the `ns` query parameter (a registry host, what containerd adds
-// for its `_default` mirror), the configured registry_mirror. A request with a host in its target
-// (a forward proxy request, CONNECT) is refused with 501: not implemented yet.
+// for its `_default` mirror), the configured registry_mirror.
+//
+// The same port is a forward proxy (MirrorFront, mirror_front.h, owns its connections):
+//   - an absolute-form request ("GET http://registry:5000/v2/..."; a client with HTTP_PROXY
+//     set) is a mirror request whose upstream is the target's scheme://host[:port], validated
+//     as any other upstream (SplitAbsoluteTarget); a header or `ns` naming another is ignored.
+//   - CONNECT host:port is tunnelled to hosts in proxy_connect_hosts, or intercepted for hosts
+//     in proxy_intercept_hosts: the requests inside the TLS are mirror requests whose upstream
+//     is https://host:port (blobs P2P as above); any other host gets 403.
 //
 //   GET /v2/<name>/blobs/sha256:<64 hex>   P2P, in four steps:
 //     1. authorisation: HEAD of the same blob upstream with the client's headers. Anything but
@@ -51,13 +58,14 @@
 // another scheme. Pieces served to other peers are checked against the digest by every peer
 // that serves the blob to a client.
 //
-// Threads: cpp-httplib's listener thread and a pool of kWorkerThreads handlers. Thread-safe.
+// Threads: the MirrorFront's accept thread and worker pool run every request. Thread-safe.
 #pragma once
 
 #include <prometheus/registry.h>
 
 #include <cstdint>
 #include <map>
+#include <utility>
 #include <memory>
 #include <optional>
 #include <string>
@@ -88,6 +96,11 @@ struct BlobRef {
 // or the reference is not sha256:<64 lowercase hex>.
 std::optional<Result<BlobRef>> ParseBlobPath(std::string_view path);
 
+// An absolute-form request target "scheme://host[:port]/path?query" split into its upstream
+// (ParseRegistryUpstream: http(s) only, no userinfo) and its origin-form target ("/path?query";
+// "/" when there is no path). InvalidArgument naming the problem otherwise.
+Result<std::pair<std::string, std::string>> SplitAbsoluteTarget(std::string_view target);
+
 // One byte range of a blob of `size` bytes, inclusive bounds.
 struct ByteRange {
   uint64_t first = 0;
@@ -113,11 +126,12 @@ class RegistryMirror {
   RegistryMirror(const RegistryMirror&) = delete;
   RegistryMirror& operator=(const RegistryMirror&) = delete;
 
-  // Binds config.listen_ip:config.proxy_port (0 as a port is never passed here) and starts
-  // serving. Unavailable when the port cannot be bound.
+  // Binds config.proxy_ip:config.proxy_port (0 as a port is never passed here) and starts
+  // serving. Unavailable when the port cannot be bound; InterceptCa::Load's errors when the
+  // proxy CA is configured and cannot be loaded.
   Status Start();
-  // Stops accepting, cuts responses still streaming (a 503 for those not started) and waits for
-  // the handlers to return. Idempotent.
+  // Stops accepting, cuts responses still streaming (a 503 for those not started) and tunnels,
+  // and waits for the handlers to return. Idempotent.
   void Stop();
   uint16_t port() const { return port_; }
 

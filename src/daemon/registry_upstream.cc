@@ -81,6 +81,19 @@ Result<std::string> UpstreamFromNs(std::string_view ns) {
   return "https://" + authority.value();
 }
 
+Result<std::string> ParseHostPort(std::string_view s, uint16_t default_port) {
+  if (s.size() > kMaxUpstreamBytes) return InvalidArgument("host:port is too long");
+  auto authority = ParseAuthority(s);
+  if (!authority.ok()) return authority.status();
+  const std::string& a = authority.value();
+  const size_t bracket = a.rfind(']'), colon = a.rfind(':');
+  const bool has_port =
+      colon != std::string::npos && (bracket == std::string::npos || colon > bracket);
+  if (has_port) return a;
+  if (default_port == 0) return InvalidArgument("'" + std::string(s) + "' names no port");
+  return a + ":" + std::to_string(default_port);
+}
+
 Result<ProxyRules> ProxyRules::Compile(const std::vector<std::string>& patterns) {
   if (patterns.size() > kMaxProxyRules) {
     return InvalidArgument("proxy_rules: " + std::to_string(patterns.size()) + " rules; at most " +

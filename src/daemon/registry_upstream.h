@@ -30,6 +30,13 @@ Result<std::string> ParseRegistryUpstream(std::string_view url);
 // InvalidArgument when `ns` is not a host[:port].
 Result<std::string> UpstreamFromNs(std::string_view ns);
 
+// "host:port" (the host lowercased) of a CONNECT request target, or of an entry of the forward
+// proxy's host lists (proxy_connect_hosts, proxy_intercept_hosts). A target must name its port
+// (RFC 9110 9.3.6): `default_port` 0; a list entry may omit it: `default_port` 443. The host is a
+// DNS name, an IPv4 address or a bracketed IPv6 address; no userinfo, path or scheme.
+// InvalidArgument naming the problem otherwise.
+Result<std::string> ParseHostPort(std::string_view s, uint16_t default_port);
+
 constexpr size_t kMaxProxyRules = 64;
 constexpr size_t kMaxProxyRuleBytes = 1024;
 

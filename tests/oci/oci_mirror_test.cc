@@ -474,9 +474,15 @@ TEST_F(OciMirrorTest, MalformedRequestsGet4xxAndTheDaemonKeepsServing) {
   auto post = cli.Post("/v2/test/img/blobs/uploads/", "", "text/plain");
   ASSERT_TRUE(post);
   EXPECT_EQ(post->status, 405);
+  // A forward proxy request names its upstream: validated as any other.
   EXPECT_EQ(RawRequest(daemon->proxy_port,
-                       "GET http://example.com/v2/ HTTP/1.1\r\nHost: example.com\r\n\r\n"),
-            "HTTP/1.1 501 Not Implemented");
+                       "GET ftp://example.com/v2/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                .substr(0, 12),
+            "HTTP/1.1 400");
+  EXPECT_EQ(RawRequest(daemon->proxy_port,
+                       "GET http://u@example.com/v2/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                .substr(0, 12),
+            "HTTP/1.1 400");
   EXPECT_EQ(RawRequest(daemon->proxy_port, "\x16\x03\x01garbage\r\n\r\n").substr(0, 12),
             "HTTP/1.1 400");
 
@@ -604,6 +610,292 @@ TEST_F(OciMirrorTest, AProxyRuleMakesMatchingPathsP2PTasks) {
   EXPECT_EQ(bench::Run(argv, &out, 20000), 2) << out;
   EXPECT_NE(out.find("proxy_rules[0]: bad regular expression 'blobs/(sha256'"), std::string::npos)
       << out;
+}
+
+// A connection to `port` on loopback; -1 when it cannot connect. Owned by the caller.
+int ConnectLoopback(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{15, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+// Reads from `fd` until `terminator` has been read (included), EOF or a timeout.
+std::string ReadUntil(int fd, const std::string& terminator) {
+  std::string got;
+  char c = 0;
+  while (got.size() < (1 << 20) && ::read(fd, &c, 1) == 1) {
+    got += c;
+    if (!terminator.empty() && got.size() >= terminator.size() &&
+        got.compare(got.size() - terminator.size(), terminator.size(), terminator) == 0) {
+      break;
+    }
+  }
+  return got;
+}
+
+// A host name other than "localhost" that resolves to a loopback address, for clients that
+// never proxy "localhost" or loopback literals (Go's HTTPS_PROXY handling): this host's name
+// when it does; "" otherwise.
+std::string ProxyableLoopbackName() {
+  char name[256] = {0};
+  if (::gethostname(name, sizeof name - 1) != 0 || std::string(name) == "localhost") return "";
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(name, nullptr, &hints, &res) != 0 || !res) return "";
+  const auto* a = reinterpret_cast<const sockaddr_in*>(res->ai_addr);
+  const bool loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+  ::freeaddrinfo(res);
+  return loopback ? name : "";
+}
+
+// The mirror port as a forward proxy refuses to be an open relay: a CONNECT to a host nobody
+// listed is 403, malformed or oversized CONNECT heads are 400, and the daemon keeps serving.
+TEST_F(OciMirrorTest, ConnectToAnUnlistedHostIs403AndBadConnectHeadsAre400) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  const std::string dead = "127.0.0.1:" + std::to_string(bench::FreePort());  // nobody listens
+  auto daemon = StartMirror("peer", registry.Url(), 0, {"--proxy-connect-host", dead});
+  const uint16_t p = daemon->proxy_port;
+  EXPECT_EQ(RawRequest(p, "CONNECT " + registry.Host() + " HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "HTTP/1.1 403 Forbidden");
+  EXPECT_EQ(RawRequest(p, "CONNECT 127.0.0.1:22 HTTP/1.1\r\n\r\n"), "HTTP/1.1 403 Forbidden");
+  for (const std::string& bad :
+       {std::string("CONNECT garbage\r\n\r\n"), std::string("CONNECT 127.0.0.1 HTTP/1.1\r\n\r\n"),
+        std::string("CONNECT http://127.0.0.1:80/ HTTP/1.1\r\n\r\n"),
+        std::string("CONNECT u@127.0.0.1:80 HTTP/1.1\r\n\r\n"),
+        std::string("CONNECT 127.0.0.1:80 HTTP/1.1\r\nno colon here\r\n\r\n"),
+        std::string("CONNECT 127.0.0.1:80 HTTP/1.1\r\nX: \0\r\n\r\n", 39),
+        "CONNECT 127.0.0.1:80 HTTP/1.1\r\nX: " + std::string(9000, 'a') + "\r\n\r\n",
+        "CONNECT " + std::string(20000, 'a') + ":80 HTTP/1.1\r\n\r\n"}) {
+    EXPECT_EQ(RawRequest(p, bad), "HTTP/1.1 400 Bad Request") << bad.substr(0, 60);
+  }
+  // Bytes that only start like a CONNECT are an HTTP request like any other.
+  EXPECT_EQ(RawRequest(p, "CONNEC /v2/ HTTP/1.1\r\n\r\n").substr(0, 12), "HTTP/1.1 400");
+  // A CONNECT later on a kept-alive connection is refused by the mirror's HTTP server.
+  EXPECT_EQ(RawRequest(p, "GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\nCONNECT " + registry.Host() +
+                              " HTTP/1.1\r\n\r\n"),
+            "HTTP/1.1 200 OK");
+  // An allowed host that does not answer: 502.
+  EXPECT_EQ(RawRequest(p, "CONNECT " + dead + " HTTP/1.1\r\n\r\n"), "HTTP/1.1 502 Bad Gateway");
+  // Still serving.
+  EXPECT_TRUE(daemon->proc.running());
+  httplib::Client cli("127.0.0.1", p);
+  auto r = cli.Get("/v2/");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(daemon->Requests("error"), 0) << "CONNECTs are counted apart";
+  EXPECT_GE(bench::ScrapeMetric(daemon->metrics_port,
+                                "df_daemon_proxy_connects_total\\{outcome=\"refused\"\\}"),
+            2);
+}
+
+// A client that uses the daemon as its HTTP proxy sends absolute-form requests: the target's
+// scheme://host:port is the upstream (not --registry-mirror), and blobs still go P2P.
+TEST_F(OciMirrorTest, AbsoluteFormProxyRequestsAreMirrorRequestsToTheirHost) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 13, {300 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  auto daemon = StartMirror("peer", "http://127.0.0.1:1");  // a default that would fail
+  const Blob& layer = image.layers[0];
+  const std::string url = registry.Url() + "/v2/test/img/blobs/" + layer.digest;
+  for (int i = 0; i < 2; ++i) {
+    const int fd = ConnectLoopback(daemon->proxy_port);
+    ASSERT_GE(fd, 0);
+    const std::string req = "GET " + url + " HTTP/1.1\r\nHost: " + registry.Host() +
+                            "\r\nX-Dragonfly-Registry: http://127.0.0.1:1\r\n"
+                            "Connection: close\r\n\r\n";
+    ASSERT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    const std::string reply = ReadUntil(fd, "");
+    ::close(fd);
+    ASSERT_EQ(reply.substr(0, 15), "HTTP/1.1 200 OK") << reply.substr(0, 200);
+    EXPECT_NE(reply.find("X-Dragonfly-Task-ID: " + layer.digest.substr(7)), std::string::npos);
+    EXPECT_EQ(reply.substr(reply.find("\r\n\r\n") + 4), ReadFile(layer.path));
+  }
+  EXPECT_EQ(daemon->Requests("p2p"), 2);
+  EXPECT_LE(registry.BlobGets(layer.digest), 1) << "the second GET came from the task's copy";
+  // curl with the daemon as its proxy: the manifest passes through.
+  std::string out;
+  EXPECT_EQ(bench::Run({"curl", "-sf", "--proxy", "http://" + daemon->Host(), "-H",
+                        "Accept: application/vnd.oci.image.manifest.v1+json",
+                        registry.Url() + "/v2/test/img/manifests/1"},
+                       &out),
+            0)
+      << out;
+  EXPECT_NE(out.find(layer.digest), std::string::npos) << out;
+}
+
+// A host on --proxy-connect-host gets a plain byte tunnel: the client talks to the registry
+// itself through it.
+TEST_F(OciMirrorTest, ConnectToAnAllowedHostIsAPlainTunnel) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(dir_.path() + "/img", 14, {200 * kKiB});
+  ASSERT_EQ(Push(image, registry), 0);
+  auto daemon = StartMirror("peer", registry.Url(), 0, {"--proxy-connect-host", registry.Host()});
+  const int fd = ConnectLoopback(daemon->proxy_port);
+  ASSERT_GE(fd, 0);
+  const std::string connect =
+      "CONNECT " + registry.Host() + " HTTP/1.1\r\nHost: " + registry.Host() + "\r\n\r\n";
+  ASSERT_EQ(::write(fd, connect.data(), connect.size()), static_cast<ssize_t>(connect.size()));
+  EXPECT_EQ(ReadUntil(fd, "\r\n\r\n"), "HTTP/1.1 200 Connection Established\r\n\r\n");
+  const Blob& layer = image.layers[0];
+  const std::string get = "GET /v2/test/img/blobs/" + layer.digest +
+                          " HTTP/1.1\r\nHost: " + registry.Host() + "\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(::write(fd, get.data(), get.size()), static_cast<ssize_t>(get.size()));
+  const std::string reply = ReadUntil(fd, "");
+  ::close(fd);
+  ASSERT_EQ(reply.substr(0, 15), "HTTP/1.1 200 OK") << reply.substr(0, 300);
+  EXPECT_EQ(reply.find("X-Dragonfly-Task-ID"), std::string::npos) << "not the mirror's answer";
+  EXPECT_EQ(reply.substr(reply.find("\r\n\r\n") + 4), ReadFile(layer.path));
+  EXPECT_EQ(registry.BlobGets(layer.digest), 1);
+  EXPECT_EQ(bench::ScrapeMetric(daemon->metrics_port,
+                                "df_daemon_proxy_connects_total\\{outcome=\"tunnel\"\\}"),
+            1);
+  // curl --proxytunnel: a CONNECT of its own, then the request inside the tunnel. (skopeo through
+  // a plain tunnel to a TLS registry: InterceptedHttpsRegistryWithTokenAuthGoesP2P.)
+  std::string out;
+  EXPECT_EQ(bench::Run({"curl", "-sf", "--proxytunnel", "--proxy", "http://" + daemon->Host(),
+                        registry.Url() + "/v2/"},
+                       &out),
+            0)
+      << out;
+  EXPECT_EQ(bench::ScrapeMetric(daemon->metrics_port,
+                                "df_daemon_proxy_connects_total\\{outcome=\"tunnel\"\\}"),
+            2);
+}
+
+// docker-registry over TLS with token auth (a realm the test serves): skopeo pulls through two
+// daemons as its HTTPS proxy, trusting only the daemons' interception CA for the registry. Every
+// layer arrives intact, and the registry serves each blob at most once: the second daemon gets
+// them from the first.
+TEST_F(OciMirrorTest, InterceptedHttpsRegistryWithTokenAuthGoesP2P) {
+  const std::string host = ProxyableLoopbackName();
+  if (host.empty()) GTEST_SKIP() << "needs a host name (not localhost) that resolves to loopback";
+  const std::string d = dir_.path();
+  // The registry's own CA and certificate, which the daemons trust (--origin-ca-file), and the
+  // interception CA, which skopeo trusts (--src-cert-dir).
+  auto openssl = [](std::vector<std::string> args) {
+    args.insert(args.begin(), "openssl");
+    std::string out;
+    EXPECT_EQ(bench::Run(args, &out), 0) << out;
+  };
+  openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+           "-keyout", d + "/registry-ca.key", "-out", d + "/registry-ca.crt", "-days", "1", "-subj",
+           "/CN=test-registry-ca"});
+  openssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+           d + "/registry.key", "-out", d + "/registry.csr", "-subj", "/CN=" + host});
+  WriteFile(d + "/san.ext", "subjectAltName=DNS:" + host + ",DNS:localhost,IP:127.0.0.1\n");
+  openssl({"x509", "-req", "-in", d + "/registry.csr", "-CA", d + "/registry-ca.crt", "-CAkey",
+           d + "/registry-ca.key", "-CAcreateserial", "-out", d + "/registry.crt", "-days", "1",
+           "-extfile", d + "/san.ext"});
+  openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+           "-keyout", d + "/proxy-ca.key", "-out", d + "/proxy-ca.crt", "-days", "1", "-subj",
+           "/CN=test-proxy-ca"});
+  ::chmod((d + "/proxy-ca.key").c_str(), 0600);
+  std::filesystem::create_directories(d + "/proxy-certs");
+  std::filesystem::copy_file(d + "/proxy-ca.crt", d + "/proxy-certs/ca.crt");
+  std::filesystem::create_directories(d + "/registry-certs");
+  std::filesystem::copy_file(d + "/registry-ca.crt", d + "/registry-certs/ca.crt");
+
+  TokenRealm realm(d);
+  ASSERT_TRUE(realm.ok());
+  DockerRegistry registry(d + "/registry", "", realm.RegistryAuthYaml(), d + "/registry.crt",
+                          d + "/registry.key");
+  ASSERT_TRUE(registry.ok());
+  TestImage image = MakeImage(d + "/img", 15, {2 * 1024 * kKiB, 500 * kKiB, 30 * kKiB});
+  const std::string creds = std::string(kUser) + ":" + kPassword;
+  ASSERT_EQ(Push(image, registry, {"--dest-creds", creds}), 0);
+
+  const uint16_t scheduler_port = bench::FreePort();
+  Process scheduler = Process::Start(
+      {Bin("scheduler/dfscheduler"), "--listen", "127.0.0.1:" + std::to_string(scheduler_port),
+       "--metrics", "127.0.0.1:" + std::to_string(bench::FreePort()), "--log-level", "warn"},
+      d + "/dfscheduler.log");
+  ASSERT_TRUE(bench::WaitForTcp(scheduler_port, 10000));
+  const std::string target = host + ":" + std::to_string(registry.port());
+  const std::vector<std::string> proxy_flags = {"--proxy-intercept-host", target,
+                                                "--proxy-ca-cert",        d + "/proxy-ca.crt",
+                                                "--proxy-ca-key",         d + "/proxy-ca.key",
+                                                "--origin-ca-file",       d + "/registry-ca.crt"};
+  auto a = StartMirror("peer-a", "http://127.0.0.1:1", scheduler_port, proxy_flags);
+  auto b = StartMirror("peer-b", "http://127.0.0.1:1", scheduler_port, proxy_flags);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // hosts announced
+
+  // skopeo with the daemon as its HTTPS proxy, trusting the CAs in `cert_dir`.
+  auto pull = [&](const MirrorDaemon& daemon, const std::string& out, std::string* log,
+                  const std::string& cert_dir) {
+    const std::string conf = d + "/empty-registries.conf";
+    WriteFile(conf, "");
+    return bench::Run({"env",        "-u",
+                       "NO_PROXY",   "-u",
+                       "no_proxy",   "-u",
+                       "HTTP_PROXY", "-u",
+                       "http_proxy", "HTTPS_PROXY=http://" + daemon.Host(),
+                       kSkopeoBin,   "--registries-conf",
+                       conf,         "--insecure-policy",
+                       "copy",       "--src-cert-dir",
+                       cert_dir,     "--src-creds",
+                       creds,        "docker://" + target + "/test/img:1",
+                       "dir:" + out},
+                      log, 120000);
+  };
+  std::string log;
+  ASSERT_EQ(pull(*a, d + "/out-a", &log, d + "/proxy-certs"), 0) << log;
+  ExpectSameBlobs(image, d + "/out-a");
+  ASSERT_EQ(pull(*b, d + "/out-b", &log, d + "/proxy-certs"), 0) << log;
+  ExpectSameBlobs(image, d + "/out-b");
+  EXPECT_EQ(a->Requests("p2p"), 4) << "three layers and the config";
+  EXPECT_EQ(b->Requests("p2p"), 4);
+  EXPECT_EQ(a->Requests("fallback") + b->Requests("fallback"), 0);
+  std::vector<Blob> blobs = image.layers;
+  blobs.push_back(image.config);
+  for (const Blob& blob : blobs) {
+    // One GET per piece (a stat is a HEAD): the bytes say whether a second daemon went there:
+    // every byte of the blob left the registry exactly once.
+    EXPECT_GE(registry.BlobGets(blob.digest), 1) << blob.digest;
+    EXPECT_EQ(registry.BlobBytesServed(blob.digest), blob.size)
+        << blob.digest << " (" << registry.BlobGets(blob.digest) << " GETs) served more than once";
+  }
+  EXPECT_GE(realm.tokens_issued(), 2) << "each skopeo ran the registry's token flow";
+  for (const auto* daemon : {a.get(), b.get()}) {
+    EXPECT_GE(bench::ScrapeMetric(daemon->metrics_port,
+                                  "df_daemon_proxy_connects_total\\{outcome=\"intercept\"\\}"),
+              1);
+  }
+  // A daemon that only tunnels the registry (--proxy-connect-host): skopeo, trusting the
+  // registry's own CA, talks TLS with the registry itself through it; the blobs come from the
+  // registry again (nothing inside a plain tunnel goes P2P).
+  auto c = StartMirror("peer-c", "http://127.0.0.1:1", 0, {"--proxy-connect-host", target});
+  ASSERT_EQ(pull(*c, d + "/out-c", &log, d + "/registry-certs"), 0) << log;
+  ExpectSameBlobs(image, d + "/out-c");
+  EXPECT_EQ(c->Requests("p2p"), 0);
+  for (const Blob& blob : blobs) {
+    EXPECT_EQ(registry.BlobBytesServed(blob.digest), 2 * blob.size) << blob.digest;
+  }
+  EXPECT_GE(bench::ScrapeMetric(c->metrics_port,
+                                "df_daemon_proxy_connects_total\\{outcome=\"tunnel\"\\}"),
+            1);
+  // Without the interception CA, skopeo refuses the daemon's certificate.
+  std::filesystem::create_directories(d + "/no-certs");
+  const std::string conf = d + "/empty-registries.conf";
+  EXPECT_NE(bench::Run({"env", "-u", "NO_PROXY", "-u", "no_proxy",
+                        "HTTPS_PROXY=http://" + a->Host(), kSkopeoBin, "--registries-conf", conf,
+                        "--insecure-policy", "inspect", "--cert-dir", d + "/no-certs", "--creds",
+                        creds, "docker://" + target + "/test/img:1"},
+                       &log, 60000),
+            0)
+      << log;
 }
 
 }  // namespace

@@ -2,128 +2,13 @@
 // docker-registry as the registry (plain HTTP; with htpasswd; with token auth and a token realm
 // this test serves). After a preheat, every blob of the image is on the seed peer: a pull through
 // a daemon's mirror sends no blob GET to the registry and gets the layers from the seed.
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <sys/stat.h>
-
-#include <atomic>
-#include <ctime>
 
 #include "common/net.h"
 #include "oci_test_util.h"
 
 namespace df {
 namespace {
-
-constexpr const char* kUser = "alice";
-constexpr const char* kPassword = "s3cret";
-
-std::string Base64(const std::string& in, bool url) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  if (url) {
-    while (!out.empty() && out.back() == '=') out.pop_back();
-    for (char& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
-  }
-  return out;
-}
-
-// A registry token service (docker's token auth) for one user: it answers a GET with the right
-// Basic credentials with a JWT (RS256, its certificate in x5c) granting every scope asked for;
-// anything else gets 401. The registry trusts the certificate (`rootcertbundle`).
-class TokenRealm {
- public:
-  explicit TokenRealm(const std::string& dir) : dir_(dir), port_(bench::FreePort()) {
-    ok_ = bench::Run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                      dir + "/token.key", "-out", dir + "/token.crt", "-days", "1", "-subj",
-                      "/CN=test-token-issuer"},
-                     nullptr) == 0 &&
-          bench::Run({"openssl", "x509", "-in", dir + "/token.crt", "-outform", "DER", "-out",
-                      dir + "/token.der"},
-                     nullptr) == 0;
-    x5c_ = Base64(ReadFile(dir + "/token.der"), false);
-    server_.Get("/token",
-                [this](const httplib::Request& req, httplib::Response& res) { Issue(req, res); });
-    thread_ = std::thread([this] { server_.listen("127.0.0.1", port_); });
-    ok_ = ok_ && bench::WaitForTcp(port_, 5000);
-  }
-  ~TokenRealm() {
-    server_.stop();
-    if (thread_.joinable()) thread_.join();
-  }
-  bool ok() const { return ok_; }
-  int tokens_issued() const { return issued_; }
-  std::string RegistryAuthYaml() const {
-    return "auth:\n  token:\n    realm: http://127.0.0.1:" + std::to_string(port_) +
-           "/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: " +
-           dir_ + "/token.crt\n";
-  }
-
- private:
-  void Issue(const httplib::Request& req, httplib::Response& res) {
-    if (req.get_header_value("Authorization") !=
-        "Basic " + Base64(std::string(kUser) + ":" + kPassword, false)) {
-      res.status = 401;
-      return;
-    }
-    std::string access;
-    for (auto [it, end] = req.params.equal_range("scope"); it != end; ++it) {
-      // repository:<name>:<actions>
-      const std::string& scope = it->second;
-      const size_t a = scope.find(':'), b = scope.rfind(':');
-      if (a == std::string::npos || a == b) continue;
-      std::string actions;
-      for (char c : scope.substr(b + 1))
-        actions += c == ',' ? std::string("\",\"") : std::string(1, c);
-      actions = "\"" + actions + "\"";
-      access += std::string(access.empty() ? "" : ",") + "{\"type\":\"" + scope.substr(0, a) +
-                "\",\"name\":\"" + scope.substr(a + 1, b - a - 1) + "\",\"actions\":[" + actions +
-                "]}";
-    }
-    const long now = static_cast<long>(std::time(nullptr));
-    const std::string header = "{\"typ\":\"JWT\",\"alg\":\"RS256\",\"x5c\":[\"" + x5c_ + "\"]}";
-    const std::string claims =
-        "{\"iss\":\"test-issuer\",\"sub\":\"alice\",\"aud\":\"test-registry\",\"exp\":" +
-        std::to_string(now + 600) + ",\"nbf\":" + std::to_string(now - 60) +
-        ",\"iat\":" + std::to_string(now) + ",\"jti\":\"" + std::to_string(++issued_) +
-        "\",\"access\":[" + access + "]}";
-    const std::string input = Base64(header, true) + "." + Base64(claims, true);
-    const std::string token = input + "." + Base64(Sign(input), true);
-    res.set_content("{\"token\":\"" + token + "\"}", "application/json");
-  }
-
-  std::string Sign(const std::string& input) const {
-    FILE* f = std::fopen((dir_ + "/token.key").c_str(), "r");
-    if (!f) return "";
-    EVP_PKEY* key = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
-    std::fclose(f);
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    std::string sig;
-    size_t len = 0;
-    if (key && EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
-        EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()),
-                       input.size()) == 1) {
-      sig.resize(len);
-      EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &len,
-                     reinterpret_cast<const unsigned char*>(input.data()), input.size());
-      sig.resize(len);
-    }
-    EVP_MD_CTX_free(ctx);
-    EVP_PKEY_free(key);
-    return sig;
-  }
-
-  std::string dir_;
-  uint16_t port_;
-  std::string x5c_;
-  httplib::Server server_;
-  std::thread thread_;
-  std::atomic<int> issued_{0};
-  bool ok_ = false;
-};
 
 class OciPreheatTest : public OciMirrorTest {
  protected:

@@ -1,7 +1,18 @@
 // The registry mirror's parsers and the runtime configurations, as specifications.
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include "daemon/config.h"
+#include "daemon/intercept_ca.h"
+#include "daemon/mirror_front.h"
 #include "daemon/registry_mirror.h"
 #include "daemon/runtime_config.h"
 
@@ -245,6 +256,155 @@ TEST(ProxyRules, BadRulesAreClearErrorsAtLoad) {
       << s.ToString();
   c.proxy_rules.pop_back();
   EXPECT_TRUE(ValidateDaemonConfig(&c).ok());
+}
+
+TEST(ForwardProxy, AbsoluteFormTargetsNameTheirUpstream) {
+  auto split = SplitAbsoluteTarget("http://Registry:5000/v2/a/blobs/sha256:" + kHex + "?ns=x");
+  ASSERT_TRUE(split.ok()) << split.status().ToString();
+  EXPECT_EQ(split.value().first, "http://registry:5000");
+  EXPECT_EQ(split.value().second, "/v2/a/blobs/sha256:" + kHex + "?ns=x");
+  EXPECT_EQ(SplitAbsoluteTarget("https://ghcr.io").value().second, "/");
+  for (const char* bad : {"/v2/", "ftp://h/v2/", "file:///etc/passwd", "http://u:p@h/v2/",
+                          "http://h:0/v2/", "http:///v2/", "http://h?x/v2/", "gopher://h/"}) {
+    EXPECT_FALSE(SplitAbsoluteTarget(bad).ok()) << bad;
+  }
+}
+
+TEST(ForwardProxy, HostPortOfConnectTargetsAndListEntries) {
+  EXPECT_EQ(ParseHostPort("Registry.Local:5000", 0).value(), "registry.local:5000");
+  EXPECT_EQ(ParseHostPort("[::1]:443", 0).value(), "[::1]:443");
+  EXPECT_EQ(ParseHostPort("ghcr.io", 443).value(), "ghcr.io:443");
+  EXPECT_FALSE(ParseHostPort("ghcr.io", 0).ok());  // a CONNECT target names its port
+  for (const char* bad : {"", ":443", "h:0", "h:65536", "h:x", "u@h:1", "h/x:1", "http://h:1",
+                          "h :1", "h:1\r\nX: y"}) {
+    EXPECT_FALSE(ParseHostPort(bad, 443).ok()) << bad;
+  }
+}
+
+TEST(ForwardProxy, ConnectHeadsAreParsedStrictly) {
+  EXPECT_EQ(ParseConnectHead("CONNECT reg:5000 HTTP/1.1\r\nHost: reg:5000\r\n\r\n").value(),
+            "reg:5000");
+  EXPECT_EQ(ParseConnectHead("CONNECT [::1]:443 HTTP/1.0\r\n\r\n").value(), "[::1]:443");
+  for (const char* bad :
+       {"CONNECT reg:5000 HTTP/1.1\r\n", "CONNECT reg HTTP/1.1\r\n\r\n", "CONNECT reg:5000\r\n\r\n",
+        "CONNECT reg:5000 HTTP/2\r\n\r\n", "CONNECT  reg:5000 HTTP/1.1\r\n\r\n",
+        "GET reg:5000 HTTP/1.1\r\n\r\n", "CONNECT reg:5000 HTTP/1.1\r\nno colon\r\n\r\n",
+        "CONNECT reg:5000 HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        "CONNECT http://reg:5000 HTTP/1.1\r\n\r\n", "CONNECT u@reg:5000 HTTP/1.1\r\n\r\n"}) {
+    EXPECT_FALSE(ParseConnectHead(bad).ok()) << bad;
+  }
+}
+
+// No CONNECT target is reachable unless the operator listed it; interception needs the CA.
+TEST(ForwardProxy, OnlyListedHostsAreTunnelledOrIntercepted) {
+  DaemonConfig c;
+  c.ip = "127.0.0.1";
+  ASSERT_TRUE(ValidateDaemonConfig(&c).ok());
+  EXPECT_EQ(ConnectPolicyFor(c, "ghcr.io:443"), ConnectPolicy::kRefused);
+  ASSERT_TRUE(LoadDaemonConfigFromString(
+                  "proxy_connect_hosts: [Auth.Docker.IO, 'reg:5000']\n"
+                  "proxy_intercept_hosts: registry-1.docker.io\n"
+                  "proxy_ca_cert: /ca.crt\nproxy_ca_key: /ca.key\nproxy_max_tunnels: 8\n"
+                  "origin_ca_file: /extra.pem\n",
+                  "test.yaml", &c)
+                  .ok());
+  ASSERT_TRUE(ValidateDaemonConfig(&c).ok());
+  EXPECT_EQ(c.proxy_connect_hosts, (std::vector<std::string>{"auth.docker.io:443", "reg:5000"}));
+  EXPECT_EQ(c.proxy_max_tunnels, 8u);
+  EXPECT_EQ(c.origin_ca_file, "/extra.pem");
+  EXPECT_EQ(ConnectPolicyFor(c, "auth.docker.io:443"), ConnectPolicy::kTunnel);
+  EXPECT_EQ(ConnectPolicyFor(c, "reg:5000"), ConnectPolicy::kTunnel);
+  EXPECT_EQ(ConnectPolicyFor(c, "reg:5001"), ConnectPolicy::kRefused);
+  EXPECT_EQ(ConnectPolicyFor(c, "registry-1.docker.io:443"), ConnectPolicy::kIntercept);
+
+  DaemonConfig bad = c;
+  bad.proxy_ca_key.clear();
+  EXPECT_NE(ValidateDaemonConfig(&bad).message().find("together"), std::string::npos);
+  bad.proxy_ca_cert.clear();
+  EXPECT_NE(ValidateDaemonConfig(&bad).message().find("proxy_intercept_hosts"), std::string::npos);
+  bad = c;
+  bad.proxy_connect_hosts = {"http://x"};
+  EXPECT_NE(ValidateDaemonConfig(&bad).message().find("proxy_connect_hosts"), std::string::npos);
+  bad = c;
+  bad.proxy_max_tunnels = 0;
+  EXPECT_FALSE(ValidateDaemonConfig(&bad).ok());
+}
+
+class InterceptCaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("intercept-ca-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir_);
+    const std::string cmd =
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        "-keyout " +
+        Path("ca.key") + " -out " + Path("ca.crt") + " -days 2 -subj /CN=test-proxy-ca 2>/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    ::chmod(Path("ca.key").c_str(), 0600);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  // Whether `pem` verifies against the CA for TLS server use with `host`.
+  bool Verifies(const std::string& pem, const std::string& host, bool ip) {
+    BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+    X509* leaf = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    BIO_free(bio);
+    X509_STORE* store = X509_STORE_new();
+    X509_STORE_load_file(store, Path("ca.crt").c_str());
+    X509_STORE_CTX* ctx = X509_STORE_CTX_new();
+    X509_STORE_CTX_init(ctx, store, leaf, nullptr);
+    X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_SSL_SERVER);
+    if (ip) {
+      X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+    } else {
+      X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
+    }
+    const bool ok = leaf && X509_verify_cert(ctx) == 1;
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    X509_free(leaf);
+    return ok;
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(InterceptCaTest, LeavesAreSignedByTheCaForTheirHostOnly) {
+  auto ca = InterceptCa::Load(Path("ca.crt"), Path("ca.key"));
+  ASSERT_TRUE(ca.ok()) << ca.status().ToString();
+  auto pem = ca.value()->LeafPem("registry.local");
+  ASSERT_TRUE(pem.ok());
+  EXPECT_TRUE(Verifies(pem.value(), "registry.local", false));
+  EXPECT_FALSE(Verifies(pem.value(), "other.local", false));
+  EXPECT_TRUE(Verifies(ca.value()->LeafPem("127.0.0.1").value(), "127.0.0.1", true));
+  EXPECT_TRUE(Verifies(ca.value()->LeafPem("[::1]").value(), "::1", true));
+  auto a = ca.value()->ServerContext("registry.local");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a.value(), ca.value()->ServerContext("registry.local").value());  // cached
+  EXPECT_NE(a.value(), ca.value()->ServerContext("other.local").value());
+}
+
+TEST_F(InterceptCaTest, BadCaFilesAreClearErrors) {
+  ::chmod(Path("ca.key").c_str(), 0644);
+  EXPECT_EQ(InterceptCa::Load(Path("ca.crt"), Path("ca.key")).status().code(),
+            StatusCode::kPermissionDenied);
+  ::chmod(Path("ca.key").c_str(), 0600);
+  EXPECT_FALSE(InterceptCa::Load(Path("missing.crt"), Path("ca.key")).ok());
+  EXPECT_FALSE(InterceptCa::Load(Path("ca.key"), Path("ca.key")).ok());  // not a certificate
+  std::ofstream(Path("other.key")) << "not a key";
+  ::chmod(Path("other.key").c_str(), 0600);
+  EXPECT_FALSE(InterceptCa::Load(Path("ca.crt"), Path("other.key")).ok());
+  const std::string cmd = "openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:P-256 -out " +
+                          Path("wrong.key") + " 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  ::chmod(Path("wrong.key").c_str(), 0600);
+  auto wrong = InterceptCa::Load(Path("ca.crt"), Path("wrong.key"));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("is not the key of"), std::string::npos);
 }
 
 }  // namespace

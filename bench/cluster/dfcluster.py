@@ -1657,7 +1657,9 @@ def git_commit():
     return r.stdout.strip() or None
 
 
-DATA_DIRS = ("hosts", "df", "www", "bt", "image", "registry")  # everything holding copies
+# Everything holding copies. The registry's storage (--image) stays on disk: it is only read,
+# from the page cache, and the RAM is needed for the receivers' two copies each.
+DATA_DIRS = ("hosts", "df", "www", "bt", "image")
 
 
 def mount_data_tmpfs(work, size):
@@ -1737,12 +1739,12 @@ def cmd_run(args):
     data_mount = None
     if args.storage == "tmpfs":
         n = len(topo.receivers)
-        # Image: the registry's copy, and on each receiver the daemon's and skopeo's (the OCI
-        # layout is deleted once pushed). File: the origin's copy, each receiver's copies.
-        tmpfs_bytes = ((2 * n + 1) * file_bytes if args.image else
-                       (n + 2) * file_bytes + n * args.warmup_files * args.warmup_size)
+        # Image: on each receiver the daemon's copy and skopeo's (the OCI layout is deleted once
+        # pushed; the registry's copy is on disk). File: the origin's copy, each receiver's.
+        tmpfs_bytes = (2 * n * file_bytes + (512 << 20) if args.image else
+                       (n + 2) * file_bytes + n * args.warmup_files * args.warmup_size + (1 << 30))
         try:
-            data_mount = mount_data_tmpfs(work, tmpfs_bytes + (1 << 30))
+            data_mount = mount_data_tmpfs(work, tmpfs_bytes)
         except RuntimeError as e:
             log(f"{e}; the copies go to the work dir's disk instead (storage: disk)")
             args.storage = "disk"
@@ -1873,8 +1875,8 @@ def cmd_run(args):
         elif not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            shutil.rmtree(work / "hosts", ignore_errors=True)
-            shutil.rmtree(work / "www", ignore_errors=True)
+            for d in ("hosts", "www", "image", "registry"):
+                shutil.rmtree(work / d, ignore_errors=True)
         log("cleaned up")
     if rc:
         return rc

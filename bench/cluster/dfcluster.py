@@ -1741,7 +1741,7 @@ def cmd_run(args):
         n = len(topo.receivers)
         # Image: on each receiver the daemon's copy and skopeo's (the OCI layout is deleted once
         # pushed; the registry's copy is on disk). File: the origin's copy, each receiver's.
-        tmpfs_bytes = (2 * n * file_bytes + (512 << 20) if args.image else
+        tmpfs_bytes = (2 * n * file_bytes + (256 << 20) if args.image else
                        (n + 2) * file_bytes + n * args.warmup_files * args.warmup_size + (1 << 30))
         try:
             data_mount = mount_data_tmpfs(work, tmpfs_bytes)

@@ -820,7 +820,7 @@ def start_registry(ctx):
                                  f"docker://{ctx.registry}/{IMAGE_REPO}:{IMAGE_TAG}"), timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"skopeo push failed: {r.stderr.strip()}")
-    shutil.rmtree(layout, ignore_errors=True)
+    shutil.rmtree(layout.resolve(), ignore_errors=True)  # on tmpfs, `layout` is a symlink
     # The registry must serve what was built, byte for byte (no recompression on the way).
     for b in ctx.image.blobs:
         url = f"http://{ctx.registry}/v2/{IMAGE_REPO}/blobs/{b.digest}"

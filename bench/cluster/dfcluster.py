@@ -10,6 +10,11 @@ with tc tbf, and runs, on the same topology and the same file, one after another
   dragonfly   this project: dfscheduler + dfdaemon --seed + dfdaemon per host + dfget per host,
               once per evaluator.
 
+With --image the hosts pull an OCI image (uncompressed random layers) with skopeo instead:
+
+  registry    docker-registry on the origin host; every host pulls from it directly;
+  dragonfly   the same daemons, each also a registry mirror; every host pulls through its own.
+
 For each system it records per-host completion times, the last host's time, the bytes the origin
 served, and whether every copy's sha256 matches, and prints the last host's time as a ratio to the
 lower bound of the topology (see docs/benchmarks.md). Results go to a JSON file and gnuplot PNGs.
@@ -1268,7 +1273,8 @@ def scheduler_counters(ctx, metrics_addr):
 
 def daemon_counters(ctx, hosts):
     """Counters summed over the dfdaemons' /metrics (read before they stop): pieces forwarded
-    while still arriving (cut-through) and endgame duplicate bytes."""
+    while still arriving (cut-through), endgame duplicate bytes, bytes uploaded, and with --image
+    the mirrors' requests by kind."""
     wanted = {"df_daemon_forwarded_pieces_total": "forwarded_pieces",
               "df_daemon_endgame_duplicate_bytes_total": "endgame_duplicate_bytes",
               "df_daemon_upload_bytes_total": "upload_bytes"}

@@ -10,6 +10,11 @@ with tc tbf, and runs, on the same topology and the same file, one after another
   dragonfly   this project: dfscheduler + dfdaemon --seed + dfdaemon per host + dfget per host,
               once per evaluator.
 
+With --image the hosts pull an OCI image (uncompressed random layers) with skopeo instead:
+
+  registry    docker-registry on the origin host; every host pulls from it directly;
+  dragonfly   the same daemons, each also a registry mirror; every host pulls through its own.
+
 For each system it records per-host completion times, the last host's time, the bytes the origin
 served, and whether every copy's sha256 matches, and prints the last host's time as a ratio to the
 lower bound of the topology (see docs/benchmarks.md). Results go to a JSON file and gnuplot PNGs.
@@ -32,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -73,7 +79,14 @@ INFERENCE_METRICS_PORT = 8004
 DAEMON_GRPC_PORT = 4000
 DAEMON_METRICS_PORT = 4002
 DAEMON_PIECE_PORT = 4005
+DAEMON_PROXY_PORT = 4001  # dfdaemon's default --proxy-port (registry mirror on 127.0.0.1)
 TRACKER_USER = "_opentracker"
+REGISTRY_PORT = 5000  # docker-registry in the origin's namespace (--image)
+REGISTRY_BIN = "/usr/bin/docker-registry"
+SKOPEO_BIN = "/usr/bin/skopeo"
+IMAGE_REPO = "test/img"
+IMAGE_TAG = "1"
+ALL_IMAGE_SYSTEMS = ("registry", "dragonfly")
 
 
 def log(msg):
@@ -615,6 +628,215 @@ def make_torrent(path, name, announce, piece_length):
 
 
 # ----------------------------------------------------------------------------------------------
+# OCI images (--image)
+
+
+@dataclass
+class Blob:
+    digest: str  # sha256:HEX
+    size: int
+    media_type: str
+
+
+@dataclass
+class Image:
+    """An OCI image of random tar layers, as pushed to the registry. `blobs` are the layers and
+    the config: what a pull fetches by digest (the manifest is fetched by tag)."""
+    layers: list
+    config: Blob
+    manifest: Blob
+
+    @property
+    def blobs(self):
+        return self.layers + [self.config]
+
+    @property
+    def blob_bytes(self):
+        return sum(b.size for b in self.blobs)
+
+
+class _RandomReader:
+    """A file-like source of `size` random bytes, for tarfile."""
+
+    def __init__(self, size):
+        self.left = size
+
+    def read(self, n=-1):
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        self.left -= n
+        return os.urandom(n)
+
+
+class _HashingWriter:
+    """Writes to a file while hashing what passes (sha256) and counting it."""
+
+    def __init__(self, f):
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, b):
+        self.sha.update(b)
+        self.f.write(b)
+        self.size += len(b)
+        return len(b)
+
+
+def _write_blob(layout, data, media_type):
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(data)
+    return Blob(f"sha256:{digest}", len(data), media_type)
+
+
+def _descriptor(b):
+    return {"mediaType": b.media_type, "digest": b.digest, "size": b.size}
+
+
+def make_image(layout, content_bytes, layers):
+    """Writes an OCI image layout at `layout`, tagged IMAGE_TAG: `layers` uncompressed tar layers
+    (media type ...layer.v1.tar), each one member of content_bytes / layers random bytes, so
+    nothing can be saved by compression and no CPU goes to gzip; the config names their diff_ids
+    (an uncompressed layer's diff_id is its digest). Returns the Image."""
+    blob_dir = layout / "blobs/sha256"
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    per_layer = content_bytes // layers
+    out = []
+    for i in range(layers):
+        tmp = blob_dir / f"layer{i}.tmp"
+        with open(tmp, "wb") as f:
+            w = _HashingWriter(f)
+            with tarfile.open(fileobj=w, mode="w|", format=tarfile.USTAR_FORMAT,
+                              copybufsize=1 << 20) as tar:
+                info = tarfile.TarInfo(f"layer{i}.bin")
+                info.size = per_layer + (content_bytes % layers if i == layers - 1 else 0)
+                info.mode = 0o644
+                tar.addfile(info, _RandomReader(info.size))
+        digest = w.sha.hexdigest()
+        tmp.rename(blob_dir / digest)
+        out.append(Blob(f"sha256:{digest}", w.size, "application/vnd.oci.image.layer.v1.tar"))
+    config = _write_blob(layout, json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [b.digest for b in out]}}).encode(),
+        "application/vnd.oci.image.config.v1+json")
+    manifest = _write_blob(layout, json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": _descriptor(config), "layers": [_descriptor(b) for b in out]}).encode(),
+        "application/vnd.oci.image.manifest.v1+json")
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    index = {"schemaVersion": 2, "manifests": [dict(
+        _descriptor(manifest), annotations={"org.opencontainers.image.ref.name": IMAGE_TAG})]}
+    (layout / "index.json").write_text(json.dumps(index))
+    return Image(out, config, manifest)
+
+
+def registry_conf(addr, storage):
+    """docker-registry (distribution 2.x) configuration: filesystem storage, plain HTTP on
+    `addr`, access log (Apache combined format) on stdout."""
+    return (f"version: 0.1\nlog:\n  level: warn\n  formatter: text\n"
+            f"  accesslog:\n    disabled: false\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
+            f"  delete:\n    enabled: false\n"
+            f"http:\n  addr: {addr}\n  secret: dfcluster\n")
+
+
+REGISTRY_ACCESS_RE = re.compile(rb'"(\w+) (\S+) [^"]*" (\d{3}) (\d+|-)')
+
+
+def registry_log_bytes(path, offset):
+    """From the registry's access log after `offset`: (body bytes sent, requests, blob GETs)."""
+    total = reqs = blob_gets = 0
+    if not path.exists():
+        return 0, 0, 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for line in f:
+            m = REGISTRY_ACCESS_RE.search(line)
+            if not m:
+                continue
+            reqs += 1
+            if m.group(4) != b"-":
+                total += int(m.group(4))
+            if m.group(1) == b"GET" and b"/blobs/sha256:" in m.group(2):
+                blob_gets += 1
+    return total, reqs, blob_gets
+
+
+def skopeo_argv(ctx, *args):
+    """skopeo with an empty registries.conf (the machine's plays no part) and no policy file."""
+    return [SKOPEO_BIN, "--registries-conf", ctx.cluster.work / "empty-registries.conf",
+            "--insecure-policy"] + list(args)
+
+
+def skopeo_pull_argv(ctx, registry, out):
+    """Pulls the image into an OCI layout at `out`. Into an OCI layout skopeo fetches the layers
+    in parallel, as containerd (3 at a time) and podman do; into a dir: it fetches them one after
+    the other (skopeo 1.9: that destination has no thread-safe PutBlob). --preserve-digests: it
+    would otherwise gzip each uncompressed layer on the host (CPU no runtime spends)."""
+    return skopeo_argv(ctx, "copy", "--src-tls-verify=false", "--preserve-digests",
+                       f"docker://{registry}/{IMAGE_REPO}:{IMAGE_TAG}", f"oci:{out}:{IMAGE_TAG}")
+
+
+def check_image_copies(outs, image):
+    """{host: True/False}: every blob of the image is in the host's OCI layout (blobs/sha256/HEX)
+    and hashes to its digest (2 threads)."""
+    items = [(name, b) for name in outs for b in image.blobs]
+    result = {name: True for name in outs}
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not items:
+                    return
+                name, b = items.pop()
+            p = Path(outs[name]) / "blobs/sha256" / b.digest.split(":", 1)[1]
+            ok = p.is_file() and p.stat().st_size == b.size and \
+                "sha256:" + sha256_file(p) == b.digest
+            if not ok:
+                with lock:
+                    result[name] = False
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return result
+
+
+def start_registry(ctx):
+    """docker-registry in the origin's namespace on ORIGIN_IP:REGISTRY_PORT, storage under the
+    work dir; pushes the image from its OCI layout with skopeo (inside the origin's namespace, so
+    the push crosses no shaped link), then deletes the layout: the registry holds the bytes."""
+    cl, o = ctx.cluster, ctx.topo.origin
+    storage = cl.work / "registry"
+    storage.mkdir(exist_ok=True)
+    conf = cl.work / "registry.yml"
+    conf.write_text(registry_conf(f"{o.ip}:{REGISTRY_PORT}", storage))
+    (cl.work / "empty-registries.conf").write_text("")
+    cl.start(o, [REGISTRY_BIN, "serve", conf], "registry")
+    if not cl.wait_tcp(o, o.ip, REGISTRY_PORT, timeout=15):
+        raise RuntimeError("docker-registry did not listen (see logs/registry.log)")
+    layout = cl.work / "image"
+    t = time.time()
+    # --preserve-digests: skopeo would otherwise gzip the uncompressed layers on the way.
+    r = cl.run_in(o, skopeo_argv(ctx, "copy", "--dest-tls-verify=false", "--preserve-digests",
+                                 f"oci:{layout}:{IMAGE_TAG}",
+                                 f"docker://{ctx.registry}/{IMAGE_REPO}:{IMAGE_TAG}"), timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"skopeo push failed: {r.stderr.strip()}")
+    shutil.rmtree(layout.resolve(), ignore_errors=True)  # on tmpfs, `layout` is a symlink
+    # The registry must serve what was built, byte for byte (no recompression on the way).
+    for b in ctx.image.blobs:
+        url = f"http://{ctx.registry}/v2/{IMAGE_REPO}/blobs/{b.digest}"
+        r = cl.run_in(o, ["curl", "-sSI", "--fail", url])
+        if r.returncode != 0:
+            raise RuntimeError(f"the registry does not have {b.digest} after the push: "
+                               f"{r.stderr.strip()}")
+    log(f"registry: pushed {IMAGE_REPO}:{IMAGE_TAG} ({time.time() - t:.1f} s)")
+
+
+# ----------------------------------------------------------------------------------------------
 # The benchmark
 
 
@@ -633,6 +855,11 @@ class RunContext:
     timeout: float
     calibration: dict = field(default_factory=dict)
     access_log: Path = None
+    # --image: the image, the registry's address (ORIGIN_IP:PORT) and its access log; file_bytes
+    # is then the image's blob bytes and file_url its largest layer's blob URL (calibration).
+    image: Image = None
+    registry: str = ""
+    registry_log: Path = None
 
 
 def nginx_conf(ctx, www, logs):
@@ -687,6 +914,7 @@ def log_size(path):
 def calibrate(ctx):
     """Single curl from the origin to one receiver per rack: measured goodput / shaped rate."""
     topo, cl = ctx.topo, ctx.cluster
+    url_bytes = max(b.size for b in ctx.image.layers) if ctx.image else ctx.file_bytes
     out = {}
     targets = []
     for rack in topo.racks:
@@ -698,7 +926,7 @@ def calibrate(ctx):
         if h.rack is not topo.origin.rack:
             rates += [topo.origin.rack.up_bps, h.rack.down_bps]
         expect = min(r for r in rates if r)
-        n = min(ctx.file_bytes, int(expect / 8 * 4.0))  # about 4 s of transfer
+        n = min(url_bytes, int(expect / 8 * 4.0))  # about 4 s of transfer
         r = cl.run_in(h, ["curl", "-sS", "--fail", "-o", "/dev/null", "-r", f"0-{n - 1}", "-w",
                           "%{speed_download}", ctx.file_url], timeout=120)
         if r.returncode != 0:
@@ -787,6 +1015,30 @@ def run_origin(ctx):
     remove_copies(ctx, "origin")
     return result_record(ctx, "origin", times, ok, served, reqs, cl.tx_bytes(topo.origin) - tx0,
                          {"timed_out": not finished, "failures": failures})
+
+
+def run_registry(ctx):
+    """--image baseline: every receiver pulls the image from the registry with skopeo, all at
+    once, into a dir: layout."""
+    cl, topo = ctx.cluster, ctx.topo
+    outs = {h.name: out_path(ctx, h, "registry") / "img" for h in topo.receivers}
+    off = log_size(ctx.registry_log)
+    tx0 = cl.tx_bytes(topo.origin)
+    t0 = time.time()
+    procs = {h.name: cl.start(h, skopeo_pull_argv(ctx, ctx.registry, outs[h.name]),
+                              f"registry-skopeo-{h.name}") for h in topo.receivers}
+    finished = wait_all([lambda p=p: not p.running() for p in procs.values()], ctx.timeout,
+                        "registry")
+    cl.stop_all(procs.values())
+    time.sleep(0.3)
+    times = {n: p.end_time - t0 for n, p in procs.items() if p.returncode == 0}
+    failures = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
+    served, reqs, blob_gets = registry_log_bytes(ctx.registry_log, off)
+    ok = check_image_copies(outs, ctx.image)
+    remove_copies(ctx, "registry")
+    return result_record(ctx, "registry", times, ok, served, reqs, cl.tx_bytes(topo.origin) - tx0,
+                         {"timed_out": not finished, "failures": failures,
+                          "registry_blob_gets": blob_gets})
 
 
 def seeder_upload_bytes(ctx):
@@ -1021,10 +1273,14 @@ def scheduler_counters(ctx, metrics_addr):
 
 def daemon_counters(ctx, hosts):
     """Counters summed over the dfdaemons' /metrics (read before they stop): pieces forwarded
-    while still arriving (cut-through) and endgame duplicate bytes."""
+    while still arriving (cut-through), endgame duplicate bytes, bytes uploaded, and with --image
+    the mirrors' requests by kind."""
     wanted = {"df_daemon_forwarded_pieces_total": "forwarded_pieces",
               "df_daemon_endgame_duplicate_bytes_total": "endgame_duplicate_bytes",
               "df_daemon_upload_bytes_total": "upload_bytes"}
+    if ctx.image:  # what the registry mirrors did: blobs served P2P, or from the registry
+        wanted.update({f'df_daemon_proxy_requests_total{{kind="{k}"}}': f"mirror_{k}"
+                       for k in ("p2p", "fallback", "pass_through", "refused", "error")})
     totals = {}
     for h in hosts:
         code = (f"import urllib.request\n"
@@ -1101,6 +1357,7 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
     df = cl.work / "df" / system  # each run starts with empty caches
     started = []
     sched_counters = []
+    image_extra = {}
     try:
         store_args = []
         if evaluator == "ml":
@@ -1130,7 +1387,8 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
                 "--ip", h.ip, "--hostname", h.name, "--grpc-port", DAEMON_GRPC_PORT, "--piece-port", DAEMON_PIECE_PORT,
                 "--metrics-port", DAEMON_METRICS_PORT, "--log-level", args.daemon_log_level] + (
                 [] if args.hide_idc else ["--idc", h.idc, "--location", h.location]) + \
-                announce_args(args, h, announce)
+                announce_args(args, h, announce) + (
+                ["--registry-mirror", f"http://{ctx.registry}"] if ctx.image else [])
             started.append(cl.start(h, argv + args.daemon_arg, f"{system}-dfdaemon-{h.name}"))
         deadline = time.time() + 30
         while time.time() < deadline and not all(s.exists() for s in socks.values()):
@@ -1141,8 +1399,10 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
         waiting = [n for n, s in socks.items() if not s.exists()]
         if waiting:
             raise RuntimeError(f"{system}: no daemon socket after 30 s on {', '.join(waiting)}")
-        for h in topo.receivers:  # piece port up as well
+        for h in topo.receivers:  # piece port (and the mirror) up as well
             cl.wait_tcp(h, h.ip, DAEMON_PIECE_PORT, timeout=10)
+            if ctx.image:
+                cl.wait_tcp(h, "127.0.0.1", DAEMON_PROXY_PORT, timeout=10)
         time.sleep(args.settle)
         warmup = []
         for i in range(args.warmup_files):
@@ -1170,12 +1430,17 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
         if evaluator == "ml" and args.warmup_files > 0:
             waited = wait_for_model(ctx, system)
             log(f"{system}: model published; waited {waited:.1f} s after the warm-up")
-        off = log_size(ctx.access_log)
+        off = log_size(ctx.registry_log if ctx.image else ctx.access_log)
         tx0 = cl.tx_bytes(topo.origin)
-        outs = {h.name: out_path(ctx, h, system) / "file" for h in topo.receivers}
+        outs = {h.name: out_path(ctx, h, system) / ("img" if ctx.image else "file")
+                for h in topo.receivers}
         procs = {}
         t0 = time.time()
         for h in topo.receivers:
+            if ctx.image:  # skopeo pulls through its own host's mirror
+                argv = skopeo_pull_argv(ctx, f"127.0.0.1:{DAEMON_PROXY_PORT}", outs[h.name])
+                procs[h.name] = cl.start(h, argv, f"{system}-skopeo-{h.name}")
+                continue
             argv = [bins["dfget"], ctx.file_url, "--no-progress", "--daemon-sock", socks[h.name]]
             argv += args.dfget_arg
             if args.dfget_output == "stdout":
@@ -1199,9 +1464,15 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
         cl.stop_all(started)
         started = []
         time.sleep(0.3)
-        served, reqs = access_log_bytes(ctx.access_log, off)
+        if ctx.image:
+            served, reqs, blob_gets = registry_log_bytes(ctx.registry_log, off)
+            image_extra = {"registry_blob_gets": blob_gets}
+        else:
+            served, reqs = access_log_bytes(ctx.access_log, off)
         tx = cl.tx_bytes(topo.origin) - tx0
-        if args.dfget_output == "stdout":
+        if ctx.image:
+            ok = check_image_copies(outs, ctx.image)
+        elif args.dfget_output == "stdout":
             ok = {n: Path(f"{o}.sha256").is_file()
                   and Path(f"{o}.sha256").read_text().split()[:1] == [ctx.file_sha256]
                   for n, o in outs.items()}
@@ -1215,7 +1486,8 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
                          {"timed_out": not finished, "failures": failures,
                           "evaluator": evaluator, "schedulers": n_sched,
                           "hide_idc": args.hide_idc, "warmup": warmup,
-                          "scheduler_counters": sched_counters, "daemon_usage": usage})
+                          "scheduler_counters": sched_counters, "daemon_usage": usage,
+                          **image_extra})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1224,13 +1496,19 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
 
 def print_table(ctx, results):
     print()
+    what = (f"image of {len(ctx.image.layers)} layer(s), {fmt_bytes(ctx.file_bytes)} of blobs"
+            if ctx.image else f"file {fmt_bytes(ctx.file_bytes)}")
     print(f"topology {ctx.topo.name}: {len(ctx.topo.receivers)} receivers (seed host + "
-          f"{len(ctx.topo.peers)} peers), file {fmt_bytes(ctx.file_bytes)}")
+          f"{len(ctx.topo.peers)} peers), {what}")
     print(f"lower bound {ctx.bound:.2f} s  (binding term: {ctx.bound_term})")
     for k, v in ctx.bound_terms.items():
         print(f"    {k:<48} {v:8.2f} s")
-    hdr = (f"{'system':<22}{'last host s':>12}{'mean s':>9}{'x bound':>9}{'origin served':>15}"
-           f"{'copies':>8}  sha256")
+    # --image: each system's last host also as a ratio to the registry baseline's.
+    base = next((r["last_host_seconds"] for r in results
+                 if ctx.image and r["system"] == "registry" and r.get("last_host_seconds")), None)
+    source, width = ("registry served", 17) if ctx.image else ("origin served", 15)
+    hdr = (f"{'system':<22}{'last host s':>12}{'mean s':>9}{'x bound':>9}"
+           + (f"{'x registry':>11}" if base else "") + f"{source:>{width}}{'copies':>8}  sha256")
     print(hdr)
     print("-" * len(hdr))
     for r in results:
@@ -1239,10 +1517,15 @@ def print_table(ctx, results):
             continue
         last = f"{r['last_host_seconds']:.2f}" if r["last_host_seconds"] is not None else "DNF"
         mean = f"{r['mean_host_seconds']:.2f}" if r.get("mean_host_seconds") is not None else "-"
-        ratio = f"{r['ratio_to_bound']:.3f}" if r["ratio_to_bound"] is not None else "-"
+        ratio = f"{r['ratio_to_bound']:.3f}" if r.get("ratio_to_bound") is not None else "-"
         served = r["origin_bytes_served"]
+        vs_base = ""
+        if base:
+            vs_base = (f"{r['last_host_seconds'] / base:.3f}"
+                       if r["last_host_seconds"] is not None else "-")
         print(f"{r['system']:<22}{last:>12}{mean:>9}{ratio:>9}"
-              f"{fmt_bytes(served) if served is not None and served >= 0 else '?':>15}"
+              + (f"{vs_base:>11}" if base else "") +
+              f"{fmt_bytes(served) if served is not None and served >= 0 else '?':>{width}}"
               f"{r.get('origin_copies_served', 0):>8.2f}  "
               f"{'ok' if r['sha256_ok'] else 'MISMATCH/MISSING'}")
     for r in results:
@@ -1393,16 +1676,16 @@ def git_commit():
     return r.stdout.strip() or None
 
 
-DATA_DIRS = ("hosts", "df", "www", "bt")  # everything that holds file copies
+# Everything holding copies. The registry's storage (--image) stays on disk: it is only read,
+# from the page cache, and the RAM is needed for the receivers' two copies each.
+DATA_DIRS = ("hosts", "df", "www", "bt", "image")
 
 
-def mount_data_tmpfs(work, receivers, file_bytes, extra_per_receiver=0):
+def mount_data_tmpfs(work, size):
     """Puts every copy of the file (origin, each host's output and each system's storage) on a
-    tmpfs mounted at <work>/data, reached through symlinks. The simulated hosts share one machine
-    and so one disk; without this the disk's write bandwidth, shared by all hosts, would be
-    measured instead of the network. Returns the mount point."""
-    # Each daemon keeps what it fetched (warm-up files included) until its run ends.
-    size = (receivers + 2) * file_bytes + receivers * extra_per_receiver + (1 << 30)
+    tmpfs of `size` bytes mounted at <work>/data, reached through symlinks. The simulated hosts
+    share one machine and so one disk; without this the disk's write bandwidth, shared by all
+    hosts, would be measured instead of the network. Returns the mount point."""
     avail = 0
     with open("/proc/meminfo") as f:
         for line in f:
@@ -1445,10 +1728,23 @@ def cmd_run(args):
     topo = load_topology(args.topology)
     if args.peers is not None:
         topo.peers = topo.peers[:args.peers]
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    known = ALL_IMAGE_SYSTEMS if args.image else ALL_SYSTEMS
+    systems = [s.strip() for s in (args.systems or ",".join(known)).split(",") if s.strip()]
     for s in systems:
-        if s not in ALL_SYSTEMS:
-            raise SystemExit(f"unknown system {s!r}; choose from {', '.join(ALL_SYSTEMS)}")
+        if s not in known:
+            raise SystemExit(f"unknown system {s!r}{' with --image' if args.image else ''}; "
+                             f"choose from {', '.join(known)}")
+    if args.announce is None:  # an image pull measures what an operator gets: no rates
+        args.announce = "none" if args.image else "exact"
+    if args.image:
+        if args.layers < 1:
+            raise SystemExit("--layers must be at least 1")
+        if args.warmup_files:
+            raise SystemExit("--warmup-files is for files; not with --image")
+        for tool in (REGISTRY_BIN, SKOPEO_BIN):
+            if not os.access(tool, os.X_OK):
+                log(f"--image needs {tool} (scripts/install-deps.sh)")
+                return args.skip_code if args.skip_code else 2
     if args.schedulers < 1:
         raise SystemExit("--schedulers must be at least 1")
     if args.schedulers > 1 and "dragonfly" in systems and not shutil.which("redis-server"):
@@ -1461,17 +1757,19 @@ def cmd_run(args):
     os.chmod(work, 0o755)
     data_mount = None
     if args.storage == "tmpfs":
+        n = len(topo.receivers)
+        # Image: on each receiver the daemon's copy and skopeo's (the OCI layout is deleted once
+        # pushed; the registry's copy is on disk). File: the origin's copy, each receiver's.
+        tmpfs_bytes = (2 * n * file_bytes + (256 << 20) if args.image else
+                       (n + 2) * file_bytes + n * args.warmup_files * args.warmup_size + (1 << 30))
         try:
-            data_mount = mount_data_tmpfs(work, len(topo.receivers), file_bytes,
-                                          args.warmup_files * args.warmup_size)
+            data_mount = mount_data_tmpfs(work, tmpfs_bytes)
         except RuntimeError as e:
             log(f"{e}; the copies go to the work dir's disk instead (storage: disk)")
             args.storage = "disk"
     out_dir = Path(args.out) if args.out else (
         REPO / "bench/cluster/results" / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    bound, term, terms = lower_bound(topo, file_bytes)
-    timeout = args.timeout or (2.5 * origin_only_estimate(topo, file_bytes) + 60)
     cluster = Cluster(topo, work, prefix)
 
     def on_signal(signum, _frame):
@@ -1482,28 +1780,48 @@ def cmd_run(args):
     results = []
     rc = 0
     try:
-        log(f"topology {topo.name} ({len(topo.receivers)} receivers), file {fmt_bytes(file_bytes)}, "
-            f"work dir {work}, results {out_dir}, per-system timeout {timeout:.0f} s")
-        log(f"lower bound {bound:.2f} s ({term})")
-        cluster.build()
         www = work / "www"
         logs = work / "logs"
         www.mkdir(exist_ok=True)
         logs.mkdir(exist_ok=True)
         for d in (www, logs):
             os.chmod(d, 0o755)
-        t = time.time()
-        file_path = www / "file"
-        digest = make_file(file_path, file_bytes)
-        log(f"source file {fmt_bytes(file_bytes)} sha256 {digest[:16]}... ({time.time() - t:.1f} s)")
-        ctx = RunContext(args, topo, cluster, file_bytes, file_path, digest,
-                         f"http://{topo.origin.ip}:{ORIGIN_HTTP_PORT}/file", bound, term, terms,
-                         timeout, access_log=logs / "nginx-access.log")
-        (work / "nginx.conf").write_text(nginx_conf(ctx, www, logs))
-        cluster.start(topo.origin, ["nginx", "-p", work, "-e", logs / "nginx-error.log", "-c",
-                                     work / "nginx.conf"], "nginx")
-        if not cluster.wait_tcp(topo.origin, topo.origin.ip, ORIGIN_HTTP_PORT, timeout=10):
-            raise RuntimeError("nginx did not start (see logs/nginx-error.log)")
+        image = None
+        if args.image:
+            t = time.time()
+            image = make_image(work / "image", file_bytes, args.layers)
+            file_bytes = image.blob_bytes  # what every receiver must get: layers and config
+            log(f"image: {args.layers} uncompressed layer(s) of random bytes, "
+                f"{fmt_bytes(file_bytes)} of blobs ({time.time() - t:.1f} s)")
+        bound, term, terms = lower_bound(topo, file_bytes)
+        timeout = args.timeout or (2.5 * origin_only_estimate(topo, file_bytes) + 60)
+        log(f"topology {topo.name} ({len(topo.receivers)} receivers), "
+            f"{'image' if image else 'file'} {fmt_bytes(file_bytes)}, "
+            f"work dir {work}, results {out_dir}, per-system timeout {timeout:.0f} s")
+        log(f"lower bound {bound:.2f} s ({term})")
+        cluster.build()
+        if image:
+            registry = f"{topo.origin.ip}:{REGISTRY_PORT}"
+            largest = max(image.layers, key=lambda b: b.size)
+            ctx = RunContext(args, topo, cluster, file_bytes, None, None,
+                             f"http://{registry}/v2/{IMAGE_REPO}/blobs/{largest.digest}", bound,
+                             term, terms, timeout, image=image, registry=registry,
+                             registry_log=logs / "registry.log")
+            start_registry(ctx)
+        else:
+            t = time.time()
+            file_path = www / "file"
+            digest = make_file(file_path, file_bytes)
+            log(f"source file {fmt_bytes(file_bytes)} sha256 {digest[:16]}... "
+                f"({time.time() - t:.1f} s)")
+            ctx = RunContext(args, topo, cluster, file_bytes, file_path, digest,
+                             f"http://{topo.origin.ip}:{ORIGIN_HTTP_PORT}/file", bound, term,
+                             terms, timeout, access_log=logs / "nginx-access.log")
+            (work / "nginx.conf").write_text(nginx_conf(ctx, www, logs))
+            cluster.start(topo.origin, ["nginx", "-p", work, "-e", logs / "nginx-error.log",
+                                         "-c", work / "nginx.conf"], "nginx")
+            if not cluster.wait_tcp(topo.origin, topo.origin.ip, ORIGIN_HTTP_PORT, timeout=10):
+                raise RuntimeError("nginx did not start (see logs/nginx-error.log)")
         ctx.calibration = {} if args.no_calibrate else calibrate(ctx)
         for system in systems:
             runs = [(e, a) for e in args.evaluators.split(",") if e
@@ -1512,10 +1830,13 @@ def cmd_run(args):
             for ev, announce in runs:
                 name = system if ev is None else dragonfly_name(ev, announce, args.schedulers)
                 log(f"=== {name} ===")
+                load_before = [round(x, 2) for x in os.getloadavg()]
                 mark = len(cluster.procs)
                 try:
                     if system == "origin":
                         rec = run_origin(ctx)
+                    elif system == "registry":
+                        rec = run_registry(ctx)
                     elif system == "bittorrent":
                         rec = run_bittorrent(ctx)
                     else:
@@ -1530,8 +1851,15 @@ def cmd_run(args):
                 finally:
                     cluster.stop_all(cluster.procs[mark:])  # whatever this system left running
                 rec["calibration"] = ctx.calibration
+                if image:
+                    rec["image"] = {"layers": [b.digest for b in image.layers],
+                                    "layer_bytes": [b.size for b in image.layers],
+                                    "config": image.config.digest,
+                                    "manifest": image.manifest.digest}
                 rec["git_commit"] = git_commit()
+                rec["loadavg_before"] = load_before  # 1, 5, 15 min: the machine's other load
                 rec["loadavg_after"] = os.getloadavg()[0]
+                rec["mode"] = "image" if image else "file"
                 rec["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 rec["lower_bound_terms"] = {k: round(v, 3) for k, v in terms.items()}
                 rec["tbf"] = {"latency": TBF_LATENCY, "min_burst_bytes": TBF_MIN_BURST_BYTES,
@@ -1539,7 +1867,8 @@ def cmd_run(args):
                 results.append(rec)
                 if not rec.get("skipped") and rec.get("last_host_seconds") is not None:
                     log(f"{name}: last host {rec['last_host_seconds']:.2f} s = "
-                        f"{rec['ratio_to_bound']:.3f} x bound, origin served "
+                        f"{rec['ratio_to_bound']:.3f} x bound, "
+                        f"{'registry' if image else 'origin'} served "
                         f"{fmt_bytes(rec['origin_bytes_served'])}, sha256 "
                         f"{'ok' if rec['sha256_ok'] else 'MISMATCH'}")
                 elif not rec.get("skipped"):
@@ -1565,8 +1894,8 @@ def cmd_run(args):
         elif not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            shutil.rmtree(work / "hosts", ignore_errors=True)
-            shutil.rmtree(work / "www", ignore_errors=True)
+            for d in ("hosts", "www", "image", "registry"):
+                shutil.rmtree(work / d, ignore_errors=True)
         log("cleaned up")
     if rc:
         return rc
@@ -1614,15 +1943,27 @@ def main(argv=None):
                "  sudo bench/cluster/dfcluster.py run --topology flat --size 512MiB\n"
                "  sudo bench/cluster/dfcluster.py run --topology racks --size 64MiB "
                "--systems origin,bittorrent\n"
+               "  sudo bench/cluster/dfcluster.py run --topology flat --image --layers 4 "
+               "--size 512MiB\n"
                "  bench/cluster/dfcluster.py bound --topology hetero --size 512MiB\n"
                "  sudo bench/cluster/dfcluster.py cleanup")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="build the cluster, run the systems, write results and plots")
     r.add_argument("--topology", default="flat",
                    help="YAML file or a name in bench/cluster/topologies (default flat)")
-    r.add_argument("--size", default="512MiB", help="file size (default 512MiB)")
-    r.add_argument("--systems", default=",".join(ALL_SYSTEMS),
-                   help="comma list from origin,bittorrent,dragonfly (default all, in that order)")
+    r.add_argument("--size", default="512MiB",
+                   help="file size, or with --image the image's content over all layers "
+                        "(default 512MiB)")
+    r.add_argument("--image", action="store_true",
+                   help="distribute an OCI image instead of a file: docker-registry in the "
+                        "origin's namespace, every receiver pulls it with skopeo (systems "
+                        "registry, dragonfly)")
+    r.add_argument("--layers", type=int, default=4,
+                   help="--image: number of uncompressed random layers sharing --size "
+                        "(default 4)")
+    r.add_argument("--systems", default=None,
+                   help="comma list from origin,bittorrent,dragonfly (default all, in that "
+                        "order); with --image from registry,dragonfly (default both)")
     r.add_argument("--evaluators", default="default",
                    help="comma list of dfscheduler evaluators to run (default: default)")
     r.add_argument("--peers", type=int, help="use only the first N peers of the topology")
@@ -1641,10 +1982,11 @@ def main(argv=None):
                    help="torrent piece length (default: power of two, <=1000 pieces, 256KiB-4MiB)")
     r.add_argument("--settle", type=float, default=1.0,
                    help="seconds to wait after the daemons are up before dfget (default 1)")
-    r.add_argument("--announce", default="exact",
+    r.add_argument("--announce", default=None,
                    help="comma list, one dragonfly run per value: exact (each dfdaemon announces "
                         "its shaped rates), none (no rates: the scheduler learns them), or a RATE "
-                        "such as 1gbit announced by every host (default: exact)")
+                        "such as 1gbit announced by every host (default: exact; with --image "
+                        "none, the daemon's defaults)")
     r.add_argument("--schedulers", type=int, default=1,
                    help="dragonfly: run N dfschedulers sharing one redis-server in the services "
                         "namespace; every dfdaemon gets all N (rows named ...-sN when N > 1; "

@@ -8,8 +8,8 @@ What it does (loopback only, 127.0.0.1; Python 3 standard library only):
      dfscheduler, one seed dfdaemon and --peers peer dfdaemons, each on explicit free ports.
   2. Downloads a generated file to every peer at once (dfget --no-progress), --rounds times,
      each under another name (another task: no cache helps): the unloaded time is the median.
-  3. Starts the abusers against EVERY port (daemon gRPC, piece, metrics and unix socket; scheduler
-     gRPC and metrics), waits --ramp seconds, and downloads hard links of the same file under
+  3. Starts the abusers against EVERY port (daemon gRPC, piece, metrics, registry mirror and unix
+     socket; scheduler gRPC and metrics), waits --ramp seconds, and downloads hard links of the same file under
      other names --rounds times while the abuse goes on for --seconds (longer when the rounds
      need it): the loaded time is the median. One download of 64 MiB on this loopback varies by
      +-15 % from run to run, so a single pair of samples can cross the 0.8 line by chance.
@@ -282,7 +282,7 @@ def grpc_message(payload, length=None):
 class Target:
     def __init__(self, proc, kind, addr, grpc_path=None):
         self.proc = proc        # process name ("seed", "peer0", "scheduler")
-        self.kind = kind        # "piece", "grpc", "http"
+        self.kind = kind        # "piece", "grpc", "http", "mirror" (the registry mirror port)
         self.addr = addr        # port (int) or unix socket path (str)
         self.grpc_path = grpc_path  # a read-only RPC answered by this server (probe, abuse)
 
@@ -347,9 +347,9 @@ def probe_piece(t, timeout):
         return True, "PONG"
 
 
-def probe_http(t, timeout):
+def probe_http(t, timeout, path=b"/metrics", want=b" 200"):
     with t.socket(timeout) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         data = b""
         while b"\r\n" not in data:
             b = s.recv(4096)
@@ -357,7 +357,12 @@ def probe_http(t, timeout):
                 break
             data += b
         line = data.split(b"\r\n", 1)[0].decode(errors="replace")
-        return line.startswith("HTTP/1.") and " 200" in line[:13], line[:40] or "no answer"
+        return line.startswith("HTTP/1.") and want.decode() in line[:13], line[:40] or "no answer"
+
+
+def probe_mirror(t, timeout):
+    """The mirror answers a path outside /v2/ itself, without its upstream: 404."""
+    return probe_http(t, timeout, b"/probe", b" 404")
 
 
 def probe_grpc(t, timeout):
@@ -399,7 +404,8 @@ def probe_all(targets, timeout=3.0):
 
 
 def probe(t, timeout=3.0):
-    fn = {"piece": probe_piece, "http": probe_http, "grpc": probe_grpc}[t.kind]
+    fn = {"piece": probe_piece, "http": probe_http, "grpc": probe_grpc,
+          "mirror": probe_mirror}[t.kind]
     start = time.time()
     try:
         ok, detail = fn(t, timeout)
@@ -538,6 +544,26 @@ def http_cases():
     ]
 
 
+def mirror_cases():
+    """The mirror port also takes CONNECT (docs/oci.md, "As a forward proxy"): heads for hosts
+    not allowed, malformed, oversized or never finished, tunnels asked for by the hundred; and
+    absolute-form requests, whose upstream would be the target's host (loopback ports only)."""
+    return http_cases() + [
+        ("connect_unlisted", lambda: b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n", 0),
+        ("connect_garbage_target", lambda: b"CONNECT " + os.urandom(64).replace(b"\r", b"")
+         .replace(b"\n", b"") + b" HTTP/1.1\r\n\r\n", 0),
+        ("connect_huge_head", lambda: _once("ch", lambda: b"CONNECT 127.0.0.1:9 HTTP/1.1\r\n"
+                                            + b"X-Big: " + b"a" * MiB + b"\r\n\r\n"), 0),
+        ("connect_head_held", lambda: b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: x\r\n", 2.0),
+        ("connect_then_bytes", lambda: b"CONNECT 127.0.0.1:9 HTTP/1.1\r\n\r\n"
+         + os.urandom(4096), 0),
+        ("absolute_form_ftp", lambda: b"GET ftp://127.0.0.1/v2/ HTTP/1.1\r\nHost: x\r\n\r\n", 0),
+        ("absolute_form_userinfo", lambda: b"GET http://u:p@127.0.0.1:9/v2/ HTTP/1.1\r\n"
+         b"Host: x\r\n\r\n", 0),
+        ("blob_bad_digest", lambda: b"GET /v2/a/blobs/sha256:zz HTTP/1.1\r\nHost: x\r\n\r\n", 0),
+    ]
+
+
 def slow_stream(kind, grpc_path):
     """The endless byte stream a slow sender dribbles at 1 byte/s: plausible for the protocol."""
     if kind == "piece":
@@ -622,6 +648,8 @@ class Abuse:
                 cases = piece_cases(self.known_task_ids())
             elif t.kind == "grpc":
                 cases = grpc_cases(t.grpc_path)
+            elif t.kind == "mirror":
+                cases = mirror_cases()
             else:
                 cases = http_cases()
             name, make, hold = cases[i % len(cases)]
@@ -818,7 +846,7 @@ class Cluster:
         self.args = args
         self.work = work
         self.procs = Procs()
-        self.daemons = []  # dicts: name, sock, grpc, piece, metrics, data, popen
+        self.daemons = []  # dicts: name, sock, grpc, piece, metrics, proxy, data, popen
         self.scheduler = None
         self.stalls = {}  # download name -> "made no progress" warnings of the peers
 
@@ -871,18 +899,21 @@ http {{
     def _start_daemon(self, name, seed):
         d = {"name": name, "sock": os.path.join(self.work, f"{name}.sock"),
              "grpc": free_port(), "piece": free_port(), "metrics": free_port(),
+             "proxy": free_port(),
              "data": os.path.join(self.args.data_root or self.work, name)}
         argv = [self.bin("src/daemon/dfdaemon"), "--hostname", name, "--ip", "127.0.0.1",
                 "--listen-ip", "127.0.0.1", "--sock", d["sock"], "--data-dir", d["data"],
                 "--grpc-port", d["grpc"], "--piece-port", d["piece"],
-                "--metrics-port", d["metrics"], "--proxy-port", "0", "--scheduler",
+                "--metrics-port", d["metrics"], "--proxy-port", d["proxy"],
+                # The mirror's upstream: the origin on loopback (the default is Docker Hub).
+                "--registry-mirror", f"http://127.0.0.1:{self.origin_port}", "--scheduler",
                 f"127.0.0.1:{self.scheduler['grpc']}", "--announce-interval", "500ms",
                 "--log-level", self.args.log_level]
         if seed:
             argv.append("--seed")
         d["popen"] = self.procs.start(name, argv, os.path.join(self.work, f"logs/{name}.log"))
         ok = (wait_unix(d["sock"], 15) and wait_tcp(d["grpc"], 5) and wait_tcp(d["piece"], 5)
-              and wait_tcp(d["metrics"], 5))
+              and wait_tcp(d["metrics"], 5) and wait_tcp(d["proxy"], 5))
         if not ok:
             raise RuntimeError(f"{name} did not start (see logs/{name}.log)")
         self.daemons.append(d)
@@ -912,6 +943,8 @@ http {{
             ts.append(Target(n, "grpc", d["grpc"], "/df.dfdaemon.v1.DfdaemonUpload/SyncPieces"))
             ts.append(Target(n, "piece", d["piece"]))
             ts.append(Target(n, "http", d["metrics"]))
+            if not self.args.skip_mirror:
+                ts.append(Target(n, "mirror", d["proxy"]))
             ts.append(Target(n, "grpc", d["sock"], "/df.dfdaemon.v1.DfdaemonDownload/StatTask"))
         ts.append(Target("scheduler", "grpc", self.scheduler["grpc"],
                          "/df.scheduler.v1.Scheduler/StatTask"))
@@ -1038,6 +1071,10 @@ def parse_args(argv):
                     help="unloaded download time the origin rate is chosen for (default 25)")
     ap.add_argument("--origin-rate", default="",
                     help="nginx limit_rate per request (e.g. 2m); overrides --target-seconds")
+    ap.add_argument("--skip-mirror", action="store_true",
+                    help="leave the registry mirror port out of the abuse (it is on by default "
+                    "in dfdaemon; see docs/benchmarks.md, \"Port abuse\", for why ctest's "
+                    "smoke run skips it for now)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="downloads unloaded and under abuse; the medians are compared (default 3)")
     ap.add_argument("--ramp", type=float, default=5, help="abuse seconds before the download")
@@ -1074,7 +1111,7 @@ def preflight(args):
         return f"not built in {args.build_dir}: {', '.join(missing)}"
     if not shutil.which("nginx"):
         return "nginx not installed (scripts/install-deps.sh)"
-    need_fds = ((args.peers + 1) * 4 + 2) * (args.half_open + args.slow + 40) + 200
+    need_fds = ((args.peers + 1) * 5 + 2) * (args.half_open + args.slow + 40) + 200
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need_fds:
         try:

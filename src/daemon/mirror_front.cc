@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstring>
 #include <optional>
+#include <deque>
 #include <thread>
 #include <vector>
 
@@ -36,6 +37,12 @@ constexpr int kWriteTimeoutMs = 60000;
 // Waits are cut into slices this long so that Stop() is seen promptly.
 constexpr int kPollSliceMs = 200;
 constexpr size_t kWorkerThreads = 64;
+// Bytes a client may send between two responses: the mirror serves GET and HEAD, whose requests
+// are a head (cpp-httplib 0.11 does not bound a header line: a 1 MiB header would be buffered
+// whole, per connection). Past this the connection is closed. Pipelined heads count together.
+constexpr size_t kMaxUnansweredBytes = 64 << 10;
+// How long an accepted connection may stay silent before it is closed (AcceptLoop).
+constexpr auto kFirstByteTimeout = std::chrono::seconds(10);
 constexpr size_t kTunnelBufferBytes = 64 << 10;
 
 int MsLeft(FrontClock::time_point deadline) {
@@ -98,14 +105,18 @@ class PlainStream : public ConnectionStream {
     return !stopping_ && ::poll(&p, 1, kWriteTimeoutMs) > 0 && !(p.revents & (POLLERR | POLLHUP));
   }
   ssize_t read(char* ptr, size_t size) override {
+    if (unanswered_ >= kMaxUnansweredBytes) return -1;
+    size = std::min(size, kMaxUnansweredBytes - unanswered_);
     for (;;) {
       if (!is_readable()) return -1;
       const ssize_t n = ::recv(fd_, ptr, size, MSG_DONTWAIT);
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (n > 0) unanswered_ += static_cast<size_t>(n);
       return n;
     }
   }
   ssize_t write(const char* ptr, size_t size) override {
+    unanswered_ = 0;
     return SendAll(fd_, std::string_view(ptr, size), stopping_) ? static_cast<ssize_t>(size) : -1;
   }
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
@@ -122,6 +133,7 @@ class PlainStream : public ConnectionStream {
  private:
   int fd_;
   const std::atomic<bool>& stopping_;
+  size_t unanswered_ = 0;  // bytes read since the last response was written
 };
 
 // The plaintext inside an intercepted tunnel. The socket is blocking with SO_RCVTIMEO and
@@ -136,12 +148,18 @@ class TlsStream : public ConnectionStream {
     return !stopping_ && ::poll(&p, 1, kWriteTimeoutMs) > 0 && !(p.revents & (POLLERR | POLLHUP));
   }
   ssize_t read(char* ptr, size_t size) override {
+    if (unanswered_ >= kMaxUnansweredBytes) return -1;
+    size = std::min(size, kMaxUnansweredBytes - unanswered_);
     if (!is_readable()) return -1;
-    const int n = SSL_read(ssl_, ptr, static_cast<int>(std::min<size_t>(size, 1 << 30)));
-    if (n > 0) return n;
+    const int n = SSL_read(ssl_, ptr, static_cast<int>(size));
+    if (n > 0) {
+      unanswered_ += static_cast<size_t>(n);
+      return n;
+    }
     return SSL_get_error(ssl_, n) == SSL_ERROR_ZERO_RETURN ? 0 : -1;
   }
   ssize_t write(const char* ptr, size_t size) override {
+    unanswered_ = 0;
     size_t done = 0;
     while (done < size) {
       if (stopping_) return -1;
@@ -167,6 +185,7 @@ class TlsStream : public ConnectionStream {
   SSL* ssl_;
   int fd_;
   const std::atomic<bool>& stopping_;
+  size_t unanswered_ = 0;  // plaintext bytes read since the last response was written
 };
 
 std::string StatusLine(int status, const char* reason) {
@@ -339,9 +358,47 @@ struct MirrorFront::Impl {
   std::atomic<uint32_t> tunnels{0};
 };
 
+// Accepted connections wait here, in the acceptor's own poll, until their first byte arrives:
+// only then do they take a worker thread. So connections that send nothing (half-open, idle)
+// cost a file descriptor, not one of the kWorkerThreads workers that real requests need; they
+// are closed after kFirstByteTimeout, and when kMaxConnections are open the one that waited
+// longest without a byte makes room for a new one (a client with a request sends it at once
+// and leaves the waiting room within milliseconds).
 void MirrorFront::Impl::AcceptLoop() {
+  struct Waiting {
+    UniqueFd fd;
+    FrontClock::time_point since;
+  };
+  std::deque<Waiting> waiting;  // oldest first
+  std::vector<pollfd> polled;
+  auto dispatch = [this](UniqueFd fd) {
+    auto shared = std::make_shared<UniqueFd>(std::move(fd));
+    workers->enqueue([this, shared] {
+      ServeConnection(std::move(*shared));
+      connections.fetch_sub(1);
+    });
+  };
   while (!stopping) {
-    if (!PollFd(listen_fd.get(), POLLIN, 1000, stopping)) continue;
+    polled.assign(1, pollfd{listen_fd.get(), POLLIN, 0});
+    for (const Waiting& w : waiting) polled.push_back(pollfd{w.fd.get(), POLLIN, 0});
+    if (::poll(polled.data(), polled.size(), kPollSliceMs) < 0) {
+      if (errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    const auto now = FrontClock::now();
+    std::deque<Waiting> still;
+    for (size_t i = 0; i < waiting.size(); ++i) {
+      const short ev = polled[i + 1].revents;
+      if (ev & (POLLIN | POLLHUP | POLLERR)) {
+        dispatch(std::move(waiting[i].fd));  // a byte, or the end: the worker sees which
+      } else if (now - waiting[i].since >= kFirstByteTimeout) {
+        connections.fetch_sub(1);  // closed: nothing in kFirstByteTimeout
+      } else {
+        still.push_back(std::move(waiting[i]));
+      }
+    }
+    waiting.swap(still);
+    if (!(polled[0].revents & POLLIN)) continue;
     UniqueFd fd(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!fd) {
       if (errno == EMFILE || errno == ENFILE) {
@@ -350,17 +407,18 @@ void MirrorFront::Impl::AcceptLoop() {
       continue;
     }
     if (connections.fetch_add(1) >= kMaxConnections) {
+      if (waiting.empty()) {
+        connections.fetch_sub(1);
+        continue;  // every connection is at work: this one is closed, the client retries
+      }
+      waiting.pop_front();  // the longest wait without a byte makes room
       connections.fetch_sub(1);
-      continue;  // closed: the client retries later
     }
     int one = 1;
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    auto shared = std::make_shared<UniqueFd>(std::move(fd));
-    workers->enqueue([this, shared] {
-      ServeConnection(std::move(*shared));
-      connections.fetch_sub(1);
-    });
+    waiting.push_back(Waiting{std::move(fd), now});
   }
+  connections.fetch_sub(waiting.size());
 }
 
 std::optional<bool> MirrorFront::Impl::StartsWithConnect(int fd) {

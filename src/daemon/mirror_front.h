@@ -23,9 +23,12 @@
 // peek looked at it). A CONNECT must be a connection's first request; the HTTP server answers
 // one that comes later with 400.
 //
-// Bounds: kMaxConnections connections at once (more are closed at accept), each served by one
-// of the front's worker threads; proxy_max_tunnels tunnels (plain or intercepted); every read
-// and write has a timeout; every failure ends one connection, never the daemon.
+// Bounds: kMaxConnections connections at once. A connection takes one of the front's worker
+// threads only once its first byte arrives; until then it waits in the acceptor's poll, is
+// closed after 10 s of silence, and gives its place to a new connection when the limit is
+// reached (so idle and half-open connections cannot keep real clients out). proxy_max_tunnels
+// tunnels (plain or intercepted); every read and write has a timeout; every failure ends one
+// connection, never the daemon.
 //
 // It includes cpp-httplib, whose compile definitions must match the library's: only df_daemon's
 // registry_mirror.cc and mirror_front.cc, and tests linked with PkgConfig::HTTPLIB, include it.

@@ -540,10 +540,10 @@ def sha256_file(path):
     return h.hexdigest()
 
 
-def check_copies(paths, want):
-    """{host: True/False} whether each copy exists and has the source's sha256 (2 threads)."""
-    result = {}
-    items = list(paths.items())
+def run_on_two_threads(items, fn):
+    """Calls fn(item) for every item, on 2 threads (hashing copies is CPU-bound; the machine has
+    2 cores)."""
+    items = list(items)
     lock = threading.Lock()
 
     def worker():
@@ -551,16 +551,25 @@ def check_copies(paths, want):
             with lock:
                 if not items:
                     return
-                name, p = items.pop()
-            ok = Path(p).is_file() and sha256_file(p) == want
-            with lock:
-                result[name] = ok
+                item = items.pop()
+            fn(item)
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+
+
+def check_copies(paths, want):
+    """{host: True/False} whether each copy exists and has the source's sha256 (2 threads)."""
+    result = {}
+
+    def check(item):
+        name, p = item
+        result[name] = Path(p).is_file() and sha256_file(p) == want
+
+    run_on_two_threads(paths.items(), check)
     return result
 
 
@@ -779,28 +788,16 @@ def skopeo_pull_argv(ctx, registry, out):
 def check_image_copies(outs, image):
     """{host: True/False}: every blob of the image is in the host's OCI layout (blobs/sha256/HEX)
     and hashes to its digest (2 threads)."""
-    items = [(name, b) for name in outs for b in image.blobs]
     result = {name: True for name in outs}
-    lock = threading.Lock()
 
-    def worker():
-        while True:
-            with lock:
-                if not items:
-                    return
-                name, b = items.pop()
-            p = Path(outs[name]) / "blobs/sha256" / b.digest.split(":", 1)[1]
-            ok = p.is_file() and p.stat().st_size == b.size and \
-                "sha256:" + sha256_file(p) == b.digest
-            if not ok:
-                with lock:
-                    result[name] = False
+    def check(item):
+        name, b = item
+        p = Path(outs[name]) / "blobs/sha256" / b.digest.split(":", 1)[1]
+        if not (p.is_file() and p.stat().st_size == b.size and
+                "sha256:" + sha256_file(p) == b.digest):
+            result[name] = False
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_on_two_threads([(name, b) for name in outs for b in image.blobs], check)
     return result
 
 

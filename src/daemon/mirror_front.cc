@@ -95,29 +95,14 @@ void AddressOf(int fd, bool peer, std::string& ip, int& port) {
   ip = buf;
 }
 
-// The connection's socket as is.
-class PlainStream : public ConnectionStream {
+// What both kinds of connection share: the socket, its addresses, writability, and the budget of
+// bytes a client may send before it gets a response.
+class SocketStream : public ConnectionStream {
  public:
-  PlainStream(int fd, const std::atomic<bool>& stopping) : fd_(fd), stopping_(stopping) {}
-  bool is_readable() const override { return PollFd(fd_, POLLIN, kReadTimeoutMs, stopping_); }
+  SocketStream(int fd, const std::atomic<bool>& stopping) : fd_(fd), stopping_(stopping) {}
   bool is_writable() const override {
     pollfd p{fd_, POLLOUT, 0};
     return !stopping_ && ::poll(&p, 1, kWriteTimeoutMs) > 0 && !(p.revents & (POLLERR | POLLHUP));
-  }
-  ssize_t read(char* ptr, size_t size) override {
-    if (unanswered_ >= kMaxUnansweredBytes) return -1;
-    size = std::min(size, kMaxUnansweredBytes - unanswered_);
-    for (;;) {
-      if (!is_readable()) return -1;
-      const ssize_t n = ::recv(fd_, ptr, size, MSG_DONTWAIT);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-      if (n > 0) unanswered_ += static_cast<size_t>(n);
-      return n;
-    }
-  }
-  ssize_t write(const char* ptr, size_t size) override {
-    unanswered_ = 0;
-    return SendAll(fd_, std::string_view(ptr, size), stopping_) ? static_cast<ssize_t>(size) : -1;
   }
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
     AddressOf(fd_, true, ip, port);
@@ -126,40 +111,68 @@ class PlainStream : public ConnectionStream {
     AddressOf(fd_, false, ip, port);
   }
   socket_t socket() const override { return fd_; }
+
+ protected:
+  // How much a read may take; 0 once kMaxUnansweredBytes were read since the last response.
+  size_t ReadBudget(size_t size) const {
+    return std::min(size, kMaxUnansweredBytes - std::min(unanswered_, kMaxUnansweredBytes));
+  }
+  void CountRead(ssize_t n) {
+    if (n > 0) unanswered_ += static_cast<size_t>(n);
+  }
+  void CountResponse() { unanswered_ = 0; }
+
+  const int fd_;
+  const std::atomic<bool>& stopping_;
+
+ private:
+  size_t unanswered_ = 0;  // bytes read since the last response was written
+};
+
+// The connection's socket as is.
+class PlainStream : public SocketStream {
+ public:
+  using SocketStream::SocketStream;
+  bool is_readable() const override { return PollFd(fd_, POLLIN, kReadTimeoutMs, stopping_); }
+  ssize_t read(char* ptr, size_t size) override {
+    size = ReadBudget(size);
+    if (size == 0) return -1;
+    for (;;) {
+      if (!is_readable()) return -1;
+      const ssize_t n = ::recv(fd_, ptr, size, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      CountRead(n);
+      return n;
+    }
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    CountResponse();
+    return SendAll(fd_, std::string_view(ptr, size), stopping_) ? static_cast<ssize_t>(size) : -1;
+  }
   bool WaitReadable(int timeout_ms) const override {
     return PollFd(fd_, POLLIN, timeout_ms, stopping_);
   }
-
- private:
-  int fd_;
-  const std::atomic<bool>& stopping_;
-  size_t unanswered_ = 0;  // bytes read since the last response was written
 };
 
 // The plaintext inside an intercepted tunnel. The socket is blocking with SO_RCVTIMEO and
 // SO_SNDTIMEO, which bound a record that arrives in parts.
-class TlsStream : public ConnectionStream {
+class TlsStream : public SocketStream {
  public:
   TlsStream(SSL* ssl, int fd, const std::atomic<bool>& stopping)
-      : ssl_(ssl), fd_(fd), stopping_(stopping) {}
+      : SocketStream(fd, stopping), ssl_(ssl) {}
   bool is_readable() const override { return WaitReadable(kReadTimeoutMs); }
-  bool is_writable() const override {
-    pollfd p{fd_, POLLOUT, 0};
-    return !stopping_ && ::poll(&p, 1, kWriteTimeoutMs) > 0 && !(p.revents & (POLLERR | POLLHUP));
-  }
   ssize_t read(char* ptr, size_t size) override {
-    if (unanswered_ >= kMaxUnansweredBytes) return -1;
-    size = std::min(size, kMaxUnansweredBytes - unanswered_);
-    if (!is_readable()) return -1;
+    size = ReadBudget(size);
+    if (size == 0 || !is_readable()) return -1;
     const int n = SSL_read(ssl_, ptr, static_cast<int>(size));
     if (n > 0) {
-      unanswered_ += static_cast<size_t>(n);
+      CountRead(n);
       return n;
     }
     return SSL_get_error(ssl_, n) == SSL_ERROR_ZERO_RETURN ? 0 : -1;
   }
   ssize_t write(const char* ptr, size_t size) override {
-    unanswered_ = 0;
+    CountResponse();
     size_t done = 0;
     while (done < size) {
       if (stopping_) return -1;
@@ -170,22 +183,12 @@ class TlsStream : public ConnectionStream {
     }
     return static_cast<ssize_t>(size);
   }
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    AddressOf(fd_, true, ip, port);
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    AddressOf(fd_, false, ip, port);
-  }
-  socket_t socket() const override { return fd_; }
   bool WaitReadable(int timeout_ms) const override {
     return SSL_pending(ssl_) > 0 || PollFd(fd_, POLLIN, timeout_ms, stopping_);
   }
 
  private:
   SSL* ssl_;
-  int fd_;
-  const std::atomic<bool>& stopping_;
-  size_t unanswered_ = 0;  // plaintext bytes read since the last response was written
 };
 
 std::string StatusLine(int status, const char* reason) {

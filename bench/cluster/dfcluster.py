@@ -993,49 +993,49 @@ def remove_copies(ctx, system):
         shutil.rmtree(ctx.cluster.work / "hosts" / h.name / system, ignore_errors=True)
 
 
-def run_origin(ctx):
+def run_direct(ctx, system, tool, out_name, argv_for, log_path, served_from_log, check):
+    """Every receiver fetches straight from the origin host at once (the baselines): `argv_for`
+    (host, out path) is its `tool` command; `served_from_log`(log, offset) gives (bytes, requests, extra
+    fields) from the origin's access log; `check`(outs) gives {host: ok}."""
     cl, topo = ctx.cluster, ctx.topo
-    outs = {h.name: out_path(ctx, h, "origin") / "file" for h in topo.receivers}
-    off = log_size(ctx.access_log)
+    outs = {h.name: out_path(ctx, h, system) / out_name for h in topo.receivers}
+    off = log_size(log_path)
     tx0 = cl.tx_bytes(topo.origin)
     t0 = time.time()
-    procs = {h.name: cl.start(h, ["curl", "-sS", "--fail", "-o", outs[h.name], ctx.file_url],
-                              f"origin-curl-{h.name}") for h in topo.receivers}
+    procs = {h.name: cl.start(h, argv_for(h, outs[h.name]), f"{system}-{tool}-{h.name}")
+             for h in topo.receivers}
     finished = wait_all([lambda p=p: not p.running() for p in procs.values()], ctx.timeout,
-                        "origin")
+                        system)
     cl.stop_all(procs.values())
     time.sleep(0.3)
     times = {n: p.end_time - t0 for n, p in procs.items() if p.returncode == 0}
     failures = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
-    served, reqs = access_log_bytes(ctx.access_log, off)
-    ok = check_copies(outs, ctx.file_sha256)
-    remove_copies(ctx, "origin")
-    return result_record(ctx, "origin", times, ok, served, reqs, cl.tx_bytes(topo.origin) - tx0,
-                         {"timed_out": not finished, "failures": failures})
+    served, reqs, extra = served_from_log(log_path, off)
+    ok = check(outs)
+    remove_copies(ctx, system)
+    return result_record(ctx, system, times, ok, served, reqs, cl.tx_bytes(topo.origin) - tx0,
+                         {"timed_out": not finished, "failures": failures, **extra})
+
+
+def run_origin(ctx):
+    return run_direct(
+        ctx, "origin", "curl", "file",
+        lambda h, out: ["curl", "-sS", "--fail", "-o", out, ctx.file_url],
+        ctx.access_log, lambda log, off: (*access_log_bytes(log, off), {}),
+        lambda outs: check_copies(outs, ctx.file_sha256))
 
 
 def run_registry(ctx):
     """--image baseline: every receiver pulls the image from the registry with skopeo, all at
-    once, into a dir: layout."""
-    cl, topo = ctx.cluster, ctx.topo
-    outs = {h.name: out_path(ctx, h, "registry") / "img" for h in topo.receivers}
-    off = log_size(ctx.registry_log)
-    tx0 = cl.tx_bytes(topo.origin)
-    t0 = time.time()
-    procs = {h.name: cl.start(h, skopeo_pull_argv(ctx, ctx.registry, outs[h.name]),
-                              f"registry-skopeo-{h.name}") for h in topo.receivers}
-    finished = wait_all([lambda p=p: not p.running() for p in procs.values()], ctx.timeout,
-                        "registry")
-    cl.stop_all(procs.values())
-    time.sleep(0.3)
-    times = {n: p.end_time - t0 for n, p in procs.items() if p.returncode == 0}
-    failures = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
-    served, reqs, blob_gets = registry_log_bytes(ctx.registry_log, off)
-    ok = check_image_copies(outs, ctx.image)
-    remove_copies(ctx, "registry")
-    return result_record(ctx, "registry", times, ok, served, reqs, cl.tx_bytes(topo.origin) - tx0,
-                         {"timed_out": not finished, "failures": failures,
-                          "registry_blob_gets": blob_gets})
+    once, into an OCI layout."""
+    def served(log, off):
+        n, reqs, blob_gets = registry_log_bytes(log, off)
+        return n, reqs, {"registry_blob_gets": blob_gets}
+
+    return run_direct(
+        ctx, "registry", "skopeo", "img",
+        lambda h, out: skopeo_pull_argv(ctx, ctx.registry, out),
+        ctx.registry_log, served, lambda outs: check_image_copies(outs, ctx.image))
 
 
 def seeder_upload_bytes(ctx):

@@ -428,8 +428,8 @@ TEST_F(OciMirrorTest, APrivateRegistrysChallengePassesThroughAndItsLayersNeedCre
   EXPECT_EQ(r->body, ReadFile(image.layers[0].path));
 }
 
-// Sends `request` as is on a new connection; returns the status line.
-std::string RawRequest(uint16_t port, const std::string& request) {
+// A connection to `port` on loopback; -1 when it cannot connect. Owned by the caller.
+int ConnectLoopback(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -437,8 +437,17 @@ std::string RawRequest(uint16_t port, const std::string& request) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
-    return "";
+    return -1;
   }
+  timeval tv{15, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+// Sends `request` as is on a new connection; returns the status line.
+std::string RawRequest(uint16_t port, const std::string& request) {
+  const int fd = ConnectLoopback(port);
+  if (fd < 0) return "";
   (void)::write(fd, request.data(), request.size());
   char buf[256] = {0};
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
@@ -610,22 +619,6 @@ TEST_F(OciMirrorTest, AProxyRuleMakesMatchingPathsP2PTasks) {
   EXPECT_EQ(bench::Run(argv, &out, 20000), 2) << out;
   EXPECT_NE(out.find("proxy_rules[0]: bad regular expression 'blobs/(sha256'"), std::string::npos)
       << out;
-}
-
-// A connection to `port` on loopback; -1 when it cannot connect. Owned by the caller.
-int ConnectLoopback(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  timeval tv{15, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
 }
 
 // Reads from `fd` until `terminator` has been read (included), EOF or a timeout.

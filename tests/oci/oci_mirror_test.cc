@@ -653,6 +653,44 @@ std::string ProxyableLoopbackName() {
 
 // The mirror port as a forward proxy refuses to be an open relay: a CONNECT to a host nobody
 // listed is 403, malformed or oversized CONNECT heads are 400, and the daemon keeps serving.
+// Strangers on the mirror port: 200 connections that never send a byte (more than the 64 worker
+// threads) do not keep a client with a request waiting, and an endless header line is cut at
+// 64 KiB with the connection instead of being buffered whole.
+TEST_F(OciMirrorTest, IdleConnectionsAndEndlessHeadersDoNotLockOutAClient) {
+  DockerRegistry registry(dir_.path() + "/registry");
+  ASSERT_TRUE(registry.ok());
+  auto daemon = StartMirror("peer", registry.Url());
+  const uint16_t p = daemon->proxy_port;
+  std::vector<int> idle;
+  for (int i = 0; i < 200; ++i) {
+    const int fd = ConnectLoopback(p);
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // accepted, all of them
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(RawRequest(p, "GET /probe HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 404 Not Found");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+
+  const int fd = ConnectLoopback(p);
+  ASSERT_GE(fd, 0);
+  const std::string head = "GET /probe HTTP/1.1\r\nHost: x\r\nX-Big: ";
+  (void)::write(fd, head.data(), head.size());
+  const std::string chunk(64 << 10, 'a');
+  for (int i = 0; i < 16; ++i) {  // 1 MiB, never ended by CRLF
+    if (::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL) <= 0) break;
+  }
+  // Without the bound the daemon would wait for the line's end until its 30 s read timeout; with
+  // it the connection is answered with a 4xx or closed at once.
+  const auto sent_at = std::chrono::steady_clock::now();
+  const std::string reply = ReadUntil(fd, "\r\n");
+  ::close(fd);
+  EXPECT_TRUE(reply.empty() || reply.rfind("HTTP/1.1 4", 0) == 0) << reply;
+  EXPECT_LT(std::chrono::steady_clock::now() - sent_at, std::chrono::seconds(5));
+  for (int f : idle) ::close(f);
+  EXPECT_EQ(RawRequest(p, "GET /probe HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 404 Not Found");
+}
+
 TEST_F(OciMirrorTest, ConnectToAnUnlistedHostIs403AndBadConnectHeadsAre400) {
   DockerRegistry registry(dir_.path() + "/registry");
   ASSERT_TRUE(registry.ok());

@@ -11,6 +11,7 @@
 
 #include "common/digest.h"
 #include "common/http_syntax.h"
+#include "common/redact.h"
 
 namespace df::oci {
 namespace {
@@ -25,11 +26,8 @@ constexpr const char* kDockerManifest = "application/vnd.docker.distribution.man
 bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 bool IsAlnum(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
 
-std::string Printable(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 200)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  return out;
-}
+// Quoted in errors: long enough for a redirect's location or a registry's realm.
+std::string Quote(std::string_view s) { return Printable(s, 200); }
 
 // One path component: [a-z0-9]+ ((\.|_|__|-+)[a-z0-9]+)*
 bool IsPathComponent(std::string_view s) {
@@ -318,7 +316,7 @@ class RegistrySession {
       }
       auto next = SplitHttpUrl(next_url, options_.plain_http);
       if (!next.ok()) {
-        return InvalidArgument(origin + path + ": the redirect to '" + Printable(location) +
+        return InvalidArgument(origin + path + ": the redirect to '" + Quote(location) +
                                "' is refused: " + next.status().message());
       }
       DF_RETURN_IF_ERROR(CheckAllowedHost(options_.allowed_hosts, next.value().origin));
@@ -350,8 +348,7 @@ class RegistrySession {
       return Status::Ok();
     }
     if (challenge.value().scheme != "bearer") {
-      return InvalidArgument("unsupported auth scheme '" + Printable(challenge.value().scheme) +
-                             "'");
+      return InvalidArgument("unsupported auth scheme '" + Quote(challenge.value().scheme) + "'");
     }
     auto token = FetchToken(challenge.value().params);
     if (!token.ok()) return token.status();
@@ -368,7 +365,7 @@ class RegistrySession {
     if (realm_it == params.end()) return InvalidArgument("the Bearer challenge has no realm");
     auto realm = SplitHttpUrl(realm_it->second, options_.plain_http);
     if (!realm.ok()) {
-      return InvalidArgument("the token realm '" + Printable(realm_it->second) +
+      return InvalidArgument("the token realm '" + Quote(realm_it->second) +
                              "' is refused: " + realm.status().message());
     }
     DF_RETURN_IF_ERROR(CheckAllowedHost(options_.allowed_hosts, realm.value().origin));
@@ -441,7 +438,7 @@ Result<ImageReference> ParseImageReference(std::string_view s) {
   if (s.empty()) return InvalidArgument("empty image reference");
   if (s.size() > kMaxReferenceBytes) return InvalidArgument("image reference too long");
   if (s.find("://") != std::string_view::npos) {
-    return InvalidArgument("an image reference has no scheme: '" + Printable(s) +
+    return InvalidArgument("an image reference has no scheme: '" + Quote(s) +
                            "' (write registry/repository:tag)");
   }
   ImageReference ref;
@@ -449,7 +446,7 @@ Result<ImageReference> ParseImageReference(std::string_view s) {
   if (const size_t at = rest.find('@'); at != std::string_view::npos) {
     ref.digest = std::string(rest.substr(at + 1));
     if (!IsSha256Digest(ref.digest)) {
-      return InvalidArgument("the digest of '" + Printable(s) + "' is not sha256:<64 hex>");
+      return InvalidArgument("the digest of '" + Quote(s) + "' is not sha256:<64 hex>");
     }
     rest = rest.substr(0, at);
   }
@@ -458,7 +455,7 @@ Result<ImageReference> ParseImageReference(std::string_view s) {
   if (slash != std::string_view::npos &&
       (first.find_first_of(".:") != std::string_view::npos || first == "localhost")) {
     if (!IsRegistryHost(first)) {
-      return InvalidArgument("the registry '" + Printable(first) + "' is not a host[:port]");
+      return InvalidArgument("the registry '" + Quote(first) + "' is not a host[:port]");
     }
     ref.registry = LowerAscii(first);
     rest = rest.substr(slash + 1);
@@ -471,16 +468,16 @@ Result<ImageReference> ParseImageReference(std::string_view s) {
   if (colon != std::string_view::npos &&
       (last_slash == std::string_view::npos || colon > last_slash)) {
     ref.tag = std::string(rest.substr(colon + 1));
-    if (!IsTag(ref.tag)) return InvalidArgument("bad tag '" + Printable(ref.tag) + "'");
+    if (!IsTag(ref.tag)) return InvalidArgument("bad tag '" + Quote(ref.tag) + "'");
     rest = rest.substr(0, colon);
   }
   if (rest.empty() || rest.size() > 255) {
-    return InvalidArgument("the repository name of '" + Printable(s) + "' is empty or too long");
+    return InvalidArgument("the repository name of '" + Quote(s) + "' is empty or too long");
   }
   for (size_t start = 0;;) {
     const size_t end = rest.find('/', start);
     if (!IsPathComponent(rest.substr(start, end - start))) {
-      return InvalidArgument("bad repository name '" + Printable(rest) +
+      return InvalidArgument("bad repository name '" + Quote(rest) +
                              "' (lowercase letters, digits and . _ __ - between them, split by /)");
     }
     if (end == std::string_view::npos) break;
@@ -503,7 +500,7 @@ Result<std::vector<std::string>> ParseAllowedHosts(std::string_view list) {
     while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
     while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
     if (!IsRegistryHost(entry)) {
-      return InvalidArgument("'" + Printable(entry) + "' is not a HOST or HOST:PORT");
+      return InvalidArgument("'" + Quote(entry) + "' is not a HOST or HOST:PORT");
     }
     hosts.push_back(LowerAscii(entry));
   }
@@ -527,9 +524,9 @@ Status CheckAllowedHost(const std::vector<std::string>& allowed, std::string_vie
   for (const std::string& a : allowed) {
     if (a == host_port || a == host) return Status::Ok();
   }
-  return Status(StatusCode::kPermissionDenied,
-                "'" + Printable(host_port) +
-                    "' is not among the hosts preheat may contact (preheat_registries)");
+  return Status(
+      StatusCode::kPermissionDenied,
+      "'" + Quote(host_port) + "' is not among the hosts preheat may contact (preheat_registries)");
 }
 
 std::string RegistryEndpoint(const ImageReference& ref, bool plain_http) {
@@ -556,7 +553,7 @@ Result<Platform> ParsePlatform(std::string_view s) {
         });
       });
   if (!ok) {
-    return InvalidArgument("platform '" + Printable(s) + "' is not os/arch[/variant]");
+    return InvalidArgument("platform '" + Quote(s) + "' is not os/arch[/variant]");
   }
   p.os = parts[0];
   p.architecture = parts[1];
@@ -642,7 +639,7 @@ Result<ManifestDocument> ParseManifestDocument(std::string_view body,
     return out;
   }
   if (type != kOciManifest && type != kDockerManifest) {
-    return InvalidArgument("unsupported manifest media type '" + Printable(type) + "'");
+    return InvalidArgument("unsupported manifest media type '" + Quote(type) + "'");
   }
   auto config = doc.find("config");
   if (config == doc.end()) return InvalidArgument("the manifest has no config");

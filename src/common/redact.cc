@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "common/http_syntax.h"
+
 namespace df {
 
 namespace {
@@ -57,6 +59,14 @@ std::string RedactUrl(std::string_view url) {
       rest.substr(q + 1, hash == std::string_view::npos ? std::string_view::npos : hash - q - 1);
   out += std::string(rest.substr(0, q + 1)) + RedactQuery(query);
   if (hash != std::string_view::npos) out += rest.substr(hash);
+  return out;
+}
+
+std::string Printable(std::string_view s, size_t max) {
+  std::string out(s.substr(0, max));
+  for (char& c : out) {
+    if (!http::IsFieldValueChar(c)) c = '?';
+  }
   return out;
 }
 

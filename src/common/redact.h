@@ -13,4 +13,9 @@ namespace df {
 // "REDACTED". Everything else is kept, so that the URL still says what the task is.
 std::string RedactUrl(std::string_view url);
 
+// At most `max` bytes of `s` with every byte that may not appear in an HTTP field value
+// (control characters) replaced by '?': a string from the network, safe to quote in a log line
+// or a status.
+std::string Printable(std::string_view s, size_t max = 64);
+
 }  // namespace df

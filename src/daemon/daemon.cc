@@ -20,8 +20,8 @@ namespace df {
 namespace sv1 = df::scheduler::v1;
 
 namespace {
-// Threads of the upload gRPC server: one per open availability stream (children of this host
-// across its tasks) plus the unary calls.
+// Threads of the upload gRPC server's synchronous pool: its unary calls (seed triggers). The
+// availability streams run on the callback API and take none of these.
 constexpr uint32_t kMaxUploadRpcThreads = 512;
 
 // Opens (creating) `path` and takes an exclusive flock on it, held while the fd is open. The
@@ -136,8 +136,8 @@ Status Daemon::Start() {
     b.AddListeningPort(config_.listen_ip + ":" + std::to_string(config_.grpc_port),
                        trust_.auth.ServerCredentials(), &bound);
     b.RegisterService(upload_service_.get());
-    // Each availability stream holds a thread of the synchronous server for its life: cap them,
-    // so that a flood of streams gets RESOURCE_EXHAUSTED instead of exhausting the process.
+    // Availability streams hold no thread (callback API); the unary calls left on the
+    // synchronous server are short. The cap bounds its pool under a flood of them.
     grpc::ResourceQuota quota("dfdaemon-upload");
     quota.SetMaxThreads(static_cast<int>(kMaxUploadRpcThreads));
     b.SetResourceQuota(quota);
@@ -284,6 +284,9 @@ void Daemon::UpdatePieceMetrics() {
   AdvanceCounter(series_.uploaded_bytes, static_cast<double>(server.bytes_uploaded()));
   AdvanceCounter(series_.forwarded_pieces, static_cast<double>(server.pieces_forwarded()));
   series_.concurrent_uploads.Set(static_cast<double>(server.concurrent_uploads()));
+  if (upload_service_) {
+    series_.availability_streams.Set(static_cast<double>(upload_service_->open_streams()));
+  }
   series_.server_connections.Set(static_cast<double>(server.active_connections()));
   series_.client_connections.Set(static_cast<double>(PieceClient::open_connections()));
   AdvanceCounter(series_.closed_protocol_error, static_cast<double>(server.protocol_errors()));
@@ -348,6 +351,8 @@ void Daemon::Shutdown() {
   if (mirror_) mirror_->Stop();
   mirror_.reset();
   if (manager_) manager_->CancelAll();
+  if (upload_service_)
+    upload_service_->StopStreams();  // children learn at once, not at the deadline
   if (local_server_) local_server_->Shutdown(deadline);
   if (upload_server_) upload_server_->Shutdown(deadline);
   local_server_.reset();

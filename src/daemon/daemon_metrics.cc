@@ -68,6 +68,8 @@ DaemonMetrics::DaemonMetrics(prometheus::Registry& r)
       forwarded_pieces(Counter(r, "df_daemon_forwarded_pieces_total",
                                "Pieces served while still arriving here (cut-through)")),
       concurrent_uploads(Gauge(r, "df_daemon_concurrent_uploads", "Pieces being served now")),
+      availability_streams(Gauge(r, "df_daemon_availability_streams",
+                                 "SyncPieces streams open: children following this host's pieces")),
       server_connections(Connections(r).Add({{"side", "server"}})),
       client_connections(Connections(r).Add({{"side", "client"}})),
       closed_protocol_error(Closed(r, "protocol_error")),

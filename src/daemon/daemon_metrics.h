@@ -35,8 +35,9 @@ struct DaemonMetrics {
   prometheus::Counter& uploaded_bytes;
   prometheus::Counter& forwarded_pieces;
   prometheus::Gauge& concurrent_uploads;
-  prometheus::Gauge& server_connections;  // df_daemon_piece_connections{side="server"}
-  prometheus::Gauge& client_connections;  // {side="client"}: this host's connections to parents
+  prometheus::Gauge& availability_streams;  // SyncPieces streams open (children following us)
+  prometheus::Gauge& server_connections;    // df_daemon_piece_connections{side="server"}
+  prometheus::Gauge& client_connections;    // {side="client"}: this host's connections to parents
   prometheus::Counter& closed_protocol_error;  // df_daemon_piece_server_closed_connections_total
   prometheus::Counter& closed_request_timeout;
   prometheus::Counter& closed_evicted;

@@ -69,15 +69,6 @@ Status ValidateOutput(const dv1::DownloadRequest& req) {
   return CheckOutputReplaceable(out);  // a directory, symlink or device is refused up front
 }
 
-// At most 64 bytes of `s`, control characters replaced, to quote in a message.
-std::string Printable(const std::string& s) {
-  std::string out = s.substr(0, 64);
-  for (char& c : out) {
-    if (!http::IsFieldValueChar(c)) c = '?';
-  }
-  return out;
-}
-
 // Every task id is 64 lowercase hex digits (ids.h). Anything else is refused before a lookup,
 // and never echoed: an unbounded id quoted in the status would overflow the caller's metadata.
 grpc::Status CheckTaskIdFormat(const std::string& id) {
@@ -463,76 +454,13 @@ grpc::Status DownloadService::StopDaemon(grpc::ServerContext*, const dv1::StopDa
   return grpc::Status::OK;
 }
 
-grpc::Status UploadService::SyncPieces(grpc::ServerContext* ctx, const dv1::SyncPiecesRequest* req,
-                                       grpc::ServerWriter<dv1::PieceAvailability>* writer) {
+grpc::ServerWriteReactor<dv1::PieceAvailability>* UploadService::SyncPieces(
+    grpc::CallbackServerContext* ctx, const dv1::SyncPiecesRequest* req) {
   // Refused callers are not logged: strangers could flood the log.
-  if (grpc::Status auth = trust_->auth.Check(*ctx); !auth.ok()) return auth;
-  if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
-  grpc::Status s = StreamAvailability(ctx, *req, writer);
-  if (s.ok()) {
-    DF_LOG_DEBUG("availability stream to child peer {} ended task_id={} reason=task done here",
-                 Printable(req->child_peer_id()), req->task_id());
-  } else {
-    DF_LOG_INFO("availability stream to child peer {} ended task_id={} reason={}",
-                Printable(req->child_peer_id()), req->task_id(), s.error_message());
-  }
-  return s;
-}
-
-grpc::Status UploadService::StreamAvailability(grpc::ServerContext* ctx,
-                                               const dv1::SyncPiecesRequest& req,
-                                               grpc::ServerWriter<dv1::PieceAvailability>* writer) {
-  auto storage = store_->FindTask(req.task_id());
-  if (!storage) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req.task_id() + " not here");
-  }
-  // A parent may be named before it knows the task's size (a seed still asking the origin).
-  while (storage->meta().content_length < 0) {
-    if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "child went away"};
-    std::vector<uint32_t> ignored;
-    storage->WaitForPieces(0, 50, &ignored);
-    if (!store_->FindTask(req.task_id()))
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
-    if (manager_->Failed(req.task_id())) {
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "this parent's download of the task failed");
-    }
-  }
-  TaskMeta m = storage->meta();
-  dv1::PieceAvailability msg;
-  msg.set_content_length(m.content_length);
-  msg.set_piece_length(m.piece_length);
-  msg.set_total_pieces(storage->layout().total_pieces());
-  TaskStorage::AvailabilityCursor cursor;
-  std::vector<uint32_t> batch;
-  std::vector<uint32_t> receiving;
-  bool first = true;
-  for (;;) {
-    batch.clear();
-    receiving.clear();
-    storage->WaitForAvailability(&cursor, first ? 0 : 500, &batch, &receiving);
-    bool done = storage->done();
-    if (first || !batch.empty() || !receiving.empty() || done) {
-      msg.clear_piece_numbers();
-      msg.clear_receiving_piece_numbers();
-      for (uint32_t n : batch) msg.add_piece_numbers(n);
-      if (!done) {
-        for (uint32_t n : receiving) msg.add_receiving_piece_numbers(n);
-      }
-      msg.set_done(done);
-      if (!writer->Write(msg)) return {grpc::StatusCode::CANCELLED, "child went away"};
-      first = false;
-    }
-    if (done) return grpc::Status::OK;
-    if (ctx->IsCancelled()) return {grpc::StatusCode::CANCELLED, "child went away"};
-    if (manager_->Failed(req.task_id())) {
-      // Nothing more will come: let the child look for another parent now rather than wait.
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "this parent's download of the task failed");
-    }
-    if (!store_->FindTask(req.task_id()))
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "task deleted");
-  }
+  grpc::Status refused = trust_->auth.Check(*ctx);
+  if (refused.ok()) refused = CheckTaskIdFormat(req->task_id());
+  if (!refused.ok()) return AvailabilityStreams::Refuse(refused);
+  return streams_.Open(*req);
 }
 
 grpc::Status UploadService::CheckTrigger(const grpc::ServerContext& ctx) const {

@@ -9,6 +9,7 @@
 
 #include "common/auth.h"
 #include "common/task_spec.h"
+#include "daemon/availability_streams.h"
 #include "daemon/task_manager.h"
 #include "dfdaemon.grpc.pb.h"
 
@@ -98,31 +99,36 @@ class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service
 };
 
 // Thread-safe; `manager`, `store` and `trust` outlive the service. Every RPC is checked against
-// the trust settings before its request is read (docs/security.md).
-class UploadService final : public df::dfdaemon::v1::DfdaemonUpload::Service {
+// the trust settings before its request is read (docs/security.md). SyncPieces runs on gRPC's
+// callback API (availability_streams.h): an open stream holds no thread.
+class UploadService final : public df::dfdaemon::v1::DfdaemonUpload::WithCallbackMethod_SyncPieces<
+                                df::dfdaemon::v1::DfdaemonUpload::Service> {
  public:
   UploadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust)
-      : manager_(manager), store_(store), trust_(trust) {}
+      : manager_(manager), store_(store), trust_(trust), streams_(manager, store) {}
 
-  grpc::Status SyncPieces(grpc::ServerContext* ctx, const df::dfdaemon::v1::SyncPiecesRequest* req,
-                          grpc::ServerWriter<df::dfdaemon::v1::PieceAvailability>* writer) override;
+  // Streams the availability of the task until it is done here (OK), the child goes away
+  // (CANCELLED) or nothing more will come (NOT_FOUND, UNAVAILABLE), each with its reason.
+  grpc::ServerWriteReactor<df::dfdaemon::v1::PieceAvailability>* SyncPieces(
+      grpc::CallbackServerContext* ctx, const df::dfdaemon::v1::SyncPiecesRequest* req) override;
   grpc::Status TriggerDownloadTask(grpc::ServerContext* ctx,
                                    const df::dfdaemon::v1::TriggerDownloadTaskRequest* req,
                                    df::dfdaemon::v1::TriggerDownloadTaskResponse* resp) override;
 
+  // Ends every availability stream (UNAVAILABLE) and refuses new ones: call before the server's
+  // Shutdown, so that it does not wait for its deadline on streams that would never end.
+  void StopStreams() { streams_.Stop(); }
+  // Availability streams open now.
+  size_t open_streams() const { return streams_.open(); }
+
  private:
   // OK when the caller may trigger a seed download (see ServiceTrust).
   grpc::Status CheckTrigger(const grpc::ServerContext& ctx) const;
-  // SyncPieces once the caller and the task id passed their checks: streams the availability
-  // of the task until it is done here (OK), the child goes away (CANCELLED) or nothing more
-  // will come (NOT_FOUND, UNAVAILABLE), each with its reason.
-  grpc::Status StreamAvailability(grpc::ServerContext* ctx,
-                                  const df::dfdaemon::v1::SyncPiecesRequest& req,
-                                  grpc::ServerWriter<df::dfdaemon::v1::PieceAvailability>* writer);
 
   TaskManager* const manager_;
   PieceStore* const store_;
   const ServiceTrust* const trust_;
+  AvailabilityStreams streams_;
 };
 
 // Maps a Status to the API's error category.

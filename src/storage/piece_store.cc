@@ -196,6 +196,7 @@ Status TaskStorage::SetContentLength(int64_t content_length, uint64_t piece_leng
     if (geometry.total_pieces() == 0) meta_.done = meta_.content_synced = true;  // no bytes
   }
   cv_.notify_all();
+  NotifyAvailability();
   return store_->PersistTask(*this);
 }
 
@@ -230,6 +231,7 @@ Status TaskStorage::CommitPiece(PieceNumber n, uint32_t crc) {
   }
   cv_.notify_all();
   receive_cv_.notify_all();  // a server forwarding this piece sends its end
+  NotifyAvailability();
   // If this write is lost in a crash the task is merely re-verified on the next Open().
   if (became_done) return store_->PersistTask(*this);  // done, not synced yet
   return Status::Ok();
@@ -323,6 +325,29 @@ void TaskStorage::Close() {
   }
   cv_.notify_all();
   receive_cv_.notify_all();
+  NotifyAvailability();
+}
+
+bool TaskStorage::closed() const {
+  std::lock_guard lock(mu_);
+  return closed_;
+}
+
+uint64_t TaskStorage::AddAvailabilityListener(std::function<void()> fn) {
+  std::lock_guard lock(listeners_mu_);
+  const uint64_t id = next_listener_id_++;
+  listeners_.emplace_back(id, std::move(fn));
+  return id;
+}
+
+void TaskStorage::RemoveAvailabilityListener(uint64_t id) {
+  std::lock_guard lock(listeners_mu_);  // waits for a NotifyAvailability in progress
+  std::erase_if(listeners_, [id](const auto& l) { return l.first == id; });
+}
+
+void TaskStorage::NotifyAvailability() const {
+  std::lock_guard lock(listeners_mu_);
+  for (const auto& [id, fn] : listeners_) fn();
 }
 
 void TaskStorage::BeginReceive(PieceNumber n) {
@@ -353,6 +378,7 @@ void TaskStorage::AdvanceReceive(PieceNumber n, uint64_t bytes_in_place) {
     begun_.push_back(n.value);
     lock.unlock();
     cv_.notify_all();
+    NotifyAvailability();
   }
 }
 

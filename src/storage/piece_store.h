@@ -144,8 +144,18 @@ class TaskStorage {
   void WaitForAvailability(AvailabilityCursor* cursor, int timeout_ms,
                            std::vector<uint32_t>* finished, std::vector<uint32_t>* receiving) const;
 
+  // Listeners for code that cannot block in WaitForAvailability (a stream served by gRPC's
+  // callback API). `fn` runs whenever a WaitForAvailability caller would be woken: the size
+  // learned, a piece committed, a receive's first bytes, Close(). It runs on the thread that
+  // made the change, outside the task's lock, and must be quick: post work, never do it.
+  // RemoveAvailabilityListener returns once no call of that `fn` runs, so what `fn` points at
+  // may be freed after it. `fn` must not add or remove listeners.
+  uint64_t AddAvailabilityListener(std::function<void()> fn);
+  void RemoveAvailabilityListener(uint64_t id);
+
   // Wakes every waiter; later waits return at once. Called when the task is deleted.
   void Close();
+  bool closed() const;
 
   // Constructed by PieceStore only.
   TaskStorage(PieceStore* store, TaskMeta meta, std::string path, UniqueFd fd,
@@ -185,7 +195,13 @@ class TaskStorage {
   // Receive progress and ends; separate from cv_ so that the watermark moving every chunk does
   // not wake availability streams.
   mutable std::condition_variable receive_cv_;
-  bool closed_ = false;         // GUARDED_BY(mu_)
+  bool closed_ = false;  // GUARDED_BY(mu_)
+  // Calls every availability listener; called without mu_ held.
+  void NotifyAvailability() const;
+  // Separate from mu_: listeners run under it, and they may read this task (under mu_).
+  mutable std::mutex listeners_mu_;
+  std::vector<std::pair<uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mu_)
+  uint64_t next_listener_id_ = 1;                                      // GUARDED_BY(listeners_mu_)
   int64_t done_mtime_ns_ = -1;  // GUARDED_BY(mu_): content mtime when done; -1 = not done
 };
 

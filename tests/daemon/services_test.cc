@@ -15,6 +15,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/digest.h"
@@ -77,6 +78,7 @@ class ServicesTest : public testing::EngineTest {
   // Stops in Daemon::Shutdown's order: downloads cancelled, server, then the manager.
   void TearDown() override {
     if (manager_) manager_->CancelAll();
+    if (upload_service_) upload_service_->StopStreams();
     if (server_) server_->Shutdown(system_clock::now() + seconds(2));
     server_.reset();
     manager_.reset();
@@ -158,6 +160,15 @@ class ServicesTest : public testing::EngineTest {
     dv1::PieceAvailability m;
     while (reader->Read(&m)) got->push_back(m);
     return reader->Finish();
+  }
+
+  // A task of two pieces in the store, none of them finished: what a parent still downloading
+  // has. The test commits its pieces itself.
+  std::shared_ptr<TaskStorage> UnfinishedTask(const std::string& task_id) {
+    TaskMeta meta{.task_id = task_id,
+                  .content_length = static_cast<int64_t>(2 * kPiece),
+                  .piece_length = kPiece};
+    return store_->OpenTask(meta).value();
   }
 
   // The id of a task this daemon never saw.
@@ -449,6 +460,126 @@ TEST_F(ServicesTest, SyncPiecesWithATokenConfiguredNeedsTheToken) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   ASSERT_FALSE(got.empty());
   EXPECT_TRUE(got.back().done());
+}
+
+// Threads of this process now (the server's and the client's are both in it).
+size_t ThreadCount() {
+  return static_cast<size_t>(
+      std::distance(std::filesystem::directory_iterator("/proc/self/task"), {}));
+}
+
+// A SyncPieces stream the test holds open and reads message by message.
+struct OpenStream {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<dv1::PieceAvailability>> reader;
+};
+
+// Each open availability stream used to hold a thread of the synchronous server for its life:
+// 600 children (or strangers) following a task that is still downloading made 600 threads, and
+// a thread cap refused real children instead. On the callback API a stream holds no thread,
+// and every stream still learns of each new piece at once and ends when the task is done.
+TEST_F(ServicesTest, SixHundredOpenAvailabilityStreamsHoldNoThreadAndEachSeesEveryPiece) {
+  StartServices();
+  const std::string id = UnknownId();
+  auto task = UnfinishedTask(id);
+  const size_t threads_before = ThreadCount();
+  constexpr size_t kStreams = 600;
+  std::vector<std::unique_ptr<OpenStream>> streams;
+  for (size_t i = 0; i < kStreams; ++i) {
+    auto s = std::make_unique<OpenStream>();
+    SetDeadline(&s->ctx, 120);
+    dv1::SyncPiecesRequest req;
+    req.set_task_id(id);
+    req.set_child_peer_id("child-" + std::to_string(i));
+    s->reader = upload_->SyncPieces(&s->ctx, req);
+    streams.push_back(std::move(s));
+  }
+  // The first message of each: the layout, no piece yet.
+  dv1::PieceAvailability m;
+  for (auto& s : streams) {
+    ASSERT_TRUE(s->reader->Read(&m));
+    EXPECT_EQ(m.total_pieces(), 2u);
+    EXPECT_EQ(m.piece_numbers_size(), 0);
+    EXPECT_FALSE(m.done());
+  }
+  EXPECT_EQ(upload_service_->open_streams(), kStreams);
+  const size_t threads_open = ThreadCount();
+  EXPECT_LT(threads_open, threads_before + 100)
+      << kStreams << " open streams took " << threads_open - threads_before << " threads";
+  // The daemon still answers a unary call.
+  dv1::StatTaskResponse stat;
+  EXPECT_TRUE(StatTask(id, &stat).ok());
+
+  ASSERT_TRUE(task->CommitPiece(PieceNumber{1}, 0).ok());
+  for (auto& s : streams) {
+    ASSERT_TRUE(s->reader->Read(&m));
+    ASSERT_EQ(m.piece_numbers_size(), 1);
+    EXPECT_EQ(m.piece_numbers(0), 1u);
+    EXPECT_FALSE(m.done());
+  }
+  ASSERT_TRUE(task->CommitPiece(PieceNumber{0}, 0).ok());
+  for (auto& s : streams) {
+    ASSERT_TRUE(s->reader->Read(&m));
+    ASSERT_EQ(m.piece_numbers_size(), 1);
+    EXPECT_EQ(m.piece_numbers(0), 0u);
+    EXPECT_TRUE(m.done());
+    EXPECT_FALSE(s->reader->Read(&m));
+    grpc::Status st = s->reader->Finish();
+    EXPECT_TRUE(st.ok()) << st.error_message();
+  }
+  for (int i = 0; i < 100 && upload_service_->open_streams() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(upload_service_->open_streams(), 0u);
+}
+
+// A child that goes away ends its stream on the parent (nothing is left open), and deleting the
+// task ends the streams still open with NOT_FOUND.
+TEST_F(ServicesTest, AvailabilityStreamsEndWhenTheChildGoesAwayOrTheTaskIsDeleted) {
+  StartServices();
+  const std::string id = UnknownId();
+  auto task = UnfinishedTask(id);
+  OpenStream leaving, staying;
+  dv1::SyncPiecesRequest req;
+  req.set_task_id(id);
+  dv1::PieceAvailability m;
+  for (OpenStream* s : {&leaving, &staying}) {
+    SetDeadline(&s->ctx, 30);
+    s->reader = upload_->SyncPieces(&s->ctx, req);
+    ASSERT_TRUE(s->reader->Read(&m));
+  }
+  ASSERT_EQ(upload_service_->open_streams(), 2u);
+  leaving.ctx.TryCancel();
+  EXPECT_EQ(leaving.reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  for (int i = 0; i < 250 && upload_service_->open_streams() > 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(upload_service_->open_streams(), 1u) << "the parent kept a stream nobody reads";
+  task.reset();
+  ASSERT_TRUE(store_->DeleteTask(id).ok());
+  EXPECT_FALSE(staying.reader->Read(&m));
+  grpc::Status st = staying.reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+}
+
+// Shutting the service's streams down (the daemon's first step of Shutdown) ends them at once
+// with UNAVAILABLE, and refuses new ones the same way.
+TEST_F(ServicesTest, StoppedAvailabilityStreamsEndUnavailable) {
+  StartServices();
+  const std::string id = UnknownId();
+  auto task = UnfinishedTask(id);
+  OpenStream s;
+  SetDeadline(&s.ctx, 30);
+  dv1::SyncPiecesRequest req;
+  req.set_task_id(id);
+  s.reader = upload_->SyncPieces(&s.ctx, req);
+  dv1::PieceAvailability m;
+  ASSERT_TRUE(s.reader->Read(&m));
+  upload_service_->StopStreams();
+  EXPECT_FALSE(s.reader->Read(&m));
+  EXPECT_EQ(s.reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  std::vector<dv1::PieceAvailability> got;
+  EXPECT_EQ(SyncPieces(id, "", &got).error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
 // ---- TriggerDownloadTask ----

@@ -20,9 +20,9 @@ namespace df {
 namespace sv1 = df::scheduler::v1;
 
 namespace {
-// Threads of the upload gRPC server's synchronous pool: its unary calls (seed triggers). The
-// availability streams run on the callback API and take none of these.
-constexpr uint32_t kMaxUploadRpcThreads = 512;
+// Threads of the local API's synchronous pool: the Download and ImportTask streams of local
+// clients (dfget, dfcache) at once; more get RESOURCE_EXHAUSTED until one ends.
+constexpr uint32_t kMaxLocalRpcThreads = 256;
 
 // Opens (creating) `path` and takes an exclusive flock on it, held while the fd is open. The
 // kernel drops it when the process dies, so a crash leaves no stale lock; the file itself stays
@@ -118,6 +118,11 @@ Status Daemon::Start() {
     grpc::ServerBuilder b;
     b.AddListeningPort("unix:" + config_.sock, grpc::InsecureServerCredentials());
     b.RegisterService(download_service_.get());
+    // Download and ImportTask stream on the synchronous server, a thread each for as long as the
+    // client takes to read or send; the unary calls run on the callback API and take none.
+    grpc::ResourceQuota quota("dfdaemon-local");
+    quota.SetMaxThreads(static_cast<int>(kMaxLocalRpcThreads));
+    b.SetResourceQuota(quota);
     // bind(2) creates the socket with mode 0777 & ~umask: under umask 077 it is the owner's
     // alone from its first instant, then set to sock_mode. The umask is process-wide, but no
     // other thread creates files during this call.
@@ -136,11 +141,8 @@ Status Daemon::Start() {
     b.AddListeningPort(config_.listen_ip + ":" + std::to_string(config_.grpc_port),
                        trust_.auth.ServerCredentials(), &bound);
     b.RegisterService(upload_service_.get());
-    // Availability streams hold no thread (callback API); the unary calls left on the
-    // synchronous server are short. The cap bounds its pool under a flood of them.
-    grpc::ResourceQuota quota("dfdaemon-upload");
-    quota.SetMaxThreads(static_cast<int>(kMaxUploadRpcThreads));
-    b.SetResourceQuota(quota);
+    // Every upload RPC runs on the callback API (services.h): a caller that never reads its
+    // answer, or a child's open availability stream, holds no thread.
     ApplyServerLimits(b);
     upload_server_ = b.BuildAndStart();
     if (!upload_server_ || bound == 0) {

@@ -242,8 +242,8 @@ grpc::Status DownloadService::Download(grpc::ServerContext* ctx, const dv1::Down
   return grpc::Status::OK;
 }
 
-grpc::Status DownloadService::StatTask(grpc::ServerContext*, const dv1::StatTaskRequest* req,
-                                       dv1::StatTaskResponse* resp) {
+grpc::Status DownloadService::DoStatTask(const dv1::StatTaskRequest* req,
+                                         dv1::StatTaskResponse* resp) {
   if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
   auto t = store_->FindTask(req->task_id());
   if (!t) return grpc::Status(grpc::StatusCode::NOT_FOUND, "task " + req->task_id() + " not found");
@@ -260,8 +260,7 @@ grpc::Status DownloadService::StatTask(grpc::ServerContext*, const dv1::StatTask
   return grpc::Status::OK;
 }
 
-grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::DeleteTaskRequest* req,
-                                         dv1::DeleteTaskResponse*) {
+grpc::Status DownloadService::DoDeleteTask(const dv1::DeleteTaskRequest* req) {
   if (grpc::Status id = CheckTaskIdFormat(req->task_id()); !id.ok()) return id;
   DF_LOG_INFO("task {} cancelled and deleted over the local API", req->task_id());
   manager_->Cancel(req->task_id());
@@ -272,8 +271,7 @@ grpc::Status DownloadService::DeleteTask(grpc::ServerContext*, const dv1::Delete
   return grpc::Status::OK;
 }
 
-grpc::Status DownloadService::ListTasks(grpc::ServerContext*, const dv1::ListTasksRequest*,
-                                        dv1::ListTasksResponse* resp) {
+grpc::Status DownloadService::DoListTasks(dv1::ListTasksResponse* resp) {
   for (const TaskMeta& listed : store_->ListTasks()) {
     // FindTask drops a task whose content file was removed by hand: the list shows what is.
     auto t = store_->FindTask(listed.task_id);
@@ -422,9 +420,7 @@ grpc::Status DownloadService::ImportTask(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status DownloadService::GarbageCollect(grpc::ServerContext*,
-                                             const dv1::GarbageCollectRequest*,
-                                             dv1::GarbageCollectResponse* resp) {
+grpc::Status DownloadService::DoGarbageCollect(dv1::GarbageCollectResponse* resp) {
   if (!control_) return {grpc::StatusCode::UNIMPLEMENTED, "no daemon control"};
   manager_->Reap();  // finished downloads nobody follows no longer hold their storage
   auto deleted = store_->CollectGarbage(control_->gc_policy);
@@ -433,9 +429,7 @@ grpc::Status DownloadService::GarbageCollect(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status DownloadService::GetDaemonStatus(grpc::ServerContext*,
-                                              const dv1::GetDaemonStatusRequest*,
-                                              dv1::DaemonStatus* resp) {
+grpc::Status DownloadService::DoGetDaemonStatus(dv1::DaemonStatus* resp) {
   if (!control_ || !control_->fill_status) {
     return {grpc::StatusCode::UNIMPLEMENTED, "no daemon control"};
   }
@@ -443,8 +437,7 @@ grpc::Status DownloadService::GetDaemonStatus(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status DownloadService::StopDaemon(grpc::ServerContext*, const dv1::StopDaemonRequest*,
-                                         dv1::StopDaemonResponse* resp) {
+grpc::Status DownloadService::DoStopDaemon(dv1::StopDaemonResponse* resp) {
   if (!control_ || !control_->request_stop) {
     return {grpc::StatusCode::UNIMPLEMENTED, "no daemon control"};
   }
@@ -463,7 +456,7 @@ grpc::ServerWriteReactor<dv1::PieceAvailability>* UploadService::SyncPieces(
   return streams_.Open(*req);
 }
 
-grpc::Status UploadService::CheckTrigger(const grpc::ServerContext& ctx) const {
+grpc::Status UploadService::CheckTrigger(const grpc::ServerContextBase& ctx) const {
   if (!trust_->seed) {
     return {grpc::StatusCode::FAILED_PRECONDITION, "this daemon is not a seed peer"};
   }
@@ -477,9 +470,8 @@ grpc::Status UploadService::CheckTrigger(const grpc::ServerContext& ctx) const {
           "seed downloads are triggered only by this daemon's scheduler"};
 }
 
-grpc::Status UploadService::TriggerDownloadTask(grpc::ServerContext* ctx,
-                                                const dv1::TriggerDownloadTaskRequest* req,
-                                                dv1::TriggerDownloadTaskResponse*) {
+grpc::Status UploadService::DoTriggerDownloadTask(const grpc::ServerContextBase* ctx,
+                                                  const dv1::TriggerDownloadTaskRequest* req) {
   if (grpc::Status allowed = CheckTrigger(*ctx); !allowed.ok()) {
     DF_LOG_WARN("refused seed trigger from {}: {}", ctx->peer(), allowed.error_message());
     return allowed;

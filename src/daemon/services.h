@@ -53,7 +53,18 @@ struct DaemonControl {
 // The local API is the user's (a unix socket of mode sock_mode): it may list, delete, import
 // and export tasks and stop the daemon. Still, bad input never crashes it: ImportTask bounds
 // what it accepts by the spec's layout and never opens a path it is given.
-class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service {
+// The unary calls run on gRPC's callback API, inline and short: a client that never reads the
+// answer holds no thread. Download and ImportTask stream on the synchronous server, whose
+// threads the daemon caps (daemon.cc).
+using DownloadServiceBase = df::dfdaemon::v1::DfdaemonDownload::WithCallbackMethod_StatTask<
+    df::dfdaemon::v1::DfdaemonDownload::WithCallbackMethod_DeleteTask<
+        df::dfdaemon::v1::DfdaemonDownload::WithCallbackMethod_ListTasks<
+            df::dfdaemon::v1::DfdaemonDownload::WithCallbackMethod_GarbageCollect<
+                df::dfdaemon::v1::DfdaemonDownload::WithCallbackMethod_GetDaemonStatus<
+                    df::dfdaemon::v1::DfdaemonDownload::WithCallbackMethod_StopDaemon<
+                        df::dfdaemon::v1::DfdaemonDownload::Service>>>>>>;
+
+class DownloadService final : public DownloadServiceBase {
  public:
   DownloadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust,
                   const DaemonControl* control = nullptr)
@@ -61,13 +72,22 @@ class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service
 
   grpc::Status Download(grpc::ServerContext* ctx, const df::dfdaemon::v1::DownloadRequest* req,
                         grpc::ServerWriter<df::dfdaemon::v1::DownloadResponse>* writer) override;
-  grpc::Status StatTask(grpc::ServerContext* ctx, const df::dfdaemon::v1::StatTaskRequest* req,
-                        df::dfdaemon::v1::StatTaskResponse* resp) override;
-  grpc::Status DeleteTask(grpc::ServerContext* ctx, const df::dfdaemon::v1::DeleteTaskRequest* req,
-                          df::dfdaemon::v1::DeleteTaskResponse* resp) override;
+  grpc::ServerUnaryReactor* StatTask(grpc::CallbackServerContext* ctx,
+                                     const df::dfdaemon::v1::StatTaskRequest* req,
+                                     df::dfdaemon::v1::StatTaskResponse* resp) override {
+    return Answer(ctx, DoStatTask(req, resp));
+  }
+  grpc::ServerUnaryReactor* DeleteTask(grpc::CallbackServerContext* ctx,
+                                       const df::dfdaemon::v1::DeleteTaskRequest* req,
+                                       df::dfdaemon::v1::DeleteTaskResponse*) override {
+    return Answer(ctx, DoDeleteTask(req));
+  }
   // Every task of the store, with whether a download of it runs now.
-  grpc::Status ListTasks(grpc::ServerContext* ctx, const df::dfdaemon::v1::ListTasksRequest* req,
-                         df::dfdaemon::v1::ListTasksResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTasks(grpc::CallbackServerContext* ctx,
+                                      const df::dfdaemon::v1::ListTasksRequest*,
+                                      df::dfdaemon::v1::ListTasksResponse* resp) override {
+    return Answer(ctx, DoListTasks(resp));
+  }
   // Records a file the client streams as a finished task of the spec in its header (see the
   // proto). INVALID_ARGUMENT for a bad spec, a missing header, or bytes that do not add up to
   // content_length; DATA_LOSS for a digest mismatch (nothing is kept); FAILED_PRECONDITION
@@ -76,16 +96,37 @@ class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service
                           grpc::ServerReader<df::dfdaemon::v1::ImportTaskRequest>* reader,
                           df::dfdaemon::v1::ImportTaskResponse* resp) override;
   // Runs the store's GC now with the daemon's policy.
-  grpc::Status GarbageCollect(grpc::ServerContext* ctx,
-                              const df::dfdaemon::v1::GarbageCollectRequest* req,
-                              df::dfdaemon::v1::GarbageCollectResponse* resp) override;
-  grpc::Status GetDaemonStatus(grpc::ServerContext* ctx,
-                               const df::dfdaemon::v1::GetDaemonStatusRequest* req,
-                               df::dfdaemon::v1::DaemonStatus* resp) override;
-  grpc::Status StopDaemon(grpc::ServerContext* ctx, const df::dfdaemon::v1::StopDaemonRequest* req,
-                          df::dfdaemon::v1::StopDaemonResponse* resp) override;
+  grpc::ServerUnaryReactor* GarbageCollect(
+      grpc::CallbackServerContext* ctx, const df::dfdaemon::v1::GarbageCollectRequest*,
+      df::dfdaemon::v1::GarbageCollectResponse* resp) override {
+    return Answer(ctx, DoGarbageCollect(resp));
+  }
+  grpc::ServerUnaryReactor* GetDaemonStatus(grpc::CallbackServerContext* ctx,
+                                            const df::dfdaemon::v1::GetDaemonStatusRequest*,
+                                            df::dfdaemon::v1::DaemonStatus* resp) override {
+    return Answer(ctx, DoGetDaemonStatus(resp));
+  }
+  grpc::ServerUnaryReactor* StopDaemon(grpc::CallbackServerContext* ctx,
+                                       const df::dfdaemon::v1::StopDaemonRequest*,
+                                       df::dfdaemon::v1::StopDaemonResponse* resp) override {
+    return Answer(ctx, DoStopDaemon(resp));
+  }
 
  private:
+  // Finishes a unary call answered inline with `status`.
+  static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx,
+                                          const grpc::Status& status) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(status);
+    return reactor;
+  }
+  grpc::Status DoStatTask(const df::dfdaemon::v1::StatTaskRequest* req,
+                          df::dfdaemon::v1::StatTaskResponse* resp);
+  grpc::Status DoDeleteTask(const df::dfdaemon::v1::DeleteTaskRequest* req);
+  grpc::Status DoListTasks(df::dfdaemon::v1::ListTasksResponse* resp);
+  grpc::Status DoGarbageCollect(df::dfdaemon::v1::GarbageCollectResponse* resp);
+  grpc::Status DoGetDaemonStatus(df::dfdaemon::v1::DaemonStatus* resp);
+  grpc::Status DoStopDaemon(df::dfdaemon::v1::StopDaemonResponse* resp);
   // Reads the import's bytes into `storage` at their offsets and returns the pieces' CRC32Cs,
   // checking `digest` (if any) over them.
   Result<std::vector<uint32_t>> ReceiveImport(
@@ -101,8 +142,10 @@ class DownloadService final : public df::dfdaemon::v1::DfdaemonDownload::Service
 // Thread-safe; `manager`, `store` and `trust` outlive the service. Every RPC is checked against
 // the trust settings before its request is read (docs/security.md). SyncPieces runs on gRPC's
 // callback API (availability_streams.h): an open stream holds no thread.
-class UploadService final : public df::dfdaemon::v1::DfdaemonUpload::WithCallbackMethod_SyncPieces<
-                                df::dfdaemon::v1::DfdaemonUpload::Service> {
+class UploadService final
+    : public df::dfdaemon::v1::DfdaemonUpload::WithCallbackMethod_SyncPieces<
+          df::dfdaemon::v1::DfdaemonUpload::WithCallbackMethod_TriggerDownloadTask<
+              df::dfdaemon::v1::DfdaemonUpload::Service>> {
  public:
   UploadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust)
       : manager_(manager), store_(store), trust_(trust), streams_(manager, store) {}
@@ -111,9 +154,14 @@ class UploadService final : public df::dfdaemon::v1::DfdaemonUpload::WithCallbac
   // (CANCELLED) or nothing more will come (NOT_FOUND, UNAVAILABLE), each with its reason.
   grpc::ServerWriteReactor<df::dfdaemon::v1::PieceAvailability>* SyncPieces(
       grpc::CallbackServerContext* ctx, const df::dfdaemon::v1::SyncPiecesRequest* req) override;
-  grpc::Status TriggerDownloadTask(grpc::ServerContext* ctx,
-                                   const df::dfdaemon::v1::TriggerDownloadTaskRequest* req,
-                                   df::dfdaemon::v1::TriggerDownloadTaskResponse* resp) override;
+  // Answered inline: checks the caller, validates the spec, starts the seed's download.
+  grpc::ServerUnaryReactor* TriggerDownloadTask(
+      grpc::CallbackServerContext* ctx, const df::dfdaemon::v1::TriggerDownloadTaskRequest* req,
+      df::dfdaemon::v1::TriggerDownloadTaskResponse*) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(DoTriggerDownloadTask(ctx, req));
+    return reactor;
+  }
 
   // Ends every availability stream (UNAVAILABLE) and refuses new ones: call before the server's
   // Shutdown, so that it does not wait for its deadline on streams that would never end.
@@ -123,7 +171,9 @@ class UploadService final : public df::dfdaemon::v1::DfdaemonUpload::WithCallbac
 
  private:
   // OK when the caller may trigger a seed download (see ServiceTrust).
-  grpc::Status CheckTrigger(const grpc::ServerContext& ctx) const;
+  grpc::Status CheckTrigger(const grpc::ServerContextBase& ctx) const;
+  grpc::Status DoTriggerDownloadTask(const grpc::ServerContextBase* ctx,
+                                     const df::dfdaemon::v1::TriggerDownloadTaskRequest* req);
 
   TaskManager* const manager_;
   PieceStore* const store_;

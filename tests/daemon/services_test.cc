@@ -5,10 +5,16 @@
 // returns for what its name says.
 #include "daemon/services.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <cstring>
+#include <iostream>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -69,6 +75,7 @@ class ServicesTest : public testing::EngineTest {
     ApplyServerLimits(b);
     server_ = b.BuildAndStart();
     ASSERT_TRUE(server_ != nullptr && port > 0);
+    port_ = port;
     auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
                                        grpc::InsecureChannelCredentials());
     download_ = dv1::DfdaemonDownload::NewStub(channel);
@@ -204,6 +211,7 @@ class ServicesTest : public testing::EngineTest {
   std::unique_ptr<TaskManager> manager_;
   std::unique_ptr<DownloadService> download_service_;
   std::unique_ptr<UploadService> upload_service_;
+  int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<dv1::DfdaemonDownload::Stub> download_;
   std::unique_ptr<dv1::DfdaemonUpload::Stub> upload_;
@@ -580,6 +588,98 @@ TEST_F(ServicesTest, StoppedAvailabilityStreamsEndUnavailable) {
   EXPECT_EQ(s.reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
   std::vector<dv1::PieceAvailability> got;
   EXPECT_EQ(SyncPieces(id, "", &got).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// An HTTP/2 client that asks one unary RPC and then never lets the answer through: its
+// SETTINGS give the server a flow-control window of 0, so a response message (a DATA frame)
+// can never be sent, only headers. The connection stays open until the object goes.
+class StalledCall {
+ public:
+  StalledCall(int port, const std::string& path) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      std::cerr << "connect 127.0.0.1:" << port << ": " << std::strerror(errno) << "\n";
+      return;
+    }
+    std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    Frame(&out, 0x4, 0, 0, std::string("\x00\x04\x00\x00\x00\x00", 6));  // INITIAL_WINDOW 0
+    std::string headers;
+    for (const auto& [name, value] :
+         std::vector<std::pair<std::string, std::string>>{{":method", "POST"},
+                                                          {":scheme", "http"},
+                                                          {":path", path},
+                                                          {":authority", "127.0.0.1"},
+                                                          {"content-type", "application/grpc"},
+                                                          {"te", "trailers"}}) {
+      headers += '\x00';  // literal without indexing, new name, no Huffman (lengths < 127)
+      headers += static_cast<char>(name.size());
+      headers += name;
+      headers += static_cast<char>(value.size());
+      headers += value;
+    }
+    Frame(&out, 0x1, 0x4, 1, headers);                                 // END_HEADERS
+    Frame(&out, 0x0, 0x1, 1, std::string("\x00\x00\x00\x00\x00", 5));  // empty message
+    sent_ = ::send(fd_, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size());
+  }
+  ~StalledCall() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  StalledCall(const StalledCall&) = delete;
+  StalledCall& operator=(const StalledCall&) = delete;
+  bool sent() const { return sent_; }
+
+ private:
+  static void Frame(std::string* out, uint8_t type, uint8_t flags, uint32_t stream,
+                    const std::string& payload) {
+    const uint32_t n = static_cast<uint32_t>(payload.size());
+    const char head[9] = {static_cast<char>(n >> 16),
+                          static_cast<char>(n >> 8),
+                          static_cast<char>(n),
+                          static_cast<char>(type),
+                          static_cast<char>(flags),
+                          static_cast<char>(stream >> 24),
+                          static_cast<char>(stream >> 16),
+                          static_cast<char>(stream >> 8),
+                          static_cast<char>(stream)};
+    out->append(head, 9);
+    out->append(payload);
+  }
+  int fd_ = -1;
+  bool sent_ = false;
+};
+
+// The unary calls of both services used to run on the synchronous server, whose thread stays
+// with a call until its answer is sent: 300 clients that never take their ListTasks answer held
+// 300 threads (the local API had no cap). On the callback API they hold none, and the daemon
+// keeps answering.
+TEST_F(ServicesTest, UnaryAnswersNobodyReadsHoldNoThread) {
+  StartServices();
+  const std::string id = UnknownId();
+  auto task = UnfinishedTask(id);
+  dv1::StatTaskResponse stat;
+  ASSERT_TRUE(StatTask(id, &stat).ok());  // the server's pools are warm
+  const size_t threads_before = ThreadCount();
+  std::vector<std::unique_ptr<StalledCall>> calls;
+  for (int i = 0; i < 300; ++i) {
+    calls.push_back(
+        std::make_unique<StalledCall>(port_, "/df.dfdaemon.v1.DfdaemonDownload/ListTasks"));
+    ASSERT_TRUE(calls.back()->sent());
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // every call reached its handler
+  const size_t threads_stalled = ThreadCount();
+  EXPECT_LT(threads_stalled, threads_before + 50)
+      << "300 unread answers took " << threads_stalled - threads_before << " threads";
+  EXPECT_TRUE(StatTask(id, &stat).ok());
+  dv1::ListTasksResponse listed;
+  grpc::ClientContext c;
+  SetDeadline(&c, 10);
+  grpc::Status st = download_->ListTasks(&c, dv1::ListTasksRequest(), &listed);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(listed.tasks_size(), 1);
 }
 
 // ---- TriggerDownloadTask ----

@@ -804,6 +804,17 @@ TEST_F(OciMirrorTest, ConnectToAnAllowedHostIsAPlainTunnel) {
   EXPECT_EQ(bench::ScrapeMetric(daemon->metrics_port,
                                 "df_daemon_proxy_connects_total\\{outcome=\"tunnel\"\\}"),
             2);
+  // The tunnel's first bytes in the same write as the head are the registry's: the head is read
+  // up to its empty line and not a byte further.
+  const int pipelined = ConnectLoopback(daemon->proxy_port);
+  ASSERT_GE(pipelined, 0);
+  const std::string both =
+      connect + "GET /v2/ HTTP/1.1\r\nHost: " + registry.Host() + "\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(::write(pipelined, both.data(), both.size()), static_cast<ssize_t>(both.size()));
+  const std::string answers = ReadUntil(pipelined, "");
+  ::close(pipelined);
+  EXPECT_EQ(answers.rfind("HTTP/1.1 200 Connection Established\r\n\r\nHTTP/1.1 200 OK", 0), 0u)
+      << answers.substr(0, 300);
 }
 
 // docker-registry over TLS with token auth (a realm the test serves): skopeo pulls through two

@@ -110,7 +110,9 @@ Result<uint64_t> ParseDurationMs(std::string_view text) {
 std::string FormatBytes(double bytes) {
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
-  while (bytes >= 1024 && u < 4) {
+  // At most 3 digits before the point ("1019.0 KiB" is "1.0 MiB"): a rate near a unit's end
+  // keeps the width of the line it is in, so a progress bar does not jump between layouts.
+  while (bytes >= 999.95 && u < 4) {
     bytes /= 1024;
     ++u;
   }

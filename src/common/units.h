@@ -24,7 +24,7 @@ constexpr uint64_t kMaxDurationMs = 100ull * 365 * 24 * 3600 * 1000;
 // for other forms and for more than kMaxDurationMs.
 Result<uint64_t> ParseDurationMs(std::string_view text);
 
-// "1.5 GiB", "12.0 MiB", "512 B".
+// "1.5 GiB", "12.0 MiB", "512 B"; at most 3 digits before the point (1000 B is "1.0 KiB").
 std::string FormatBytes(double bytes);
 
 }  // namespace df

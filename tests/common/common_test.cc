@@ -116,6 +116,19 @@ TEST(PieceLength, Overrides) {
   EXPECT_FALSE(IsValidPieceLength(2048 * kMiB));
 }
 
+// A size or a rate has at most 3 digits before the point, so a progress line keeps its width
+// when a rate crosses a unit's end (1019.0 KiB/s once pushed the bar out of a 40-column line).
+TEST(Units, FormatBytesKeepsThreeDigitsBeforeThePoint) {
+  EXPECT_EQ(FormatBytes(0), "0 B");
+  EXPECT_EQ(FormatBytes(999), "999 B");
+  EXPECT_EQ(FormatBytes(1000), "1.0 KiB");
+  EXPECT_EQ(FormatBytes(999.9 * 1024), "999.9 KiB");
+  EXPECT_EQ(FormatBytes(1019.0 * 1024), "1.0 MiB");
+  EXPECT_EQ(FormatBytes(12.0 * 1024 * 1024), "12.0 MiB");
+  EXPECT_EQ(FormatBytes(1.5 * 1024 * 1024 * 1024), "1.5 GiB");
+  EXPECT_EQ(FormatBytes(2048.0 * 1024 * 1024 * 1024 * 1024), "2048.0 TiB");  // the last unit
+}
+
 TEST(Units, ParsesSizesRatesAndDurations) {
   EXPECT_EQ(ParseSize("512MiB").value(), 512 * kMiB);
   EXPECT_EQ(ParseSize("1G").value(), 1024 * kMiB);

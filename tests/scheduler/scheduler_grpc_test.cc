@@ -579,6 +579,12 @@ TEST_F(SchedulerGrpcTest, EmptyTaskIsAnsweredAsSuch) {
   a->Register();
   ASSERT_TRUE(a->Next()->has_need_back_to_source());
   a->ReportSize(0);  // what the origin told the peer the scheduler sent there
+  // The report travels on a's stream: b registers once the scheduler has it (in CI, b once
+  // came first and got a as its parent).
+  ASSERT_TRUE(Eventually([&] {
+    auto s = scheduler().StatTask(Id("empty-task"));
+    return s.ok() && s->content_length() == 0;
+  }));
   auto b = Peer("host-b", "peer-b", "empty-task");
   b->Register();
   auto r = b->Next();

@@ -53,12 +53,12 @@ class AvailabilityStreams::Stream final : public grpc::ServerWriteReactor<dv1::P
     if (storage_->closed() || (tick && !owner_->store_->FindTask(task_id_))) {
       return FinishLocked(std::move(lock), {grpc::StatusCode::NOT_FOUND, "task deleted"});
     }
-    const TaskMeta meta = storage_->meta();
-    if (meta.content_length < 0) {  // a parent named before it knows the size (a seed asking)
-      if (owner_->manager_->Failed(task_id_)) return FinishLocked(std::move(lock), Failed());
-      return;
-    }
-    if (first_) {
+    if (first_) {  // the layout goes in every message; it is known once, then never changes
+      const TaskMeta meta = storage_->meta();
+      if (meta.content_length < 0) {  // a parent named before it knows the size (a seed asking)
+        if (owner_->manager_->Failed(task_id_)) return FinishLocked(std::move(lock), Failed());
+        return;
+      }
       msg_.set_content_length(meta.content_length);
       msg_.set_piece_length(meta.piece_length);
       msg_.set_total_pieces(storage_->layout().total_pieces());

@@ -41,8 +41,8 @@ constexpr size_t kWorkerThreads = 64;
 // are a head (cpp-httplib 0.11 does not bound a header line: a 1 MiB header would be buffered
 // whole, per connection). Past this the connection is closed. Pipelined heads count together.
 constexpr size_t kMaxUnansweredBytes = 64 << 10;
-// Lines likewise: a registry client sends a few dozen headers; cpp-httplib spends ~2 µs on each
-// it parses, so 6,000 short ones (what fits in 64 KiB) cost a core ~15 ms per request.
+// Lines likewise (Apache allows 100 header fields): a registry client sends a few dozen, and this
+// bounds how many one request makes cpp-httplib store (6,000 short ones fit in 64 KiB).
 constexpr size_t kMaxUnansweredLines = 128;
 // How long an accepted connection may stay silent before it is closed (AcceptLoop).
 constexpr auto kFirstByteTimeout = std::chrono::seconds(10);

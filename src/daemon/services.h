@@ -53,6 +53,14 @@ struct DaemonControl {
 // The local API is the user's (a unix socket of mode sock_mode): it may list, delete, import
 // and export tasks and stop the daemon. Still, bad input never crashes it: ImportTask bounds
 // what it accepts by the spec's layout and never opens a path it is given.
+// Finishes a unary call of the callback API answered inline with `status`.
+inline grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx,
+                                        const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
 // The unary calls run on gRPC's callback API, inline and short: a client that never reads the
 // answer holds no thread. Download and ImportTask stream on the synchronous server, whose
 // threads the daemon caps (daemon.cc).
@@ -113,13 +121,6 @@ class DownloadService final : public DownloadServiceBase {
   }
 
  private:
-  // Finishes a unary call answered inline with `status`.
-  static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx,
-                                          const grpc::Status& status) {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    reactor->Finish(status);
-    return reactor;
-  }
   grpc::Status DoStatTask(const df::dfdaemon::v1::StatTaskRequest* req,
                           df::dfdaemon::v1::StatTaskResponse* resp);
   grpc::Status DoDeleteTask(const df::dfdaemon::v1::DeleteTaskRequest* req);
@@ -148,7 +149,7 @@ class UploadService final
               df::dfdaemon::v1::DfdaemonUpload::Service>> {
  public:
   UploadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust)
-      : manager_(manager), store_(store), trust_(trust), streams_(manager, store) {}
+      : manager_(manager), trust_(trust), streams_(manager, store) {}
 
   // Streams the availability of the task until it is done here (OK), the child goes away
   // (CANCELLED) or nothing more will come (NOT_FOUND, UNAVAILABLE), each with its reason.
@@ -158,9 +159,7 @@ class UploadService final
   grpc::ServerUnaryReactor* TriggerDownloadTask(
       grpc::CallbackServerContext* ctx, const df::dfdaemon::v1::TriggerDownloadTaskRequest* req,
       df::dfdaemon::v1::TriggerDownloadTaskResponse*) override {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    reactor->Finish(DoTriggerDownloadTask(ctx, req));
-    return reactor;
+    return Answer(ctx, DoTriggerDownloadTask(ctx, req));
   }
 
   // Ends every availability stream (UNAVAILABLE) and refuses new ones: call before the server's
@@ -176,7 +175,6 @@ class UploadService final
                                      const df::dfdaemon::v1::TriggerDownloadTaskRequest* req);
 
   TaskManager* const manager_;
-  PieceStore* const store_;
   const ServiceTrust* const trust_;
   AvailabilityStreams streams_;
 };

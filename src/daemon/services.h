@@ -148,8 +148,10 @@ class UploadService final
           df::dfdaemon::v1::DfdaemonUpload::WithCallbackMethod_TriggerDownloadTask<
               df::dfdaemon::v1::DfdaemonUpload::Service>> {
  public:
-  UploadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust)
-      : manager_(manager), trust_(trust), streams_(manager, store) {}
+  // `max_streams`: availability streams open at once; more are refused (RESOURCE_EXHAUSTED).
+  UploadService(TaskManager* manager, PieceStore* store, const ServiceTrust* trust,
+                size_t max_streams = AvailabilityStreams::kDefaultMaxStreams)
+      : manager_(manager), trust_(trust), streams_(manager, store, max_streams) {}
 
   // Streams the availability of the task until it is done here (OK), the child goes away
   // (CANCELLED) or nothing more will come (NOT_FOUND, UNAVAILABLE), each with its reason.

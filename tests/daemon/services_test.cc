@@ -63,10 +63,12 @@ struct DownloadResult {
 class ServicesTest : public testing::EngineTest {
  protected:
   // Builds the manager and both services the way Daemon::Start does, and serves them.
-  void StartServices() {
+  // `max_streams`: the upload service's cap on open availability streams.
+  void StartServices(size_t max_streams = AvailabilityStreams::kDefaultMaxStreams) {
     manager_ = std::make_unique<TaskManager>(ctx_);
     download_service_ = std::make_unique<DownloadService>(manager_.get(), store_.get(), &trust_);
-    upload_service_ = std::make_unique<UploadService>(manager_.get(), store_.get(), &trust_);
+    upload_service_ =
+        std::make_unique<UploadService>(manager_.get(), store_.get(), &trust_, max_streams);
     grpc::ServerBuilder b;
     int port = 0;
     b.AddListeningPort("127.0.0.1:0", trust_.auth.ServerCredentials(), &port);
@@ -588,6 +590,57 @@ TEST_F(ServicesTest, StoppedAvailabilityStreamsEndUnavailable) {
   EXPECT_EQ(s.reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
   std::vector<dv1::PieceAvailability> got;
   EXPECT_EQ(SyncPieces(id, "", &got).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// The cap on open availability streams: one stream past it is refused with RESOURCE_EXHAUSTED
+// and a reason, the streams already open go on getting pieces, and a stream that ends makes
+// room for a new one.
+TEST_F(ServicesTest, AvailabilityStreamsPastTheCapAreRefusedAndAFreedSlotIsReused) {
+  constexpr size_t kCap = 4;
+  StartServices(kCap);
+  const std::string id = UnknownId();
+  auto task = UnfinishedTask(id);
+  std::vector<std::unique_ptr<OpenStream>> streams;
+  dv1::SyncPiecesRequest req;
+  req.set_task_id(id);
+  dv1::PieceAvailability m;
+  auto open = [&] {
+    auto s = std::make_unique<OpenStream>();
+    SetDeadline(&s->ctx, 30);
+    s->reader = upload_->SyncPieces(&s->ctx, req);
+    return s;
+  };
+  for (size_t i = 0; i < kCap; ++i) {
+    streams.push_back(open());
+    ASSERT_TRUE(streams.back()->reader->Read(&m));
+  }
+  ASSERT_EQ(upload_service_->open_streams(), kCap);
+
+  auto refused = open();
+  EXPECT_FALSE(refused->reader->Read(&m));
+  grpc::Status st = refused->reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("too many availability streams"), std::string::npos)
+      << st.error_message();
+
+  ASSERT_TRUE(task->CommitPiece(PieceNumber{1}, 0).ok());
+  for (auto& s : streams) {
+    ASSERT_TRUE(s->reader->Read(&m)) << "a stream under the cap lost its piece";
+    ASSERT_EQ(m.piece_numbers_size(), 1);
+    EXPECT_EQ(m.piece_numbers(0), 1u);
+  }
+
+  streams.front()->ctx.TryCancel();
+  EXPECT_EQ(streams.front()->reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  streams.erase(streams.begin());
+  for (int i = 0; i < 250 && upload_service_->open_streams() >= kCap; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(upload_service_->open_streams(), kCap - 1);
+  streams.push_back(open());
+  ASSERT_TRUE(streams.back()->reader->Read(&m)) << "the freed slot was not reused";
+  ASSERT_EQ(m.piece_numbers_size(), 1);
+  EXPECT_EQ(m.piece_numbers(0), 1u);
 }
 
 // An HTTP/2 client that asks one unary RPC and then never lets the answer through: its

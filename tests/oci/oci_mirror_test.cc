@@ -654,8 +654,8 @@ std::string ProxyableLoopbackName() {
 // The mirror port as a forward proxy refuses to be an open relay: a CONNECT to a host nobody
 // listed is 403, malformed or oversized CONNECT heads are 400, and the daemon keeps serving.
 // Strangers on the mirror port: 200 connections that never send a byte (more than the 64 worker
-// threads) do not keep a client with a request waiting, and an endless header line is cut at
-// 64 KiB with the connection instead of being buffered whole.
+// threads) do not keep a client with a request waiting, an endless header line is cut at 64 KiB
+// with the connection instead of being buffered whole, and so is a head of 1,000 short lines.
 TEST_F(OciMirrorTest, IdleConnectionsAndEndlessHeadersDoNotLockOutAClient) {
   DockerRegistry registry(dir_.path() + "/registry");
   ASSERT_TRUE(registry.ok());
@@ -688,6 +688,19 @@ TEST_F(OciMirrorTest, IdleConnectionsAndEndlessHeadersDoNotLockOutAClient) {
   EXPECT_TRUE(reply.empty() || reply.rfind("HTTP/1.1 4", 0) == 0) << reply;
   EXPECT_LT(std::chrono::steady_clock::now() - sent_at, std::chrono::seconds(5));
   for (int f : idle) ::close(f);
+  EXPECT_EQ(RawRequest(p, "GET /probe HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 404 Not Found");
+
+  // Lines are bounded as well as bytes: 100 short header fields are a request (Apache's limit),
+  // 1,000 of them (12 KiB, far under the byte bound) are not.
+  auto with_fields = [](int n) {
+    std::string req = "GET /probe HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < n; ++i) req += "X-" + std::to_string(i) + ": y\r\n";
+    return req + "\r\n";
+  };
+  EXPECT_EQ(RawRequest(p, with_fields(100)), "HTTP/1.1 404 Not Found");
+  const std::string many = RawRequest(p, with_fields(1000));
+  EXPECT_TRUE(many.empty() || many.rfind("HTTP/1.1 4", 0) == 0) << many;
+  EXPECT_NE(many, "HTTP/1.1 404 Not Found") << "1,000 header lines were read as a request";
   EXPECT_EQ(RawRequest(p, "GET /probe HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 404 Not Found");
 }
 

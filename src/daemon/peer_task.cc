@@ -1,8 +1,6 @@
 #include "daemon/peer_task.h"
 
 #include <fcntl.h>
-#include <linux/magic.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -563,7 +561,8 @@ void PeerTask::ReportKnownDigests() {
   for (const auto& k : known) ReportPiece(k.piece, "", k.length, 1, 0, &k.digest);
 }
 
-Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int fd) {
+Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int fd,
+                                   const std::optional<PieceDigest>& received_sha256) {
   if (!ctx_.scheduler || piece >= digests_.size()) return Status::Ok();
   // Ask, then wait for an answer sent after this piece arrived. The peer that fetched the piece
   // from the origin reports its digest before it commits the piece, so the answer normally has
@@ -597,6 +596,12 @@ Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t pie
     return Status::Ok();
   }
   PieceDigest want = digests_[piece];
+  if (received_sha256) {
+    if (*received_sha256 != want) {
+      return DataLoss("piece " + std::to_string(piece) + " does not match its origin digest");
+    }
+    return Status::Ok();
+  }
   const PieceLayout lay = layout_;
   l.unlock();
   auto got = Sha256Range(fd, lay.offset(PieceNumber{piece}), lay.length(PieceNumber{piece}));
@@ -760,9 +765,6 @@ Status PeerTask::SetLayoutLocked(int64_t content_length, uint64_t piece_length) 
   DF_RETURN_IF_ERROR(storage_->SetContentLength(content_length, piece_length));
   layout_ = PieceLayout{static_cast<uint64_t>(content_length), piece_length};
   layout_known_ = true;
-  struct statfs fs {};
-  content_on_tmpfs_ =
-      ::fstatfs(storage_->content_fd(), &fs) == 0 && fs.f_type == static_cast<long>(TMPFS_MAGIC);
   uint32_t n = layout_.total_pieces();
   picker_.Reset(n);
   attempts_.assign(n, 0);
@@ -861,6 +863,14 @@ void PeerTask::Worker() {
   }
 }
 
+PieceClientOptions PeerTask::ParentClientOptions() const {
+  PieceClientOptions opts;
+  opts.read_timeout_ms = static_cast<int>(ctx_.config->piece_timeout_ms);
+  opts.congestion_control = ctx_.config->congestion_control;
+  opts.sha256 = true;  // verified as it arrives, not read back from the file
+  return opts;
+}
+
 void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t first) {
   // One connection, with up to `pipeline` requests queued on it: the parent sends the pieces
   // back to back, at the full rate of its uplink and without a round trip between them.
@@ -870,10 +880,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
     client = std::move(p->idle_clients.back());
     p->idle_clients.pop_back();
   } else {
-    PieceClientOptions opts;
-    opts.read_timeout_ms = static_cast<int>(ctx_.config->piece_timeout_ms);
-    opts.congestion_control = ctx_.config->congestion_control;
-    opts.receive_into_mapping = content_on_tmpfs_;
+    PieceClientOptions opts = ParentClientOptions();
     opts.accept_cut_through = ctx_.config->cut_through;
     client = std::make_unique<PieceClient>(p->ip, p->piece_port, opts);
   }
@@ -964,7 +971,7 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
     EndOriginalLocked(piece);
     return true;
   }
-  if (s.ok()) s = VerifyFromParentLocked(l, p, piece, fd);
+  if (s.ok()) s = VerifyFromParentLocked(l, p, piece, *r, fd);
   UpdateParentLocked(p, piece, s, forwarded, r.ok() ? r->length : 0, r.ok() ? r->cost_ns : 0);
   // NotFound and DataLoss leave the connection usable; anything else dropped it with every
   // request queued on it.
@@ -982,8 +989,8 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
 }
 
 Status PeerTask::VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t piece,
-                                        int fd) {
-  Status s = VerifyPieceLocked(l, piece, fd);
+                                        const FetchedPiece& received, int fd) {
+  Status s = VerifyPieceLocked(l, piece, fd, received.sha256);
   if (s.code() == StatusCode::kDataLoss) {
     // The parent served bytes that are not the origin's: it is a liar or broken, and either
     // way it serves nothing more to this peer. The scheduler hears of it (CompletePieceLocked).
@@ -1075,10 +1082,8 @@ PeerTask::Parent* PeerTask::EndgameParentLocked(uint32_t piece, const Parent* sl
 }
 
 void PeerTask::FetchDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Parent* d) {
-  PieceClientOptions opts;  // a connection of its own: cutting it cuts nothing else
-  opts.read_timeout_ms = static_cast<int>(ctx_.config->piece_timeout_ms);
-  opts.congestion_control = ctx_.config->congestion_control;
-  auto client = std::make_unique<PieceClient>(d->ip, d->piece_port, opts);
+  // A connection of its own: cutting it cuts nothing else.
+  auto client = std::make_unique<PieceClient>(d->ip, d->piece_port, ParentClientOptions());
   PieceFetch& f = fetches_[piece];
   f.dup_parent = d;
   f.dup_client = client.get();
@@ -1110,7 +1115,7 @@ void PeerTask::FetchDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t pi
   if (r.ok() && !ClaimPieceLocked(l, piece, Copy::kDuplicate)) {
     return EndDuplicateLocked(l, piece, d, Status(StatusCode::kCancelled, "the original won"));
   }
-  Status s = r.ok() ? VerifyFromParentLocked(l, d, piece, tmp->get()) : r.status();
+  Status s = r.ok() ? VerifyFromParentLocked(l, d, piece, *r, tmp->get()) : r.status();
   if (s.ok()) s = TakeOverPieceLocked(l, piece, tmp->get());
   if (!s.ok()) return EndDuplicateLocked(l, piece, d, s);
   UpdateParentLocked(d, piece, s, false, r->length, r->cost_ns);

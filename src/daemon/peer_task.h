@@ -38,6 +38,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -226,9 +227,12 @@ class PeerTask {
   // (`broken` says why; `broken_counted`: already charged to the parent).
   bool ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, PieceClient* client,
                          std::deque<uint32_t>& queue, Status& broken, bool& broken_counted);
-  // Verifies a piece `p` served (its bytes at their offset in `fd`) against its origin digest;
+  // Options of a connection to a parent.
+  PieceClientOptions ParentClientOptions() const;
+  // Verifies a piece `p` served (`received`: as VerifyPieceLocked) against its origin digest;
   // blocks `p` for this task when it lied (DataLoss) or keeps serving pieces nobody fetched.
-  Status VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t piece, int fd);
+  Status VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t piece,
+                                const FetchedPiece& received, int fd);
   // Parent bookkeeping after a piece from `p` settled with `s`: failures, rate, availability.
   // `forwarded`: it was asked for while the parent was still receiving it (cut-through).
   void UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, bool forwarded,
@@ -267,13 +271,14 @@ class PeerTask {
   void CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
                            uint32_t crc, uint64_t cost_ns,
                            const PieceDigest* origin_digest = nullptr);
-  // Checks a piece a parent served (its bytes at their offset in `fd`) against its origin
-  // digest, asking the scheduler for it
-  // when needed (waits at most kDigestWait). Ok when it matches, or when the scheduler says no
-  // digest can be had for the task (counted, see docs/security.md); DataLoss when it does not
-  // match; NotFound when the piece has no digest yet although one is expected (no honest parent
-  // can hold a piece the origin fetcher has not fetched).
-  Status VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int fd);
+  // Checks a piece a parent served against its origin digest, asking the scheduler for it when
+  // needed (waits at most kDigestWait). The piece's SHA-256 is the one computed as it arrived
+  // (`received_sha256`), or else read back from its offset in `fd`. Ok when it matches, or when the
+  // scheduler says no digest can be had for the task (counted, see docs/security.md); DataLoss when
+  // it does not match; NotFound when the piece has no digest yet although one is expected (no
+  // honest parent can hold a piece the origin fetcher has not fetched).
+  Status VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int fd,
+                           const std::optional<PieceDigest>& received_sha256);
   // After registering again: tells the new scheduler the origin digests this peer holds.
   void ReportKnownDigests();
   // Origin (origin_): one piece by a ranged GET, or the whole object for an origin without
@@ -329,7 +334,6 @@ class PeerTask {
   bool want_origin_ = false;          // GUARDED_BY(mu_): scheduler said back to source
   std::string want_origin_reason_;    // GUARDED_BY(mu_)
   uint32_t origin_inflight_ = 0;      // GUARDED_BY(mu_)
-  bool content_on_tmpfs_ = false;     // GUARDED_BY(mu_): receive pieces into a mapping
   bool finished_ = false;             // GUARDED_BY(mu_)
   bool stopping_ = false;             // GUARDED_BY(mu_)
   Status status_;                     // GUARDED_BY(mu_)

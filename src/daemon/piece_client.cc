@@ -1,6 +1,5 @@
 #include "daemon/piece_client.h"
 
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 #include <cstring>
 
 #include "common/crc32c.h"
+#include "common/digest.h"
 #include "common/fd.h"
 #include "common/net.h"
 #include "daemon/piece_protocol.h"
@@ -238,7 +238,9 @@ Result<FetchedPiece> PieceClient::ReceivePiece(PieceNumber n, uint64_t expected_
   if (out.cut_through && (!options_.accept_cut_through || piece.crc32c != 0)) {
     return Fail(ProtocolViolation("cut-through piece not asked for, or with a CRC32C"));
   }
-  Status received = ReceivePayload(piece.offset, piece.length, dest_fd, &out.crc32c, progress);
+  std::array<uint8_t, 32> sha{};
+  Status received = ReceivePayload(piece.offset, piece.length, dest_fd, &out.crc32c,
+                                   options_.sha256 ? &sha : nullptr, progress);
   if (!received.ok()) {
     // A forwarded piece cut in the middle: the parent's own receive of it failed.
     if (out.cut_through && received.code() == StatusCode::kUnavailable) {
@@ -254,6 +256,7 @@ Result<FetchedPiece> PieceClient::ReceivePiece(PieceNumber n, uint64_t expected_
   if (out.crc32c != out.parent_crc32c) {
     return DataLoss(Where() + ": piece " + std::to_string(n.value) + " CRC32C mismatch");
   }
+  if (options_.sha256) out.sha256 = sha;
   return out;
 }
 
@@ -281,42 +284,19 @@ Status PieceClient::ReadPieceEnd(PieceNumber n, uint32_t* crc) {
 }
 
 Status PieceClient::ReceivePayload(uint64_t offset, uint64_t length, int dest_fd, uint32_t* crc,
-                                   const ReceiveProgress& progress) {
-  uint8_t* mapped = nullptr;
-  size_t map_bytes = 0;
-  size_t skip = 0;
-  if (options_.receive_into_mapping && length > 0) {
-    // recv() straight into the page cache of the content file: one copy per byte instead of
-    // two (recv into a buffer, then pwrite). MADV_POPULATE_WRITE allocates the pages (and the
-    // filesystem blocks) up front, so a full disk is an error here, never a SIGBUS later.
-    static const uint64_t kPage = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-    uint64_t start = offset & ~(kPage - 1);
-    skip = static_cast<size_t>(offset - start);
-    map_bytes = skip + static_cast<size_t>(length);
-    void* m = ::mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, dest_fd,
-                     static_cast<off_t>(start));
-    if (m != MAP_FAILED) {
-      if (::madvise(m, map_bytes, MADV_POPULATE_WRITE) == 0) {
-        mapped = static_cast<uint8_t*>(m);
-      } else {
-        ::munmap(m, map_bytes);
-      }
-    }
-  }
-  struct Unmap {
-    uint8_t* p;
-    size_t n;
-    ~Unmap() {
-      if (p) ::munmap(p, n);
-    }
-  } unmap{mapped, map_bytes};
-  if (!mapped && !buffer_)
-    buffer_ = std::make_unique_for_overwrite<uint8_t[]>(options_.chunk_bytes);
+                                   std::array<uint8_t, 32>* sha, const ReceiveProgress& progress) {
+  // recv into a buffer small enough to stay in cache while it is checked and written. (Receiving
+  // straight into a shared mapping of the file, one copy less, was measured slower on tmpfs as
+  // well as on ext4: allocating the pages with MADV_POPULATE_WRITE and unmapping them cost twice
+  // the copy it saved. docs/piece_protocol.md.)
+  if (!buffer_) buffer_ = std::make_unique_for_overwrite<uint8_t[]>(options_.chunk_bytes);
+  std::optional<Sha256> digest;
+  if (sha) digest.emplace();
   uint32_t c = 0;
   uint64_t done = 0;
   while (done < length) {
     size_t want = static_cast<size_t>(std::min<uint64_t>(length - done, options_.chunk_bytes));
-    uint8_t* dst = mapped ? mapped + skip + done : buffer_.get();
+    uint8_t* dst = buffer_.get();
     // MSG_WAITALL fills the chunk in one call in the common case: fewer CRC/pwrite calls.
     ssize_t r = ::recv(fd_.get(), dst, want, MSG_WAITALL);
     if (r < 0 && errno == EINTR) continue;
@@ -327,14 +307,14 @@ Status PieceClient::ReceivePayload(uint64_t offset, uint64_t length, int dest_fd
                           : Unavailable(std::string("read: ") + std::strerror(errno)));
     }
     c = Crc32cExtend(c, dst, static_cast<size_t>(r));
-    if (!mapped) {
-      Status s = WriteAllAt(dest_fd, dst, static_cast<size_t>(r), offset + done, "write piece");
-      if (!s.ok()) return Fail(s);  // the rest of the payload is unread: drop the connection
-    }
+    if (digest) digest->Update(dst, static_cast<size_t>(r));
+    Status s = WriteAllAt(dest_fd, dst, static_cast<size_t>(r), offset + done, "write piece");
+    if (!s.ok()) return Fail(s);  // the rest of the payload is unread: drop the connection
     done += static_cast<uint64_t>(r);
     if (progress) progress(done);
   }
   *crc = c;
+  if (digest) *sha = digest->FinalBytes();
   return Status::Ok();
 }
 

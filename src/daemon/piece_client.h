@@ -1,20 +1,21 @@
 // PieceClient: the child side of the piece data protocol (docs/piece_protocol.md).
 //
 // One persistent TCP connection to one parent, opened lazily on the first request and reopened
-// lazily after an error. Pieces go through a buffer owned by the client, CRC32C-checked chunk by
-// chunk and pwrite()n; optionally (receive_into_mapping) they are received straight into a
-// shared mapping of the destination file instead, one copy less.
+// lazily after an error. Pieces go through a buffer owned by the client: each chunk is
+// CRC32C-checked (and, when asked, hashed with SHA-256) while it is in cache, then pwrite()n.
 //
 // Thread-safety: none, except Interrupt(). One request at a time per client; keep a small pool of
 // clients per parent for parallel fetches. Nothing outside the client must outlive it.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "common/fd.h"
@@ -34,11 +35,9 @@ struct PieceClientOptions {
   size_t chunk_bytes = 128 * 1024;
   // SO_RCVBUF; 0 = kernel autotuning.
   int receive_buffer_bytes = 0;
-  // Receive into a shared mapping of the destination file (one copy) when the file can be
-  // mapped and its pages allocated; otherwise, or when false, into the buffer plus pwrite().
-  // Faster on tmpfs; on ext4 under writeback pressure much slower than pwrite() (measured in
-  // docs/piece_protocol.md), so the engine turns it on only for files on tmpfs.
-  bool receive_into_mapping = false;
+  // Also compute the SHA-256 of each piece as it arrives (FetchedPiece::sha256), so that the
+  // caller can verify it against the origin's digest without reading it back from the file.
+  bool sha256 = false;
   // Ask for pieces with cut-through (docs/piece_protocol.md): a parent may forward a piece it
   // is still receiving; the client then checks the PIECE_END that follows it.
   bool accept_cut_through = false;
@@ -55,6 +54,8 @@ struct FetchedPiece {
   uint64_t length = 0;         // bytes received
   uint64_t cost_ns = 0;        // request sent .. last byte written
   bool cut_through = false;    // the parent forwarded it while still receiving it
+  // SHA-256 of the received bytes, with PieceClientOptions::sha256.
+  std::optional<std::array<uint8_t, 32>> sha256;
 };
 
 class PieceClient {
@@ -137,8 +138,10 @@ class PieceClient {
   Status Resend();
   // Reads the body of an ERROR frame of `body_length` bytes and maps it to a Status.
   Status ReadErrorFrame(uint32_t body_length);
+  // Receives `length` bytes of payload to `offset` of `dest_fd`: their CRC32C into `crc`, and
+  // their SHA-256 into `sha` when it is not null.
   Status ReceivePayload(uint64_t offset, uint64_t length, int dest_fd, uint32_t* crc,
-                        const ReceiveProgress& progress);
+                        std::array<uint8_t, 32>* sha, const ReceiveProgress& progress);
   // Reads the PIECE_END that follows a cut-through piece `n`; its CRC32C into `crc`.
   Status ReadPieceEnd(PieceNumber n, uint32_t* crc);
   // Closes the connection and returns `s`, prefixed with the parent's address.

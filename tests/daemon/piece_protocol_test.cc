@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/crc32c.h"
+#include "common/digest.h"
 #include "common/net.h"
 #include "daemon/piece_client.h"
 #include "daemon/piece_protocol.h"
@@ -214,16 +215,23 @@ TEST_F(PieceProtocolTest, FetchesManyPiecesOverOneConnection) {
   EXPECT_EQ(server_->concurrent_uploads(), 0);
 }
 
-// Both receive paths land the same bytes: the buffer plus pwrite() (default) and the shared
-// mapping (receive_into_mapping), which falls back to the buffer when the destination cannot be
-// mapped (here a write-only descriptor).
-TEST_F(PieceProtocolTest, BufferedMappedAndUnmappableDestinationsGetTheSameBytes) {
-  PieceClient buffered = MakeClient();
-  PieceClient mapped = MakeClient({.receive_into_mapping = true});
+// With `sha256` the client hashes each piece as it arrives: the digest is the one of the bytes
+// the parent holds (so the engine verifies without reading the piece back), and the bytes land
+// as without it, in a destination opened write-only too (nothing is read back or mapped).
+TEST_F(PieceProtocolTest, ASha256ComputedOnArrivalIsThePiecesDigest) {
+  PieceClient plain = MakeClient();
+  PieceClient hashing = MakeClient({.sha256 = true});
   for (uint32_t n : {0u, 1u, 2u, kPieces - 1}) {
-    auto r = Fetch(n % 2 ? mapped : buffered, n);
+    auto r = Fetch(n % 2 ? hashing : plain, n);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_EQ(DestBytes(n), SourceBytes(n)) << "piece " << n;
+    ASSERT_EQ(r->sha256.has_value(), n % 2 == 1) << "piece " << n;
+    if (r->sha256) {
+      Sha256 want;
+      const std::string bytes = SourceBytes(n);
+      want.Update(bytes.data(), bytes.size());
+      EXPECT_EQ(*r->sha256, want.FinalBytes()) << "piece " << n;
+    }
   }
   std::string path = child_dir_.path() + "/write-only";
   UniqueFd wo(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
@@ -231,13 +239,17 @@ TEST_F(PieceProtocolTest, BufferedMappedAndUnmappableDestinationsGetTheSameBytes
   PieceLayout layout = source_->layout();
   for (uint32_t n : {1u, kPieces - 1}) {
     PieceNumber pn{n};
-    auto r = mapped.FetchPiece(kTaskId, pn, layout.offset(pn), layout.length(pn), wo.get());
+    auto r = hashing.FetchPiece(kTaskId, pn, layout.offset(pn), layout.length(pn), wo.get());
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     std::string got(layout.length(pn), '\0');
     UniqueFd rd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_EQ(::pread(rd.get(), got.data(), got.size(), static_cast<off_t>(layout.offset(pn))),
               static_cast<ssize_t>(got.size()));
     EXPECT_EQ(got, SourceBytes(n)) << "piece " << n;
+    ASSERT_TRUE(r->sha256.has_value());
+    Sha256 want;
+    want.Update(got.data(), got.size());
+    EXPECT_EQ(*r->sha256, want.FinalBytes()) << "piece " << n;
   }
 }
 

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/thread_name.h"
 #include "common/log.h"
 #include "common/redact.h"
 
@@ -159,7 +160,10 @@ class AvailabilityStreams::Stream final : public grpc::ServerWriteReactor<dv1::P
 AvailabilityStreams::AvailabilityStreams(TaskManager* manager, PieceStore* store,
                                          size_t max_streams)
     : manager_(manager), store_(store), max_streams_(max_streams) {
-  pump_ = std::thread([this] { Run(); });
+  pump_ = std::thread([this] {
+    SetThreadName("df-avail-pump");
+    Run();
+  });
 }
 
 AvailabilityStreams::~AvailabilityStreams() {

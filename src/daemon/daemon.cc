@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "common/thread_name.h"
 #include "common/grpc_limits.h"
 #include "common/ids.h"
 #include "common/log.h"
@@ -171,7 +172,10 @@ Status Daemon::Start() {
 
   if (scheduler_) scheduler_->Start(config_.announce_interval_ms);
   StartProber();
-  housekeeping_ = std::thread([this] { Housekeeping(); });
+  housekeeping_ = std::thread([this] {
+    SetThreadName("df-housekeep");
+    Housekeeping();
+  });
   DF_LOG_INFO("dfdaemon started: host_id={} seed={} sock={} grpc={}:{} piece={}:{} scheduler={}",
               host_id_, config_.seed, config_.sock, config_.ip, config_.grpc_port, config_.ip,
               config_.piece_port, config_.scheduler.empty() ? "none" : config_.scheduler);

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/thread_name.h"
 #include "common/fd.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -699,7 +700,10 @@ Status MirrorFront::Start() {
   impl_->listen_fd = std::move(fd);
   impl_->workers = std::make_unique<httplib::ThreadPool>(kWorkerThreads + c.proxy_max_tunnels);
   Impl* impl = impl_.get();
-  impl_->acceptor = std::thread([impl] { impl->AcceptLoop(); });
+  impl_->acceptor = std::thread([impl] {
+    SetThreadName("df-mirror");
+    impl->AcceptLoop();
+  });
   return Status::Ok();
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 
+#include "common/thread_name.h"
 #include "common/crc32c.h"
 #include "common/digest.h"
 #include "common/fd.h"
@@ -148,7 +149,10 @@ PeerTask::~PeerTask() {
 }
 
 void PeerTask::Start() {
-  controller_ = std::thread([this] { Run(); });
+  controller_ = std::thread([this] {
+    SetThreadName("df-task");
+    Run();
+  });
 }
 
 void PeerTask::Cancel() {
@@ -219,7 +223,10 @@ void PeerTask::Run() {
     const bool cached = ServedFromCache();
     bool scheduled = session_ != nullptr && OpenAnnounce();
     for (uint32_t i = 0; i < ctx_.config->concurrency; ++i) {
-      workers_.emplace_back([this] { Worker(); });
+      workers_.emplace_back([this] {
+        SetThreadName("df-piece-get");
+        Worker();
+      });
     }
     if (!scheduled && !cached) {
       Status o = ctx_.scheduler
@@ -686,7 +693,10 @@ void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   Parent* raw = p.get();
   parent_at_.push_back(raw);
   parents_[c.peer_id()] = std::move(p);
-  raw->sync_thread = std::thread([this, raw] { SyncParent(raw); });
+  raw->sync_thread = std::thread([this, raw] {
+    SetThreadName("df-parent-sync");
+    SyncParent(raw);
+  });
 }
 
 void PeerTask::SyncParent(Parent* p) {

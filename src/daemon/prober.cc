@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "common/thread_name.h"
 #include "common/log.h"
 #include "common/net.h"
 
@@ -82,7 +83,10 @@ Prober::Prober(ProberOptions options, SchedulerClient* scheduler, prometheus::Re
 Prober::~Prober() { Stop(); }
 
 void Prober::Start() {
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    SetThreadName("df-prober");
+    Loop();
+  });
 }
 
 void Prober::Stop() {

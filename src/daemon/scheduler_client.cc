@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/thread_name.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "daemon/config.h"
@@ -72,7 +73,10 @@ SchedulerClient::Endpoint& SchedulerClient::Any() {
 }
 
 void SchedulerClient::Start(uint64_t interval_ms) {
-  thread_ = std::thread([this, interval_ms] { Loop(interval_ms); });
+  thread_ = std::thread([this, interval_ms] {
+    SetThreadName("df-announce");
+    Loop(interval_ms);
+  });
 }
 
 void SchedulerClient::Announce(Endpoint& e, const sv1::AnnounceHostRequest& req) {

@@ -1,5 +1,6 @@
 #include "daemon/scheduler_session.h"
 
+#include "common/thread_name.h"
 #include "common/log.h"
 
 namespace df {
@@ -70,7 +71,10 @@ bool SchedulerSession::Open(sv1::AnnouncePeerRequest registration) {
     open_ = true;
     reading_ = true;
   }
-  reader_ = std::thread([this, reader] { Read(reader); });
+  reader_ = std::thread([this, reader] {
+    SetThreadName("df-sched-read");
+    Read(reader);
+  });
   return true;
 }
 

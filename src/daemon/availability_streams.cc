@@ -5,9 +5,9 @@
 #include <utility>
 #include <vector>
 
-#include "common/thread_name.h"
 #include "common/log.h"
 #include "common/redact.h"
+#include "common/thread_name.h"
 
 namespace df {
 

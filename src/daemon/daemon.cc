@@ -8,11 +8,11 @@
 
 #include <filesystem>
 
-#include "common/thread_name.h"
 #include "common/grpc_limits.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/thread_name.h"
 #include "common/version.h"
 #include "daemon/piece_client.h"
 

@@ -19,10 +19,10 @@
 #include <thread>
 #include <vector>
 
-#include "common/thread_name.h"
 #include "common/fd.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/thread_name.h"
 #include "daemon/intercept_ca.h"
 #include "daemon/registry_upstream.h"
 

@@ -7,7 +7,6 @@
 #include <cstring>
 #include <deque>
 
-#include "common/thread_name.h"
 #include "common/crc32c.h"
 #include "common/digest.h"
 #include "common/fd.h"
@@ -15,6 +14,7 @@
 #include "common/log.h"
 #include "common/redact.h"
 #include "common/task_spec.h"
+#include "common/thread_name.h"
 #include "daemon/daemon_metrics.h"
 #include "daemon/scheduler_client.h"
 #include "daemon/task_manager.h"

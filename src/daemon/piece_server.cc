@@ -13,9 +13,9 @@
 #include <csignal>
 #include <cstring>
 
-#include "common/thread_name.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/thread_name.h"
 #include "daemon/piece_protocol.h"
 
 namespace df {

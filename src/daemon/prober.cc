@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <set>
 
-#include "common/thread_name.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/thread_name.h"
 
 namespace df {
 

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
-#include "common/thread_name.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/thread_name.h"
 #include "daemon/config.h"
 
 namespace df {

@@ -1,7 +1,7 @@
 #include "daemon/scheduler_session.h"
 
-#include "common/thread_name.h"
 #include "common/log.h"
+#include "common/thread_name.h"
 
 namespace df {
 

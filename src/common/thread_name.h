@@ -5,7 +5,10 @@
 
 #include <pthread.h>
 
+#include <string>
 #include <string_view>
+#include <thread>
+#include <utility>
 
 namespace df {
 
@@ -14,6 +17,15 @@ inline void SetThreadName(std::string_view name) {
   char buf[16] = {};
   name.copy(buf, sizeof buf - 1);
   ::pthread_setname_np(::pthread_self(), buf);
+}
+
+// A thread that names itself `name` (as SetThreadName), then runs `fn`.
+template <typename Fn>
+std::thread NamedThread(std::string_view name, Fn&& fn) {
+  return std::thread([name = std::string(name), fn = std::forward<Fn>(fn)]() mutable {
+    SetThreadName(name);
+    fn();
+  });
 }
 
 }  // namespace df

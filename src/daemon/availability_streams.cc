@@ -160,10 +160,7 @@ class AvailabilityStreams::Stream final : public grpc::ServerWriteReactor<dv1::P
 AvailabilityStreams::AvailabilityStreams(TaskManager* manager, PieceStore* store,
                                          size_t max_streams)
     : manager_(manager), store_(store), max_streams_(max_streams) {
-  pump_ = std::thread([this] {
-    SetThreadName("df-avail-pump");
-    Run();
-  });
+  pump_ = NamedThread("df-avail-pump", [this] { Run(); });
 }
 
 AvailabilityStreams::~AvailabilityStreams() {

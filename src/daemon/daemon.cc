@@ -172,10 +172,7 @@ Status Daemon::Start() {
 
   if (scheduler_) scheduler_->Start(config_.announce_interval_ms);
   StartProber();
-  housekeeping_ = std::thread([this] {
-    SetThreadName("df-housekeep");
-    Housekeeping();
-  });
+  housekeeping_ = NamedThread("df-housekeep", [this] { Housekeeping(); });
   DF_LOG_INFO("dfdaemon started: host_id={} seed={} sock={} grpc={}:{} piece={}:{} scheduler={}",
               host_id_, config_.seed, config_.sock, config_.ip, config_.grpc_port, config_.ip,
               config_.piece_port, config_.scheduler.empty() ? "none" : config_.scheduler);

@@ -700,10 +700,7 @@ Status MirrorFront::Start() {
   impl_->listen_fd = std::move(fd);
   impl_->workers = std::make_unique<httplib::ThreadPool>(kWorkerThreads + c.proxy_max_tunnels);
   Impl* impl = impl_.get();
-  impl_->acceptor = std::thread([impl] {
-    SetThreadName("df-mirror");
-    impl->AcceptLoop();
-  });
+  impl_->acceptor = NamedThread("df-mirror", [impl] { impl->AcceptLoop(); });
   return Status::Ok();
 }
 

@@ -149,10 +149,7 @@ PeerTask::~PeerTask() {
 }
 
 void PeerTask::Start() {
-  controller_ = std::thread([this] {
-    SetThreadName("df-task");
-    Run();
-  });
+  controller_ = NamedThread("df-task", [this] { Run(); });
 }
 
 void PeerTask::Cancel() {
@@ -223,10 +220,7 @@ void PeerTask::Run() {
     const bool cached = ServedFromCache();
     bool scheduled = session_ != nullptr && OpenAnnounce();
     for (uint32_t i = 0; i < ctx_.config->concurrency; ++i) {
-      workers_.emplace_back([this] {
-        SetThreadName("df-piece-get");
-        Worker();
-      });
+      workers_.push_back(NamedThread("df-piece-get", [this] { Worker(); }));
     }
     if (!scheduled && !cached) {
       Status o = ctx_.scheduler
@@ -568,7 +562,7 @@ void PeerTask::ReportKnownDigests() {
   for (const auto& k : known) ReportPiece(k.piece, "", k.length, 1, 0, &k.digest);
 }
 
-Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int fd,
+Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece,
                                    const std::optional<PieceDigest>& received_sha256) {
   if (!ctx_.scheduler || piece >= digests_.size()) return Status::Ok();
   // Ask, then wait for an answer sent after this piece arrived. The peer that fetched the piece
@@ -602,19 +596,9 @@ Status PeerTask::VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t pie
     }
     return Status::Ok();
   }
-  PieceDigest want = digests_[piece];
-  if (received_sha256) {
-    if (*received_sha256 != want) {
-      return DataLoss("piece " + std::to_string(piece) + " does not match its origin digest");
-    }
-    return Status::Ok();
-  }
-  const PieceLayout lay = layout_;
-  l.unlock();
-  auto got = Sha256Range(fd, lay.offset(PieceNumber{piece}), lay.length(PieceNumber{piece}));
-  l.lock();
-  if (!got.ok()) return got.status();
-  if (got.value() != want) {
+  // Every connection to a parent hashes what it receives (ParentClientOptions).
+  if (!received_sha256) return Internal("piece " + std::to_string(piece) + " was not hashed");
+  if (*received_sha256 != digests_[piece]) {
     return DataLoss("piece " + std::to_string(piece) + " does not match its origin digest");
   }
   return Status::Ok();
@@ -693,10 +677,7 @@ void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   Parent* raw = p.get();
   parent_at_.push_back(raw);
   parents_[c.peer_id()] = std::move(p);
-  raw->sync_thread = std::thread([this, raw] {
-    SetThreadName("df-parent-sync");
-    SyncParent(raw);
-  });
+  raw->sync_thread = NamedThread("df-parent-sync", [this, raw] { SyncParent(raw); });
 }
 
 void PeerTask::SyncParent(Parent* p) {
@@ -981,7 +962,7 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
     EndOriginalLocked(piece);
     return true;
   }
-  if (s.ok()) s = VerifyFromParentLocked(l, p, piece, *r, fd);
+  if (s.ok()) s = VerifyFromParentLocked(l, p, piece, *r);
   UpdateParentLocked(p, piece, s, forwarded, r.ok() ? r->length : 0, r.ok() ? r->cost_ns : 0);
   // NotFound and DataLoss leave the connection usable; anything else dropped it with every
   // request queued on it.
@@ -999,8 +980,8 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
 }
 
 Status PeerTask::VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t piece,
-                                        const FetchedPiece& received, int fd) {
-  Status s = VerifyPieceLocked(l, piece, fd, received.sha256);
+                                        const FetchedPiece& received) {
+  Status s = VerifyPieceLocked(l, piece, received.sha256);
   if (s.code() == StatusCode::kDataLoss) {
     // The parent served bytes that are not the origin's: it is a liar or broken, and either
     // way it serves nothing more to this peer. The scheduler hears of it (CompletePieceLocked).
@@ -1125,7 +1106,7 @@ void PeerTask::FetchDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t pi
   if (r.ok() && !ClaimPieceLocked(l, piece, Copy::kDuplicate)) {
     return EndDuplicateLocked(l, piece, d, Status(StatusCode::kCancelled, "the original won"));
   }
-  Status s = r.ok() ? VerifyFromParentLocked(l, d, piece, *r, tmp->get()) : r.status();
+  Status s = r.ok() ? VerifyFromParentLocked(l, d, piece, *r) : r.status();
   if (s.ok()) s = TakeOverPieceLocked(l, piece, tmp->get());
   if (!s.ok()) return EndDuplicateLocked(l, piece, d, s);
   UpdateParentLocked(d, piece, s, false, r->length, r->cost_ns);

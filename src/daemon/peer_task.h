@@ -232,7 +232,7 @@ class PeerTask {
   // Verifies a piece `p` served (`received`: as VerifyPieceLocked) against its origin digest;
   // blocks `p` for this task when it lied (DataLoss) or keeps serving pieces nobody fetched.
   Status VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p, uint32_t piece,
-                                const FetchedPiece& received, int fd);
+                                const FetchedPiece& received);
   // Parent bookkeeping after a piece from `p` settled with `s`: failures, rate, availability.
   // `forwarded`: it was asked for while the parent was still receiving it (cut-through).
   void UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, bool forwarded,
@@ -271,13 +271,13 @@ class PeerTask {
   void CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
                            uint32_t crc, uint64_t cost_ns,
                            const PieceDigest* origin_digest = nullptr);
-  // Checks a piece a parent served against its origin digest, asking the scheduler for it when
-  // needed (waits at most kDigestWait). The piece's SHA-256 is the one computed as it arrived
-  // (`received_sha256`), or else read back from its offset in `fd`. Ok when it matches, or when the
-  // scheduler says no digest can be had for the task (counted, see docs/security.md); DataLoss when
-  // it does not match; NotFound when the piece has no digest yet although one is expected (no
-  // honest parent can hold a piece the origin fetcher has not fetched).
-  Status VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece, int fd,
+  // Checks a piece a parent served, by the SHA-256 computed as it arrived (`received_sha256`),
+  // against its origin digest, asking the scheduler for it when needed (waits at most
+  // kDigestWait). Ok when it matches, or when the scheduler says no digest can be had for the
+  // task (counted, see docs/security.md); DataLoss when it does not match; NotFound when the
+  // piece has no digest yet although one is expected (no honest parent can hold a piece the
+  // origin fetcher has not fetched).
+  Status VerifyPieceLocked(std::unique_lock<std::mutex>& l, uint32_t piece,
                            const std::optional<PieceDigest>& received_sha256);
   // After registering again: tells the new scheduler the origin digests this peer holds.
   void ReportKnownDigests();

@@ -135,10 +135,7 @@ Status PieceServer::Start() {
   auto fd = ListenTcp(options_.ip, options_.port, &port_);
   if (!fd.ok()) return fd.status();
   listen_fd_ = std::move(fd).value();
-  accept_thread_ = std::thread([this] {
-    SetThreadName("df-piece-acc");
-    AcceptLoop();
-  });
+  accept_thread_ = NamedThread("df-piece-acc", [this] { AcceptLoop(); });
   DF_LOG_INFO("piece server listening addr={}:{} max_connections={} rate_limit_bytes_per_sec={}",
               options_.ip, port_, options_.max_connections, options_.upload_rate_bytes_per_sec);
   return Status::Ok();
@@ -226,10 +223,7 @@ void PieceServer::Admit(UniqueFd fd) {
   conn->last_frame.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   Connection* raw = conn.get();
   connections_.push_back(std::move(conn));
-  raw->thread = std::thread([this, raw] {
-    SetThreadName("df-piece-serve");
-    ServeConnection(raw);
-  });
+  raw->thread = NamedThread("df-piece-serve", [this, raw] { ServeConnection(raw); });
 }
 
 void PieceServer::ConfigureSocket(int fd) const {

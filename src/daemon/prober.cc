@@ -83,10 +83,7 @@ Prober::Prober(ProberOptions options, SchedulerClient* scheduler, prometheus::Re
 Prober::~Prober() { Stop(); }
 
 void Prober::Start() {
-  thread_ = std::thread([this] {
-    SetThreadName("df-prober");
-    Loop();
-  });
+  thread_ = NamedThread("df-prober", [this] { Loop(); });
 }
 
 void Prober::Stop() {

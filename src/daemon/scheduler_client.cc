@@ -73,10 +73,7 @@ SchedulerClient::Endpoint& SchedulerClient::Any() {
 }
 
 void SchedulerClient::Start(uint64_t interval_ms) {
-  thread_ = std::thread([this, interval_ms] {
-    SetThreadName("df-announce");
-    Loop(interval_ms);
-  });
+  thread_ = NamedThread("df-announce", [this, interval_ms] { Loop(interval_ms); });
 }
 
 void SchedulerClient::Announce(Endpoint& e, const sv1::AnnounceHostRequest& req) {

@@ -71,10 +71,7 @@ bool SchedulerSession::Open(sv1::AnnouncePeerRequest registration) {
     open_ = true;
     reading_ = true;
   }
-  reader_ = std::thread([this, reader] {
-    SetThreadName("df-sched-read");
-    Read(reader);
-  });
+  reader_ = NamedThread("df-sched-read", [this, reader] { Read(reader); });
   return true;
 }
 

@@ -12,42 +12,17 @@ origin. The script prints its distribution over all (child, piece) pairs, per-ho
 the depth of the tree (hops from the origin fetcher) against the finish order.
 """
 import argparse
-import datetime
 import os
-import re
 import statistics
 import sys
 
-LINE = re.compile(r"^(\S+) debug dfdaemon piece (\d+) of task (\w+) done source=(\S+) bytes=(\d+)")
-
-
-def parse_time(text):
-    return datetime.datetime.fromisoformat(text).timestamp()
-
-
-def host_of_peer(peer_id):
-    # Peer ids are "<hostname>-<ip>-<random>" (common/ids.h).
-    return peer_id.split("-")[0]
+import piece_log
 
 
 def load(log_dir, system):
-    done = {}  # host -> {piece: (time, source host or "origin")}
-    prefix = system + "-dfdaemon-"
-    for name in sorted(os.listdir(log_dir)):
-        if not (name.startswith(prefix) and name.endswith(".log")):
-            continue
-        host = name[len(prefix):-len(".log")]
-        pieces = {}
-        with open(os.path.join(log_dir, name), errors="replace") as f:
-            for line in f:
-                m = LINE.match(line)
-                if not m:
-                    continue
-                source = m.group(4)
-                source = "origin" if source == "origin" else host_of_peer(source)
-                pieces.setdefault(int(m.group(2)), (parse_time(m.group(1)), source))
-        if pieces:
-            done[host] = pieces
+    done = {}  # host -> {piece: (time, source host or "origin")}, the first commit of each
+    for p in piece_log.read(log_dir, system):
+        done.setdefault(p.host, {}).setdefault(p.piece, (p.time, p.source))
     return done
 
 

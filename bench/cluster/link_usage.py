@@ -14,38 +14,16 @@ capacity nobody used. The origin's column is what the seed peer took from it.
 """
 import argparse
 import collections
-import datetime
 import os
-import re
 import sys
 
-LINE = re.compile(
-    r"^(\S+) debug dfdaemon piece \d+ of task \w+ done source=(\S+) bytes=(\d+) ms=([\d.]+)")
-
-
-def host_of_source(source):
-    # Peer ids are "<hostname>-<ip>-<random>" (common/ids.h); anything else is the origin.
-    if source.startswith(("http:", "https:", "origin")) or source.count("-") < 2:
-        return "origin"
-    return source.split("-")[0]
+import piece_log
 
 
 def load(log_dir, system):
-    events = []  # (end time, receiving host, source host, bytes, seconds)
-    prefix = system + "-dfdaemon-"
-    for name in sorted(os.listdir(log_dir)):
-        if not (name.startswith(prefix) and name.endswith(".log")):
-            continue
-        host = name[len(prefix):-len(".log")]
-        with open(os.path.join(log_dir, name), errors="replace") as f:
-            for line in f:
-                m = LINE.match(line)
-                if not m:
-                    continue
-                end = datetime.datetime.fromisoformat(m.group(1)).timestamp()
-                events.append((end, host, host_of_source(m.group(2)), int(m.group(3)),
-                               float(m.group(4)) / 1000.0))
-    return events
+    # (end time, receiving host, source host, bytes, seconds) of the lines that carry a time
+    return [(p.time, p.host, p.source, p.nbytes, p.seconds)
+            for p in piece_log.read(log_dir, system) if p.seconds is not None]
 
 
 def main():

@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--system", default=None,
                     help="log name prefix (default: the first '<system>-dfdaemon-*.log' found)")
     args = ap.parse_args()
+    if not os.path.isdir(args.log_dir):
+        sys.exit(f"{args.log_dir}: not a directory")
     system = args.system
     if system is None:
         names = [n for n in os.listdir(args.log_dir) if "-dfdaemon-" in n]

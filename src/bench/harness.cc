@@ -22,7 +22,9 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -140,16 +142,55 @@ int Run(const std::vector<std::string>& argv, std::string* output, int timeout_m
   return rc;
 }
 
-uint16_t FreePort() {
+namespace {
+
+// The kernel's ephemeral range: ports it hands to outgoing connections and to bind(0).
+std::pair<int, int> EphemeralRange() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int lo = 32768, hi = 60999;
+  if (!(in >> lo >> hi) || lo < 1024 || hi < lo || hi > 65535) return {32768, 60999};
+  return {lo, hi};
+}
+
+bool CanBind(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  a.sin_addr.s_addr = htonl(INADDR_ANY);  // free on every address, not just loopback
+  a.sin_port = htons(port);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   ::close(fd);
-  return ntohs(a.sin_port);
+  return ok;
+}
+
+}  // namespace
+
+// A port from outside the ephemeral range, so that no outgoing connection of this or another
+// test takes it between this call and the daemon's bind (the old bind(0) answer could be handed
+// out again, to a connect() or to the next bind(0), before the daemon got it: a start that
+// failed now and then). Never the same port twice in one process; the start is random per
+// process, so tests running side by side rarely probe the same ports.
+uint16_t FreePort() {
+  static std::mutex mu;
+  static std::set<uint16_t> given;
+  static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()));
+  std::lock_guard<std::mutex> lock(mu);
+  auto [lo, hi] = EphemeralRange();
+  // Below the range when there is room (the default: 10000..32767), else above it.
+  int first = 10000, last = lo - 1;
+  if (last - first < 4096) first = hi + 1, last = 65535;
+  if (last - first < 4096) first = 1024, last = 65535;  // odd sysctl: take what binds
+  const int span = last - first + 1;
+  int start = static_cast<int>(rng() % static_cast<unsigned>(span));
+  for (int i = 0; i < span; ++i) {
+    auto port = static_cast<uint16_t>(first + (start + i) % span);
+    if (given.count(port) || !CanBind(port)) continue;
+    given.insert(port);
+    return port;
+  }
+  std::fprintf(stderr, "FreePort: no free port in %d..%d\n", first, last);
+  std::abort();
 }
 
 TempDir::TempDir() {

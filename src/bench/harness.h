@@ -42,7 +42,8 @@ int Run(const std::vector<std::string>& argv, std::string* output, int timeout_m
 // -1 when the scrape fails or the metric is absent.
 double ScrapeMetric(uint16_t port, const std::string& name);
 
-// A free TCP port on 127.0.0.1 (bound and released; racy only against other tests).
+// A TCP port free on every address, outside the kernel's ephemeral range and never returned
+// twice by one process (racy only against another test probing the same port at that moment).
 uint16_t FreePort();
 
 // A fresh temp directory removed (recursively) by the destructor; with DF_KEEP_TEST_DIR=1 in the

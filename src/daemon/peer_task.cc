@@ -25,7 +25,6 @@ namespace sv1 = df::scheduler::v1;
 namespace dv1 = df::dfdaemon::v1;
 
 namespace {
-constexpr uint32_t kParentFailureLimit = 3;  // consecutive failures before a parent is dropped
 constexpr auto kRescheduleInterval = std::chrono::seconds(1);
 // How long a worker waits for the origin digest of a piece it received (the seed reports it
 // when it commits the piece, before children can fetch it, so this is one scheduler round trip).
@@ -102,30 +101,6 @@ bool IsPermanent(const Status& s) {
 }
 }  // namespace
 
-// A parent the scheduler named: its address, what it holds, and how it has served us.
-struct PeerTask::Parent {
-  std::string peer_id;
-  std::string host_id;
-  std::string ip;
-  uint16_t grpc_port = 0;
-  uint16_t piece_port = 0;
-  ParentIndex index;              // in the picker, which knows what it holds
-  uint32_t inflight = 0;          // pieces requested from it and not answered yet
-  uint32_t connections = 0;       // workers talking to it (each on one connection)
-  uint32_t failures = 0;          // consecutive
-  uint32_t aborted = 0;           // consecutive forwarded pieces it cut (its upstream failed)
-  uint32_t unverifiable = 0;      // pieces it served that the origin fetcher never reported
-  double rate_bytes_per_sec = 0;  // EWMA of piece throughput; 0 = not measured yet
-  bool dead = false;
-  // The scheduler took it away (NormalTaskResponse.removed_parent_ids): no new requests, the
-  // ones in flight finish. Cleared when the scheduler offers it again.
-  bool removed = false;
-  bool done = false;  // holds the whole task
-  std::vector<std::unique_ptr<PieceClient>> idle_clients;
-  std::unique_ptr<grpc::ClientContext> sync_ctx;
-  std::thread sync_thread;
-};
-
 PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
     : ctx_(ctx),
       clock_(ctx.clock ? *ctx.clock : SteadyClock::Instance()),
@@ -134,7 +109,11 @@ PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
       origin_(ctx.backends, request_.url, request_.headers,
               static_cast<int64_t>(ctx.config->piece_timeout_ms)),
       picker_({.cut_through = ctx.config->cut_through,
-               .per_parent_concurrency = ctx.config->per_parent_concurrency}) {
+               .per_parent_concurrency = ctx.config->per_parent_concurrency}),
+      parents_(picker_, [this](Parent& p) {
+        // Called under mu_: a dead parent's availability stream is cut.
+        if (auto& c = LinkLocked(p).sync_ctx) c->TryCancel();
+      }) {
   if (ctx_.scheduler) {
     session_ = std::make_unique<SchedulerSession>(
         ctx_.scheduler, request_.task_id, ctx_.host_id, peer_id_,
@@ -239,9 +218,7 @@ void PeerTask::Run() {
         continue;
       }
       DropStaleParentsLocked();
-      bool have_parent = std::any_of(parents_.begin(), parents_.end(), [](const auto& kv) {
-        return !kv.second->dead && !kv.second->removed;
-      });
+      bool have_parent = parents_.AnyUsable();
       bool stalled =
           Now() - last_progress_ > std::chrono::milliseconds(ctx_.config->schedule_timeout_ms);
       if (!origin_enabled_ && (want_origin_ || (!have_parent && stalled))) {
@@ -261,14 +238,15 @@ void PeerTask::Run() {
     std::lock_guard<std::mutex> l(mu_);
     stopping_ = true;
     InterruptReceivesLocked();
-    for (auto& [id, p] : parents_) {
-      if (p->sync_ctx) p->sync_ctx->TryCancel();
+    for (auto& link : links_) {
+      if (link && link->sync_ctx) link->sync_ctx->TryCancel();
     }
   }
   WakeAll();
   for (auto& w : workers_) w.join();
-  for (auto& [id, p] : parents_) {
-    if (p->sync_thread.joinable()) p->sync_thread.join();
+  // No parent is added once stopping_ is set: links_ does not change under these joins.
+  for (auto& link : links_) {
+    if (link && link->sync_thread.joinable()) link->sync_thread.join();
   }
   if (session_) session_->Close();
   // A cancelled download is over once its threads are: waiters see it finish (Cancelled).
@@ -514,12 +492,10 @@ void PeerTask::HandleCandidates(const sv1::NormalTaskResponse& resp) {
   }
   // Removals first: a parent in both lists stays (see the proto).
   for (const std::string& id : resp.removed_parent_ids()) {
-    auto it = parents_.find(id);
-    if (it == parents_.end() || it->second->dead || it->second->removed) continue;
-    it->second->removed = true;
-    UpdateUsableLocked(*it->second);
-    DF_LOG_DEBUG("task {} scheduler took parent {} away ({} pieces in flight finish)",
-                 request_.task_id, id, it->second->inflight);
+    if (Parent* p = parents_.Remove(id)) {
+      DF_LOG_DEBUG("task {} scheduler took parent {} away ({} pieces in flight finish)",
+                   request_.task_id, id, p->inflight);
+    }
   }
   for (const auto& c : resp.candidate_parents()) AddParentLocked(c);
   WakeAll();
@@ -624,13 +600,7 @@ void PeerTask::DropStaleParentsLocked() {
   }
   // No piece for piece_timeout although parents are connected: those that hold nothing this
   // peer misses and have nothing in flight will not help (their own download stalled or failed).
-  std::vector<std::string> stale;
-  for (auto& [id, p] : parents_) {
-    if (p->dead || p->removed || p->inflight > 0) continue;
-    if (picker_.MissingFinishedHeldBy(p->index) > 0) continue;
-    DropParentLocked(p.get());
-    stale.push_back(id);
-  }
+  std::vector<std::string> stale = parents_.DropStale();
   if (stale.empty()) return;
   DF_LOG_WARN("task {} made no progress for {} ms; dropping {} parents that have nothing new",
               request_.task_id, ctx_.config->piece_timeout_ms, stale.size());
@@ -645,9 +615,7 @@ void PeerTask::MaybeRescheduleLocked() {
   last_reschedule_ = Now();
   sv1::AnnouncePeerRequest req;
   auto* r = req.mutable_reschedule();
-  for (const auto& [id, p] : parents_) {
-    if (p->dead) r->add_bad_parent_ids(id);
-  }
+  for (const std::string& id : parents_.DeadIds()) r->add_bad_parent_ids(id);
   r->set_reason("every parent failed");
   // The session never takes mu_ (nor waits on a callback) while sending: safe under mu_.
   Send(req);
@@ -658,29 +626,23 @@ void PeerTask::MaybeRescheduleLocked() {
 
 void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   if (c.peer_id() == peer_id_ || stopping_) return;
-  auto it = parents_.find(c.peer_id());
-  if (it != parents_.end()) {
-    // Known. A parent the scheduler took away comes back; a dead one (failed) is not retried.
-    it->second->removed = false;
-    UpdateUsableLocked(*it->second);
-    return;
-  }
-  auto p = std::make_unique<Parent>();
-  p->peer_id = c.peer_id();
-  p->host_id = c.host().id();
-  p->ip = c.host().ip();
-  p->grpc_port = static_cast<uint16_t>(c.host().grpc_port());
-  p->piece_port = static_cast<uint16_t>(c.host().piece_port());
-  p->index = picker_.AddParent();
-  p->sync_ctx = std::make_unique<grpc::ClientContext>();
-  if (ctx_.auth) ctx_.auth->Attach(p->sync_ctx.get());
-  Parent* raw = p.get();
-  parent_at_.push_back(raw);
-  parents_[c.peer_id()] = std::move(p);
-  raw->sync_thread = NamedThread("df-parent-sync", [this, raw] { SyncParent(raw); });
+  // A known parent that the scheduler took away comes back; a dead one (failed) is not retried.
+  Parent* p = parents_.Offer({.peer_id = c.peer_id(),
+                              .host_id = c.host().id(),
+                              .ip = c.host().ip(),
+                              .grpc_port = static_cast<uint16_t>(c.host().grpc_port()),
+                              .piece_port = static_cast<uint16_t>(c.host().piece_port())});
+  if (!p) return;
+  if (links_.size() <= p->index.value) links_.resize(p->index.value + 1);
+  auto& link = links_[p->index.value];
+  link = std::make_unique<ParentLink>();
+  link->sync_ctx = std::make_unique<grpc::ClientContext>();
+  if (ctx_.auth) ctx_.auth->Attach(link->sync_ctx.get());
+  link->sync_thread =
+      NamedThread("df-parent-sync", [this, p, ctx = link->sync_ctx.get()] { SyncParent(p, ctx); });
 }
 
-void PeerTask::SyncParent(Parent* p) {
+void PeerTask::SyncParent(Parent* p, grpc::ClientContext* ctx) {
   auto channel = grpc::CreateChannel(
       p->ip + ":" + std::to_string(p->grpc_port),
       ctx_.auth ? ctx_.auth->ChannelCredentials() : grpc::InsecureChannelCredentials());
@@ -689,7 +651,7 @@ void PeerTask::SyncParent(Parent* p) {
   req.set_task_id(request_.task_id);
   req.set_child_peer_id(peer_id_);
   req.set_child_host_id(ctx_.host_id);
-  auto reader = stub->SyncPieces(p->sync_ctx.get(), req);
+  auto reader = stub->SyncPieces(ctx, req);
   dv1::PieceAvailability msg;
   while (reader->Read(&msg)) {
     std::lock_guard<std::mutex> l(mu_);
@@ -698,7 +660,7 @@ void PeerTask::SyncParent(Parent* p) {
       if (!layout.ok()) {
         DF_LOG_WARN("task {} parent {} sent a bad layout, dropped: {}", request_.task_id,
                     p->peer_id, layout.ToString());
-        DropParentLocked(p);
+        parents_.Drop(*p);
         continue;
       }
     }
@@ -722,21 +684,8 @@ void PeerTask::SyncParent(Parent* p) {
                 s.ok() ? std::string("the parent holds the whole task") : s.error_message());
   }
   // A parent that finished and closed its stream can still serve what it announced.
-  if (!p->done) {
-    p->dead = true;
-    UpdateUsableLocked(*p);
-  }
+  parents_.StreamEnded(*p);
   WakeAll();
-}
-
-void PeerTask::DropParentLocked(Parent* p) {
-  p->dead = true;
-  if (p->sync_ctx) p->sync_ctx->TryCancel();
-  UpdateUsableLocked(*p);
-}
-
-void PeerTask::UpdateUsableLocked(const Parent& p) {
-  picker_.SetUsable(p.index, !p.dead && !p.removed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -783,16 +732,12 @@ PeerTask::Assignment PeerTask::PickLocked(Parent* only) {
   if (!layout_known_) return a;
   // Rarest first, pieces held finished before pieces still being received: see
   // piece_picker.h. The parents in peer id order, as ties between them always went.
-  loads_.clear();
-  for (const auto& [id, p] : parents_) {
-    loads_.push_back({p->index, p->connections, p->inflight, p->rate_bytes_per_sec});
-  }
-  auto pick =
-      picker_.PickPiece(loads_, only ? std::optional<ParentIndex>(only->index) : std::nullopt);
+  auto pick = picker_.PickPiece(parents_.Loads(),
+                                only ? std::optional<ParentIndex>(only->index) : std::nullopt);
   if (pick) {
     a.kind = Assignment::kParent;
     a.piece = pick->piece.value;
-    a.parent = parent_at_[pick->parent.value];
+    a.parent = &parents_.at(pick->parent);
     return a;
   }
   if (only || !origin_enabled_) return a;
@@ -867,9 +812,10 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
   // back to back, at the full rate of its uplink and without a round trip between them.
   const size_t pipeline = std::max<uint32_t>(ctx_.config->piece_pipeline_depth, 1);
   std::unique_ptr<PieceClient> client;
-  if (!p->idle_clients.empty()) {
-    client = std::move(p->idle_clients.back());
-    p->idle_clients.pop_back();
+  auto& idle = LinkLocked(*p).idle_clients;
+  if (!idle.empty()) {
+    client = std::move(idle.back());
+    idle.pop_back();
   } else {
     PieceClientOptions opts = ParentClientOptions();
     opts.accept_cut_through = ctx_.config->cut_through;
@@ -908,7 +854,7 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
     --p->inflight;
     if (charge) {
       charge = false;
-      CountParentFailureLocked(p);
+      parents_.CountFailure(*p);
       CompletePieceLocked(l, Assignment{Assignment::kParent, piece, p}, broken, 0, 0);
       continue;
     }
@@ -917,8 +863,8 @@ void PeerTask::FetchFromParentLocked(std::unique_lock<std::mutex>& l, Parent* p,
   if (!queue.empty()) work_cv_.notify_all();
   --p->connections;
   if (broken.ok() && queue.empty() && client->connected() &&
-      p->idle_clients.size() < ctx_.config->per_parent_concurrency) {
-    p->idle_clients.push_back(std::move(client));
+      idle.size() < ctx_.config->per_parent_concurrency) {
+    idle.push_back(std::move(client));
   }
 }
 
@@ -949,8 +895,7 @@ bool PeerTask::ReceiveHeadLocked(std::unique_lock<std::mutex>& l, Parent* p, Pie
     // it achieved at best becomes its rate, so that the requeued pieces go elsewhere.
     auto took = std::chrono::duration<double>(Now() - fetches_[piece].since).count();
     double bound = static_cast<double>(lay.length(n)) / std::max(took, 1e-3);
-    p->rate_bytes_per_sec =
-        p->rate_bytes_per_sec > 0 ? std::min(p->rate_bytes_per_sec, bound) : bound;
+    parents_.CapRate(*p, bound);
     EndOriginalLocked(piece);
     broken = Status(StatusCode::kCancelled,
                     "endgame: a duplicate of piece " + std::to_string(piece) + " won");
@@ -987,12 +932,11 @@ Status PeerTask::VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent*
     // way it serves nothing more to this peer. The scheduler hears of it (CompletePieceLocked).
     DF_LOG_WARN("task {} parent {} served a corrupt piece {}; blocked for this task",
                 request_.task_id, p->peer_id, piece);
-    DropParentLocked(p);
-  } else if (s.code() == StatusCode::kNotFound && ++p->unverifiable >= 2) {
+    parents_.Drop(*p);
+  } else if (s.code() == StatusCode::kNotFound && parents_.Unverifiable(*p)) {
     // Pieces nobody fetched from the origin: an honest parent cannot have them.
     DF_LOG_WARN("task {} parent {} serves pieces the origin fetcher never reported; blocked",
                 request_.task_id, p->peer_id);
-    DropParentLocked(p);
   }
   return s;
 }
@@ -1000,26 +944,9 @@ Status PeerTask::VerifyFromParentLocked(std::unique_lock<std::mutex>& l, Parent*
 void PeerTask::UpdateParentLocked(Parent* p, uint32_t piece, const Status& s, bool forwarded,
                                   uint64_t length, uint64_t cost_ns) {
   if (s.ok()) {
-    p->failures = 0;
-    p->aborted = 0;
-    double rate =
-        static_cast<double>(length) * 1e9 / static_cast<double>(std::max<uint64_t>(cost_ns, 1));
-    p->rate_bytes_per_sec =
-        p->rate_bytes_per_sec > 0 ? 0.7 * p->rate_bytes_per_sec + 0.3 * rate : rate;
-  } else if (s.code() == StatusCode::kNotFound && !forwarded) {
-    picker_.Forget(p->index, PieceNumber{piece});  // it no longer has the piece
-  } else if (s.code() == StatusCode::kNotFound) {
-    // It does not forward the piece it is receiving (another child follows it, or it receives
-    // several at once): ask again once it has it. Only the receiving mark goes: the stream may
-    // have announced the piece finished while this answer was on its way, and it says so once.
-    picker_.StopReceiving(p->index, PieceNumber{piece});
-  } else if (s.code() == StatusCode::kAborted) {
-    // It was forwarding the piece and its own receive failed: not its fault, unless it keeps
-    // happening (a parent could claim so to waste our time).
-    picker_.StopReceiving(p->index, PieceNumber{piece});
-    if (++p->aborted >= kParentFailureLimit) CountParentFailureLocked(p);
+    parents_.Served(*p, length, cost_ns);
   } else {
-    CountParentFailureLocked(p);
+    parents_.Failed(*p, PieceNumber{piece}, s, forwarded);
   }
 }
 
@@ -1043,7 +970,8 @@ PeerTask::Assignment PeerTask::PickEndgameLocked() {
     double overdue = std::chrono::duration<double>(now - f.since) /
                      std::chrono::duration<double>(EndgameWaitLocked(i, *f.parent));
     if (overdue <= most_overdue) continue;
-    if (Parent* d = EndgameParentLocked(i, f.parent)) {
+    if (Parent* d =
+            parents_.FastestHolder(PieceNumber{i}, f.parent, ctx_.config->per_parent_concurrency)) {
       most_overdue = overdue;
       a = Assignment{Assignment::kDuplicate, i, d};
     }
@@ -1058,18 +986,6 @@ std::chrono::nanoseconds PeerTask::EndgameWaitLocked(uint32_t piece, const Paren
       kEndgameSlowdown * static_cast<double>(layout_.length(PieceNumber{piece})) / rate);
   return std::max<std::chrono::nanoseconds>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(expected), kEndgameMinWait);
-}
-
-PeerTask::Parent* PeerTask::EndgameParentLocked(uint32_t piece, const Parent* slow) {
-  Parent* best = nullptr;
-  for (auto& [id, p] : parents_) {
-    if (p.get() == slow || p->dead || p->removed || !picker_.has(p->index, PieceNumber{piece}) ||
-        p->connections >= ctx_.config->per_parent_concurrency) {
-      continue;
-    }
-    if (!best || p->rate_bytes_per_sec > best->rate_bytes_per_sec) best = p.get();
-  }
-  return best;
 }
 
 void PeerTask::FetchDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Parent* d) {
@@ -1179,10 +1095,6 @@ void PeerTask::EndOriginalLocked(uint32_t piece) {
     f.dup_client->Interrupt();
   }
   if (endgame) cv_.notify_all();
-}
-
-void PeerTask::CountParentFailureLocked(Parent* p) {
-  if (++p->failures >= kParentFailureLimit) DropParentLocked(p);
 }
 
 void PeerTask::CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,

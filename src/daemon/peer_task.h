@@ -24,6 +24,11 @@
 // Time: liveness timers (stall detection, reschedule interval, reconnect backoff, schedule
 // timeout, endgame) read DaemonContext::clock; tests drive them with a ManualClock.
 //
+// Parts, each with tests of its own: the SchedulerSession (the AnnouncePeer stream), the
+// PiecePicker (which piece next, from which parent), the ParentSet (the parents named, their
+// liveness and measured rates, kept in step with the picker) and the OriginSource. PeerTask owns
+// the threads and the connections and ties the parts together under one mutex.
+//
 // Threads: a controller, one reader of the scheduler stream, one availability reader per parent
 // and `concurrency` workers, all owned and joined by the PeerTask.
 #pragma once
@@ -53,6 +58,7 @@
 #include "common/status.h"
 #include "daemon/config.h"
 #include "daemon/origin_source.h"
+#include "daemon/parent_set.h"
 #include "daemon/piece_client.h"
 #include "daemon/piece_picker.h"
 #include "daemon/scheduler_client.h"
@@ -137,7 +143,14 @@ class PeerTask {
   std::shared_ptr<TaskStorage> storage() const;
 
  private:
-  struct Parent;
+  using Parent = TaskParent;
+  // The connections to one parent, by its ParentIndex: its availability stream (context and
+  // reader thread) and the idle piece connections kept for reuse.
+  struct ParentLink {
+    std::unique_ptr<grpc::ClientContext> sync_ctx;
+    std::thread sync_thread;
+    std::vector<std::unique_ptr<PieceClient>> idle_clients;
+  };
   struct Assignment {
     // kDuplicate: an endgame duplicate of an in-flight piece from `parent`.
     enum Kind { kNone, kParent, kOrigin, kDuplicate } kind = kNone;
@@ -204,11 +217,9 @@ class PeerTask {
 
   // Parents.
   void AddParentLocked(const df::scheduler::v1::CandidateParent& c);
-  void SyncParent(Parent* p);
-  // `p` serves nothing more to this task: dead, its availability stream cancelled.
-  void DropParentLocked(Parent* p);
-  // Tells the picker whether `p` counts (after a change of `dead` or `removed`).
-  void UpdateUsableLocked(const Parent& p);
+  // Reads the availability stream of `p` (its thread) on `ctx`, the link's context.
+  void SyncParent(Parent* p, grpc::ClientContext* ctx);
+  ParentLink& LinkLocked(const Parent& p) { return *links_[p.index.value]; }
 
   // Workers.
   void Worker();
@@ -243,8 +254,6 @@ class PeerTask {
   Assignment PickEndgameLocked();
   // How long `piece` may take from `p` before it is overdue.
   std::chrono::nanoseconds EndgameWaitLocked(uint32_t piece, const Parent& p) const;
-  // The parent for a duplicate of `piece`: alive, holds it, has a free connection, not `slow`.
-  Parent* EndgameParentLocked(uint32_t piece, const Parent* slow);
   // Fetches a duplicate of in-flight `piece` from `d` into a temporary file and, when it wins,
   // commits it. Called and returns with `l` locked.
   void FetchDuplicateLocked(std::unique_lock<std::mutex>& l, uint32_t piece, Parent* d);
@@ -264,8 +273,6 @@ class PeerTask {
   void InterruptReceivesLocked();
   void EndOriginalLocked(uint32_t piece);
   Clock::TimePoint Now() const { return clock_.Now(); }
-  // One more consecutive failure of `p`; the parent is dropped at kParentFailureLimit.
-  void CountParentFailureLocked(Parent* p);
   // Commits (or requeues, or fails the task on) one fetched piece and reports it.
   // `origin_digest`: the sha256 of a piece fetched from the origin, kept and reported.
   void CompletePieceLocked(std::unique_lock<std::mutex>& l, const Assignment& a, Status s,
@@ -324,13 +331,12 @@ class PeerTask {
   uint64_t endgame_duplicate_bytes_ = 0;     // GUARDED_BY(mu_)
 
   // The state of every piece and what every parent holds (empty until the layout is known).
-  PiecePicker picker_;                          // GUARDED_BY(mu_)
-  std::vector<Parent*> parent_at_;              // GUARDED_BY(mu_): by the picker's ParentIndex
-  std::vector<PiecePicker::ParentLoad> loads_;  // GUARDED_BY(mu_): PickLocked's scratch space
-
-  std::map<std::string, std::unique_ptr<Parent>> parents_;  // GUARDED_BY(mu_), by peer id
-  bool origin_enabled_ = false;                             // GUARDED_BY(mu_)
-  bool origin_sequential_ = false;                          // GUARDED_BY(mu_): origin has no ranges
+  PiecePicker picker_;  // GUARDED_BY(mu_)
+  // The parents the scheduler named (kept in step with picker_), and their connections.
+  ParentSet parents_;                               // GUARDED_BY(mu_)
+  std::vector<std::unique_ptr<ParentLink>> links_;  // GUARDED_BY(mu_): by ParentIndex
+  bool origin_enabled_ = false;                     // GUARDED_BY(mu_)
+  bool origin_sequential_ = false;                  // GUARDED_BY(mu_): origin has no ranges
   bool want_origin_ = false;          // GUARDED_BY(mu_): scheduler said back to source
   std::string want_origin_reason_;    // GUARDED_BY(mu_)
   uint32_t origin_inflight_ = 0;      // GUARDED_BY(mu_)

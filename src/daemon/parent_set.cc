@@ -8,7 +8,7 @@ namespace df {
 ParentSet::ParentSet(PiecePicker& picker, std::function<void(TaskParent&)> on_drop)
     : picker_(picker), on_drop_(std::move(on_drop)) {}
 
-TaskParent* ParentSet::Offer(const Address& a) {
+TaskParent* ParentSet::Offer(const ParentAddress& a) {
   auto it = by_id_.find(a.peer_id);
   if (it != by_id_.end()) {
     it->second->removed = false;
@@ -16,11 +16,7 @@ TaskParent* ParentSet::Offer(const Address& a) {
     return nullptr;
   }
   auto p = std::make_unique<TaskParent>();
-  p->peer_id = a.peer_id;
-  p->host_id = a.host_id;
-  p->ip = a.ip;
-  p->grpc_port = a.grpc_port;
-  p->piece_port = a.piece_port;
+  static_cast<ParentAddress&>(*p) = a;
   p->index = picker_.AddParent();
   TaskParent* raw = p.get();
   if (by_index_.size() <= p->index.value) by_index_.resize(p->index.value + 1, nullptr);

@@ -35,12 +35,16 @@
 
 namespace df {
 
-struct TaskParent {
+// Who a parent is and where it serves, as the scheduler named it.
+struct ParentAddress {
   std::string peer_id;
   std::string host_id;
   std::string ip;
   uint16_t grpc_port = 0;
   uint16_t piece_port = 0;
+};
+
+struct TaskParent : ParentAddress {
   ParentIndex index;              // in the picker, which knows what it holds
   uint32_t inflight = 0;          // pieces requested from it and not answered yet
   uint32_t connections = 0;       // workers talking to it (each on one connection)
@@ -65,14 +69,6 @@ class ParentSet {
   // Weight of the newest piece in the throughput EWMA.
   static constexpr double kRateWeight = 0.3;
 
-  struct Address {
-    std::string peer_id;
-    std::string host_id;
-    std::string ip;
-    uint16_t grpc_port = 0;
-    uint16_t piece_port = 0;
-  };
-
   // `picker` outlives the set. `on_drop` (may be empty) runs for each parent that dies.
   ParentSet(PiecePicker& picker, std::function<void(TaskParent&)> on_drop);
   ParentSet(const ParentSet&) = delete;
@@ -80,7 +76,7 @@ class ParentSet {
 
   // The scheduler offers `a`. Returns the new parent, for the caller to connect to; null when
   // it was known (a parent taken away counts again; a dead one stays dead).
-  TaskParent* Offer(const Address& a);
+  TaskParent* Offer(const ParentAddress& a);
   // The scheduler took `peer_id` away. Returns it, or null when unknown, dead or already away.
   TaskParent* Remove(const std::string& peer_id);
   // `p` serves nothing more to this download (on_drop runs unless it was dead already).

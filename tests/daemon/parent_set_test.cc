@@ -12,7 +12,7 @@ namespace {
 
 PieceNumber P(uint32_t n) { return PieceNumber{n}; }
 
-ParentSet::Address Addr(const std::string& id) {
+ParentAddress Addr(const std::string& id) {
   return {
       .peer_id = id, .host_id = "host-" + id, .ip = "10.0.0.1", .grpc_port = 1, .piece_port = 2};
 }

@@ -19,8 +19,8 @@ TaskParent* ParentSet::Offer(const ParentAddress& a) {
   static_cast<ParentAddress&>(*p) = a;
   p->index = picker_.AddParent();
   TaskParent* raw = p.get();
-  if (by_index_.size() <= p->index.value) by_index_.resize(p->index.value + 1, nullptr);
-  by_index_[p->index.value] = raw;
+  // The set is the picker's only source of parents, so indexes come 0, 1, 2, ...
+  by_index_.push_back(raw);
   by_id_.emplace(a.peer_id, std::move(p));
   return raw;
 }

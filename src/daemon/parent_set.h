@@ -69,7 +69,9 @@ class ParentSet {
   // Weight of the newest piece in the throughput EWMA.
   static constexpr double kRateWeight = 0.3;
 
-  // `picker` outlives the set. `on_drop` (may be empty) runs for each parent that dies.
+  // `picker` outlives the set and gets its parents only from it (Offer calls AddParent, so a
+  // ParentIndex is the parent's place in the order it was added). `on_drop` (may be empty)
+  // runs for each parent that dies.
   ParentSet(PiecePicker& picker, std::function<void(TaskParent&)> on_drop);
   ParentSet(const ParentSet&) = delete;
   ParentSet& operator=(const ParentSet&) = delete;

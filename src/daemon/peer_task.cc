@@ -239,14 +239,14 @@ void PeerTask::Run() {
     stopping_ = true;
     InterruptReceivesLocked();
     for (auto& link : links_) {
-      if (link && link->sync_ctx) link->sync_ctx->TryCancel();
+      link->sync_ctx->TryCancel();
     }
   }
   WakeAll();
   for (auto& w : workers_) w.join();
   // No parent is added once stopping_ is set: links_ does not change under these joins.
   for (auto& link : links_) {
-    if (link && link->sync_thread.joinable()) link->sync_thread.join();
+    if (link->sync_thread.joinable()) link->sync_thread.join();
   }
   if (session_) session_->Close();
   // A cancelled download is over once its threads are: waiters see it finish (Cancelled).
@@ -633,16 +633,15 @@ void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
                               .grpc_port = static_cast<uint16_t>(c.host().grpc_port()),
                               .piece_port = static_cast<uint16_t>(c.host().piece_port())});
   if (!p) return;
-  if (links_.size() <= p->index.value) links_.resize(p->index.value + 1);
-  auto& link = links_[p->index.value];
-  link = std::make_unique<ParentLink>();
+  // ParentSet numbers its parents 0, 1, 2, ... in the order it adds them: links_ follows.
+  auto& link = links_.emplace_back(std::make_unique<ParentLink>());
   link->sync_ctx = std::make_unique<grpc::ClientContext>();
   if (ctx_.auth) ctx_.auth->Attach(link->sync_ctx.get());
-  link->sync_thread =
-      NamedThread("df-parent-sync", [this, p, ctx = link->sync_ctx.get()] { SyncParent(p, ctx); });
+  link->sync_thread = NamedThread(
+      "df-parent-sync", [this, p, sync_ctx = link->sync_ctx.get()] { SyncParent(p, sync_ctx); });
 }
 
-void PeerTask::SyncParent(Parent* p, grpc::ClientContext* ctx) {
+void PeerTask::SyncParent(Parent* p, grpc::ClientContext* sync_ctx) {
   auto channel = grpc::CreateChannel(
       p->ip + ":" + std::to_string(p->grpc_port),
       ctx_.auth ? ctx_.auth->ChannelCredentials() : grpc::InsecureChannelCredentials());
@@ -651,7 +650,7 @@ void PeerTask::SyncParent(Parent* p, grpc::ClientContext* ctx) {
   req.set_task_id(request_.task_id);
   req.set_child_peer_id(peer_id_);
   req.set_child_host_id(ctx_.host_id);
-  auto reader = stub->SyncPieces(ctx, req);
+  auto reader = stub->SyncPieces(sync_ctx, req);
   dv1::PieceAvailability msg;
   while (reader->Read(&msg)) {
     std::lock_guard<std::mutex> l(mu_);

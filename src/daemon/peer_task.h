@@ -217,8 +217,8 @@ class PeerTask {
 
   // Parents.
   void AddParentLocked(const df::scheduler::v1::CandidateParent& c);
-  // Reads the availability stream of `p` (its thread) on `ctx`, the link's context.
-  void SyncParent(Parent* p, grpc::ClientContext* ctx);
+  // Reads the availability stream of `p` (its thread) on `sync_ctx`, its link's context.
+  void SyncParent(Parent* p, grpc::ClientContext* sync_ctx);
   ParentLink& LinkLocked(const Parent& p) { return *links_[p.index.value]; }
 
   // Workers.
@@ -334,7 +334,7 @@ class PeerTask {
   PiecePicker picker_;  // GUARDED_BY(mu_)
   // The parents the scheduler named (kept in step with picker_), and their connections.
   ParentSet parents_;                               // GUARDED_BY(mu_)
-  std::vector<std::unique_ptr<ParentLink>> links_;  // GUARDED_BY(mu_): by ParentIndex
+  std::vector<std::unique_ptr<ParentLink>> links_;  // GUARDED_BY(mu_): by ParentIndex, never null
   bool origin_enabled_ = false;                     // GUARDED_BY(mu_)
   bool origin_sequential_ = false;                  // GUARDED_BY(mu_): origin has no ranges
   bool want_origin_ = false;          // GUARDED_BY(mu_): scheduler said back to source

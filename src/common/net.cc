@@ -17,6 +17,11 @@
 
 namespace df {
 
+bool IsIpv4Literal(const std::string& ip) {
+  in_addr addr{};
+  return inet_pton(AF_INET, ip.c_str(), &addr) == 1;
+}
+
 Result<UniqueFd> ListenTcp(const std::string& ip, uint16_t port, uint16_t* bound_port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;

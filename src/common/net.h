@@ -11,6 +11,9 @@
 
 namespace df {
 
+// True when `ip` is an IPv4 literal (what ListenTcp and ConnectTcp take); names are not.
+bool IsIpv4Literal(const std::string& ip);
+
 // Listens on ip:port (port 0 = any free port) with SO_REUSEADDR. `bound_port` gets the port.
 Result<UniqueFd> ListenTcp(const std::string& ip, uint16_t port, uint16_t* bound_port);
 

@@ -3,7 +3,28 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/net.h"
+
 namespace df {
+
+Result<ParentAddress> CheckParentAddress(const std::string& peer_id, const std::string& host_id,
+                                         const std::string& ip, int64_t grpc_port,
+                                         int64_t piece_port) {
+  if (peer_id.empty() || peer_id.size() > kMaxParentIdBytes) {
+    return InvalidArgument("parent peer id of " + std::to_string(peer_id.size()) + " bytes (1.." +
+                           std::to_string(kMaxParentIdBytes) + ")");
+  }
+  if (!IsIpv4Literal(ip)) {
+    return InvalidArgument("parent ip '" + ip.substr(0, 64) + "' is not an IPv4 address");
+  }
+  for (int64_t port : {grpc_port, piece_port}) {
+    if (port < 1 || port > 65535) {
+      return InvalidArgument("parent port " + std::to_string(port) + " is out of range");
+    }
+  }
+  return ParentAddress{peer_id, host_id, ip, static_cast<uint16_t>(grpc_port),
+                       static_cast<uint16_t>(piece_port)};
+}
 
 ParentSet::ParentSet(PiecePicker& picker, std::function<void(TaskParent&)> on_drop)
     : picker_(picker), on_drop_(std::move(on_drop)) {}

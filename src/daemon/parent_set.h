@@ -44,6 +44,14 @@ struct ParentAddress {
   uint16_t piece_port = 0;
 };
 
+// A candidate parent as it came from the network, checked: a peer id of 1..kMaxParentIdBytes
+// bytes, an IPv4 literal (no name is ever resolved; the piece protocol connects over IPv4) and
+// both ports in 1..65535. InvalidArgument says what is wrong.
+inline constexpr size_t kMaxParentIdBytes = 256;
+Result<ParentAddress> CheckParentAddress(const std::string& peer_id, const std::string& host_id,
+                                         const std::string& ip, int64_t grpc_port,
+                                         int64_t piece_port);
+
 struct TaskParent : ParentAddress {
   ParentIndex index;              // in the picker, which knows what it holds
   uint32_t inflight = 0;          // pieces requested from it and not answered yet

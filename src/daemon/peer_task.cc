@@ -626,12 +626,15 @@ void PeerTask::MaybeRescheduleLocked() {
 
 void PeerTask::AddParentLocked(const sv1::CandidateParent& c) {
   if (c.peer_id() == peer_id_ || stopping_) return;
+  auto address = CheckParentAddress(c.peer_id(), c.host().id(), c.host().ip(), c.host().grpc_port(),
+                                    c.host().piece_port());
+  if (!address.ok()) {
+    DF_LOG_WARN("task {} scheduler named a parent that cannot be used, ignored: {}",
+                request_.task_id, address.status().ToString());
+    return;
+  }
   // A known parent that the scheduler took away comes back; a dead one (failed) is not retried.
-  Parent* p = parents_.Offer({.peer_id = c.peer_id(),
-                              .host_id = c.host().id(),
-                              .ip = c.host().ip(),
-                              .grpc_port = static_cast<uint16_t>(c.host().grpc_port()),
-                              .piece_port = static_cast<uint16_t>(c.host().piece_port())});
+  Parent* p = parents_.Offer(*address);
   if (!p) return;
   // ParentSet numbers its parents 0, 1, 2, ... in the order it adds them: links_ follows.
   auto& link = links_.emplace_back(std::make_unique<ParentLink>());

@@ -36,6 +36,36 @@ class ParentSetTest : public ::testing::Test {
   std::vector<std::string> dropped_;  // on_drop calls, in order
 };
 
+TEST(CheckParentAddress, AcceptsAnIpv4LiteralAndPortsInRangeAndRejectsTheRest) {
+  auto ok = CheckParentAddress("p1", "h1", "10.0.0.7", 65000, 65535);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->peer_id, "p1");
+  EXPECT_EQ(ok->host_id, "h1");
+  EXPECT_EQ(ok->ip, "10.0.0.7");
+  EXPECT_EQ(ok->grpc_port, 65000);
+  EXPECT_EQ(ok->piece_port, 65535);
+  struct Bad {
+    std::string peer_id, ip;
+    int64_t grpc_port, piece_port;
+    const char* words;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {"", "10.0.0.7", 1, 2, "peer id of 0 bytes"},
+           {std::string(kMaxParentIdBytes + 1, 'p'), "10.0.0.7", 1, 2, "peer id of 257 bytes"},
+           {"p", "localhost", 1, 2, "not an IPv4 address"},  // a name is never resolved
+           {"p", "", 1, 2, "not an IPv4 address"},
+           {"p", "::1", 1, 2, "not an IPv4 address"},
+           {"p", "10.0.0.7 ", 1, 2, "not an IPv4 address"},
+           {"p", "10.0.0.7", 0, 2, "port 0 is out of range"},
+           {"p", "10.0.0.7", 1, 65536, "port 65536 is out of range"},  // would wrap to 0
+           {"p", "10.0.0.7", -1, 2, "port -1 is out of range"},
+       }) {
+    auto r = CheckParentAddress(b.peer_id, "h", b.ip, b.grpc_port, b.piece_port);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << b.ip << " " << b.words;
+    EXPECT_NE(r.status().ToString().find(b.words), std::string::npos) << r.status().ToString();
+  }
+}
+
 TEST_F(ParentSetTest, AnOfferedParentIsUsableAndKnownOnce) {
   TaskParent& a = Add("a");
   EXPECT_EQ(a.host_id, "host-a");

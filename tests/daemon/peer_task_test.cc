@@ -238,6 +238,35 @@ TEST_F(PeerTaskTest, RemovalsOfUnknownParentsAreIgnored) {
   EXPECT_EQ(p.bytes_from_origin, 0u);
 }
 
+// Every port is reachable by strangers, and a candidate parent comes from the network: one named
+// by a host name (which would be resolved), with a port out of range (which would wrap to another
+// port) or without a peer id is ignored, and the download goes on with the good ones.
+TEST_F(PeerTaskTest, CandidateParentsWithBadAddressesAreIgnored) {
+  StartOrigin(4 * kPiece);
+  testing::FakeParent parent = MakeParent("parent", {.upload_rate_bytes_per_sec = 8 * kMiB});
+  testing::FakeParent named = MakeParent("named", {});
+  ASSERT_TRUE(parent.ok() && named.ok());
+  sv1::CandidateParent by_name = Candidate(named);
+  by_name.mutable_host()->set_ip("localhost");
+  sv1::CandidateParent wrapping = Candidate(named);
+  wrapping.set_peer_id("wrapping");
+  wrapping.mutable_host()->set_grpc_port(named.grpc_port() + 65536);
+  sv1::CandidateParent anonymous = Candidate(named);
+  anonymous.set_peer_id("");
+  sv1::CandidateParent huge_id = Candidate(named);
+  huge_id.set_peer_id(std::string(kMaxParentIdBytes + 1, 'x'));
+  scheduler_.SetParents({by_name, wrapping, anonymous, huge_id, Candidate(parent)},
+                        static_cast<int64_t>(size_), kPiece);
+  PeerTask task(ctx_, Request());
+  task.Start();
+  ASSERT_TRUE(task.WaitFinished(60000));
+  TaskProgress p = task.Progress();
+  ASSERT_TRUE(p.status.ok()) << p.status.ToString();
+  EXPECT_EQ(p.bytes_from_peers, size_);
+  EXPECT_EQ(p.bytes_from_origin, 0u);
+  EXPECT_FALSE(named.WaitStreams(1, /*ended=*/false, 1s)) << "a bad candidate was subscribed to";
+}
+
 // Issue 14: a cancel waited for a worker receiving a piece from a slow parent (until the piece
 // arrived or piece_timeout passed). The receive is cut, and the task ends at once.
 TEST_F(PeerTaskTest, ACancelCutsAPieceBeingReceivedFromASlowParent) {

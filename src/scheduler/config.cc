@@ -91,6 +91,7 @@ const std::map<std::string, Setter>& Setters() {
       {"tls_ca_file", Text(&C::tls_ca_file)},
       {"max_tasks", Count(&C::max_tasks, 1, 100'000'000)},
       {"max_hosts", Count(&C::max_hosts, 1, 100'000'000)},
+      {"parent_graph", Text(&C::parent_graph)},
       {"candidate_parent_limit", Count(&C::candidate_parent_limit, 1, 1000)},
       {"filter_parent_limit", Count(&C::filter_parent_limit, 1, 100000)},
       {"cross_idc_children_limit", Count(&C::cross_idc_children_limit, 0, 100000)},
@@ -144,6 +145,7 @@ const std::vector<std::string>& OptionNames() {
                                                           "tls_ca_file",
                                                           "max_tasks",
                                                           "max_hosts",
+                                                          "parent_graph",
                                                           "candidate_parent_limit",
                                                           "filter_parent_limit",
                                                           "cross_idc_children_limit",
@@ -261,6 +263,10 @@ Status ValidateConfig(const SchedulerConfig& config) {
   }
   if (config.inference_deadline_ms > 10'000) {
     return InvalidArgument("inference_deadline: at most 10s (it bounds one ModelInfer)");
+  }
+  if (config.parent_graph != "dag" && config.parent_graph != "mesh") {
+    return InvalidArgument("parent_graph: unknown value '" + config.parent_graph +
+                           "' (expected dag or mesh)");
   }
   if (!IsKnownEvaluator(config.evaluator)) {
     return InvalidArgument("evaluator: unknown evaluator '" + config.evaluator +

@@ -32,6 +32,13 @@ struct SchedulerConfig {
   // RESOURCE_EXHAUSTED instead of growing the scheduler's memory without bound.
   uint32_t max_tasks = 100'000;
   uint32_t max_hosts = 100'000;
+  // The shape of a task's parent graph (docs/scheduler.md, "Parent graph"):
+  //   "dag"  - acyclic: a peer never serves one of its ancestors; each child books upload on its
+  //            parents (capacity accounting), so equal links make chains that forward cut-through;
+  //   "mesh" - peers serve each other both ways, BitTorrent-like: each child gets up to
+  //            candidate_parent_limit parents without booking, and the daemons' rarest-first
+  //            picker decides what flows where, so every uplink serves whoever lacks its pieces.
+  std::string parent_graph = "dag";
   // At most this many parents in one NormalTaskResponse.
   uint32_t candidate_parent_limit = 8;
   // At most this many structurally valid candidates are sampled and given to the evaluator, so

@@ -69,7 +69,7 @@ bool Dag::HasEdge(Vertex parent, Vertex child) const {
 
 bool Dag::CanAddEdge(Vertex parent, Vertex child) const {
   if (!HasVertex(parent) || !HasVertex(child) || parent == child) return false;
-  return HasEdge(parent, child) || !Reaches(child, parent);
+  return HasEdge(parent, child) || !acyclic_ || !Reaches(child, parent);
 }
 
 Status Dag::AddEdge(Vertex parent, Vertex child) {
@@ -77,7 +77,7 @@ Status Dag::AddEdge(Vertex parent, Vertex child) {
   if (!HasVertex(child)) return NotFound("dag: unknown child vertex " + std::to_string(child));
   if (parent == child) return InvalidArgument("dag: a vertex cannot be its own parent");
   if (HasEdge(parent, child)) return Status::Ok();
-  if (Reaches(child, parent)) {
+  if (acyclic_ && Reaches(child, parent)) {
     return InvalidArgument("dag: edge " + std::to_string(parent) + " -> " + std::to_string(child) +
                            " would close a cycle");
   }

@@ -46,14 +46,19 @@ ParentSelector::ParentSelector(const SchedulerConfig& config, const Evaluator& e
 std::vector<ChosenParent> ParentSelector::Select(Task& task, Peer& child, std::mt19937_64& rng) {
   auto candidates = CollectCandidates(task, child, rng);
   if (candidates.empty()) return {};
-  return SelectByCapacity(task, child, RankCandidates(task, child, candidates));
+  auto ranked = RankCandidates(task, child, candidates);
+  if (!task.dag.acyclic()) return SelectMesh(task, child, ranked);
+  return SelectByCapacity(task, child, ranked);
 }
 
 std::vector<Peer*> ParentSelector::CollectCandidates(Task& task, Peer& child,
                                                      std::mt19937_64& rng) const {
-  // Only the child's descendants could close a cycle; a new child has none.
+  // Only the child's descendants could close a cycle; a new child has none, and a mesh allows
+  // cycles.
   std::vector<bool> descendants;
-  if (!task.dag.Children(child.vertex).empty()) descendants = task.dag.Descendants(child.vertex);
+  if (task.dag.acyclic() && !task.dag.Children(child.vertex).empty()) {
+    descendants = task.dag.Descendants(child.vertex);
+  }
   const auto& current = task.dag.Parents(child.vertex);
   std::vector<Peer*> keep;  // current parents, always evaluated (stable parent sets)
   std::vector<Peer*> others;
@@ -141,6 +146,25 @@ std::vector<ParentSelector::Ranked> ParentSelector::PreferOwnIdc(
       if (served >= limit) continue;
     }
     out.push_back(r);
+  }
+  return out;
+}
+
+std::vector<ChosenParent> ParentSelector::SelectMesh(Task& task, Peer& child,
+                                                     const std::vector<Ranked>& evaluated) const {
+  std::vector<Ranked> ranked = PreferOwnIdc(task, child, evaluated);
+  if (ranked.empty()) ranked = evaluated;
+  // A parent the child already has keeps its place: dropping one would cancel the transfers on
+  // its connection for a parent ranked a little higher.
+  const auto& current = task.dag.Parents(child.vertex);
+  auto is_current = [&](const Ranked& r) {
+    return std::find(current.begin(), current.end(), r.peer->vertex) != current.end();
+  };
+  std::stable_partition(ranked.begin(), ranked.end(), is_current);
+  std::vector<ChosenParent> out;
+  for (const Ranked& r : ranked) {
+    if (out.size() == config_.candidate_parent_limit) break;
+    out.push_back({r.peer, 0, r.score});
   }
   return out;
 }

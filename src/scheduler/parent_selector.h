@@ -8,6 +8,9 @@
 //   3. parents of the child's IDC first (else IDCs under cross_idc_children_limit);
 //   4. taken in rank order while their free upload adds up to what the child books
 //      (BookingNeed), at most candidate_parent_limit.
+// In a mesh (parent_graph "mesh") step 1 keeps the child's descendants (peers serve each other
+// both ways) and step 4 books nothing: the current parents stay, and the best ranked others are
+// added up to candidate_parent_limit (SelectMesh).
 // It only reads the model, apart from Peer::seed_withheld of the child; it sends nothing, links
 // nothing and does no I/O (the topology is read from memory). The caller applies the result.
 //
@@ -64,6 +67,10 @@ class ParentSelector {
   // child's booking need.
   std::vector<ChosenParent> SelectByCapacity(Task& task, Peer& child,
                                              const std::vector<Ranked>& evaluated);
+  // A mesh: the child's current parents (in rank order), then the best ranked others, up to
+  // candidate_parent_limit, no booking.
+  std::vector<ChosenParent> SelectMesh(Task& task, Peer& child,
+                                       const std::vector<Ranked>& evaluated) const;
   // Upload bandwidth to book for `child`: its download rate, or the fair share of the cluster's
   // uplinks per downloading host when that is lower; 0 when the child's rate is unknown.
   uint64_t BookingNeed(const Peer& child) const;

@@ -127,7 +127,7 @@ struct Task {
   bool digests_expected = false;  // a seed peer registered: it reports every piece's digest
   uint32_t origin_digests = 0;    // non-empty entries of piece_digests
   std::unordered_map<std::string, std::unique_ptr<Peer>> peers;
-  Dag dag;                       // parent -> child edges; acyclic
+  Dag dag;                       // parent -> child edges; acyclic unless parent_graph is mesh
   std::vector<Peer*> by_vertex;  // dag vertex -> its peer (null for a free vertex number)
   // Peers that want (more) parents: Running, stream open, fewer than candidate_parent_limit.
   std::unordered_set<std::string> hungry;

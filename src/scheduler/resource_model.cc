@@ -121,6 +121,7 @@ Task& ResourceModel::FindOrCreateTask(const std::string& task_id,
     task->info = info;
     task->info.set_task_id(task_id);
     task->info.set_content_length(-1);  // the known size lives in Task, set when learned
+    task->dag.set_acyclic(config_.parent_graph != "mesh");
   }
   // A registrant's idea of the size is not learned: only a peer that fetched from the origin
   // (a seed, or a peer sent back to source) can tell it (Scheduler::IsSizeAuthority).

@@ -121,6 +121,18 @@ TEST(SchedulerConfig, UnknownEvaluatorIsRejected) {
   EXPECT_NE(s.message().find("ml"), std::string::npos) << "names the known evaluators";
 }
 
+TEST(SchedulerConfig, ParentGraphIsDagOrMesh) {
+  SchedulerConfig c;
+  EXPECT_EQ(c.parent_graph, "dag");
+  ASSERT_TRUE(SetOption(c, "parent-graph", "mesh").ok());
+  EXPECT_TRUE(ValidateConfig(c).ok());
+  c.parent_graph = "tree";
+  Status s = ValidateConfig(c);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("parent_graph"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("mesh"), std::string::npos) << "names the known values";
+}
+
 TEST(SchedulerConfig, MlEvaluatorNeedsAnInferenceService) {
   SchedulerConfig c;
   c.evaluator = "ml";

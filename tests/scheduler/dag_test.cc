@@ -83,6 +83,21 @@ TEST(Dag, RefusesEdgesThatCloseACycle) {
   }
 }
 
+TEST(Dag, AMeshAcceptsCyclesButNoSelfEdge) {
+  NamedDag d("a>b b>c");
+  d.dag.set_acyclic(false);
+  EXPECT_TRUE(d.dag.CanAddEdge(d.V("b"), d.V("a")));
+  EXPECT_TRUE(d.dag.AddEdge(d.V("b"), d.V("a")).ok());  // a and b serve each other
+  EXPECT_TRUE(d.dag.AddEdge(d.V("c"), d.V("a")).ok());  // a longer loop
+  EXPECT_FALSE(d.dag.CanAddEdge(d.V("a"), d.V("a")));
+  EXPECT_EQ(d.dag.AddEdge(d.V("a"), d.V("a")).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(d.dag.edge_count(), 4u);
+  // Descendants terminate on a cycle and include the start only through the loop back to it.
+  EXPECT_EQ(d.Names(d.dag.Descendants(d.V("a"))), "abc");
+  d.dag.set_acyclic(true);  // from now on no new cycle
+  EXPECT_FALSE(d.dag.AddEdge(d.V("c"), d.V("b")).ok());
+}
+
 TEST(Dag, UnknownVerticesAreNotFound) {
   NamedDag d("a>b");
   EXPECT_EQ(d.dag.AddEdge(d.V("a"), 999).code(), StatusCode::kNotFound);

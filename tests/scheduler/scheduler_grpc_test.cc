@@ -968,6 +968,30 @@ TEST_F(SchedulerCapacityTest, AWeakChildLeavesTheSeedToAWideOneThatCameLater) {
   EXPECT_EQ(weak->NextParents(2s), (Strings{"peer-wide"}));
 }
 
+// parent_graph mesh: peers serve each other both ways, and nothing is booked. With equal links
+// the DAG gives each child one parent (a chain, EqualLinksBuildAChain); a mesh gives each child
+// every other peer up to candidate_parent_limit, and an earlier child is pushed the later ones
+// as parents too, although they are its descendants.
+TEST_F(SchedulerCapacityTest, AMeshLetsPeersServeEachOther) {
+  StartScheduler([](SchedulerConfig& c) {
+    c.parent_graph = "mesh";
+    c.candidate_parent_limit = 2;
+  });
+  for (const char* h : {"host-a", "host-b", "host-c", "host-d"}) AnnounceRates(h, 100, 100);
+  auto a = Registered("host-a", "peer-a");
+  ASSERT_TRUE(a->Next()->has_need_back_to_source());
+  auto b = Registered("host-b", "peer-b");
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a"}));
+  auto c = Registered("host-c", "peer-c");
+  EXPECT_EQ(c->NextParents(), (Strings{"peer-a", "peer-b"})) << "no booking: both serve it";
+  EXPECT_EQ(b->NextParents(), (Strings{"peer-a", "peer-c"})) << "its own child serves it too";
+  // Both are at the limit now: a later peer changes nothing for them, and is a parent of none.
+  auto d = Registered("host-d", "peer-d");
+  EXPECT_EQ(d->NextParents().size(), 2u);
+  EXPECT_FALSE(b->Next(300ms).has_value());
+  EXPECT_FALSE(c->Next(100ms).has_value());
+}
+
 // rack-a has a wide uplink and serves rack-b; rack-b's only peer has almost no uplink. With the
 // default limit rack-c must still chain off rack-b (its link is the one to spare); with the
 // limit off it takes rack-a's free upload.

@@ -35,6 +35,9 @@ constexpr FlagHelp kFlags[] = {
     {"tls_ca_file", "mutual TLS: PEM CA that signs every node of the cluster", "--tls-ca"},
     {"max_tasks", "tasks this scheduler keeps at most"},
     {"max_hosts", "hosts this scheduler keeps at most"},
+    {"parent_graph",
+     "dag (acyclic, upload booked per edge) or mesh (peers serve each other both ways; "
+     "docs/scheduler.md)"},
     {"candidate_parent_limit", "most parents offered to one peer"},
     {"filter_parent_limit", "most candidates sampled per decision"},
     {"cross_idc_children_limit", "children outside its IDC that one IDC serves per task (0: any)"},
@@ -96,6 +99,7 @@ std::string DefaultText(const std::string& name) {
       {"tls_ca_file", d.tls_ca_file},
       {"max_tasks", std::to_string(d.max_tasks)},
       {"max_hosts", std::to_string(d.max_hosts)},
+      {"parent_graph", d.parent_graph},
       {"candidate_parent_limit", std::to_string(d.candidate_parent_limit)},
       {"filter_parent_limit", std::to_string(d.filter_parent_limit)},
       {"cross_idc_children_limit", std::to_string(d.cross_idc_children_limit)},

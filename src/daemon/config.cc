@@ -123,6 +123,7 @@ std::map<std::string, Setter> Setters(DaemonConfig* c) {
       {"piece_retry_limit", Scalar(&c->piece_retry_limit)},
       {"endgame", Scalar(&c->endgame)},
       {"cut_through", Scalar(&c->cut_through)},
+      {"spread_start", Scalar(&c->spread_start)},
       {"upload_rate", Rate(&c->upload_rate_bytes_per_sec)},
       {"download_rate", Rate(&c->download_rate_bytes_per_sec)},
       {"concurrent_upload_limit", Scalar(&c->concurrent_upload_limit)},

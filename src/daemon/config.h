@@ -95,6 +95,10 @@ struct DaemonConfig {
   // arriving here to children that ask so (docs/piece_protocol.md). A hop then costs a few
   // milliseconds instead of a piece time.
   bool cut_through = true;
+  // Among pieces equally rare, a download starts at a piece drawn from its peer id and goes up
+  // from there (wrapping), instead of at piece 0: children of one parent then ask it for
+  // different pieces (README.md, dfdaemon, "Piece order").
+  bool spread_start = false;
 
   // Uploads.
   uint64_t upload_rate_bytes_per_sec = 0;    // 0 = unlimited; advertised as capacity

@@ -241,6 +241,10 @@ int main(int argc, char** argv) {
   app.add_option("--cut-through", cfg.cut_through,
                  "Fetch and forward pieces while they are still arriving (true/false)")
       ->capture_default_str();
+  app.add_option("--spread-start", cfg.spread_start,
+                 "Among equally rare pieces start at one drawn from the peer id, not at piece 0 "
+                 "(true/false)")
+      ->capture_default_str();
   app.add_option("--upload-rate", durations.upload_rate,
                  "Upload capacity to advertise and enforce, e.g. 200mbit (0 = unlimited)");
   app.add_option("--download-rate", durations.download_rate,

@@ -25,6 +25,14 @@ namespace sv1 = df::scheduler::v1;
 namespace dv1 = df::dfdaemon::v1;
 
 namespace {
+// Where the piece picker's tie-break starts with spread_start on: a hash of the peer id (which
+// ends in random digits), so that two downloads of one task start at unrelated pieces.
+uint64_t SpreadStart(std::string_view peer_id) {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a
+  for (unsigned char c : peer_id) h = (h ^ c) * 1099511628211ull;
+  return h == 0 ? 1 : h;
+}
+
 constexpr auto kRescheduleInterval = std::chrono::seconds(1);
 // How long a worker waits for the origin digest of a piece it received (the seed reports it
 // when it commits the piece, before children can fetch it, so this is one scheduler round trip).
@@ -109,7 +117,8 @@ PeerTask::PeerTask(const DaemonContext& ctx, TaskRequest request)
       origin_(ctx.backends, request_.url, request_.headers,
               static_cast<int64_t>(ctx.config->piece_timeout_ms)),
       picker_({.cut_through = ctx.config->cut_through,
-               .per_parent_concurrency = ctx.config->per_parent_concurrency}),
+               .per_parent_concurrency = ctx.config->per_parent_concurrency,
+               .spread_start = ctx.config->spread_start ? SpreadStart(peer_id_) : 0}),
       parents_(picker_, [this](Parent& p) {
         // Called under mu_: a dead parent's availability stream is cut.
         if (auto& c = LinkLocked(p).sync_ctx) c->TryCancel();

@@ -13,6 +13,7 @@ void PieceBitset::Reset(uint32_t size) {
 PiecePicker::PiecePicker(Options options) : options_(options), buckets_(1), bucket_sizes_(1, 0) {}
 
 void PiecePicker::Reset(uint32_t total_pieces) {
+  start_ = total_pieces == 0 ? 0 : static_cast<uint32_t>(options_.spread_start % total_pieces);
   state_.assign(total_pieces, PieceState::kMissing);
   missing_.Reset(total_pieces);
   for (uint32_t i = 0; i < total_pieces; ++i) missing_.Set(i);
@@ -196,13 +197,20 @@ void PiecePicker::AddHolder(uint32_t piece, int delta) {
 
 std::optional<uint32_t> PiecePicker::RarestIn(const PieceBitset& held) const {
   const auto& want = held.words();
+  const size_t words = want.size();
+  // Rule 3 from start_: the word holding start_ with the bits below it masked off, the words
+  // after it, then (wrapping) the words before it and the low bits of its own word.
+  const size_t first = start_ / 64;
+  const uint64_t high = ~uint64_t{0} << (start_ % 64);
   for (size_t c = 1; c < buckets_.size(); ++c) {
     if (bucket_sizes_[c] == 0) continue;
     const auto& bucket = buckets_[c].words();
-    for (size_t w = 0; w < bucket.size(); ++w) {
-      if (uint64_t hit = bucket[w] & want[w]; hit != 0) {
-        return static_cast<uint32_t>(w * 64 + std::countr_zero(hit));
-      }
+    for (size_t k = 0; k <= words; ++k) {
+      const size_t w = (first + k) % words;
+      uint64_t hit = bucket[w] & want[w];
+      if (k == 0) hit &= high;
+      if (k == words) hit &= ~high;
+      if (hit != 0) return static_cast<uint32_t>(w * 64 + std::countr_zero(hit));
     }
   }
   return std::nullopt;

@@ -13,7 +13,10 @@
 //      fast as the parent's own source sends it);
 //   2. then the rarest: the fewest usable parents holding it (candidates or not);
 //   3. then the lowest piece number (a chain of peers forwards pieces in order, one hop per
-//      piece time, rather than leaving each in a random backlog).
+//      piece time, rather than leaving each in a random backlog), or, with a `spread_start`,
+//      the first at or after that piece, wrapping around: children of one parent that start at
+//      different pieces ask it for different pieces, so what it uploads spreads over them
+//      instead of reaching them all in the same order.
 // The parent for that piece is, among the candidates holding it, one holding it finished over
 // one only receiving it, then the lowest cost (inflight + 1) / rate, then the earliest in the
 // order the caller listed the candidates.
@@ -68,6 +71,8 @@ class PiecePicker {
   struct Options {
     bool cut_through = false;             // a piece a parent is receiving can be asked for
     uint32_t per_parent_concurrency = 1;  // connections to one parent at most
+    // Rule 3's tie-break starts at piece spread_start % total_pieces (0: the lowest number).
+    uint64_t spread_start = 0;
   };
   // How busy a parent is right now; the caller fills these afresh for every pick.
   struct ParentLoad {
@@ -153,12 +158,13 @@ class PiecePicker {
   void Unlist(uint32_t piece);
   void List(uint32_t piece);
   void AddHolder(uint32_t piece, int delta);
-  // The rarest, lowest missing piece in `held`; nullopt when none.
+  // The rarest missing piece in `held`, the first from start_ on; nullopt when none.
   std::optional<uint32_t> RarestIn(const PieceBitset& held) const;
   // The candidate for `piece`: finished over receiving, then cost, then order.
   std::optional<Pick> ChooseParent(uint32_t piece) const;
 
   const Options options_;
+  uint32_t start_ = 0;             // where rule 3 starts: spread_start % total_pieces
   std::vector<PieceState> state_;  // by piece
   PieceBitset missing_;            // by piece: state_ == kMissing
   uint32_t missing_count_ = 0;

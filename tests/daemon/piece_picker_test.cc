@@ -77,6 +77,29 @@ TEST(PiecePickerTest, LowestNumberAmongEquallyRare) {
   EXPECT_EQ(Swarm("....", {"..XX", "XXXX"}).Pick(), "0@1");
 }
 
+TEST(PiecePickerTest, SpreadStartGoesUpFromItsPieceAndWraps) {
+  const PiecePicker::Options from5{.cut_through = true, .spread_start = 5};
+  // 130 pieces span three bitset words; the start is in the first.
+  const std::string all(130, 'X');
+  EXPECT_EQ(Swarm(std::string(130, '.'), {all}, from5).Pick(), "5@0");
+  std::string below5(130, '.');
+  for (int i = 0; i < 5; ++i) below5[i] = 'X';
+  EXPECT_EQ(Swarm(std::string(130, '.'), {below5}, from5).Pick(), "0@0");  // wrapped
+  std::string task(130, '.');
+  for (int i = 5; i < 129; ++i) task[i] = 'D';
+  EXPECT_EQ(Swarm(task, {all}, from5).Pick(), "129@0");  // last word, then wraps
+  // Rarity still comes first: piece 2 has one holder, the others two.
+  std::string two(130, 'X');
+  std::string one = two;
+  one[2] = '.';
+  EXPECT_EQ(Swarm(std::string(130, '.'), {one, two}, from5).Pick(), "2@1");
+  // The start is taken modulo the number of pieces: 135 % 130 = 5, and 200 % 130 = 70.
+  EXPECT_EQ(Swarm(std::string(130, '.'), {all}, {.cut_through = true, .spread_start = 135}).Pick(),
+            "5@0");
+  EXPECT_EQ(Swarm(std::string(130, '.'), {all}, {.cut_through = true, .spread_start = 200}).Pick(),
+            "70@0");
+}
+
 TEST(PiecePickerTest, OnlyMissingPiecesAreCandidates) {
   EXPECT_EQ(Swarm("DI..", {"XXXX"}).Pick(), "2@0");
   EXPECT_EQ(Swarm("DIDI", {"XXXX"}).Pick(), "none");
@@ -284,12 +307,14 @@ struct Reference {
   std::string task;                  // '.', 'I', 'D'
   std::vector<std::string> parents;  // 'X', 'R', '.'
   std::vector<bool> usable;
+  uint32_t start = 0;  // rule 3 goes up from here, wrapping
 
   std::optional<PiecePicker::Pick> Pick(const std::vector<Load>& loads, bool cut_through,
                                         uint32_t per_parent, std::optional<uint32_t> only) const {
     std::optional<PiecePicker::Pick> best;
     uint32_t best_count = UINT32_MAX;
-    for (uint32_t i = 0; i < task.size(); ++i) {
+    for (uint32_t k = 0; k < task.size(); ++k) {
+      const uint32_t i = static_cast<uint32_t>((start + k) % task.size());
       if (task[i] != '.') continue;
       uint32_t count = 0;
       std::optional<PiecePicker::Pick> choice;
@@ -328,8 +353,11 @@ TEST(PiecePickerTest, AgreesWithTheFullScan) {
     const uint32_t per_parent = 1 + below(2);
     const uint32_t pieces = 1 + below(150);
     const uint32_t parents = below(7);
-    PiecePicker picker({.cut_through = cut_through, .per_parent_concurrency = per_parent});
-    Reference ref{std::string(pieces, '.'), {}, {}};
+    const uint64_t spread = below(2) ? rng() : 0;
+    PiecePicker picker({.cut_through = cut_through,
+                        .per_parent_concurrency = per_parent,
+                        .spread_start = spread});
+    Reference ref{std::string(pieces, '.'), {}, {}, static_cast<uint32_t>(spread % pieces)};
     std::vector<Load> loads;
     for (uint32_t p = 0; p < parents; ++p) {
       loads.push_back(Load{.parent = picker.AddParent()});

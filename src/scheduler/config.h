@@ -39,6 +39,11 @@ struct SchedulerConfig {
   //            candidate_parent_limit parents without booking, and the daemons' rarest-first
   //            picker decides what flows where, so every uplink serves whoever lacks its pieces.
   std::string parent_graph = "dag";
+  // In a mesh, a seed peer is a parent of at most this many children of a task: the downloading
+  // peers with the widest upload capacity (learned, else announced, else the prior). What a
+  // seed uploads is what nobody else has yet, and a child passes it on only as fast as its own
+  // uplink goes, so it goes to the uplinks that spread it fastest (0 = any child may take it).
+  uint32_t mesh_seed_children = 4;
   // At most this many parents in one NormalTaskResponse.
   uint32_t candidate_parent_limit = 8;
   // At most this many structurally valid candidates are sampled and given to the evaluator, so

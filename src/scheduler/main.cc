@@ -38,6 +38,8 @@ constexpr FlagHelp kFlags[] = {
     {"parent_graph",
      "dag (acyclic, upload booked per edge) or mesh (peers serve each other both ways; "
      "docs/scheduler.md)"},
+    {"mesh_seed_children",
+     "mesh: children of a task a seed serves, those with the widest uplinks (0: any)"},
     {"candidate_parent_limit", "most parents offered to one peer"},
     {"filter_parent_limit", "most candidates sampled per decision"},
     {"cross_idc_children_limit", "children outside its IDC that one IDC serves per task (0: any)"},
@@ -100,6 +102,7 @@ std::string DefaultText(const std::string& name) {
       {"max_tasks", std::to_string(d.max_tasks)},
       {"max_hosts", std::to_string(d.max_hosts)},
       {"parent_graph", d.parent_graph},
+      {"mesh_seed_children", std::to_string(d.mesh_seed_children)},
       {"candidate_parent_limit", std::to_string(d.candidate_parent_limit)},
       {"filter_parent_limit", std::to_string(d.filter_parent_limit)},
       {"cross_idc_children_limit", std::to_string(d.cross_idc_children_limit)},

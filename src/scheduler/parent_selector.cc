@@ -150,10 +150,26 @@ std::vector<ParentSelector::Ranked> ParentSelector::PreferOwnIdc(
   return out;
 }
 
+bool ParentSelector::IsSeedPeer(const Peer& p) { return p.seed || p.host->is_seed(); }
+
+bool ParentSelector::MaySeedServe(const Task& task, const Peer& child) const {
+  if (config_.mesh_seed_children == 0) return true;
+  const auto widest = model_.WidestUplinks(task, config_.mesh_seed_children, &child);
+  return std::find(widest.begin(), widest.end(), &child) != widest.end();
+}
+
 std::vector<ChosenParent> ParentSelector::SelectMesh(Task& task, Peer& child,
                                                      const std::vector<Ranked>& evaluated) const {
   std::vector<Ranked> ranked = PreferOwnIdc(task, child, evaluated);
   if (ranked.empty()) ranked = evaluated;
+  // A seed serves only the widest uplinks of the task (mesh_seed_children), unless nobody else
+  // could serve this child.
+  if (!MaySeedServe(task, child)) {
+    auto not_seed = [](const Ranked& r) { return !IsSeedPeer(*r.peer); };
+    if (std::any_of(ranked.begin(), ranked.end(), not_seed)) {
+      std::erase_if(ranked, [&](const Ranked& r) { return !not_seed(r); });
+    }
+  }
   // A parent the child already has keeps its place: dropping one would cancel the transfers on
   // its connection for a parent ranked a little higher.
   const auto& current = task.dag.Parents(child.vertex);

@@ -10,7 +10,9 @@
 //      (BookingNeed), at most candidate_parent_limit.
 // In a mesh (parent_graph "mesh") step 1 keeps the child's descendants (peers serve each other
 // both ways) and step 4 books nothing: the current parents stay, and the best ranked others are
-// added up to candidate_parent_limit (SelectMesh).
+// added up to candidate_parent_limit (SelectMesh); a seed is a parent only of the task's
+// mesh_seed_children downloading peers with the widest uplinks (what it sends is new to the swarm
+// and travels on from there only as fast as the child's uplink).
 // It only reads the model, apart from Peer::seed_withheld of the child; it sends nothing, links
 // nothing and does no I/O (the topology is read from memory). The caller applies the result.
 //
@@ -52,6 +54,11 @@ class ParentSelector {
   // when there is no candidate, the evaluator rejected them all, or only seeds are left and
   // they are withheld from a weak child (child.seed_withheld is then set).
   std::vector<ChosenParent> Select(Task& task, Peer& child, std::mt19937_64& rng);
+
+  // In a mesh: whether a seed may be a parent of `child` (always with mesh_seed_children 0, else
+  // when it is one of the task's mesh_seed_children widest uplinks, ResourceModel::WidestUplinks).
+  bool MaySeedServe(const Task& task, const Peer& child) const;
+  static bool IsSeedPeer(const Peer& p);
 
  private:
   struct Ranked {

@@ -129,11 +129,16 @@ struct Task {
   std::unordered_map<std::string, std::unique_ptr<Peer>> peers;
   Dag dag;                       // parent -> child edges; acyclic unless parent_graph is mesh
   std::vector<Peer*> by_vertex;  // dag vertex -> its peer (null for a free vertex number)
-  // Peers that want (more) parents: Running, stream open, fewer than candidate_parent_limit.
+  // Peers that want (more) parents: Running, stream open, and fewer than candidate_parent_limit
+  // or a push owed (Peer::needs_push).
   std::unordered_set<std::string> hungry;
   // Incremented whenever a peer becomes a (better) candidate; hungry peers whose
   // seen_candidate_version is older are re-evaluated.
   uint64_t candidate_version = 0;
+  // Mesh: the peers a seed may serve when they were last looked at (mesh_seed_children; peer
+  // ids, widest uplink first). Scheduler::RebalanceSeedChildrenLocked re-plans those that join
+  // or leave it.
+  std::vector<std::string> seed_children;
   // Edges whose parent and child announced different IDCs, by the parent's IDC.
   std::unordered_map<std::string, uint32_t> cross_idc_children;
   uint32_t back_to_source_peers = 0;  // normal-host peers in kBackToSource

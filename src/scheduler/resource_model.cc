@@ -189,8 +189,8 @@ void ResourceModel::UpdateHunger(Task& task, Peer& peer) {
   const size_t parents = task.dag.Parents(peer.vertex).size();
   const uint64_t need = peer.host->download_capacity();
   const bool hungry = peer.state == PeerState::kRunning && peer.stream != nullptr &&
-                      parents < config_.candidate_parent_limit &&
-                      (need == 0 || parents == 0 || peer.allotted() < need);
+                      (peer.needs_push || (parents < config_.candidate_parent_limit &&
+                                           (need == 0 || parents == 0 || peer.allotted() < need)));
   if (hungry) {
     if (task.hungry.insert(peer.id).second) hungry_tasks_.insert(task.id);
     if (parents == 0 && !peer.waiting) {
@@ -201,6 +201,31 @@ void ResourceModel::UpdateHunger(Task& task, Peer& peer) {
     hungry_tasks_.erase(task.id);
   }
   if (parents > 0) peer.waiting = false;
+}
+
+std::vector<const Peer*> ResourceModel::WidestUplinks(const Task& task, size_t limit,
+                                                      const Peer* also) const {
+  std::vector<const Peer*> out;
+  if (limit == 0) return out;
+  for (const Peer* p : task.by_vertex) {
+    if (!p || p->seed || p->host->is_seed()) continue;
+    if (p->state == PeerState::kRunning || p == also) out.push_back(p);
+  }
+  auto width = [](const Peer* p) {
+    const uint64_t c = p->host->upload_capacity();
+    return c == 0 ? UINT64_MAX : c;
+  };
+  auto wider = [&](const Peer* a, const Peer* b) {
+    const uint64_t wa = width(a), wb = width(b);
+    return wa != wb ? wa > wb : a->vertex < b->vertex;
+  };
+  if (out.size() > limit) {
+    std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(limit), out.end(),
+                     wider);
+    out.resize(limit);
+  }
+  std::sort(out.begin(), out.end(), wider);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

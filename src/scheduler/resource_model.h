@@ -84,7 +84,14 @@ class ResourceModel {
   // A (better) candidate appeared in the task: hungry peers re-evaluate.
   void BumpCandidates(Task& task);
   // Recomputes whether the peer wants (more) parents, and whether it is waiting for its first.
+  // A peer that needs a push (Peer::needs_push) is hungry until it gets one.
   void UpdateHunger(Task& task, Peer& peer);
+  // The task's downloading peers (running, not seeds) with the widest upload capacity, at most
+  // `limit` of them, widest first; an unknown capacity counts as the widest (never measured, so
+  // not proven thin), ties go to the earlier registered (lower DAG vertex). `also` (a peer being
+  // decided on at its register, not yet running) competes too. O(peers of the task).
+  std::vector<const Peer*> WidestUplinks(const Task& task, size_t limit,
+                                         const Peer* also = nullptr) const;
 
   // ---- DAG edges, keeping the hosts' bookings in step
   // Adds the edge parent -> child (nothing when it would close a cycle) with `allotment`

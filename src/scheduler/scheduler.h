@@ -268,6 +268,9 @@ class Scheduler {
   // moved by more than a tenth (requires mu_).
   bool RefreshHostCapacity(Host& host);
   void RefreshCapacitiesLocked(Clock::time_point now);  // requires mu_
+  // Mesh: the peers that join or leave a task's mesh_seed_children widest uplinks are re-planned
+  // (gain or lose the seed as a parent). O(peers of the mesh tasks). Requires mu_.
+  void RebalanceSeedChildrenLocked();
 
   // Seed triggers are queued under mu_ and sent after it is released.
   std::vector<SeedJob> TakeSeedJobs();           // requires mu_

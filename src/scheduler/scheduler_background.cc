@@ -1,6 +1,8 @@
 // The background thread and what it drives: pushes to hungry peers, schedule timeouts, garbage
 // collection, capacity refreshes; and the StoreSync hooks. Every decision reads the injected
 // clock; only the thread's wake-ups are on real time.
+#include <algorithm>
+#include <iterator>
 #include <thread>
 
 #include "common/log.h"
@@ -52,6 +54,7 @@ void Scheduler::RunBackgroundRound() {
 void Scheduler::BackgroundRoundLocked(std::unique_lock<std::mutex>& lock, Clock::time_point now) {
   if (now >= next_capacity_refresh_) {
     RefreshCapacitiesLocked(now);
+    RebalanceSeedChildrenLocked();
     next_capacity_refresh_ = now + CapacityEstimator::Options{}.bucket;
   }
   ServeHungryPeers(lock, now);
@@ -183,6 +186,34 @@ bool Scheduler::RefreshHostCapacity(Host& host) {
 void Scheduler::RefreshCapacities(Clock::time_point now) {
   std::lock_guard lock(mu_);
   RefreshCapacitiesLocked(now);
+}
+
+void Scheduler::RebalanceSeedChildrenLocked() {
+  if (config_.parent_graph != "mesh" || config_.mesh_seed_children == 0) return;
+  for (auto& [task_id, task] : model_.tasks()) {
+    if (task->live_seed_peers == 0) continue;
+    std::vector<std::string> now_ids;
+    for (const Peer* p : model_.WidestUplinks(*task, config_.mesh_seed_children)) {
+      now_ids.push_back(p->id);
+    }
+    std::vector<std::string> was = task->seed_children;
+    std::sort(was.begin(), was.end());
+    std::vector<std::string> is = now_ids;
+    std::sort(is.begin(), is.end());
+    std::vector<std::string> moved;  // joined or left the set
+    std::set_symmetric_difference(was.begin(), was.end(), is.begin(), is.end(),
+                                  std::back_inserter(moved));
+    task->seed_children = std::move(now_ids);
+    for (const std::string& id : moved) {
+      Peer* peer = model_.FindPeer(*task, id);
+      if (!peer || peer->state != PeerState::kRunning) continue;
+      peer->needs_push = true;  // gains or loses the seed at its next decision
+      model_.UpdateHunger(*task, *peer);
+    }
+    if (!moved.empty()) {  // served by ServeHungryPeers, which runs next in this round
+      DF_LOG_DEBUG("mesh seed children task_id={} moved={}", task->id, moved.size());
+    }
+  }
 }
 
 void Scheduler::RefreshCapacitiesLocked(Clock::time_point now) {

@@ -133,6 +133,16 @@ TEST(SchedulerConfig, ParentGraphIsDagOrMesh) {
   EXPECT_NE(s.message().find("mesh"), std::string::npos) << "names the known values";
 }
 
+TEST(SchedulerConfig, MeshSeedChildrenIsACount) {
+  SchedulerConfig c;
+  EXPECT_EQ(c.mesh_seed_children, 4u);
+  ASSERT_TRUE(SetOption(c, "mesh-seed-children", "0").ok());
+  EXPECT_EQ(c.mesh_seed_children, 0u);
+  EXPECT_FALSE(SetOption(c, "mesh-seed-children", "-1").ok());
+  EXPECT_FALSE(SetOption(c, "mesh-seed-children", "many").ok());
+  EXPECT_FALSE(LoadConfigFromString("mesh_seed_children: 100001\n", "s.yaml", SchedulerConfig{}).ok());
+}
+
 TEST(SchedulerConfig, MlEvaluatorNeedsAnInferenceService) {
   SchedulerConfig c;
   c.evaluator = "ml";

@@ -992,6 +992,51 @@ TEST_F(SchedulerCapacityTest, AMeshLetsPeersServeEachOther) {
   EXPECT_FALSE(c->Next(100ms).has_value());
 }
 
+// A mesh's seed is a parent only of the task's mesh_seed_children widest uplinks (here 1): the
+// thin peer gets it while nobody else can serve it, then loses it to a wide peer that registers
+// later and takes the wide peer instead.
+TEST_F(SchedulerCapacityTest, AMeshSeedServesOnlyTheWidestUplinks) {
+  StartScheduler([](SchedulerConfig& c) {
+    c.parent_graph = "mesh";
+    c.mesh_seed_children = 1;
+    c.candidate_parent_limit = 4;
+  });
+  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  AnnounceRates("thin", 10, 200);
+  AnnounceRates("wide", 200, 200);
+  auto s = Registered("seed-host", "peer-seed");
+  ASSERT_TRUE(s->Next()->has_need_back_to_source());
+  auto thin = Registered("thin", "peer-thin");
+  EXPECT_EQ(thin->NextParents(), (Strings{"peer-seed"})) << "nobody else can serve it";
+  auto wide = Registered("wide", "peer-wide");
+  EXPECT_EQ(wide->NextParents(), (Strings{"peer-seed", "peer-thin"}));
+  // It may first be pushed the wide peer beside the seed (if that decision came before the wide
+  // peer ran); within a capacity refresh the seed is taken away.
+  Strings got = thin->NextParents(2s);
+  if (got != Strings{"peer-wide"}) got = thin->NextParents(2s);
+  EXPECT_EQ(got, (Strings{"peer-wide"})) << "the seed moved to the wide uplink";
+  EXPECT_FALSE(wide->Next(500ms).has_value()) << "its parents stay";
+}
+
+// With mesh_seed_children 0 every child may take the seed, as before.
+TEST_F(SchedulerCapacityTest, AMeshSeedServesAnyChildWithoutALimit) {
+  StartScheduler([](SchedulerConfig& c) {
+    c.parent_graph = "mesh";
+    c.mesh_seed_children = 0;
+    c.candidate_parent_limit = 4;
+  });
+  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  AnnounceRates("thin", 10, 200);
+  AnnounceRates("wide", 200, 200);
+  auto s = Registered("seed-host", "peer-seed");
+  ASSERT_TRUE(s->Next()->has_need_back_to_source());
+  auto thin = Registered("thin", "peer-thin");
+  EXPECT_EQ(thin->NextParents(), (Strings{"peer-seed"}));
+  auto wide = Registered("wide", "peer-wide");
+  EXPECT_EQ(wide->NextParents(), (Strings{"peer-seed", "peer-thin"}));
+  EXPECT_EQ(thin->NextParents(2s), (Strings{"peer-seed", "peer-wide"})) << "keeps the seed";
+}
+
 // rack-a has a wide uplink and serves rack-b; rack-b's only peer has almost no uplink. With the
 // default limit rack-c must still chain off rack-b (its link is the one to spare); with the
 // limit off it takes rack-a's free upload.

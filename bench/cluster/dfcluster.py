@@ -951,6 +951,91 @@ def wait_all(procs_or_checks, timeout, label):
     return False
 
 
+class LinkSampler:
+    """What every host's link carried, sampled once a second while a system runs: one
+    `ip -s link` of the switch namespace, where each host's veth port counts the host's upload
+    (rx) and download (tx). Cheap (one process a second) and independent of the system's logs, so
+    it also works for BitTorrent and for runs without debug logs."""
+
+    def __init__(self, cluster, hosts, period=1.0):
+        self.cluster, self.period = cluster, period
+        self.ports = {h.port: h.name for h in hosts}
+        self.samples = []  # (seconds since start, {name: (up bytes, down bytes)})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self):
+        out = sh("ip", "-n", self.cluster.sw_ns, "-s", "-j", "link", "show", capture=True)
+        seen = {}
+        for link in json.loads(out):
+            name = self.ports.get(link.get("ifname"))
+            if name:
+                st = link["stats64"]
+                seen[name] = (st["rx"]["bytes"], st["tx"]["bytes"])
+        return seen
+
+    def _run(self):
+        t0 = time.time()
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.time() - t0, self._read()))
+            except Exception as e:  # a sample lost is not a run lost
+                log(f"link sampler: {e}")
+            self._stop.wait(self.period)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.samples.append((self.samples[-1][0] + self.period if self.samples else 0,
+                                 self._read()))
+        except Exception:
+            pass
+
+    def trace(self):
+        """{"seconds": [...], "up_mbit": {host: [...]}, "down_mbit": {host: [...]}}: the mean
+        rate between consecutive samples."""
+        out = {"seconds": [], "up_mbit": {n: [] for n in self.ports.values()},
+               "down_mbit": {n: [] for n in self.ports.values()}}
+        for (t_a, a), (t_b, b) in zip(self.samples, self.samples[1:]):
+            dt = t_b - t_a
+            if dt <= 0:
+                continue
+            out["seconds"].append(round(t_b, 2))
+            for n in self.ports.values():
+                ua, da = a.get(n, (0, 0))
+                ub, db = b.get(n, (0, 0))
+                out["up_mbit"][n].append(round((ub - ua) * 8 / dt / 1e6, 1))
+                out["down_mbit"][n].append(round((db - da) * 8 / dt / 1e6, 1))
+        return out
+
+
+def print_link_trace(trace, label, window=10.0):
+    """Upload per host in `window`-second columns, and the sum over all hosts."""
+    secs = trace["seconds"]
+    if not secs:
+        return
+    cols = int(secs[-1] // window) + 1
+    lines = [f"{label}: upload, Mbit/s per {window:g} s window (link counters)",
+             "host    " + "".join(f"{int(i * window):>6}" for i in range(cols))]
+    total = [0.0] * cols
+    for name, series in trace["up_mbit"].items():
+        acc, cnt = [0.0] * cols, [0] * cols
+        for t, v in zip(secs, series):
+            i = min(int((t - 1e-9) // window), cols - 1)
+            acc[i] += v
+            cnt[i] += 1
+        means = [acc[i] / cnt[i] if cnt[i] else 0.0 for i in range(cols)]
+        total = [x + y for x, y in zip(total, means)]
+        lines.append(f"{name:<8}" + "".join(f"{m:>6.0f}" for m in means))
+    lines.append(f"{'all':<8}" + "".join(f"{m:>6.0f}" for m in total))
+    print("\n".join(lines), flush=True)
+
+
 def result_record(ctx, system, times, ok, origin_bytes, origin_reqs, tx_bytes, extra=None):
     topo = ctx.topo
     names = [h.name for h in topo.receivers]
@@ -1106,6 +1191,7 @@ def run_bittorrent(ctx):
     done_files = {h.name: bt / f"done-{h.name}" for h in topo.receivers}
     outs = {}
     procs = {}
+    sampler = LinkSampler(cl, [topo.origin] + list(topo.receivers)).start()
     t0 = time.time()
     for h in topo.receivers:
         d = out_path(ctx, h, "bittorrent")
@@ -1115,6 +1201,9 @@ def run_bittorrent(ctx):
             f"bt-leecher-{h.name}", env={"DFB_DONE_FILE": str(done_files[h.name])})
     finished = wait_all([lambda f=f: f.exists() and f.stat().st_size > 0
                          for f in done_files.values()], ctx.timeout, "bittorrent")
+    sampler.stop()
+    link_trace = sampler.trace()
+    print_link_trace(link_trace, "bittorrent")
     time.sleep(0.2)
     served = seeder_upload_bytes(ctx)
     tx = cl.tx_bytes(topo.origin) - tx0
@@ -1131,7 +1220,7 @@ def run_bittorrent(ctx):
     remove_copies(ctx, "bittorrent")
     return result_record(ctx, "bittorrent", times, ok, served if served is not None else -1, None,
                          tx, {"timed_out": not finished, "failures": failures,
-                              "torrent_piece_length": piece_length,
+                              "torrent_piece_length": piece_length, "link_trace": link_trace,
                               "info_hash": info_hash.hex(),
                               "origin_bytes_note": "uploadLength of the seeding aria2c"})
 
@@ -1432,6 +1521,7 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
         outs = {h.name: out_path(ctx, h, system) / ("img" if ctx.image else "file")
                 for h in topo.receivers}
         procs = {}
+        sampler = LinkSampler(cl, [topo.origin] + list(topo.receivers)).start()
         t0 = time.time()
         for h in topo.receivers:
             if ctx.image:  # skopeo pulls through its own host's mirror
@@ -1450,6 +1540,9 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
             procs[h.name] = cl.start(h, argv, f"{system}-dfget-{h.name}")
         finished = wait_all([lambda p=p: not p.running() for p in procs.values()], ctx.timeout,
                             system)
+        sampler.stop()
+        link_trace = sampler.trace()
+        print_link_trace(link_trace, system)
         cl.stop_all(procs.values())
         times = {n: p.end_time - t0 for n, p in procs.items() if p.returncode == 0}
         failures = {n: p.returncode for n, p in procs.items() if p.returncode != 0}
@@ -1484,7 +1577,7 @@ def run_dragonfly(ctx, evaluator, announce="exact"):
                           "evaluator": evaluator, "schedulers": n_sched,
                           "hide_idc": args.hide_idc, "warmup": warmup,
                           "scheduler_counters": sched_counters, "daemon_usage": usage,
-                          **image_extra})
+                          "link_trace": link_trace, **image_extra})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -211,7 +211,13 @@ void Scheduler::RebalanceSeedChildrenLocked() {
       model_.UpdateHunger(*task, *peer);
     }
     if (!moved.empty()) {  // served by ServeHungryPeers, which runs next in this round
-      DF_LOG_DEBUG("mesh seed children task_id={} moved={}", task->id, moved.size());
+      std::string set;
+      for (const std::string& id : task->seed_children) {
+        const Peer* p = model_.FindPeer(*task, id);
+        set += fmt::format(" {}@{}Mbit/s", id.substr(0, id.find('-')),
+                           p ? p->host->upload_capacity() * 8 / 1000000 : 0);
+      }
+      DF_LOG_DEBUG("mesh seed children task_id={} moved={} now:{}", task->id, moved.size(), set);
     }
   }
 }

@@ -320,17 +320,23 @@ Scheduler::ScheduleOutcome Scheduler::ScheduleParents(Task& task, Peer& child,
     metrics_.decisions_unchanged.Increment();
     return ScheduleOutcome::kUnchanged;
   }
+  v1::AnnouncePeerResponse response;
+  v1::NormalTaskResponse* normal = response.mutable_normal_task();
   for (Dag::Vertex v : old_parents) {
     if (chosen(v)) continue;
-    if (Peer* p = task.PeerAt(v)) model_.Unlink(task, *p, child);
+    Peer* p = task.PeerAt(v);
+    if (!p) continue;
+    model_.Unlink(task, *p, child);
+    // A mesh drops a parent only to take a seed away from a child that is no longer among the
+    // widest uplinks (SelectMesh): the peer must stop asking it. In a DAG the peer keeps a
+    // dropped parent (docs/scheduler.md, "Taking a parent back").
+    if (!task.dag.acyclic()) normal->add_removed_parent_ids(p->id);
   }
   for (const ChosenParent& p : parents) {
     model_.Link(task, *p.peer, child, p.allotment_bytes_per_sec);
   }
   model_.UpdateHunger(task, child);
 
-  v1::AnnouncePeerResponse response;
-  v1::NormalTaskResponse* normal = response.mutable_normal_task();
   for (const ChosenParent& p : parents) {
     v1::CandidateParent* c = normal->add_candidate_parents();
     c->set_peer_id(p.peer->id);

@@ -164,19 +164,21 @@ std::vector<ChosenParent> ParentSelector::SelectMesh(Task& task, Peer& child,
   if (ranked.empty()) ranked = evaluated;
   // A seed serves only the widest uplinks of the task (mesh_seed_children), unless nobody else
   // could serve this child.
-  if (!MaySeedServe(task, child)) {
-    auto not_seed = [](const Ranked& r) { return !IsSeedPeer(*r.peer); };
-    if (std::any_of(ranked.begin(), ranked.end(), not_seed)) {
-      std::erase_if(ranked, [&](const Ranked& r) { return !not_seed(r); });
-    }
+  const bool may_seed = MaySeedServe(task, child);
+  auto is_seed = [](const Ranked& r) { return IsSeedPeer(*r.peer); };
+  if (!may_seed && !std::all_of(ranked.begin(), ranked.end(), is_seed)) {
+    std::erase_if(ranked, is_seed);
   }
   // A parent the child already has keeps its place: dropping one would cancel the transfers on
-  // its connection for a parent ranked a little higher.
+  // its connection for a parent ranked a little higher. A seed comes first all the same: a child
+  // that joined the widest uplinks with all its parent slots taken must still get it (it then
+  // loses its last current parent).
   const auto& current = task.dag.Parents(child.vertex);
   auto is_current = [&](const Ranked& r) {
     return std::find(current.begin(), current.end(), r.peer->vertex) != current.end();
   };
   std::stable_partition(ranked.begin(), ranked.end(), is_current);
+  if (may_seed) std::stable_partition(ranked.begin(), ranked.end(), is_seed);
   std::vector<ChosenParent> out;
   for (const Ranked& r : ranked) {
     if (out.size() == config_.candidate_parent_limit) break;

@@ -268,8 +268,9 @@ class Scheduler {
   // moved by more than a tenth (requires mu_).
   bool RefreshHostCapacity(Host& host);
   void RefreshCapacitiesLocked(Clock::time_point now);  // requires mu_
-  // Mesh: the peers that join or leave a task's mesh_seed_children widest uplinks are re-planned
-  // (gain or lose the seed as a parent). O(peers of the mesh tasks). Requires mu_.
+  // Mesh: the peers that join a task's mesh_seed_children widest uplinks, and those outside it
+  // that hold a seed as parent, are re-planned (gain or lose the seed). Every capacity refresh;
+  // O(peers and their parents of the mesh tasks). Requires mu_.
   void RebalanceSeedChildrenLocked();
 
   // Seed triggers are queued under mu_ and sent after it is released.

@@ -200,24 +200,42 @@ void Scheduler::RebalanceSeedChildrenLocked() {
     std::sort(was.begin(), was.end());
     std::vector<std::string> is = now_ids;
     std::sort(is.begin(), is.end());
-    std::vector<std::string> moved;  // joined or left the set
-    std::set_symmetric_difference(was.begin(), was.end(), is.begin(), is.end(),
-                                  std::back_inserter(moved));
+    std::vector<std::string> joined;
+    std::set_difference(is.begin(), is.end(), was.begin(), was.end(), std::back_inserter(joined));
     task->seed_children = std::move(now_ids);
-    for (const std::string& id : moved) {
+    size_t moved = 0;
+    auto push = [&](Peer& peer) {  // gains or loses the seed at its next decision
+      peer.needs_push = true;
+      model_.UpdateHunger(*task, peer);
+      ++moved;
+    };
+    for (const std::string& id : joined) {
       Peer* peer = model_.FindPeer(*task, id);
-      if (!peer || peer->state != PeerState::kRunning) continue;
-      peer->needs_push = true;  // gains or loses the seed at its next decision
-      model_.UpdateHunger(*task, *peer);
+      if (peer && peer->state == PeerState::kRunning) push(*peer);
     }
-    if (!moved.empty()) {  // served by ServeHungryPeers, which runs next in this round
+    // Any other running peer that holds a seed as parent loses it (it may have got it at its
+    // register, before the set was first computed, or left the set since).
+    for (auto& [peer_id, peer] : task->peers) {
+      if (peer->state != PeerState::kRunning || peer->needs_push ||
+          std::binary_search(is.begin(), is.end(), peer_id)) {
+        continue;
+      }
+      const auto& parents = task->dag.Parents(peer->vertex);
+      if (std::any_of(parents.begin(), parents.end(), [&](Dag::Vertex v) {
+            const Peer* p = task->PeerAt(v);
+            return p && ParentSelector::IsSeedPeer(*p);
+          })) {
+        push(*peer);
+      }
+    }
+    if (moved > 0) {  // served by ServeHungryPeers, which runs next in this round
       std::string set;
       for (const std::string& id : task->seed_children) {
         const Peer* p = model_.FindPeer(*task, id);
         set += fmt::format(" {}@{}Mbit/s", id.substr(0, id.find('-')),
                            p ? p->host->upload_capacity() * 8 / 1000000 : 0);
       }
-      DF_LOG_DEBUG("mesh seed children task_id={} moved={} now:{}", task->id, moved.size(), set);
+      DF_LOG_DEBUG("mesh seed children task_id={} moved={} now:{}", task->id, moved, set);
     }
   }
 }

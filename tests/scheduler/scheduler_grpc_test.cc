@@ -1026,6 +1026,29 @@ TEST_F(SchedulerCapacityTest, AMeshSeedServesOnlyTheWidestUplinks) {
   EXPECT_FALSE(wide->Next(500ms).has_value()) << "its parents stay";
 }
 
+// A child that becomes the widest uplink while its parent slots are full still gets the seed: the
+// seed goes before its current parents (without that, a mesh with candidate_parent_limit below
+// the swarm's size lost its seed children, and the seed went idle).
+TEST_F(SchedulerCapacityTest, AMeshSeedGoesBeforeCurrentParentsOfAFullChild) {
+  StartScheduler([](SchedulerConfig& c) {
+    c.parent_graph = "mesh";
+    c.mesh_seed_children = 1;
+    c.candidate_parent_limit = 1;
+  });
+  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  AnnounceRates("first", 100, 200);
+  AnnounceRates("second", 50, 200);
+  auto s = Registered("seed-host", "peer-seed");
+  ASSERT_TRUE(s->Next()->has_need_back_to_source());
+  auto first = Registered("first", "peer-first");
+  EXPECT_EQ(first->NextParents(), (Strings{"peer-seed"}));
+  auto second = Registered("second", "peer-second");
+  EXPECT_EQ(second->NextParents(), (Strings{"peer-first"})) << "the narrower uplink";
+  AnnounceRates("second", 400, 200);  // now the widest
+  EXPECT_EQ(second->NextParents(2s), (Strings{"peer-seed"}));
+  EXPECT_EQ(first->NextParents(2s), (Strings{"peer-second"}));
+}
+
 // With mesh_seed_children 0 every child may take the seed, as before.
 TEST_F(SchedulerCapacityTest, AMeshSeedServesAnyChildWithoutALimit) {
   StartScheduler([](SchedulerConfig& c) {

@@ -139,6 +139,16 @@ struct Task {
   // ids, widest uplink first). Scheduler::RebalanceSeedChildrenLocked re-plans those that join
   // or leave it.
   std::vector<std::string> seed_children;
+  // Mesh: the pieces some peer that is not a seed reported finished (sized when the first report
+  // arrives after the task's size is known; reports before that are not counted, which only
+  // delays the moment below). Once every piece is held by such a peer, nothing the seed sends is
+  // new to the swarm and it serves any child (the tail): ParentSelector::MaySeedServe.
+  std::vector<bool> peer_held;
+  uint32_t peer_held_count = 0;
+  bool seed_opened = false;  // the peers were pushed once the coverage was complete
+  bool peers_hold_every_piece() const {
+    return total_pieces > 0 && peer_held_count >= total_pieces;
+  }
   // Edges whose parent and child announced different IDCs, by the parent's IDC.
   std::unordered_map<std::string, uint32_t> cross_idc_children;
   uint32_t back_to_source_peers = 0;  // normal-host peers in kBackToSource

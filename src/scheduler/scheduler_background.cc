@@ -192,6 +192,18 @@ void Scheduler::RebalanceSeedChildrenLocked() {
   if (config_.parent_graph != "mesh" || config_.mesh_seed_children == 0) return;
   for (auto& [task_id, task] : model_.tasks()) {
     if (task->live_seed_peers == 0) continue;
+    if (task->peers_hold_every_piece()) {
+      // The tail: the seed serves anyone. Once, the peers that do not have it are offered it.
+      if (task->seed_opened) continue;
+      task->seed_opened = true;
+      for (auto& [peer_id, peer] : task->peers) {
+        if (peer->state != PeerState::kRunning) continue;
+        peer->needs_push = true;
+        model_.UpdateHunger(*task, *peer);
+      }
+      DF_LOG_DEBUG("mesh seed open to every child task_id={}", task->id);
+      continue;
+    }
     std::vector<std::string> now_ids;
     for (const Peer* p : model_.WidestUplinks(*task, config_.mesh_seed_children)) {
       now_ids.push_back(p->id);

@@ -93,6 +93,15 @@ Status Scheduler::HandlePeerMessage(const PeerKey& key, const v1::AnnouncePeerRe
 
 void Scheduler::OnPieceFinished(Task& task, Peer& peer, const v1::PieceFinished& m) {
   peer.finished.Add(m.piece_number());
+  if (!task.dag.acyclic() && !ParentSelector::IsSeedPeer(peer) && task.total_pieces > 0 &&
+      task.total_pieces <= FinishedPieces::kMaxTrackedPieces &&
+      m.piece_number() < task.total_pieces) {
+    if (task.peer_held.empty()) task.peer_held.assign(task.total_pieces, false);
+    if (task.peer_held.size() == task.total_pieces && !task.peer_held[m.piece_number()]) {
+      task.peer_held[m.piece_number()] = true;
+      ++task.peer_held_count;
+    }
+  }
   if (m.parent_id().empty()) {  // from the origin: its digest, and no pair to record
     RecordPieceDigest(task, peer, m);
     return;

@@ -1049,6 +1049,37 @@ TEST_F(SchedulerCapacityTest, AMeshSeedGoesBeforeCurrentParentsOfAFullChild) {
   EXPECT_EQ(first->NextParents(2s), (Strings{"peer-second"}));
 }
 
+// Once peers other than the seed hold every piece between them, what the seed sends is no longer
+// new to the swarm: it serves any child (the tail), and those without it are offered it.
+TEST_F(SchedulerCapacityTest, AMeshSeedServesAnyChildOnceThePeersHoldEveryPiece) {
+  StartScheduler([](SchedulerConfig& c) {
+    c.parent_graph = "mesh";
+    c.mesh_seed_children = 1;
+    c.candidate_parent_limit = 4;
+  });
+  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  AnnounceRates("wide", 200, 200);
+  AnnounceRates("thin", 10, 200);
+  auto s = Registered("seed-host", "peer-seed");
+  ASSERT_TRUE(s->Next()->has_need_back_to_source());
+  auto meta = s->Request();
+  meta.mutable_task_metadata()->set_content_length(4 << 20);
+  meta.mutable_task_metadata()->set_piece_length(1 << 20);
+  s->Send(meta);
+  ASSERT_TRUE(Eventually([&] {
+    auto st = scheduler().StatTask(Id("task-1"));
+    return st.ok() && st->content_length() == (4 << 20);
+  }));
+  auto wide = Registered("wide", "peer-wide");
+  EXPECT_EQ(wide->NextParents(), (Strings{"peer-seed"}));
+  auto thin = Registered("thin", "peer-thin");
+  EXPECT_EQ(thin->NextParents(), (Strings{"peer-wide"}));
+  for (uint32_t i = 0; i < 3; ++i) wide->PieceFinished(i, "peer-seed");
+  EXPECT_FALSE(thin->Next(500ms).has_value()) << "piece 3 is still only at the seed";
+  wide->PieceFinished(3, "peer-seed");
+  EXPECT_EQ(thin->NextParents(2s), (Strings{"peer-seed", "peer-wide"}));
+}
+
 // With mesh_seed_children 0 every child may take the seed, as before.
 TEST_F(SchedulerCapacityTest, AMeshSeedServesAnyChildWithoutALimit) {
   StartScheduler([](SchedulerConfig& c) {

@@ -354,9 +354,8 @@ TEST(PiecePickerTest, AgreesWithTheFullScan) {
     const uint32_t pieces = 1 + below(150);
     const uint32_t parents = below(7);
     const uint64_t spread = below(2) ? rng() : 0;
-    PiecePicker picker({.cut_through = cut_through,
-                        .per_parent_concurrency = per_parent,
-                        .spread_start = spread});
+    PiecePicker picker(
+        {.cut_through = cut_through, .per_parent_concurrency = per_parent, .spread_start = spread});
     Reference ref{std::string(pieces, '.'), {}, {}, static_cast<uint32_t>(spread % pieces)};
     std::vector<Load> loads;
     for (uint32_t p = 0; p < parents; ++p) {

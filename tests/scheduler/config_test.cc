@@ -140,7 +140,8 @@ TEST(SchedulerConfig, MeshSeedChildrenIsACount) {
   EXPECT_EQ(c.mesh_seed_children, 0u);
   EXPECT_FALSE(SetOption(c, "mesh-seed-children", "-1").ok());
   EXPECT_FALSE(SetOption(c, "mesh-seed-children", "many").ok());
-  EXPECT_FALSE(LoadConfigFromString("mesh_seed_children: 100001\n", "s.yaml", SchedulerConfig{}).ok());
+  EXPECT_FALSE(
+      LoadConfigFromString("mesh_seed_children: 100001\n", "s.yaml", SchedulerConfig{}).ok());
 }
 
 TEST(SchedulerConfig, MlEvaluatorNeedsAnInferenceService) {

@@ -875,6 +875,21 @@ class SchedulerCapacityTest : public SchedulerGrpcTest {
     v1::AnnounceHostResponse resp;
     ASSERT_TRUE(stub_->AnnounceHost(&ctx, req, &resp).ok());
   }
+
+  // A mesh scheduler and its seed host "seed-host" (uplink 200), whose peer "peer-seed" has
+  // registered and was sent to the origin.
+  std::unique_ptr<PeerClient> StartMeshWithSeed(uint32_t seed_children, uint32_t parent_limit) {
+    StartScheduler([&](SchedulerConfig& c) {
+      c.parent_graph = "mesh";
+      c.mesh_seed_children = seed_children;
+      c.candidate_parent_limit = parent_limit;
+    });
+    AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+    auto s = Registered("seed-host", "peer-seed");
+    auto r = s->Next();
+    EXPECT_TRUE(r && r->has_need_back_to_source());
+    return s;
+  }
 };
 
 TEST_F(SchedulerCapacityTest, EqualLinksBuildAChain) {
@@ -996,16 +1011,9 @@ TEST_F(SchedulerCapacityTest, AMeshLetsPeersServeEachOther) {
 // thin peer gets it while nobody else can serve it, then loses it to a wide peer that registers
 // later and takes the wide peer instead.
 TEST_F(SchedulerCapacityTest, AMeshSeedServesOnlyTheWidestUplinks) {
-  StartScheduler([](SchedulerConfig& c) {
-    c.parent_graph = "mesh";
-    c.mesh_seed_children = 1;
-    c.candidate_parent_limit = 4;
-  });
-  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  auto s = StartMeshWithSeed(1, 4);
   AnnounceRates("thin", 10, 200);
   AnnounceRates("wide", 200, 200);
-  auto s = Registered("seed-host", "peer-seed");
-  ASSERT_TRUE(s->Next()->has_need_back_to_source());
   auto thin = Registered("thin", "peer-thin");
   EXPECT_EQ(thin->NextParents(), (Strings{"peer-seed"})) << "nobody else can serve it";
   auto wide = Registered("wide", "peer-wide");
@@ -1030,16 +1038,9 @@ TEST_F(SchedulerCapacityTest, AMeshSeedServesOnlyTheWidestUplinks) {
 // seed goes before its current parents (without that, a mesh with candidate_parent_limit below
 // the swarm's size lost its seed children, and the seed went idle).
 TEST_F(SchedulerCapacityTest, AMeshSeedGoesBeforeCurrentParentsOfAFullChild) {
-  StartScheduler([](SchedulerConfig& c) {
-    c.parent_graph = "mesh";
-    c.mesh_seed_children = 1;
-    c.candidate_parent_limit = 1;
-  });
-  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  auto s = StartMeshWithSeed(1, 1);
   AnnounceRates("first", 100, 200);
   AnnounceRates("second", 50, 200);
-  auto s = Registered("seed-host", "peer-seed");
-  ASSERT_TRUE(s->Next()->has_need_back_to_source());
   auto first = Registered("first", "peer-first");
   EXPECT_EQ(first->NextParents(), (Strings{"peer-seed"}));
   auto second = Registered("second", "peer-second");
@@ -1052,16 +1053,9 @@ TEST_F(SchedulerCapacityTest, AMeshSeedGoesBeforeCurrentParentsOfAFullChild) {
 // Once peers other than the seed hold every piece between them, what the seed sends is no longer
 // new to the swarm: it serves any child (the tail), and those without it are offered it.
 TEST_F(SchedulerCapacityTest, AMeshSeedServesAnyChildOnceThePeersHoldEveryPiece) {
-  StartScheduler([](SchedulerConfig& c) {
-    c.parent_graph = "mesh";
-    c.mesh_seed_children = 1;
-    c.candidate_parent_limit = 4;
-  });
-  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  auto s = StartMeshWithSeed(1, 4);
   AnnounceRates("wide", 200, 200);
   AnnounceRates("thin", 10, 200);
-  auto s = Registered("seed-host", "peer-seed");
-  ASSERT_TRUE(s->Next()->has_need_back_to_source());
   auto meta = s->Request();
   meta.mutable_task_metadata()->set_content_length(4 << 20);
   meta.mutable_task_metadata()->set_piece_length(1 << 20);
@@ -1082,16 +1076,9 @@ TEST_F(SchedulerCapacityTest, AMeshSeedServesAnyChildOnceThePeersHoldEveryPiece)
 
 // With mesh_seed_children 0 every child may take the seed, as before.
 TEST_F(SchedulerCapacityTest, AMeshSeedServesAnyChildWithoutALimit) {
-  StartScheduler([](SchedulerConfig& c) {
-    c.parent_graph = "mesh";
-    c.mesh_seed_children = 0;
-    c.candidate_parent_limit = 4;
-  });
-  AnnounceRates("seed-host", 200, 200, "", /*seed=*/true);
+  auto s = StartMeshWithSeed(0, 4);
   AnnounceRates("thin", 10, 200);
   AnnounceRates("wide", 200, 200);
-  auto s = Registered("seed-host", "peer-seed");
-  ASSERT_TRUE(s->Next()->has_need_back_to_source());
   auto thin = Registered("thin", "peer-thin");
   EXPECT_EQ(thin->NextParents(), (Strings{"peer-seed"}));
   auto wide = Registered("wide", "peer-wide");

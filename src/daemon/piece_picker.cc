@@ -197,20 +197,28 @@ void PiecePicker::AddHolder(uint32_t piece, int delta) {
 
 std::optional<uint32_t> PiecePicker::RarestIn(const PieceBitset& held) const {
   const auto& want = held.words();
-  const size_t words = want.size();
   // Rule 3 from start_: the word holding start_ with the bits below it masked off, the words
-  // after it, then (wrapping) the words before it and the low bits of its own word.
+  // after it, then (wrapping) the words before it and the low bits of its own word. With
+  // start_ 0 the second pass sees nothing (its mask is empty).
   const size_t first = start_ / 64;
   const uint64_t high = ~uint64_t{0} << (start_ % 64);
   for (size_t c = 1; c < buckets_.size(); ++c) {
     if (bucket_sizes_[c] == 0) continue;
     const auto& bucket = buckets_[c].words();
-    for (size_t k = 0; k <= words; ++k) {
-      const size_t w = (first + k) % words;
-      uint64_t hit = bucket[w] & want[w];
-      if (k == 0) hit &= high;
-      if (k == words) hit &= ~high;
-      if (hit != 0) return static_cast<uint32_t>(w * 64 + std::countr_zero(hit));
+    auto scan = [&](size_t from, size_t to, uint64_t first_mask,
+                    uint64_t last_mask) -> std::optional<uint32_t> {
+      for (size_t w = from; w < to; ++w) {
+        uint64_t hit = bucket[w] & want[w];
+        if (w == from) hit &= first_mask;
+        if (w + 1 == to) hit &= last_mask;
+        if (hit != 0) return static_cast<uint32_t>(w * 64 + std::countr_zero(hit));
+      }
+      return std::nullopt;
+    };
+    const uint64_t all = ~uint64_t{0};
+    if (auto p = scan(first, want.size(), high, all)) return p;
+    if (first > 0 || high != all) {
+      if (auto p = scan(0, first + 1, all, ~high)) return p;
     }
   }
   return std::nullopt;

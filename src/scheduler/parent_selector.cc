@@ -150,8 +150,6 @@ std::vector<ParentSelector::Ranked> ParentSelector::PreferOwnIdc(
   return out;
 }
 
-bool ParentSelector::IsSeedPeer(const Peer& p) { return p.seed || p.host->is_seed(); }
-
 bool ParentSelector::MaySeedServe(const Task& task, const Peer& child) const {
   if (config_.mesh_seed_children == 0 || task.peers_hold_every_piece()) return true;
   const auto widest = model_.WidestUplinks(task, config_.mesh_seed_children, &child);

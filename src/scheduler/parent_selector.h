@@ -58,7 +58,6 @@ class ParentSelector {
   // In a mesh: whether a seed may be a parent of `child` (always with mesh_seed_children 0, else
   // when it is one of the task's mesh_seed_children widest uplinks, ResourceModel::WidestUplinks).
   bool MaySeedServe(const Task& task, const Peer& child) const;
-  static bool IsSeedPeer(const Peer& p);
 
  private:
   struct Ranked {

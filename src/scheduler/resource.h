@@ -136,8 +136,7 @@ struct Task {
   // seen_candidate_version is older are re-evaluated.
   uint64_t candidate_version = 0;
   // Mesh: the peers a seed may serve when they were last looked at (mesh_seed_children; peer
-  // ids, widest uplink first). Scheduler::RebalanceSeedChildrenLocked re-plans those that join
-  // or leave it.
+  // ids, sorted). Scheduler::RebalanceSeedChildrenLocked re-plans those that join it.
   std::vector<std::string> seed_children;
   // Mesh: the pieces some peer that is not a seed reported finished (sized when the first report
   // arrives after the task's size is known; reports before that are not counted, which only
@@ -160,6 +159,9 @@ struct Task {
 
   Peer* PeerAt(Dag::Vertex v) const { return v < by_vertex.size() ? by_vertex[v] : nullptr; }
 };
+
+// A seed peer: its host was a seed when it registered, or is one now.
+inline bool IsSeedPeer(const Peer& p) { return p.seed || p.host->is_seed(); }
 
 // Parent and child announced different IDCs (a host without one is in every IDC).
 inline bool CrossIdc(const Peer& parent, const Peer& child) {

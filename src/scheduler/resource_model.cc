@@ -208,7 +208,7 @@ std::vector<const Peer*> ResourceModel::WidestUplinks(const Task& task, size_t l
   std::vector<const Peer*> out;
   if (limit == 0) return out;
   for (const Peer* p : task.by_vertex) {
-    if (!p || p->seed || p->host->is_seed()) continue;
+    if (!p || IsSeedPeer(*p)) continue;
     if (p->state == PeerState::kRunning || p == also) out.push_back(p);
   }
   auto width = [](const Peer* p) {

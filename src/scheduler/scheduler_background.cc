@@ -192,35 +192,32 @@ void Scheduler::RebalanceSeedChildrenLocked() {
   if (config_.parent_graph != "mesh" || config_.mesh_seed_children == 0) return;
   for (auto& [task_id, task] : model_.tasks()) {
     if (task->live_seed_peers == 0) continue;
-    if (task->peers_hold_every_piece()) {
-      // The tail: the seed serves anyone. Once, the peers that do not have it are offered it.
-      if (task->seed_opened) continue;
-      task->seed_opened = true;
-      for (auto& [peer_id, peer] : task->peers) {
-        if (peer->state != PeerState::kRunning) continue;
-        peer->needs_push = true;
-        model_.UpdateHunger(*task, *peer);
-      }
-      DF_LOG_DEBUG("mesh seed open to every child task_id={}", task->id);
-      continue;
-    }
-    std::vector<std::string> now_ids;
-    for (const Peer* p : model_.WidestUplinks(*task, config_.mesh_seed_children)) {
-      now_ids.push_back(p->id);
-    }
-    std::vector<std::string> was = task->seed_children;
-    std::sort(was.begin(), was.end());
-    std::vector<std::string> is = now_ids;
-    std::sort(is.begin(), is.end());
-    std::vector<std::string> joined;
-    std::set_difference(is.begin(), is.end(), was.begin(), was.end(), std::back_inserter(joined));
-    task->seed_children = std::move(now_ids);
     size_t moved = 0;
     auto push = [&](Peer& peer) {  // gains or loses the seed at its next decision
       peer.needs_push = true;
       model_.UpdateHunger(*task, peer);
       ++moved;
     };
+    if (task->peers_hold_every_piece()) {
+      // The tail: the seed serves anyone. Once, the peers that do not have it are offered it.
+      if (task->seed_opened) continue;
+      task->seed_opened = true;
+      for (auto& [peer_id, peer] : task->peers) {
+        if (peer->state == PeerState::kRunning) push(*peer);
+      }
+      DF_LOG_DEBUG("mesh seed open to every child task_id={} pushed={}", task->id, moved);
+      continue;
+    }
+    std::vector<std::string> is;  // sorted, as Task::seed_children
+    for (const Peer* p : model_.WidestUplinks(*task, config_.mesh_seed_children)) {
+      is.push_back(p->id);
+    }
+    std::sort(is.begin(), is.end());
+    std::vector<std::string> joined;
+    std::set_difference(is.begin(), is.end(), task->seed_children.begin(),
+                        task->seed_children.end(), std::back_inserter(joined));
+    task->seed_children = std::move(is);
+    const auto& set_ids = task->seed_children;
     for (const std::string& id : joined) {
       Peer* peer = model_.FindPeer(*task, id);
       if (peer && peer->state == PeerState::kRunning) push(*peer);
@@ -229,20 +226,21 @@ void Scheduler::RebalanceSeedChildrenLocked() {
     // register, before the set was first computed, or left the set since).
     for (auto& [peer_id, peer] : task->peers) {
       if (peer->state != PeerState::kRunning || peer->needs_push ||
-          std::binary_search(is.begin(), is.end(), peer_id)) {
+          std::binary_search(set_ids.begin(), set_ids.end(), peer_id)) {
         continue;
       }
       const auto& parents = task->dag.Parents(peer->vertex);
       if (std::any_of(parents.begin(), parents.end(), [&](Dag::Vertex v) {
             const Peer* p = task->PeerAt(v);
-            return p && ParentSelector::IsSeedPeer(*p);
+            return p && IsSeedPeer(*p);
           })) {
         push(*peer);
       }
     }
-    if (moved > 0) {  // served by ServeHungryPeers, which runs next in this round
+    // The pushes are served by ServeHungryPeers, which runs next in this round.
+    if (moved > 0 && spdlog::should_log(spdlog::level::debug)) {
       std::string set;
-      for (const std::string& id : task->seed_children) {
+      for (const std::string& id : set_ids) {
         const Peer* p = model_.FindPeer(*task, id);
         set += fmt::format(" {}@{}Mbit/s", id.substr(0, id.find('-')),
                            p ? p->host->upload_capacity() * 8 / 1000000 : 0);

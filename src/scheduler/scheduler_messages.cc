@@ -93,7 +93,7 @@ Status Scheduler::HandlePeerMessage(const PeerKey& key, const v1::AnnouncePeerRe
 
 void Scheduler::OnPieceFinished(Task& task, Peer& peer, const v1::PieceFinished& m) {
   peer.finished.Add(m.piece_number());
-  if (!task.dag.acyclic() && !ParentSelector::IsSeedPeer(peer) && task.total_pieces > 0 &&
+  if (!task.dag.acyclic() && !IsSeedPeer(peer) && task.total_pieces > 0 &&
       task.total_pieces <= FinishedPieces::kMaxTrackedPieces &&
       m.piece_number() < task.total_pieces) {
     if (task.peer_held.empty()) task.peer_held.assign(task.total_pieces, false);

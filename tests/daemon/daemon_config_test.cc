@@ -64,6 +64,7 @@ TEST(DaemonConfig, BadInputGetsAClearError) {
       {"piece_port: 70000\n", "piece_port"},
       {"piece_port: many\n", "piece_port"},
       {"upload_rate: fast\n", "upload_rate"},
+      {"spread_start: sometimes\n", "spread_start"},
       {"schedule_timeout: 5 fortnights\n", "schedule_timeout"},
       {"- a\n- b\n", "top level must be a map"},
       {"key: [unclosed\n", "c.yaml"},
@@ -283,6 +284,14 @@ TEST(DaemonConfig, SockModeIsOctalAndNeverOpenToOthers) {
     s = ValidateDaemonConfig(&c);
     EXPECT_NE(s.message().find("sock_mode"), std::string::npos) << std::oct << bad;
   }
+}
+
+TEST(DaemonConfig, SpreadStartIsOffByDefaultAndReadFromYaml) {
+  TempDir d;
+  DaemonConfig c;
+  EXPECT_FALSE(c.spread_start);
+  ASSERT_TRUE(LoadDaemonConfig(d.Write("c.yaml", "spread_start: true\n"), &c).ok());
+  EXPECT_TRUE(c.spread_start);
 }
 
 TEST(DaemonConfig, ProbeIntervalAndTimeoutAreDurations) {

@@ -890,6 +890,18 @@ class SchedulerCapacityTest : public SchedulerGrpcTest {
     EXPECT_TRUE(r && r->has_need_back_to_source());
     return s;
   }
+
+  // After StartMeshWithSeed: a thin peer (uplink 10) registers and gets the seed, nobody else
+  // being there; then a wide one (uplink 200) gets the seed and the thin peer.
+  std::pair<std::unique_ptr<PeerClient>, std::unique_ptr<PeerClient>> RegisterThinThenWide() {
+    AnnounceRates("thin", 10, 200);
+    AnnounceRates("wide", 200, 200);
+    auto thin = Registered("thin", "peer-thin");
+    EXPECT_EQ(thin->NextParents(), (Strings{"peer-seed"})) << "nobody else can serve it";
+    auto wide = Registered("wide", "peer-wide");
+    EXPECT_EQ(wide->NextParents(), (Strings{"peer-seed", "peer-thin"}));
+    return {std::move(thin), std::move(wide)};
+  }
 };
 
 TEST_F(SchedulerCapacityTest, EqualLinksBuildAChain) {
@@ -1012,12 +1024,7 @@ TEST_F(SchedulerCapacityTest, AMeshLetsPeersServeEachOther) {
 // later and takes the wide peer instead.
 TEST_F(SchedulerCapacityTest, AMeshSeedServesOnlyTheWidestUplinks) {
   auto s = StartMeshWithSeed(1, 4);
-  AnnounceRates("thin", 10, 200);
-  AnnounceRates("wide", 200, 200);
-  auto thin = Registered("thin", "peer-thin");
-  EXPECT_EQ(thin->NextParents(), (Strings{"peer-seed"})) << "nobody else can serve it";
-  auto wide = Registered("wide", "peer-wide");
-  EXPECT_EQ(wide->NextParents(), (Strings{"peer-seed", "peer-thin"}));
+  auto [thin, wide] = RegisterThinThenWide();
   // It may first be pushed the wide peer beside the seed (if that decision came before the wide
   // peer ran); within a capacity refresh the seed is taken away, explicitly (removed_parent_ids),
   // since a peer keeps the parents it has.
@@ -1077,12 +1084,7 @@ TEST_F(SchedulerCapacityTest, AMeshSeedServesAnyChildOnceThePeersHoldEveryPiece)
 // With mesh_seed_children 0 every child may take the seed, as before.
 TEST_F(SchedulerCapacityTest, AMeshSeedServesAnyChildWithoutALimit) {
   auto s = StartMeshWithSeed(0, 4);
-  AnnounceRates("thin", 10, 200);
-  AnnounceRates("wide", 200, 200);
-  auto thin = Registered("thin", "peer-thin");
-  EXPECT_EQ(thin->NextParents(), (Strings{"peer-seed"}));
-  auto wide = Registered("wide", "peer-wide");
-  EXPECT_EQ(wide->NextParents(), (Strings{"peer-seed", "peer-thin"}));
+  auto [thin, wide] = RegisterThinThenWide();
   EXPECT_EQ(thin->NextParents(2s), (Strings{"peer-seed", "peer-wide"})) << "keeps the seed";
 }
 

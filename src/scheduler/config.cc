@@ -65,6 +65,19 @@ Setter Size(uint64_t SchedulerConfig::*field, uint64_t min) {
   };
 }
 
+Setter Bool(bool SchedulerConfig::*field) {
+  return [=](SchedulerConfig& c, const std::string& v) {
+    if (v == "true") {
+      c.*field = true;
+    } else if (v == "false") {
+      c.*field = false;
+    } else {
+      return InvalidArgument("'" + v + "' is not true or false");
+    }
+    return Status::Ok();
+  };
+}
+
 Setter Rate(uint64_t SchedulerConfig::*field) {
   return [=](SchedulerConfig& c, const std::string& v) {
     if (v == "0") {
@@ -108,6 +121,7 @@ const std::map<std::string, Setter>& Setters() {
       {"inference_model", Text(&C::inference_model)},
       {"inference_deadline", Duration(&C::inference_deadline_ms, 1)},
       {"prediction_ttl", Duration(&C::prediction_ttl_ms, 100)},
+      {"infer_groups", Bool(&C::infer_groups)},
       // The daemon probes at most 32 hosts per round (prober.h, kMaxProbeTargets).
       {"probe_count", Count(&C::probe_count, 1, 32)},
       {"probe_queue_length", Count(&C::probe_queue_length, 1, 1000)},
@@ -165,6 +179,7 @@ const std::vector<std::string>& OptionNames() {
                                                           "inference_model",
                                                           "inference_deadline",
                                                           "prediction_ttl",
+                                                          "infer_groups",
                                                           "probe_count",
                                                           "probe_queue_length",
                                                           "probe_sample_size",

@@ -88,6 +88,9 @@ struct SchedulerConfig {
   std::string inference_model = "bandwidth";
   uint64_t inference_deadline_ms = 20;
   uint64_t prediction_ttl_ms = 30'000;
+  // The ml evaluator infers host groups (racks nobody announced) from its predictions; they stand
+  // in for the idc of hosts that announce none (host_groups.h, docs/learning.md).
+  bool infer_groups = true;
   // Latency probes (docs/measurement.md, "Probes (scheduler side)"): each SyncProbes round gets
   // the probe_count least probed among a random sample of probe_sample_size other hosts; the last
   // probe_queue_length samples of each (src, dst) pair are kept.

@@ -52,6 +52,7 @@ Result<std::unique_ptr<Evaluator>> NewEvaluator(std::string_view name,
     o.model = options.inference_model;
     o.deadline = std::chrono::milliseconds(options.inference_deadline_ms);
     o.prediction_ttl = std::chrono::milliseconds(options.prediction_ttl_ms);
+    o.infer_groups = options.infer_groups;
     return std::unique_ptr<Evaluator>(std::make_unique<MlEvaluator>(o, options.registry));
   }
   return InvalidArgument("unknown evaluator '" + std::string(name) +

@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -91,6 +92,13 @@ struct ScoredParent {
 struct DownloadRow;  // dataset_writer.h
 class NetworkTopology;
 
+// Groups of hosts that an evaluator found close to each other (racks nobody announced; see
+// host_groups.h): host id -> group name. `version` changes whenever the grouping does.
+struct InferredGroups {
+  uint64_t version = 0;
+  std::unordered_map<std::string, std::string> group_of;
+};
+
 // Thread-safe: Evaluate may be called concurrently (implementations are stateless or
 // synchronise internally) and must not block on I/O.
 class Evaluator {
@@ -111,6 +119,9 @@ class Evaluator {
   virtual void ObserveTransfer(const DownloadRow& /*row*/) {}
   // The probe graph, when the scheduler has one (borrowed; null: none).
   virtual void SetTopology(const NetworkTopology* /*topology*/) {}
+  // The host groups it inferred, for hosts that announce no idc; null: it infers none. The
+  // Scheduler applies a new version in its background round (Host::inferred_group).
+  virtual std::shared_ptr<const InferredGroups> inferred_groups() const { return nullptr; }
 };
 
 // What NewEvaluator needs beyond a name (only "ml" reads it).
@@ -119,6 +130,7 @@ struct EvaluatorOptions {
   std::string inference_model = "bandwidth";
   uint64_t inference_deadline_ms = 20;
   uint64_t prediction_ttl_ms = 30'000;
+  bool infer_groups = true;                  // "ml": infer host groups from its predictions
   prometheus::Registry* registry = nullptr;  // for the evaluator's own metrics; may be null
 };
 

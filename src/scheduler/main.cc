@@ -64,6 +64,9 @@ constexpr FlagHelp kFlags[] = {
     {"inference_model", "model the ml evaluator asks the inference service for"},
     {"inference_deadline", "longest one batched ModelInfer may take (never on a decision's path)"},
     {"prediction_ttl", "how long the ml evaluator uses a pair's prediction"},
+    {"infer_groups",
+     "true: the ml evaluator groups hosts by predicted pair bandwidth, and a group stands in for "
+     "the idc of hosts that announce none"},
     {"probe_count", "hosts each daemon probes per probe round (the least probed of a sample)"},
     {"probe_queue_length", "latency samples kept per (src, dst) host pair"},
     {"probe_sample_size", "random sample of hosts the probe targets are chosen from"},
@@ -120,6 +123,7 @@ std::string DefaultText(const std::string& name) {
       {"inference_model", d.inference_model},
       {"inference_deadline", "20ms"},
       {"prediction_ttl", "30s"},
+      {"infer_groups", d.infer_groups ? "true" : "false"},
       {"probe_count", std::to_string(d.probe_count)},
       {"probe_queue_length", std::to_string(d.probe_queue_length)},
       {"probe_sample_size", std::to_string(d.probe_sample_size)},

@@ -8,6 +8,7 @@
 #include "learning/features.h"
 #include "learning/host_graph.h"
 #include "scheduler/dataset_writer.h"
+#include "scheduler/host_groups.h"
 #include "scheduler/network_topology.h"
 
 namespace df::scheduler {
@@ -105,7 +106,13 @@ MlEvaluator::MlEvaluator(MlEvaluatorOptions options, prometheus::Registry* regis
                          .Name("df_scheduler_ml_queue_dropped_total")
                          .Help("pairs not queued for prediction because the queue was full")
                          .Register(registry_)
-                         .Add({})) {
+                         .Add({})),
+      inferred_groups_gauge_(BuildGauge()
+                                 .Name("df_scheduler_ml_inferred_groups")
+                                 .Help("host groups inferred from the predicted pair bandwidths "
+                                       "(0: no structure found, or infer_groups off)")
+                                 .Register(registry_)
+                                 .Add({})) {
   model_available_.Set(1);
   online_mape_.Set(-1);
   thread_ = std::thread([this] { Run(); });
@@ -276,8 +283,18 @@ void MlEvaluator::Run() {
     std::vector<std::pair<std::string, std::string>> batch;
     {
       std::unique_lock lock(mu_);
-      wake_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      auto has_work = [&] { return stop_ || !queue_.empty(); };
+      if (groups_dirty_) {
+        wake_.wait_until(lock, groups_due_, has_work);
+      } else {
+        wake_.wait(lock, has_work);
+      }
       if (stop_) return;
+      if (queue_.empty()) {  // the grouping is due and nothing else is
+        lock.unlock();
+        InferGroups();
+        continue;
+      }
       // After a failure, nothing is sent before retry_after_; what queues meanwhile waits.
       if (wake_.wait_until(lock, retry_after_, [&] { return stop_; })) return;
       while (!queue_.empty() && batch.size() < options_.max_batch) {
@@ -288,21 +305,62 @@ void MlEvaluator::Run() {
     }
     MaybeRebuildGraph(std::chrono::steady_clock::now());
     const bool ok = PredictBatch(batch);
-    std::lock_guard lock(mu_);
-    if (!ok) {
-      retry_after_ = std::chrono::steady_clock::now() + options_.retry_interval;
-      // The pairs wait for the service to come back (a model loaded, a restart), so their
-      // predictions are in before the next decisions that need them.
-      for (auto& pair : batch) {
-        if (queue_.size() >= options_.max_queued_pairs) break;
-        if (queued_.insert(Key(pair.first, pair.second)).second) {
-          queue_.push_back(std::move(pair));
-        }
+    if (AfterBatch(ok, std::move(batch))) InferGroups();
+  }
+}
+
+bool MlEvaluator::AfterBatch(bool ok, std::vector<std::pair<std::string, std::string>> batch) {
+  std::lock_guard lock(mu_);
+  if (!ok) {
+    retry_after_ = std::chrono::steady_clock::now() + options_.retry_interval;
+    // The pairs wait for the service to come back (a model loaded, a restart), so their
+    // predictions are in before the next decisions that need them.
+    for (auto& pair : batch) {
+      if (queue_.size() >= options_.max_queued_pairs) break;
+      if (queued_.insert(Key(pair.first, pair.second)).second) {
+        queue_.push_back(std::move(pair));
       }
     }
-    available_ = ok;
-    model_available_.Set(ok ? 1 : 0);
   }
+  available_ = ok;
+  model_available_.Set(ok ? 1 : 0);
+  return groups_dirty_ && std::chrono::steady_clock::now() >= groups_due_;
+}
+
+void MlEvaluator::InferGroups() {
+  std::vector<PairBandwidth> pairs;
+  std::shared_ptr<const InferredGroups> current;
+  {
+    std::lock_guard lock(mu_);
+    groups_dirty_ = false;
+    groups_due_ = std::chrono::steady_clock::now() + options_.group_refresh;
+    pairs.reserve(latest_.size());
+    for (const auto& [key, bytes_per_sec] : latest_) {
+      const size_t cut = key.find('\n');
+      pairs.push_back({key.substr(0, cut), key.substr(cut + 1), bytes_per_sec});
+    }
+    current = groups_;
+  }
+  auto group_of = InferHostGroups(pairs);
+  if (current ? current->group_of == group_of : group_of.empty()) return;
+  auto next = std::make_shared<InferredGroups>();
+  next->version = current ? current->version + 1 : 1;
+  next->group_of = std::move(group_of);
+  std::map<std::string, size_t> sizes;  // group -> hosts, ordered for the log line
+  for (const auto& [host, group] : next->group_of) ++sizes[group];
+  std::string list;
+  for (const auto& [group, n] : sizes)
+    list += fmt::format("{}{}:{}", list.empty() ? "" : ",", group, n);
+  DF_LOG_INFO("ml evaluator: {} host groups inferred from {} predicted pairs (version {}): {}",
+              sizes.size(), pairs.size(), next->version, list.empty() ? "none" : list);
+  inferred_groups_gauge_.Set(static_cast<double>(sizes.size()));
+  std::lock_guard lock(mu_);
+  groups_ = std::move(next);
+}
+
+std::shared_ptr<const InferredGroups> MlEvaluator::inferred_groups() const {
+  std::lock_guard lock(mu_);
+  return groups_;
 }
 
 void MlEvaluator::MaybeRebuildGraph(SteadyTime now) {
@@ -406,7 +464,13 @@ bool MlEvaluator::PredictBatch(const std::vector<std::pair<std::string, std::str
   for (int64_t i = 0; i < n; ++i) {
     const double v = out->data[i];
     if (!std::isfinite(v) || v < kMinPlausible || v > kMaxPlausible) continue;
-    cache_[Key(pairs[i].first, pairs[i].second)] = Prediction{v, done};
+    PairKey key = Key(pairs[i].first, pairs[i].second);
+    if (options_.infer_groups) {
+      if (latest_.size() >= options_.max_cached_pairs) latest_.clear();  // start over
+      latest_[key] = v;
+      groups_dirty_ = true;
+    }
+    cache_[std::move(key)] = Prediction{v, done};
     predictions_.Increment();
   }
   if (cache_.size() > options_.max_cached_pairs) {

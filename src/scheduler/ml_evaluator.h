@@ -33,12 +33,20 @@
 //   online_mape            mean APE of the last kMapeWindow realised transfers that had one
 //   prediction_error_ratio (histogram of those APEs)
 //   cached_pairs, queue_dropped_total
+//   inferred_groups                                    host groups inferred (0: none)
+//
+// Host groups (host_groups.h): the latest prediction of every pair, whatever its age, is kept
+// (up to max_cached_pairs); after new predictions, at most every `group_refresh`, the hosts are
+// grouped by them (racks that nobody announced: fast pairs inside, slow across) and a new
+// InferredGroups version is published when the grouping changed. The Scheduler lets a group
+// stand in for the idc of hosts that announce none (`infer_groups`, default true).
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -73,6 +81,8 @@ struct MlEvaluatorOptions {
   size_t max_batch = 64;                             // pairs per ModelInfer
   size_t max_queued_pairs = 4'096;                   // pairs waiting for a prediction
   size_t max_cached_pairs = 200'000;
+  bool infer_groups = true;                        // group hosts by their predicted pairs
+  std::chrono::milliseconds group_refresh{1'000};  // at most one grouping this often
 };
 
 class MlEvaluator : public Evaluator {
@@ -94,6 +104,7 @@ class MlEvaluator : public Evaluator {
                                      const TaskView& task) const override;
   void ObserveTransfer(const DownloadRow& row) override;
   void SetTopology(const NetworkTopology* topology) override;
+  std::shared_ptr<const InferredGroups> inferred_groups() const override;
 
   // The cached prediction for (child host, parent host), bytes/s; 0 when none is fresh.
   double CachedPrediction(const std::string& child_host, const std::string& parent_host) const;
@@ -113,6 +124,11 @@ class MlEvaluator : public Evaluator {
   void MaybeRebuildGraph(std::chrono::steady_clock::time_point now);
   // Predicts `pairs` in one ModelInfer; false when the call failed.
   bool PredictBatch(const std::vector<std::pair<std::string, std::string>>& pairs);
+  // Records a batch's outcome (a failed one is queued again); true when the grouping is due.
+  bool AfterBatch(bool ok, std::vector<std::pair<std::string, std::string>> batch);
+  // Groups the hosts by the latest prediction of every pair; publishes a new version when the
+  // grouping changed. Predictor thread.
+  void InferGroups();
   // Remembers what Evaluate learnt of a host (no overwrite of a richer record).
   void NoteHost(const std::string& id, const std::string& idc, const std::string& location,
                 bool seed, uint64_t upload, uint64_t download) const;
@@ -136,6 +152,7 @@ class MlEvaluator : public Evaluator {
   prometheus::Histogram& error_ratio_;
   prometheus::Gauge& cached_pairs_;
   prometheus::Counter& queue_dropped_;
+  prometheus::Gauge& inferred_groups_gauge_;
 
   // Cache, queue and the host table: touched by Evaluate (under the Scheduler's mutex) and the
   // predictor thread. Leaf lock.
@@ -148,6 +165,11 @@ class MlEvaluator : public Evaluator {
   std::deque<double> mape_window_;
   double mape_sum_ = 0;
   bool available_ = true;  // the last call succeeded (or none was made yet)
+  // The latest prediction of every pair, whatever its age (for the grouping), and the grouping.
+  std::unordered_map<PairKey, double> latest_;
+  bool groups_dirty_ = false;                           // latest_ changed since the last grouping
+  std::chrono::steady_clock::time_point groups_due_{};  // no grouping before this
+  std::shared_ptr<const InferredGroups> groups_;
   bool stop_ = false;
 
   // The live dataset (piece records); leaf lock of its own, copied by the predictor thread.

@@ -122,7 +122,7 @@ uint64_t ParentSelector::BookingNeed(const Peer& child) const {
 
 std::vector<ParentSelector::Ranked> ParentSelector::PreferOwnIdc(
     Task& task, Peer& child, const std::vector<Ranked>& ranked) const {
-  if (child.host->info.idc().empty()) return ranked;
+  if (GroupOf(*child.host).empty()) return ranked;
   std::vector<Ranked> out;
   out.reserve(ranked.size());
   for (const Ranked& r : ranked) {
@@ -135,13 +135,15 @@ std::vector<ParentSelector::Ranked> ParentSelector::PreferOwnIdc(
   for (const Ranked& r : ranked) {
     if (!CrossIdc(*r.peer, child)) continue;
     if (limit > 0) {
-      const std::string& idc = r.peer->host->info.idc();
+      const std::string& idc = GroupOf(*r.peer->host);
       auto it = task.cross_idc_children.find(idc);
       uint32_t served = it == task.cross_idc_children.end() ? 0 : it->second;
       // The child's own current edges from that IDC are being re-planned: they count as free.
       for (Dag::Vertex v : task.dag.Parents(child.vertex)) {
         Peer* parent = task.PeerAt(v);
-        if (parent && parent->host->info.idc() == idc && served > 0) --served;
+        if (parent && CrossIdc(*parent, child) && GroupOf(*parent->host) == idc && served > 0) {
+          --served;
+        }
       }
       if (served >= limit) continue;
     }

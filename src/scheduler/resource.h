@@ -51,6 +51,9 @@ struct Host {
   uint64_t download_capacity_bps = 0;
   // The upload capacity comes from the host's announcement or its piece records, not the prior.
   bool upload_capacity_evidence = false;
+  // The group the evaluator inferred for this host (InferredGroups; "~..."), "" for none; it
+  // stands in for the idc when the host announces none (GroupOf).
+  std::string inferred_group;
 
   bool is_seed() const { return info.type() == df::scheduler::v1::HOST_TYPE_SEED; }
   uint64_t announced_upload() const { return info.upload_rate_limit_bytes_per_sec(); }
@@ -148,7 +151,7 @@ struct Task {
   bool peers_hold_every_piece() const {
     return total_pieces > 0 && peer_held_count >= total_pieces;
   }
-  // Edges whose parent and child announced different IDCs, by the parent's IDC.
+  // Edges whose parent and child are in different IDCs (CrossIdc), by the parent's GroupOf.
   std::unordered_map<std::string, uint32_t> cross_idc_children;
   uint32_t back_to_source_peers = 0;  // normal-host peers in kBackToSource
   uint32_t live_seed_peers = 0;       // seed-host peers that can serve
@@ -163,10 +166,21 @@ struct Task {
 // A seed peer: its host was a seed when it registered, or is one now.
 inline bool IsSeedPeer(const Peer& p) { return p.seed || p.host->is_seed(); }
 
-// Parent and child announced different IDCs (a host without one is in every IDC).
+// The host's IDC for scheduling: the one it announced, else the group the evaluator inferred
+// for it, else "" (a host in every IDC).
+inline const std::string& GroupOf(const Host& host) {
+  return host.info.idc().empty() ? host.inferred_group : host.info.idc();
+}
+
+// Parent and child are in different IDCs: both announced one and they differ, or neither did and
+// the groups inferred for them differ. An announced idc and an inferred group are never compared
+// (a host without either is in every IDC).
 inline bool CrossIdc(const Peer& parent, const Peer& child) {
-  const std::string& a = parent.host->info.idc();
-  const std::string& b = child.host->info.idc();
+  const Host& p = *parent.host;
+  const Host& c = *child.host;
+  if (p.info.idc().empty() != c.info.idc().empty()) return false;
+  const std::string& a = GroupOf(p);
+  const std::string& b = GroupOf(c);
   return !a.empty() && !b.empty() && a != b;
 }
 

@@ -235,7 +235,7 @@ void ResourceModel::Link(Task& task, Peer& parent, Peer& child, uint64_t allotme
   if (!task.dag.HasEdge(parent.vertex, child.vertex)) {
     if (!task.dag.AddEdge(parent.vertex, child.vertex).ok()) return;  // would close a cycle
     parent.host->upload_children++;
-    if (CrossIdc(parent, child)) task.cross_idc_children[parent.host->info.idc()]++;
+    if (CrossIdc(parent, child)) task.cross_idc_children[GroupOf(*parent.host)]++;
   }
   SetAllotment(parent, child, allotment);
 }
@@ -254,9 +254,35 @@ void ResourceModel::Unlink(Task& task, Peer& parent, Peer& child) {
   task.dag.RemoveEdge(parent.vertex, child.vertex);
   if (parent.host->upload_children > 0) parent.host->upload_children--;
   if (CrossIdc(parent, child)) {
-    auto it = task.cross_idc_children.find(parent.host->info.idc());
+    auto it = task.cross_idc_children.find(GroupOf(*parent.host));
     if (it != task.cross_idc_children.end() && --it->second == 0) task.cross_idc_children.erase(it);
   }
+}
+
+size_t ResourceModel::ApplyInferredGroups(
+    const std::unordered_map<std::string, std::string>& group_of) {
+  size_t changed = 0;
+  for (auto& [id, host] : hosts_) {
+    auto it = group_of.find(id);
+    static const std::string kNone;
+    const std::string& group = it == group_of.end() ? kNone : it->second;
+    if (host->inferred_group == group) continue;
+    host->inferred_group = group;
+    ++changed;
+  }
+  if (changed == 0) return 0;
+  for (auto& [task_id, task] : tasks_) {
+    task->cross_idc_children.clear();
+    for (auto& [peer_id, child] : task->peers) {
+      for (Dag::Vertex v : task->dag.Parents(child->vertex)) {
+        Peer* parent = task->PeerAt(v);
+        if (parent && CrossIdc(*parent, *child)) {
+          task->cross_idc_children[GroupOf(*parent->host)]++;
+        }
+      }
+    }
+  }
+  return changed;
 }
 
 void ResourceModel::RemoveParents(Task& task, Peer& child) {

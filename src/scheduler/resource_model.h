@@ -108,6 +108,12 @@ class ResourceModel {
   // Multiplies the allotments of `parent`'s children by `ratio` (each at least 1 byte/s).
   void ScaleAllotments(Task& task, Peer& parent, double ratio);
 
+  // ---- Inferred host groups
+  // Sets every host's inferred_group from `group_of` (host id -> group; absent: none) and counts
+  // each task's cross-IDC edges again (Task::cross_idc_children follows GroupOf). Returns the
+  // number of hosts whose group changed.
+  size_t ApplyInferredGroups(const std::unordered_map<std::string, std::string>& group_of);
+
   // ---- Garbage collection
   // Removes Failed and Left peers, peers idle without a stream for peer_ttl, peers of hosts that
   // left or were not seen for host_ttl, tasks without peers for task_ttl, and then those hosts.

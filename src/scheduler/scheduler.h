@@ -196,6 +196,7 @@ class Scheduler {
   struct HostView {
     df::scheduler::v1::Host info;
     HostCapacity capacity;
+    std::string inferred_group;  // Host::inferred_group
   };
   std::vector<HostView> ListHosts() const;
   // Learned bandwidth of each (child host, parent host) pair, for the HTTP API.
@@ -272,6 +273,9 @@ class Scheduler {
   // that hold a seed as parent, are re-planned (gain or lose the seed). Every capacity refresh;
   // O(peers and their parents of the mesh tasks). Requires mu_.
   void RebalanceSeedChildrenLocked();
+  // Applies a new version of the evaluator's inferred host groups (Host::inferred_group), which
+  // stand in for the idc of hosts that announce none. Requires mu_.
+  void ApplyInferredGroupsLocked();
 
   // Seed triggers are queued under mu_ and sent after it is released.
   std::vector<SeedJob> TakeSeedJobs();           // requires mu_
@@ -304,6 +308,7 @@ class Scheduler {
   bool stop_ = false;               // GUARDED_BY(mu_)
   Clock::time_point next_gc_;       // GUARDED_BY(mu_)
   Clock::time_point next_capacity_refresh_;  // GUARDED_BY(mu_)
+  uint64_t applied_groups_version_ = 0;      // GUARDED_BY(mu_); InferredGroups::version
   Clock::time_point next_gauges_update_;     // GUARDED_BY(mu_)
   // Real (steady) time of the end of the background thread's last round, in ns since the
   // steady clock's epoch; 0 before Start(). Written by that thread, read by BackgroundHealth().

@@ -34,6 +34,7 @@ std::string HostsJson(const Scheduler& scheduler, const NetworkTopology& topolog
         {"hostname", h.info.hostname()},
         {"ip", h.info.ip()},
         {"idc", h.info.idc()},
+        {"inferred_group", h.inferred_group},
         {"location", h.info.location()},
         {"type", HostTypeName(h.info.type())},
         {"announced_upload_bytes_per_sec", h.info.upload_rate_limit_bytes_per_sec()},

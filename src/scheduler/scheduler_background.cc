@@ -54,6 +54,7 @@ void Scheduler::RunBackgroundRound() {
 void Scheduler::BackgroundRoundLocked(std::unique_lock<std::mutex>& lock, Clock::time_point now) {
   if (now >= next_capacity_refresh_) {
     RefreshCapacitiesLocked(now);
+    ApplyInferredGroupsLocked();
     RebalanceSeedChildrenLocked();
     next_capacity_refresh_ = now + CapacityEstimator::Options{}.bucket;
   }
@@ -186,6 +187,16 @@ bool Scheduler::RefreshHostCapacity(Host& host) {
 void Scheduler::RefreshCapacities(Clock::time_point now) {
   std::lock_guard lock(mu_);
   RefreshCapacitiesLocked(now);
+}
+
+void Scheduler::ApplyInferredGroupsLocked() {
+  auto groups = evaluator_->inferred_groups();
+  const uint64_t version = groups ? groups->version : 0;
+  if (version == applied_groups_version_) return;
+  applied_groups_version_ = version;
+  static const std::unordered_map<std::string, std::string> kNone;
+  const size_t changed = model_.ApplyInferredGroups(groups ? groups->group_of : kNone);
+  DF_LOG_INFO("inferred host groups version {} applied: {} hosts changed group", version, changed);
 }
 
 void Scheduler::RebalanceSeedChildrenLocked() {

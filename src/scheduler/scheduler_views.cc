@@ -44,8 +44,10 @@ std::vector<Scheduler::HostView> Scheduler::ListHosts() const {
   std::vector<HostView> out;
   out.reserve(model_.hosts().size());
   for (const auto& [id, host] : model_.hosts()) {
-    out.push_back({host->info, HostCapacity{capacity_.Get(id), host->upload_capacity(),
-                                            host->download_capacity(), host->upload_allotted}});
+    out.push_back({host->info,
+                   HostCapacity{capacity_.Get(id), host->upload_capacity(),
+                                host->download_capacity(), host->upload_allotted},
+                   host->inferred_group});
   }
   return out;
 }

@@ -20,6 +20,7 @@ Result<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   evaluator_options.inference_model = config.inference_model;
   evaluator_options.inference_deadline_ms = config.inference_deadline_ms;
   evaluator_options.prediction_ttl_ms = config.prediction_ttl_ms;
+  evaluator_options.infer_groups = config.infer_groups;
   evaluator_options.registry = &registry;
   auto evaluator = NewEvaluator(config.evaluator, evaluator_options);
   if (!evaluator.ok()) return evaluator.status();

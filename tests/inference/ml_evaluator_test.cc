@@ -74,6 +74,20 @@ df::inference::ScriptSpec NegativeScript() {
   return spec;
 }
 
+// A model that sees racks in the hosts' uplinks: 10 MB/s between two hosts whose learned upload
+// (host feature 15) is the same, 1 MB/s otherwise.
+df::inference::ScriptSpec SameUplinkScript() {
+  df::inference::ScriptSpec spec;
+  spec.params = {{"k", {1}}};
+  spec.fill = 1e6f;
+  spec.source =
+      "def forward(self, x0: Tensor, x1: Tensor, x2: Tensor, x3: Tensor, x4: Tensor, "
+      "x5: Tensor, x6: Tensor, x7: Tensor) -> Tensor:\n"
+      "    near = ((x0[:, 0, 15] - x0[:, 1, 15]).abs() < 0.01).float()\n"
+      "    return ((near * 9.0 + 1.0) * self.k).unsqueeze(1)\n";
+  return spec;
+}
+
 ParentInfo Parent(const std::string& name, uint64_t upload) {
   ParentInfo p;
   p.peer_id = name + "-peer";
@@ -341,6 +355,61 @@ TEST_F(MlEvaluatorTest, AnUnknownModelIsAFallbackNotAnError) {
   ASSERT_TRUE(WaitFor([&] { return Metric("df_scheduler_ml_model_available") == 0; }));
   EXPECT_EQ(candidates_[Evaluate()[0].index].host_id, "wide");
   EXPECT_GE(Metric("df_scheduler_ml_decisions_total{result=\"unavailable\"}"), 1);
+}
+
+// Hosts a1-a3 and b1-b3 (two racks, as the model sees them): once the pairs are predicted the
+// evaluator publishes two groups; "child", whose pairs are all slow, is in none.
+TEST_F(MlEvaluatorTest, GroupsHostsByPredictedPairBandwidth) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(SameUplinkScript()));
+  ASSERT_TRUE(WaitFor([&] { return Ready("bandwidth"); }));
+  StartEvaluator(target_);
+  EXPECT_EQ(evaluator_->inferred_groups(), nullptr);
+  std::vector<ParentInfo> all;
+  for (const char* h : {"a1", "a2", "a3"}) all.push_back(Parent(h, 10'000'000));
+  for (const char* h : {"b1", "b2", "b3"}) all.push_back(Parent(h, 40'000'000));
+  evaluator_->Evaluate(Child(), all, TaskView{100});  // every host is seen with its uplink
+  for (const ParentInfo& h : all) {
+    ChildInfo c;
+    c.peer_id = h.peer_id;
+    c.host_id = h.host_id;
+    std::vector<ParentInfo> others;
+    for (const ParentInfo& o : all) {
+      if (o.host_id != h.host_id) others.push_back(o);
+    }
+    evaluator_->Evaluate(c, others, TaskView{100});
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    auto g = evaluator_->inferred_groups();
+    return g && g->group_of.size() == 6;
+  }));
+  const auto groups = evaluator_->inferred_groups()->group_of;
+  EXPECT_EQ(groups.at("a1"), "~a1");
+  EXPECT_EQ(groups.at("a3"), "~a1");
+  EXPECT_EQ(groups.at("b2"), "~b1");
+  EXPECT_FALSE(groups.contains("child"));
+  EXPECT_EQ(Metric("df_scheduler_ml_inferred_groups"), 2);
+}
+
+// infer_groups off: the same predictions, no groups.
+TEST_F(MlEvaluatorTest, NoGroupsWhenInferenceOfGroupsIsOff) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(SameUplinkScript()));
+  ASSERT_TRUE(WaitFor([&] { return Ready("bandwidth"); }));
+  MlEvaluatorOptions o;
+  o.inference = target_;
+  o.infer_groups = false;
+  evaluator_ = std::make_unique<MlEvaluator>(o, &registry_);
+  std::vector<ParentInfo> all;
+  for (const char* h : {"a1", "a2", "a3"}) all.push_back(Parent(h, 10'000'000));
+  for (const char* h : {"b1", "b2", "b3"}) all.push_back(Parent(h, 40'000'000));
+  for (const ParentInfo& h : all) {
+    ChildInfo c;
+    c.peer_id = h.peer_id;
+    c.host_id = h.host_id;
+    evaluator_->Evaluate(c, all, TaskView{100});
+  }
+  ASSERT_TRUE(WaitFor([&] { return Metric("df_scheduler_ml_predictions_total") >= 30; }));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(evaluator_->inferred_groups(), nullptr);
 }
 
 }  // namespace

@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/clock.h"
@@ -211,6 +213,83 @@ TEST_F(SchedulerClockTest, APredictedEdgeBandwidthCapsTheBookingOnAHostWithoutEv
     EXPECT_EQ(seed->booked, announced ? 100'000'000u : 20'000'000u);
     scheduler_.reset();
   }
+}
+
+// The default evaluator's ranking plus the host groups it publishes, as the ml evaluator does
+// once it has grouped its predictions (host_groups.h).
+class GroupingEvaluator final : public Evaluator {
+ public:
+  std::string_view name() const override { return "grouping"; }
+  std::vector<ScoredParent> Evaluate(const ChildInfo& child,
+                                     const std::vector<ParentInfo>& candidates,
+                                     const TaskView& task) const override {
+    return default_->Evaluate(child, candidates, task);
+  }
+  std::shared_ptr<const InferredGroups> inferred_groups() const override {
+    std::lock_guard lock(mu_);
+    return groups_;
+  }
+  void Publish(std::unordered_map<std::string, std::string> group_of) {
+    auto next = std::make_shared<InferredGroups>();
+    std::lock_guard lock(mu_);
+    next->version = groups_ ? groups_->version + 1 : 1;
+    next->group_of = std::move(group_of);
+    groups_ = std::move(next);
+  }
+
+ private:
+  std::unique_ptr<Evaluator> default_ = NewEvaluator("default").value();
+  mutable std::mutex mu_;
+  std::shared_ptr<const InferredGroups> groups_;
+};
+
+std::vector<std::string> LastParents(const RecordingStream& stream) {
+  std::vector<std::string> ids;
+  const auto sent = stream.sent();
+  if (sent.empty() || !sent.back().has_normal_task()) return ids;
+  for (const auto& c : sent.back().normal_task().candidate_parents()) ids.push_back(c.peer_id());
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+// Nobody announces an idc. Once the evaluator publishes groups (racks a, b, c), they stand in
+// for the idc: a child takes parents of its own group, and a group that already serves a child
+// outside is not asked again, counting the edges made before the groups were known.
+TEST_F(SchedulerClockTest, InferredGroupsStandInForIdcsThatNobodyAnnounced) {
+  SchedulerConfig config;
+  config.gc_interval_ms = 7 * 24 * 3600'000ull;
+  config.capacity_prior = 0;  // no booking: a child gets every eligible parent
+  auto owned = std::make_unique<GroupingEvaluator>();
+  GroupingEvaluator* evaluator = owned.get();
+  StartScheduler(config, nullptr, std::move(owned));
+  for (const char* h : {"a1", "a2", "b1", "b2", "c1"}) AnnounceHost(h);
+  Register("a1", "peer-a1", std::make_shared<RecordingStream>());  // no seed: the origin
+  auto a2 = std::make_shared<RecordingStream>();
+  Register("a2", "peer-a2", a2);
+  EXPECT_EQ(LastParents(*a2), (std::vector<std::string>{"peer-a1"}));
+  auto b1 = std::make_shared<RecordingStream>();
+  Register("b1", "peer-b1", b1);
+  EXPECT_EQ(LastParents(*b1), (std::vector<std::string>{"peer-a1", "peer-a2"}));
+
+  evaluator->Publish({{"a1", "~a"}, {"a2", "~a"}, {"b1", "~b"}, {"b2", "~b"}, {"c1", "~c"}});
+  clock_.Advance(1s);
+  scheduler_->RunBackgroundRound();
+  auto b2 = std::make_shared<RecordingStream>();
+  Register("b2", "peer-b2", b2);
+  EXPECT_EQ(LastParents(*b2), (std::vector<std::string>{"peer-b1"})) << "its own group only";
+  auto c1 = std::make_shared<RecordingStream>();
+  Register("c1", "peer-c1", c1);
+  EXPECT_EQ(LastParents(*c1), (std::vector<std::string>{"peer-b1", "peer-b2"}))
+      << "group a already serves b1 (an edge made before the groups were known)";
+
+  // A grouping withdrawn (no structure found any more): every host is in every group again.
+  evaluator->Publish({});
+  clock_.Advance(1s);
+  scheduler_->RunBackgroundRound();
+  auto c2 = std::make_shared<RecordingStream>();
+  AnnounceHost("c2");
+  Register("c2", "peer-c2", c2);
+  EXPECT_EQ(LastParents(*c2).size(), 5u);
 }
 
 }  // namespace

@@ -292,6 +292,31 @@ TEST_F(SchedulerClockTest, InferredGroupsStandInForIdcsThatNobodyAnnounced) {
   EXPECT_EQ(LastParents(*c2).size(), 5u);
 }
 
+// Edges made before the groups were known: once they are, a child whose parents are in another
+// group is re-planned and takes parents of its own group.
+TEST_F(SchedulerClockTest, ChildrenWithParentsInAnotherInferredGroupAreReplanned) {
+  SchedulerConfig config;
+  config.gc_interval_ms = 7 * 24 * 3600'000ull;
+  config.capacity_prior = 0;
+  auto owned = std::make_unique<GroupingEvaluator>();
+  GroupingEvaluator* evaluator = owned.get();
+  StartScheduler(config, nullptr, std::move(owned));
+  for (const char* h : {"a1", "b1", "b2"}) AnnounceHost(h);
+  Register("a1", "peer-a1", std::make_shared<RecordingStream>());
+  auto b1 = std::make_shared<RecordingStream>();
+  Register("b1", "peer-b1", b1);
+  auto b2 = std::make_shared<RecordingStream>();
+  Register("b2", "peer-b2", b2);
+  ASSERT_EQ(LastParents(*b2), (std::vector<std::string>{"peer-a1", "peer-b1"}));
+
+  evaluator->Publish({{"a1", "~a"}, {"b1", "~b"}, {"b2", "~b"}});
+  clock_.Advance(1s);
+  scheduler_->RunBackgroundRound();
+  EXPECT_EQ(LastParents(*b2), (std::vector<std::string>{"peer-b1"}));
+  EXPECT_EQ(LastParents(*b1), (std::vector<std::string>{"peer-a1"}))
+      << "the root of group b keeps its parent outside";
+}
+
 }  // namespace
 // The hosts, tasks and peers gauges follow registers within the background round, not only GC
 // (which never runs here); every parent decision is counted by outcome and timed.

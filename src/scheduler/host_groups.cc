@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fmt/format.h>
 #include <map>
 #include <numeric>
 #include <utility>
@@ -53,8 +54,12 @@ double SplitThreshold(const std::vector<double>& sorted, double min_ratio) {
 }  // namespace
 
 std::unordered_map<std::string, std::string> InferHostGroups(
-    const std::vector<PairBandwidth>& pairs, const HostGroupOptions& options) {
+    const std::vector<PairBandwidth>& pairs, const HostGroupOptions& options, std::string* why) {
   std::unordered_map<std::string, std::string> groups;
+  auto none = [&](std::string reason) {
+    if (why) *why = std::move(reason);
+    return std::unordered_map<std::string, std::string>{};
+  };
   // Hosts by index; unordered pairs (low index, high index) -> sum of log bandwidths, count.
   std::unordered_map<std::string, size_t> index;
   std::vector<std::string> hosts;
@@ -76,14 +81,18 @@ std::unordered_map<std::string, std::string> InferHostGroups(
     sum += std::log(p.bytes_per_sec);
     ++count;
   }
-  if (logs.size() < options.min_pairs) return groups;
+  if (logs.size() < options.min_pairs) {
+    return none(fmt::format("{} host pairs, fewer than {}", logs.size(), options.min_pairs));
+  }
   std::vector<double> values;
   values.reserve(logs.size());
   for (const auto& [key, v] : logs) values.push_back(v.first / v.second);
   std::vector<double> sorted = values;
   std::sort(sorted.begin(), sorted.end());
   const double threshold = SplitThreshold(sorted, options.min_ratio);
-  if (std::isnan(threshold)) return groups;
+  if (std::isnan(threshold)) {
+    return none(fmt::format("no fast and slow pairs {:.1f}x apart", options.min_ratio));
+  }
 
   Components components(hosts.size());
   size_t i = 0;
@@ -116,11 +125,13 @@ std::unordered_map<std::string, std::string> InferHostGroups(
   for (const auto& [root, c] : by_root) {
     if (c.hosts < 2) continue;
     if (static_cast<double>(c.fast) < options.min_fast_share * static_cast<double>(c.known)) {
-      return groups;  // a slow pair inside: groups chained together, trust none
+      // A slow pair inside: groups chained together, trust none.
+      return none(fmt::format("{} slow of {} pairs inside the hosts joined to {}", c.known - c.fast,
+                              c.known, c.name));
     }
     ++qualified;
   }
-  if (qualified < 2) return groups;
+  if (qualified < 2) return none(fmt::format("{} group(s) of two or more hosts", qualified));
   for (size_t h = 0; h < hosts.size(); ++h) {
     const Component& c = by_root[components.Find(h)];
     if (c.hosts >= 2) groups.emplace(hosts[h], "~" + c.name);

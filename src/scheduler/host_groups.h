@@ -42,8 +42,9 @@ struct HostGroupOptions {
 
 // Host id -> group name ("~" + the smallest host id of the group); empty when there is no
 // structure to trust. Pairs with a non-positive or non-finite bandwidth, or a host paired with
-// itself, are ignored.
+// itself, are ignored. When there are no groups and `why` is set, it gets the reason.
 std::unordered_map<std::string, std::string> InferHostGroups(
-    const std::vector<PairBandwidth>& pairs, const HostGroupOptions& options = {});
+    const std::vector<PairBandwidth>& pairs, const HostGroupOptions& options = {},
+    std::string* why = nullptr);
 
 }  // namespace df::scheduler

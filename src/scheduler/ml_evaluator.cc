@@ -341,7 +341,26 @@ void MlEvaluator::InferGroups() {
     }
     current = groups_;
   }
-  auto group_of = InferHostGroups(pairs);
+  std::string why;
+  auto group_of = InferHostGroups(pairs, {}, &why);
+  if (group_of.empty() && current && !current->group_of.empty()) {
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(mu_);
+    if (!groups_missing_since_) {
+      groups_missing_since_ = now;
+      DF_LOG_INFO(
+          "ml evaluator: no host groups in {} predicted pairs ({}); keeping version {} unless "
+          "none are found for {} s",
+          pairs.size(), why, current->version, options_.group_hold.count() / 1000);
+    }
+    if (now - *groups_missing_since_ < options_.group_hold) {
+      groups_dirty_ = true;  // looked at again, even without new predictions
+      return;
+    }
+  } else {
+    std::lock_guard lock(mu_);
+    groups_missing_since_.reset();
+  }
   if (current ? current->group_of == group_of : group_of.empty()) return;
   auto next = std::make_shared<InferredGroups>();
   next->version = current ? current->version + 1 : 1;
@@ -352,9 +371,11 @@ void MlEvaluator::InferGroups() {
   for (const auto& [group, n] : sizes)
     list += fmt::format("{}{}:{}", list.empty() ? "" : ",", group, n);
   DF_LOG_INFO("ml evaluator: {} host groups inferred from {} predicted pairs (version {}): {}",
-              sizes.size(), pairs.size(), next->version, list.empty() ? "none" : list);
+              sizes.size(), pairs.size(), next->version,
+              list.empty() ? fmt::format("none ({})", why) : list);
   inferred_groups_gauge_.Set(static_cast<double>(sizes.size()));
   std::lock_guard lock(mu_);
+  groups_missing_since_.reset();
   groups_ = std::move(next);
 }
 

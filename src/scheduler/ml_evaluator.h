@@ -38,7 +38,10 @@
 // Host groups (host_groups.h): the latest prediction of every pair, whatever its age, is kept
 // (up to max_cached_pairs); after new predictions, at most every `group_refresh`, the hosts are
 // grouped by them (racks that nobody announced: fast pairs inside, slow across) and a new
-// InferredGroups version is published when the grouping changed. The Scheduler lets a group
+// InferredGroups version is published when the grouping changed. A grouping that finds no
+// structure withdraws the published groups only after it has found none for `group_hold` (a
+// noisy prediction or a new model must not flip the scheduler's view every second; another
+// grouping replaces them at once). The Scheduler lets a group
 // stand in for the idc of hosts that announce none (`infer_groups`, default true).
 #pragma once
 
@@ -48,6 +51,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -83,6 +87,7 @@ struct MlEvaluatorOptions {
   size_t max_cached_pairs = 200'000;
   bool infer_groups = true;                        // group hosts by their predicted pairs
   std::chrono::milliseconds group_refresh{1'000};  // at most one grouping this often
+  std::chrono::milliseconds group_hold{30'000};    // groups outlive "no structure" this long
 };
 
 class MlEvaluator : public Evaluator {
@@ -170,6 +175,8 @@ class MlEvaluator : public Evaluator {
   bool groups_dirty_ = false;                           // latest_ changed since the last grouping
   std::chrono::steady_clock::time_point groups_due_{};  // no grouping before this
   std::shared_ptr<const InferredGroups> groups_;
+  // Since when the groupings have found no structure while groups_ has some; unset otherwise.
+  std::optional<std::chrono::steady_clock::time_point> groups_missing_since_;
   bool stop_ = false;
 
   // The live dataset (piece records); leaf lock of its own, copied by the predictor thread.

@@ -67,7 +67,9 @@ TEST(InferHostGroups, UniformLinksHaveNoGroups) {
   auto rate = [](const std::string& c, const std::string& p) {
     return 20e6 * (1 + 0.2 * static_cast<double>(std::hash<std::string>{}(c + p) % 100) / 100);
   };
-  EXPECT_TRUE(InferHostGroups(AllPairs(kRackHosts, rate)).empty());
+  std::string why;
+  EXPECT_TRUE(InferHostGroups(AllPairs(kRackHosts, rate), {}, &why).empty());
+  EXPECT_EQ(why, "no fast and slow pairs 3.0x apart");
 }
 
 // hetero: what a child gets follows its parent's uplink (25 to 200 Mbit/s), not the pair.
@@ -87,7 +89,9 @@ TEST(InferHostGroups, AFastPredictionAcrossRacksChainsThemAndNothingIsTrusted) {
       p.bytes_per_sec = 11e6;
     }
   }
-  EXPECT_TRUE(InferHostGroups(pairs).empty());
+  std::string why;
+  EXPECT_TRUE(InferHostGroups(pairs, {}, &why).empty());
+  EXPECT_NE(why.find("slow of"), std::string::npos) << why;
 }
 
 TEST(InferHostGroups, TooFewPairsOrNoBandwidthGiveNoGroups) {

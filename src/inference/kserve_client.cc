@@ -113,7 +113,8 @@ Result<bool> KServeClient::ModelReady(const std::string& model, Deadline deadlin
 
 Result<std::vector<Fp32Tensor>> KServeClient::Infer(const std::string& model,
                                                     const std::vector<Fp32Tensor>& inputs,
-                                                    Deadline deadline, const std::string& version) {
+                                                    Deadline deadline, const std::string& version,
+                                                    std::string* served_version) {
   ::inference::ModelInferRequest request;
   request.set_model_name(model);
   request.set_model_version(version);
@@ -135,6 +136,7 @@ Result<std::vector<Fp32Tensor>> KServeClient::Infer(const std::string& model,
   ::inference::ModelInferResponse response;
   grpc::Status s = stub_->stub->ModelInfer(&ctx, request, &response);
   if (!s.ok()) return FromGrpc(s, "ModelInfer " + model);
+  if (served_version) *served_version = response.model_version();
   std::vector<Fp32Tensor> outputs;
   outputs.reserve(response.outputs_size());
   for (int i = 0; i < response.outputs_size(); ++i) {

@@ -58,10 +58,12 @@ class KServeClient {
   // names, shapes or batch size); NotFound for an unknown model or version; Unavailable when the
   // server is unreachable or the model not loaded; DeadlineExceeded past `deadline`; Internal
   // for a failure inside the model or an answer that is not FP32 or whose size does not match
-  // its shape.
+  // its shape. `served_version`, when set, gets the version the server says answered ("" when
+  // it does not say).
   Result<std::vector<Fp32Tensor>> Infer(const std::string& model,
                                         const std::vector<Fp32Tensor>& inputs, Deadline deadline,
-                                        const std::string& version = "");
+                                        const std::string& version = "",
+                                        std::string* served_version = nullptr);
 
  private:
   class Stub;

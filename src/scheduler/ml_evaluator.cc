@@ -141,15 +141,23 @@ MlEvaluator::PairKey MlEvaluator::Key(const std::string& child, const std::strin
 void MlEvaluator::NoteHost(const std::string& id, const std::string& idc,
                            const std::string& location, bool seed, uint64_t upload,
                            uint64_t download) const {
-  if (id.empty() || hosts_.contains(id)) return;
-  df::learning::HostRecord r;
+  if (id.empty()) return;
+  auto [it, added] = hosts_.try_emplace(id);
+  df::learning::HostRecord& r = it->second;
+  // A host is usually a child before it is a parent: what a later sighting knows (its uplink
+  // as a parent, a capacity learned since) updates the record; zeros and blanks know nothing.
+  const df::learning::HostRecord before = r;
   r.id = id;
-  r.idc = idc;
-  r.location = location;
-  r.seed = seed;
-  r.learned_upload_bytes_per_sec = upload;
-  r.learned_download_bytes_per_sec = download;
-  hosts_.emplace(id, std::move(r));
+  if (!idc.empty()) r.idc = idc;
+  if (!location.empty()) r.location = location;
+  r.seed = r.seed || seed;
+  if (upload > 0) r.learned_upload_bytes_per_sec = upload;
+  if (download > 0) r.learned_download_bytes_per_sec = download;
+  if (added || r.idc != before.idc || r.location != before.location || r.seed != before.seed ||
+      r.learned_upload_bytes_per_sec != before.learned_upload_bytes_per_sec ||
+      r.learned_download_bytes_per_sec != before.learned_download_bytes_per_sec) {
+    hosts_changed_ = true;
+  }
 }
 
 std::vector<ScoredParent> MlEvaluator::Evaluate(const ChildInfo& child,
@@ -386,11 +394,16 @@ std::shared_ptr<const InferredGroups> MlEvaluator::inferred_groups() const {
 
 void MlEvaluator::MaybeRebuildGraph(SteadyTime now) {
   if (graph_ && now - graph_built_ < options_.graph_refresh) return;
+  bool hosts_changed = false;
+  {
+    std::lock_guard lock(mu_);
+    hosts_changed = hosts_changed_;
+  }
   df::learning::Dataset dataset;
   const NetworkTopology* topology = nullptr;
   {
     std::lock_guard lock(live_mu_);
-    if (graph_ && !live_dirty_ && !topology_) return;
+    if (graph_ && !live_dirty_ && !topology_ && !hosts_changed) return;
     dataset = live_;
     live_dirty_ = false;
     topology = topology_;
@@ -399,6 +412,7 @@ void MlEvaluator::MaybeRebuildGraph(SteadyTime now) {
   {
     std::lock_guard lock(mu_);
     hosts = hosts_;
+    hosts_changed_ = false;
   }
   auto record_of = [&](const std::string& id) {
     auto it = hosts.find(id);
@@ -451,8 +465,10 @@ bool MlEvaluator::PredictBatch(const std::vector<std::pair<std::string, std::str
     tensors[i].data = std::move(inputs.data[i]);
   }
   const auto start = std::chrono::steady_clock::now();
+  std::string served_version;
   auto answer =
-      client_->Infer(options_.model, tensors, std::chrono::system_clock::now() + options_.deadline);
+      client_->Infer(options_.model, tensors, std::chrono::system_clock::now() + options_.deadline,
+                     "", &served_version);
   const auto done = std::chrono::steady_clock::now();
   infer_seconds_.Observe(std::chrono::duration<double>(done - start).count());
   const df::inference::Fp32Tensor* out = nullptr;
@@ -482,6 +498,23 @@ bool MlEvaluator::PredictBatch(const std::vector<std::pair<std::string, std::str
   infer_ok_.Increment();
   std::lock_guard lock(mu_);
   if (!available_) DF_LOG_INFO("ml evaluator: predictions from {} again", options_.inference);
+  if (served_version != served_version_) {
+    // A new model: the pairs it has not predicted yet are asked again, so the groups follow
+    // the model that ranks the parents rather than a mix of versions.
+    size_t requeued = 0;
+    if (options_.infer_groups && !served_version_.empty()) {
+      for (const auto& [key, bytes_per_sec] : latest_) {
+        if (queue_.size() >= options_.max_queued_pairs) break;
+        if (!queued_.insert(key).second) continue;
+        const size_t cut = key.find('\n');
+        queue_.emplace_back(key.substr(0, cut), key.substr(cut + 1));
+        ++requeued;
+      }
+    }
+    DF_LOG_INFO("ml evaluator: model {} version {} answers; {} known pairs predicted again",
+                options_.model, served_version.empty() ? "?" : served_version, requeued);
+    served_version_ = served_version;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const double v = out->data[i];
     if (!std::isfinite(v) || v < kMinPlausible || v > kMaxPlausible) continue;

@@ -41,7 +41,9 @@
 // InferredGroups version is published when the grouping changed. A grouping that finds no
 // structure withdraws the published groups only after it has found none for `group_hold` (a
 // noisy prediction or a new model must not flip the scheduler's view every second; another
-// grouping replaces them at once). The Scheduler lets a group
+// grouping replaces them at once). When a new model version answers, every known pair is
+// predicted again (up to max_queued_pairs), so the groups follow the model that ranks the
+// parents. The Scheduler lets a group
 // stand in for the idc of hosts that announce none (`infer_groups`, default true).
 #pragma once
 
@@ -167,6 +169,7 @@ class MlEvaluator : public Evaluator {
   mutable std::deque<std::pair<std::string, std::string>> queue_;
   mutable std::unordered_set<PairKey> queued_;
   mutable std::unordered_map<std::string, df::learning::HostRecord> hosts_;
+  mutable bool hosts_changed_ = false;  // hosts_ changed since the graph was built
   std::deque<double> mape_window_;
   double mape_sum_ = 0;
   bool available_ = true;  // the last call succeeded (or none was made yet)
@@ -175,6 +178,7 @@ class MlEvaluator : public Evaluator {
   bool groups_dirty_ = false;                           // latest_ changed since the last grouping
   std::chrono::steady_clock::time_point groups_due_{};  // no grouping before this
   std::shared_ptr<const InferredGroups> groups_;
+  std::string served_version_;  // the model version that answered last ("" before any)
   // Since when the groupings have found no structure while groups_ has some; unset otherwise.
   std::optional<std::chrono::steady_clock::time_point> groups_missing_since_;
   bool stop_ = false;

@@ -63,9 +63,11 @@ TEST(DfinferenceTest, ServesARepositoryAndPicksUpNewVersions) {
   })) << "see "
       << dir.path() << "/dfinference.log";
 
-  auto out = client.Infer("scale", {{"INPUT__0", {1, 4}, {1, 2, 3, 4}}}, in(5s));
+  std::string served;
+  auto out = client.Infer("scale", {{"INPUT__0", {1, 4}, {1, 2, 3, 4}}}, in(5s), "", &served);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ((*out)[0].data, (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(served, "1");
   auto bad = client.Infer("scale", {{"INPUT__0", {1, 3}, {1, 2, 3}}}, in(5s));
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(client.Infer("other", {{"INPUT__0", {1, 4}, {1, 2, 3, 4}}}, in(5s)).status().code(),
@@ -83,9 +85,10 @@ TEST(DfinferenceTest, ServesARepositoryAndPicksUpNewVersions) {
 
   PublishVersion(repo, "scale", 2, ScaleScript(2));
   ASSERT_TRUE(WaitFor([&] {
-    auto r = client.Infer("scale", {{"INPUT__0", {1, 4}, {1, 1, 1, 1}}}, in(5s));
+    auto r = client.Infer("scale", {{"INPUT__0", {1, 4}, {1, 1, 1, 1}}}, in(5s), "", &served);
     return r.ok() && (*r)[0].data == std::vector<float>{2, 2, 2, 2};
   }));
+  EXPECT_EQ(served, "2");
   EXPECT_NE(Curl(metrics_port, "/metrics").find("df_inference_model_version{model=\"scale\"} 2"),
             std::string::npos);
 

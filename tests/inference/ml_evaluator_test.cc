@@ -62,17 +62,20 @@ df::inference::ScriptSpec InverseUploadScript(float k) {
   return spec;
 }
 
-// A model whose every answer is negative: not a bandwidth.
-df::inference::ScriptSpec NegativeScript() {
+// A model that answers `value` for every pair.
+df::inference::ScriptSpec ConstantScript(float value) {
   df::inference::ScriptSpec spec;
   spec.params = {{"k", {1}}};
-  spec.fill = -5.0f;
+  spec.fill = value;
   spec.source =
       "def forward(self, x0: Tensor, x1: Tensor, x2: Tensor, x3: Tensor, x4: Tensor, "
       "x5: Tensor, x6: Tensor, x7: Tensor) -> Tensor:\n"
       "    return x0[:, 0, 0:1] * 0.0 + self.k\n";
   return spec;
 }
+
+// A model whose every answer is negative: not a bandwidth.
+df::inference::ScriptSpec NegativeScript() { return ConstantScript(-5.0f); }
 
 // A model that sees racks in the hosts' uplinks: 10 MB/s between two hosts whose learned upload
 // (host feature 15) is the same, 1 MB/s otherwise.
@@ -388,6 +391,48 @@ TEST_F(MlEvaluatorTest, GroupsHostsByPredictedPairBandwidth) {
   EXPECT_EQ(groups.at("b2"), "~b1");
   EXPECT_FALSE(groups.contains("child"));
   EXPECT_EQ(Metric("df_scheduler_ml_inferred_groups"), 2);
+}
+
+// The pairs are known under a model that sees no structure (no groups); when a new version
+// that sees racks answers, every known pair is predicted again and the groups follow, though no
+// decision asks for those pairs again.
+TEST_F(MlEvaluatorTest, ANewModelVersionPredictsTheKnownPairsAgain) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(ConstantScript(5e6f)));
+  ASSERT_TRUE(WaitFor([&] { return Ready("bandwidth"); }));
+  StartEvaluator(target_);
+  std::vector<ParentInfo> all;
+  for (const char* h : {"a1", "a2", "a3"}) all.push_back(Parent(h, 10'000'000));
+  for (const char* h : {"b1", "b2", "b3"}) all.push_back(Parent(h, 40'000'000));
+  for (const ParentInfo& h : all) {
+    ChildInfo c;
+    c.peer_id = h.peer_id;
+    c.host_id = h.host_id;
+    evaluator_->Evaluate(c, all, TaskView{100});
+  }
+  ASSERT_TRUE(WaitFor([&] { return Metric("df_scheduler_ml_predictions_total") >= 30; }));
+  std::this_thread::sleep_for(1500ms);  // past group_refresh: a grouping has run
+  EXPECT_EQ(evaluator_->inferred_groups(), nullptr);
+
+  PublishVersion(repo_, "bandwidth", 2, SameUplinkScript());
+  int n = 0;
+  auto racks_seen = [&] {
+    auto g = evaluator_->inferred_groups();
+    if (!g) return false;
+    const auto& of = g->group_of;
+    for (const char* h : {"a1", "a2", "a3", "b1", "b2", "b3"}) {
+      if (!of.contains(h)) return false;
+    }
+    return of.at("a1") == of.at("a2") && of.at("a1") == of.at("a3") && of.at("b1") == of.at("b2") &&
+           of.at("b1") == of.at("b3") && of.at("a1") != of.at("b1");
+  };
+  ASSERT_TRUE(WaitFor([&] {
+    // One new pair of new hosts per round: the call that reaches version 2 brings the known
+    // pairs back (the new pairs say nothing about racks a and b).
+    ChildInfo c;
+    c.peer_id = c.host_id = "x" + std::to_string(n);
+    evaluator_->Evaluate(c, {Parent("z" + std::to_string(n++), 20'000'000)}, TaskView{100});
+    return racks_seen();
+  }));
 }
 
 // infer_groups off: the same predictions, no groups.

@@ -312,15 +312,22 @@ void MlEvaluator::Run() {
       }
     }
     MaybeRebuildGraph(std::chrono::steady_clock::now());
-    const bool ok = PredictBatch(batch);
-    if (AfterBatch(ok, std::move(batch))) InferGroups();
+    const CallResult result = PredictBatch(batch);
+    if (AfterBatch(result, std::move(batch))) InferGroups();
   }
 }
 
-bool MlEvaluator::AfterBatch(bool ok, std::vector<std::pair<std::string, std::string>> batch) {
+std::chrono::milliseconds MlEvaluator::RetryAfter(CallResult result) const {
+  if (result == CallResult::kLate) return std::min(options_.retry_interval, 5 * options_.deadline);
+  return options_.retry_interval;
+}
+
+bool MlEvaluator::AfterBatch(CallResult result,
+                             std::vector<std::pair<std::string, std::string>> batch) {
+  const bool ok = result == CallResult::kOk;
   std::lock_guard lock(mu_);
   if (!ok) {
-    retry_after_ = std::chrono::steady_clock::now() + options_.retry_interval;
+    retry_after_ = std::chrono::steady_clock::now() + RetryAfter(result);
     // The pairs wait for the service to come back (a model loaded, a restart), so their
     // predictions are in before the next decisions that need them.
     for (auto& pair : batch) {
@@ -436,8 +443,9 @@ void MlEvaluator::MaybeRebuildGraph(SteadyTime now) {
   graph_built_ = now;
 }
 
-bool MlEvaluator::PredictBatch(const std::vector<std::pair<std::string, std::string>>& pairs) {
-  if (pairs.empty()) return true;
+MlEvaluator::CallResult MlEvaluator::PredictBatch(
+    const std::vector<std::pair<std::string, std::string>>& pairs) {
+  if (pairs.empty()) return CallResult::kOk;
   if (!graph_) MaybeRebuildGraph(std::chrono::steady_clock::now());
   const int64_t n = static_cast<int64_t>(pairs.size());
   df::learning::InputBatch inputs;
@@ -480,6 +488,10 @@ bool MlEvaluator::PredictBatch(const std::vector<std::pair<std::string, std::str
   }
   if (!out || static_cast<int64_t>(out->data.size()) != n) {
     infer_error_.Increment();
+    const CallResult result =
+        !answer.ok() && answer.status().code() == df::StatusCode::kDeadlineExceeded
+            ? CallResult::kLate
+            : CallResult::kFailed;
     const bool was_available = [&] {
       std::lock_guard lock(mu_);
       return available_;
@@ -491,9 +503,9 @@ bool MlEvaluator::PredictBatch(const std::vector<std::pair<std::string, std::str
           options_.inference, options_.model,
           answer.ok() ? std::string("answer without one value per pair")
                       : answer.status().ToString(),
-          options_.retry_interval.count());
+          RetryAfter(result).count());
     }
-    return false;
+    return result;
   }
   infer_ok_.Increment();
   std::lock_guard lock(mu_);
@@ -533,7 +545,7 @@ bool MlEvaluator::PredictBatch(const std::vector<std::pair<std::string, std::str
     if (cache_.size() > options_.max_cached_pairs) cache_.clear();  // still full: start over
   }
   cached_pairs_.Set(static_cast<double>(cache_.size()));
-  return true;
+  return CallResult::kOk;
 }
 
 }  // namespace df::scheduler

@@ -20,7 +20,10 @@
 // decision where no candidate has a prediction is the default evaluator's, counted as a
 // fallback: "cold" (queued, the answer is on its way) or "unavailable" (the service failed or
 // has no model; the predictor keeps the pairs and retries every `retry_interval`, so they are
-// predicted as soon as a model is served, before the next decisions ask).
+// predicted as soon as a model is served, before the next decisions ask). A call that only
+// missed its deadline (the service is there but busy: a loaded machine, a model loading) is
+// retried after 5x the deadline instead, at most `retry_interval`: no decision waits for it,
+// and a 2 s pause per slow call left a busy service's pairs unpredicted for tens of seconds.
 //
 // Learning from the outcome: every piece record whose pair had a prediction adds the absolute
 // percentage error |predicted - realised| / realised to the online MAPE (metrics below).
@@ -129,10 +132,13 @@ class MlEvaluator : public Evaluator {
   void Run();
   // Rebuilds the live graph when something changed and graph_refresh has passed.
   void MaybeRebuildGraph(std::chrono::steady_clock::time_point now);
-  // Predicts `pairs` in one ModelInfer; false when the call failed.
-  bool PredictBatch(const std::vector<std::pair<std::string, std::string>>& pairs);
+  enum class CallResult { kOk, kLate, kFailed };  // kLate: DeadlineExceeded
+  // Predicts `pairs` in one ModelInfer.
+  CallResult PredictBatch(const std::vector<std::pair<std::string, std::string>>& pairs);
   // Records a batch's outcome (a failed one is queued again); true when the grouping is due.
-  bool AfterBatch(bool ok, std::vector<std::pair<std::string, std::string>> batch);
+  bool AfterBatch(CallResult result, std::vector<std::pair<std::string, std::string>> batch);
+  // The pause after a failed call: short when it was only late.
+  std::chrono::milliseconds RetryAfter(CallResult result) const;
   // Groups the hosts by the latest prediction of every pair; publishes a new version when the
   // grouping changed. Predictor thread.
   void InferGroups();

@@ -58,6 +58,7 @@ const std::vector<ConfigOption>& ConfigOptions() {
       {"batch_size", "training batch size"},
       {"learning_rate", "Adam learning rate"},
       {"threads", "torch intra-op threads"},
+      {"nice", "nice value of the training thread (0-19): serving and receiving go first"},
       {"holdout_fraction", "fraction of host pairs held out for evaluation"},
       {"min_improvement", "relative MAPE gain a new version needs over the latest"},
       {"max_batch_size", "max_batch_size written to config.pbtxt"},
@@ -88,6 +89,7 @@ Status SetOption(TrainerConfig& c, std::string name, const std::string& v) {
   if (name == "epochs") return ParseInt(name, v, 0, 100'000, c.train.epochs);
   if (name == "batch_size") return ParseInt(name, v, 1, 1 << 20, c.train.batch_size);
   if (name == "threads") return ParseInt(name, v, 1, 1024, c.train.threads);
+  if (name == "nice") return ParseInt(name, v, 0, 19, c.train.nice);
   if (name == "max_batch_size") return ParseInt(name, v, 1, 1 << 20, c.train.max_batch_size);
   if (name == "learning_rate") return ParseDouble(name, v, 1e-7, 1.0, c.train.learning_rate);
   if (name == "holdout_fraction") return ParseDouble(name, v, 0.01, 0.9, c.train.holdout_fraction);
@@ -119,6 +121,7 @@ std::string OptionText(const TrainerConfig& c, const std::string& name) {
   if (name == "epochs") return std::to_string(c.train.epochs);
   if (name == "batch_size") return std::to_string(c.train.batch_size);
   if (name == "threads") return std::to_string(c.train.threads);
+  if (name == "nice") return std::to_string(c.train.nice);
   if (name == "max_batch_size") return std::to_string(c.train.max_batch_size);
   if (name == "learning_rate") return std::to_string(c.train.learning_rate);
   if (name == "holdout_fraction") return std::to_string(c.train.holdout_fraction);

@@ -1,5 +1,12 @@
 #include "trainer/service.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "common/crc32c.h"
 #include "common/log.h"
 
@@ -99,6 +106,13 @@ uint64_t TrainingLoop::runs() const {
 }
 
 void TrainingLoop::Run() {
+  if (options_.nice > 0) {
+    // Linux: a thread id as PRIO_PROCESS sets that thread's nice value only.
+    const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+    if (setpriority(PRIO_PROCESS, tid, options_.nice) != 0) {
+      DF_LOG_WARN("training thread: cannot set nice {}: {}", options_.nice, std::strerror(errno));
+    }
+  }
   std::unique_lock lock(mu_);
   while (true) {
     wake_.wait(lock, [this] { return stop_ || dirty_; });

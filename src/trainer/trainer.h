@@ -41,6 +41,10 @@ struct TrainOptions {
   uint64_t split_seed = 1;
   uint64_t init_seed = 1;
   int threads = 1;
+  // dftrainer's training thread runs at this nice value (0-19; 0 = unchanged): receiving
+  // datasets and whatever shares the machine (dfinference, daemons) go first. Train() itself
+  // (--train-once) ignores it.
+  int nice = 10;
   double min_improvement = 0.0;  // relative MAPE gain a new version must show
   int max_batch_size = 1024;     // config.pbtxt
   bool warm_start = true;

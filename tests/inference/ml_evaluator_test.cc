@@ -335,6 +335,36 @@ TEST_F(MlEvaluatorTest, AHungServiceNeverHoldsADecision) {
   EXPECT_EQ(Metric("df_scheduler_ml_infer_requests_total{result=\"error\"}"), 0);
 }
 
+// A call that only missed its deadline (the service is there, busy) is retried after 5x the
+// deadline; one that failed otherwise waits retry_interval.
+TEST_F(MlEvaluatorTest, ALateCallIsRetriedSoonerThanAFailedOne) {
+  SilentListener silent;
+  StartEvaluator("127.0.0.1:" + std::to_string(silent.port()), 50ms, 10s);
+  Evaluate();
+  std::this_thread::sleep_for(1500ms);
+  // Every 50 + 250 ms: about 5 calls in 1.5 s; with the 10 s pause there would be one.
+  EXPECT_GE(Metric("df_scheduler_ml_infer_requests_total{result=\"error\"}"), 3);
+  evaluator_.reset();
+
+  int closed_port = 0;
+  {
+    SilentListener gone;  // a port that refuses connections once the listener is closed
+    closed_port = gone.port();
+  }
+  prometheus::Registry fresh;
+  MlEvaluatorOptions o;
+  o.inference = "127.0.0.1:" + std::to_string(closed_port);
+  o.deadline = 50ms;
+  o.retry_interval = 10s;
+  MlEvaluator refused(o, &fresh);
+  refused.Evaluate(Child(), candidates_, TaskView{100});
+  std::this_thread::sleep_for(1500ms);
+  std::string text = prometheus::TextSerializer().Serialize(fresh.Collect());
+  EXPECT_NE(text.find("df_scheduler_ml_infer_requests_total{result=\"error\"} 1\n"),
+            std::string::npos)
+      << text;
+}
+
 TEST_F(MlEvaluatorTest, AnswersThatAreNotBandwidthsAreNotUsed) {
   ASSERT_NO_FATAL_FAILURE(StartServer(NegativeScript()));
   ASSERT_TRUE(WaitFor([&] { return Ready("bandwidth"); }));

@@ -4,9 +4,14 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
 #include <thread>
 
 #include "bench/harness.h"
@@ -55,6 +60,9 @@ TEST(DfTrainer, TrainOncePublishesVersionOneThenNothingWhenNotBetter) {
   EXPECT_EQ(rc, 1) << out;
   rc = bench::Run({Trainer(), "--epochs", "lots"}, &out);
   EXPECT_EQ(rc, 2) << out;
+  rc = bench::Run({Trainer(), "--nice", "25", "--repo", repo}, &out);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("nice"), std::string::npos) << out;
 }
 
 class TrainRpc : public ::testing::Test {
@@ -109,6 +117,36 @@ class TrainRpc : public ::testing::Test {
   Process proc_;
   std::unique_ptr<v1::Trainer::Stub> stub_;
 };
+
+// The nice value (field 19 of /proc/PID/task/TID/stat) of each thread of `pid`.
+std::vector<int> ThreadNiceValues(pid_t pid) {
+  std::vector<int> out;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t end = stat.rfind(')');  // the thread name may hold spaces
+    if (end == std::string::npos) continue;
+    std::istringstream fields(stat.substr(end + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && fields >> field; ++i) {
+      if (i == 19) out.push_back(std::stoi(field));
+    }
+  }
+  return out;
+}
+
+// The training thread runs at nice 10 (the default); the threads that receive do not.
+TEST_F(TrainRpc, TheTrainingThreadYieldsToServing) {
+  std::vector<int> nice;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  do {
+    nice = ThreadNiceValues(proc_.pid());
+    if (std::count(nice.begin(), nice.end(), 10) == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  } while (std::chrono::steady_clock::now() < end);
+  EXPECT_EQ(std::count(nice.begin(), nice.end(), 10), 1);
+  EXPECT_GT(std::count(nice.begin(), nice.end(), 0), 0);
+}
 
 TEST_F(TrainRpc, StreamedDatasetIsTrainedAndPublished) {
   const auto data = learning::GenerateSynthetic(SmallWorld());

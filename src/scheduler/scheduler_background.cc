@@ -203,7 +203,11 @@ void Scheduler::ApplyInferredGroupsLocked() {
   if (changed > 0) {
     for (auto& [task_id, task] : model_.tasks()) {
       for (auto& [peer_id, peer] : task->peers) {
-        if (peer->state != PeerState::kRunning || peer->needs_push) continue;
+        // A child that announced an idc is not in any inferred group: nothing changed for it.
+        if (peer->state != PeerState::kRunning || peer->needs_push ||
+            !peer->host->info.idc().empty()) {
+          continue;
+        }
         for (Dag::Vertex v : task->dag.Parents(peer->vertex)) {
           const Peer* parent = task->PeerAt(v);
           if (parent && CrossIdc(*parent, *peer)) {

@@ -195,6 +195,21 @@ class MlEvaluatorTest : public ::testing::Test {
     return evaluator_->Evaluate(Child(), candidates_, TaskView{100});
   }
 
+  // Hosts a1-a3 (10 MB/s uplinks) and b1-b3 (40 MB/s): each is the child of a decision among
+  // the others, so all 30 pairs are queued. Returns the six as parents.
+  std::vector<ParentInfo> EvaluateTwoRacks() {
+    std::vector<ParentInfo> all;
+    for (const char* h : {"a1", "a2", "a3"}) all.push_back(Parent(h, 10'000'000));
+    for (const char* h : {"b1", "b2", "b3"}) all.push_back(Parent(h, 40'000'000));
+    for (const ParentInfo& h : all) {
+      ChildInfo c;
+      c.peer_id = h.peer_id;
+      c.host_id = h.host_id;
+      evaluator_->Evaluate(c, all, TaskView{100});
+    }
+    return all;
+  }
+
   // The value of the series `name` with `labels` (e.g. result="model") in the registry's text.
   double Metric(const std::string& series) {
     std::string text = prometheus::TextSerializer().Serialize(registry_.Collect());
@@ -430,15 +445,7 @@ TEST_F(MlEvaluatorTest, ANewModelVersionPredictsTheKnownPairsAgain) {
   ASSERT_NO_FATAL_FAILURE(StartServer(ConstantScript(5e6f)));
   ASSERT_TRUE(WaitFor([&] { return Ready("bandwidth"); }));
   StartEvaluator(target_);
-  std::vector<ParentInfo> all;
-  for (const char* h : {"a1", "a2", "a3"}) all.push_back(Parent(h, 10'000'000));
-  for (const char* h : {"b1", "b2", "b3"}) all.push_back(Parent(h, 40'000'000));
-  for (const ParentInfo& h : all) {
-    ChildInfo c;
-    c.peer_id = h.peer_id;
-    c.host_id = h.host_id;
-    evaluator_->Evaluate(c, all, TaskView{100});
-  }
+  const std::vector<ParentInfo> all = EvaluateTwoRacks();
   ASSERT_TRUE(WaitFor([&] { return Metric("df_scheduler_ml_predictions_total") >= 30; }));
   std::this_thread::sleep_for(1500ms);  // past group_refresh: a grouping has run
   EXPECT_EQ(evaluator_->inferred_groups(), nullptr);
@@ -473,15 +480,7 @@ TEST_F(MlEvaluatorTest, NoGroupsWhenInferenceOfGroupsIsOff) {
   o.inference = target_;
   o.infer_groups = false;
   evaluator_ = std::make_unique<MlEvaluator>(o, &registry_);
-  std::vector<ParentInfo> all;
-  for (const char* h : {"a1", "a2", "a3"}) all.push_back(Parent(h, 10'000'000));
-  for (const char* h : {"b1", "b2", "b3"}) all.push_back(Parent(h, 40'000'000));
-  for (const ParentInfo& h : all) {
-    ChildInfo c;
-    c.peer_id = h.peer_id;
-    c.host_id = h.host_id;
-    evaluator_->Evaluate(c, all, TaskView{100});
-  }
+  const std::vector<ParentInfo> all = EvaluateTwoRacks();
   ASSERT_TRUE(WaitFor([&] { return Metric("df_scheduler_ml_predictions_total") >= 30; }));
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(evaluator_->inferred_groups(), nullptr);

@@ -138,6 +138,11 @@ MlEvaluator::PairKey MlEvaluator::Key(const std::string& child, const std::strin
   return key;
 }
 
+std::pair<std::string, std::string> MlEvaluator::SplitKey(const PairKey& key) {
+  const size_t cut = key.find('\n');
+  return {key.substr(0, cut), key.substr(cut + 1)};
+}
+
 void MlEvaluator::NoteHost(const std::string& id, const std::string& idc,
                            const std::string& location, bool seed, uint64_t upload,
                            uint64_t download) const {
@@ -351,8 +356,8 @@ void MlEvaluator::InferGroups() {
     groups_due_ = std::chrono::steady_clock::now() + options_.group_refresh;
     pairs.reserve(latest_.size());
     for (const auto& [key, bytes_per_sec] : latest_) {
-      const size_t cut = key.find('\n');
-      pairs.push_back({key.substr(0, cut), key.substr(cut + 1), bytes_per_sec});
+      auto [child, parent] = SplitKey(key);
+      pairs.push_back({std::move(child), std::move(parent), bytes_per_sec});
     }
     current = groups_;
   }
@@ -518,8 +523,7 @@ MlEvaluator::CallResult MlEvaluator::PredictBatch(
       for (const auto& [key, bytes_per_sec] : latest_) {
         if (queue_.size() >= options_.max_queued_pairs) break;
         if (!queued_.insert(key).second) continue;
-        const size_t cut = key.find('\n');
-        queue_.emplace_back(key.substr(0, cut), key.substr(cut + 1));
+        queue_.push_back(SplitKey(key));
         ++requeued;
       }
     }

@@ -56,12 +56,13 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include <prometheus/counter.h>
@@ -128,6 +129,7 @@ class MlEvaluator : public Evaluator {
   };
   using PairKey = std::string;  // child host id + '\n' + parent host id
   static PairKey Key(const std::string& child, const std::string& parent);
+  static std::pair<std::string, std::string> SplitKey(const PairKey& key);  // (child, parent)
 
   void Run();
   // Rebuilds the live graph when something changed and graph_refresh has passed.

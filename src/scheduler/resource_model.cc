@@ -259,30 +259,41 @@ void ResourceModel::Unlink(Task& task, Peer& parent, Peer& child) {
   }
 }
 
-size_t ResourceModel::ApplyInferredGroups(
+ResourceModel::GroupsApplied ResourceModel::ApplyInferredGroups(
     const std::unordered_map<std::string, std::string>& group_of) {
-  size_t changed = 0;
+  GroupsApplied out;
   for (auto& [id, host] : hosts_) {
     auto it = group_of.find(id);
     static const std::string kNone;
     const std::string& group = it == group_of.end() ? kNone : it->second;
     if (host->inferred_group == group) continue;
     host->inferred_group = group;
-    ++changed;
+    ++out.hosts_changed;
   }
-  if (changed == 0) return 0;
+  if (out.hosts_changed == 0) return out;
   for (auto& [task_id, task] : tasks_) {
     task->cross_idc_children.clear();
     for (auto& [peer_id, child] : task->peers) {
+      bool crosses = false;
       for (Dag::Vertex v : task->dag.Parents(child->vertex)) {
         Peer* parent = task->PeerAt(v);
         if (parent && CrossIdc(*parent, *child)) {
           task->cross_idc_children[GroupOf(*parent->host)]++;
+          crosses = true;
         }
+      }
+      // Re-planned under the IDC rule (ParentSelector::PreferOwnIdc), as if the groups had been
+      // announced; a DAG keeps one root per group that may still take parents outside it. A child
+      // that announced an idc is in no inferred group: nothing changed for it.
+      if (crosses && child->state == PeerState::kRunning && !child->needs_push &&
+          child->host->info.idc().empty()) {
+        child->needs_push = true;
+        UpdateHunger(*task, *child);
+        ++out.peers_replanned;
       }
     }
   }
-  return changed;
+  return out;
 }
 
 void ResourceModel::RemoveParents(Task& task, Peer& child) {

@@ -109,10 +109,15 @@ class ResourceModel {
   void ScaleAllotments(Task& task, Peer& parent, double ratio);
 
   // ---- Inferred host groups
-  // Sets every host's inferred_group from `group_of` (host id -> group; absent: none) and counts
-  // each task's cross-IDC edges again (Task::cross_idc_children follows GroupOf). Returns the
-  // number of hosts whose group changed.
-  size_t ApplyInferredGroups(const std::unordered_map<std::string, std::string>& group_of);
+  // Sets every host's inferred_group from `group_of` (host id -> group; absent: none) and, when
+  // any changed, counts each task's cross-IDC edges again (Task::cross_idc_children follows
+  // GroupOf) and marks for re-planning (needs_push) every running child without an announced idc
+  // that has a parent in another group: edges made before the groups were known.
+  struct GroupsApplied {
+    size_t hosts_changed = 0;
+    size_t peers_replanned = 0;
+  };
+  GroupsApplied ApplyInferredGroups(const std::unordered_map<std::string, std::string>& group_of);
 
   // ---- Garbage collection
   // Removes Failed and Left peers, peers idle without a stream for peer_ttl, peers of hosts that

@@ -195,34 +195,10 @@ void Scheduler::ApplyInferredGroupsLocked() {
   if (version == applied_groups_version_) return;
   applied_groups_version_ = version;
   static const std::unordered_map<std::string, std::string> kNone;
-  const size_t changed = model_.ApplyInferredGroups(groups ? groups->group_of : kNone);
-  // Edges made before the groups were known may cross them: their children are re-planned under
-  // the IDC rule (ParentSelector::PreferOwnIdc), as if the groups had been announced. A DAG keeps
-  // one root per group that may still take parents outside it.
-  size_t replanned = 0;
-  if (changed > 0) {
-    for (auto& [task_id, task] : model_.tasks()) {
-      for (auto& [peer_id, peer] : task->peers) {
-        // A child that announced an idc is not in any inferred group: nothing changed for it.
-        if (peer->state != PeerState::kRunning || peer->needs_push ||
-            !peer->host->info.idc().empty()) {
-          continue;
-        }
-        for (Dag::Vertex v : task->dag.Parents(peer->vertex)) {
-          const Peer* parent = task->PeerAt(v);
-          if (parent && CrossIdc(*parent, *peer)) {
-            peer->needs_push = true;
-            model_.UpdateHunger(*task, *peer);
-            ++replanned;
-            break;
-          }
-        }
-      }
-    }
-  }
+  const auto applied = model_.ApplyInferredGroups(groups ? groups->group_of : kNone);
   DF_LOG_INFO(
       "inferred host groups version {} applied: {} hosts changed group, {} peers re-planned",
-      version, changed, replanned);
+      version, applied.hosts_changed, applied.peers_replanned);
 }
 
 void Scheduler::RebalanceSeedChildrenLocked() {

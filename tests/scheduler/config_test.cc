@@ -170,6 +170,13 @@ TEST(SchedulerConfig, MlEvaluatorNeedsAnInferenceService) {
   EXPECT_EQ(loaded.value().inference_deadline_ms, 5u);
   EXPECT_EQ(loaded.value().prediction_ttl_ms, 120'000u);
   EXPECT_TRUE(ValidateConfig(loaded.value()).ok());
+  EXPECT_TRUE(c.infer_groups);
+  EXPECT_TRUE(SetOption(c, "infer-groups", "false").ok());
+  EXPECT_FALSE(c.infer_groups);
+  Status bad = SetOption(c, "infer_groups", "maybe");
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("true or false"), std::string::npos) << bad.ToString();
+  EXPECT_FALSE(c.infer_groups) << "a bad value changes nothing";
 }
 
 TEST(SchedulerConfig, ProbeOptions) {

@@ -11,12 +11,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 #include <thread>
 
 #include "bench/harness.h"
 #include "common/log.h"
+#include "common/malloc_tuning.h"
 #include "common/version.h"
 #include "inference/infer_request.h"
 #include "inference/kserve_client.h"
@@ -123,6 +127,22 @@ std::vector<double> TimeForward(const std::string& model_path, const std::string
   return Time(n, [&] { return checked.ok() && model.value()->Run(checked.value()).ok(); });
 }
 
+// The highest numeric version directory under `model_dir` (0: none).
+uint64_t LatestVersion(const std::string& model_dir) {
+  uint64_t latest = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(model_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name.empty() ||
+        !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        name.size() > 18) {
+      continue;
+    }
+    latest = std::max<uint64_t>(latest, std::stoull(name));
+  }
+  return latest;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -140,6 +160,16 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed calls first")->default_str("200");
   app.add_option("--threads", threads, "libtorch threads of the in-process server")
       ->default_str("1");
+  std::string repo;
+  app.add_option("--repo", repo,
+                 "serve this model repository in-process instead of the stand-in (--model names "
+                 "the model; --inputs must match its config, e.g. the trainer's bandwidth model: "
+                 "2x24,2x8x24,2x8x12,2x8,2x8x4x24,2x8x4x12,2x8x4,12)");
+  bool keep_large_buffers = true;
+  app.add_option("--keep-large-buffers", keep_large_buffers,
+                 "raise malloc's mmap and trim thresholds as dfinference and dfscheduler do "
+                 "(common/malloc_tuning.h); false measures without")
+      ->default_str("true");
   app.add_option("--server", server, "measure this server (HOST:PORT) instead");
   app.add_option("--model", model_name, "model name")->default_str(model_name);
   app.add_option("--target-p99-ms", target_p99_ms, "ModelInfer p99 target")->default_str("2");
@@ -147,24 +177,42 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   (void)df::InitLogging("dfinference_bench", "warn");
 
+  if (keep_large_buffers && !df::KeepLargeBuffersInHeap()) {
+    std::fprintf(stderr, "dfinference_bench: malloc refused the thresholds\n");
+  }
   auto dims = ParseInputs(inputs_text);
   df::inference::MlpSpec spec{dims, hidden, 1, 1};
   df::bench::TempDir dir;
-  const std::string config_text = df::inference::MlpConfig(model_name, spec, 1024);
-  const std::string model_path = dir.path() + "/" + model_name + "/1/model.pt";
+  std::string config_text = df::inference::MlpConfig(model_name, spec, 1024);
+  std::string model_path = dir.path() + "/" + model_name + "/1/model.pt";
+  std::string described = "MLP stand-in, " + std::to_string(hidden) + " hidden";
+  if (!repo.empty()) {
+    auto version = LatestVersion(repo + "/" + model_name);
+    std::ifstream config_file(repo + "/" + model_name + "/config.pbtxt");
+    if (version == 0 || !config_file) {
+      std::fprintf(stderr, "dfinference_bench: no config.pbtxt or no version under %s/%s\n",
+                   repo.c_str(), model_name.c_str());
+      return 1;
+    }
+    config_text.assign(std::istreambuf_iterator<char>(config_file), {});
+    model_path = repo + "/" + model_name + "/" + std::to_string(version) + "/model.pt";
+    described = model_path;
+  }
   std::unique_ptr<df::inference::InferenceServer> local;
   prometheus::Registry registry;
   if (server.empty()) {
-    std::filesystem::create_directories(dir.path() + "/" + model_name + "/1");
-    if (auto s = df::inference::SaveMlp(spec, model_path); !s.ok()) {
-      std::fprintf(stderr, "dfinference_bench: %s\n", s.message().c_str());
-      return 1;
+    if (repo.empty()) {
+      std::filesystem::create_directories(dir.path() + "/" + model_name + "/1");
+      if (auto s = df::inference::SaveMlp(spec, model_path); !s.ok()) {
+        std::fprintf(stderr, "dfinference_bench: %s\n", s.message().c_str());
+        return 1;
+      }
+      (void)df::inference::WriteFileAtomically(dir.path() + "/" + model_name + "/config.pbtxt",
+                                               config_text);
     }
-    (void)df::inference::WriteFileAtomically(dir.path() + "/" + model_name + "/config.pbtxt",
-                                             config_text);
     df::inference::SetTorchThreads(threads);
     df::inference::InferenceConfig config;
-    config.repo = dir.path();
+    config.repo = repo.empty() ? dir.path() : repo;
     config.listen = "127.0.0.1:0";
     config.metrics = "";
     auto started = df::inference::InferenceServer::Start(config, registry);
@@ -198,10 +246,11 @@ int main(int argc, char** argv) {
   int64_t features = 0;
   for (const auto& d : dims) features += df::inference::ElementCount(d);
   std::printf(
-      "model: MLP %zu inputs (%lld features per row) -> %lld hidden -> 1; batch %lld; "
-      "%d calls each; torch threads %d; server %s\n",
-      dims.size(), static_cast<long long>(features), static_cast<long long>(hidden),
-      static_cast<long long>(batch), requests, threads, local ? "in-process" : server.c_str());
+      "model: %s; %zu inputs (%lld features per row); batch %lld; %d calls each; torch threads "
+      "%d; server %s; large buffers kept in the heap: %s\n",
+      server.empty() || local ? described.c_str() : model_name.c_str(), dims.size(),
+      static_cast<long long>(features), static_cast<long long>(batch), requests, threads,
+      local ? "in-process" : server.c_str(), keep_large_buffers ? "yes" : "no");
   Percentiles base = Summarize(live_ms);
   Percentiles p = Summarize(infer_ms);
   Print("ServerLive (baseline)", base, nullptr);

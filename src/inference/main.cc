@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 
+#include "common/malloc_tuning.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/version.h"
@@ -75,6 +76,9 @@ sigset_t BlockStopSignals() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Large request and tensor buffers (a ModelInfer of 64 pairs is 773 KB) stay in the heap
+  // instead of being mapped and faulted in again on every call (common/malloc_tuning.h).
+  (void)df::KeepLargeBuffersInHeap();
   CLI::App app{
       "dfinference: serves a Triton-layout model repository (TorchScript) over the "
       "KServe v2 gRPC inference protocol"};

@@ -12,8 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -25,6 +24,7 @@
 #include "inference/infer_request.h"
 #include "inference/kserve_client.h"
 #include "inference/model_builder.h"
+#include "inference/model_repository.h"
 #include "inference/server.h"
 
 namespace {
@@ -98,22 +98,8 @@ void Print(const char* what, const Percentiles& p, const Percentiles* base) {
   std::printf("\n");
 }
 
-// forward alone, in-process: the model's share of the ModelInfer latency.
-std::vector<double> TimeForward(const std::string& model_path, const std::string& model_name,
-                                const std::string& config_text,
-                                const std::vector<Fp32Tensor>& inputs, int n) {
-  auto parsed = df::inference::ParseModelConfig(config_text, "bench");
-  auto serving = df::inference::MakeServingConfig(parsed.value(), model_name);
-  if (!serving.ok()) {
-    std::fprintf(stderr, "dfinference_bench: %s\n", serving.status().message().c_str());
-    std::exit(1);
-  }
-  auto config = std::make_shared<const df::inference::ServingConfig>(serving.value());
-  auto model = df::inference::TorchModel::Load(config, 1, model_path);
-  if (!model.ok()) {
-    std::fprintf(stderr, "dfinference_bench: %s\n", model.status().message().c_str());
-    std::exit(1);
-  }
+// The ModelInfer request of `inputs`, raw FP32 contents.
+::inference::ModelInferRequest MakeRequest(const std::vector<Fp32Tensor>& inputs) {
   ::inference::ModelInferRequest request;
   for (const Fp32Tensor& in : inputs) {
     auto* t = request.add_inputs();
@@ -123,24 +109,35 @@ std::vector<double> TimeForward(const std::string& model_path, const std::string
     request.add_raw_input_contents()->assign(reinterpret_cast<const char*>(in.data.data()),
                                              in.data.size() * sizeof(float));
   }
-  auto checked = df::inference::CheckInferRequest(*config, request);
-  return Time(n, [&] { return checked.ok() && model.value()->Run(checked.value()).ok(); });
+  return request;
 }
 
-// The highest numeric version directory under `model_dir` (0: none).
-uint64_t LatestVersion(const std::string& model_dir) {
-  uint64_t latest = 0;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(model_dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (!entry.is_directory() || name.empty() ||
-        !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-        name.size() > 18) {
-      continue;
+// forward alone, in-process: the model's share of the ModelInfer latency. `checked` fits the
+// model's config (CheckInferRequest).
+std::vector<double> TimeForward(const df::inference::TorchModel& model,
+                                const df::inference::CheckedRequest& checked, int n) {
+  return Time(n, [&] { return model.Run(checked).ok(); });
+}
+
+// The newest version of `name` that the repository at `root` serves, loaded the way dfinference
+// loads it; exits with the repository's reason when there is none.
+std::shared_ptr<const df::inference::TorchModel> LoadNewest(const std::string& root,
+                                                            const std::string& name) {
+  df::inference::ModelRepository repository(root, std::chrono::seconds(1), nullptr);
+  repository.PollOnce();
+  const auto snapshot = repository.Snapshot();
+  auto it = snapshot->models.find(name);
+  if (it == snapshot->models.end() || !it->second->Newest()) {
+    std::string why =
+        it == snapshot->models.end() ? "no model directory with config.pbtxt" : it->second->reason;
+    if (it != snapshot->models.end() && why.empty()) {
+      why = it->second->failed.empty() ? "no complete version" : it->second->failed.begin()->second;
     }
-    latest = std::max<uint64_t>(latest, std::stoull(name));
+    std::fprintf(stderr, "dfinference_bench: no servable version of %s under %s: %s\n",
+                 name.c_str(), root.c_str(), why.c_str());
+    std::exit(1);
   }
-  return latest;
+  return it->second->Newest();
 }
 
 }  // namespace
@@ -162,7 +159,8 @@ int main(int argc, char** argv) {
       ->default_str("1");
   std::string repo;
   app.add_option("--repo", repo,
-                 "serve this model repository in-process instead of the stand-in (--model names "
+                 "serve this model repository in-process instead of the stand-in, not with "
+                 "--server (--model names "
                  "the model; --inputs must match its config, e.g. the trainer's bandwidth model: "
                  "2x24,2x8x24,2x8x12,2x8,2x8x4x24,2x8x4x12,2x8x4,12)");
   bool keep_large_buffers = true;
@@ -182,37 +180,35 @@ int main(int argc, char** argv) {
   }
   auto dims = ParseInputs(inputs_text);
   df::inference::MlpSpec spec{dims, hidden, 1, 1};
-  df::bench::TempDir dir;
-  std::string config_text = df::inference::MlpConfig(model_name, spec, 1024);
-  std::string model_path = dir.path() + "/" + model_name + "/1/model.pt";
-  std::string described = "MLP stand-in, " + std::to_string(hidden) + " hidden";
-  if (!repo.empty()) {
-    auto version = LatestVersion(repo + "/" + model_name);
-    std::ifstream config_file(repo + "/" + model_name + "/config.pbtxt");
-    if (version == 0 || !config_file) {
-      std::fprintf(stderr, "dfinference_bench: no config.pbtxt or no version under %s/%s\n",
-                   repo.c_str(), model_name.c_str());
-      return 1;
-    }
-    config_text.assign(std::istreambuf_iterator<char>(config_file), {});
-    model_path = repo + "/" + model_name + "/" + std::to_string(version) + "/model.pt";
-    described = model_path;
+  if (!repo.empty() && !server.empty()) {
+    std::fprintf(stderr, "dfinference_bench: --repo and --server exclude each other\n");
+    return 2;
   }
+  df::bench::TempDir dir;
+  std::shared_ptr<const df::inference::TorchModel> newest;  // the model served in-process
+  std::string described;
   std::unique_ptr<df::inference::InferenceServer> local;
   prometheus::Registry registry;
   if (server.empty()) {
-    if (repo.empty()) {
-      std::filesystem::create_directories(dir.path() + "/" + model_name + "/1");
-      if (auto s = df::inference::SaveMlp(spec, model_path); !s.ok()) {
+    const std::string root = repo.empty() ? dir.path() : repo;
+    if (repo.empty()) {  // the stand-in
+      const std::string model_dir = dir.path() + "/" + model_name;
+      std::filesystem::create_directories(model_dir + "/1");
+      if (auto s = df::inference::SaveMlp(spec, model_dir + "/1/model.pt"); !s.ok()) {
         std::fprintf(stderr, "dfinference_bench: %s\n", s.message().c_str());
         return 1;
       }
-      (void)df::inference::WriteFileAtomically(dir.path() + "/" + model_name + "/config.pbtxt",
-                                               config_text);
+      (void)df::inference::WriteFileAtomically(model_dir + "/config.pbtxt",
+                                               df::inference::MlpConfig(model_name, spec, 1024));
     }
     df::inference::SetTorchThreads(threads);
+    // Loaded before timing anything: a repository without a servable version ends the run here.
+    newest = LoadNewest(root, model_name);
+    described = repo.empty()
+                    ? "MLP stand-in, " + std::to_string(hidden) + " hidden"
+                    : repo + "/" + model_name + " version " + std::to_string(newest->version());
     df::inference::InferenceConfig config;
-    config.repo = repo.empty() ? dir.path() : repo;
+    config.repo = root;
     config.listen = "127.0.0.1:0";
     config.metrics = "";
     auto started = df::inference::InferenceServer::Start(config, registry);
@@ -231,6 +227,17 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   auto inputs = MakeInputs(dims, batch);
+  const auto request = MakeRequest(inputs);
+  std::optional<df::inference::CheckedRequest> checked;
+  if (newest) {  // in-process: say why --inputs do not fit the model before timing anything
+    auto fits = df::inference::CheckInferRequest(newest->config(), request);
+    if (!fits.ok()) {
+      std::fprintf(stderr, "dfinference_bench: --inputs do not fit %s: %s\n", described.c_str(),
+                   fits.status().message().c_str());
+      return 2;
+    }
+    checked = std::move(fits).value();
+  }
   auto infer = [&] { return client.Infer(model_name, inputs, deadline()).ok(); };
   auto live = [&] { return client.ServerLive(deadline()).ok(); };
   Time(warmup, infer);
@@ -248,16 +255,15 @@ int main(int argc, char** argv) {
   std::printf(
       "model: %s; %zu inputs (%lld features per row); batch %lld; %d calls each; torch threads "
       "%d; server %s; large buffers kept in the heap: %s\n",
-      server.empty() || local ? described.c_str() : model_name.c_str(), dims.size(),
-      static_cast<long long>(features), static_cast<long long>(batch), requests, threads,
-      local ? "in-process" : server.c_str(), keep_large_buffers ? "yes" : "no");
+      local ? described.c_str() : model_name.c_str(), dims.size(), static_cast<long long>(features),
+      static_cast<long long>(batch), requests, threads, local ? "in-process" : server.c_str(),
+      keep_large_buffers ? "yes" : "no");
   Percentiles base = Summarize(live_ms);
   Percentiles p = Summarize(infer_ms);
   Print("ServerLive (baseline)", base, nullptr);
   Print("ModelInfer batch", p, &base);
   if (local) {
-    Print("forward only (no gRPC)",
-          Summarize(TimeForward(model_path, model_name, config_text, inputs, requests)), &base);
+    Print("forward only (no gRPC)", Summarize(TimeForward(*newest, *checked, requests)), &base);
   }
   std::printf("target: ModelInfer p99 <= %.2f ms: %s\n", target_p99_ms,
               p.p99_ms <= target_p99_ms ? "met" : "NOT met");

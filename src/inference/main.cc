@@ -7,8 +7,8 @@
 #include <map>
 #include <string>
 
-#include "common/malloc_tuning.h"
 #include "common/log.h"
+#include "common/malloc_tuning.h"
 #include "common/metrics.h"
 #include "common/version.h"
 #include "inference/config.h"

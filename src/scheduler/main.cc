@@ -6,9 +6,9 @@
 #include <map>
 #include <string>
 
-#include "common/malloc_tuning.h"
 #include "common/version.h"
 #include "common/log.h"
+#include "common/malloc_tuning.h"
 #include "common/metrics.h"
 #include "scheduler/config.h"
 #include "scheduler/scheduler_api.h"

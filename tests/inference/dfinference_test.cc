@@ -8,6 +8,7 @@
 
 #include "bench/harness.h"
 #include "inference/kserve_client.h"
+#include "inference/model_builder.h"
 #include "test_repo.h"
 
 namespace df::inference {
@@ -41,6 +42,36 @@ TEST(DfinferenceTest, HelpVersionAndBadUsage) {
   std::ofstream(dir.path() + "/c.yaml") << "repo: /tmp\nno_such_key: 1\n";
   EXPECT_EQ(bench::Run({Binary(), "--config", dir.path() + "/c.yaml"}, &out), 2);
   EXPECT_NE(out.find("no_such_key"), std::string::npos) << out;
+}
+
+// dfinference_bench: a repository it cannot serve, --inputs that do not fit the model and
+// --repo with --server are refused with the reason before anything is timed; a stand-in run
+// prints its figures.
+TEST(DfinferenceBenchTest, RefusesWhatItCannotMeasureAndMeasuresTheRest) {
+  const std::string bench_bin = bench::BuildDir() + "/src/inference/dfinference_bench";
+  std::string out;
+  bench::TempDir empty;
+  EXPECT_EQ(bench::Run({bench_bin, "--repo", empty.path(), "--requests", "10"}, &out), 1);
+  EXPECT_NE(out.find("no servable version of bandwidth"), std::string::npos) << out;
+  bench::TempDir stand_in;
+  const std::string model_dir = stand_in.path() + "/bandwidth";
+  std::filesystem::create_directories(model_dir + "/1");
+  MlpSpec spec{{{4}}, 8, 1, 1};
+  ASSERT_TRUE(SaveMlp(spec, model_dir + "/1/model.pt").ok());
+  ASSERT_TRUE(
+      WriteFileAtomically(model_dir + "/config.pbtxt", MlpConfig("bandwidth", spec, 64)).ok());
+  EXPECT_EQ(bench::Run({bench_bin, "--repo", stand_in.path(), "--inputs", "16"}, &out), 2);
+  EXPECT_NE(out.find("--inputs do not fit"), std::string::npos) << out;
+  EXPECT_EQ(bench::Run({bench_bin, "--repo", stand_in.path(), "--server", "127.0.0.1:1"}, &out), 2);
+  EXPECT_NE(out.find("exclude each other"), std::string::npos) << out;
+  EXPECT_EQ(bench::Run({bench_bin, "--repo", stand_in.path(), "--inputs", "4", "--batch", "4",
+                        "--requests", "20", "--warmup", "2", "--keep-large-buffers", "false"},
+                       &out, 60000),
+            0)
+      << out;
+  EXPECT_NE(out.find("bandwidth version 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("forward only"), std::string::npos) << out;
+  EXPECT_NE(out.find("large buffers kept in the heap: no"), std::string::npos) << out;
 }
 
 TEST(DfinferenceTest, ServesARepositoryAndPicksUpNewVersions) {

@@ -17,6 +17,10 @@ PACKAGES=(
   libhiredis-dev redis-server redis-tools
   # learning loop: libtorch for dftrainer and dfinference only (no other target links it)
   libtorch-dev
+  # libtorch calls libblas.so.3 for matrix products: Debian's default is the reference BLAS
+  # (libblas3); OpenBLAS, single-threaded like our torch calls, takes that name over through
+  # update-alternatives and runs the bandwidth model's products several times faster
+  libopenblas0-serial
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev nginx-light curl python3 python3-yaml iproute2 procps bc
   aria2 opentracker gnuplot-nox

@@ -4,7 +4,7 @@
 //
 //   learning_bench [--epochs 30] [--threads 1] [--dataset DIR]... [--no-synthetic]
 //                  [--synthetic named|hidden|both] [--hosts-per-rack 32] [--seed 1]
-//                  [--learning-rate 0.003] [--batch-size 256]
+//                  [--learning-rate 0.003] [--batch-size 256] [--blank-host-feature N]...
 //
 // Prints one line per dataset: MAPE (and MAE, RMSE) of the GNN, the feature MLP and the
 // per-pair history baseline, and GNN MAPE / the better baseline's MAPE (target <= 0.7).
@@ -59,6 +59,10 @@ int main(int argc, char** argv) {
   app.add_option("--learning-rate", options.learning_rate, "Adam learning rate (every model)");
   app.add_option("--batch-size", options.batch_size, "training batch size (every model)");
   app.add_option("--weight-decay", options.weight_decay, "Adam weight decay (every model)");
+  app.add_option("--blank-host-feature", options.blank_host_features,
+                 "ablation: zero this host-feature column (0-23, learning/features.h) in every "
+                 "input of both neural models, e.g. 15 and 16 for the learned capacities "
+                 "(repeatable)");
   app.add_option("--hosts-per-rack", synthetic.hosts_per_rack, "synthetic: hosts per rack");
   app.add_option("--seed", synthetic.seed, "synthetic: generator seed");
   std::string write_dir;

@@ -207,6 +207,12 @@ int main(int argc, char** argv) {
     described = repo.empty()
                     ? "MLP stand-in, " + std::to_string(hidden) + " hidden"
                     : repo + "/" + model_name + " version " + std::to_string(newest->version());
+    char timed[160];
+    std::snprintf(timed, sizeof timed,
+                  " (serves %s; forward at load: as loaded %.3f ms, oneDNN copy %.3f ms)",
+                  newest->accelerated() ? "the oneDNN copy" : "the module as loaded",
+                  newest->plain_forward_ms(), newest->onednn_forward_ms());
+    described += timed;
     df::inference::InferenceConfig config;
     config.repo = root;
     config.listen = "127.0.0.1:0";

@@ -223,8 +223,11 @@ std::shared_ptr<const TorchModel> ModelRepository::LoadVersion(
     return nullptr;
   }
   failed.reset();
-  DF_LOG_INFO("model version loaded model={} version={} load_ms={:.1f} onednn={}", name, v.version,
-              ms, loaded.value()->accelerated());
+  DF_LOG_INFO(
+      "model version loaded model={} version={} load_ms={:.1f} onednn={} forward_ms={:.3f} "
+      "onednn_forward_ms={:.3f}",
+      name, v.version, ms, loaded.value()->accelerated(), loaded.value()->plain_forward_ms(),
+      loaded.value()->onednn_forward_ms());
   return loaded.value();
 }
 

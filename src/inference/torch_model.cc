@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <optional>
 
@@ -163,6 +164,10 @@ struct TorchModel::Module {
   // The same model with its linear layers on oneDNN (UseOneDnn), when that gives the same
   // answers; null otherwise. Tried first; a call it fails is run again on `plain`.
   mutable std::optional<torch::jit::Module> fast;
+  // Median forward times of both copies on a typical batch, measured at load (0 = not timed:
+  // the rewrite did not apply or disagreed).
+  double plain_forward_ms = 0;
+  double onednn_forward_ms = 0;
 
   // forward(inputs) with the outputs checked against `config`; `wanted` config output indices
   // are serialized in that order.
@@ -298,8 +303,48 @@ bool SameOutputs(const std::vector<OutputTensor>& a, const std::vector<OutputTen
   return true;
 }
 
+// Inputs shaped like TestInputs, with the batch size requests will typically have (64 rows,
+// capped by max_batch_size): what the two copies of the module are timed on.
+std::vector<c10::IValue> TimingInputs(const ServingConfig& config) {
+  constexpr int kTypicalBatch = 64;
+  std::vector<c10::IValue> inputs;
+  for (int index : config.input_order) {
+    const auto& in = config.config.input(index);
+    std::vector<int64_t> shape;
+    if (config.batching()) shape.push_back(std::min(kTypicalBatch, config.config.max_batch_size()));
+    for (int64_t d : in.dims()) shape.push_back(d == -1 ? 1 : d);
+    auto options = torch::TensorOptions().dtype(TorchType(in.data_type()));
+    inputs.emplace_back(torch::isFloatingType(TorchType(in.data_type()))
+                            ? torch::rand(shape, options)
+                            : torch::zeros(shape, options));
+  }
+  return inputs;
+}
+
+// Median wall time of `rounds` forwards of `module` on `inputs`, in seconds.
+double MedianForwardSeconds(torch::jit::Module& module, const std::vector<c10::IValue>& inputs,
+                            int rounds) {
+  std::vector<double> seconds;
+  for (int i = 0; i < rounds; ++i) {
+    c10::InferenceMode guard;
+    const auto start = std::chrono::steady_clock::now();
+    module.forward(inputs);
+    seconds.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::nth_element(seconds.begin(), seconds.begin() + rounds / 2, seconds.end());
+  return seconds[static_cast<size_t>(rounds / 2)];
+}
+
+// Forwards timed per copy when choosing between the two (medians compared).
+constexpr int kTimedForwards = 15;
+
 // Runs the test forwards on `module->plain` (their error when they fail), then tries the oneDNN
-// rewrite on a second copy loaded from `path` and keeps it only when it agrees.
+// rewrite on a second copy loaded from `path` and keeps it only when it agrees and is faster on
+// a typical batch. Which is faster depends on the BLAS libtorch finds: Debian's reference BLAS
+// (libblas3) is several times slower than oneDNN for these products, OpenBLAS
+// (libopenblas0-serial) is faster than the rewrite, whose layout conversions cost as much as the
+// products.
 Status CheckAndSpeedUp(const ServingConfig& config, const std::string& path,
                        TorchModel::Module* module) {
   const std::vector<c10::IValue> inputs = TestInputs(config);
@@ -324,6 +369,14 @@ Status CheckAndSpeedUp(const ServingConfig& config, const std::string& path,
       auto got = TorchModel::Module::Outputs(config, fast.forward(inputs), batch, all);
       if (!got.ok() || !SameOutputs(expected.value(), got.value(), config)) return Status::Ok();
     }
+    const std::vector<c10::IValue> timing = TimingInputs(config);
+    MedianForwardSeconds(module->plain, timing, kWarmupForwards);  // first calls of this shape
+    MedianForwardSeconds(fast, timing, kWarmupForwards);
+    const double plain_s = MedianForwardSeconds(module->plain, timing, kTimedForwards);
+    const double fast_s = MedianForwardSeconds(fast, timing, kTimedForwards);
+    module->plain_forward_ms = plain_s * 1e3;
+    module->onednn_forward_ms = fast_s * 1e3;
+    if (fast_s >= plain_s) return Status::Ok();
     module->fast = std::move(fast);
   } catch (const std::exception&) {
     // The rewrite does not fit this model: the plain module serves alone.
@@ -349,6 +402,10 @@ Result<std::shared_ptr<const TorchModel>> TorchModel::Load(
 }
 
 bool TorchModel::accelerated() const { return module_->fast.has_value(); }
+
+double TorchModel::plain_forward_ms() const { return module_->plain_forward_ms; }
+
+double TorchModel::onednn_forward_ms() const { return module_->onednn_forward_ms; }
 
 Result<std::vector<OutputTensor>> TorchModel::Run(const CheckedRequest& request) const {
   try {

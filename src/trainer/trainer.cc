@@ -104,6 +104,16 @@ Split BuildSplit(const learning::Dataset& dataset, const learning::HostGraph& gr
   return s;
 }
 
+// Zeroes `columns` of every host-feature row (INPUT__0, INPUT__1, INPUT__4) of `batch`.
+void BlankHostFeatures(const std::vector<int>& columns, learning::InputBatch* batch) {
+  for (int input : {0, 1, 4}) {
+    std::vector<float>& data = batch->data[input];
+    for (size_t row = 0; row < data.size(); row += learning::kHostFeatures) {
+      for (int c : columns) data[row + static_cast<size_t>(c)] = 0.0f;
+    }
+  }
+}
+
 }  // namespace
 
 std::string TrainReport::MetricsJson(int64_t version) const {
@@ -129,6 +139,17 @@ std::string TrainReport::MetricsJson(int64_t version) const {
 }
 
 Result<TrainReport> TrainAndPublish(const learning::Dataset& dataset, const TrainOptions& o) {
+  for (int c : o.blank_host_features) {
+    if (c < 0 || c >= learning::kHostFeatures) {
+      return InvalidArgument("host feature " + std::to_string(c) + " does not exist (0.." +
+                             std::to_string(learning::kHostFeatures - 1) + ")");
+    }
+  }
+  if (!o.blank_host_features.empty() && !o.repo.empty()) {
+    return InvalidArgument(
+        "blanked host features are an ablation: a published model would expect inputs the "
+        "scheduler does not build");
+  }
   const auto start = std::chrono::steady_clock::now();
   torch::set_num_threads(std::max(1, o.threads));
   TrainReport report;
@@ -138,6 +159,8 @@ Result<TrainReport> TrainAndPublish(const learning::Dataset& dataset, const Trai
         return learning::IsHeldOutPair(c, p, o.split_seed, o.holdout_fraction);
       });
   Split split = BuildSplit(dataset, graph, o);
+  BlankHostFeatures(o.blank_host_features, &split.train_inputs);
+  BlankHostFeatures(o.blank_host_features, &split.validation_inputs);
   report.hosts = graph.size();
   report.train_pairs = split.train_labels.size();
   report.validation_pairs = split.validation_labels.size();

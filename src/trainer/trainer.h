@@ -49,6 +49,11 @@ struct TrainOptions {
   int max_batch_size = 1024;     // config.pbtxt
   bool warm_start = true;
   uint32_t min_pairs = 20;  // fewer observed pairs: nothing to learn from (InvalidArgument)
+  // Ablation (learning_bench only, refused with a repository): these host-feature columns
+  // (learning/features.h, 0..kHostFeatures-1) are zeroed for every host in every input, for
+  // training and evaluation alike, so that a model cannot use them. The history baseline reads
+  // the graph, not these features, and is unchanged.
+  std::vector<int> blank_host_features;
 };
 
 struct TrainReport {

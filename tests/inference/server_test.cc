@@ -14,6 +14,8 @@
 #include "bench/harness.h"
 #include "grpc_service.grpc.pb.h"
 #include "inference/kserve_client.h"
+#include "inference/model_builder.h"
+#include "inference/model_repository.h"
 #include "inference/server.h"
 #include "test_repo.h"
 
@@ -486,6 +488,28 @@ TEST_F(InferenceServerTest, BrokenConfigKeepsTheLoadedVersionServing) {
   ASSERT_TRUE(WaitFor([&] {
     return InferCode(ScaleRequest("scale", {1, 2, 3, 4})) == grpc::StatusCode::NOT_FOUND;
   }));
+}
+
+// A model whose forward is matrix products: the loader times the module as loaded and its oneDNN
+// copy on a batch of 64 rows and serves the faster (which one depends on the BLAS installed:
+// OpenBLAS beats the copy, Debian's reference BLAS does not), and both answer alike.
+TEST(TorchModelTest, ServesTheFasterOfTheModuleAndItsOneDnnCopy) {
+  bench::TempDir dir;
+  const std::string root = dir.path() + "/repo";
+  MlpSpec spec;
+  spec.input_dims = {{16}, {8, 16}};
+  std::filesystem::create_directories(root + "/mlp/1");
+  ASSERT_TRUE(SaveMlp(spec, root + "/mlp/1/model.pt").ok());
+  ASSERT_TRUE(WriteFileAtomically(root + "/mlp/config.pbtxt", MlpConfig("mlp", spec, 128)).ok());
+  ModelRepository repository(root, std::chrono::seconds(60), nullptr);
+  repository.PollOnce();
+  const auto snapshot = repository.Snapshot();
+  ASSERT_EQ(snapshot->models.count("mlp"), 1u);
+  const auto model = snapshot->models.at("mlp")->Newest();
+  ASSERT_NE(model, nullptr);
+  EXPECT_GT(model->plain_forward_ms(), 0.0);
+  EXPECT_GT(model->onednn_forward_ms(), 0.0);
+  EXPECT_EQ(model->accelerated(), model->onednn_forward_ms() < model->plain_forward_ms());
 }
 
 }  // namespace

@@ -223,5 +223,35 @@ TEST(TrainAndPublish, TooLittleDataIsAnErrorNotACrash) {
   EXPECT_EQ(TrainAndPublish(d, o).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(TrainAndPublish, BlankedHostFeaturesChangeOnlyTheNeuralModels) {
+  auto d = SmallDataset();
+  TrainOptions o;
+  o.epochs = 3;
+  auto plain = TrainAndPublish(*d, o);
+  auto again = TrainAndPublish(*d, o);
+  ASSERT_TRUE(plain.ok() && again.ok());
+  ASSERT_EQ(plain->feature_mlp.mape, again->feature_mlp.mape);  // training is deterministic
+
+  o.blank_host_features = {15, 16};  // the learned capacities
+  auto blanked = TrainAndPublish(*d, o);
+  ASSERT_TRUE(blanked.ok()) << blanked.status().ToString();
+  EXPECT_NE(blanked->feature_mlp.mape, plain->feature_mlp.mape);
+  EXPECT_NE(blanked->gnn.mape, plain->gnn.mape);
+  EXPECT_EQ(blanked->history.mape, plain->history.mape);
+  EXPECT_EQ(blanked->validation_pairs, plain->validation_pairs);
+
+  o.blank_host_features = {24};
+  EXPECT_EQ(TrainAndPublish(*d, o).status().code(), StatusCode::kInvalidArgument);
+  o.blank_host_features = {-1};
+  EXPECT_EQ(TrainAndPublish(*d, o).status().code(), StatusCode::kInvalidArgument);
+
+  // Never published: the scheduler builds every feature.
+  bench::TempDir dir;
+  o.repo = dir.path();
+  o.blank_host_features = {15};
+  EXPECT_EQ(TrainAndPublish(*d, o).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(dir.path() + "/bandwidth/1"));
+}
+
 }  // namespace
 }  // namespace df::trainer

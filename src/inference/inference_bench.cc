@@ -22,6 +22,7 @@
 #include "common/malloc_tuning.h"
 #include "common/version.h"
 #include "inference/infer_request.h"
+#include "inference/half.h"
 #include "inference/kserve_client.h"
 #include "inference/model_builder.h"
 #include "inference/model_repository.h"
@@ -98,16 +99,24 @@ void Print(const char* what, const Percentiles& p, const Percentiles* base) {
   std::printf("\n");
 }
 
-// The ModelInfer request of `inputs`, raw FP32 contents.
+// The ModelInferRequest of `inputs`, raw contents, as KServeClient::Infer sends them (FP16 where
+// `send_as_fp16` says so, FP32 otherwise).
 ::inference::ModelInferRequest MakeRequest(const std::vector<Fp32Tensor>& inputs) {
   ::inference::ModelInferRequest request;
   for (const Fp32Tensor& in : inputs) {
     auto* t = request.add_inputs();
     t->set_name(in.name);
-    t->set_datatype("FP32");
     for (int64_t d : in.shape) t->add_shape(d);
-    request.add_raw_input_contents()->assign(reinterpret_cast<const char*>(in.data.data()),
-                                             in.data.size() * sizeof(float));
+    std::string* raw = request.add_raw_input_contents();
+    if (in.send_as_fp16) {
+      t->set_datatype("FP16");
+      raw->resize(in.data.size() * sizeof(uint16_t));
+      df::inference::FloatsToHalves(
+          in.data, std::span<uint16_t>(reinterpret_cast<uint16_t*>(raw->data()), in.data.size()));
+    } else {
+      t->set_datatype("FP32");
+      raw->assign(reinterpret_cast<const char*>(in.data.data()), in.data.size() * sizeof(float));
+    }
   }
   return request;
 }
@@ -168,6 +177,13 @@ int main(int argc, char** argv) {
                  "raise malloc's mmap and trim thresholds as dfinference and dfscheduler do "
                  "(common/malloc_tuning.h); false measures without")
       ->default_str("true");
+  std::string fp16 = "auto";
+  app.add_option("--fp16", fp16,
+                 "send the inputs as FP16 (true), as FP32 (false), or as the served model's "
+                 "config declares them (auto: known with --repo; FP32 otherwise). The trainer's "
+                 "bandwidth model takes FP16")
+      ->check(CLI::IsMember({"auto", "true", "false"}))
+      ->default_str("auto");
   app.add_option("--server", server, "measure this server (HOST:PORT) instead");
   app.add_option("--model", model_name, "model name")->default_str(model_name);
   app.add_option("--target-p99-ms", target_p99_ms, "ModelInfer p99 target")->default_str("2");
@@ -233,6 +249,10 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   auto inputs = MakeInputs(dims, batch);
+  const bool send_fp16 =
+      fp16 == "true" || (fp16 == "auto" && newest && newest->config().config.input_size() > 0 &&
+                         newest->config().config.input(0).data_type() == ::inference::TYPE_FP16);
+  for (Fp32Tensor& in : inputs) in.send_as_fp16 = send_fp16;
   const auto request = MakeRequest(inputs);
   std::optional<df::inference::CheckedRequest> checked;
   if (newest) {  // in-process: say why --inputs do not fit the model before timing anything
@@ -259,11 +279,11 @@ int main(int argc, char** argv) {
   int64_t features = 0;
   for (const auto& d : dims) features += df::inference::ElementCount(d);
   std::printf(
-      "model: %s; %zu inputs (%lld features per row); batch %lld; %d calls each; torch threads "
-      "%d; server %s; large buffers kept in the heap: %s\n",
+      "model: %s; %zu inputs (%lld features per row, sent as %s); batch %lld; %d calls each; "
+      "torch threads %d; server %s; large buffers kept in the heap: %s\n",
       local ? described.c_str() : model_name.c_str(), dims.size(), static_cast<long long>(features),
-      static_cast<long long>(batch), requests, threads, local ? "in-process" : server.c_str(),
-      keep_large_buffers ? "yes" : "no");
+      send_fp16 ? "FP16" : "FP32", static_cast<long long>(batch), requests, threads,
+      local ? "in-process" : server.c_str(), keep_large_buffers ? "yes" : "no");
   Percentiles base = Summarize(live_ms);
   Percentiles p = Summarize(infer_ms);
   Print("ServerLive (baseline)", base, nullptr);

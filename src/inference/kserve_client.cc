@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "grpc_service.grpc.pb.h"
+#include "inference/half.h"
 
 namespace df::inference {
 namespace {
@@ -126,10 +127,17 @@ Result<std::vector<Fp32Tensor>> KServeClient::Infer(const std::string& model,
     }
     auto* tensor = request.add_inputs();
     tensor->set_name(in.name);
-    tensor->set_datatype("FP32");
     for (int64_t d : in.shape) tensor->add_shape(d);
-    request.add_raw_input_contents()->assign(reinterpret_cast<const char*>(in.data.data()),
-                                             in.data.size() * sizeof(float));
+    std::string* raw = request.add_raw_input_contents();
+    if (in.send_as_fp16) {
+      tensor->set_datatype("FP16");
+      raw->resize(in.data.size() * sizeof(uint16_t));
+      FloatsToHalves(in.data,
+                     std::span<uint16_t>(reinterpret_cast<uint16_t*>(raw->data()), in.data.size()));
+    } else {
+      tensor->set_datatype("FP32");
+      raw->assign(reinterpret_cast<const char*>(in.data.data()), in.data.size() * sizeof(float));
+    }
   }
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline);

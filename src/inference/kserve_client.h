@@ -25,6 +25,9 @@ struct Fp32Tensor {
   std::string name;
   std::vector<int64_t> shape;
   std::vector<float> data;
+  // As an input: sent as FP16 (each value rounded to nearest even, half.h) instead of FP32, for
+  // a model whose config declares the input TYPE_FP16. Half the bytes on the wire.
+  bool send_as_fp16 = false;
 };
 
 // Thread-safe (a gRPC stub over one channel); cheap to share. Each call blocks its caller until
@@ -51,15 +54,15 @@ class KServeClient {
   Result<bool> ModelReady(const std::string& model, Deadline deadline,
                           const std::string& version = "");
 
-  // Runs `model` (at `version`; "" = the newest the server serves) on `inputs`, all FP32, sent
-  // in `raw_input_contents` in the given order. Returns every output the model produces, in the
-  // server's order, as FP32. Errors: InvalidArgument for an input whose data size does not match
-  // its shape (checked before sending) or a request the server refuses (INVALID_ARGUMENT: wrong
-  // names, shapes or batch size); NotFound for an unknown model or version; Unavailable when the
-  // server is unreachable or the model not loaded; DeadlineExceeded past `deadline`; Internal
-  // for a failure inside the model or an answer that is not FP32 or whose size does not match
-  // its shape. `served_version`, when set, gets the version the server says answered ("" when
-  // it does not say).
+  // Runs `model` (at `version`; "" = the newest the server serves) on `inputs`, sent in
+  // `raw_input_contents` in the given order as FP32, or as FP16 where `send_as_fp16` says so.
+  // Returns every output the model produces, in the server's order, as FP32. Errors:
+  // InvalidArgument for an input whose data size does not match its shape (checked before sending)
+  // or a request the server refuses (INVALID_ARGUMENT: wrong names, shapes or batch size); NotFound
+  // for an unknown model or version; Unavailable when the server is unreachable or the model not
+  // loaded; DeadlineExceeded past `deadline`; Internal for a failure inside the model or an answer
+  // that is not FP32 or whose size does not match its shape. `served_version`, when set, gets the
+  // version the server says answered ("" when it does not say).
   Result<std::vector<Fp32Tensor>> Infer(const std::string& model,
                                         const std::vector<Fp32Tensor>& inputs, Deadline deadline,
                                         const std::string& version = "",

@@ -225,9 +225,9 @@ std::shared_ptr<const TorchModel> ModelRepository::LoadVersion(
   failed.reset();
   DF_LOG_INFO(
       "model version loaded model={} version={} load_ms={:.1f} onednn={} forward_ms={:.3f} "
-      "onednn_forward_ms={:.3f}",
+      "onednn_forward_ms={:.3f} fp16_widened={}",
       name, v.version, ms, loaded.value()->accelerated(), loaded.value()->plain_forward_ms(),
-      loaded.value()->onednn_forward_ms());
+      loaded.value()->onednn_forward_ms(), loaded.value()->widens_fp16());
   return loaded.value();
 }
 

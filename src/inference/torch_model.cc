@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "inference/datatype.h"
+#include "inference/half.h"
 
 namespace df::inference {
 namespace {
@@ -92,7 +93,16 @@ void FillTyped(DataType type, const ::inference::InferTensorContents& c, torch::
   }
 }
 
-torch::Tensor MakeInput(const InputView& view) {
+// `widen_fp16`: an FP16 input is handed to forward() as FP32 (TorchModel::widens_fp16).
+torch::Tensor MakeInput(const InputView& view, bool widen_fp16) {
+  if (widen_fp16 && view.type == ::inference::TYPE_FP16 && view.raw != nullptr) {
+    torch::Tensor t = torch::empty(view.shape, torch::TensorOptions().dtype(torch::kFloat));
+    const auto n = static_cast<size_t>(view.element_count);
+    HalvesToFloats(
+        std::span<const uint16_t>(reinterpret_cast<const uint16_t*>(view.raw->data()), n),
+        std::span<float>(t.data_ptr<float>(), n));
+    return t;
+  }
   torch::Tensor t = torch::empty(view.shape, torch::TensorOptions().dtype(TorchType(view.type)));
   if (view.raw != nullptr) {
     if (!view.raw->empty()) std::memcpy(t.data_ptr(), view.raw->data(), view.raw->size());
@@ -164,6 +174,11 @@ struct TorchModel::Module {
   // The same model with its linear layers on oneDNN (UseOneDnn), when that gives the same
   // answers; null otherwise. Tried first; a call it fails is run again on `plain`.
   mutable std::optional<torch::jit::Module> fast;
+  // FP16 inputs are converted to FP32 here (F16C) and handed to forward() as FP32: set when the
+  // model gives the same test answers that way (it converts them first itself, as the bandwidth
+  // model does; libtorch's own conversion on the CPU is scalar and costs more than the forward's
+  // products).
+  bool widen_fp16 = false;
   // Median forward times of both copies on a typical batch, measured at load (0 = not timed:
   // the rewrite did not apply or disagreed).
   double plain_forward_ms = 0;
@@ -336,6 +351,23 @@ double MedianForwardSeconds(torch::jit::Module& module, const std::vector<c10::I
   return seconds[static_cast<size_t>(rounds / 2)];
 }
 
+bool HasHalfTensor(const std::vector<c10::IValue>& inputs) {
+  return std::any_of(inputs.begin(), inputs.end(), [](const c10::IValue& v) {
+    return v.isTensor() && v.toTensor().scalar_type() == torch::kHalf;
+  });
+}
+
+// `inputs` with every FP16 tensor converted to FP32.
+std::vector<c10::IValue> Widened(const std::vector<c10::IValue>& inputs) {
+  std::vector<c10::IValue> out;
+  for (const c10::IValue& v : inputs) {
+    out.emplace_back(v.isTensor() && v.toTensor().scalar_type() == torch::kHalf
+                         ? c10::IValue(v.toTensor().to(torch::kFloat))
+                         : v);
+  }
+  return out;
+}
+
 // Forwards timed per copy when choosing between the two (medians compared).
 constexpr int kTimedForwards = 15;
 
@@ -347,7 +379,7 @@ constexpr int kTimedForwards = 15;
 // products.
 Status CheckAndSpeedUp(const ServingConfig& config, const std::string& path,
                        TorchModel::Module* module) {
-  const std::vector<c10::IValue> inputs = TestInputs(config);
+  std::vector<c10::IValue> inputs = TestInputs(config);
   const std::vector<int> all = AllOutputs(config);
   const int64_t batch = config.batching() ? std::min(2, config.config.max_batch_size()) : 0;
   Result<std::vector<OutputTensor>> expected = Internal("no test forward");
@@ -360,6 +392,21 @@ Status CheckAndSpeedUp(const ServingConfig& config, const std::string& path,
     }
     if (!expected.ok()) return expected.status();
   }
+  std::vector<c10::IValue> timing = TimingInputs(config);
+  if (HasHalfTensor(inputs)) {
+    try {
+      c10::InferenceMode guard;
+      auto got =
+          TorchModel::Module::Outputs(config, module->plain.forward(Widened(inputs)), batch, all);
+      module->widen_fp16 = got.ok() && SameOutputs(expected.value(), got.value(), config);
+    } catch (const std::exception&) {
+      // The model wants FP16 tensors: it gets them.
+    }
+    if (module->widen_fp16) {
+      inputs = Widened(inputs);
+      timing = Widened(timing);
+    }
+  }
   try {
     torch::jit::Module fast = torch::jit::load(path, torch::kCPU);
     fast.eval();
@@ -369,7 +416,6 @@ Status CheckAndSpeedUp(const ServingConfig& config, const std::string& path,
       auto got = TorchModel::Module::Outputs(config, fast.forward(inputs), batch, all);
       if (!got.ok() || !SameOutputs(expected.value(), got.value(), config)) return Status::Ok();
     }
-    const std::vector<c10::IValue> timing = TimingInputs(config);
     MedianForwardSeconds(module->plain, timing, kWarmupForwards);  // first calls of this shape
     MedianForwardSeconds(fast, timing, kWarmupForwards);
     const double plain_s = MedianForwardSeconds(module->plain, timing, kTimedForwards);
@@ -403,6 +449,8 @@ Result<std::shared_ptr<const TorchModel>> TorchModel::Load(
 
 bool TorchModel::accelerated() const { return module_->fast.has_value(); }
 
+bool TorchModel::widens_fp16() const { return module_->widen_fp16; }
+
 double TorchModel::plain_forward_ms() const { return module_->plain_forward_ms; }
 
 double TorchModel::onednn_forward_ms() const { return module_->onednn_forward_ms; }
@@ -411,7 +459,9 @@ Result<std::vector<OutputTensor>> TorchModel::Run(const CheckedRequest& request)
   try {
     std::vector<c10::IValue> inputs;
     inputs.reserve(request.inputs.size());
-    for (const InputView& view : request.inputs) inputs.emplace_back(MakeInput(view));
+    for (const InputView& view : request.inputs) {
+      inputs.emplace_back(MakeInput(view, module_->widen_fp16));
+    }
     return module_->Forward(*config_, inputs, request.batch_size, request.outputs);
   } catch (const std::exception& e) {
     return Internal("forward: " + ErrorText(e));

@@ -51,6 +51,11 @@ class TorchModel {
   const ServingConfig& config() const { return *config_; }
   // Whether the oneDNN copy of the module serves (else the module as loaded).
   bool accelerated() const;
+  // Whether FP16 inputs reach forward() as FP32, converted by dfinference with the CPU's F16C
+  // instructions: chosen at load when the model gives the same test answers that way (a model
+  // that converts its FP16 inputs to FP32 first, as the bandwidth model does). libtorch's own
+  // conversion on the CPU costs more than that model's matrix products.
+  bool widens_fp16() const;
   // Median forward time at load of the module as loaded and of its oneDNN copy, on a batch of
   // 64 rows (capped by max_batch_size); 0 when the copy was not timed.
   double plain_forward_ms() const;

@@ -476,6 +476,7 @@ MlEvaluator::CallResult MlEvaluator::PredictBatch(
     tensors[i].shape = {n};
     for (int64_t d : df::learning::InputShape(i)) tensors[i].shape.push_back(d);
     tensors[i].data = std::move(inputs.data[i]);
+    tensors[i].send_as_fp16 = df::learning::kInputDatatype == "FP16";
   }
   const auto start = std::chrono::steady_clock::now();
   std::string served_version;

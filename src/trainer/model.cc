@@ -17,7 +17,8 @@ torch::Tensor Agg(const torch::Tensor& x, const torch::Tensor& mask) {
   return (x * mask.unsqueeze(-1)).sum(-2) / mask.sum(-1, true).clamp_min(1.0);
 }
 
-// The TorchScript of Export(): the same math as Forward/Head, from the same parameters.
+// The TorchScript of Export(): the same math as Forward/Head, from the same parameters. Inputs
+// arrive as FP16 (learning/features.h) and are computed on as FP32; FP32 inputs work as well.
 constexpr const char* kGnnScript = R"JIT(
 def agg(self, x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask.unsqueeze(-1)).sum(-2) / mask.sum(-1, True).clamp_min(1.0)
@@ -29,6 +30,14 @@ def layer1(self, x: Tensor, nx: Tensor, ne: Tensor, m: Tensor) -> Tensor:
 
 def forward(self, INPUT__0: Tensor, INPUT__1: Tensor, INPUT__2: Tensor, INPUT__3: Tensor,
             INPUT__4: Tensor, INPUT__5: Tensor, INPUT__6: Tensor, INPUT__7: Tensor) -> Tensor:
+    INPUT__0 = INPUT__0.float()
+    INPUT__1 = INPUT__1.float()
+    INPUT__2 = INPUT__2.float()
+    INPUT__3 = INPUT__3.float()
+    INPUT__4 = INPUT__4.float()
+    INPUT__5 = INPUT__5.float()
+    INPUT__6 = INPUT__6.float()
+    INPUT__7 = INPUT__7.float()
     h1v = self.layer1(INPUT__0, INPUT__1, INPUT__2, INPUT__3)
     h1u = self.layer1(INPUT__1, INPUT__4, INPUT__5, INPUT__6)
     msg = torch.relu(torch.matmul(torch.cat([h1u, INPUT__2], -1), self.l2_msg_w) + self.l2_msg_b)
@@ -44,6 +53,8 @@ def forward(self, INPUT__0: Tensor, INPUT__1: Tensor, INPUT__2: Tensor, INPUT__3
 constexpr const char* kMlpScript = R"JIT(
 def forward(self, INPUT__0: Tensor, INPUT__1: Tensor, INPUT__2: Tensor, INPUT__3: Tensor,
             INPUT__4: Tensor, INPUT__5: Tensor, INPUT__6: Tensor, INPUT__7: Tensor) -> Tensor:
+    INPUT__0 = INPUT__0.float()
+    INPUT__7 = INPUT__7.float()
     z = torch.cat([INPUT__0[:, 0], INPUT__0[:, 1], INPUT__7], -1)
     y = torch.relu(torch.matmul(z, self.m1_w) + self.m1_b)
     y = torch.relu(torch.matmul(y, self.m2_w) + self.m2_b)
@@ -62,8 +73,11 @@ Inputs ToTensors(const learning::InputBatch& batch) {
   for (int i = 0; i < learning::kNumInputs; ++i) {
     std::vector<int64_t> shape = {batch.batch};
     for (int64_t d : learning::InputShape(i)) shape.push_back(d);
+    // Rounded to the precision the inputs are served at (kInputDatatype), so that the models
+    // learn and are measured on the values the scheduler sends.
+    auto t = torch::from_blob(const_cast<float*>(batch.data[i].data()), shape, torch::kFloat32);
     out[i] =
-        torch::from_blob(const_cast<float*>(batch.data[i].data()), shape, torch::kFloat32).clone();
+        learning::kInputDatatype == "FP16" ? t.to(torch::kHalf).to(torch::kFloat32) : t.clone();
   }
   return out;
 }

@@ -39,7 +39,8 @@ const char* ModelKindName(ModelKind kind);  // "gnn", "feature_mlp"
 
 using Inputs = std::array<torch::Tensor, learning::kNumInputs>;
 
-// The inputs of a learning::InputBatch as tensors [batch, shape...] (copied).
+// The inputs of a learning::InputBatch as tensors [batch, shape...] (copied, and rounded to the
+// precision they travel at: learning::kInputDatatype).
 Inputs ToTensors(const learning::InputBatch& batch);
 // Rows [begin, end) of every input.
 Inputs Slice(const Inputs& inputs, int64_t begin, int64_t end);

@@ -73,13 +73,14 @@ std::string ModelRepository::ConfigText(int max_batch_size) const {
   out << "max_batch_size: " << max_batch_size << "\n";
   out << "input [\n";
   for (int i = 0; i < learning::kNumInputs; ++i) {
-    out << "  {\n    name: \"" << learning::kInputNames[i] << "\"\n    data_type: TYPE_FP32\n"
+    out << "  {\n    name: \"" << learning::kInputNames[i] << "\"\n    data_type: TYPE_"
+        << learning::kInputDatatype << "\n"
         << "    dims: " << Dims(learning::InputShape(i)) << "\n  }"
         << (i + 1 < learning::kNumInputs ? "," : "") << "\n";
   }
   out << "]\n";
-  out << "output [\n  {\n    name: \"" << learning::kOutputName
-      << "\"\n    data_type: TYPE_FP32\n    dims: [ 1 ]\n  }\n]\n";
+  out << "output [\n  {\n    name: \"" << learning::kOutputName << "\"\n    data_type: TYPE_"
+      << learning::kOutputDatatype << "\n    dims: [ 1 ]\n  }\n]\n";
   out << "version_policy: { latest: { num_versions: 1 } }\n";
   return out.str();
 }

@@ -189,6 +189,21 @@ Result<TrainReport> TrainAndPublish(const learning::Dataset& dataset, const Trai
       DF_LOG_WARN("latest model version unreadable, training from scratch path={} error={}", path,
                   e.what());
     }
+    // A version built for another input contract is no bar (the scheduler's inputs would not
+    // fit it, even where its forward runs on them) and no warm start: the new one replaces it.
+    const auto same_contract = [](const torch::jit::Module& m) {
+      try {
+        return m.hasattr("feature_version") &&
+               m.attr("feature_version").toInt() == learning::kFeatureVersion;
+      } catch (const c10::Error&) {
+        return false;  // an attribute of another type
+      }
+    };
+    if (current_module && !same_contract(*current_module)) {
+      DF_LOG_INFO("latest model version has another feature version, not compared version={}",
+                  report.current_version);
+      current_module.reset();
+    }
   }
 
   BandwidthModel gnn(ModelKind::kGnn, o.init_seed);
@@ -230,9 +245,12 @@ Result<TrainReport> TrainAndPublish(const learning::Dataset& dataset, const Trai
                       std::to_string(report.current_version) + "'s " +
                       std::to_string(report.current->mape);
   } else {
-    report.decision = report.current
-                          ? "better than version " + std::to_string(report.current_version)
-                          : "first version";
+    report.decision =
+        report.current ? "better than version " + std::to_string(report.current_version)
+        : report.current_version > 0
+            ? "replaces version " + std::to_string(report.current_version) +
+                  " (unreadable, of another feature version, or failing on these inputs)"
+            : "first version";
     DF_RETURN_IF_ERROR(repo.WriteConfig(o.max_batch_size));
     report.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

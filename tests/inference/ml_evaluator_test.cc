@@ -32,13 +32,14 @@ using df::inference::testing::PublishVersion;
 using df::inference::testing::WaitFor;
 using df::inference::testing::WriteConfig;
 
-// config.pbtxt of a model with the features.h signature.
+// config.pbtxt of a model with the features.h signature (FP16 inputs: the scripts below compute
+// on them as FP32).
 std::string BandwidthConfig(const std::string& name) {
   std::ostringstream out;
   out << "name: \"" << name << "\"\nplatform: \"pytorch_libtorch\"\nmax_batch_size: 256\ninput [\n";
   for (int i = 0; i < df::learning::kNumInputs; ++i) {
     out << (i ? ",\n" : "") << "  { name: \"" << df::learning::kInputNames[i]
-        << "\" data_type: TYPE_FP32 dims: [ ";
+        << "\" data_type: TYPE_" << df::learning::kInputDatatype << " dims: [ ";
     const auto shape = df::learning::InputShape(i);
     for (size_t d = 0; d < shape.size(); ++d) out << (d ? ", " : "") << shape[d];
     out << " ] }";
@@ -57,6 +58,7 @@ df::inference::ScriptSpec InverseUploadScript(float k) {
   spec.source =
       "def forward(self, x0: Tensor, x1: Tensor, x2: Tensor, x3: Tensor, x4: Tensor, "
       "x5: Tensor, x6: Tensor, x7: Tensor) -> Tensor:\n"
+      "    x0 = x0.float()\n"
       "    log_up = x0[:, 1, 15] * 4.0 + 16.0\n"
       "    return (torch.exp(-log_up) * self.k).unsqueeze(1)\n";
   return spec;
@@ -70,6 +72,7 @@ df::inference::ScriptSpec ConstantScript(float value) {
   spec.source =
       "def forward(self, x0: Tensor, x1: Tensor, x2: Tensor, x3: Tensor, x4: Tensor, "
       "x5: Tensor, x6: Tensor, x7: Tensor) -> Tensor:\n"
+      "    x0 = x0.float()\n"
       "    return x0[:, 0, 0:1] * 0.0 + self.k\n";
   return spec;
 }
@@ -86,6 +89,7 @@ df::inference::ScriptSpec SameUplinkScript() {
   spec.source =
       "def forward(self, x0: Tensor, x1: Tensor, x2: Tensor, x3: Tensor, x4: Tensor, "
       "x5: Tensor, x6: Tensor, x7: Tensor) -> Tensor:\n"
+      "    x0 = x0.float()\n"
       "    near = ((x0[:, 0, 15] - x0[:, 1, 15]).abs() < 0.01).float()\n"
       "    return ((near * 9.0 + 1.0) * self.k).unsqueeze(1)\n";
   return spec;

@@ -1,7 +1,15 @@
 // Config parsing (Triton text format) and request checks, without a server.
+#include <c10/util/Half.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <span>
+
 #include "inference/datatype.h"
+#include "inference/half.h"
 #include "inference/infer_request.h"
 #include "inference/model_config.h"
 #include "grpc_service.grpc.pb.h"
@@ -272,6 +280,63 @@ TEST(KServeWireFormatTest, FieldNumbersAreTheSpecs) {
   EXPECT_EQ(::inference::TYPE_FP32, 11);
   EXPECT_EQ(std::string(::inference::GRPCInferenceService::service_full_name()),
             "inference.GRPCInferenceService");
+}
+
+// Float to half conversion against libtorch's (c10::Half: round to nearest even), on the special
+// values, the edges of FP16's range, and a million random bit patterns; and back, on every half.
+TEST(HalfTest, ConversionMatchesLibtorchBitForBit) {
+  auto torch_half = [](float f) { return c10::Half(f).x; };
+  std::vector<float> values = {0.0f,
+                               -0.0f,
+                               1.0f,
+                               -1.0f,
+                               0.1f,
+                               65504.0f,
+                               65519.99f,
+                               65520.0f,
+                               65536.0f,
+                               1e10f,
+                               -1e10f,
+                               6.1035e-5f,
+                               6.0976e-5f,
+                               5.96e-8f,
+                               2.98e-8f,
+                               2.99e-8f,
+                               1e-30f,
+                               2049.0f,
+                               2051.0f,
+                               1.0009765625f,
+                               std::numeric_limits<float>::infinity(),
+                               -std::numeric_limits<float>::infinity(),
+                               std::numeric_limits<float>::denorm_min()};
+  std::mt19937 rng(7);
+  for (int i = 0; i < 1'000'000; ++i) {
+    const uint32_t bits = rng();
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    if (!std::isnan(f)) values.push_back(f);
+  }
+  std::vector<uint16_t> vectorised(values.size());
+  FloatsToHalves(values, vectorised);
+  for (size_t i = 0; i < values.size(); ++i) {
+    ASSERT_EQ(FloatToHalf(values[i]), torch_half(values[i])) << values[i];
+    ASSERT_EQ(vectorised[i], torch_half(values[i])) << values[i];
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(HalfToFloat(FloatToHalf(nan))));
+  uint16_t one_nan = 0;
+  FloatsToHalves(std::span<const float>(&nan, 1), std::span<uint16_t>(&one_nan, 1));
+  EXPECT_TRUE(std::isnan(HalfToFloat(one_nan)));
+  for (uint32_t h = 0; h <= 0xffff; ++h) {
+    c10::Half want;
+    want.x = static_cast<uint16_t>(h);
+    const float got = HalfToFloat(static_cast<uint16_t>(h));
+    if (std::isnan(static_cast<float>(want))) {
+      EXPECT_TRUE(std::isnan(got)) << h;
+    } else {
+      ASSERT_EQ(got, static_cast<float>(want)) << h;
+    }
+  }
 }
 
 }  // namespace

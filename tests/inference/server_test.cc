@@ -13,6 +13,7 @@
 
 #include "bench/harness.h"
 #include "grpc_service.grpc.pb.h"
+#include "inference/half.h"
 #include "inference/kserve_client.h"
 #include "inference/model_builder.h"
 #include "inference/model_repository.h"
@@ -488,6 +489,39 @@ TEST_F(InferenceServerTest, BrokenConfigKeepsTheLoadedVersionServing) {
   ASSERT_TRUE(WaitFor([&] {
     return InferCode(ScaleRequest("scale", {1, 2, 3, 4})) == grpc::StatusCode::NOT_FOUND;
   }));
+}
+
+// A model whose config declares an FP16 input (as the bandwidth model's do): the client sends the
+// floats rounded to half precision, the server hands the model an FP16 tensor, and the answer is
+// computed from the rounded values; FP32 contents for that input are refused.
+TEST_F(InferenceServerTest, Fp16InputsTravelAsHalvesAndFp32IsRefused) {
+  WriteConfig(repo_, "half",
+              "name: \"half\"\nplatform: \"pytorch_libtorch\"\nmax_batch_size: 8\n"
+              "input [ { name: \"INPUT__0\" data_type: TYPE_FP16 dims: [ 4 ] } ]\n"
+              "output [ { name: \"OUTPUT__0\" data_type: TYPE_FP32 dims: [ 4 ] } ]\n");
+  ScriptSpec spec;
+  spec.params = {{"k", {1}}};
+  spec.fill = 2.0f;
+  spec.source = "def forward(self, x: Tensor) -> Tensor:\n    return x.float() * self.k\n";
+  PublishVersion(repo_, "half", 1, spec);
+  StartServer();
+  ASSERT_TRUE(WaitFor([&] { return Ready("half"); }));
+
+  Fp32Tensor in{"INPUT__0", {2, 4}, {1.0f, 0.1f, -3.0e-6f, 70000.0f, 2049.0f, -0.5f, 1e-9f, 3.3f}};
+  in.send_as_fp16 = true;
+  auto out = client_->Infer("half", {in}, In(5s));
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ASSERT_EQ(out->size(), 1u);
+  ASSERT_EQ((*out)[0].data.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    const float rounded = HalfToFloat(FloatToHalf(in.data[i]));
+    EXPECT_EQ((*out)[0].data[i], 2.0f * rounded) << i;
+  }
+  EXPECT_EQ((*out)[0].data[3], std::numeric_limits<float>::infinity());  // above FP16's range
+  EXPECT_EQ((*out)[0].data[4], 4096.0f);                                 // 2049 ties to even
+
+  in.send_as_fp16 = false;
+  EXPECT_EQ(client_->Infer("half", {in}, In(5s)).status().code(), StatusCode::kInvalidArgument);
 }
 
 // A model whose forward is matrix products: the loader times the module as loaded and its oneDNN

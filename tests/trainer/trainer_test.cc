@@ -80,6 +80,10 @@ TEST_P(ModelTest, SavedTorchScriptEqualsTheCppModel) {
   EXPECT_NEAR(loaded.forward(one).toTensor().item<float>(), want[3][0].item<float>(),
               1e-3 * want[3][0].item<float>());
   EXPECT_EQ(loaded.attr("feature_version").toInt(), learning::kFeatureVersion);
+  // The inputs as they are served (FP16: ToTensors already rounded them) give the same answers.
+  std::vector<torch::jit::IValue> halves;
+  for (const auto& t : in) halves.emplace_back(t.to(torch::kHalf));
+  EXPECT_TRUE(torch::allclose(loaded.forward(halves).toTensor(), want, 1e-4, 1e-3));
 
   // A warm start reproduces the saved model exactly; another kind is refused.
   BandwidthModel warm(GetParam(), 99);
@@ -106,9 +110,14 @@ TEST(ModelRepository, ConfigDescribesTheContract) {
   }
   EXPECT_NE(text.find("dims: [ 2, 8, 4, 24 ]"), std::string::npos);
   EXPECT_NE(text.find("name: \"OUTPUT__0\""), std::string::npos);
-  size_t fp32 = 0;
-  for (size_t at = 0; (at = text.find("TYPE_FP32", at)) != std::string::npos; ++at) ++fp32;
-  EXPECT_EQ(fp32, 9u);
+  // Inputs travel as FP16 (learning/features.h), the output as FP32.
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = 0; (at = text.find(what, at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("TYPE_FP16"), static_cast<size_t>(learning::kNumInputs));
+  EXPECT_EQ(count("TYPE_FP32"), 1u);
   EXPECT_NE(text.find("dims: [ 12 ]"), std::string::npos);
 }
 
@@ -211,6 +220,32 @@ TEST(TrainAndPublish, PublishesAFirstVersionThenOnlyABetterOne) {
   EXPECT_NEAR(second->current->mape, first->gnn.mape, 1e-4);
   EXPECT_EQ(second->published_version, 0);
   EXPECT_FALSE(fs::exists(dir.path() + "/bandwidth/2"));
+}
+
+// A latest version built for another input contract (here feature version 2, FP32 inputs) is
+// neither a warm start nor a bar: the new version replaces it.
+TEST(TrainAndPublish, AVersionOfAnotherFeatureVersionIsReplaced) {
+  auto d = SmallDataset();
+  bench::TempDir dir;
+  ModelRepository repo(dir.path(), "bandwidth");
+  ASSERT_TRUE(repo.WriteConfig(64).ok());
+  torch::jit::Module old = BandwidthModel(ModelKind::kGnn, 3).Export();
+  old.setattr("feature_version", static_cast<int64_t>(learning::kFeatureVersion - 1));
+  ASSERT_TRUE(repo.Publish([&](const std::string& version_dir) {
+                    old.save(version_dir + "/model.pt");
+                    return Status::Ok();
+                  })
+                  .ok());
+  TrainOptions o;
+  o.repo = dir.path();
+  o.epochs = 0;  // even an untrained model replaces it
+  auto report = TrainAndPublish(*d, o);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->current_version, 1);
+  EXPECT_FALSE(report->current.has_value());
+  EXPECT_FALSE(report->warm_started);
+  EXPECT_EQ(report->published_version, 2);
+  EXPECT_NE(report->decision.find("replaces version 1"), std::string::npos) << report->decision;
 }
 
 TEST(TrainAndPublish, TooLittleDataIsAnErrorNotACrash) {

@@ -235,14 +235,14 @@ TorchModel::~TorchModel() = default;
 
 namespace {
 
-// Inputs shaped like the config's (batch 2, -1 dims as 1), in forward() order: uniform [0, 1)
-// for floating types, zeros otherwise (valid indices).
-std::vector<c10::IValue> TestInputs(const ServingConfig& config) {
+// Inputs shaped like the config's (`batch` rows, capped by max_batch_size; -1 dims as 1), in
+// forward() order: uniform [0, 1) for floating types, zeros otherwise (valid indices).
+std::vector<c10::IValue> RandomInputs(const ServingConfig& config, int batch) {
   std::vector<c10::IValue> inputs;
   for (int index : config.input_order) {
     const auto& in = config.config.input(index);
     std::vector<int64_t> shape;
-    if (config.batching()) shape.push_back(std::min(2, config.config.max_batch_size()));
+    if (config.batching()) shape.push_back(std::min(batch, config.config.max_batch_size()));
     for (int64_t d : in.dims()) shape.push_back(d == -1 ? 1 : d);
     auto options = torch::TensorOptions().dtype(TorchType(in.data_type()));
     inputs.emplace_back(torch::isFloatingType(TorchType(in.data_type()))
@@ -251,6 +251,12 @@ std::vector<c10::IValue> TestInputs(const ServingConfig& config) {
   }
   return inputs;
 }
+
+// The inputs of the test forwards at load: 2 rows.
+constexpr int kTestBatch = 2;
+// The inputs the two copies of the module are timed on: the batch size the scheduler's `ml`
+// evaluator typically sends.
+constexpr int kTimingBatch = 64;
 
 std::vector<int> AllOutputs(const ServingConfig& config) {
   std::vector<int> all(config.config.output_size());
@@ -318,37 +324,24 @@ bool SameOutputs(const std::vector<OutputTensor>& a, const std::vector<OutputTen
   return true;
 }
 
-// Inputs shaped like TestInputs, with the batch size requests will typically have (64 rows,
-// capped by max_batch_size): what the two copies of the module are timed on.
-std::vector<c10::IValue> TimingInputs(const ServingConfig& config) {
-  constexpr int kTypicalBatch = 64;
-  std::vector<c10::IValue> inputs;
-  for (int index : config.input_order) {
-    const auto& in = config.config.input(index);
-    std::vector<int64_t> shape;
-    if (config.batching()) shape.push_back(std::min(kTypicalBatch, config.config.max_batch_size()));
-    for (int64_t d : in.dims()) shape.push_back(d == -1 ? 1 : d);
-    auto options = torch::TensorOptions().dtype(TorchType(in.data_type()));
-    inputs.emplace_back(torch::isFloatingType(TorchType(in.data_type()))
-                            ? torch::rand(shape, options)
-                            : torch::zeros(shape, options));
-  }
-  return inputs;
-}
-
-// Median wall time of `rounds` forwards of `module` on `inputs`, in seconds.
+// Median wall time of up to `rounds` forwards of `module` on `inputs`, in seconds; it stops
+// early (after at least one) once they have taken a second, so that a heavy model loads in
+// bounded time.
 double MedianForwardSeconds(torch::jit::Module& module, const std::vector<c10::IValue>& inputs,
                             int rounds) {
   std::vector<double> seconds;
-  for (int i = 0; i < rounds; ++i) {
+  double total = 0;
+  for (int i = 0; i < rounds && total < 1.0; ++i) {
     c10::InferenceMode guard;
     const auto start = std::chrono::steady_clock::now();
     module.forward(inputs);
     seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    total += seconds.back();
   }
-  std::nth_element(seconds.begin(), seconds.begin() + rounds / 2, seconds.end());
-  return seconds[static_cast<size_t>(rounds / 2)];
+  auto middle = seconds.begin() + static_cast<ptrdiff_t>(seconds.size() / 2);
+  std::nth_element(seconds.begin(), middle, seconds.end());
+  return *middle;
 }
 
 bool HasHalfTensor(const std::vector<c10::IValue>& inputs) {
@@ -379,9 +372,10 @@ constexpr int kTimedForwards = 15;
 // products.
 Status CheckAndSpeedUp(const ServingConfig& config, const std::string& path,
                        TorchModel::Module* module) {
-  std::vector<c10::IValue> inputs = TestInputs(config);
+  std::vector<c10::IValue> inputs = RandomInputs(config, kTestBatch);
   const std::vector<int> all = AllOutputs(config);
-  const int64_t batch = config.batching() ? std::min(2, config.config.max_batch_size()) : 0;
+  const int64_t batch =
+      config.batching() ? std::min(kTestBatch, config.config.max_batch_size()) : 0;
   Result<std::vector<OutputTensor>> expected = Internal("no test forward");
   for (int i = 0; i < kWarmupForwards; ++i) {
     try {
@@ -392,7 +386,7 @@ Status CheckAndSpeedUp(const ServingConfig& config, const std::string& path,
     }
     if (!expected.ok()) return expected.status();
   }
-  std::vector<c10::IValue> timing = TimingInputs(config);
+  std::vector<c10::IValue> timing = RandomInputs(config, kTimingBatch);
   if (HasHalfTensor(inputs)) {
     try {
       c10::InferenceMode guard;

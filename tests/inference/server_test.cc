@@ -492,8 +492,9 @@ TEST_F(InferenceServerTest, BrokenConfigKeepsTheLoadedVersionServing) {
 }
 
 // A model whose config declares an FP16 input (as the bandwidth model's do): the client sends the
-// floats rounded to half precision, the server hands the model an FP16 tensor, and the answer is
-// computed from the rounded values; FP32 contents for that input are refused.
+// floats rounded to half precision, the server converts them back to FP32 before the forward
+// (this model converts them first anyway: TorchModel::widens_fp16), and the answer is computed
+// from the rounded values; FP32 contents for that input are refused.
 TEST_F(InferenceServerTest, Fp16InputsTravelAsHalvesAndFp32IsRefused) {
   WriteConfig(repo_, "half",
               "name: \"half\"\nplatform: \"pytorch_libtorch\"\nmax_batch_size: 8\n"
@@ -522,6 +523,22 @@ TEST_F(InferenceServerTest, Fp16InputsTravelAsHalvesAndFp32IsRefused) {
 
   in.send_as_fp16 = false;
   EXPECT_EQ(client_->Infer("half", {in}, In(5s)).status().code(), StatusCode::kInvalidArgument);
+
+  // A model that insists on FP16 tensors is handed FP16 tensors.
+  WriteConfig(repo_, "strict",
+              "name: \"strict\"\nplatform: \"pytorch_libtorch\"\nmax_batch_size: 8\n"
+              "input [ { name: \"INPUT__0\" data_type: TYPE_FP16 dims: [ 4 ] } ]\n"
+              "output [ { name: \"OUTPUT__0\" data_type: TYPE_FP32 dims: [ 4 ] } ]\n");
+  spec.source =
+      "def forward(self, x: Tensor) -> Tensor:\n"
+      "    assert x.element_size() == 2\n"
+      "    return x.float() * self.k\n";
+  PublishVersion(repo_, "strict", 1, spec);
+  ASSERT_TRUE(WaitFor([&] { return Ready("strict"); }));
+  in.send_as_fp16 = true;
+  auto strict = client_->Infer("strict", {in}, In(5s));
+  ASSERT_TRUE(strict.ok()) << strict.status().ToString();
+  EXPECT_EQ(strict.value()[0].data, (*out)[0].data);
 }
 
 // A model whose forward is matrix products: the loader times the module as loaded and its oneDNN

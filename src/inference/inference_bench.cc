@@ -22,7 +22,6 @@
 #include "common/malloc_tuning.h"
 #include "common/version.h"
 #include "inference/infer_request.h"
-#include "inference/half.h"
 #include "inference/kserve_client.h"
 #include "inference/model_builder.h"
 #include "inference/model_repository.h"
@@ -99,25 +98,10 @@ void Print(const char* what, const Percentiles& p, const Percentiles* base) {
   std::printf("\n");
 }
 
-// The ModelInferRequest of `inputs`, raw contents, as KServeClient::Infer sends them (FP16 where
-// `send_as_fp16` says so, FP32 otherwise).
+// The ModelInferRequest of `inputs`, raw contents, as KServeClient::Infer sends them.
 ::inference::ModelInferRequest MakeRequest(const std::vector<Fp32Tensor>& inputs) {
   ::inference::ModelInferRequest request;
-  for (const Fp32Tensor& in : inputs) {
-    auto* t = request.add_inputs();
-    t->set_name(in.name);
-    for (int64_t d : in.shape) t->add_shape(d);
-    std::string* raw = request.add_raw_input_contents();
-    if (in.send_as_fp16) {
-      t->set_datatype("FP16");
-      raw->resize(in.data.size() * sizeof(uint16_t));
-      df::inference::FloatsToHalves(
-          in.data, std::span<uint16_t>(reinterpret_cast<uint16_t*>(raw->data()), in.data.size()));
-    } else {
-      t->set_datatype("FP32");
-      raw->assign(reinterpret_cast<const char*>(in.data.data()), in.data.size() * sizeof(float));
-    }
-  }
+  for (const Fp32Tensor& in : inputs) df::inference::AppendRawInput(in, &request);
   return request;
 }
 

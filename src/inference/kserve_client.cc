@@ -112,6 +112,22 @@ Result<bool> KServeClient::ModelReady(const std::string& model, Deadline deadlin
   return response.ready();
 }
 
+void AppendRawInput(const Fp32Tensor& in, ::inference::ModelInferRequest* request) {
+  auto* tensor = request->add_inputs();
+  tensor->set_name(in.name);
+  for (int64_t d : in.shape) tensor->add_shape(d);
+  std::string* raw = request->add_raw_input_contents();
+  if (in.send_as_fp16) {
+    tensor->set_datatype("FP16");
+    raw->resize(in.data.size() * sizeof(uint16_t));
+    FloatsToHalves(in.data,
+                   std::span<uint16_t>(reinterpret_cast<uint16_t*>(raw->data()), in.data.size()));
+  } else {
+    tensor->set_datatype("FP32");
+    raw->assign(reinterpret_cast<const char*>(in.data.data()), in.data.size() * sizeof(float));
+  }
+}
+
 Result<std::vector<Fp32Tensor>> KServeClient::Infer(const std::string& model,
                                                     const std::vector<Fp32Tensor>& inputs,
                                                     Deadline deadline, const std::string& version,
@@ -125,19 +141,7 @@ Result<std::vector<Fp32Tensor>> KServeClient::Infer(const std::string& model,
       return InvalidArgument("ModelInfer " + model + ": input " + in.name + " has " +
                              std::to_string(in.data.size()) + " values for its shape");
     }
-    auto* tensor = request.add_inputs();
-    tensor->set_name(in.name);
-    for (int64_t d : in.shape) tensor->add_shape(d);
-    std::string* raw = request.add_raw_input_contents();
-    if (in.send_as_fp16) {
-      tensor->set_datatype("FP16");
-      raw->resize(in.data.size() * sizeof(uint16_t));
-      FloatsToHalves(in.data,
-                     std::span<uint16_t>(reinterpret_cast<uint16_t*>(raw->data()), in.data.size()));
-    } else {
-      tensor->set_datatype("FP32");
-      raw->assign(reinterpret_cast<const char*>(in.data.data()), in.data.size() * sizeof(float));
-    }
+    AppendRawInput(in, &request);
   }
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline);

@@ -2,8 +2,9 @@
 // for dfinference or a real Triton server alike. No libtorch: the scheduler's `ml` evaluator
 // links this (target df_kserve_client) and nothing of the server.
 //
-// Tensors cross the wire as FP32 in `raw_input_contents` / `raw_output_contents` (little-endian,
-// row-major), the fastest form of the protocol; answers in typed `fp32_contents` are read too.
+// Tensors cross the wire in `raw_input_contents` / `raw_output_contents` (little-endian,
+// row-major), the fastest form of the protocol: inputs as FP32, or FP16 where asked; outputs as
+// FP32, and answers in typed `fp32_contents` are read too.
 #pragma once
 
 #include <chrono>
@@ -16,6 +17,9 @@
 
 namespace grpc {
 class Channel;
+}
+namespace inference {
+class ModelInferRequest;
 }
 
 namespace df::inference {
@@ -72,6 +76,11 @@ class KServeClient {
   class Stub;
   std::unique_ptr<Stub> stub_;
 };
+
+// Appends `in` to `request` the way KServeClient::Infer sends it: name, shape and datatype (FP16
+// when `in.send_as_fp16`, else FP32) in `inputs`, the values in `raw_input_contents`. The caller
+// has checked that `in.data` holds ElementCount(in.shape) values.
+void AppendRawInput(const Fp32Tensor& in, ::inference::ModelInferRequest* request);
 
 // Product of `shape`'s dimensions; -1 when a dimension is negative or the product overflows
 // int64.
